@@ -1,0 +1,26 @@
+//! Schema migrations for cloudhis, one file per change, named
+//! `m<YYYYMMDD>_<HHMMSS>_<context>_<change>.rs`. A landed migration is never edited (expand/contract).
+//! `cloudhis migrate` runs them under an advisory lock on PostgreSQL, as the schema owner.
+
+pub use sea_orm_migration::prelude::*;
+
+pub mod rls;
+
+mod m20261128_000001_platform_app_role;
+mod m20261128_000002_tenancy_tables;
+mod m20261128_000003_identity_tables;
+mod m20261128_000004_audit_tables;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![
+            Box::new(m20261128_000001_platform_app_role::Migration),
+            Box::new(m20261128_000002_tenancy_tables::Migration),
+            Box::new(m20261128_000003_identity_tables::Migration),
+            Box::new(m20261128_000004_audit_tables::Migration),
+        ]
+    }
+}
