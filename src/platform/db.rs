@@ -1,0 +1,218 @@
+//! Database access. Every query on tenant data runs in a [`Tx`] opened for a tenant scope (a
+//! request context or an explicit system scope); on PostgreSQL the tenant is set once per
+//! transaction with `set_config(.., true)`, which row-level security reads. The app runs as a role
+//! that RLS applies to (`SET ROLE` on every new connection). Audit rows gathered during the
+//! transaction are chained and written just before commit.
+
+use std::time::Duration;
+
+use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction, DbBackend, DbErr,
+    SqliteTransactionMode, Statement, TransactionOptions, TransactionTrait,
+};
+use uuid::Uuid;
+
+use crate::audit::AuditEntry;
+use crate::platform::config::{Config, DbKind};
+use crate::platform::error::{AppError, AppResult};
+use migrations::{Migrator, MigratorTrait};
+
+/// Anything that names the tenant a transaction works for.
+pub trait TenantScope {
+    fn tenant_id(&self) -> Uuid;
+}
+
+/// A scope for work that is not a user's request: tenant files, background jobs, authz loading.
+/// Construct it only where the tenant is known from trusted input.
+#[derive(Debug, Clone, Copy)]
+pub struct SystemScope {
+    pub tenant: Uuid,
+}
+
+impl TenantScope for SystemScope {
+    fn tenant_id(&self) -> Uuid {
+        self.tenant
+    }
+}
+
+#[derive(Clone)]
+pub struct Db {
+    conn: DatabaseConnection,
+    kind: DbKind,
+}
+
+/// A transaction bound to one tenant. Deref gives the sea-orm connection for queries.
+pub struct Tx {
+    inner: DatabaseTransaction,
+    tenant: Uuid,
+    audit: Vec<AuditEntry>,
+}
+
+impl std::ops::Deref for Tx {
+    type Target = DatabaseTransaction;
+    fn deref(&self) -> &DatabaseTransaction {
+        &self.inner
+    }
+}
+
+impl Tx {
+    pub fn tenant(&self) -> Uuid {
+        self.tenant
+    }
+
+    /// Queues an audit row; it is chained and written in this transaction, just before commit, so
+    /// the per-tenant chain head is locked for as short a time as possible.
+    pub fn audit(&mut self, entry: AuditEntry) {
+        self.audit.push(entry);
+    }
+
+    pub async fn commit(self) -> AppResult<()> {
+        if !self.audit.is_empty() {
+            crate::audit::append(&self.inner, self.tenant, self.audit).await?;
+        }
+        self.inner.commit().await?;
+        Ok(())
+    }
+
+    pub async fn rollback(self) -> AppResult<()> {
+        self.inner.rollback().await?;
+        Ok(())
+    }
+}
+
+impl Db {
+    /// Connects the application pool. On PostgreSQL every connection assumes `config.db_role`.
+    pub async fn connect(config: &Config) -> anyhow::Result<Self> {
+        let mut opts = ConnectOptions::new(config.database_url.clone());
+        opts.sqlx_logging(false)
+            .max_connections(config.db_pool_size)
+            .connect_timeout(Duration::from_secs(5))
+            .acquire_timeout(Duration::from_secs(10));
+        match config.db_kind {
+            DbKind::Sqlite => {
+                opts.map_sqlx_sqlite_opts(sqlite_options);
+            }
+            DbKind::Postgres => {
+                let role = config.db_role.clone();
+                if !role.is_empty() {
+                    if !role.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                        anyhow::bail!("CLOUDHIS_DB_ROLE must be a plain identifier");
+                    }
+                    // Per pooled connection (sea-orm's own after_connect runs once per pool).
+                    let sql = format!("SET ROLE {role}");
+                    opts.map_sqlx_postgres_pool_opts(move |pool| {
+                        let sql = sql.clone();
+                        pool.after_connect(move |conn, _meta| {
+                            let sql = sql.clone();
+                            Box::pin(async move {
+                                sea_orm::sqlx::Executor::execute(conn, sea_orm::sqlx::AssertSqlSafe(sql))
+                                    .await
+                                    .map(|_| ())
+                            })
+                        })
+                    });
+                }
+            }
+        }
+        let conn = Database::connect(opts).await?;
+        Ok(Self { conn, kind: config.db_kind })
+    }
+
+    /// Connects as the login user without assuming the app role: for migrations and operator
+    /// commands that must see every tenant (audit verify).
+    pub async fn connect_owner(config: &Config) -> anyhow::Result<Self> {
+        let mut opts = ConnectOptions::new(config.database_url.clone());
+        opts.sqlx_logging(false).max_connections(1).connect_timeout(Duration::from_secs(5));
+        if config.db_kind == DbKind::Sqlite {
+            opts.map_sqlx_sqlite_opts(sqlite_options);
+        }
+        let conn = Database::connect(opts).await?;
+        Ok(Self { conn, kind: config.db_kind })
+    }
+
+    pub fn kind(&self) -> DbKind {
+        self.kind
+    }
+
+    pub fn backend(&self) -> DbBackend {
+        self.conn.get_database_backend()
+    }
+
+    /// The raw pool, for platform code only (health checks, migrations, tests).
+    pub fn raw(&self) -> &DatabaseConnection {
+        &self.conn
+    }
+
+    /// Opens a transaction for `scope`'s tenant and sets the RLS key once.
+    pub async fn begin(&self, scope: &impl TenantScope) -> AppResult<Tx> {
+        let tenant = scope.tenant_id();
+        let inner = match self.kind {
+            // IMMEDIATE takes SQLite's write lock up front, so concurrent writers queue on the
+            // busy timeout instead of failing on a read-to-write upgrade.
+            DbKind::Sqlite => {
+                self.conn
+                    .begin_with_options(TransactionOptions {
+                        sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                        ..Default::default()
+                    })
+                    .await?
+            }
+            DbKind::Postgres => {
+                let tx = self.conn.begin().await?;
+                tx.execute_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "SELECT set_config('cloudhis.tenant_id', $1, true)",
+                    [tenant.to_string().into()],
+                ))
+                .await?;
+                tx
+            }
+        };
+        Ok(Tx { inner, tenant, audit: Vec::new() })
+    }
+
+    /// A transaction over the tenant registry only (no tenant yet: login by code, tenant apply).
+    pub async fn begin_registry(&self) -> Result<DatabaseTransaction, DbErr> {
+        self.conn.begin().await
+    }
+
+    pub async fn ping(&self) -> AppResult<()> {
+        self.conn
+            .execute_unprepared("SELECT 1")
+            .await
+            .map_err(|e| AppError::Unavailable(anyhow::Error::new(e).context("database")))?;
+        Ok(())
+    }
+
+    /// Runs pending migrations. On PostgreSQL, under a session advisory lock on a single
+    /// connection, so replicas starting together migrate once and the rest wait.
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        match self.kind {
+            DbKind::Sqlite => Migrator::up(&self.conn, None).await?,
+            DbKind::Postgres => {
+                self.conn.execute_unprepared(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})")).await?;
+                let result = Migrator::up(&self.conn, None).await;
+                self.conn.execute_unprepared(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})")).await?;
+                result?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether every known migration has been applied.
+    pub async fn pending_migrations(&self) -> anyhow::Result<usize> {
+        Ok(Migrator::get_pending_migrations(&self.conn).await?.len())
+    }
+}
+
+/// Arbitrary but fixed: "cloudhis" in ASCII hex, truncated to fit a bigint.
+const MIGRATION_LOCK: i64 = 0x636c_6f75_6468_6973;
+
+fn sqlite_options(opts: SqliteConnectOptions) -> SqliteConnectOptions {
+    opts.journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(30))
+        .foreign_keys(true)
+        .create_if_missing(true)
+}

@@ -1,0 +1,269 @@
+//! The one application error. Every variant knows its HTTP status and a stable snake_case code;
+//! the body is always `{code, message}` (plus `details` for validation). Unexpected errors are
+//! logged once, at the HTTP boundary, and leave as an opaque 500.
+
+use poem::Response;
+use poem::http::StatusCode;
+use poem_openapi::registry::{MetaMediaType, MetaResponse, MetaResponses, Registry};
+use poem_openapi::{ApiResponse, Object, types::ToJSON};
+use sea_orm::{DbErr, SqlErr};
+
+/// The JSON problem body every error response carries.
+#[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
+pub struct ErrorBody {
+    /// Stable snake_case error code, e.g. `institution_not_found`.
+    pub code: String,
+    /// Human-readable explanation. Never contains patient data.
+    pub message: String,
+    /// Machine-readable detail for validation errors (which field, which check).
+    #[oai(skip_serializing_if_is_none)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<serde_json::Value>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("{message}")]
+    BadRequest { code: &'static str, message: String },
+    #[error("authentication required")]
+    Unauthenticated,
+    #[error("invalid tenant, username or password")]
+    InvalidCredentials,
+    #[error("{message}")]
+    Forbidden { code: &'static str, message: String },
+    #[error("{message}")]
+    NotFound { code: &'static str, message: String },
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String, details: Option<serde_json::Value> },
+    #[error("{message}")]
+    Unprocessable { code: &'static str, message: String, details: Option<serde_json::Value> },
+    #[error("too many attempts; try again later")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("a backing service is unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+pub type AppResult<T> = Result<T, AppError>;
+
+impl AppError {
+    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
+        Self::BadRequest { code, message: message.into() }
+    }
+    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Forbidden { code, message: message.into() }
+    }
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
+        Self::NotFound { code, message: message.into() }
+    }
+    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Conflict { code, message: message.into(), details: None }
+    }
+    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Unprocessable { code, message: message.into(), details: None }
+    }
+    pub fn with_details(mut self, value: serde_json::Value) -> Self {
+        match &mut self {
+            Self::Unprocessable { details, .. } | Self::Conflict { details, .. } => *details = Some(value),
+            _ => {}
+        }
+        self
+    }
+    pub fn internal(err: impl Into<anyhow::Error>) -> Self {
+        Self::Internal(err.into())
+    }
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::BadRequest { code, .. }
+            | Self::Forbidden { code, .. }
+            | Self::NotFound { code, .. }
+            | Self::Conflict { code, .. }
+            | Self::Unprocessable { code, .. } => code,
+            Self::Unauthenticated => "unauthenticated",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::RateLimited { .. } => "too_many_attempts",
+            Self::Unavailable(_) => "service_unavailable",
+            Self::Internal(_) => "internal_error",
+        }
+    }
+
+    pub fn body(&self) -> ErrorBody {
+        let details = match self {
+            Self::Conflict { details, .. } | Self::Unprocessable { details, .. } => details.clone(),
+            _ => None,
+        };
+        ErrorBody { code: self.code().to_string(), message: self.to_string(), details }
+    }
+}
+
+/// A unique violation is a conflict, a broken reference is unprocessable; anything else is ours.
+impl From<DbErr> for AppError {
+    fn from(err: DbErr) -> Self {
+        match err.sql_err() {
+            Some(SqlErr::UniqueConstraintViolation(_)) => {
+                AppError::conflict("conflict", "a record with the same key already exists")
+            }
+            Some(SqlErr::ForeignKeyConstraintViolation(_)) => {
+                AppError::unprocessable("reference_invalid", "the request refers to a record that does not exist")
+            }
+            _ => AppError::Internal(anyhow::Error::new(err).context("database")),
+        }
+    }
+}
+
+impl poem::error::ResponseError for AppError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::Unauthenticated | Self::InvalidCredentials => StatusCode::UNAUTHORIZED,
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::Conflict { .. } => StatusCode::CONFLICT,
+            Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn as_response(&self) -> Response {
+        let mut resp = json_response(self.status(), &self.body());
+        match self {
+            Self::RateLimited { retry_after_secs } => {
+                resp.headers_mut().insert("retry-after", (*retry_after_secs).into());
+            }
+            Self::Unauthenticated | Self::InvalidCredentials => {
+                resp.headers_mut().insert("www-authenticate", "Bearer".parse().expect("static header"));
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+pub fn json_response(status: StatusCode, body: &ErrorBody) -> Response {
+    let json = body.to_json_string();
+    Response::builder().status(status).content_type("application/json; charset=utf-8").body(json)
+}
+
+/// Documents every error status on each operation, each with the same JSON body.
+impl ApiResponse for AppError {
+    fn meta() -> MetaResponses {
+        const STATUSES: &[(u16, &str)] = &[
+            (400, "Malformed request: bad JSON, missing field, wrong type, bad parameter"),
+            (401, "Not authenticated, or the session is no longer valid"),
+            (403, "Authenticated, but not permitted in this institution"),
+            (404, "No such resource in this tenant"),
+            (409, "Conflicts with the current state"),
+            (413, "Request body too large"),
+            (422, "Well-formed but invalid"),
+            (429, "Too many attempts"),
+            (500, "Unexpected error (details are logged, not returned)"),
+            (503, "A backing service is unavailable"),
+        ];
+        MetaResponses {
+            responses: STATUSES
+                .iter()
+                .map(|(status, description)| MetaResponse {
+                    description,
+                    status: Some(*status),
+                    status_range: None,
+                    content: vec![MetaMediaType {
+                        content_type: "application/json; charset=utf-8",
+                        schema: <poem_openapi::payload::Json<ErrorBody> as poem_openapi::payload::Payload>::schema_ref(
+                        ),
+                    }],
+                    headers: vec![],
+                })
+                .collect(),
+        }
+    }
+
+    fn register(registry: &mut Registry) {
+        <ErrorBody as poem_openapi::types::Type>::register(registry);
+    }
+}
+
+/// Turns any error that reached the HTTP boundary into the JSON problem body, and logs the
+/// unexpected ones once. Framework errors (bad JSON, bad path parameter, unknown route) get
+/// stable codes too.
+pub fn error_to_response(err: poem::Error) -> Response {
+    if let Some(app) = err.downcast_ref::<AppError>() {
+        match app {
+            AppError::Internal(e) => tracing::error!(error = %format!("{e:#}"), "internal error"),
+            AppError::Unavailable(e) => tracing::warn!(error = %format!("{e:#}"), "backing service unavailable"),
+            _ => {}
+        }
+        return poem::error::ResponseError::as_response(app);
+    }
+    let status = err.status();
+    let (code, message): (&str, String) = if err.is::<poem_openapi::error::ParseRequestPayloadError>() {
+        ("malformed_body", sanitize(&err.to_string()))
+    } else if err.is::<poem_openapi::error::ContentTypeError>() {
+        ("unsupported_media_type", "the request body must be application/json".into())
+    } else if err.is::<poem_openapi::error::ParseParamError>() || err.is::<poem_openapi::error::ParsePathError>() {
+        ("invalid_parameter", sanitize(&err.to_string()))
+    } else if err.is::<poem_openapi::error::AuthorizationError>() {
+        ("unauthenticated", "authentication required".into())
+    } else {
+        match status.as_u16() {
+            400 => ("bad_request", sanitize(&err.to_string())),
+            401 => ("unauthenticated", "authentication required".into()),
+            404 => ("not_found", "no such route".into()),
+            405 => ("method_not_allowed", "method not allowed on this route".into()),
+            413 => ("payload_too_large", "the request body is too large".into()),
+            415 => ("unsupported_media_type", "unsupported content type".into()),
+            s if s >= 500 => {
+                tracing::error!(error = %err, "unhandled framework error");
+                ("internal_error", "internal error".into())
+            }
+            _ => ("bad_request", sanitize(&err.to_string())),
+        }
+    };
+    let status = if status.is_server_error() || status.is_client_error() { status } else { StatusCode::BAD_REQUEST };
+    json_response(status, &ErrorBody { code: code.into(), message, details: None })
+}
+
+/// Parser messages may quote the offending input (`invalid type: string "张伟"`). Input can be
+/// patient data, so quoted values are dropped; field and type names stay.
+pub fn sanitize(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(pos) = rest.find("string \"") {
+        out.push_str(&rest[..pos + 8]);
+        let after = &rest[pos + 8..];
+        match after.find('"') {
+            Some(end) => {
+                out.push_str("…\"");
+                rest = &after[end + 1..];
+            }
+            None => {
+                out.push_str("…\"");
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out.chars().take(300).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanitize_drops_quoted_input() {
+        let s = sanitize(r#"invalid type: string "张伟", expected u32 at line 1"#);
+        assert_eq!(s, r#"invalid type: string "…", expected u32 at line 1"#);
+    }
+
+    #[test]
+    fn status_and_codes_are_stable() {
+        use poem::error::ResponseError;
+        assert_eq!(AppError::not_found("user_not_found", "x").status(), 404);
+        assert_eq!(AppError::RateLimited { retry_after_secs: 3 }.code(), "too_many_attempts");
+        assert_eq!(AppError::internal(anyhow::anyhow!("secret detail")).body().message, "internal error");
+    }
+}

@@ -1,0 +1,14 @@
+//! Platform: what every context stands on. Configuration, the tenant-scoped database, the cache,
+//! the event bus, telemetry, metrics, the HTTP boundary and the one application error.
+
+pub mod bus;
+pub mod cache;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod metrics;
+pub mod telemetry;
+
+pub use db::{Db, SystemScope, TenantScope, Tx};
+pub use error::{AppError, AppResult};
