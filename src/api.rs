@@ -1,0 +1,26 @@
+//! The JSON API: every context's operations nested into one OpenAPI document.
+
+use poem_openapi::{OpenApi, Tags};
+
+#[derive(Tags)]
+pub enum ApiTags {
+    /// Login, logout and the current session
+    Auth,
+    /// The community's institution tree
+    Institutions,
+    /// Staff and role administration
+    Staff,
+    /// The audit trail
+    Audit,
+}
+
+/// Every context's API. Handlers take the [`crate::state::AppState`] from request data, so the
+/// document can be built without any backend (`cloudhis openapi`).
+pub fn api() -> impl OpenApi {
+    (
+        crate::identity::api::AuthApi,
+        crate::identity::api::StaffApi,
+        crate::tenancy::api::InstitutionsApi,
+        crate::audit::api::AuditApi,
+    )
+}

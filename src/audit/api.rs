@@ -1,0 +1,83 @@
+//! Audit API: the tenant admin reads the community's audit trail, newest first.
+
+use chrono::{DateTime, Utc};
+use poem::web::Data;
+use poem_openapi::param::Query;
+use poem_openapi::payload::Json;
+use poem_openapi::{ApiResponse, Object, OpenApi};
+use uuid::Uuid;
+
+use super::service;
+use crate::api::ApiTags;
+use crate::identity::ctx::Auth;
+use crate::platform::AppError;
+use crate::state::AppState;
+
+#[derive(Debug, Clone, Object)]
+pub struct AuditEventDto {
+    pub seq: i64,
+    pub id: Uuid,
+    pub occurred_at: DateTime<Utc>,
+    #[oai(skip_serializing_if_is_none)]
+    pub actor_user_id: Option<Uuid>,
+    #[oai(skip_serializing_if_is_none)]
+    pub institution_id: Option<Uuid>,
+    pub action: String,
+    pub resource_type: String,
+    #[oai(skip_serializing_if_is_none)]
+    pub resource_id: Option<String>,
+    #[oai(skip_serializing_if_is_none)]
+    pub subject_person_id: Option<Uuid>,
+    pub purpose: String,
+    pub outcome: String,
+}
+
+#[derive(ApiResponse)]
+pub enum ListAuditResponse {
+    /// Audit rows, newest first
+    #[oai(status = 200)]
+    Ok(Json<Vec<AuditEventDto>>),
+}
+
+pub struct AuditApi;
+
+#[OpenApi(prefix_path = "/api/v1", tag = "ApiTags::Audit")]
+impl AuditApi {
+    /// List audit events of the community (tenant admin)
+    #[oai(path = "/audit/events", method = "get", operation_id = "audit_list")]
+    async fn list(
+        &self,
+        state: Data<&AppState>,
+        auth: Auth,
+        /// Rows before this sequence number (for paging)
+        before: Query<Option<i64>>,
+        /// Page size, 1-500
+        #[oai(default = "default_limit", validator(minimum(value = "1"), maximum(value = "500")))]
+        limit: Query<u64>,
+        /// Only rows about this person
+        subject: Query<Option<Uuid>>,
+    ) -> Result<ListAuditResponse, AppError> {
+        let rows = service::list(&state.db, &auth.0, before.0, limit.0, subject.0).await?;
+        Ok(ListAuditResponse::Ok(Json(
+            rows.into_iter()
+                .map(|r| AuditEventDto {
+                    seq: r.seq,
+                    id: r.id,
+                    occurred_at: r.occurred_at,
+                    actor_user_id: r.actor_user_id,
+                    institution_id: r.institution_id,
+                    action: r.action,
+                    resource_type: r.resource_type,
+                    resource_id: r.resource_id,
+                    subject_person_id: r.subject_person_id,
+                    purpose: r.purpose,
+                    outcome: r.outcome,
+                })
+                .collect(),
+        )))
+    }
+}
+
+fn default_limit() -> u64 {
+    100
+}

@@ -1,0 +1,2 @@
+pub mod audit_head;
+pub mod audit_log;

@@ -1,0 +1,29 @@
+//! Reading the audit trail.
+
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
+use uuid::Uuid;
+
+use super::entity::audit_log;
+use crate::identity::ctx::{Perm, RequestCtx};
+use crate::platform::{AppResult, Db};
+
+pub async fn list(
+    db: &Db,
+    ctx: &RequestCtx,
+    before: Option<i64>,
+    limit: u64,
+    subject: Option<Uuid>,
+) -> AppResult<Vec<audit_log::Model>> {
+    ctx.require(Perm::AuditRead)?;
+    let tx = db.begin(ctx).await?;
+    let mut q = audit_log::Entity::find().filter(audit_log::Column::TenantId.eq(ctx.tenant));
+    if let Some(b) = before {
+        q = q.filter(audit_log::Column::Seq.lt(b));
+    }
+    if let Some(s) = subject {
+        q = q.filter(audit_log::Column::SubjectPersonId.eq(s));
+    }
+    let rows = q.order_by_desc(audit_log::Column::Seq).limit(limit.min(500)).all(&*tx).await?;
+    tx.rollback().await?;
+    Ok(rows)
+}

@@ -1,0 +1,167 @@
+//! The command line: `serve`, `migrate`, `tenants apply|list`, `openapi`, `audit verify`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::platform::config::Config;
+use crate::platform::{Db, telemetry};
+use crate::startup::{self, Application};
+use crate::tenancy::{file, service as tenancy};
+
+/// The demo community, also compiled in so the binary works from any directory.
+pub const DEMO_TENANT: &str = include_str!("../tenants/demo-county.toml");
+pub const DEMO_TENANT_PATH: &str = "tenants/demo-county.toml";
+
+#[derive(Debug, Parser)]
+#[command(name = "cloudhis", version, about = "County-township-village integrated cloud HIS (县乡村一体化云HIS)")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server
+    Serve {
+        /// Apply tenants/demo-county.toml and load demo data on first start
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Run pending database migrations (under an advisory lock on PostgreSQL)
+    Migrate,
+    /// Tenant files
+    Tenants {
+        #[command(subcommand)]
+        command: TenantsCommand,
+    },
+    /// Print the OpenAPI document
+    Openapi,
+    /// The audit trail
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TenantsCommand {
+    /// Apply a tenant file (idempotent; a file with any error is rejected whole)
+    Apply { file: std::path::PathBuf },
+    /// List tenants
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Walk every tenant's hash chain and report the first broken link
+    Verify,
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Command::Openapi = cli.command {
+        println!("{}", startup::openapi_service().spec());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let loaded = Config::from_env()?;
+    let _telemetry = telemetry::init(loaded.config.log_format, loaded.config.otlp_endpoint.as_deref());
+    for w in &loaded.warnings {
+        tracing::warn!("{w}");
+    }
+    let config = loaded.config;
+    match cli.command {
+        Command::Openapi => unreachable!("handled above"),
+        Command::Serve { demo } => {
+            let app = Application::build(config).await?;
+            if demo {
+                load_demo(app.state()).await?;
+            }
+            app.run_until_stopped().await?;
+        }
+        Command::Migrate => {
+            let db = Db::connect_owner(&config).await?;
+            db.migrate().await?;
+            println!("migrations are up to date");
+        }
+        Command::Tenants { command: TenantsCommand::Apply { file: path } } => {
+            let text =
+                std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+            let spec = match file::parse(&path.display().to_string(), &text) {
+                Ok(spec) => spec,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            let state = startup::connect(config).await?;
+            let report = tenancy::apply(&state.db, &spec).await?;
+            if report.changed() {
+                state.authz.changed(report.tenant_id).await;
+            }
+            print_report(&spec.code, &report);
+        }
+        Command::Tenants { command: TenantsCommand::List } => {
+            let state = startup::connect(config).await?;
+            for t in tenancy::list_tenants(&state.db).await? {
+                println!("{}\t{}\t{}\t{}", t.code, t.id, t.name, t.name_en.unwrap_or_default());
+            }
+        }
+        Command::Audit { command: AuditCommand::Verify } => {
+            let state = startup::connect(config).await?;
+            let report = crate::audit::verify(&state.db).await?;
+            for (tenant, rows) in &report.chains {
+                println!("{tenant}: {rows} rows checked");
+            }
+            if let Some(b) = report.broken {
+                eprintln!(
+                    "audit chain BROKEN in tenant {} at row seq={}{}: {}",
+                    b.tenant_code,
+                    b.seq,
+                    b.id.map(|i| format!(" id={i}")).unwrap_or_default(),
+                    b.reason
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+            println!("audit chain intact");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_report(code: &str, report: &tenancy::ApplyReport) {
+    if !report.changed() {
+        println!("tenant {code}: no changes ({} items unchanged)", report.unchanged);
+        return;
+    }
+    println!(
+        "tenant {code}: {} created, {} updated, {} unchanged",
+        report.created.len(),
+        report.updated.len(),
+        report.unchanged
+    );
+    for c in &report.created {
+        println!("  + {c}");
+    }
+    for u in &report.updated {
+        println!("  ~ {u}");
+    }
+}
+
+/// Applies the demo tenant (from `tenants/` when run from the repo, else the compiled-in copy).
+pub async fn load_demo(state: &crate::state::AppState) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(DEMO_TENANT_PATH).unwrap_or_else(|_| DEMO_TENANT.to_string());
+    let spec = file::parse(DEMO_TENANT_PATH, &text)?;
+    let report = tenancy::apply(&state.db, &spec).await?;
+    if report.changed() {
+        state.authz.changed(report.tenant_id).await;
+    }
+    tracing::info!(
+        tenant.id = %report.tenant_id,
+        created = report.created.len(),
+        updated = report.updated.len(),
+        "demo tenant {} applied; log in with tenant `{}` (see README for the demo logins)",
+        spec.code,
+        spec.code
+    );
+    Ok(())
+}

@@ -1,0 +1,2 @@
+pub mod role_binding;
+pub mod user;

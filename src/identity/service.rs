@@ -1,0 +1,530 @@
+//! Identity use cases: login and logout, the session's view of itself, staff and role
+//! administration, and the users part of tenant files.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Set};
+use uuid::Uuid;
+
+use super::ctx::{Perm, RequestCtx};
+use super::domain::{Role, check_password_strength, check_username};
+use super::entity::{role_binding, user};
+use super::password;
+use crate::audit::{AuditEntry, Outcome, Purpose};
+use crate::platform::{AppError, AppResult, Db, SystemScope, TenantScope, Tx};
+use crate::state::AppState;
+use crate::tenancy::file::{Credential, UserSpec};
+use crate::tenancy::service::{ApplyReport, InstitutionInfo, TenantInfo};
+
+/// One institution a user works in, with the roles held there.
+#[derive(Debug, Clone)]
+pub struct Membership {
+    pub institution: InstitutionInfo,
+    pub roles: Vec<Role>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionView {
+    pub token: Option<String>,
+    pub expires_at: DateTime<Utc>,
+    pub user: user::Model,
+    pub tenant: TenantInfo,
+    pub institution: Uuid,
+    pub roles: Vec<Role>,
+    pub memberships: Vec<Membership>,
+}
+
+pub struct LoginInput {
+    pub tenant: String,
+    pub username: String,
+    pub password: String,
+    pub institution_id: Option<Uuid>,
+    pub client_ip: String,
+}
+
+const WINDOW: Duration = Duration::from_secs(60);
+/// An address may fail this many times the per-user limit (a clinic shares one address).
+const ADDRESS_FACTOR: u64 = 10;
+
+fn revoked_key(jti: Uuid) -> String {
+    format!("session:revoked:{jti}")
+}
+
+/// Verifies a bearer token and builds the request context.
+pub async fn authenticate(state: &AppState, token: &str, request_id: Option<String>) -> AppResult<RequestCtx> {
+    let claims = state.keys.verify(token)?;
+    if state.cache.has_flag(&revoked_key(claims.jti)).await? {
+        return Err(AppError::Unauthenticated);
+    }
+    let enforcer = state.authz.enforcer(claims.tid).await?;
+    let ctx = RequestCtx::new(claims.tid, claims.sub, claims.ins, (claims.jti, claims.exp), request_id, enforcer);
+    // No role left in the session's institution (revoked, or the user was deactivated).
+    if ctx.roles.is_empty() {
+        return Err(AppError::Unauthenticated);
+    }
+    Ok(ctx)
+}
+
+pub async fn login(state: &AppState, input: LoginInput) -> AppResult<SessionView> {
+    let max = state.config.login_max_failures;
+    let user_key = format!("login:user:{}:{}", input.tenant, input.username);
+    let addr_key = format!("login:addr:{}", input.client_ip);
+    let (user_failures, user_reset) = state.cache.count(&user_key).await?;
+    let (addr_failures, addr_reset) = state.cache.count(&addr_key).await?;
+    if user_failures >= max || addr_failures >= max * ADDRESS_FACTOR {
+        let wait = user_reset.max(addr_reset).as_secs().max(1);
+        return Err(AppError::RateLimited { retry_after_secs: wait });
+    }
+
+    let tenant = crate::tenancy::service::find_tenant_by_code(&state.db, &input.tenant).await?;
+    let Some(tenant) = tenant else {
+        password::verify(input.password, password::DUMMY_HASH.clone()).await;
+        fail(state, &user_key, &addr_key).await?;
+        return Err(AppError::InvalidCredentials);
+    };
+    let scope = SystemScope { tenant: tenant.id };
+    let mut tx = state.db.begin(&scope).await?;
+    let found = user::Entity::find()
+        .filter(user::Column::TenantId.eq(tenant.id))
+        .filter(user::Column::Username.eq(&input.username))
+        .one(&*tx)
+        .await?;
+    let verified = match &found {
+        Some(u) if u.active => password::verify(input.password, u.password_hash.clone()).await,
+        _ => {
+            password::verify(input.password, password::DUMMY_HASH.clone()).await;
+            false
+        }
+    };
+    let Some(user) = found.filter(|_| verified) else {
+        tx.audit(AuditEntry::new("auth.login", "session", Purpose::Authentication).outcome(Outcome::Denied));
+        tx.commit().await?;
+        fail(state, &user_key, &addr_key).await?;
+        return Err(AppError::InvalidCredentials);
+    };
+    state.cache.delete(&user_key).await?;
+
+    let memberships = memberships(&tx, user.id).await?;
+    let chosen = match input.institution_id {
+        Some(id) => memberships.iter().find(|m| m.institution.id == id),
+        None => memberships.first(),
+    };
+    let Some(chosen) = chosen else {
+        tx.audit(
+            AuditEntry::new("auth.login", "session", Purpose::Authentication)
+                .actor(user.id, input.institution_id.unwrap_or_default())
+                .outcome(Outcome::Denied),
+        );
+        tx.commit().await?;
+        return Err(if memberships.is_empty() {
+            AppError::forbidden("no_roles", "this account holds no role in any institution")
+        } else {
+            AppError::forbidden("institution_forbidden", "you hold no role in that institution")
+        });
+    };
+    let institution = chosen.institution.id;
+    let roles = chosen.roles.clone();
+    let (token, claims) = state.keys.issue(tenant.id, user.id, institution, state.config.session_ttl)?;
+    tx.audit(
+        AuditEntry::new("auth.login", "session", Purpose::Authentication)
+            .actor(user.id, institution)
+            .resource(claims.jti),
+    );
+    tx.commit().await?;
+    tracing::info!(tenant.id = %tenant.id, user.id = %user.id, institution.id = %institution, "login");
+    Ok(SessionView {
+        token: Some(token),
+        expires_at: super::token::expires_at(&claims),
+        user,
+        tenant,
+        institution,
+        roles,
+        memberships,
+    })
+}
+
+async fn fail(state: &AppState, user_key: &str, addr_key: &str) -> AppResult<()> {
+    state.cache.hit(user_key, WINDOW).await?;
+    state.cache.hit(addr_key, WINDOW).await?;
+    Ok(())
+}
+
+/// Revokes the session's token on every replica (the flag lives in the shared cache).
+pub async fn logout(state: &AppState, ctx: &RequestCtx) -> AppResult<()> {
+    revoke(state, ctx).await?;
+    let mut tx = state.db.begin(ctx).await?;
+    tx.audit(ctx.audit("auth.logout", "session", Purpose::Authentication).resource(ctx.session));
+    tx.commit().await
+}
+
+async fn revoke(state: &AppState, ctx: &RequestCtx) -> AppResult<()> {
+    let left = (ctx.session_expires - Utc::now().timestamp()).max(1) as u64;
+    state.cache.set_flag(&revoked_key(ctx.session), Duration::from_secs(left)).await
+}
+
+/// Moves the session to another institution the user works in: a new token, the old one revoked.
+pub async fn switch_institution(state: &AppState, ctx: &RequestCtx, institution: Uuid) -> AppResult<SessionView> {
+    let mut view = session(state, ctx).await?;
+    let Some(m) = view.memberships.iter().find(|m| m.institution.id == institution) else {
+        return Err(AppError::forbidden("institution_forbidden", "you hold no role in that institution"));
+    };
+    view.roles = m.roles.clone();
+    let (token, claims) = state.keys.issue(ctx.tenant, ctx.user, institution, state.config.session_ttl)?;
+    revoke(state, ctx).await?;
+    let mut tx = state.db.begin(ctx).await?;
+    tx.audit(ctx.audit("auth.switch_institution", "session", Purpose::Authentication).resource(claims.jti));
+    tx.commit().await?;
+    view.token = Some(token);
+    view.expires_at = super::token::expires_at(&claims);
+    view.institution = institution;
+    Ok(view)
+}
+
+pub async fn session(state: &AppState, ctx: &RequestCtx) -> AppResult<SessionView> {
+    let tx = state.db.begin(ctx).await?;
+    let user = find_user(&tx, ctx.user).await?;
+    let tenant = crate::tenancy::service::get_tenant(&*tx, ctx.tenant).await?;
+    let memberships = memberships(&tx, ctx.user).await?;
+    tx.rollback().await?;
+    Ok(SessionView {
+        token: None,
+        expires_at: DateTime::from_timestamp(ctx.session_expires, 0).unwrap_or_else(Utc::now),
+        user,
+        tenant,
+        institution: ctx.institution,
+        roles: ctx.roles.clone(),
+        memberships,
+    })
+}
+
+async fn find_user(tx: &Tx, id: Uuid) -> AppResult<user::Model> {
+    user::Entity::find_by_id((tx.tenant(), id))
+        .one(&**tx)
+        .await?
+        .ok_or_else(|| AppError::not_found("user_not_found", "no such user in this community"))
+}
+
+/// The institutions a user holds roles in, lead hospital first, then townships, then villages.
+async fn memberships(tx: &Tx, user_id: Uuid) -> AppResult<Vec<Membership>> {
+    let bindings = role_binding::Entity::find()
+        .filter(role_binding::Column::TenantId.eq(tx.tenant()))
+        .filter(role_binding::Column::UserId.eq(user_id))
+        .all(&**tx)
+        .await?;
+    let mut by_inst: BTreeMap<Uuid, Vec<Role>> = BTreeMap::new();
+    for b in bindings {
+        if let Some(r) = Role::parse(&b.role) {
+            by_inst.entry(b.institution_id).or_default().push(r);
+        }
+    }
+    let mut out = Vec::new();
+    for (inst, mut roles) in by_inst {
+        roles.sort();
+        let institution = crate::tenancy::service::get_institution(tx, inst).await?;
+        out.push(Membership { institution, roles });
+    }
+    out.sort_by(|a, b| (a.institution.kind, &a.institution.code).cmp(&(b.institution.kind, &b.institution.code)));
+    Ok(out)
+}
+
+/// A staff member as seen from one institution.
+#[derive(Debug, Clone)]
+pub struct StaffMember {
+    pub user: user::Model,
+    pub roles: Vec<Role>,
+}
+
+pub async fn list_staff(state: &AppState, ctx: &RequestCtx, institution: Uuid) -> AppResult<Vec<StaffMember>> {
+    let tx = state.db.begin(ctx).await?;
+    crate::tenancy::service::get_institution(&tx, institution).await?;
+    ctx.require_in(Perm::StaffRead, institution)?;
+    let bindings = role_binding::Entity::find()
+        .filter(role_binding::Column::TenantId.eq(ctx.tenant))
+        .filter(role_binding::Column::InstitutionId.eq(institution))
+        .all(&*tx)
+        .await?;
+    let mut roles: HashMap<Uuid, Vec<Role>> = HashMap::new();
+    for b in bindings {
+        if let Some(r) = Role::parse(&b.role) {
+            roles.entry(b.user_id).or_default().push(r);
+        }
+    }
+    let users = user::Entity::find()
+        .filter(user::Column::TenantId.eq(ctx.tenant))
+        .filter(user::Column::Id.is_in(roles.keys().copied().collect::<Vec<_>>()))
+        .order_by_asc(user::Column::Username)
+        .all(&*tx)
+        .await?;
+    tx.rollback().await?;
+    Ok(users
+        .into_iter()
+        .map(|u| {
+            let mut r = roles.remove(&u.id).unwrap_or_default();
+            r.sort();
+            StaffMember { user: u, roles: r }
+        })
+        .collect())
+}
+
+pub struct NewStaff {
+    pub username: String,
+    pub display_name: String,
+    pub password: String,
+    pub roles: Vec<Role>,
+}
+
+pub async fn create_staff(
+    state: &AppState,
+    ctx: &RequestCtx,
+    institution: Uuid,
+    new: NewStaff,
+) -> AppResult<StaffMember> {
+    {
+        let tx = state.db.begin(ctx).await?;
+        let inst = crate::tenancy::service::get_institution(&tx, institution).await?;
+        tx.rollback().await?;
+        ctx.require_in(Perm::StaffWrite, institution)?;
+        check_username(&new.username).map_err(|e| AppError::unprocessable("username_invalid", e))?;
+        if new.display_name.trim().is_empty() {
+            return Err(AppError::unprocessable("display_name_invalid", "display_name must not be empty"));
+        }
+        check_password_strength(&new.password, &new.username)
+            .map_err(|e| AppError::unprocessable("password_too_weak", format!("password {e}")))?;
+        if new.roles.is_empty() {
+            return Err(AppError::unprocessable("roles_required", "give at least one role"));
+        }
+        for role in &new.roles {
+            check_grantable(ctx, *role, &inst)?;
+        }
+    }
+    let hash = password::hash(new.password).await?;
+    let mut tx = state.db.begin(ctx).await?;
+    let taken = user::Entity::find()
+        .filter(user::Column::TenantId.eq(ctx.tenant))
+        .filter(user::Column::Username.eq(&new.username))
+        .one(&*tx)
+        .await?;
+    if taken.is_some() {
+        return Err(AppError::conflict("username_taken", "that username is already in use in this community"));
+    }
+    let now = Utc::now();
+    let created = user::ActiveModel {
+        tenant_id: Set(ctx.tenant),
+        id: Set(Uuid::now_v7()),
+        username: Set(new.username),
+        display_name: Set(new.display_name),
+        password_hash: Set(hash),
+        active: Set(true),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(&*tx)
+    .await?;
+    let mut roles = new.roles;
+    roles.sort();
+    roles.dedup();
+    for role in &roles {
+        insert_binding(&tx, created.id, institution, *role).await?;
+    }
+    tx.audit(ctx.audit("staff.create", "user", Purpose::Administration).resource(created.id));
+    tx.commit().await?;
+    state.authz.changed(ctx.tenant).await;
+    Ok(StaffMember { user: created, roles })
+}
+
+fn check_grantable(ctx: &RequestCtx, role: Role, inst: &InstitutionInfo) -> AppResult<()> {
+    if !role.allowed_in(inst.kind) {
+        return Err(AppError::unprocessable(
+            "role_not_allowed_here",
+            format!("role {} cannot be held at a {}", role.as_str(), inst.kind),
+        ));
+    }
+    if role.is_tenant_wide() && !ctx.can(Perm::TenantAdmin) {
+        return Err(AppError::forbidden("forbidden", "only a tenant admin may grant tenant-wide roles"));
+    }
+    Ok(())
+}
+
+async fn insert_binding(tx: &Tx, user_id: Uuid, institution: Uuid, role: Role) -> AppResult<()> {
+    role_binding::ActiveModel {
+        tenant_id: Set(tx.tenant()),
+        user_id: Set(user_id),
+        institution_id: Set(institution),
+        role: Set(role.as_str().into()),
+        created_at: Set(Utc::now()),
+    }
+    .insert(&**tx)
+    .await?;
+    Ok(())
+}
+
+/// A user and where they work. Visible to whoever may read staff in one of those institutions;
+/// anyone else gets 404, as if the user did not exist.
+pub async fn get_user(state: &AppState, ctx: &RequestCtx, id: Uuid) -> AppResult<(user::Model, Vec<Membership>)> {
+    let tx = state.db.begin(ctx).await?;
+    let user = find_user(&tx, id).await?;
+    let memberships = memberships(&tx, id).await?;
+    tx.rollback().await?;
+    let visible = id == ctx.user || memberships.iter().any(|m| ctx.can_in(Perm::StaffRead, m.institution.id));
+    if !visible {
+        return Err(AppError::not_found("user_not_found", "no such user in this community"));
+    }
+    Ok((user, memberships))
+}
+
+/// Grants `role` at `institution` (idempotent).
+pub async fn grant_role(
+    state: &AppState,
+    ctx: &RequestCtx,
+    institution: Uuid,
+    user_id: Uuid,
+    role: Role,
+) -> AppResult<()> {
+    let mut tx = state.db.begin(ctx).await?;
+    let inst = crate::tenancy::service::get_institution(&tx, institution).await?;
+    ctx.require_in(Perm::StaffWrite, institution)?;
+    find_user(&tx, user_id).await?;
+    check_grantable(ctx, role, &inst)?;
+    let existing = role_binding::Entity::find_by_id((ctx.tenant, user_id, institution, role.as_str().to_string()))
+        .one(&*tx)
+        .await?;
+    if existing.is_none() {
+        insert_binding(&tx, user_id, institution, role).await?;
+        tx.audit(ctx.audit("staff.role_grant", "user", Purpose::Administration).resource(user_id));
+    }
+    tx.commit().await?;
+    state.authz.changed(ctx.tenant).await;
+    Ok(())
+}
+
+pub async fn revoke_role(
+    state: &AppState,
+    ctx: &RequestCtx,
+    institution: Uuid,
+    user_id: Uuid,
+    role: Role,
+) -> AppResult<()> {
+    let mut tx = state.db.begin(ctx).await?;
+    let inst = crate::tenancy::service::get_institution(&tx, institution).await?;
+    ctx.require_in(Perm::StaffWrite, institution)?;
+    find_user(&tx, user_id).await?;
+    check_grantable(ctx, role, &inst)?;
+    let deleted = role_binding::Entity::delete_by_id((ctx.tenant, user_id, institution, role.as_str().to_string()))
+        .exec(&*tx)
+        .await?;
+    if deleted.rows_affected == 0 {
+        return Err(AppError::not_found("role_binding_not_found", "the user does not hold that role there"));
+    }
+    tx.audit(ctx.audit("staff.role_revoke", "user", Purpose::Administration).resource(user_id));
+    tx.commit().await?;
+    state.authz.changed(ctx.tenant).await;
+    Ok(())
+}
+
+/// For tenant files: the password hash to store for each user, or `None` where the stored hash
+/// already matches. Runs before the apply transaction because hashing is slow.
+pub async fn prepare_credentials(
+    db: &Db,
+    scope: &SystemScope,
+    users: &[UserSpec],
+) -> AppResult<HashMap<String, Option<String>>> {
+    let tx = db.begin(scope).await?;
+    let existing: HashMap<String, String> = user::Entity::find()
+        .filter(user::Column::TenantId.eq(scope.tenant_id()))
+        .all(&*tx)
+        .await?
+        .into_iter()
+        .map(|u| (u.username, u.password_hash))
+        .collect();
+    tx.rollback().await?;
+    let mut out = HashMap::new();
+    for u in users {
+        let stored = existing.get(&u.username);
+        let new = match (&u.credential, stored) {
+            (Credential::Hash(h), Some(s)) if h == s => None,
+            (Credential::Hash(h), _) => Some(h.clone()),
+            (Credential::Plain(p), Some(s)) if password::verify(p.clone(), s.clone()).await => None,
+            (Credential::Plain(p), _) => Some(password::hash(p.clone()).await?),
+        };
+        out.insert(u.username.clone(), new);
+    }
+    Ok(out)
+}
+
+/// For tenant files: creates or updates users and adds missing role bindings. Never removes a
+/// binding (that is an administrator's act, through the API).
+pub async fn apply_users(
+    tx: &Tx,
+    institutions: &HashMap<String, Uuid>,
+    users: &[UserSpec],
+    credentials: &HashMap<String, Option<String>>,
+    report: &mut ApplyReport,
+) -> AppResult<()> {
+    let tenant = tx.tenant();
+    let existing: HashMap<String, user::Model> = user::Entity::find()
+        .filter(user::Column::TenantId.eq(tenant))
+        .all(&**tx)
+        .await?
+        .into_iter()
+        .map(|u| (u.username.clone(), u))
+        .collect();
+    let bindings: HashSet<(Uuid, Uuid, String)> = role_binding::Entity::find()
+        .filter(role_binding::Column::TenantId.eq(tenant))
+        .all(&**tx)
+        .await?
+        .into_iter()
+        .map(|b| (b.user_id, b.institution_id, b.role))
+        .collect();
+    let now = Utc::now();
+    for spec in users {
+        let new_hash = credentials.get(&spec.username).cloned().flatten();
+        let user_id = match existing.get(&spec.username) {
+            None => {
+                let id = Uuid::now_v7();
+                user::ActiveModel {
+                    tenant_id: Set(tenant),
+                    id: Set(id),
+                    username: Set(spec.username.clone()),
+                    display_name: Set(spec.display_name.clone()),
+                    password_hash: Set(new_hash
+                        .ok_or_else(|| AppError::internal(anyhow::anyhow!("no credential prepared for a new user")))?),
+                    active: Set(spec.active),
+                    created_at: Set(now),
+                    updated_at: Set(now),
+                }
+                .insert(&**tx)
+                .await?;
+                report.created.push(format!("user {}", spec.username));
+                id
+            }
+            Some(row) => {
+                if row.display_name != spec.display_name || row.active != spec.active || new_hash.is_some() {
+                    let mut am = row.clone().into_active_model();
+                    am.display_name = Set(spec.display_name.clone());
+                    am.active = Set(spec.active);
+                    if let Some(h) = new_hash {
+                        am.password_hash = Set(h);
+                    }
+                    am.updated_at = Set(now);
+                    am.update(&**tx).await?;
+                    report.updated.push(format!("user {}", spec.username));
+                } else {
+                    report.unchanged += 1;
+                }
+                row.id
+            }
+        };
+        for (inst_code, role) in &spec.roles {
+            let inst = institutions[inst_code];
+            if bindings.contains(&(user_id, inst, role.as_str().to_string())) {
+                report.unchanged += 1;
+            } else {
+                insert_binding(tx, user_id, inst, *role).await?;
+                report.created.push(format!("role {} {}@{}", spec.username, role.as_str(), inst_code));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,11 @@
+//! cloudhis: a county-township-village integrated cloud HIS, multi-tenant, one monolith with a
+//! folder per bounded context. See `../shared/DESIGN.md` and `docs/architecture.md`.
+
+pub mod api;
+pub mod audit;
+pub mod cli;
+pub mod identity;
+pub mod platform;
+pub mod startup;
+pub mod state;
+pub mod tenancy;

@@ -1,0 +1,181 @@
+//! Building and running the application: connect the backends, migrate, mount the routes, serve.
+//! Tests call [`Application::build`] with port 0 and get the real router, database and bus.
+
+use std::time::Duration;
+
+use poem::listener::{Acceptor, Listener, TcpListener};
+use poem::web::Data;
+use poem::{EndpointExt, IntoEndpoint, Route, Server, get, handler};
+use poem_openapi::OpenApiService;
+use serde_json::json;
+
+use crate::identity::authz::Authz;
+use crate::identity::token::TokenKeys;
+use crate::platform::Db;
+use crate::platform::bus::Bus;
+use crate::platform::cache::Cache;
+use crate::platform::config::{Config, DbKind, redact_url};
+use crate::platform::http::Boundary;
+use crate::platform::metrics::Metrics;
+use crate::state::{AppState, StateInner};
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Connects every configured backend, logging one line for each. Any failure is one clear error.
+pub async fn connect(config: Config) -> anyhow::Result<AppState> {
+    let db_desc = match config.db_kind {
+        DbKind::Sqlite => format!("sqlite ({})", config.database_url.trim_start_matches("sqlite://")),
+        DbKind::Postgres => format!("postgresql ({}, as role {})", redact_url(&config.database_url), config.db_role),
+    };
+    if config.migrate_on_start {
+        let owner = Db::connect_owner(&config)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot connect to the database {}: {e}", redact_url(&config.database_url)))?;
+        owner.migrate().await.map_err(|e| anyhow::anyhow!("migrations failed: {e}"))?;
+        owner.raw().clone().close().await.ok();
+    }
+    let db = Db::connect(&config)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot connect to the database {}: {e}", redact_url(&config.database_url)))?;
+    let pending = db.pending_migrations().await.unwrap_or(0);
+    if pending > 0 {
+        anyhow::bail!("the database has {pending} pending migration(s): run `cloudhis migrate` first");
+    }
+    tracing::info!(backend = "database", "database: {db_desc}");
+
+    let cache = match &config.redis_url {
+        Some(url) => Cache::redis(url, &config.redis_prefix)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot connect to redis {}: {e}", redact_url(url)))?,
+        None => Cache::memory(),
+    };
+    tracing::info!(
+        backend = "cache",
+        "cache: {}",
+        match &config.redis_url {
+            Some(url) => format!("redis ({})", redact_url(url)),
+            None => "in-memory".into(),
+        }
+    );
+
+    let bus = match &config.amqp_url {
+        Some(url) => {
+            Bus::amqp(url).await.map_err(|e| anyhow::anyhow!("cannot connect to rabbitmq {}: {e}", redact_url(url)))?
+        }
+        None => Bus::InProcess,
+    };
+    tracing::info!(
+        backend = "bus",
+        "event bus: {}",
+        match &config.amqp_url {
+            Some(url) => format!("rabbitmq ({})", redact_url(url)),
+            None => "in-process".into(),
+        }
+    );
+
+    let authz = Authz::new(db.clone(), cache.clone());
+    let keys = TokenKeys::new(&config.secret.0);
+    Ok(AppState::new(StateInner { config, db, cache, bus, authz, keys, metrics: Metrics::new() }))
+}
+
+pub fn openapi_service() -> OpenApiService<impl poem_openapi::OpenApi, ()> {
+    OpenApiService::new(crate::api::api(), "cloudhis", VERSION)
+        .description("County-township-village integrated cloud HIS. 县乡村一体化云HIS。")
+}
+
+/// The whole HTTP surface.
+pub fn routes(state: AppState) -> impl poem::Endpoint<Output = poem::Response> {
+    let api = openapi_service();
+    let spec = api.spec_endpoint();
+    let docs = api.swagger_ui();
+    let boundary = Boundary { metrics: state.metrics.clone(), max_body_bytes: state.config.max_body_bytes };
+    Route::new()
+        .at("/healthz", get(healthz))
+        .at("/readyz", get(readyz))
+        .at("/metrics", get(metrics))
+        .at("/api/openapi.json", spec)
+        .nest("/api/docs", docs)
+        .nest("/", api.into_endpoint())
+        .data(state)
+        .with(boundary)
+}
+
+#[handler]
+fn healthz() -> poem::web::Json<serde_json::Value> {
+    poem::web::Json(json!({ "status": "ok", "version": VERSION }))
+}
+
+#[handler]
+async fn readyz(state: Data<&AppState>) -> poem::Response {
+    let checks = [
+        ("database", state.db.ping().await.is_ok()),
+        ("cache", state.cache.ping().await.is_ok()),
+        ("bus", state.bus.ping().await.is_ok()),
+    ];
+    let ready = checks.iter().all(|(_, ok)| *ok);
+    let body = json!({
+        "status": if ready { "ready" } else { "not_ready" },
+        "checks": checks.iter().map(|(n, ok)| (n.to_string(), json!(if *ok { "ok" } else { "down" }))).collect::<serde_json::Map<_, _>>(),
+    });
+    poem::Response::builder()
+        .status(if ready { poem::http::StatusCode::OK } else { poem::http::StatusCode::SERVICE_UNAVAILABLE })
+        .content_type("application/json")
+        .body(body.to_string())
+}
+
+#[handler]
+fn metrics(state: Data<&AppState>) -> poem::Response {
+    poem::Response::builder().content_type("text/plain; version=0.0.4").body(state.metrics.render())
+}
+
+pub struct Application {
+    port: u16,
+    state: AppState,
+    acceptor: poem::listener::TcpAcceptor,
+}
+
+impl Application {
+    /// Connects, migrates and binds. `CLOUDHIS_BIND` with port 0 picks a free port.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let bind = config.bind.clone();
+        let state = connect(config).await?;
+        Self::with_state(state, &bind).await
+    }
+
+    pub async fn with_state(state: AppState, bind: &str) -> anyhow::Result<Self> {
+        let acceptor = TcpListener::bind(bind.to_string())
+            .into_acceptor()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {bind}: {e}"))?;
+        let port = acceptor.local_addr().first().and_then(|a| a.as_socket_addr().map(|s| s.port())).unwrap_or_default();
+        Ok(Self { port, state, acceptor })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until SIGINT/SIGTERM, then drains in-flight requests for up to 10 s.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let app = routes(self.state.clone());
+        tracing::info!(port = self.port, "listening on port {}", self.port);
+        Server::new_with_acceptor(self.acceptor)
+            .run_with_graceful_shutdown(app, shutdown_signal(), Some(Duration::from_secs(10)))
+            .await
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = int.recv() => {},
+        _ = term.recv() => {},
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,3 @@
+pub mod department;
+pub mod institution;
+pub mod tenant;

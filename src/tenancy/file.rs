@@ -1,0 +1,451 @@
+//! Tenant files (`tenants/<code>.toml`): parsing and whole-file validation. A file with any
+//! problem is rejected whole, with every problem listed by file, line and the item it concerns;
+//! nothing is applied. See `tenants/demo-county.toml` for the format.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::domain::{DivisionCode, InstitutionKind, check_code};
+use crate::identity::domain::{Role, check_password_strength, check_username};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFile {
+    tenant: RawTenant,
+    #[serde(default)]
+    settings: toml::Table,
+    institutions: Vec<RawInstitution>,
+    #[serde(default)]
+    users: Vec<RawUser>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTenant {
+    code: Spanned<String>,
+    name: String,
+    name_en: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInstitution {
+    code: Spanned<String>,
+    name: String,
+    name_en: Option<String>,
+    kind: Spanned<String>,
+    division: Spanned<String>,
+    parent: Option<Spanned<String>>,
+    #[serde(default)]
+    departments: Vec<RawDepartment>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDepartment {
+    code: Spanned<String>,
+    name: String,
+    name_en: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUser {
+    username: Spanned<String>,
+    display_name: String,
+    password: Option<Spanned<String>>,
+    password_hash: Option<Spanned<String>>,
+    #[serde(default = "yes")]
+    active: bool,
+    roles: Vec<RawRole>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRole {
+    institution: Spanned<String>,
+    role: Spanned<String>,
+}
+
+/// A validated tenant file. Institutions are ordered parents first.
+#[derive(Debug, Clone)]
+pub struct TenantSpec {
+    pub code: String,
+    pub name: String,
+    pub name_en: Option<String>,
+    pub settings: serde_json::Value,
+    pub institutions: Vec<InstitutionSpec>,
+    pub users: Vec<UserSpec>,
+}
+
+#[derive(Debug, Clone)]
+pub struct InstitutionSpec {
+    pub code: String,
+    pub name: String,
+    pub name_en: Option<String>,
+    pub kind: InstitutionKind,
+    pub division: DivisionCode,
+    pub parent: Option<String>,
+    pub departments: Vec<DepartmentSpec>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DepartmentSpec {
+    pub code: String,
+    pub name: String,
+    pub name_en: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// A plain password (demo files); stored hashed, re-hashed only when it changes.
+    Plain(String),
+    /// An argon2id PHC string, stored as is.
+    Hash(String),
+}
+
+#[derive(Clone)]
+pub struct UserSpec {
+    pub username: String,
+    pub display_name: String,
+    pub credential: Credential,
+    pub active: bool,
+    /// (institution code, role)
+    pub roles: Vec<(String, Role)>,
+}
+
+impl fmt::Debug for UserSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserSpec").field("username", &self.username).field("roles", &self.roles).finish()
+    }
+}
+
+/// Every problem found in a file, each naming where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError {
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "tenant file rejected ({} problem{}), nothing applied:",
+            self.problems.len(),
+            if self.problems.len() == 1 { "" } else { "s" }
+        )?;
+        for p in &self.problems {
+            write!(f, "\n  - {p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+const MAX_NAME: usize = 200;
+
+/// Parses and validates a tenant file. `source` names it in messages (usually its path).
+pub fn parse(source: &str, text: &str) -> Result<TenantSpec, LoadError> {
+    let raw: RawFile = toml::from_str(text).map_err(|e| {
+        let at = e.span().map(|s| format!(":{}", line_of(text, s.start))).unwrap_or_default();
+        LoadError { problems: vec![format!("{source}{at}: {}", e.message())] }
+    })?;
+    let mut problems = Vec::new();
+    let mut p = |span: std::ops::Range<usize>, what: String| {
+        problems.push(format!("{source}:{}: {what}", line_of(text, span.start)));
+    };
+
+    if let Err(e) = check_code(raw.tenant.code.get_ref()) {
+        p(raw.tenant.code.span(), format!("tenant: {e}"));
+    }
+    check_name(&raw.tenant.name, raw.tenant.code.span(), "tenant: name", &mut p);
+
+    // Institutions: unique codes, known kinds, valid divisions, parents that exist and fit.
+    let mut kinds: HashMap<String, InstitutionKind> = HashMap::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    for (i, inst) in raw.institutions.iter().enumerate() {
+        let code = inst.code.get_ref().as_str();
+        let at = format!("institutions[{i}] `{code}`");
+        if let Err(e) = check_code(code) {
+            p(inst.code.span(), format!("{at}: {e}"));
+        }
+        if !seen.insert(code.to_string()) {
+            p(inst.code.span(), format!("{at}: duplicate institution code `{code}`"));
+        }
+        check_name(&inst.name, inst.code.span(), &format!("{at}: name"), &mut p);
+        match InstitutionKind::parse(inst.kind.get_ref()) {
+            Some(k) => {
+                kinds.insert(code.to_string(), k);
+            }
+            None => p(
+                inst.kind.span(),
+                format!(
+                    "{at}: unknown kind `{}` (expected one of {})",
+                    inst.kind.get_ref(),
+                    InstitutionKind::ALL.map(|k| k.as_str()).join(", ")
+                ),
+            ),
+        }
+        if let Err(e) = DivisionCode::parse(inst.division.get_ref()) {
+            p(inst.division.span(), format!("{at}: {e}"));
+        }
+        let mut dept_codes = HashSet::new();
+        for (j, d) in inst.departments.iter().enumerate() {
+            let dat = format!("{at} departments[{j}] `{}`", d.code.get_ref());
+            if let Err(e) = check_code(d.code.get_ref()) {
+                p(d.code.span(), format!("{dat}: {e}"));
+            }
+            if !dept_codes.insert(d.code.get_ref()) {
+                p(d.code.span(), format!("{dat}: duplicate department code"));
+            }
+            check_name(&d.name, d.code.span(), &format!("{dat}: name"), &mut p);
+        }
+    }
+    if !raw.institutions.iter().any(|i| i.kind.get_ref() == InstitutionKind::CountyHospital.as_str()) {
+        problems.push(format!("{source}: the community needs a county_hospital (lead hospital)"));
+    }
+    let mut p = |span: std::ops::Range<usize>, what: String| {
+        problems.push(format!("{source}:{}: {what}", line_of(text, span.start)));
+    };
+    for (i, inst) in raw.institutions.iter().enumerate() {
+        let code = inst.code.get_ref().as_str();
+        let at = format!("institutions[{i}] `{code}`");
+        let Some(kind) = kinds.get(code).copied() else { continue };
+        let parent_kind = match &inst.parent {
+            None => None,
+            Some(parent) => match kinds.get(parent.get_ref().as_str()) {
+                Some(k) => Some(*k),
+                None => {
+                    if !seen.contains(parent.get_ref().as_str()) {
+                        p(parent.span(), format!("{at}: unknown parent `{}`", parent.get_ref()));
+                    }
+                    continue;
+                }
+            },
+        };
+        if !kind.allowed_parents().contains(&parent_kind) {
+            let span = inst.parent.as_ref().map(|s| s.span()).unwrap_or(inst.kind.span());
+            let expected: Vec<&str> =
+                kind.allowed_parents().iter().map(|k| k.map(|k| k.as_str()).unwrap_or("no parent")).collect();
+            p(
+                span,
+                format!(
+                    "{at}: a {kind} cannot have {} as parent (expected {})",
+                    parent_kind.map(|k| format!("a {k}")).unwrap_or("no parent".into()),
+                    expected.join(" or ")
+                ),
+            );
+        }
+    }
+
+    // Users: unique usernames, one credential, roles that exist where they are bound.
+    let mut usernames = HashSet::new();
+    let mut users = Vec::new();
+    for (i, u) in raw.users.iter().enumerate() {
+        let name = u.username.get_ref();
+        let at = format!("users[{i}] `{name}`");
+        if let Err(e) = check_username(name) {
+            p(u.username.span(), format!("{at}: {e}"));
+        }
+        if !usernames.insert(name.as_str()) {
+            p(u.username.span(), format!("{at}: duplicate username"));
+        }
+        check_name(&u.display_name, u.username.span(), &format!("{at}: display_name"), &mut p);
+        let credential = match (&u.password, &u.password_hash) {
+            (Some(pw), None) => {
+                if let Err(e) = check_password_strength(pw.get_ref(), name) {
+                    p(pw.span(), format!("{at}: password: {e}"));
+                }
+                Some(Credential::Plain(pw.get_ref().clone()))
+            }
+            (None, Some(h)) => {
+                if !h.get_ref().starts_with("$argon2id$") {
+                    p(h.span(), format!("{at}: password_hash must be an argon2id PHC string"));
+                }
+                Some(Credential::Hash(h.get_ref().clone()))
+            }
+            _ => {
+                p(u.username.span(), format!("{at}: give exactly one of `password` or `password_hash`"));
+                None
+            }
+        };
+        if u.roles.is_empty() {
+            p(u.username.span(), format!("{at}: needs at least one role"));
+        }
+        let mut roles = Vec::new();
+        for r in &u.roles {
+            let Some(role) = Role::parse(r.role.get_ref()) else {
+                p(
+                    r.role.span(),
+                    format!(
+                        "{at}: unknown role `{}` (expected one of {})",
+                        r.role.get_ref(),
+                        Role::ALL.map(|r| r.as_str()).join(", ")
+                    ),
+                );
+                continue;
+            };
+            match kinds.get(r.institution.get_ref().as_str()) {
+                None => p(r.institution.span(), format!("{at}: unknown institution `{}`", r.institution.get_ref())),
+                Some(kind) if !role.allowed_in(*kind) => {
+                    p(r.role.span(), format!("{at}: role `{}` cannot be held at a {kind}", role.as_str()))
+                }
+                Some(_) => roles.push((r.institution.get_ref().clone(), role)),
+            }
+        }
+        if let Some(credential) = credential {
+            users.push(UserSpec {
+                username: name.clone(),
+                display_name: u.display_name.clone(),
+                credential,
+                active: u.active,
+                roles,
+            });
+        }
+    }
+
+    if !problems.is_empty() {
+        return Err(LoadError { problems });
+    }
+
+    // Parents first: county hospital and bureau, then townships, then villages.
+    let mut institutions: Vec<InstitutionSpec> = raw
+        .institutions
+        .into_iter()
+        .map(|i| InstitutionSpec {
+            kind: kinds[i.code.get_ref()],
+            division: DivisionCode::parse(i.division.get_ref()).expect("validated"),
+            code: i.code.into_inner(),
+            name: i.name,
+            name_en: i.name_en,
+            parent: i.parent.map(Spanned::into_inner),
+            departments: i
+                .departments
+                .into_iter()
+                .map(|d| DepartmentSpec { code: d.code.into_inner(), name: d.name, name_en: d.name_en })
+                .collect(),
+        })
+        .collect();
+    institutions.sort_by_key(|i| match i.kind {
+        InstitutionKind::CountyHospital | InstitutionKind::HealthBureau => 0,
+        InstitutionKind::TownshipHealthCentre => 1,
+        InstitutionKind::VillageClinic => 2,
+    });
+    Ok(TenantSpec {
+        code: raw.tenant.code.into_inner(),
+        name: raw.tenant.name,
+        name_en: raw.tenant.name_en,
+        settings: serde_json::to_value(&raw.settings).unwrap_or(serde_json::Value::Null),
+        institutions,
+        users,
+    })
+}
+
+fn check_name(
+    name: &str,
+    span: std::ops::Range<usize>,
+    what: &str,
+    p: &mut impl FnMut(std::ops::Range<usize>, String),
+) {
+    if name.trim().is_empty() {
+        p(span, format!("{what} is empty"));
+    } else if name.chars().count() > MAX_NAME {
+        p(span, format!("{what} is longer than {MAX_NAME} characters"));
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())].iter().filter(|b| **b == b'\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[tenant]
+code = "t1"
+name = "测试县医共体"
+
+[[institutions]]
+code = "county"
+name = "县医院"
+kind = "county_hospital"
+division = "130999"
+
+[[institutions]]
+code = "town"
+name = "镇卫生院"
+kind = "township_health_centre"
+division = "130999101"
+parent = "county"
+
+[[users]]
+username = "doc"
+display_name = "医生"
+password = "Good@Pass1"
+roles = [{ institution = "town", role = "township_doctor" }]
+"#;
+
+    fn problems(text: &str) -> Vec<String> {
+        parse("t.toml", text).unwrap_err().problems
+    }
+
+    #[test]
+    fn good_file_parses_parents_first() {
+        let spec = parse("t.toml", GOOD).unwrap();
+        assert_eq!(spec.institutions[0].code, "county");
+        assert_eq!(spec.users[0].roles, vec![("town".to_string(), Role::TownshipDoctor)]);
+    }
+
+    #[test]
+    fn unknown_parent_is_named_with_line() {
+        let p = problems(&GOOD.replace("parent = \"county\"", "parent = \"nowhere\""));
+        assert_eq!(p.len(), 1, "{p:?}");
+        assert!(p[0].starts_with("t.toml:17: institutions[1] `town`: unknown parent `nowhere`"), "{p:?}");
+    }
+
+    #[test]
+    fn duplicate_code_bad_kind_and_role_all_reported() {
+        let text = GOOD.replace("code = \"town\"", "code = \"county\"").replace("township_health_centre", "clinic");
+        let p = problems(&text);
+        assert!(p.iter().any(|x| x.contains("duplicate institution code `county`")), "{p:?}");
+        assert!(p.iter().any(|x| x.contains("unknown kind `clinic`")), "{p:?}");
+        assert!(p.iter().any(|x| x.contains("unknown institution `town`")), "{p:?}");
+    }
+
+    #[test]
+    fn missing_field_names_line_and_field() {
+        let p = problems(&GOOD.replace("division = \"130999101\"\n", ""));
+        assert!(p[0].contains("missing field `division`"), "{p:?}");
+        assert!(p[0].starts_with("t.toml:"), "{p:?}");
+    }
+
+    #[test]
+    fn role_must_fit_institution_kind() {
+        let p = problems(&GOOD.replace("township_doctor", "bureau_official"));
+        assert!(p[0].contains("role `bureau_official` cannot be held at a township_health_centre"), "{p:?}");
+    }
+
+    #[test]
+    fn weak_password_and_wrong_parent_kind() {
+        let text = GOOD.replace("Good@Pass1", "password").replace("parent = \"county\"", "");
+        let p = problems(&text);
+        assert!(p.iter().any(|x| x.contains("password:")), "{p:?}");
+        assert!(p.iter().any(|x| x.contains("cannot have no parent")), "{p:?}");
+    }
+
+    #[test]
+    fn unknown_section_is_rejected() {
+        let p = problems(&format!("{GOOD}\n[[institution]]\ncode = \"x\"\n"));
+        assert!(p[0].contains("unknown field `institution`"), "{p:?}");
+    }
+}
