@@ -1,0 +1,150 @@
+//! Login, logout, rate limiting and session switching.
+
+use reqwest::Method;
+use serde_json::json;
+
+use crate::helpers::{PASSWORD, spawn_app};
+
+#[tokio::test]
+async fn demo_logins_work_for_every_role() {
+    let app = spawn_app().await;
+    app.load_demo().await;
+    for (user, role) in [
+        ("admin", "tenant_admin"),
+        ("county.admin", "institution_admin"),
+        ("county.doctor", "county_doctor"),
+        ("coordinator", "referral_coordinator"),
+        ("county.pharmacist", "pharmacist"),
+        ("county.cashier", "cashier"),
+        ("finance", "finance_officer"),
+        ("township.doctor", "township_doctor"),
+        ("village.doctor", "village_doctor"),
+        ("bureau", "bureau_official"),
+    ] {
+        let s = app.login(user).await;
+        let roles: Vec<&str> = s.body["roles"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+        assert!(roles.contains(&role), "{user} holds {role}: {roles:?}");
+        let me = app.get("/api/v1/auth/session", &s.token).await;
+        assert_eq!(me.status, 200);
+        assert_eq!(me.body["user"]["username"], user);
+        assert_eq!(me.body["user"]["id"], s.user_id.to_string());
+        assert!(me.body.get("token").is_none(), "session view does not repeat the token");
+    }
+}
+
+#[tokio::test]
+async fn login_sets_an_httponly_session_cookie() {
+    let app = spawn_app().await;
+    app.load_demo().await;
+    let r = app.try_login("demo-county", "village.doctor", PASSWORD).await;
+    let cookie = r.headers.get("set-cookie").unwrap().to_str().unwrap();
+    assert!(cookie.starts_with("cloudhis_session="), "{cookie}");
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"), "{cookie}");
+}
+
+#[tokio::test]
+async fn wrong_password_unknown_user_and_unknown_tenant_look_the_same() {
+    let app = spawn_app().await;
+    app.load_demo().await;
+    let wrong_pw = app.try_login("demo-county", "village.doctor", "Wrong@2026").await;
+    let no_user = app.try_login("demo-county", "nobody.here", "Wrong@2026").await;
+    let no_tenant = app.try_login("no-such-county", "village.doctor", "Wrong@2026").await;
+    for r in [&wrong_pw, &no_user, &no_tenant] {
+        assert_eq!(r.status, 401);
+        assert_eq!(r.body, json!({"code": "invalid_credentials", "message": "invalid tenant, username or password"}));
+    }
+}
+
+#[tokio::test]
+async fn sixth_wrong_attempt_within_a_minute_is_rate_limited() {
+    let app = spawn_app().await;
+    app.load_demo().await;
+    for i in 1..=5 {
+        let r = app.try_login("demo-county", "village.doctor", "Wrong@2026").await;
+        assert_eq!(r.status, 401, "attempt {i}");
+    }
+    let sixth = app.try_login("demo-county", "village.doctor", "Wrong@2026").await;
+    assert_eq!(sixth.status, 429, "{}", sixth.text);
+    assert_eq!(sixth.code(), "too_many_attempts");
+    let retry: u64 = sixth.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "retry-after {retry}");
+    // Locked out even with the right password until the window ends.
+    let right = app.try_login("demo-county", "village.doctor", PASSWORD).await;
+    assert_eq!(right.status, 429);
+    // Other users are not affected.
+    assert_eq!(app.try_login("demo-county", "village.doctor2", PASSWORD).await.status, 200);
+}
+
+#[tokio::test]
+async fn a_revoked_token_gets_401() {
+    let app = spawn_app().await;
+    app.load_demo().await;
+    let s = app.login("village.doctor").await;
+    assert_eq!(app.get("/api/v1/institutions", &s.token).await.status, 200);
+    let out = app.request(Method::POST, "/api/v1/auth/logout", Some(&s.token), None).await;
+    assert_eq!(out.status, 204);
+    let cleared = out.headers.get("set-cookie").unwrap().to_str().unwrap();
+    assert!(cleared.contains("Max-Age=0"), "{cleared}");
+    let after = app.get("/api/v1/institutions", &s.token).await;
+    assert_eq!(after.status, 401);
+    assert_eq!(after.code(), "unauthenticated");
+    // A second session of the same user is unaffected.
+    let other = app.login("village.doctor").await;
+    assert_eq!(app.get("/api/v1/institutions", &other.token).await.status, 200);
+}
+
+#[tokio::test]
+async fn forged_or_garbage_tokens_get_401() {
+    let app = spawn_app().await;
+    app.load_demo().await;
+    let s = app.login("admin").await;
+    let mut forged = s.token.clone();
+    forged.pop();
+    forged.push(if s.token.ends_with('A') { 'B' } else { 'A' });
+    for t in [forged.as_str(), "garbage", ""] {
+        let r = app.get("/api/v1/institutions", t).await;
+        assert_eq!(r.status, 401, "token {t:?}");
+        assert_eq!(r.code(), "unauthenticated");
+    }
+    let none = app.request(Method::GET, "/api/v1/institutions", None, None).await;
+    assert_eq!(none.status, 401);
+}
+
+#[tokio::test]
+async fn switching_institution_issues_a_new_token_and_revokes_the_old() {
+    let app = spawn_app().await;
+    app.load_demo().await;
+    let s = app.login("village.roving").await;
+    let memberships = s.body["institutions"].as_array().unwrap();
+    assert_eq!(memberships.len(), 2, "roving doctor works in two clinics");
+    let other = memberships
+        .iter()
+        .map(|m| m["institution"]["id"].as_str().unwrap().to_string())
+        .find(|id| *id != s.institution_id.to_string())
+        .unwrap();
+    let r = app.post("/api/v1/auth/switch-institution", &s.token, json!({ "institution_id": other })).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["institution_id"], other.as_str());
+    let new_token = r.body["token"].as_str().unwrap();
+    assert_eq!(app.get("/api/v1/auth/session", new_token).await.body["institution_id"], other.as_str());
+    assert_eq!(app.get("/api/v1/auth/session", &s.token).await.status, 401);
+}
+
+#[tokio::test]
+async fn login_straight_into_a_chosen_institution() {
+    let app = spawn_app().await;
+    app.load_demo().await;
+    let admin = app.login("admin").await;
+    let ids = app.institutions(&admin).await;
+    let r = app
+        .request(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"tenant": "demo-county", "username": "village.roving", "password": PASSWORD,
+                        "institution_id": ids["v-shiqiao"]})),
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["institution_id"], ids["v-shiqiao"].to_string());
+}

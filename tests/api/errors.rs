@@ -1,0 +1,183 @@
+//! Hostile and broken input against every operation in the OpenAPI document: malformed JSON,
+//! wrong types, missing fields, bad and unknown ids, oversized bodies, no credentials. Never a
+//! 5xx; always a JSON `{code, message}` body.
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, spawn_app};
+
+struct Op {
+    method: Method,
+    template: String,
+    has_body: bool,
+    needs_auth: bool,
+}
+
+fn operations() -> Vec<Op> {
+    let spec: Value = serde_json::from_str(&cloudhis::startup::openapi_service().spec()).unwrap();
+    let mut ops = Vec::new();
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            ops.push(Op {
+                method: method.to_uppercase().parse().unwrap(),
+                template: path.clone(),
+                has_body: op.get("requestBody").is_some(),
+                needs_auth: op.get("security").is_some(),
+            });
+        }
+    }
+    ops
+}
+
+fn fill(template: &str, id: &str) -> String {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find('{') {
+        let end = rest.find('}').unwrap();
+        out.push_str(&rest[..start]);
+        let name = &rest[start + 1..end];
+        out.push_str(if name == "role" { "village_doctor" } else { id });
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+struct Answer {
+    status: StatusCode,
+    content_type: String,
+    body: String,
+}
+
+fn assert_problem(a: &Answer, what: &str) {
+    let (status, body) = (a.status, &a.body);
+    assert!(status.is_client_error(), "{what}: expected 4xx, got {status}: {body}");
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|_| panic!("{what}: body is not JSON: {body}"));
+    assert!(v["code"].as_str().is_some_and(|c| !c.is_empty()), "{what}: no code: {body}");
+    assert!(v["message"].is_string(), "{what}: no message: {body}");
+    assert!(a.content_type.starts_with("application/json"), "{what}: {}", a.content_type);
+}
+
+async fn send(
+    app: &TestApp,
+    method: &Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<(&str, Vec<u8>)>,
+) -> Answer {
+    let mut req = app.client.request(method.clone(), format!("{}{}", app.base, path));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some((ct, bytes)) = body {
+        req = req.header("content-type", ct).body(bytes);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    let content_type =
+        resp.headers().get("content-type").map(|v| v.to_str().unwrap_or("").to_string()).unwrap_or_default();
+    Answer { status, content_type, body: resp.text().await.unwrap_or_default() }
+}
+
+#[tokio::test]
+async fn every_operation_answers_bad_input_with_a_4xx_problem() {
+    let app = spawn_app().await;
+    app.load_demo().await;
+    let admin = app.login("admin").await;
+    let own_inst = admin.institution_id.to_string();
+
+    let malformed: Vec<(&str, Vec<u8>)> = vec![
+        ("application/json", b"{\"tenant\": ".to_vec()),
+        ("application/json", b"not json at all".to_vec()),
+        ("application/json", b"[]".to_vec()),
+        ("application/json", b"\"a string\"".to_vec()),
+        ("application/json", b"42".to_vec()),
+        ("application/json", b"null".to_vec()),
+        ("application/json", b"{}".to_vec()),
+        (
+            "application/json",
+            json!({"tenant": 1, "username": [], "password": {}, "institution_id": "nope",
+                                     "display_name": 5, "roles": "admin"})
+            .to_string()
+            .into_bytes(),
+        ),
+        ("application/json", vec![0xff, 0xfe, 0x00, 0x7b]),
+        ("text/plain", b"hello".to_vec()),
+    ];
+    let oversized = vec![b'{'; 2 * 1024 * 1024];
+    let mut checked = 0;
+    for op in operations() {
+        let path = fill(&op.template, &own_inst);
+        let what = format!("{} {}", op.method, op.template);
+        if op.has_body {
+            for (ct, bytes) in &malformed {
+                let a = send(&app, &op.method, &path, Some(&admin.token), Some((ct, bytes.clone()))).await;
+                assert_problem(&a, &format!("{what} with {ct} {:?}", String::from_utf8_lossy(bytes)));
+                checked += 1;
+            }
+        }
+        // Oversized bodies are refused before anything reads them, body or no body.
+        let a = send(&app, &op.method, &path, Some(&admin.token), Some(("application/json", oversized.clone()))).await;
+        assert_eq!(a.status, 413, "{what} oversized");
+        assert_problem(&a, &what);
+        // Ids that are not ids, and ids that do not exist.
+        if op.template.contains('{') {
+            for bad in ["not-a-uuid", "1", "%00", "..%2F..%2Fetc", &"9".repeat(300)] {
+                let p = fill(&op.template, bad);
+                let a = send(&app, &op.method, &p, Some(&admin.token), None).await;
+                assert!(a.status == 400 || a.status == 404, "{what} with id {bad:?}: {} {}", a.status, a.body);
+                assert_problem(&a, &what);
+                checked += 1;
+            }
+            let unknown = fill(&op.template, &uuid::Uuid::now_v7().to_string());
+            let body = if op.has_body { Some(("application/json", valid_body(&op.template))) } else { None };
+            let a = send(&app, &op.method, &unknown, Some(&admin.token), body).await;
+            assert_eq!(a.status, 404, "{what} with an unknown id: {}", a.body);
+            assert_problem(&a, &what);
+        }
+        // No credentials.
+        if op.needs_auth {
+            let a = send(&app, &op.method, &path, None, None).await;
+            assert_eq!(a.status, 401, "{what} without a token: {}", a.body);
+            assert_problem(&a, &what);
+        }
+        checked += 1;
+    }
+    assert!(checked > 50, "checked {checked} cases");
+}
+
+fn valid_body(template: &str) -> Vec<u8> {
+    match template {
+        "/api/v1/institutions/{id}/staff" => {
+            json!({"username": "someone", "display_name": "某人", "password": "Some@2026x", "roles": ["cashier"]})
+        }
+        _ => json!({}),
+    }
+    .to_string()
+    .into_bytes()
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_get_json_problems() {
+    let app = spawn_app().await;
+    let r = app.request(Method::GET, "/api/v1/nothing-here", None, None).await;
+    assert_eq!((r.status.as_u16(), r.code()), (404, "not_found"));
+    let r = app.request(Method::PATCH, "/api/v1/auth/login", None, None).await;
+    assert_eq!((r.status.as_u16(), r.code()), (405, "method_not_allowed"));
+}
+
+#[tokio::test]
+async fn parser_messages_do_not_echo_input_values() {
+    let app = spawn_app().await;
+    let r = app
+        .request(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({"tenant": "demo-county", "username": "x", "password": "x", "institution_id": "张伟 110105194912310021"})),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert!(!r.text.contains("张伟") && !r.text.contains("110105194912310021"), "{}", r.text);
+}

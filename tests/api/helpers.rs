@@ -1,0 +1,245 @@
+//! Test harness: each test gets its own application on port 0 with its own database (a SQLite
+//! file, or a fresh PostgreSQL database) and its own cache namespace. The backend is chosen by
+//! `CLOUDHIS_TEST_BACKEND` (`sqlite`, the default, or `postgres`, which also uses Redis and
+//! RabbitMQ). Service addresses can be overridden with `CLOUDHIS_TEST_PG_URL`,
+//! `CLOUDHIS_TEST_REDIS_URL` and `CLOUDHIS_TEST_AMQP_URL`.
+
+use std::collections::HashMap;
+
+use cloudhis::platform::config::Config;
+use cloudhis::startup::Application;
+use cloudhis::state::AppState;
+use reqwest::{Method, StatusCode};
+use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+pub const PASSWORD: &str = "Demo@2026";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub fn backend() -> Backend {
+    match std::env::var("CLOUDHIS_TEST_BACKEND").as_deref() {
+        Ok("postgres") => Backend::Postgres,
+        Ok("sqlite") | Err(_) => Backend::Sqlite,
+        Ok(other) => panic!("CLOUDHIS_TEST_BACKEND must be sqlite or postgres, not {other}"),
+    }
+}
+
+fn env_or(var: &str, default: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| default.to_string())
+}
+
+pub fn pg_server_url() -> String {
+    env_or("CLOUDHIS_TEST_PG_URL", "postgres://postgres@127.0.0.1:5432")
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub state: AppState,
+    pub backend: Backend,
+    /// Environment that points the `cloudhis` binary at this test's backends.
+    pub env: HashMap<String, String>,
+    pub dir: tempfile::TempDir,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// Creates a fresh database for one test and returns its URL (PostgreSQL), dropping leftovers of
+/// earlier runs that are over an hour old.
+async fn fresh_pg_database() -> String {
+    let server = pg_server_url();
+    let admin = Database::connect(format!("{server}/postgres")).await.expect("PostgreSQL answers");
+    let now = chrono::Utc::now().timestamp();
+    let rows = admin
+        .query_all_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT datname FROM pg_database WHERE datname LIKE 'cloudhis_test_%'",
+        ))
+        .await
+        .unwrap_or_default();
+    for row in rows {
+        let name: String = row.try_get("", "datname").unwrap();
+        let born: i64 = name.split('_').nth(2).and_then(|s| s.parse().ok()).unwrap_or(now);
+        if now - born > 3600 {
+            let _ = admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+        }
+    }
+    let name = format!("cloudhis_test_{now}_{}", Uuid::new_v4().simple());
+    admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create test database");
+    admin.close().await.ok();
+    format!("{server}/{name}")
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(&[]).await
+}
+
+/// Starts an app; `extra` adds or overrides environment variables for its configuration.
+pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let backend = backend();
+    let mut env: HashMap<String, String> = HashMap::new();
+    env.insert("CLOUDHIS_DATA_DIR".into(), dir.path().join("data").display().to_string());
+    env.insert("CLOUDHIS_SECRET".into(), "test-secret-test-secret-test-secret-0123".into());
+    env.insert("CLOUDHIS_BIND".into(), "127.0.0.1:0".into());
+    env.insert("CLOUDHIS_LOG_FORMAT".into(), "json".into());
+    match backend {
+        Backend::Sqlite => {
+            std::fs::create_dir_all(dir.path().join("data")).unwrap();
+            env.insert(
+                "DATABASE_URL".into(),
+                format!("sqlite://{}?mode=rwc", dir.path().join("data/cloudhis.db").display()),
+            );
+        }
+        Backend::Postgres => {
+            env.insert("DATABASE_URL".into(), fresh_pg_database().await);
+            env.insert("REDIS_URL".into(), env_or("CLOUDHIS_TEST_REDIS_URL", "redis://127.0.0.1:6379"));
+            env.insert("AMQP_URL".into(), env_or("CLOUDHIS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"));
+            env.insert("CLOUDHIS_REDIS_PREFIX".into(), format!("test-{}", Uuid::new_v4().simple()));
+        }
+    }
+    for (k, v) in extra {
+        env.insert(k.to_string(), v.to_string());
+    }
+    let lookup = env.clone();
+    let config = Config::from_lookup(|k| lookup.get(k).cloned()).expect("test configuration").config;
+    let app = Application::build(config).await.expect("application starts");
+    let port = app.port();
+    let state = app.state().clone();
+    let server = tokio::spawn(async move {
+        let _ = app.run_until_stopped().await;
+    });
+    let client = reqwest::Client::builder().build().unwrap();
+    TestApp { base: format!("http://127.0.0.1:{port}"), client, state, backend, env, dir, server }
+}
+
+/// A logged-in session.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub token: String,
+    pub institution_id: Uuid,
+    pub user_id: Uuid,
+    pub tenant_id: Uuid,
+    pub body: Value,
+}
+
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Value,
+    pub text: String,
+}
+
+impl Resp {
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or("")
+    }
+}
+
+impl TestApp {
+    /// Applies the demo tenant (as `serve --demo` does).
+    pub async fn load_demo(&self) {
+        cloudhis::cli::load_demo(&self.state).await.expect("demo tenant applies");
+    }
+
+    /// Applies the demo tenant under another code: a second, separate community.
+    pub async fn load_other_tenant(&self, code: &str) -> Uuid {
+        let text = cloudhis::cli::DEMO_TENANT.replace("\"demo-county\"", &format!("\"{code}\""));
+        let spec = cloudhis::tenancy::file::parse("other.toml", &text).unwrap();
+        let report = cloudhis::tenancy::service::apply(&self.state.db, &spec).await.unwrap();
+        self.state.authz.changed(report.tenant_id).await;
+        report.tenant_id
+    }
+
+    pub async fn request(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Resp {
+        let mut req = self.client.request(method, format!("{}{}", self.base, path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request is answered");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Resp { status, headers, body, text }
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Resp {
+        self.request(Method::GET, path, Some(token), None).await
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: Value) -> Resp {
+        self.request(Method::POST, path, Some(token), Some(body)).await
+    }
+
+    pub async fn try_login(&self, tenant: &str, username: &str, password: &str) -> Resp {
+        self.request(
+            Method::POST,
+            "/api/v1/auth/login",
+            None,
+            Some(json!({ "tenant": tenant, "username": username, "password": password })),
+        )
+        .await
+    }
+
+    pub async fn login_in(&self, tenant: &str, username: &str) -> Session {
+        let r = self.try_login(tenant, username, PASSWORD).await;
+        assert_eq!(r.status, 200, "login {username}@{tenant}: {}", r.text);
+        Session {
+            token: r.body["token"].as_str().unwrap().to_string(),
+            institution_id: r.body["institution_id"].as_str().unwrap().parse().unwrap(),
+            user_id: r.body["user"]["id"].as_str().unwrap().parse().unwrap(),
+            tenant_id: r.body["tenant"]["id"].as_str().unwrap().parse().unwrap(),
+            body: r.body,
+        }
+    }
+
+    pub async fn login(&self, username: &str) -> Session {
+        self.login_in("demo-county", username).await
+    }
+
+    /// Institution ids by code, as `session` sees its community.
+    pub async fn institutions(&self, session: &Session) -> HashMap<String, Uuid> {
+        let r = self.get("/api/v1/institutions", &session.token).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.body
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| (i["code"].as_str().unwrap().to_string(), i["id"].as_str().unwrap().parse().unwrap()))
+            .collect()
+    }
+
+    /// Runs the `cloudhis` binary against this test's backends.
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cloudhis"))
+            .args(args)
+            .env_clear()
+            .envs(&self.env)
+            .env("CLOUDHIS_LOG_FORMAT", "json")
+            .env("RUST_LOG", "warn")
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .expect("cloudhis binary runs")
+    }
+
+    /// A connection as the database owner (PostgreSQL superuser, or the SQLite file), bypassing
+    /// the app's role: for tests that must tamper with data or inspect RLS.
+    pub async fn owner_connection(&self) -> DatabaseConnection {
+        Database::connect(self.env["DATABASE_URL"].clone()).await.expect("owner connection")
+    }
+}

@@ -1,0 +1,239 @@
+//! Isolation: another tenant's resources are invisible (404), another institution's are
+//! off-limits (403). The cross-tenant test walks every operation in the OpenAPI document that
+//! takes an id, so a new operation without an entry here fails.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::helpers::{Session, TestApp, spawn_app};
+
+/// Every (method, path template) in the OpenAPI document.
+fn operations() -> Vec<(Method, String)> {
+    let spec: Value = serde_json::from_str(&cloudhis::startup::openapi_service().spec()).unwrap();
+    let mut ops = Vec::new();
+    for (path, item) in spec["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            ops.push((method.to_uppercase().parse().unwrap(), path.clone()));
+        }
+    }
+    ops
+}
+
+struct Ids {
+    institution: Uuid,
+    user: Uuid,
+}
+
+async fn ids_of(app: &TestApp, admin: &Session, institution_code: &str) -> Ids {
+    let institution = app.institutions(admin).await[institution_code];
+    let staff = app.get(&format!("/api/v1/institutions/{institution}/staff"), &admin.token).await;
+    assert_eq!(staff.status, 200, "{}", staff.text);
+    let user = staff.body[0]["id"].as_str().unwrap().parse().unwrap();
+    Ids { institution, user }
+}
+
+/// Fills a path template with `ids`; `None` for templates this matrix does not know yet.
+fn fill(template: &str, ids: &Ids) -> Option<String> {
+    let path = match template {
+        "/api/v1/institutions/{id}" | "/api/v1/institutions/{id}/staff" => {
+            template.replace("{id}", &ids.institution.to_string())
+        }
+        "/api/v1/institutions/{id}/staff/{user_id}/roles/{role}" => template
+            .replace("{id}", &ids.institution.to_string())
+            .replace("{user_id}", &ids.user.to_string())
+            .replace("{role}", "village_doctor"),
+        "/api/v1/users/{id}" => template.replace("{id}", &ids.user.to_string()),
+        _ => return None,
+    };
+    Some(path)
+}
+
+fn valid_body(method: &Method, template: &str) -> Option<Value> {
+    match (method.as_str(), template) {
+        ("POST", "/api/v1/institutions/{id}/staff") => Some(json!({
+            "username": "intruder", "display_name": "入侵者", "password": "Intrude@2026", "roles": ["village_doctor"]
+        })),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn another_tenants_ids_are_404_for_every_operation() {
+    let app = spawn_app().await;
+    app.load_demo().await;
+    app.load_other_tenant("other-county").await;
+    let mine = app.login("admin").await;
+    let theirs = app.login_in("other-county", "admin").await;
+    let their_ids = ids_of(&app, &theirs, "v-dongguan").await;
+    assert_ne!(mine.tenant_id, theirs.tenant_id, "two separate communities");
+
+    let mut checked = 0;
+    for (method, template) in operations() {
+        if !template.contains('{') {
+            continue;
+        }
+        let path = fill(&template, &their_ids)
+            .unwrap_or_else(|| panic!("{method} {template} takes an id but has no entry in the isolation matrix"));
+        let r = app.request(method.clone(), &path, Some(&mine.token), valid_body(&method, &template)).await;
+        assert_eq!(r.status, 404, "{method} {path} as tenant A's admin: {}", r.text);
+        assert!(r.code().ends_with("not_found"), "{method} {template}: {}", r.text);
+        checked += 1;
+    }
+    assert!(checked >= 6, "matrix covered {checked} operations");
+
+    // Nothing leaked into lists either.
+    let all = app.get("/api/v1/institutions", &mine.token).await;
+    assert!(!all.text.contains(&their_ids.institution.to_string()));
+    // And the intruder account was not created over there.
+    let staff = app.get(&format!("/api/v1/institutions/{}/staff", their_ids.institution), &theirs.token).await;
+    assert!(!staff.text.contains("intruder"));
+}
+
+#[tokio::test]
+async fn a_user_of_institution_x_cannot_act_in_institution_y() {
+    let app = spawn_app().await;
+    app.load_demo().await;
+    let admin = app.login("admin").await;
+    let ids = app.institutions(&admin).await;
+    let (x, y) = (ids["v-dongguan"], ids["v-xihe"]);
+    let y_user = ids_of(&app, &admin, "v-xihe").await.user;
+    // village.doctor is the institution admin of X.
+    let doc = app.login("village.doctor").await;
+    assert_eq!(doc.institution_id, x);
+
+    let forbidden = [
+        (Method::GET, format!("/api/v1/institutions/{y}/staff"), None),
+        (
+            Method::POST,
+            format!("/api/v1/institutions/{y}/staff"),
+            valid_body(&Method::POST, "/api/v1/institutions/{id}/staff"),
+        ),
+        (Method::PUT, format!("/api/v1/institutions/{y}/staff/{y_user}/roles/pharmacist"), None),
+        (Method::DELETE, format!("/api/v1/institutions/{y}/staff/{y_user}/roles/village_doctor"), None),
+    ];
+    for (method, path, body) in forbidden {
+        let r = app.request(method.clone(), &path, Some(&doc.token), body).await;
+        assert_eq!(r.status, 403, "{method} {path}: {}", r.text);
+        assert_eq!(r.code(), "institution_forbidden");
+    }
+    // Y's staff member stays as they were.
+    let y_staff = app.get(&format!("/api/v1/institutions/{y}/staff"), &admin.token).await;
+    assert!(!y_staff.text.contains("intruder"));
+    let row = y_staff.body.as_array().unwrap().iter().find(|s| s["id"] == y_user.to_string()).unwrap();
+    let roles: Vec<&str> = row["roles"].as_array().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+    assert!(roles.contains(&"village_doctor") && !roles.contains(&"cashier") || roles.contains(&"cashier"));
+    assert_eq!(roles, ["village_doctor", "pharmacist", "cashier", "institution_admin"]);
+    // Staff records of Y are invisible to X's admin.
+    assert_eq!(app.get(&format!("/api/v1/users/{y_user}"), &doc.token).await.status, 404);
+    // Cannot log in or switch into Y either.
+    let r = app.post("/api/v1/auth/switch-institution", &doc.token, json!({ "institution_id": y })).await;
+    assert_eq!(r.status, 403);
+    assert_eq!(r.code(), "institution_forbidden");
+    // The community tree itself is shared.
+    assert_eq!(app.get(&format!("/api/v1/institutions/{y}"), &doc.token).await.status, 200);
+}
+
+#[tokio::test]
+async fn staff_administration_in_ones_own_institution() {
+    let app = spawn_app().await;
+    app.load_demo().await;
+    let doc = app.login("village.doctor").await;
+    let x = doc.institution_id;
+    let created = app
+        .post(
+            &format!("/api/v1/institutions/{x}/staff"),
+            &doc.token,
+            json!({"username": "new.helper", "display_name": "新助手", "password": "Helper@2026", "roles": ["cashier"]}),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text);
+    let new_id = created.body["id"].as_str().unwrap().to_string();
+    assert_eq!(created.body["roles"], json!(["cashier"]));
+
+    let helper = app.try_login("demo-county", "new.helper", "Helper@2026").await;
+    assert_eq!(helper.status, 200);
+    let helper_token = helper.body["token"].as_str().unwrap().to_string();
+
+    // Duplicate username, weak password, role that does not fit a village clinic.
+    let dup = app
+        .post(
+            &format!("/api/v1/institutions/{x}/staff"),
+            &doc.token,
+            json!({"username": "new.helper", "display_name": "x", "password": "Helper@2026", "roles": ["cashier"]}),
+        )
+        .await;
+    assert_eq!((dup.status.as_u16(), dup.code()), (409, "username_taken"));
+    let weak = app
+        .post(
+            &format!("/api/v1/institutions/{x}/staff"),
+            &doc.token,
+            json!({"username": "weak.one", "display_name": "x", "password": "aaaaaaaa", "roles": ["cashier"]}),
+        )
+        .await;
+    assert_eq!((weak.status.as_u16(), weak.code()), (422, "password_too_weak"));
+    let misfit = app
+        .post(
+            &format!("/api/v1/institutions/{x}/staff"),
+            &doc.token,
+            json!({"username": "wrong.kind", "display_name": "x", "password": "Misfit@2026", "roles": ["county_doctor"]}),
+        )
+        .await;
+    assert_eq!((misfit.status.as_u16(), misfit.code()), (422, "role_not_allowed_here"));
+    let escalate = app
+        .request(
+            Method::PUT,
+            &format!("/api/v1/institutions/{x}/staff/{new_id}/roles/tenant_admin"),
+            Some(&doc.token),
+            None,
+        )
+        .await;
+    assert_eq!(escalate.status, 422, "tenant_admin cannot be held at a village clinic: {}", escalate.text);
+
+    // Revoking the helper's only role ends the helper's session at once.
+    let revoke = app
+        .request(
+            Method::DELETE,
+            &format!("/api/v1/institutions/{x}/staff/{new_id}/roles/cashier"),
+            Some(&doc.token),
+            None,
+        )
+        .await;
+    assert_eq!(revoke.status, 204, "{}", revoke.text);
+    assert_eq!(app.get("/api/v1/auth/session", &helper_token).await.status, 401);
+    let again = app
+        .request(
+            Method::DELETE,
+            &format!("/api/v1/institutions/{x}/staff/{new_id}/roles/cashier"),
+            Some(&doc.token),
+            None,
+        )
+        .await;
+    assert_eq!((again.status.as_u16(), again.code()), (404, "role_binding_not_found"));
+    // Granting it back works, idempotently.
+    for _ in 0..2 {
+        let grant = app
+            .request(
+                Method::PUT,
+                &format!("/api/v1/institutions/{x}/staff/{new_id}/roles/cashier"),
+                Some(&doc.token),
+                None,
+            )
+            .await;
+        assert_eq!(grant.status, 204);
+    }
+    let staff = app.get(&format!("/api/v1/institutions/{x}/staff"), &doc.token).await;
+    let helper_row = staff.body.as_array().unwrap().iter().find(|s| s["username"] == "new.helper").unwrap();
+    assert_eq!(helper_row["roles"], json!(["cashier"]));
+}
+
+#[tokio::test]
+async fn roles_without_staff_rights_are_refused() {
+    let app = spawn_app().await;
+    app.load_demo().await;
+    let doctor = app.login("county.doctor").await;
+    let r = app.get(&format!("/api/v1/institutions/{}/staff", doctor.institution_id), &doctor.token).await;
+    assert_eq!((r.status.as_u16(), r.code()), (403, "institution_forbidden"));
+    let audit = app.get("/api/v1/audit/events", &doctor.token).await;
+    assert_eq!((audit.status.as_u16(), audit.code()), (403, "forbidden"));
+}

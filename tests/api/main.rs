@@ -1,0 +1,12 @@
+//! One integration-test binary. Every test starts the real application on port 0 against the
+//! backend named by `CLOUDHIS_TEST_BACKEND` (see helpers.rs).
+
+mod helpers;
+
+mod audit;
+mod auth;
+mod errors;
+mod isolation;
+mod platform;
+mod rls;
+mod tenants;

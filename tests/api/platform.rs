@@ -1,0 +1,255 @@
+//! The platform surface: health, readiness, metrics, OpenAPI and docs, startup failures, and
+//! what the logs carry.
+
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::helpers::{Backend, PASSWORD, spawn_app};
+
+#[tokio::test]
+async fn health_and_readiness_report_every_backend() {
+    let app = spawn_app().await;
+    let h = app.request(Method::GET, "/healthz", None, None).await;
+    assert_eq!(h.status, 200);
+    assert_eq!(h.body["status"], "ok");
+    let r = app.request(Method::GET, "/readyz", None, None).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    for check in ["database", "cache", "bus"] {
+        assert_eq!(r.body["checks"][check], "ok", "{check}: {}", r.text);
+    }
+    assert_eq!(app.state.cache.backend_name(), if app.backend == Backend::Postgres { "redis" } else { "memory" });
+    assert_eq!(app.state.bus.backend_name(), if app.backend == Backend::Postgres { "rabbitmq" } else { "in-process" });
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_operation_and_status() {
+    let app = spawn_app().await;
+    app.load_demo().await;
+    let s = app.login("admin").await;
+    app.get("/api/v1/institutions", &s.token).await;
+    app.get("/api/v1/institutions", "bad-token").await;
+    let m = app.request(Method::GET, "/metrics", None, None).await;
+    assert_eq!(m.status, 200);
+    assert!(
+        m.text.contains(r#"cloudhis_http_requests_total{method="GET",route="institutions_list",status="200"} 1"#),
+        "{}",
+        m.text
+    );
+    assert!(m.text.contains(r#"cloudhis_http_requests_total{method="GET",route="institutions_list",status="401"} 1"#));
+    assert!(
+        m.text
+            .contains(r#"cloudhis_http_request_duration_seconds_bucket{method="POST",route="auth_login",status="200""#)
+    );
+}
+
+#[tokio::test]
+async fn openapi_document_is_served_matches_the_snapshot_and_docs_render() {
+    let app = spawn_app().await;
+    let spec = app.request(Method::GET, "/api/openapi.json", None, None).await;
+    assert_eq!(spec.status, 200);
+    let paths = spec.body["paths"].as_object().unwrap();
+    for p in ["/api/v1/auth/login", "/api/v1/institutions", "/api/v1/institutions/{id}/staff", "/api/v1/audit/events"] {
+        assert!(paths.contains_key(p), "{p} is documented");
+    }
+    let docs = app.request(Method::GET, "/api/docs/", None, None).await;
+    assert_eq!(docs.status, 200);
+    assert!(docs.text.to_lowercase().contains("swagger"));
+
+    // The committed snapshot makes every API change a visible diff.
+    let snapshot_path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json");
+    let current = serde_json::to_string_pretty(&spec.body).unwrap() + "\n";
+    if std::env::var("UPDATE_SNAPSHOTS").is_ok() {
+        std::fs::write(snapshot_path, &current).unwrap();
+    }
+    let committed = std::fs::read_to_string(snapshot_path).unwrap_or_default();
+    assert!(
+        committed == current,
+        "the OpenAPI document changed: review it, then run `UPDATE_SNAPSHOTS=1 cargo test --test api openapi` and commit docs/openapi.json"
+    );
+}
+
+fn run_serve(env: &[(&str, &str)]) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    Command::new(env!("CARGO_BIN_EXE_cloudhis"))
+        .arg("serve")
+        .env_clear()
+        .env("CLOUDHIS_DATA_DIR", dir.path())
+        .env("CLOUDHIS_BIND", "127.0.0.1:0")
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn bad_configuration_stops_startup_with_one_clear_line() {
+    let cases: [(&[(&str, &str)], &str); 5] = [
+        (&[("REDIS_URL", "not a url")], "error: REDIS_URL is not a valid URL"),
+        (&[("DATABASE_URL", "mysql://localhost/x")], "error: DATABASE_URL must use one of sqlite:// or postgres://"),
+        (&[("REDIS_URL", "redis://127.0.0.1:1")], "error: cannot connect to redis redis://127.0.0.1:1"),
+        (&[("AMQP_URL", "amqp://127.0.0.1:1")], "error: cannot connect to rabbitmq amqp://127.0.0.1:1"),
+        (
+            &[("DATABASE_URL", "postgres://127.0.0.1:1/x")],
+            "error: cannot connect to the database postgres://127.0.0.1:1/x",
+        ),
+    ];
+    for (env, expected) in cases {
+        let out = run_serve(env);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{env:?}: {err}");
+        assert!(err.starts_with(expected), "{env:?}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn json_logs_carry_request_tenant_and_user_ids_but_no_personal_data() {
+    let app = spawn_app().await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cloudhis"))
+        .args(["serve", "--demo"])
+        .env_clear()
+        .envs(&app.env)
+        .env("RUST_LOG", "info")
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let port = loop {
+        let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("server starts");
+        let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        lines.push(line);
+        if let Some(p) = v["port"].as_u64() {
+            break p;
+        }
+    };
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let login: Value = client
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&serde_json::json!({"tenant": "demo-county", "username": "village.doctor", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = login["token"].as_str().unwrap();
+    let user_id = login["user"]["id"].as_str().unwrap();
+    let tenant_id = login["tenant"]["id"].as_str().unwrap();
+    client
+        .post(format!("{base}/api/v1/auth/login"))
+        .json(&serde_json::json!({"tenant": "demo-county", "username": "village.doctor", "password": "Secret#Pw99"}))
+        .send()
+        .await
+        .unwrap();
+    let r = client.get(format!("{base}/api/v1/institutions")).bearer_auth(token).send().await.unwrap();
+    let request_id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = child.kill();
+    let _ = child.wait();
+    while let Ok(line) = rx.try_recv() {
+        lines.push(line);
+    }
+
+    let access: Vec<Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == "request finished")
+        .collect();
+    let mine = access
+        .iter()
+        .find(|v| v["span"]["request.id"] == request_id.as_str())
+        .unwrap_or_else(|| panic!("access line for {request_id} in {lines:#?}"));
+    assert_eq!(mine["span"]["tenant.id"], tenant_id);
+    assert_eq!(mine["span"]["user.id"], user_id);
+    assert_eq!(mine["span"]["http.route"], "institutions_list");
+    assert_eq!(mine["status"], 200);
+    let all = lines.join("\n");
+    for secret in [PASSWORD, "Secret#Pw99", "张卫东", token] {
+        assert!(!all.contains(secret), "logs must not contain {secret:?}");
+    }
+    for backend in ["database: ", "cache: ", "event bus: "] {
+        assert!(all.contains(backend), "startup names the {backend} backend");
+    }
+}
+
+#[tokio::test]
+async fn traces_are_exported_when_an_otlp_endpoint_is_set() {
+    // A bare TCP listener standing in for the collector: the exporter's HTTP/2 connection preface
+    // and its gRPC request for the trace service arrive on it.
+    let collector = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", collector.local_addr().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        if let Ok((mut sock, _)) = collector.accept() {
+            sock.set_read_timeout(Some(Duration::from_secs(20))).ok();
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = sock.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.extend_from_slice(&buf[..n]);
+                if seen.len() >= 24 {
+                    break;
+                }
+            }
+            let _ = tx.send(seen);
+        }
+    });
+    let app = spawn_app().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_cloudhis"))
+        .arg("serve")
+        .env_clear()
+        .envs(&app.env)
+        .env("CLOUDHIS_BIND", format!("127.0.0.1:{port}"))
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint)
+        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Requests make spans; the server keeps serving whatever the collector does.
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/healthz")).send().await {
+            assert_eq!(r.status(), 200);
+            break;
+        }
+        assert!(Instant::now() < deadline, "server did not start");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for _ in 0..3 {
+        client.get(format!("http://127.0.0.1:{port}/readyz")).send().await.unwrap();
+    }
+    let seen = rx.recv_timeout(Duration::from_secs(30));
+    let still_up = client.get(format!("http://127.0.0.1:{port}/healthz")).send().await.map(|r| r.status().as_u16());
+    let _ = child.kill();
+    let _ = child.wait();
+    let seen = seen.expect("the exporter connected to the collector");
+    assert_eq!(still_up.ok(), Some(200), "serving continues while the collector does not answer");
+    assert!(
+        seen.starts_with(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"),
+        "HTTP/2 preface: {:?}",
+        String::from_utf8_lossy(&seen)
+    );
+}

@@ -1,0 +1,103 @@
+//! Row-level security on PostgreSQL: defence in depth under the application's own filters. On
+//! SQLite there is no RLS; these tests assert the PostgreSQL behaviour and are run by the
+//! PostgreSQL suite (`CLOUDHIS_TEST_BACKEND=postgres`, which CI runs).
+
+use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
+
+use crate::helpers::{Backend, spawn_app};
+
+async fn count(conn: &impl ConnectionTrait, sql: &str) -> i64 {
+    conn.query_one_raw(Statement::from_string(DbBackend::Postgres, sql))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get_by_index::<i64>(0)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn without_the_tenant_setting_a_raw_query_sees_nothing() {
+    let app = spawn_app().await;
+    if app.backend != Backend::Postgres {
+        eprintln!("row-level security is PostgreSQL-only; run with CLOUDHIS_TEST_BACKEND=postgres");
+        return;
+    }
+    app.load_demo().await;
+    let other = app.load_other_tenant("other-county").await;
+    let db = app.state.db.raw();
+
+    // The app's own pool, raw SQL, no tenant set: nothing, on every tenant table.
+    let tx = db.begin().await.unwrap();
+    for table in ["institutions", "departments", "users", "role_bindings", "audit_log", "audit_heads"] {
+        assert_eq!(count(&tx, &format!("SELECT count(*) FROM {table}")).await, 0, "{table} without a tenant");
+    }
+    tx.rollback().await.unwrap();
+
+    // With tenant B set, a query that forgets its WHERE still sees only B.
+    let tx = db.begin().await.unwrap();
+    tx.execute_unprepared(&format!("SELECT set_config('cloudhis.tenant_id', '{other}', true)")).await.unwrap();
+    let total = count(&tx, "SELECT count(*) FROM institutions").await;
+    let theirs = count(&tx, &format!("SELECT count(*) FROM institutions WHERE tenant_id = '{other}'")).await;
+    assert_eq!(total, theirs);
+    assert!(total >= 13);
+    // And cannot write a row for another tenant.
+    let err = tx
+        .execute_unprepared(&format!(
+            "INSERT INTO institutions (tenant_id, id, code, name, kind, division_code, created_at, updated_at)
+             SELECT '{}', gen_random_uuid(), 'x', 'x', 'village_clinic', '130999', now(), now()",
+            uuid::Uuid::now_v7()
+        ))
+        .await
+        .expect_err("WITH CHECK refuses a foreign tenant id");
+    assert!(err.to_string().contains("row-level security"), "{err}");
+    tx.rollback().await.unwrap();
+
+    // The setting is transaction-local: the next transaction on the pool starts blind again.
+    let tx = db.begin().await.unwrap();
+    assert_eq!(count(&tx, "SELECT count(*) FROM institutions").await, 0);
+    tx.rollback().await.unwrap();
+}
+
+#[tokio::test]
+async fn every_tenant_table_forces_rls_and_the_app_role_cannot_bypass_it() {
+    let app = spawn_app().await;
+    if app.backend != Backend::Postgres {
+        eprintln!("row-level security is PostgreSQL-only; run with CLOUDHIS_TEST_BACKEND=postgres");
+        return;
+    }
+    let owner = app.owner_connection().await;
+    let rows = owner
+        .query_all_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity
+               FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = 'public' AND c.relkind = 'r'
+                AND EXISTS (SELECT 1 FROM information_schema.columns k
+                             WHERE k.table_schema = 'public' AND k.table_name = c.relname AND k.column_name = 'tenant_id')",
+        ))
+        .await
+        .unwrap();
+    assert!(rows.len() >= 6, "found {} tenant tables", rows.len());
+    for row in rows {
+        let name: String = row.try_get("", "relname").unwrap();
+        let enabled: bool = row.try_get("", "relrowsecurity").unwrap();
+        let forced: bool = row.try_get("", "relforcerowsecurity").unwrap();
+        assert!(enabled && forced, "table {name} must enable and force row-level security");
+    }
+
+    let me = app
+        .state
+        .db
+        .raw()
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT current_user::text AS who, r.rolsuper, r.rolbypassrls
+               FROM pg_roles r WHERE r.rolname = current_user",
+        ))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(me.try_get::<String>("", "who").unwrap(), "cloudhis_app");
+    assert!(!me.try_get::<bool>("", "rolsuper").unwrap());
+    assert!(!me.try_get::<bool>("", "rolbypassrls").unwrap());
+}

@@ -1,0 +1,80 @@
+//! Tenant files through the real command line: idempotent apply, whole-file rejection.
+
+use crate::helpers::spawn_app;
+
+fn stdout(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn applying_the_demo_file_twice_changes_nothing_the_second_time() {
+    let app = spawn_app().await;
+    let first = app.cli(&["tenants", "apply", "tenants/demo-county.toml"]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(stdout(&first).contains("created"), "{}", stdout(&first));
+    assert!(stdout(&first).contains("+ institution v-dongguan"), "{}", stdout(&first));
+    let second = app.cli(&["tenants", "apply", "tenants/demo-county.toml"]);
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert!(stdout(&second).starts_with("tenant demo-county: no changes"), "{}", stdout(&second));
+    let list = app.cli(&["tenants", "list"]);
+    assert!(stdout(&list).starts_with("demo-county\t"), "{}", stdout(&list));
+    assert_eq!(stdout(&list).lines().count(), 1);
+}
+
+#[tokio::test]
+async fn the_demo_community_has_the_promised_shape() {
+    let app = spawn_app().await;
+    app.load_demo().await;
+    let admin = app.login("admin").await;
+    let list = app.get("/api/v1/institutions", &admin.token).await;
+    let kinds: Vec<&str> = list.body.as_array().unwrap().iter().map(|i| i["kind"].as_str().unwrap()).collect();
+    let count = |k: &str| kinds.iter().filter(|x| **x == k).count();
+    assert_eq!(count("county_hospital"), 1);
+    assert_eq!(count("township_health_centre"), 3);
+    assert!(count("village_clinic") >= 8);
+    assert_eq!(count("health_bureau"), 1);
+    let county = app.institutions(&admin).await["county-hospital"];
+    let detail = app.get(&format!("/api/v1/institutions/{county}"), &admin.token).await;
+    assert!(detail.body["departments"].as_array().unwrap().len() >= 4);
+    assert_eq!(detail.body["name"], "示范县人民医院");
+}
+
+#[tokio::test]
+async fn a_broken_file_is_rejected_whole_naming_each_problem() {
+    let app = spawn_app().await;
+    let demo = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tenants/demo-county.toml")).unwrap();
+    // A renamed tenant (so nothing of it exists yet), an unknown parent and a bad kind.
+    let broken = demo
+        .replace("code = \"demo-county\"", "code = \"broken-county\"")
+        .replace(
+            "parent = \"th-xihe\"\n\n[[institutions]]\ncode = \"v-liulin\"",
+            "parent = \"th-nowhere\"\n\n[[institutions]]\ncode = \"v-liulin\"",
+        )
+        .replacen("kind = \"village_clinic\"", "kind = \"clinic\"", 1);
+    let path = app.dir.path().join("broken.toml");
+    std::fs::write(&path, broken).unwrap();
+    let out = app.cli(&["tenants", "apply", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("nothing applied"), "{err}");
+    assert!(err.contains("unknown parent `th-nowhere`"), "{err}");
+    assert!(err.contains("unknown kind `clinic`"), "{err}");
+    assert!(err.contains("broken.toml:"), "names the file and line: {err}");
+
+    // Missing field, and a duplicate code.
+    let missing = demo.replacen("division = \"130999101\"\n", "", 1);
+    std::fs::write(&path, missing).unwrap();
+    let out = app.cli(&["tenants", "apply", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("missing field `division`"), "{}", stderr(&out));
+    let dup = demo.replace("code = \"v-qianying\"", "code = \"v-dongguan\"");
+    std::fs::write(&path, dup).unwrap();
+    let out = app.cli(&["tenants", "apply", path.to_str().unwrap()]);
+    assert!(stderr(&out).contains("duplicate institution code `v-dongguan`"), "{}", stderr(&out));
+
+    let list = app.cli(&["tenants", "list"]);
+    assert_eq!(stdout(&list), "", "nothing was applied");
+}
