@@ -12,6 +12,8 @@ pub enum ApiTags {
     Staff,
     /// The audit trail
     Audit,
+    /// The unified patient index: registration, matching, search, merges
+    Patients,
 }
 
 /// Every context's API. Handlers take the [`crate::state::AppState`] from request data, so the
@@ -22,5 +24,6 @@ pub fn api() -> impl OpenApi {
         crate::identity::api::StaffApi,
         crate::tenancy::api::InstitutionsApi,
         crate::audit::api::AuditApi,
+        crate::patients::api::PatientsApi,
     )
 }

@@ -42,6 +42,27 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Load synthetic residents (with planted duplicates) into a tenant
+    Seed {
+        #[arg(long, default_value = "demo-county")]
+        tenant: String,
+        /// Records to generate, duplicates included
+        #[arg(long, default_value_t = 1000)]
+        records: usize,
+        /// Share of the records that are duplicates of another
+        #[arg(long, default_value_t = 0.1)]
+        duplicate_share: f64,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+    /// Find duplicate persons across a whole tenant
+    Dedup {
+        #[arg(long, default_value = "demo-county")]
+        tenant: String,
+        /// Put certain and probable pairs in the review queue
+        #[arg(long)]
+        queue: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,6 +127,45 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 println!("{}\t{}\t{}\t{}", t.code, t.id, t.name, t.name_en.unwrap_or_default());
             }
         }
+        Command::Seed { tenant, records, duplicate_share, seed } => {
+            if !(0.0..=0.5).contains(&duplicate_share) {
+                anyhow::bail!("--duplicate-share must be between 0 and 0.5");
+            }
+            let state = startup::connect(config).await?;
+            let t = tenancy::find_tenant_by_code(&state.db, &tenant)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no tenant `{tenant}`; apply its tenant file first"))?;
+            let r = crate::patients::seed::seed(&state.db, &state.pii, t.id, records, duplicate_share, seed).await?;
+            println!(
+                "seeded {} persons ({} planted duplicates, {} of them linked at import by resident ID), {} registrations in {:.1} s",
+                r.persons,
+                r.duplicates,
+                r.linked,
+                r.registrations,
+                r.elapsed.as_secs_f64()
+            );
+        }
+        Command::Dedup { tenant, queue } => {
+            let state = startup::connect(config).await?;
+            let t = tenancy::find_tenant_by_code(&state.db, &tenant)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no tenant `{tenant}`"))?;
+            let weights = crate::patients::matching::MatchWeights::from_settings(&t.settings);
+            let r = crate::patients::dedup::run(&state.db, &state.pii, t.id, &weights, queue).await?;
+            println!(
+                "{} persons: {} certain, {} probable, {} possible pairs; {} comparisons in {} blocks ({} oversized skipped); load {:.1} s, match {:.1} s{}",
+                r.persons,
+                r.certain,
+                r.probable,
+                r.possible,
+                r.stats.comparisons,
+                r.stats.blocks,
+                r.stats.skipped_blocks,
+                r.load_time.as_secs_f64(),
+                r.stats.elapsed.as_secs_f64(),
+                if queue { format!("; {} pairs queued for review", r.queued) } else { String::new() }
+            );
+        }
         Command::Audit { command: AuditCommand::Verify } => {
             let state = startup::connect(config).await?;
             let report = crate::audit::verify(&state.db).await?;
@@ -154,6 +214,10 @@ pub async fn load_demo(state: &crate::state::AppState) -> anyhow::Result<()> {
     let report = tenancy::apply(&state.db, &spec).await?;
     if report.changed() {
         state.authz.changed(report.tenant_id).await;
+    }
+    if crate::patients::seed::persons_count(&state.db, report.tenant_id).await? == 0 {
+        let seeded = crate::patients::seed::seed(&state.db, &state.pii, report.tenant_id, 300, 0.1, 2026).await?;
+        tracing::info!(persons = seeded.persons, duplicates = seeded.duplicates, "demo residents loaded");
     }
     tracing::info!(
         tenant.id = %report.tenant_id,

@@ -5,6 +5,7 @@ pub mod api;
 pub mod audit;
 pub mod cli;
 pub mod identity;
+pub mod patients;
 pub mod platform;
 pub mod startup;
 pub mod state;

@@ -62,7 +62,7 @@ pub async fn connect(config: Config) -> anyhow::Result<AppState> {
         Some(url) => {
             Bus::amqp(url).await.map_err(|e| anyhow::anyhow!("cannot connect to rabbitmq {}: {e}", redact_url(url)))?
         }
-        None => Bus::InProcess,
+        None => Bus::in_process(),
     };
     tracing::info!(
         backend = "bus",
@@ -73,9 +73,11 @@ pub async fn connect(config: Config) -> anyhow::Result<AppState> {
         }
     );
 
+    crate::platform::events::spawn_relay(db.clone(), bus.clone(), db.events_wake());
     let authz = Authz::new(db.clone(), cache.clone());
     let keys = TokenKeys::new(&config.secret.0);
-    Ok(AppState::new(StateInner { config, db, cache, bus, authz, keys, metrics: Metrics::new() }))
+    let pii = crate::platform::pii::PiiCipher::new(&config.pii_key.0);
+    Ok(AppState::new(StateInner { config, db, cache, bus, authz, keys, pii, metrics: Metrics::new() }))
 }
 
 pub fn openapi_service() -> OpenApiService<impl poem_openapi::OpenApi, ()> {

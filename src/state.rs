@@ -9,6 +9,7 @@ use crate::platform::bus::Bus;
 use crate::platform::cache::Cache;
 use crate::platform::config::Config;
 use crate::platform::metrics::Metrics;
+use crate::platform::pii::PiiCipher;
 
 #[derive(Clone)]
 pub struct AppState(Arc<StateInner>);
@@ -20,6 +21,7 @@ pub struct StateInner {
     pub bus: Bus,
     pub authz: Arc<Authz>,
     pub keys: TokenKeys,
+    pub pii: PiiCipher,
     pub metrics: Metrics,
 }
 

@@ -10,6 +10,8 @@ mod m20261128_000001_platform_app_role;
 mod m20261128_000002_tenancy_tables;
 mod m20261128_000003_identity_tables;
 mod m20261128_000004_audit_tables;
+mod m20261128_000005_patients_tables;
+mod m20261128_000006_platform_outbox;
 
 pub struct Migrator;
 
@@ -21,6 +23,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000002_tenancy_tables::Migration),
             Box::new(m20261128_000003_identity_tables::Migration),
             Box::new(m20261128_000004_audit_tables::Migration),
+            Box::new(m20261128_000005_patients_tables::Migration),
+            Box::new(m20261128_000006_platform_outbox::Migration),
         ]
     }
 }

@@ -24,11 +24,25 @@ pub enum Perm {
     StaffWrite,
     TenantAdmin,
     AuditRead,
+    PatientRead,
+    PatientWrite,
+    /// See resident ID, phone and insurance numbers unmasked.
+    PatientIdentifiers,
+    PatientMerge,
 }
 
 impl Perm {
-    pub const ALL: [Perm; 5] =
-        [Self::InstitutionRead, Self::StaffRead, Self::StaffWrite, Self::TenantAdmin, Self::AuditRead];
+    pub const ALL: [Perm; 9] = [
+        Self::InstitutionRead,
+        Self::StaffRead,
+        Self::StaffWrite,
+        Self::TenantAdmin,
+        Self::AuditRead,
+        Self::PatientRead,
+        Self::PatientWrite,
+        Self::PatientIdentifiers,
+        Self::PatientMerge,
+    ];
 
     pub fn object_action(self) -> (&'static str, &'static str) {
         match self {
@@ -37,6 +51,10 @@ impl Perm {
             Self::StaffWrite => ("staff", "write"),
             Self::TenantAdmin => ("tenant", "admin"),
             Self::AuditRead => ("audit", "read"),
+            Self::PatientRead => ("patient", "read"),
+            Self::PatientWrite => ("patient", "write"),
+            Self::PatientIdentifiers => ("patient", "identifiers"),
+            Self::PatientMerge => ("patient", "merge"),
         }
     }
 }

@@ -38,6 +38,8 @@ pub struct Config {
     pub amqp_url: Option<String>,
     pub bind: String,
     pub secret: Secret,
+    /// Key for identifiers at rest (`CLOUDHIS_PII_KEY`), derived from the secret when unset.
+    pub pii_key: Secret,
     pub otlp_endpoint: Option<String>,
     pub session_ttl: Duration,
     pub cookie_secure: bool,
@@ -138,6 +140,20 @@ impl Config {
                 secret
             }
         };
+        let pii_key = match get("CLOUDHIS_PII_KEY") {
+            Some(k) if k.len() >= 32 => Secret(k.into_bytes()),
+            Some(_) => {
+                return Err(ConfigError::BadValue {
+                    var: "CLOUDHIS_PII_KEY",
+                    reason: "must be at least 32 characters".into(),
+                });
+            }
+            None => {
+                let mut derived = b"pii:".to_vec();
+                derived.extend_from_slice(&secret.0);
+                Secret(derived)
+            }
+        };
         if let Some(u) = get("OTEL_EXPORTER_OTLP_ENDPOINT") {
             check_url("OTEL_EXPORTER_OTLP_ENDPOINT", &u, &["http", "https"], "http:// or https://")?;
         }
@@ -163,6 +179,7 @@ impl Config {
                 amqp_url,
                 bind,
                 secret,
+                pii_key,
                 otlp_endpoint: get("OTEL_EXPORTER_OTLP_ENDPOINT"),
                 session_ttl: Duration::from_secs(session_minutes * 60),
                 cookie_secure: parse_bool(&get, "CLOUDHIS_COOKIE_SECURE", false)?,

@@ -4,7 +4,10 @@
 //! that RLS applies to (`SET ROLE` on every new connection). Audit rows gathered during the
 //! transaction are chained and written just before commit.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{
@@ -40,6 +43,8 @@ impl TenantScope for SystemScope {
 pub struct Db {
     conn: DatabaseConnection,
     kind: DbKind,
+    /// Signalled after a commit that wrote events, so the relay publishes at once.
+    events_wake: Arc<Notify>,
 }
 
 /// A transaction bound to one tenant. Deref gives the sea-orm connection for queries.
@@ -47,6 +52,8 @@ pub struct Tx {
     inner: DatabaseTransaction,
     tenant: Uuid,
     audit: Vec<AuditEntry>,
+    emitted: bool,
+    events_wake: Arc<Notify>,
 }
 
 impl std::ops::Deref for Tx {
@@ -67,11 +74,26 @@ impl Tx {
         self.audit.push(entry);
     }
 
+    /// Writes an event to the outbox in this transaction; it is published after commit.
+    pub async fn emit(
+        &mut self,
+        actor: Option<Uuid>,
+        event_type: &'static str,
+        aggregate: Uuid,
+        payload: serde_json::Value,
+    ) -> AppResult<Uuid> {
+        self.emitted = true;
+        crate::platform::events::insert(&self.inner, self.tenant, actor, event_type, aggregate, payload).await
+    }
+
     pub async fn commit(self) -> AppResult<()> {
         if !self.audit.is_empty() {
             crate::audit::append(&self.inner, self.tenant, self.audit).await?;
         }
         self.inner.commit().await?;
+        if self.emitted {
+            self.events_wake.notify_one();
+        }
         Ok(())
     }
 
@@ -116,7 +138,7 @@ impl Db {
             }
         }
         let conn = Database::connect(opts).await?;
-        Ok(Self { conn, kind: config.db_kind })
+        Ok(Self { conn, kind: config.db_kind, events_wake: Arc::default() })
     }
 
     /// Connects as the login user without assuming the app role: for migrations and operator
@@ -128,7 +150,11 @@ impl Db {
             opts.map_sqlx_sqlite_opts(sqlite_options);
         }
         let conn = Database::connect(opts).await?;
-        Ok(Self { conn, kind: config.db_kind })
+        Ok(Self { conn, kind: config.db_kind, events_wake: Arc::default() })
+    }
+
+    pub fn events_wake(&self) -> Arc<Notify> {
+        self.events_wake.clone()
     }
 
     pub fn kind(&self) -> DbKind {
@@ -169,7 +195,7 @@ impl Db {
                 tx
             }
         };
-        Ok(Tx { inner, tenant, audit: Vec::new() })
+        Ok(Tx { inner, tenant, audit: Vec::new(), emitted: false, events_wake: self.events_wake.clone() })
     }
 
     /// A transaction over the tenant registry only (no tenant yet: login by code, tenant apply).

@@ -6,8 +6,10 @@ pub mod cache;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod events;
 pub mod http;
 pub mod metrics;
+pub mod pii;
 pub mod telemetry;
 
 pub use db::{Db, SystemScope, TenantScope, Tx};

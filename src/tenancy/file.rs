@@ -165,6 +165,14 @@ pub fn parse(source: &str, text: &str) -> Result<TenantSpec, LoadError> {
 
     if let Err(e) = check_code(raw.tenant.code.get_ref()) {
         p(raw.tenant.code.span(), format!("tenant: {e}"));
+    } else if !raw.tenant.code.get_ref().chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+        p(raw.tenant.code.span(), "tenant: a tenant code is a-z, 0-9 and '-' only".into());
+    }
+    if let Some(m) = raw.settings.get("matching") {
+        let json = serde_json::to_value(m).unwrap_or_default();
+        if let Err(e) = serde_json::from_value::<crate::patients::matching::MatchWeights>(json) {
+            p(raw.tenant.code.span(), format!("[settings.matching]: {e}"));
+        }
     }
     check_name(&raw.tenant.name, raw.tenant.code.span(), "tenant: name", &mut p);
 

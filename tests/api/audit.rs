@@ -26,21 +26,27 @@ async fn audit_verify_passes_after_a_normal_run_and_names_an_edited_row() {
         .collect();
     assert_eq!(
         actions,
-        [("auth.login", "success"), ("auth.logout", "success"), ("auth.login", "denied"), ("auth.login", "success")]
-            .map(|(a, o)| (a.to_string(), o.to_string()))
+        [
+            ("auth.login", "success"),
+            ("auth.logout", "success"),
+            ("auth.login", "denied"),
+            ("auth.login", "success"),
+            ("patient.bulk_import", "success"),
+        ]
+        .map(|(a, o)| (a.to_string(), o.to_string()))
     );
 
     let ok = app.cli(&["audit", "verify"]);
     let out = String::from_utf8_lossy(&ok.stdout);
     assert!(ok.status.success(), "{out} {}", String::from_utf8_lossy(&ok.stderr));
-    assert!(out.contains("demo-county: 4 rows checked") && out.contains("audit chain intact"), "{out}");
+    assert!(out.contains("demo-county: 5 rows checked") && out.contains("audit chain intact"), "{out}");
 
-    // Tamper with row 2 as the database owner.
+    // Tamper with row 2 (the first login) as the database owner.
     let owner = app.owner_connection().await;
     if app.backend == Backend::Sqlite {
         owner.execute_unprepared("DROP TRIGGER audit_log_no_update").await.unwrap();
     }
-    owner.execute_unprepared("UPDATE audit_log SET outcome = 'success' WHERE seq = 2").await.unwrap();
+    owner.execute_unprepared("UPDATE audit_log SET outcome = 'denied' WHERE seq = 2").await.unwrap();
     let id: String = {
         let row = owner
             .query_one_raw(sea_orm::Statement::from_string(

@@ -152,6 +152,8 @@ fn valid_body(template: &str) -> Vec<u8> {
         "/api/v1/institutions/{id}/staff" => {
             json!({"username": "someone", "display_name": "某人", "password": "Some@2026x", "roles": ["cashier"]})
         }
+        "/api/v1/patients/duplicates/{id}/merge" => json!({"survivor_id": uuid::Uuid::nil(), "reason": "测试"}),
+        "/api/v1/patients/merges/{id}/undo" | "/api/v1/patients/duplicates/{id}/dismiss" => json!({"reason": "测试"}),
         _ => json!({}),
     }
     .to_string()

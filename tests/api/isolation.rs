@@ -23,6 +23,9 @@ fn operations() -> Vec<(Method, String)> {
 struct Ids {
     institution: Uuid,
     user: Uuid,
+    person: Uuid,
+    merge: Uuid,
+    pair: Uuid,
 }
 
 async fn ids_of(app: &TestApp, admin: &Session, institution_code: &str) -> Ids {
@@ -30,7 +33,29 @@ async fn ids_of(app: &TestApp, admin: &Session, institution_code: &str) -> Ids {
     let staff = app.get(&format!("/api/v1/institutions/{institution}/staff"), &admin.token).await;
     assert_eq!(staff.status, 200, "{}", staff.text);
     let user = staff.body[0]["id"].as_str().unwrap().parse().unwrap();
-    Ids { institution, user }
+    Ids { institution, user, person: Uuid::nil(), merge: Uuid::nil(), pair: Uuid::nil() }
+}
+
+/// Gives a community persons, a duplicate pair in its queue and a merge, through its own admin.
+async fn patient_ids(app: &TestApp, admin: &Session, ids: &mut Ids) {
+    let db = &app.state.db;
+    cloudhis::patients::seed::seed(db, &app.state.pii, admin.tenant_id, 120, 0.25, 3).await.unwrap();
+    let w = cloudhis::patients::matching::MatchWeights::default();
+    cloudhis::patients::dedup::run(db, &app.state.pii, admin.tenant_id, &w, true).await.unwrap();
+    let pairs = app.get("/api/v1/patients/duplicates", &admin.token).await;
+    let list = pairs.body.as_array().unwrap();
+    assert!(list.len() >= 2, "{}", pairs.text);
+    let m = app
+        .post(
+            &format!("/api/v1/patients/duplicates/{}/merge", list[0]["id"].as_str().unwrap()),
+            &admin.token,
+            json!({"survivor_id": list[0]["a"]["id"], "reason": "同一人"}),
+        )
+        .await;
+    assert_eq!(m.status, 201, "{}", m.text);
+    ids.merge = m.body["merge_id"].as_str().unwrap().parse().unwrap();
+    ids.pair = list[1]["id"].as_str().unwrap().parse().unwrap();
+    ids.person = list[1]["a"]["id"].as_str().unwrap().parse().unwrap();
 }
 
 /// Fills a path template with `ids`; `None` for templates this matrix does not know yet.
@@ -44,6 +69,11 @@ fn fill(template: &str, ids: &Ids) -> Option<String> {
             .replace("{user_id}", &ids.user.to_string())
             .replace("{role}", "village_doctor"),
         "/api/v1/users/{id}" => template.replace("{id}", &ids.user.to_string()),
+        "/api/v1/patients/{id}" => template.replace("{id}", &ids.person.to_string()),
+        "/api/v1/patients/merges/{id}/undo" => template.replace("{id}", &ids.merge.to_string()),
+        "/api/v1/patients/duplicates/{id}/merge" | "/api/v1/patients/duplicates/{id}/dismiss" => {
+            template.replace("{id}", &ids.pair.to_string())
+        }
         _ => return None,
     };
     Some(path)
@@ -54,6 +84,12 @@ fn valid_body(method: &Method, template: &str) -> Option<Value> {
         ("POST", "/api/v1/institutions/{id}/staff") => Some(json!({
             "username": "intruder", "display_name": "入侵者", "password": "Intrude@2026", "roles": ["village_doctor"]
         })),
+        ("POST", "/api/v1/patients/merges/{id}/undo") | ("POST", "/api/v1/patients/duplicates/{id}/dismiss") => {
+            Some(json!({"reason": "越权尝试"}))
+        }
+        ("POST", "/api/v1/patients/duplicates/{id}/merge") => {
+            Some(json!({"survivor_id": Uuid::nil(), "reason": "越权尝试"}))
+        }
         _ => None,
     }
 }
@@ -65,7 +101,8 @@ async fn another_tenants_ids_are_404_for_every_operation() {
     app.load_other_tenant("other-county").await;
     let mine = app.login("admin").await;
     let theirs = app.login_in("other-county", "admin").await;
-    let their_ids = ids_of(&app, &theirs, "v-dongguan").await;
+    let mut their_ids = ids_of(&app, &theirs, "v-dongguan").await;
+    patient_ids(&app, &theirs, &mut their_ids).await;
     assert_ne!(mine.tenant_id, theirs.tenant_id, "two separate communities");
 
     let mut checked = 0;

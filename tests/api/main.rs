@@ -7,6 +7,7 @@ mod audit;
 mod auth;
 mod errors;
 mod isolation;
+mod patients;
 mod platform;
 mod rls;
 mod tenants;

@@ -1,0 +1,5 @@
+pub mod duplicate_candidate;
+pub mod mrn_counter;
+pub mod person;
+pub mod person_merge;
+pub mod registration;

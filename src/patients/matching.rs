@@ -1,0 +1,363 @@
+//! Record matching, Fellegi–Sunter style. Each field comparison lands on a level (exact, same
+//! pinyin, transposed digits, …) whose weight is log2(m/u): how much more often that level occurs
+//! between two records of the same person than between two records of different people. A missing
+//! value on either side contributes nothing; it is not a disagreement. The sum grades the pair:
+//! certain (link automatically), probable (ask a person), possible (show, do not act).
+//!
+//! A valid resident ID on both sides decides alone: equal means the same person.
+//!
+//! The default weights were estimated on synthetic residents with known duplicates
+//! (`benches/mpi_quality.rs`, method and figures in `docs/benchmarks.md`); a tenant can override
+//! any of them under `[settings.matching]` in its tenant file.
+
+use chrono::{Datelike, NaiveDate};
+use serde::{Deserialize, Serialize};
+
+use super::names::{NameKey, edit_distance};
+use super::resident_id::Sex;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Birth {
+    Full(NaiveDate),
+    /// Only the year is known (common for the rural elderly).
+    Year(i32),
+}
+
+impl Birth {
+    pub fn year(self) -> i32 {
+        match self {
+            Birth::Full(d) => d.year(),
+            Birth::Year(y) => y,
+        }
+    }
+}
+
+/// What matching compares. Identifiers are in clear here, in memory only.
+#[derive(Debug, Clone)]
+pub struct MatchRecord {
+    pub name: NameKey,
+    pub sex: Option<Sex>,
+    pub birth: Option<Birth>,
+    pub resident_id: Option<String>,
+    /// False for IDs kept from imported records that fail the GB 11643 checks.
+    pub resident_id_valid: bool,
+    pub phone: Option<String>,
+    pub insurance_no: Option<String>,
+    /// 12-digit village or 9-digit township division code of the address.
+    pub division: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Field {
+    ResidentId,
+    Name,
+    BirthDate,
+    Sex,
+    Phone,
+    InsuranceNo,
+    Address,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Comparison {
+    pub field: Field,
+    pub level: &'static str,
+    pub weight: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Grade {
+    None,
+    Possible,
+    Probable,
+    Certain,
+}
+
+#[derive(Debug, Clone)]
+pub struct Scored {
+    pub score: f64,
+    pub grade: Grade,
+    pub comparisons: Vec<Comparison>,
+}
+
+/// Level weights (log2 m/u) and grade thresholds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MatchWeights {
+    pub rid_exact: f64,
+    pub rid_near: f64,
+    pub rid_different: f64,
+    pub name_exact: f64,
+    pub name_same_pinyin: f64,
+    pub name_similar_pinyin: f64,
+    pub name_same_surname: f64,
+    pub name_different: f64,
+    pub birth_exact: f64,
+    pub birth_transposed: f64,
+    pub birth_same_year: f64,
+    pub birth_different: f64,
+    pub sex_same: f64,
+    pub sex_different: f64,
+    pub phone_exact: f64,
+    pub phone_same_tail: f64,
+    pub phone_transposed: f64,
+    pub phone_different: f64,
+    pub insurance_exact: f64,
+    pub insurance_different: f64,
+    pub address_same_village: f64,
+    pub address_same_township: f64,
+    pub address_different: f64,
+    /// Score at or above which a pair is the same person, linked without asking.
+    pub certain: f64,
+    /// Score at or above which a person must decide.
+    pub probable: f64,
+    /// Score at or above which a candidate is shown.
+    pub possible: f64,
+}
+
+impl Default for MatchWeights {
+    fn default() -> Self {
+        Self {
+            rid_exact: 20.0,
+            rid_near: 9.0,
+            rid_different: -14.0,
+            name_exact: 10.5,
+            name_same_pinyin: 8.5,
+            name_similar_pinyin: 3.5,
+            name_same_surname: -2.0,
+            name_different: -9.0,
+            birth_exact: 11.5,
+            birth_transposed: 6.0,
+            birth_same_year: 2.5,
+            birth_different: -8.0,
+            sex_same: 1.0,
+            sex_different: -9.0,
+            phone_exact: 12.0,
+            phone_same_tail: 6.0,
+            phone_transposed: 8.0,
+            phone_different: -2.0,
+            insurance_exact: 12.0,
+            insurance_different: -3.0,
+            address_same_village: 3.0,
+            address_same_township: 0.5,
+            address_different: -1.5,
+            certain: 21.0,
+            probable: 14.0,
+            possible: 8.0,
+        }
+    }
+}
+
+impl MatchWeights {
+    /// A tenant's weights: `[settings.matching]` over the defaults.
+    pub fn from_settings(settings: &serde_json::Value) -> Self {
+        settings.get("matching").and_then(|v| serde_json::from_value(v.clone()).ok()).unwrap_or_default()
+    }
+
+    pub fn grade(&self, score: f64) -> Grade {
+        if score >= self.certain {
+            Grade::Certain
+        } else if score >= self.probable {
+            Grade::Probable
+        } else if score >= self.possible {
+            Grade::Possible
+        } else {
+            Grade::None
+        }
+    }
+}
+
+/// Whether `a` and `b` differ by one adjacent transposition or one substituted character.
+fn one_slip(a: &str, b: &str) -> bool {
+    if a.len() != b.len() || a == b {
+        return false;
+    }
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let diffs: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
+    match diffs.as_slice() {
+        [_] => true,
+        [i, j] => *j == i + 1 && a[*i] == b[*j] && a[*j] == b[*i],
+        _ => false,
+    }
+}
+
+fn cmp_name(a: &NameKey, b: &NameKey, w: &MatchWeights) -> (&'static str, f64) {
+    if a.name == b.name {
+        ("exact", w.name_exact)
+    } else if a.joined == b.joined {
+        ("same_pinyin", w.name_same_pinyin)
+    } else if a.surname == b.surname && name_close(&a.joined, &b.joined) {
+        ("similar_pinyin", w.name_similar_pinyin)
+    } else if a.surname == b.surname {
+        ("same_surname", w.name_same_surname)
+    } else {
+        ("different", w.name_different)
+    }
+}
+
+fn name_close(a: &str, b: &str) -> bool {
+    let limit = if a.len().max(b.len()) <= 6 { 1 } else { 2 };
+    a.len().abs_diff(b.len()) <= limit && edit_distance(a, b) <= limit
+}
+
+fn cmp_birth(a: Birth, b: Birth, w: &MatchWeights) -> (&'static str, f64) {
+    match (a, b) {
+        (Birth::Full(x), Birth::Full(y)) if x == y => ("exact", w.birth_exact),
+        (Birth::Full(x), Birth::Full(y)) => {
+            let (sx, sy) = (x.format("%Y%m%d").to_string(), y.format("%Y%m%d").to_string());
+            if one_slip(&sx, &sy) {
+                ("transposed", w.birth_transposed)
+            } else if x.year() == y.year() {
+                ("same_year", w.birth_same_year)
+            } else {
+                ("different", w.birth_different)
+            }
+        }
+        _ if a.year() == b.year() => ("same_year", w.birth_same_year),
+        _ if one_slip(&a.year().to_string(), &b.year().to_string()) => ("transposed", w.birth_transposed),
+        _ => ("different", w.birth_different),
+    }
+}
+
+fn cmp_phone(a: &str, b: &str, w: &MatchWeights) -> (&'static str, f64) {
+    if a == b {
+        ("exact", w.phone_exact)
+    } else if one_slip(a, b) {
+        ("transposed", w.phone_transposed)
+    } else if a.len() >= 4 && b.len() >= 4 && a[a.len() - 4..] == b[b.len() - 4..] {
+        ("same_tail", w.phone_same_tail)
+    } else {
+        ("different", w.phone_different)
+    }
+}
+
+fn cmp_address(a: &str, b: &str, w: &MatchWeights) -> (&'static str, f64) {
+    if a.len() == 12 && a == b {
+        ("same_village", w.address_same_village)
+    } else if a.len() >= 9 && b.len() >= 9 && a[..9] == b[..9] {
+        ("same_township", w.address_same_township)
+    } else {
+        ("different", w.address_different)
+    }
+}
+
+/// Scores a pair. Symmetric: `score(a, b) == score(b, a)`.
+pub fn score(a: &MatchRecord, b: &MatchRecord, w: &MatchWeights) -> Scored {
+    let mut comparisons = Vec::with_capacity(7);
+    let mut push = |field, (level, weight): (&'static str, f64)| comparisons.push(Comparison { field, level, weight });
+
+    let mut deterministic = None;
+    if let (Some(x), Some(y)) = (&a.resident_id, &b.resident_id) {
+        if x == y && a.resident_id_valid && b.resident_id_valid {
+            deterministic = Some(Grade::Certain);
+            push(Field::ResidentId, ("exact", w.rid_exact));
+        } else if !(a.resident_id_valid && b.resident_id_valid) && (x == y || edit_distance(x, y) <= 2) {
+            // A typo: one side failed the checks and is one or two keystrokes from the other.
+            push(Field::ResidentId, ("near", if x == y { w.rid_exact } else { w.rid_near }));
+        } else {
+            push(Field::ResidentId, ("different", w.rid_different));
+        }
+    }
+    push(Field::Name, cmp_name(&a.name, &b.name, w));
+    if let (Some(x), Some(y)) = (a.birth, b.birth) {
+        push(Field::BirthDate, cmp_birth(x, y, w));
+    }
+    if let (Some(x), Some(y)) = (a.sex, b.sex) {
+        push(Field::Sex, if x == y { ("same", w.sex_same) } else { ("different", w.sex_different) });
+    }
+    if let (Some(x), Some(y)) = (&a.phone, &b.phone) {
+        push(Field::Phone, cmp_phone(x, y, w));
+    }
+    if let (Some(x), Some(y)) = (&a.insurance_no, &b.insurance_no) {
+        push(
+            Field::InsuranceNo,
+            if x == y { ("exact", w.insurance_exact) } else { ("different", w.insurance_different) },
+        );
+    }
+    if let (Some(x), Some(y)) = (&a.division, &b.division) {
+        push(Field::Address, cmp_address(x, y, w));
+    }
+    let score: f64 = comparisons.iter().map(|c| c.weight).sum();
+    let grade = deterministic.unwrap_or_else(|| w.grade(score));
+    Scored { score: if deterministic.is_some() { score.max(w.certain) } else { score }, grade, comparisons }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(name: &str, birth: &str, phone: Option<&str>) -> MatchRecord {
+        MatchRecord {
+            name: NameKey::parse(name).unwrap(),
+            sex: Some(Sex::Male),
+            birth: Some(Birth::Full(NaiveDate::parse_from_str(birth, "%Y-%m-%d").unwrap())),
+            resident_id: None,
+            resident_id_valid: false,
+            phone: phone.map(String::from),
+            insurance_no: None,
+            division: Some("130999101201".into()),
+        }
+    }
+
+    #[test]
+    fn slips() {
+        assert!(one_slip("19850312", "19850321"));
+        assert!(one_slip("19850312", "19850313"));
+        assert!(!one_slip("19850312", "19850412x"));
+        assert!(!one_slip("19850312", "19860412"));
+    }
+
+    #[test]
+    fn homophone_with_transposed_date_and_same_phone_is_at_least_probable() {
+        let w = MatchWeights::default();
+        let a = rec("张伟", "1985-03-12", Some("13812345678"));
+        let b = rec("章伟", "1985-03-21", Some("13812345678"));
+        let s = score(&a, &b, &w);
+        assert!(s.grade >= Grade::Probable, "{s:?}");
+        assert_eq!(s.comparisons[0].level, "same_pinyin");
+        assert_eq!(s.comparisons[1].level, "transposed");
+    }
+
+    #[test]
+    fn different_people_with_a_common_name_are_not_linked() {
+        let w = MatchWeights::default();
+        let a = rec("王芳", "1970-01-05", Some("13900001111"));
+        let b = rec("王芳", "1982-07-19", Some("13722223333"));
+        assert!(score(&a, &b, &w).grade < Grade::Probable);
+    }
+
+    #[test]
+    fn missing_values_count_as_missing() {
+        let w = MatchWeights::default();
+        let a = rec("李秀兰", "1948-06-01", None);
+        let mut b = rec("李秀兰", "1948-06-01", None);
+        b.division = None;
+        let s = score(&a, &b, &w);
+        assert!(s.comparisons.iter().all(|c| c.field != Field::Phone && c.field != Field::Address));
+        assert!(s.comparisons.iter().all(|c| c.weight > 0.0));
+    }
+
+    #[test]
+    fn equal_valid_resident_ids_decide() {
+        let w = MatchWeights::default();
+        let mut a = rec("刘洋", "1990-01-01", None);
+        let mut b = rec("刘阳", "1990-01-01", None);
+        a.resident_id = Some("130999199001010011".into());
+        b.resident_id = a.resident_id.clone();
+        a.resident_id_valid = true;
+        b.resident_id_valid = true;
+        assert_eq!(score(&a, &b, &w).grade, Grade::Certain);
+        b.resident_id = Some("130999199001010038".into());
+        assert!(score(&a, &b, &w).grade < Grade::Probable);
+    }
+
+    #[test]
+    fn scores_are_symmetric() {
+        let w = MatchWeights::default();
+        let a = rec("张伟", "1985-03-12", Some("13812345678"));
+        let b = rec("张玮", "1958-03-12", Some("13812345687"));
+        assert_eq!(score(&a, &b, &w).score, score(&b, &a, &w).score);
+    }
+}

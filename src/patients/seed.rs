@@ -1,0 +1,180 @@
+//! Loads synthetic residents into a tenant (`cloudhis seed`, and `serve --demo` on first start):
+//! persons, and registrations at the clinic of their village (duplicates at another
+//! institution). A bulk import: it writes no per-person events, and one audit row per run.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use rand::prelude::*;
+use rand::rngs::StdRng;
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, Set};
+use uuid::Uuid;
+
+use super::entity::{mrn_counter, person, registration};
+use super::matching::MatchRecord;
+use super::names::NameKey;
+use super::service::new_person_row;
+use super::synth::{SynthConfig, SynthRecord, generate};
+use crate::audit::{AuditEntry, Purpose};
+use crate::platform::pii::PiiCipher;
+use crate::platform::{AppError, AppResult, Db, SystemScope};
+use crate::tenancy::InstitutionKind;
+
+pub fn to_match_record(r: &SynthRecord) -> MatchRecord {
+    MatchRecord {
+        name: NameKey::parse(&r.name).expect("synthetic names normalise"),
+        sex: Some(r.sex),
+        birth: Some(r.birth),
+        resident_id: r.resident_id.clone(),
+        resident_id_valid: r.resident_id_valid,
+        phone: r.phone.clone(),
+        insurance_no: r.insurance_no.clone(),
+        division: Some(r.division.clone()),
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SeedReport {
+    pub persons: usize,
+    pub duplicates: usize,
+    /// Duplicates linked at import because they carry the same valid resident ID.
+    pub linked: usize,
+    pub registrations: usize,
+    pub elapsed: Duration,
+}
+
+pub async fn persons_count(db: &Db, tenant: Uuid) -> AppResult<u64> {
+    let tx = db.begin(&SystemScope { tenant }).await?;
+    let n = person::Entity::find().filter(person::Column::TenantId.eq(tenant)).count(&*tx).await?;
+    tx.rollback().await?;
+    Ok(n)
+}
+
+/// Generates `records` residents (with `duplicate_share` planted duplicates) and loads them.
+pub async fn seed(
+    db: &Db,
+    cipher: &PiiCipher,
+    tenant: Uuid,
+    records: usize,
+    duplicate_share: f64,
+    seed: u64,
+) -> AppResult<SeedReport> {
+    let started = Instant::now();
+    let scope = SystemScope { tenant };
+    let tx = db.begin(&scope).await?;
+    let institutions = crate::tenancy::service::list_institutions(&tx).await?;
+    let counters: HashMap<Uuid, i64> = mrn_counter::Entity::find()
+        .filter(mrn_counter::Column::TenantId.eq(tenant))
+        .all(&*tx)
+        .await?
+        .into_iter()
+        .map(|c| (c.institution_id, c.next_value))
+        .collect();
+    tx.rollback().await?;
+    let county = institutions
+        .iter()
+        .find(|i| i.kind == InstitutionKind::CountyHospital)
+        .ok_or_else(|| AppError::unprocessable("no_county_hospital", "the tenant has no county hospital"))?;
+    let townships: Vec<_> = institutions.iter().filter(|i| i.kind == InstitutionKind::TownshipHealthCentre).collect();
+    let clinics: HashMap<&str, Uuid> = institutions
+        .iter()
+        .filter(|i| i.kind == InstitutionKind::VillageClinic)
+        .map(|i| (i.division_code.as_str(), i.id))
+        .collect();
+    let township_of: HashMap<&str, Uuid> =
+        townships.iter().filter(|t| t.division_code.len() >= 9).map(|t| (&t.division_code[..9], t.id)).collect();
+    // Villages: the tenant's clinics plus twenty more per township.
+    let mut villages: Vec<String> = clinics.keys().map(|s| s.to_string()).collect();
+    for t in &townships {
+        if t.division_code.len() == 9 {
+            villages.extend((1..=20).map(|v| format!("{}{:03}", t.division_code, 300 + v)));
+        }
+    }
+    if villages.is_empty() {
+        villages = super::synth::county_villages(&county.division_code[..6.min(county.division_code.len())], 3, 20);
+    }
+    let synth = generate(&SynthConfig { records, duplicate_share, seed, villages });
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
+    let mut next: HashMap<Uuid, i64> = counters;
+    let mut report = SeedReport::default();
+    let mut by_rid: HashMap<String, Uuid> = HashMap::new();
+    let now = Utc::now();
+    for batch in synth.chunks(500) {
+        let tx = db.begin(&scope).await?;
+        let mut persons = Vec::with_capacity(batch.len());
+        let mut regs = Vec::with_capacity(batch.len());
+        for r in batch {
+            let home = clinics
+                .get(r.division.as_str())
+                .or_else(|| township_of.get(&r.division[..9]))
+                .copied()
+                .unwrap_or(county.id);
+            let institution = if r.is_duplicate {
+                // The same person, registered again somewhere else.
+                let mut options: Vec<Uuid> = townships.iter().map(|t| t.id).chain([county.id]).collect();
+                options.retain(|i| *i != home);
+                *options.choose(&mut rng).unwrap_or(&county.id)
+            } else {
+                home
+            };
+            // A duplicate that carries the same valid resident ID is linked at import, as
+            // registration would link it: one active person per valid ID.
+            let known = r.resident_id.as_ref().filter(|_| r.resident_id_valid).and_then(|id| by_rid.get(id)).copied();
+            let person_id = match known {
+                Some(existing) => {
+                    report.linked += 1;
+                    existing
+                }
+                None => {
+                    let row = new_person_row(tenant, institution, cipher, &to_match_record(r), now);
+                    let id = *row.id.as_ref();
+                    if let Some(rid) = r.resident_id.as_ref().filter(|_| r.resident_id_valid) {
+                        by_rid.insert(rid.clone(), id);
+                    }
+                    persons.push(row);
+                    id
+                }
+            };
+            if r.is_duplicate {
+                report.duplicates += 1;
+            }
+            let n = next.entry(institution).or_insert(1);
+            regs.push(registration::ActiveModel {
+                tenant_id: Set(tenant),
+                id: Set(Uuid::now_v7()),
+                person_id: Set(person_id),
+                institution_id: Set(institution),
+                mrn: Set(format!("{:08}", *n)),
+                registered_at: Set(now),
+                registered_by: Set(None),
+            });
+            *n += 1;
+        }
+        report.persons += persons.len();
+        report.registrations += regs.len();
+        if !persons.is_empty() {
+            person::Entity::insert_many(persons).exec(&*tx).await?;
+        }
+        registration::Entity::insert_many(regs).exec(&*tx).await?;
+        tx.commit().await?;
+    }
+    let mut tx = db.begin(&scope).await?;
+    for (institution, value) in next {
+        let existing = mrn_counter::Entity::find_by_id((tenant, institution)).one(&*tx).await?;
+        let am = mrn_counter::ActiveModel {
+            tenant_id: Set(tenant),
+            institution_id: Set(institution),
+            next_value: Set(value),
+        };
+        if existing.is_some() {
+            mrn_counter::Entity::update(am).exec(&*tx).await?;
+        } else {
+            mrn_counter::Entity::insert(am).exec(&*tx).await?;
+        }
+    }
+    tx.audit(AuditEntry::new("patient.bulk_import", "seed", Purpose::Administration).resource(report.persons));
+    tx.commit().await?;
+    report.elapsed = started.elapsed();
+    Ok(report)
+}

@@ -1,0 +1,889 @@
+//! MPI use cases: register (match first), `$match`, search, read, merge/unmerge, review queue.
+//! Every person returned to a caller is an audited read; every change emits an event.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, IntoActiveModel, QueryFilter,
+    QueryOrder, QuerySelect, Set, Statement,
+};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::domain::{Demographics, mask_insurance, mask_phone, phone_tail, record_of, sex_str};
+use super::entity::{duplicate_candidate, person, person_merge, registration};
+use super::matching::{Birth, Comparison, Grade, MatchRecord, MatchWeights, score};
+use super::names::{NameKey, is_initials_query};
+use crate::audit::{AuditEntry, Purpose};
+use crate::identity::ctx::{Perm, RequestCtx};
+use crate::platform::pii::PiiCipher;
+use crate::platform::{AppError, AppResult, Tx};
+use crate::state::AppState;
+
+pub const ACTIVE: &str = "active";
+pub const MERGED: &str = "merged";
+const MAX_CANDIDATES: usize = 10;
+
+/// Keyed hashes for exact lookup, one domain per kind of value.
+pub fn rid_hash(c: &PiiCipher, rid: &str) -> String {
+    c.index("rid", rid)
+}
+pub fn phone_hash(c: &PiiCipher, phone: &str) -> String {
+    c.index("phone", phone)
+}
+pub fn tail_hash(c: &PiiCipher, phone: &str) -> String {
+    c.index("phone_tail", phone_tail(phone))
+}
+pub fn insurance_hash(c: &PiiCipher, no: &str) -> String {
+    c.index("insurance", no)
+}
+
+/// The tenant's matching weights (tenant file `[settings.matching]`, else the defaults).
+pub async fn weights(tx: &Tx) -> AppResult<MatchWeights> {
+    let tenant = crate::tenancy::service::get_tenant(&**tx, tx.tenant()).await?;
+    Ok(MatchWeights::from_settings(&tenant.settings))
+}
+
+/// A person as the API shows it. Identifiers are masked unless the caller may see them.
+#[derive(Debug, Clone)]
+pub struct PersonView {
+    pub id: Uuid,
+    pub name: String,
+    pub sex: Option<String>,
+    pub birth_date: Option<NaiveDate>,
+    pub birth_year: Option<i32>,
+    pub resident_id: Option<String>,
+    pub phone: Option<String>,
+    pub insurance_no: Option<String>,
+    pub address_division: Option<String>,
+    pub status: String,
+    pub replaced_by: Option<Uuid>,
+    pub registrations: Vec<RegistrationView>,
+    pub registered_here: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct RegistrationView {
+    pub id: Uuid,
+    pub institution_id: Uuid,
+    pub institution_name: String,
+    pub mrn: String,
+    pub registered_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CandidateView {
+    pub person: PersonView,
+    pub score: f64,
+    pub grade: Grade,
+    pub comparisons: Vec<Comparison>,
+}
+
+pub struct RegisterInput {
+    pub demographics: Demographics,
+    pub link_to: Option<Uuid>,
+    pub create_new_reason: Option<String>,
+}
+
+pub struct RegisterOutcome {
+    pub person: PersonView,
+    pub registration_id: Uuid,
+    pub mrn: String,
+    pub matched: bool,
+    pub created: bool,
+}
+
+struct Candidate {
+    person: person::Model,
+    score: f64,
+    grade: Grade,
+    comparisons: Vec<Comparison>,
+}
+
+/// Blocking, then scoring. Merged persons lead to their survivor; each survivor appears once,
+/// with its best score.
+async fn find_candidates(
+    tx: &Tx,
+    cipher: &PiiCipher,
+    query: &MatchRecord,
+    w: &MatchWeights,
+    exclude: Option<Uuid>,
+) -> AppResult<Vec<Candidate>> {
+    let mut any = Condition::any();
+    if let Some(rid) = query.resident_id.as_deref().filter(|_| query.resident_id_valid) {
+        any = any.add(person::Column::ResidentIdHash.eq(rid_hash(cipher, rid)));
+    }
+    match query.birth {
+        Some(b) => {
+            if let Birth::Full(d) = b {
+                any = any.add(person::Column::BirthDate.eq(d));
+            }
+            any = any
+                .add(
+                    Condition::all()
+                        .add(person::Column::NamePinyin.eq(&query.name.joined))
+                        .add(person::Column::BirthYear.eq(b.year())),
+                )
+                .add(
+                    Condition::all()
+                        .add(person::Column::NameInitials.eq(&query.name.initials))
+                        .add(person::Column::BirthYear.eq(b.year())),
+                );
+        }
+        None => any = any.add(person::Column::NamePinyin.eq(&query.name.joined)),
+    }
+    if let Some(p) = &query.phone {
+        any = any
+            .add(person::Column::PhoneHash.eq(phone_hash(cipher, p)))
+            .add(person::Column::PhoneTailHash.eq(tail_hash(cipher, p)));
+    }
+    if let Some(i) = &query.insurance_no {
+        any = any.add(person::Column::InsuranceHash.eq(insurance_hash(cipher, i)));
+    }
+    let rows = person::Entity::find()
+        .filter(person::Column::TenantId.eq(tx.tenant()))
+        .filter(any)
+        .limit(2000)
+        .all(&**tx)
+        .await?;
+    let mut best: HashMap<Uuid, (f64, Grade, Vec<Comparison>)> = HashMap::new();
+    let mut survivors: HashMap<Uuid, person::Model> = HashMap::new();
+    for row in rows {
+        let s = score(query, &record_of(&row, cipher), w);
+        if s.grade == Grade::None {
+            continue;
+        }
+        let survivor = if row.status == MERGED { resolve_survivor(tx, row).await? } else { row };
+        if Some(survivor.id) == exclude || survivor.status != ACTIVE {
+            continue;
+        }
+        let entry = best.entry(survivor.id).or_insert((f64::MIN, Grade::None, vec![]));
+        if s.score > entry.0 {
+            *entry = (s.score, s.grade, s.comparisons);
+        }
+        survivors.insert(survivor.id, survivor);
+    }
+    let mut out: Vec<Candidate> = best
+        .into_iter()
+        .map(|(id, (score, grade, comparisons))| Candidate {
+            person: survivors.remove(&id).expect("collected with its score"),
+            score,
+            grade,
+            comparisons,
+        })
+        .collect();
+    out.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.person.id.cmp(&b.person.id)));
+    out.truncate(MAX_CANDIDATES);
+    Ok(out)
+}
+
+/// Follows `replaced_by` to the active survivor (a chain exists when a survivor was itself merged).
+async fn resolve_survivor(tx: &Tx, mut p: person::Model) -> AppResult<person::Model> {
+    for _ in 0..16 {
+        let Some(next) = p.replaced_by.filter(|_| p.status == MERGED) else { return Ok(p) };
+        p = find_person_any(tx, next).await?;
+    }
+    Err(AppError::internal(anyhow::anyhow!("merge chain too long")))
+}
+
+async fn find_person_any(tx: &Tx, id: Uuid) -> AppResult<person::Model> {
+    person::Entity::find_by_id((tx.tenant(), id))
+        .one(&**tx)
+        .await?
+        .ok_or_else(|| AppError::not_found("person_not_found", "no such person in this community"))
+}
+
+/// Registrations (with institution names) for several persons at once.
+async fn registrations_of(tx: &Tx, persons: &[Uuid]) -> AppResult<HashMap<Uuid, Vec<RegistrationView>>> {
+    if persons.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let names: HashMap<Uuid, String> =
+        crate::tenancy::service::list_institutions(tx).await?.into_iter().map(|i| (i.id, i.name)).collect();
+    let rows = registration::Entity::find()
+        .filter(registration::Column::TenantId.eq(tx.tenant()))
+        .filter(registration::Column::PersonId.is_in(persons.to_vec()))
+        .order_by_asc(registration::Column::RegisteredAt)
+        .all(&**tx)
+        .await?;
+    let mut out: HashMap<Uuid, Vec<RegistrationView>> = HashMap::new();
+    for r in rows {
+        out.entry(r.person_id).or_default().push(RegistrationView {
+            id: r.id,
+            institution_id: r.institution_id,
+            institution_name: names.get(&r.institution_id).cloned().unwrap_or_default(),
+            mrn: r.mrn,
+            registered_at: r.registered_at,
+        });
+    }
+    Ok(out)
+}
+
+fn view(p: &person::Model, regs: Vec<RegistrationView>, ctx: &RequestCtx, cipher: &PiiCipher) -> PersonView {
+    let full = ctx.can(Perm::PatientIdentifiers);
+    let reveal = |enc: &Option<String>, mask: fn(&str) -> String| {
+        enc.as_deref().and_then(|e| cipher.decrypt(e)).map(|v| if full { v } else { mask(&v) })
+    };
+    PersonView {
+        id: p.id,
+        name: p.name.clone(),
+        sex: p.sex.clone(),
+        birth_date: p.birth_date,
+        birth_year: p.birth_year,
+        resident_id: reveal(&p.resident_id_enc, super::resident_id::mask_resident_id),
+        phone: reveal(&p.phone_enc, mask_phone),
+        insurance_no: reveal(&p.insurance_enc, mask_insurance),
+        address_division: p.division_code.clone(),
+        status: p.status.clone(),
+        replaced_by: p.replaced_by,
+        registered_here: regs.iter().any(|r| r.institution_id == ctx.institution),
+        registrations: regs,
+    }
+}
+
+async fn views(tx: &Tx, ctx: &RequestCtx, cipher: &PiiCipher, persons: &[person::Model]) -> AppResult<Vec<PersonView>> {
+    let ids: Vec<Uuid> = persons.iter().map(|p| p.id).collect();
+    let mut regs = registrations_of(tx, &ids).await?;
+    Ok(persons.iter().map(|p| view(p, regs.remove(&p.id).unwrap_or_default(), ctx, cipher)).collect())
+}
+
+fn audit_reads(tx: &mut Tx, ctx: &RequestCtx, action: &'static str, persons: impl IntoIterator<Item = Uuid>) {
+    for id in persons {
+        tx.audit(ctx.audit(action, "person", Purpose::Treatment).resource(id).subject(id));
+    }
+}
+
+/// `$match`: ranked candidates, nothing created.
+pub async fn match_only(state: &AppState, ctx: &RequestCtx, d: &Demographics) -> AppResult<Vec<CandidateView>> {
+    ctx.require(Perm::PatientRead)?;
+    let mut tx = state.db.begin(ctx).await?;
+    let w = weights(&tx).await?;
+    let cands = find_candidates(&tx, &state.pii, &d.to_match_record(), &w, None).await?;
+    let out = candidate_views(&tx, ctx, &state.pii, cands).await?;
+    audit_reads(&mut tx, ctx, "patient.match", out.iter().map(|c| c.person.id));
+    tx.commit().await?;
+    Ok(out)
+}
+
+async fn candidate_views(
+    tx: &Tx,
+    ctx: &RequestCtx,
+    cipher: &PiiCipher,
+    cands: Vec<Candidate>,
+) -> AppResult<Vec<CandidateView>> {
+    let persons: Vec<person::Model> = cands.iter().map(|c| c.person.clone()).collect();
+    let views = views(tx, ctx, cipher, &persons).await?;
+    Ok(cands
+        .into_iter()
+        .zip(views)
+        .map(|(c, v)| CandidateView {
+            person: v,
+            score: (c.score * 100.0).round() / 100.0,
+            grade: c.grade,
+            comparisons: c.comparisons,
+        })
+        .collect())
+}
+
+/// Registers a person at the caller's institution: links to a certain match, asks about a
+/// probable one (409 with the candidates), or creates a new person.
+pub async fn register(state: &AppState, ctx: &RequestCtx, input: RegisterInput) -> AppResult<RegisterOutcome> {
+    ctx.require(Perm::PatientWrite)?;
+    // A concurrent registration of the same resident ID loses the unique index race; the retry
+    // then finds the winner and links to it.
+    match register_once(state, ctx, &input).await {
+        Err(AppError::Conflict { code: "conflict", .. }) => register_once(state, ctx, &input).await,
+        other => other,
+    }
+}
+
+async fn register_once(state: &AppState, ctx: &RequestCtx, input: &RegisterInput) -> AppResult<RegisterOutcome> {
+    let cipher = &state.pii;
+    let mut tx = state.db.begin(ctx).await?;
+    let d = &input.demographics;
+    let (person, matched) = if let Some(target) = input.link_to {
+        let p = resolve_survivor(&tx, find_person_any(&tx, target).await?).await?;
+        (p, true)
+    } else {
+        let w = weights(&tx).await?;
+        let cands = find_candidates(&tx, cipher, &d.to_match_record(), &w, None).await?;
+        match cands.first() {
+            Some(c) if c.grade == Grade::Certain => (c.person.clone(), true),
+            Some(c) if c.grade == Grade::Probable && input.create_new_reason.is_none() => {
+                let probable: Vec<Candidate> = cands.into_iter().filter(|c| c.grade >= Grade::Probable).collect();
+                let shown = candidate_views(&tx, ctx, cipher, probable).await?;
+                audit_reads(&mut tx, ctx, "patient.match", shown.iter().map(|c| c.person.id));
+                tx.commit().await?;
+                return Err(probable_match(shown));
+            }
+            _ => {
+                let p = create_person(&mut tx, ctx, cipher, d).await?;
+                if input.create_new_reason.is_some() {
+                    for c in cands.iter().filter(|c| c.grade >= Grade::Probable) {
+                        queue_duplicate(&tx, p.id, c.person.id, c.score).await?;
+                    }
+                }
+                (p, false)
+            }
+        }
+    };
+    let (reg, _) = register_at(&mut tx, ctx, person.id).await?;
+    if matched {
+        fill_missing(&tx, cipher, &person, d).await?;
+    }
+    let person = find_person_any(&tx, person.id).await?;
+    let view = views(&tx, ctx, cipher, std::slice::from_ref(&person)).await?.remove(0);
+    tx.audit(ctx.audit("patient.register", "person", Purpose::Treatment).resource(person.id).subject(person.id));
+    tx.commit().await?;
+    Ok(RegisterOutcome { person: view, registration_id: reg.id, mrn: reg.mrn, matched, created: !matched })
+}
+
+fn probable_match(candidates: Vec<CandidateView>) -> AppError {
+    let list: Vec<serde_json::Value> = candidates.iter().map(candidate_json).collect();
+    AppError::Conflict {
+        code: "probable_match",
+        message: "probable matches exist: resubmit with link_to (a candidate's id) or create_new with a reason".into(),
+        details: Some(json!({ "candidates": list })),
+    }
+}
+
+pub fn candidate_json(c: &CandidateView) -> serde_json::Value {
+    json!({
+        "person": person_json(&c.person),
+        "score": c.score,
+        "grade": c.grade,
+        "agreements": c.comparisons.iter().filter(|x| x.weight > 0.0).collect::<Vec<_>>(),
+        "disagreements": c.comparisons.iter().filter(|x| x.weight <= 0.0).collect::<Vec<_>>(),
+    })
+}
+
+pub fn person_json(p: &PersonView) -> serde_json::Value {
+    json!({
+        "id": p.id, "name": p.name, "sex": p.sex, "birth_date": p.birth_date, "birth_year": p.birth_year,
+        "resident_id": p.resident_id, "phone": p.phone, "insurance_no": p.insurance_no,
+        "address_division": p.address_division, "status": p.status, "registered_here": p.registered_here,
+        "registrations": p.registrations.iter().map(|r| json!({
+            "id": r.id, "institution_id": r.institution_id, "institution_name": r.institution_name,
+            "mrn": r.mrn, "registered_at": r.registered_at,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// Fields for a new person row from demographics.
+pub fn new_person_row(
+    tenant: Uuid,
+    institution: Uuid,
+    cipher: &PiiCipher,
+    d: &MatchRecord,
+    now: DateTime<Utc>,
+) -> person::ActiveModel {
+    person::ActiveModel {
+        tenant_id: Set(tenant),
+        id: Set(Uuid::now_v7()),
+        name: Set(d.name.name.clone()),
+        name_pinyin: Set(d.name.joined.clone()),
+        name_initials: Set(d.name.initials.clone()),
+        surname_pinyin: Set(d.name.surname.clone()),
+        sex: Set(d.sex.map(|s| sex_str(s).to_string())),
+        birth_date: Set(match d.birth {
+            Some(Birth::Full(x)) => Some(x),
+            _ => None,
+        }),
+        birth_year: Set(d.birth.map(Birth::year)),
+        resident_id_enc: Set(d.resident_id.as_deref().map(|r| cipher.encrypt(r))),
+        resident_id_hash: Set(d.resident_id.as_deref().map(|r| rid_hash(cipher, r))),
+        resident_id_valid: Set(d.resident_id.is_some() && d.resident_id_valid),
+        phone_enc: Set(d.phone.as_deref().map(|p| cipher.encrypt(p))),
+        phone_hash: Set(d.phone.as_deref().map(|p| phone_hash(cipher, p))),
+        phone_tail_hash: Set(d.phone.as_deref().map(|p| tail_hash(cipher, p))),
+        insurance_enc: Set(d.insurance_no.as_deref().map(|i| cipher.encrypt(i))),
+        insurance_hash: Set(d.insurance_no.as_deref().map(|i| insurance_hash(cipher, i))),
+        division_code: Set(d.division.clone()),
+        status: Set(ACTIVE.into()),
+        replaced_by: Set(None),
+        created_institution: Set(institution),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+}
+
+async fn create_person(
+    tx: &mut Tx,
+    ctx: &RequestCtx,
+    cipher: &PiiCipher,
+    d: &Demographics,
+) -> AppResult<person::Model> {
+    let row =
+        new_person_row(ctx.tenant, ctx.institution, cipher, &d.to_match_record(), Utc::now()).insert(&**tx).await?;
+    tx.emit(
+        Some(ctx.user),
+        "patients.person_created",
+        row.id,
+        json!({ "person": row.id, "institution": ctx.institution }),
+    )
+    .await?;
+    Ok(row)
+}
+
+/// A linked registration may bring what the golden record lacks (a phone, an ID, an address).
+async fn fill_missing(tx: &Tx, cipher: &PiiCipher, p: &person::Model, d: &Demographics) -> AppResult<()> {
+    let mut am = p.clone().into_active_model();
+    let mut changed = false;
+    if p.resident_id_enc.is_none()
+        && let Some(r) = &d.resident_id
+    {
+        am.resident_id_enc = Set(Some(cipher.encrypt(r.as_str())));
+        am.resident_id_hash = Set(Some(rid_hash(cipher, r.as_str())));
+        am.resident_id_valid = Set(true);
+        changed = true;
+    }
+    if p.phone_enc.is_none()
+        && let Some(ph) = &d.phone
+    {
+        am.phone_enc = Set(Some(cipher.encrypt(ph)));
+        am.phone_hash = Set(Some(phone_hash(cipher, ph)));
+        am.phone_tail_hash = Set(Some(tail_hash(cipher, ph)));
+        changed = true;
+    }
+    if p.division_code.is_none() && d.division.is_some() {
+        am.division_code = Set(d.division.clone());
+        changed = true;
+    }
+    if p.birth_date.is_none()
+        && let Some(Birth::Full(b)) = d.birth
+    {
+        am.birth_date = Set(Some(b));
+        changed = true;
+    }
+    if changed {
+        am.updated_at = Set(Utc::now());
+        am.update(&**tx).await?;
+    }
+    Ok(())
+}
+
+/// Registers `person` at the caller's institution unless it already is; returns the
+/// registration and whether it is new.
+async fn register_at(tx: &mut Tx, ctx: &RequestCtx, person: Uuid) -> AppResult<(registration::Model, bool)> {
+    if let Some(existing) = registration::Entity::find()
+        .filter(registration::Column::TenantId.eq(ctx.tenant))
+        .filter(registration::Column::InstitutionId.eq(ctx.institution))
+        .filter(registration::Column::PersonId.eq(person))
+        .one(&**tx)
+        .await?
+    {
+        return Ok((existing, false));
+    }
+    let mrn = next_mrn(tx, ctx.institution).await?;
+    let reg = registration::ActiveModel {
+        tenant_id: Set(ctx.tenant),
+        id: Set(Uuid::now_v7()),
+        person_id: Set(person),
+        institution_id: Set(ctx.institution),
+        mrn: Set(mrn),
+        registered_at: Set(Utc::now()),
+        registered_by: Set(Some(ctx.user)),
+    }
+    .insert(&**tx)
+    .await?;
+    tx.emit(
+        Some(ctx.user),
+        "patients.person_registered",
+        person,
+        json!({ "person": person, "institution": ctx.institution, "registration": reg.id }),
+    )
+    .await?;
+    Ok((reg, true))
+}
+
+/// The institution's next medical record number, from a per-institution counter.
+pub async fn next_mrn(tx: &Tx, institution: Uuid) -> AppResult<String> {
+    let backend = tx.get_database_backend();
+    let sql = match backend {
+        DbBackend::Postgres => {
+            "INSERT INTO mrn_counters (tenant_id, institution_id, next_value) VALUES ($1, $2, 2)
+             ON CONFLICT (tenant_id, institution_id) DO UPDATE SET next_value = mrn_counters.next_value + 1
+             RETURNING next_value - 1 AS value"
+        }
+        _ => {
+            "INSERT INTO mrn_counters (tenant_id, institution_id, next_value) VALUES (?, ?, 2)
+             ON CONFLICT (tenant_id, institution_id) DO UPDATE SET next_value = mrn_counters.next_value + 1
+             RETURNING next_value - 1 AS value"
+        }
+    };
+    let row = tx
+        .query_one_raw(Statement::from_sql_and_values(backend, sql, [tx.tenant().into(), institution.into()]))
+        .await?
+        .ok_or_else(|| AppError::internal(anyhow::anyhow!("MRN counter returned nothing")))?;
+    let value: i64 = row.try_get("", "value")?;
+    Ok(format!("{value:08}"))
+}
+
+async fn queue_duplicate(tx: &Tx, x: Uuid, y: Uuid, score: f64) -> AppResult<()> {
+    let (a, b) = if x < y { (x, y) } else { (y, x) };
+    let exists = duplicate_candidate::Entity::find()
+        .filter(duplicate_candidate::Column::TenantId.eq(tx.tenant()))
+        .filter(duplicate_candidate::Column::PersonA.eq(a))
+        .filter(duplicate_candidate::Column::PersonB.eq(b))
+        .one(&**tx)
+        .await?;
+    if exists.is_none() {
+        duplicate_candidate::ActiveModel {
+            tenant_id: Set(tx.tenant()),
+            id: Set(Uuid::now_v7()),
+            person_a: Set(a),
+            person_b: Set(b),
+            score: Set(score),
+            status: Set("open".into()),
+            detected_at: Set(Utc::now()),
+            resolved_at: Set(None),
+            resolved_by: Set(None),
+            reason: Set(None),
+        }
+        .insert(&**tx)
+        .await?;
+    }
+    Ok(())
+}
+
+/// A person, for a caller whose institution has them registered; 404 otherwise.
+pub async fn get(state: &AppState, ctx: &RequestCtx, id: Uuid) -> AppResult<PersonView> {
+    ctx.require(Perm::PatientRead)?;
+    let mut tx = state.db.begin(ctx).await?;
+    let p = find_person_any(&tx, id).await?;
+    let v = views(&tx, ctx, &state.pii, std::slice::from_ref(&p)).await?.remove(0);
+    if !v.registered_here && !ctx.can(Perm::PatientMerge) {
+        tx.audit(
+            ctx.audit("patient.read", "person", Purpose::Treatment)
+                .resource(id)
+                .subject(id)
+                .outcome(crate::audit::Outcome::Denied),
+        );
+        tx.commit().await?;
+        return Err(AppError::not_found("person_not_found", "no such person registered at your institution"));
+    }
+    audit_reads(&mut tx, ctx, "patient.read", [id]);
+    tx.commit().await?;
+    Ok(v)
+}
+
+pub struct SearchInput {
+    pub name: Option<String>,
+    pub resident_id: Option<String>,
+    pub phone: Option<String>,
+    pub birth_date: Option<String>,
+    pub page: u64,
+    pub page_size: u64,
+}
+
+/// Community-wide search of active persons; criteria combine with AND.
+pub async fn search(state: &AppState, ctx: &RequestCtx, q: SearchInput) -> AppResult<(Vec<PersonView>, bool)> {
+    ctx.require(Perm::PatientRead)?;
+    let cipher = &state.pii;
+    let mut cond = Condition::all().add(person::Column::TenantId.eq(ctx.tenant)).add(person::Column::Status.eq(ACTIVE));
+    let mut any = false;
+    if let Some(name) = q.name.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        any = true;
+        let lower = name.to_ascii_lowercase();
+        if is_initials_query(&lower) {
+            cond = cond.add(
+                Condition::any()
+                    .add(person::Column::NameInitials.eq(&lower))
+                    .add(person::Column::NamePinyin.eq(&lower)),
+            );
+        } else {
+            let key = NameKey::parse(name).map_err(super::domain::name_error)?;
+            cond = cond.add(person::Column::NamePinyin.eq(key.joined));
+        }
+    }
+    if let Some(rid) = q.resident_id.as_deref().filter(|s| !s.trim().is_empty()) {
+        any = true;
+        let rid = super::resident_id::ResidentId::parse(rid).map_err(super::domain::resident_id_error)?;
+        cond = cond.add(person::Column::ResidentIdHash.eq(rid_hash(cipher, rid.as_str())));
+    }
+    if let Some(phone) = q.phone.as_deref().filter(|s| !s.trim().is_empty()) {
+        any = true;
+        cond = cond.add(person::Column::PhoneHash.eq(phone_hash(cipher, &super::domain::parse_phone(phone)?)));
+    }
+    if let Some(b) = q.birth_date.as_deref().filter(|s| !s.is_empty()) {
+        any = true;
+        cond = cond.add(match super::domain::parse_birth(b)? {
+            Birth::Full(d) => person::Column::BirthDate.eq(d),
+            Birth::Year(y) => person::Column::BirthYear.eq(y),
+        });
+    }
+    if !any {
+        return Err(AppError::unprocessable(
+            "search_criteria_required",
+            "give a name, resident_id, phone or birth_date",
+        ));
+    }
+    let mut tx = state.db.begin(ctx).await?;
+    let mut rows = person::Entity::find()
+        .filter(cond)
+        .order_by_asc(person::Column::NamePinyin)
+        .order_by_asc(person::Column::Id)
+        .offset((q.page.max(1) - 1) * q.page_size)
+        .limit(q.page_size + 1)
+        .all(&*tx)
+        .await?;
+    let more = rows.len() as u64 > q.page_size;
+    rows.truncate(q.page_size as usize);
+    let out = views(&tx, ctx, cipher, &rows).await?;
+    audit_reads(&mut tx, ctx, "patient.search", out.iter().map(|p| p.id));
+    tx.commit().await?;
+    Ok((out, more))
+}
+
+/// Snapshot of what a merge changes, so an unmerge restores it exactly.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct MergeSnapshot {
+    merged: person::Model,
+    /// (candidate id, status before, resolved_at, resolved_by, reason)
+    candidates: Vec<duplicate_candidate::Model>,
+}
+
+/// Merges `merged` into `survivor`: the merged person is kept (status `merged`, `replaced_by`
+/// the survivor) so its history stays reachable; its registrations move to the survivor.
+pub async fn merge(state: &AppState, ctx: &RequestCtx, survivor: Uuid, merged: Uuid, reason: &str) -> AppResult<Uuid> {
+    ctx.require(Perm::PatientMerge)?;
+    check_reason(reason)?;
+    if survivor == merged {
+        return Err(AppError::unprocessable("merge_same_person", "a person cannot be merged into themselves"));
+    }
+    let mut tx = state.db.begin(ctx).await?;
+    let a = find_person_any(&tx, survivor).await?;
+    let b = find_person_any(&tx, merged).await?;
+    if a.status != ACTIVE || b.status != ACTIVE {
+        return Err(AppError::conflict("person_not_active", "both persons must be active (not already merged)"));
+    }
+    let moved: Vec<Uuid> = registration::Entity::find()
+        .filter(registration::Column::TenantId.eq(ctx.tenant))
+        .filter(registration::Column::PersonId.eq(merged))
+        .all(&*tx)
+        .await?
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    let (lo, hi) = if survivor < merged { (survivor, merged) } else { (merged, survivor) };
+    let pairs = duplicate_candidate::Entity::find()
+        .filter(duplicate_candidate::Column::TenantId.eq(ctx.tenant))
+        .filter(duplicate_candidate::Column::PersonA.eq(lo))
+        .filter(duplicate_candidate::Column::PersonB.eq(hi))
+        .all(&*tx)
+        .await?;
+    let snapshot = MergeSnapshot { merged: b.clone(), candidates: pairs.clone() };
+    let now = Utc::now();
+    if !moved.is_empty() {
+        registration::Entity::update_many()
+            .col_expr(registration::Column::PersonId, survivor.into())
+            .filter(registration::Column::TenantId.eq(ctx.tenant))
+            .filter(registration::Column::Id.is_in(moved.clone()))
+            .exec(&*tx)
+            .await?;
+    }
+    let mut am = b.into_active_model();
+    am.status = Set(MERGED.into());
+    am.replaced_by = Set(Some(survivor));
+    am.updated_at = Set(now);
+    am.update(&*tx).await?;
+    for p in pairs {
+        let mut am = p.into_active_model();
+        am.status = Set("merged".into());
+        am.resolved_at = Set(Some(now));
+        am.resolved_by = Set(Some(ctx.user));
+        am.update(&*tx).await?;
+    }
+    let id = Uuid::now_v7();
+    person_merge::ActiveModel {
+        tenant_id: Set(ctx.tenant),
+        id: Set(id),
+        survivor_id: Set(survivor),
+        merged_id: Set(merged),
+        reason: Set(reason.to_string()),
+        merged_by: Set(ctx.user),
+        merged_at: Set(now),
+        moved_registrations: Set(json!(moved)),
+        merged_snapshot: Set(serde_json::to_value(&snapshot).map_err(AppError::internal)?),
+        unmerged_at: Set(None),
+        unmerged_by: Set(None),
+        unmerge_reason: Set(None),
+    }
+    .insert(&*tx)
+    .await?;
+    tx.emit(
+        Some(ctx.user),
+        "patients.person_merged",
+        survivor,
+        json!({ "merge": id, "survivor": survivor, "merged": merged }),
+    )
+    .await?;
+    for subject in [survivor, merged] {
+        tx.audit(ctx.audit("patient.merge", "person_merge", Purpose::Administration).resource(id).subject(subject));
+    }
+    tx.commit().await?;
+    Ok(id)
+}
+
+/// Undoes a merge: the merged person, its registrations and the review queue return to exactly
+/// what they were before.
+pub async fn unmerge(state: &AppState, ctx: &RequestCtx, merge_id: Uuid, reason: &str) -> AppResult<()> {
+    ctx.require(Perm::PatientMerge)?;
+    check_reason(reason)?;
+    let mut tx = state.db.begin(ctx).await?;
+    let m = person_merge::Entity::find_by_id((ctx.tenant, merge_id))
+        .one(&*tx)
+        .await?
+        .ok_or_else(|| AppError::not_found("merge_not_found", "no such merge"))?;
+    if m.unmerged_at.is_some() {
+        return Err(AppError::conflict("merge_already_undone", "this merge was already undone"));
+    }
+    let snapshot: MergeSnapshot = serde_json::from_value(m.merged_snapshot.clone()).map_err(AppError::internal)?;
+    let current = find_person_any(&tx, m.merged_id).await?;
+    if current.status != MERGED || current.replaced_by != Some(m.survivor_id) {
+        return Err(AppError::conflict("merge_not_reversible", "the merged person has changed since the merge"));
+    }
+    let moved: Vec<Uuid> = serde_json::from_value(m.moved_registrations.clone()).map_err(AppError::internal)?;
+    if !moved.is_empty() {
+        registration::Entity::update_many()
+            .col_expr(registration::Column::PersonId, m.merged_id.into())
+            .filter(registration::Column::TenantId.eq(ctx.tenant))
+            .filter(registration::Column::Id.is_in(moved))
+            .exec(&*tx)
+            .await?;
+    }
+    person::ActiveModel::from(snapshot.merged).reset_all().update(&*tx).await?;
+    for c in snapshot.candidates {
+        duplicate_candidate::ActiveModel::from(c).reset_all().update(&*tx).await?;
+    }
+    let now = Utc::now();
+    let mut am = m.clone().into_active_model();
+    am.unmerged_at = Set(Some(now));
+    am.unmerged_by = Set(Some(ctx.user));
+    am.unmerge_reason = Set(Some(reason.to_string()));
+    am.update(&*tx).await?;
+    tx.emit(
+        Some(ctx.user),
+        "patients.person_unmerged",
+        m.survivor_id,
+        json!({ "merge": merge_id, "survivor": m.survivor_id, "merged": m.merged_id }),
+    )
+    .await?;
+    for subject in [m.survivor_id, m.merged_id] {
+        tx.audit(
+            ctx.audit("patient.unmerge", "person_merge", Purpose::Administration).resource(merge_id).subject(subject),
+        );
+    }
+    tx.commit().await
+}
+
+fn check_reason(reason: &str) -> AppResult<()> {
+    let n = reason.trim().chars().count();
+    if !(2..=500).contains(&n) {
+        return Err(AppError::unprocessable("reason_required", "give a reason of 2 to 500 characters"));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone)]
+pub struct DuplicatePair {
+    pub id: Uuid,
+    pub score: f64,
+    pub status: String,
+    pub detected_at: DateTime<Utc>,
+    pub a: PersonView,
+    pub b: PersonView,
+}
+
+/// The review queue, highest score first.
+pub async fn duplicates(state: &AppState, ctx: &RequestCtx, status: &str, limit: u64) -> AppResult<Vec<DuplicatePair>> {
+    ctx.require(Perm::PatientMerge)?;
+    let mut tx = state.db.begin(ctx).await?;
+    let pairs = duplicate_candidate::Entity::find()
+        .filter(duplicate_candidate::Column::TenantId.eq(ctx.tenant))
+        .filter(duplicate_candidate::Column::Status.eq(status))
+        .order_by_desc(duplicate_candidate::Column::Score)
+        .limit(limit)
+        .all(&*tx)
+        .await?;
+    let ids: Vec<Uuid> =
+        pairs.iter().flat_map(|p| [p.person_a, p.person_b]).collect::<HashSet<_>>().into_iter().collect();
+    let persons = person::Entity::find()
+        .filter(person::Column::TenantId.eq(ctx.tenant))
+        .filter(person::Column::Id.is_in(ids))
+        .all(&*tx)
+        .await?;
+    let views: BTreeMap<Uuid, PersonView> =
+        views(&tx, ctx, &state.pii, &persons).await?.into_iter().map(|v| (v.id, v)).collect();
+    let out: Vec<DuplicatePair> = pairs
+        .into_iter()
+        .filter_map(|p| {
+            Some(DuplicatePair {
+                id: p.id,
+                score: p.score,
+                status: p.status,
+                detected_at: p.detected_at,
+                a: views.get(&p.person_a)?.clone(),
+                b: views.get(&p.person_b)?.clone(),
+            })
+        })
+        .collect();
+    audit_reads(&mut tx, ctx, "patient.review", views.keys().copied());
+    tx.commit().await?;
+    Ok(out)
+}
+
+async fn open_pair(state: &AppState, ctx: &RequestCtx, id: Uuid) -> AppResult<duplicate_candidate::Model> {
+    let tx = state.db.begin(ctx).await?;
+    let pair = duplicate_candidate::Entity::find_by_id((ctx.tenant, id))
+        .one(&*tx)
+        .await?
+        .ok_or_else(|| AppError::not_found("duplicate_not_found", "no such duplicate pair"))?;
+    tx.rollback().await?;
+    if pair.status != "open" {
+        return Err(AppError::conflict("duplicate_already_resolved", "this pair was already resolved"));
+    }
+    Ok(pair)
+}
+
+pub async fn merge_pair(state: &AppState, ctx: &RequestCtx, id: Uuid, survivor: Uuid, reason: &str) -> AppResult<Uuid> {
+    ctx.require(Perm::PatientMerge)?;
+    let pair = open_pair(state, ctx, id).await?;
+    let merged = if survivor == pair.person_a {
+        pair.person_b
+    } else if survivor == pair.person_b {
+        pair.person_a
+    } else {
+        return Err(AppError::unprocessable("survivor_not_in_pair", "survivor_id must be one of the pair"));
+    };
+    merge(state, ctx, survivor, merged, reason).await
+}
+
+pub async fn dismiss_pair(state: &AppState, ctx: &RequestCtx, id: Uuid, reason: &str) -> AppResult<()> {
+    ctx.require(Perm::PatientMerge)?;
+    check_reason(reason)?;
+    let pair = open_pair(state, ctx, id).await?;
+    let mut tx = state.db.begin(ctx).await?;
+    let mut am = pair.clone().into_active_model();
+    am.status = Set("not_duplicate".into());
+    am.resolved_at = Set(Some(Utc::now()));
+    am.resolved_by = Set(Some(ctx.user));
+    am.reason = Set(Some(reason.to_string()));
+    am.update(&*tx).await?;
+    for subject in [pair.person_a, pair.person_b] {
+        tx.audit(
+            ctx.audit("patient.not_duplicate", "duplicate_pair", Purpose::Administration).resource(id).subject(subject),
+        );
+    }
+    tx.commit().await
+}
+
+/// For bulk work (dedup, seeding): records a probable pair in the review queue.
+pub async fn queue_pair(tx: &Tx, x: Uuid, y: Uuid, score: f64) -> AppResult<()> {
+    queue_duplicate(tx, x, y, score).await
+}
+
+pub fn audit_entry_for(ctx: &RequestCtx, action: &'static str, person: Uuid) -> AuditEntry {
+    ctx.audit(action, "person", Purpose::Treatment).resource(person).subject(person)
+}

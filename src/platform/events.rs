@@ -1,0 +1,198 @@
+//! Events through the transactional outbox. A service writes its event with `tx.emit(…)` in the
+//! same transaction as the change; after commit the relay publishes pending rows in order to the
+//! bus (RabbitMQ with confirms, or in-process) and marks them sent. Publishing is at-least-once;
+//! consumers are idempotent by event id. Payloads carry ids and facts, never personal data.
+//!
+//! Only one replica relays at a time (a transaction-level advisory lock on PostgreSQL), and rows
+//! are taken in `(occurred_at, id)` order, so the events of one aggregate leave in order.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sea_orm::entity::prelude::*;
+use sea_orm::{ConnectionTrait, DbBackend, QueryOrder, QuerySelect, Set, Statement, TransactionTrait};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use crate::platform::bus::Bus;
+use crate::platform::config::DbKind;
+use crate::platform::{AppResult, Db};
+
+pub mod outbox {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "outbox")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub tenant_id: Uuid,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub event_type: String,
+        pub version: i32,
+        pub aggregate_id: Uuid,
+        pub actor_user_id: Option<Uuid>,
+        pub occurred_at: DateTimeUtc,
+        pub payload: Json,
+        pub published_at: Option<DateTimeUtc>,
+        pub attempts: i32,
+        pub last_error: Option<String>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// The envelope every consumer receives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    pub id: Uuid,
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub version: i32,
+    pub tenant: Uuid,
+    pub occurred_at: DateTime<Utc>,
+    pub actor: Option<Uuid>,
+    pub aggregate: Uuid,
+    pub payload: serde_json::Value,
+}
+
+impl Envelope {
+    /// `<tenant>.<context>.<event>`; the event type is already `<context>.<event>`.
+    pub fn routing_key(&self) -> String {
+        format!("{}.{}", self.tenant, self.event_type)
+    }
+}
+
+impl From<outbox::Model> for Envelope {
+    fn from(m: outbox::Model) -> Self {
+        Self {
+            id: m.id,
+            event_type: m.event_type,
+            version: m.version,
+            tenant: m.tenant_id,
+            occurred_at: m.occurred_at,
+            actor: m.actor_user_id,
+            aggregate: m.aggregate_id,
+            payload: m.payload,
+        }
+    }
+}
+
+/// Writes an event row in `conn`'s transaction.
+pub async fn insert(
+    conn: &impl ConnectionTrait,
+    tenant: Uuid,
+    actor: Option<Uuid>,
+    event_type: &'static str,
+    aggregate: Uuid,
+    payload: serde_json::Value,
+) -> AppResult<Uuid> {
+    let id = Uuid::now_v7();
+    outbox::ActiveModel {
+        tenant_id: Set(tenant),
+        id: Set(id),
+        event_type: Set(event_type.to_string()),
+        version: Set(1),
+        aggregate_id: Set(aggregate),
+        actor_user_id: Set(actor),
+        occurred_at: Set(Utc::now()),
+        payload: Set(payload),
+        published_at: Set(None),
+        attempts: Set(0),
+        last_error: Set(None),
+    }
+    .insert(conn)
+    .await?;
+    Ok(id)
+}
+
+const BATCH: u64 = 200;
+/// "cloudhis-relay" folded into a bigint.
+const RELAY_LOCK: i64 = 0x6368_6973_7265_6c61;
+
+/// Publishes one batch of pending events; returns how many were sent.
+pub async fn relay_once(db: &Db, bus: &Bus) -> anyhow::Result<usize> {
+    let conn = db.raw();
+    let tx = conn.begin().await?;
+    if db.kind() == DbKind::Postgres {
+        tx.execute_unprepared("SELECT set_config('cloudhis.relay', 'on', true)").await?;
+        let got = tx
+            .query_one_raw(Statement::from_string(
+                DbBackend::Postgres,
+                format!("SELECT pg_try_advisory_xact_lock({RELAY_LOCK}) AS ok"),
+            ))
+            .await?
+            .map(|r| r.try_get::<bool>("", "ok"))
+            .transpose()?
+            .unwrap_or(false);
+        if !got {
+            tx.rollback().await?;
+            return Ok(0);
+        }
+    }
+    let rows = outbox::Entity::find()
+        .filter(outbox::Column::PublishedAt.is_null())
+        .order_by_asc(outbox::Column::OccurredAt)
+        .order_by_asc(outbox::Column::Id)
+        .limit(BATCH)
+        .all(&tx)
+        .await?;
+    let mut sent = Vec::with_capacity(rows.len());
+    let mut failure = None;
+    for row in rows {
+        let key = (row.tenant_id, row.id);
+        match bus.publish(Arc::new(Envelope::from(row))).await {
+            Ok(()) => sent.push(key),
+            Err(e) => {
+                failure = Some(e);
+                break;
+            }
+        }
+    }
+    let now = Utc::now();
+    for chunk in sent.chunks(100) {
+        let mut cond = sea_orm::Condition::any();
+        for (tenant, id) in chunk {
+            cond = cond.add(
+                sea_orm::Condition::all().add(outbox::Column::TenantId.eq(*tenant)).add(outbox::Column::Id.eq(*id)),
+            );
+        }
+        outbox::Entity::update_many().col_expr(outbox::Column::PublishedAt, now.into()).filter(cond).exec(&tx).await?;
+    }
+    tx.commit().await?;
+    match failure {
+        Some(e) if sent.is_empty() => Err(e),
+        Some(e) => {
+            tracing::warn!(error = %e, sent = sent.len(), "relay stopped part-way through a batch");
+            Ok(sent.len())
+        }
+        None => Ok(sent.len()),
+    }
+}
+
+/// Runs the relay until the process ends: woken after every commit that emitted events, and
+/// every second regardless (rows from other replicas, or left by a crash). Retries with backoff
+/// while the bus is down.
+pub fn spawn_relay(db: Db, bus: Bus, wake: Arc<Notify>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match relay_once(&db, &bus).await {
+                Ok(n) if n as u64 == BATCH => continue,
+                Ok(_) => {
+                    backoff = Duration::from_millis(100);
+                    let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), retry_in_ms = backoff.as_millis() as u64, "event relay failed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    })
+}
