@@ -20,6 +20,8 @@ enum Persons {
     Sex,
     BirthDate,
     BirthYear,
+    /// MMDD of a full birth date: with the name, finds a record whose year digits were swapped.
+    BirthMd,
     ResidentIdEnc,
     ResidentIdHash,
     ResidentIdValid,
@@ -120,6 +122,7 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(Persons::Sex).string().null())
                     .col(ColumnDef::new(Persons::BirthDate).date().null())
                     .col(ColumnDef::new(Persons::BirthYear).integer().null())
+                    .col(ColumnDef::new(Persons::BirthMd).string().null())
                     .col(ColumnDef::new(Persons::ResidentIdEnc).string().null())
                     .col(ColumnDef::new(Persons::ResidentIdHash).string().null())
                     .col(ColumnDef::new(Persons::ResidentIdValid).boolean().not_null())
@@ -144,6 +147,8 @@ impl MigrationTrait for Migration {
             ("ix_persons_birth", &["tenant_id", "birth_date"][..]),
             ("ix_persons_pinyin_year", &["tenant_id", "name_pinyin", "birth_year"][..]),
             ("ix_persons_initials_year", &["tenant_id", "name_initials", "birth_year"][..]),
+            ("ix_persons_pinyin_md", &["tenant_id", "name_pinyin", "birth_md"][..]),
+            ("ix_persons_pinyin_division", &["tenant_id", "name_pinyin", "division_code"][..]),
             ("ix_persons_phone_tail", &["tenant_id", "phone_tail_hash"][..]),
             ("ix_persons_phone", &["tenant_id", "phone_hash"][..]),
             ("ix_persons_insurance", &["tenant_id", "insurance_hash"][..]),

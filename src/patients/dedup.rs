@@ -1,7 +1,8 @@
 //! Bulk deduplication: every record against every other record that shares a blocking key,
-//! scored with the same comparisons and weights as real-time matching. Blocking keys: valid
-//! resident ID, full birth date, full-name pinyin + birth year, name initials + birth year,
-//! phone, phone tail, insurance number. Blocks larger than `max_block` are skipped and counted
+//! scored with the same comparisons and weights as real-time matching. Blocking keys (the same
+//! as real-time `$match` uses): valid resident ID, full birth date, full-name pinyin + birth
+//! year, name initials + birth year, name pinyin + birth month-day (a swapped year), name pinyin
+//! with village, phone, phone tail, insurance number. Blocks larger than `max_block` are skipped and counted
 //! (a key that common carries no evidence).
 
 use std::collections::HashMap;
@@ -51,6 +52,7 @@ fn keys(r: &MatchRecord) -> Vec<u64> {
     if let Some(b) = r.birth {
         if let Birth::Full(d) = b {
             k.push(key(1, d));
+            k.push(key(7, (&r.name.joined, d.format("%m%d").to_string())));
         }
         k.push(key(2, (&r.name.joined, b.year())));
         k.push(key(3, (&r.name.initials, b.year())));
@@ -61,6 +63,9 @@ fn keys(r: &MatchRecord) -> Vec<u64> {
     }
     if let Some(i) = &r.insurance_no {
         k.push(key(6, i));
+    }
+    if let Some(div) = &r.division {
+        k.push(key(8, (&r.name.joined, div)));
     }
     k
 }

@@ -34,6 +34,31 @@ pub fn to_match_record(r: &SynthRecord) -> MatchRecord {
     }
 }
 
+/// The generator settings `seed` uses for a tenant: its clinics' villages plus twenty more per
+/// township. Benchmarks call it to regenerate exactly the records that were loaded.
+pub fn plan(
+    institutions: &[crate::tenancy::service::InstitutionInfo],
+    records: usize,
+    duplicate_share: f64,
+    seed: u64,
+) -> SynthConfig {
+    let mut villages: Vec<String> = institutions
+        .iter()
+        .filter(|i| i.kind == InstitutionKind::VillageClinic)
+        .map(|i| i.division_code.clone())
+        .collect();
+    villages.sort();
+    for t in
+        institutions.iter().filter(|i| i.kind == InstitutionKind::TownshipHealthCentre && i.division_code.len() == 9)
+    {
+        villages.extend((1..=20).map(|v| format!("{}{:03}", t.division_code, 300 + v)));
+    }
+    if villages.is_empty() {
+        villages = super::synth::county_villages("130999", 3, 20);
+    }
+    SynthConfig { records, duplicate_share, seed, villages }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct SeedReport {
     pub persons: usize,
@@ -84,17 +109,7 @@ pub async fn seed(
         .collect();
     let township_of: HashMap<&str, Uuid> =
         townships.iter().filter(|t| t.division_code.len() >= 9).map(|t| (&t.division_code[..9], t.id)).collect();
-    // Villages: the tenant's clinics plus twenty more per township.
-    let mut villages: Vec<String> = clinics.keys().map(|s| s.to_string()).collect();
-    for t in &townships {
-        if t.division_code.len() == 9 {
-            villages.extend((1..=20).map(|v| format!("{}{:03}", t.division_code, 300 + v)));
-        }
-    }
-    if villages.is_empty() {
-        villages = super::synth::county_villages(&county.division_code[..6.min(county.division_code.len())], 3, 20);
-    }
-    let synth = generate(&SynthConfig { records, duplicate_share, seed, villages });
+    let synth = generate(&plan(&institutions, records, duplicate_share, seed));
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
     let mut next: HashMap<Uuid, i64> = counters;
     let mut report = SeedReport::default();

@@ -117,7 +117,11 @@ async fn find_candidates(
     match query.birth {
         Some(b) => {
             if let Birth::Full(d) = b {
-                any = any.add(person::Column::BirthDate.eq(d));
+                any = any.add(person::Column::BirthDate.eq(d)).add(
+                    Condition::all()
+                        .add(person::Column::NamePinyin.eq(&query.name.joined))
+                        .add(person::Column::BirthMd.eq(d.format("%m%d").to_string())),
+                );
             }
             any = any
                 .add(
@@ -132,6 +136,13 @@ async fn find_candidates(
                 );
         }
         None => any = any.add(person::Column::NamePinyin.eq(&query.name.joined)),
+    }
+    if let Some(div) = &query.division {
+        any = any.add(
+            Condition::all()
+                .add(person::Column::NamePinyin.eq(&query.name.joined))
+                .add(person::Column::DivisionCode.eq(div)),
+        );
     }
     if let Some(p) = &query.phone {
         any = any
@@ -391,6 +402,10 @@ pub fn new_person_row(
             _ => None,
         }),
         birth_year: Set(d.birth.map(Birth::year)),
+        birth_md: Set(match d.birth {
+            Some(Birth::Full(x)) => Some(x.format("%m%d").to_string()),
+            _ => None,
+        }),
         resident_id_enc: Set(d.resident_id.as_deref().map(|r| cipher.encrypt(r))),
         resident_id_hash: Set(d.resident_id.as_deref().map(|r| rid_hash(cipher, r))),
         resident_id_valid: Set(d.resident_id.is_some() && d.resident_id_valid),
@@ -454,6 +469,7 @@ async fn fill_missing(tx: &Tx, cipher: &PiiCipher, p: &person::Model, d: &Demogr
         && let Some(Birth::Full(b)) = d.birth
     {
         am.birth_date = Set(Some(b));
+        am.birth_md = Set(Some(b.format("%m%d").to_string()));
         changed = true;
     }
     if changed {

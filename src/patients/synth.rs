@@ -5,8 +5,8 @@
 //! by sex; birth years skew old (rural populations do); the elderly often lack an ID number or a
 //! phone of their own (some give a child's). A duplicate is the same person registered again at
 //! another institution with one or two of: a homophone or variant character, a typo in the ID, no
-//! ID, a changed phone, no phone, transposed birth-date digits, a year-only birth date, an address
-//! in another township.
+//! ID, a changed phone, swapped phone digits, no phone, transposed birth-date digits, a year-only
+//! birth date, an address in another township.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
@@ -343,13 +343,19 @@ pub fn generate(cfg: &SynthConfig) -> Vec<SynthRecord> {
         let mut dup = out[i].clone();
         dup.is_duplicate = true;
         let count = if rng.random_bool(0.55) { 1 } else { 2 };
-        while dup.errors.len() < count {
+        // Some records admit few kinds of error (no ID, no phone, a year-only birth date):
+        // give up on the second error after a bounded number of tries.
+        for _ in 0..64 {
+            if dup.errors.len() >= count {
+                break;
+            }
             let kind = *[
                 "homophone",
                 "variant",
                 "id_typo",
                 "no_id",
                 "phone_changed",
+                "phone_typo",
                 "no_phone",
                 "birth_transposed",
                 "year_only",
@@ -402,6 +408,17 @@ fn apply_error(rng: &mut StdRng, r: &mut SynthRecord, kind: &str, villages: &[St
                 return false;
             }
             r.phone = Some(random_phone(rng));
+            true
+        }
+        "phone_typo" => {
+            let Some(p) = r.phone.as_mut() else { return false };
+            let mut b = p.clone().into_bytes();
+            let i = rng.random_range(3..10);
+            if b[i] == b[i + 1] {
+                return false;
+            }
+            b.swap(i, i + 1);
+            *p = String::from_utf8(b).unwrap();
             true
         }
         "no_phone" => r.phone.take().is_some(),
@@ -461,7 +478,16 @@ mod tests {
             }
         }
         let kinds: HashSet<&str> = a.iter().flat_map(|r| r.errors.iter().copied()).collect();
-        for k in ["homophone", "variant", "id_typo", "no_id", "phone_changed", "birth_transposed", "other_township"] {
+        for k in [
+            "homophone",
+            "variant",
+            "id_typo",
+            "no_id",
+            "phone_changed",
+            "phone_typo",
+            "birth_transposed",
+            "other_township",
+        ] {
             assert!(kinds.contains(k), "{k} appears");
         }
         assert!(HOMOPHONES.get(&'伟').is_some_and(|v| v.contains(&'玮')));

@@ -102,13 +102,13 @@ async fn a_probable_match_asks_and_the_answer_is_honoured() {
     let first = register(
         &app,
         &x,
-        json!({"name": "王秀英", "sex": "female", "birth_date": "1948-06-01", "address_division": "130999101201"}),
+        json!({"name": "王秀英", "sex": "female", "birth_date": "1948", "address_division": "130999101201"}),
     )
     .await;
     assert_eq!(first.status, 201, "{}", first.text);
     let existing = first.body["person"]["id"].as_str().unwrap().to_string();
 
-    // Same name, transposed birth-date digits, same village: probable, so the API asks.
+    // Same name and village, but only the birth year to go on: probable, so the API asks.
     let y = app.login("village.doctor2").await;
     let attempt =
         json!({"name": "王秀英", "sex": "female", "birth_date": "1948-06-10", "address_division": "130999101201"});

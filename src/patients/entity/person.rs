@@ -15,6 +15,8 @@ pub struct Model {
     pub sex: Option<String>,
     pub birth_date: Option<Date>,
     pub birth_year: Option<i32>,
+    /// MMDD of a full birth date (a blocking key).
+    pub birth_md: Option<String>,
     pub resident_id_enc: Option<String>,
     pub resident_id_hash: Option<String>,
     pub resident_id_valid: bool,
