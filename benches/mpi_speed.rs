@@ -31,10 +31,13 @@ fn body(r: &SynthRecord) -> serde_json::Value {
         Birth::Full(d) => d.format("%Y-%m-%d").to_string(),
         Birth::Year(y) => y.to_string(),
     };
+    // With a valid ID the clerk takes the birth date from the card (a record whose typed date
+    // disagrees with its ID would rightly be refused).
+    let has_id = r.resident_id.is_some() && r.resident_id_valid;
     json!({
         "name": r.name,
         "sex": if r.sex == cloudhis::patients::resident_id::Sex::Male { "male" } else { "female" },
-        "birth_date": birth,
+        "birth_date": if has_id { None } else { Some(birth) },
         "resident_id": r.resident_id.as_ref().filter(|_| r.resident_id_valid),
         "phone": r.phone,
         "insurance_no": r.insurance_no,

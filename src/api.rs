@@ -14,6 +14,12 @@ pub enum ApiTags {
     Audit,
     /// The unified patient index: registration, matching, search, merges
     Patients,
+    /// Encounters, vitals, diagnoses, allergies, the community summary
+    Clinical,
+    /// Formulary, stock, prescriptions and dispensing
+    Pharmacy,
+    /// Fee schedule, bills, payments and refunds
+    Billing,
 }
 
 /// Every context's API. Handlers take the [`crate::state::AppState`] from request data, so the
@@ -25,5 +31,8 @@ pub fn api() -> impl OpenApi {
         crate::tenancy::api::InstitutionsApi,
         crate::audit::api::AuditApi,
         crate::patients::api::PatientsApi,
+        crate::clinical::api::ClinicalApi,
+        crate::pharmacy::api::PharmacyApi,
+        crate::billing::api::BillingApi,
     )
 }

@@ -215,6 +215,10 @@ pub async fn load_demo(state: &crate::state::AppState) -> anyhow::Result<()> {
     if report.changed() {
         state.authz.changed(report.tenant_id).await;
     }
+    let batches = crate::pharmacy::service::seed_demo_stock(&state.db, report.tenant_id).await?;
+    if batches > 0 {
+        tracing::info!(batches, "demo stock received");
+    }
     if crate::patients::seed::persons_count(&state.db, report.tenant_id).await? == 0 {
         let seeded = crate::patients::seed::seed(&state.db, &state.pii, report.tenant_id, 300, 0.1, 2026).await?;
         tracing::info!(persons = seeded.persons, duplicates = seeded.duplicates, "demo residents loaded");

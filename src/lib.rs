@@ -3,9 +3,12 @@
 
 pub mod api;
 pub mod audit;
+pub mod billing;
 pub mod cli;
+pub mod clinical;
 pub mod identity;
 pub mod patients;
+pub mod pharmacy;
 pub mod platform;
 pub mod startup;
 pub mod state;

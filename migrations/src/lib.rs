@@ -12,6 +12,9 @@ mod m20261128_000003_identity_tables;
 mod m20261128_000004_audit_tables;
 mod m20261128_000005_patients_tables;
 mod m20261128_000006_platform_outbox;
+mod m20261128_000007_clinical_tables;
+mod m20261128_000008_pharmacy_tables;
+mod m20261128_000009_billing_tables;
 
 pub struct Migrator;
 
@@ -25,6 +28,9 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000004_audit_tables::Migration),
             Box::new(m20261128_000005_patients_tables::Migration),
             Box::new(m20261128_000006_platform_outbox::Migration),
+            Box::new(m20261128_000007_clinical_tables::Migration),
+            Box::new(m20261128_000008_pharmacy_tables::Migration),
+            Box::new(m20261128_000009_billing_tables::Migration),
         ]
     }
 }

@@ -29,10 +29,18 @@ pub enum Perm {
     /// See resident ID, phone and insurance numbers unmasked.
     PatientIdentifiers,
     PatientMerge,
+    EncounterRead,
+    EncounterWrite,
+    Prescribe,
+    Dispense,
+    PharmacyStock,
+    BillingCharge,
+    BillingPay,
+    BillingRefund,
 }
 
 impl Perm {
-    pub const ALL: [Perm; 9] = [
+    pub const ALL: [Perm; 17] = [
         Self::InstitutionRead,
         Self::StaffRead,
         Self::StaffWrite,
@@ -42,6 +50,14 @@ impl Perm {
         Self::PatientWrite,
         Self::PatientIdentifiers,
         Self::PatientMerge,
+        Self::EncounterRead,
+        Self::EncounterWrite,
+        Self::Prescribe,
+        Self::Dispense,
+        Self::PharmacyStock,
+        Self::BillingCharge,
+        Self::BillingPay,
+        Self::BillingRefund,
     ];
 
     pub fn object_action(self) -> (&'static str, &'static str) {
@@ -55,6 +71,14 @@ impl Perm {
             Self::PatientWrite => ("patient", "write"),
             Self::PatientIdentifiers => ("patient", "identifiers"),
             Self::PatientMerge => ("patient", "merge"),
+            Self::EncounterRead => ("encounter", "read"),
+            Self::EncounterWrite => ("encounter", "write"),
+            Self::Prescribe => ("prescription", "write"),
+            Self::Dispense => ("prescription", "dispense"),
+            Self::PharmacyStock => ("stock", "manage"),
+            Self::BillingCharge => ("bill", "charge"),
+            Self::BillingPay => ("bill", "pay"),
+            Self::BillingRefund => ("bill", "refund"),
         }
     }
 }

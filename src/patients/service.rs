@@ -903,3 +903,37 @@ pub async fn queue_pair(tx: &Tx, x: Uuid, y: Uuid, score: f64) -> AppResult<()> 
 pub fn audit_entry_for(ctx: &RequestCtx, action: &'static str, person: Uuid) -> AuditEntry {
     ctx.audit(action, "person", Purpose::Treatment).resource(person).subject(person)
 }
+
+/// Whether the person is registered at the institution (registrations of persons merged into
+/// them have moved to them).
+pub async fn registered_at(tx: &Tx, person: Uuid, institution: Uuid) -> AppResult<bool> {
+    Ok(registration::Entity::find()
+        .filter(registration::Column::TenantId.eq(tx.tenant()))
+        .filter(registration::Column::PersonId.eq(person))
+        .filter(registration::Column::InstitutionId.eq(institution))
+        .one(&**tx)
+        .await?
+        .is_some())
+}
+
+/// The person and everyone merged into them, directly or through a chain of merges: their
+/// clinical history belongs to the survivor.
+pub async fn person_and_merged(tx: &Tx, person: Uuid) -> AppResult<Vec<Uuid>> {
+    let mut all = vec![person];
+    let mut frontier = vec![person];
+    while !frontier.is_empty() && all.len() < 1000 {
+        let next: Vec<Uuid> = person::Entity::find()
+            .filter(person::Column::TenantId.eq(tx.tenant()))
+            .filter(person::Column::ReplacedBy.is_in(frontier.clone()))
+            .filter(person::Column::Status.eq(MERGED))
+            .all(&**tx)
+            .await?
+            .into_iter()
+            .map(|p| p.id)
+            .filter(|id| !all.contains(id))
+            .collect();
+        all.extend(&next);
+        frontier = next;
+    }
+    Ok(all)
+}

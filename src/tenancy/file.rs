@@ -9,6 +9,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::domain::{DivisionCode, InstitutionKind, check_code};
+use crate::billing::domain::{InsuranceCategory, Reimbursement};
 use crate::identity::domain::{Role, check_password_strength, check_username};
 
 #[derive(Debug, Deserialize)]
@@ -20,6 +21,35 @@ struct RawFile {
     institutions: Vec<RawInstitution>,
     #[serde(default)]
     users: Vec<RawUser>,
+    #[serde(default)]
+    formulary: Vec<RawDrug>,
+    #[serde(default)]
+    fee_schedule: Vec<RawFee>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDrug {
+    code: Spanned<String>,
+    name: String,
+    name_en: Option<String>,
+    form: String,
+    strength: String,
+    unit: String,
+    price_fen: Spanned<i64>,
+    insurance: Spanned<String>,
+    allergen_class: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFee {
+    code: Spanned<String>,
+    name: String,
+    name_en: Option<String>,
+    category: Spanned<String>,
+    price_fen: Spanned<i64>,
+    insurance: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -41,6 +71,8 @@ struct RawInstitution {
     parent: Option<Spanned<String>>,
     #[serde(default)]
     departments: Vec<RawDepartment>,
+    /// Drug codes this institution stocks; all of the community formulary when absent.
+    formulary: Option<Spanned<Vec<String>>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,6 +115,33 @@ pub struct TenantSpec {
     pub settings: serde_json::Value,
     pub institutions: Vec<InstitutionSpec>,
     pub users: Vec<UserSpec>,
+    pub formulary: Vec<DrugSpec>,
+    pub fee_schedule: Vec<FeeSpec>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrugSpec {
+    pub code: String,
+    pub name: String,
+    pub name_en: Option<String>,
+    pub form: String,
+    pub strength: String,
+    pub unit: String,
+    pub price_fen: i64,
+    pub insurance: InsuranceCategory,
+    pub allergen_class: Option<String>,
+}
+
+pub const FEE_CATEGORIES: [&str; 5] = ["registration", "consultation", "procedure", "lab", "other"];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeeSpec {
+    pub code: String,
+    pub name: String,
+    pub name_en: Option<String>,
+    pub category: String,
+    pub price_fen: i64,
+    pub insurance: InsuranceCategory,
 }
 
 #[derive(Debug, Clone)]
@@ -94,6 +153,8 @@ pub struct InstitutionSpec {
     pub division: DivisionCode,
     pub parent: Option<String>,
     pub departments: Vec<DepartmentSpec>,
+    /// Drug codes stocked here; `None` means the whole community formulary.
+    pub formulary: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone)]
@@ -167,6 +228,9 @@ pub fn parse(source: &str, text: &str) -> Result<TenantSpec, LoadError> {
         p(raw.tenant.code.span(), format!("tenant: {e}"));
     } else if !raw.tenant.code.get_ref().chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
         p(raw.tenant.code.span(), "tenant: a tenant code is a-z, 0-9 and '-' only".into());
+    }
+    if let Err(e) = Reimbursement::from_settings(&serde_json::to_value(&raw.settings).unwrap_or_default()) {
+        p(raw.tenant.code.span(), e);
     }
     if let Some(m) = raw.settings.get("matching") {
         let json = serde_json::to_value(m).unwrap_or_default();
@@ -320,6 +384,56 @@ pub fn parse(source: &str, text: &str) -> Result<TenantSpec, LoadError> {
         }
     }
 
+    let mut drug_codes = HashSet::new();
+    for (i, d) in raw.formulary.iter().enumerate() {
+        let at = format!("formulary[{i}] `{}`", d.code.get_ref());
+        if let Err(e) = check_code(d.code.get_ref()) {
+            p(d.code.span(), format!("{at}: {e}"));
+        }
+        if !drug_codes.insert(d.code.get_ref().clone()) {
+            p(d.code.span(), format!("{at}: duplicate drug code"));
+        }
+        check_name(&d.name, d.code.span(), &format!("{at}: name"), &mut p);
+        if *d.price_fen.get_ref() <= 0 {
+            p(d.price_fen.span(), format!("{at}: price_fen must be a positive number of fen"));
+        }
+        if InsuranceCategory::parse(d.insurance.get_ref()).is_none() {
+            p(d.insurance.span(), format!("{at}: insurance must be A (甲), B (乙) or C (丙)"));
+        }
+    }
+    let mut fee_codes = HashSet::new();
+    for (i, f) in raw.fee_schedule.iter().enumerate() {
+        let at = format!("fee_schedule[{i}] `{}`", f.code.get_ref());
+        if let Err(e) = check_code(f.code.get_ref()) {
+            p(f.code.span(), format!("{at}: {e}"));
+        }
+        if !fee_codes.insert(f.code.get_ref().clone()) {
+            p(f.code.span(), format!("{at}: duplicate fee code"));
+        }
+        check_name(&f.name, f.code.span(), &format!("{at}: name"), &mut p);
+        if *f.price_fen.get_ref() < 0 {
+            p(f.price_fen.span(), format!("{at}: price_fen must not be negative"));
+        }
+        if !FEE_CATEGORIES.contains(&f.category.get_ref().as_str()) {
+            p(f.category.span(), format!("{at}: category must be one of {}", FEE_CATEGORIES.join(", ")));
+        }
+        if InsuranceCategory::parse(f.insurance.get_ref()).is_none() {
+            p(f.insurance.span(), format!("{at}: insurance must be A (甲), B (乙) or C (丙)"));
+        }
+    }
+    for (i, inst) in raw.institutions.iter().enumerate() {
+        if let Some(list) = &inst.formulary {
+            for code in list.get_ref() {
+                if !drug_codes.contains(code) {
+                    p(
+                        list.span(),
+                        format!("institutions[{i}] `{}`: formulary names unknown drug `{code}`", inst.code.get_ref()),
+                    );
+                }
+            }
+        }
+    }
+
     if !problems.is_empty() {
         return Err(LoadError { problems });
     }
@@ -340,6 +454,7 @@ pub fn parse(source: &str, text: &str) -> Result<TenantSpec, LoadError> {
                 .into_iter()
                 .map(|d| DepartmentSpec { code: d.code.into_inner(), name: d.name, name_en: d.name_en })
                 .collect(),
+            formulary: i.formulary.map(Spanned::into_inner),
         })
         .collect();
     institutions.sort_by_key(|i| match i.kind {
@@ -354,6 +469,33 @@ pub fn parse(source: &str, text: &str) -> Result<TenantSpec, LoadError> {
         settings: serde_json::to_value(&raw.settings).unwrap_or(serde_json::Value::Null),
         institutions,
         users,
+        formulary: raw
+            .formulary
+            .into_iter()
+            .map(|d| DrugSpec {
+                insurance: InsuranceCategory::parse(d.insurance.get_ref()).expect("validated"),
+                code: d.code.into_inner(),
+                name: d.name,
+                name_en: d.name_en,
+                form: d.form,
+                strength: d.strength,
+                unit: d.unit,
+                price_fen: d.price_fen.into_inner(),
+                allergen_class: d.allergen_class,
+            })
+            .collect(),
+        fee_schedule: raw
+            .fee_schedule
+            .into_iter()
+            .map(|f| FeeSpec {
+                insurance: InsuranceCategory::parse(f.insurance.get_ref()).expect("validated"),
+                code: f.code.into_inner(),
+                name: f.name,
+                name_en: f.name_en,
+                category: f.category.into_inner(),
+                price_fen: f.price_fen.into_inner(),
+            })
+            .collect(),
     })
 }
 

@@ -255,6 +255,10 @@ pub async fn apply(db: &Db, spec: &TenantSpec) -> AppResult<ApplyReport> {
     }
 
     crate::identity::service::apply_users(&tx, &ids, &spec.users, &credentials, &mut report).await?;
+    let stock_lists: Vec<(Uuid, Option<Vec<String>>)> =
+        spec.institutions.iter().map(|i| (ids[&i.code], i.formulary.clone())).collect();
+    crate::pharmacy::service::apply_formulary(&tx, &spec.formulary, &stock_lists, &mut report).await?;
+    crate::billing::service::apply_fee_schedule(&tx, &spec.fee_schedule, &mut report).await?;
     tx.commit().await?;
     Ok(report)
 }

@@ -159,6 +159,7 @@ impl TestApp {
         let spec = cloudhis::tenancy::file::parse("other.toml", &text).unwrap();
         let report = cloudhis::tenancy::service::apply(&self.state.db, &spec).await.unwrap();
         self.state.authz.changed(report.tenant_id).await;
+        cloudhis::pharmacy::service::seed_demo_stock(&self.state.db, report.tenant_id).await.unwrap();
         report.tenant_id
     }
 

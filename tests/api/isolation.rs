@@ -26,6 +26,7 @@ struct Ids {
     person: Uuid,
     merge: Uuid,
     pair: Uuid,
+    visit: Option<crate::visit::Visit>,
 }
 
 async fn ids_of(app: &TestApp, admin: &Session, institution_code: &str) -> Ids {
@@ -33,7 +34,7 @@ async fn ids_of(app: &TestApp, admin: &Session, institution_code: &str) -> Ids {
     let staff = app.get(&format!("/api/v1/institutions/{institution}/staff"), &admin.token).await;
     assert_eq!(staff.status, 200, "{}", staff.text);
     let user = staff.body[0]["id"].as_str().unwrap().parse().unwrap();
-    Ids { institution, user, person: Uuid::nil(), merge: Uuid::nil(), pair: Uuid::nil() }
+    Ids { institution, user, person: Uuid::nil(), merge: Uuid::nil(), pair: Uuid::nil(), visit: None }
 }
 
 /// Gives a community persons, a duplicate pair in its queue and a merge, through its own admin.
@@ -74,6 +75,13 @@ fn fill(template: &str, ids: &Ids) -> Option<String> {
         "/api/v1/patients/duplicates/{id}/merge" | "/api/v1/patients/duplicates/{id}/dismiss" => {
             template.replace("{id}", &ids.pair.to_string())
         }
+        "/api/v1/patients/{id}/summary" | "/api/v1/patients/{id}/allergies" => {
+            template.replace("{id}", &ids.visit.as_ref()?.person)
+        }
+        t if t.starts_with("/api/v1/encounters/{id}") => t.replace("{id}", &ids.visit.as_ref()?.encounter),
+        t if t.starts_with("/api/v1/prescriptions/{id}") => t.replace("{id}", &ids.visit.as_ref()?.prescription),
+        t if t.starts_with("/api/v1/bills/{id}") => t.replace("{id}", &ids.visit.as_ref()?.bill),
+        "/api/v1/payments/{id}/refunds" => template.replace("{id}", &ids.visit.as_ref()?.payment),
         _ => return None,
     };
     Some(path)
@@ -90,6 +98,8 @@ fn valid_body(method: &Method, template: &str) -> Option<Value> {
         ("POST", "/api/v1/patients/duplicates/{id}/merge") => {
             Some(json!({"survivor_id": Uuid::nil(), "reason": "越权尝试"}))
         }
+        ("POST", t) => Some(crate::errors::valid_body_json(t)),
+        ("PUT", "/api/v1/encounters/{id}/notes") => Some(json!({"notes": "越权"})),
         _ => None,
     }
 }
@@ -103,8 +113,14 @@ async fn another_tenants_ids_are_404_for_every_operation() {
     let theirs = app.login_in("other-county", "admin").await;
     let mut their_ids = ids_of(&app, &theirs, "v-dongguan").await;
     patient_ids(&app, &theirs, &mut their_ids).await;
+    let their_doctor = app.login_in("other-county", "village.doctor").await;
+    their_ids.visit = Some(crate::visit::full_visit(&app, &their_doctor, 7).await);
     assert_ne!(mine.tenant_id, theirs.tenant_id, "two separate communities");
 
+    // Tenant A's administrator and its village doctor between them hold every permission; a role
+    // without an operation's permission is refused before any lookup (403), the role that has it
+    // finds nothing (404).
+    let my_doctor = app.login("village.doctor").await;
     let mut checked = 0;
     for (method, template) in operations() {
         if !template.contains('{') {
@@ -112,9 +128,16 @@ async fn another_tenants_ids_are_404_for_every_operation() {
         }
         let path = fill(&template, &their_ids)
             .unwrap_or_else(|| panic!("{method} {template} takes an id but has no entry in the isolation matrix"));
-        let r = app.request(method.clone(), &path, Some(&mine.token), valid_body(&method, &template)).await;
-        assert_eq!(r.status, 404, "{method} {path} as tenant A's admin: {}", r.text);
-        assert!(r.code().ends_with("not_found"), "{method} {template}: {}", r.text);
+        let mut found_404 = false;
+        for who in [&mine, &my_doctor] {
+            let r = app.request(method.clone(), &path, Some(&who.token), valid_body(&method, &template)).await;
+            assert!(r.status == 404 || r.status == 403, "{method} {path} from tenant A: {} {}", r.status, r.text);
+            if r.status == 404 {
+                assert!(r.code().ends_with("not_found"), "{method} {template}: {}", r.text);
+                found_404 = true;
+            }
+        }
+        assert!(found_404, "{method} {template}: someone in tenant A must hold the permission and still find nothing");
         checked += 1;
     }
     assert!(checked >= 6, "matrix covered {checked} operations");

@@ -11,3 +11,4 @@ mod patients;
 mod platform;
 mod rls;
 mod tenants;
+mod visit;

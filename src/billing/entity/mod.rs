@@ -1,0 +1,5 @@
+pub mod bill;
+pub mod charge;
+pub mod fee_item;
+pub mod payment;
+pub mod refund;

@@ -1,0 +1,488 @@
+//! Billing use cases: the fee schedule, one bill per encounter (fee items and prescription
+//! lines, each split between insurance and self-pay), payments with per-institution receipt
+//! numbers, and refunds. Money is integer fen; a payment may not exceed what is owed, and a
+//! refund may not exceed what a payment took.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::Utc;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
+    QuerySelect, Set, Statement,
+};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::domain::{InsuranceCategory, Reimbursement};
+use super::entity::{bill, charge, fee_item, payment, refund};
+use crate::audit::Purpose;
+use crate::identity::ctx::{Perm, RequestCtx};
+use crate::platform::{AppError, AppResult, Tx};
+use crate::state::AppState;
+use crate::tenancy::file::FeeSpec;
+use crate::tenancy::service::ApplyReport;
+
+pub const METHODS: [&str; 3] = ["cash", "card", "mobile"];
+
+pub async fn apply_fee_schedule(tx: &Tx, fees: &[FeeSpec], report: &mut ApplyReport) -> AppResult<()> {
+    let existing: HashMap<String, fee_item::Model> = fee_item::Entity::find()
+        .filter(fee_item::Column::TenantId.eq(tx.tenant()))
+        .all(&**tx)
+        .await?
+        .into_iter()
+        .map(|f| (f.code.clone(), f))
+        .collect();
+    for f in fees {
+        let row = fee_item::Model {
+            tenant_id: tx.tenant(),
+            code: f.code.clone(),
+            name: f.name.clone(),
+            name_en: f.name_en.clone(),
+            category: f.category.clone(),
+            price_fen: f.price_fen,
+            insurance_category: f.insurance.as_str().into(),
+            updated_at: Utc::now(),
+        };
+        match existing.get(&f.code) {
+            None => {
+                fee_item::ActiveModel::from(row).insert(&**tx).await?;
+                report.created.push(format!("fee {}", f.code));
+            }
+            Some(old) if fee_item::Model { updated_at: old.updated_at, ..row.clone() } != *old => {
+                fee_item::ActiveModel::from(row).reset_all().update(&**tx).await?;
+                report.updated.push(format!("fee {}", f.code));
+            }
+            Some(_) => report.unchanged += 1,
+        }
+    }
+    Ok(())
+}
+
+pub async fn fee_schedule(state: &AppState, ctx: &RequestCtx) -> AppResult<Vec<fee_item::Model>> {
+    ctx.require(Perm::InstitutionRead)?;
+    let tx = state.db.begin(ctx).await?;
+    let rows = fee_item::Entity::find()
+        .filter(fee_item::Column::TenantId.eq(ctx.tenant))
+        .order_by_asc(fee_item::Column::Code)
+        .all(&*tx)
+        .await?;
+    tx.rollback().await?;
+    Ok(rows)
+}
+
+#[derive(Debug, Clone)]
+pub struct BillView {
+    pub bill: bill::Model,
+    pub charges: Vec<charge::Model>,
+    pub payments: Vec<payment::Model>,
+    pub refunds: Vec<refund::Model>,
+}
+
+impl BillView {
+    pub fn owed_fen(&self) -> i64 {
+        self.bill.self_pay_fen - self.bill.paid_fen
+    }
+}
+
+async fn load(tx: &Tx, b: bill::Model) -> AppResult<BillView> {
+    let charges = charge::Entity::find()
+        .filter(charge::Column::TenantId.eq(tx.tenant()))
+        .filter(charge::Column::BillId.eq(b.id))
+        .order_by_asc(charge::Column::PostedAt)
+        .order_by_asc(charge::Column::Id)
+        .all(&**tx)
+        .await?;
+    let payments = payment::Entity::find()
+        .filter(payment::Column::TenantId.eq(tx.tenant()))
+        .filter(payment::Column::BillId.eq(b.id))
+        .order_by_asc(payment::Column::PaidAt)
+        .all(&**tx)
+        .await?;
+    let refunds = refund::Entity::find()
+        .filter(refund::Column::TenantId.eq(tx.tenant()))
+        .filter(refund::Column::BillId.eq(b.id))
+        .order_by_asc(refund::Column::RefundedAt)
+        .all(&**tx)
+        .await?;
+    Ok(BillView { bill: b, charges, payments, refunds })
+}
+
+async fn lock_bill(tx: &Tx, ctx: &RequestCtx, id: Uuid) -> AppResult<bill::Model> {
+    let mut q = bill::Entity::find_by_id((ctx.tenant, id));
+    if tx.get_database_backend() == DbBackend::Postgres {
+        q = q.lock_exclusive();
+    }
+    q.one(&**tx)
+        .await?
+        .filter(|b| b.institution_id == ctx.institution)
+        .ok_or_else(|| AppError::not_found("bill_not_found", "no such bill at your institution"))
+}
+
+/// A charge about to be posted.
+struct PendingCharge {
+    kind: &'static str,
+    code: String,
+    description: String,
+    quantity: i64,
+    unit_fen: i64,
+    category: String,
+    source: Option<Uuid>,
+}
+
+pub struct FeeLine {
+    pub code: String,
+    pub quantity: i64,
+}
+
+/// Posts charges to the encounter's bill: the fee items given, and every prescription line not
+/// yet charged. Creates the bill on first use.
+pub async fn charge(state: &AppState, ctx: &RequestCtx, encounter_id: Uuid, fees: Vec<FeeLine>) -> AppResult<BillView> {
+    ctx.require(Perm::BillingCharge)?;
+    for f in &fees {
+        if f.quantity <= 0 || f.quantity > 1000 {
+            return Err(AppError::unprocessable("quantity_invalid", "a fee item's quantity is 1 to 1000"));
+        }
+    }
+    let mut tx = state.db.begin(ctx).await?;
+    let enc = crate::clinical::service::own_encounter(&tx, ctx, encounter_id).await?;
+    let tenant = crate::tenancy::service::get_tenant(&*tx, ctx.tenant).await?;
+    let rates = Reimbursement::from_settings(&tenant.settings).map_err(|e| AppError::internal(anyhow::anyhow!(e)))?;
+    let kind = crate::tenancy::service::get_institution(&tx, ctx.institution).await?.kind;
+    let now = Utc::now();
+    let existing = bill::Entity::find()
+        .filter(bill::Column::TenantId.eq(ctx.tenant))
+        .filter(bill::Column::EncounterId.eq(encounter_id))
+        .one(&*tx)
+        .await?;
+    let b = match existing {
+        Some(b) => lock_bill(&tx, ctx, b.id).await?,
+        None => {
+            bill::ActiveModel {
+                tenant_id: Set(ctx.tenant),
+                id: Set(Uuid::now_v7()),
+                encounter_id: Set(encounter_id),
+                institution_id: Set(ctx.institution),
+                person_id: Set(enc.person_id),
+                status: Set("open".into()),
+                total_fen: Set(0),
+                insurance_fen: Set(0),
+                self_pay_fen: Set(0),
+                paid_fen: Set(0),
+                refunded_fen: Set(0),
+                created_at: Set(now),
+                updated_at: Set(now),
+            }
+            .insert(&*tx)
+            .await?
+        }
+    };
+    let already: HashSet<Uuid> = charge::Entity::find()
+        .filter(charge::Column::TenantId.eq(ctx.tenant))
+        .filter(charge::Column::BillId.eq(b.id))
+        .all(&*tx)
+        .await?
+        .into_iter()
+        .filter_map(|c| c.source_id)
+        .collect();
+    let catalog: HashMap<String, fee_item::Model> = fee_item::Entity::find()
+        .filter(fee_item::Column::TenantId.eq(ctx.tenant))
+        .all(&*tx)
+        .await?
+        .into_iter()
+        .map(|f| (f.code.clone(), f))
+        .collect();
+    let mut lines: Vec<PendingCharge> = Vec::new();
+    for (i, f) in fees.iter().enumerate() {
+        let item = catalog.get(&f.code).ok_or_else(|| {
+            AppError::unprocessable("fee_item_unknown", "no such item in the fee schedule")
+                .with_details(json!({ "line": i }))
+        })?;
+        lines.push(PendingCharge {
+            kind: "fee",
+            code: item.code.clone(),
+            description: item.name.clone(),
+            quantity: f.quantity,
+            unit_fen: item.price_fen,
+            category: item.insurance_category.clone(),
+            source: None,
+        });
+    }
+    for p in crate::pharmacy::service::prescriptions_of(&tx, encounter_id).await? {
+        if p.prescription.status == "cancelled" {
+            continue;
+        }
+        for (line, drug) in p.lines {
+            if !already.contains(&line.id) {
+                lines.push(PendingCharge {
+                    kind: "drug",
+                    code: drug.code.clone(),
+                    description: format!("{} {}", drug.name, drug.strength),
+                    quantity: line.quantity,
+                    unit_fen: line.unit_price_fen,
+                    category: line.insurance_category.clone(),
+                    source: Some(line.id),
+                });
+            }
+        }
+    }
+    if lines.is_empty() {
+        return Err(AppError::unprocessable(
+            "nothing_to_charge",
+            "no fee items given and no uncharged prescription lines",
+        ));
+    }
+    let mut posted = Vec::new();
+    let (mut total, mut insurance) = (0i64, 0i64);
+    for PendingCharge { kind: kind_s, code, description, quantity, unit_fen: unit, category: cat, source } in lines {
+        let amount = quantity * unit;
+        let category = InsuranceCategory::parse(&cat).unwrap_or(InsuranceCategory::C);
+        let (ins, own) = rates.split(kind, category, amount);
+        total += amount;
+        insurance += ins;
+        let c = charge::ActiveModel {
+            tenant_id: Set(ctx.tenant),
+            id: Set(Uuid::now_v7()),
+            bill_id: Set(b.id),
+            institution_id: Set(ctx.institution),
+            kind: Set(kind_s.into()),
+            item_code: Set(code),
+            description: Set(description),
+            quantity: Set(quantity),
+            unit_price_fen: Set(unit),
+            amount_fen: Set(amount),
+            insurance_category: Set(category.as_str().into()),
+            insurance_fen: Set(ins),
+            self_pay_fen: Set(own),
+            source_id: Set(source),
+            posted_at: Set(now),
+        }
+        .insert(&*tx)
+        .await?;
+        posted.push(c);
+    }
+    let mut am = b.clone().into_active_model();
+    am.total_fen = Set(b.total_fen + total);
+    am.insurance_fen = Set(b.insurance_fen + insurance);
+    am.self_pay_fen = Set(b.self_pay_fen + total - insurance);
+    am.status = Set("open".into());
+    am.updated_at = Set(now);
+    let b = am.update(&*tx).await?;
+    tx.emit(
+        Some(ctx.user),
+        "billing.charge_posted",
+        b.id,
+        json!({
+            "bill": b.id, "encounter": encounter_id, "institution": ctx.institution, "person": enc.person_id,
+            "total_fen": total, "insurance_fen": insurance, "self_pay_fen": total - insurance,
+            "drug_fen": posted.iter().filter(|c| c.kind == "drug").map(|c| c.amount_fen).sum::<i64>(),
+            "charges": posted.iter().map(|c| json!({
+                "charge": c.id, "kind": c.kind, "item_code": c.item_code, "quantity": c.quantity,
+                "amount_fen": c.amount_fen, "insurance_category": c.insurance_category,
+                "insurance_fen": c.insurance_fen, "self_pay_fen": c.self_pay_fen,
+            })).collect::<Vec<_>>(),
+        }),
+    )
+    .await?;
+    tx.audit(ctx.audit("billing.charge", "bill", Purpose::Treatment).resource(b.id).subject(enc.person_id));
+    let view = load(&tx, b).await?;
+    tx.commit().await?;
+    Ok(view)
+}
+
+pub async fn get_bill(state: &AppState, ctx: &RequestCtx, id: Uuid) -> AppResult<BillView> {
+    ctx.require(Perm::BillingCharge)?;
+    let mut tx = state.db.begin(ctx).await?;
+    let b = bill::Entity::find_by_id((ctx.tenant, id))
+        .one(&*tx)
+        .await?
+        .filter(|b| b.institution_id == ctx.institution)
+        .ok_or_else(|| AppError::not_found("bill_not_found", "no such bill at your institution"))?;
+    let person = b.person_id;
+    let view = load(&tx, b).await?;
+    tx.audit(ctx.audit("billing.read", "bill", Purpose::Treatment).resource(id).subject(person));
+    tx.commit().await?;
+    Ok(view)
+}
+
+/// The encounter's bill, if any (for the visit view).
+pub async fn bill_of_encounter(tx: &Tx, encounter_id: Uuid) -> AppResult<Option<BillView>> {
+    match bill::Entity::find()
+        .filter(bill::Column::TenantId.eq(tx.tenant()))
+        .filter(bill::Column::EncounterId.eq(encounter_id))
+        .one(&**tx)
+        .await?
+    {
+        Some(b) => Ok(Some(load(tx, b).await?)),
+        None => Ok(None),
+    }
+}
+
+async fn next_receipt(tx: &Tx, institution: Uuid) -> AppResult<String> {
+    let backend = tx.get_database_backend();
+    let sql = match backend {
+        DbBackend::Postgres => {
+            "INSERT INTO receipt_counters (tenant_id, institution_id, next_value) VALUES ($1, $2, 2)
+             ON CONFLICT (tenant_id, institution_id) DO UPDATE SET next_value = receipt_counters.next_value + 1
+             RETURNING next_value - 1 AS value"
+        }
+        _ => {
+            "INSERT INTO receipt_counters (tenant_id, institution_id, next_value) VALUES (?, ?, 2)
+             ON CONFLICT (tenant_id, institution_id) DO UPDATE SET next_value = receipt_counters.next_value + 1
+             RETURNING next_value - 1 AS value"
+        }
+    };
+    let row = tx
+        .query_one_raw(Statement::from_sql_and_values(backend, sql, [tx.tenant().into(), institution.into()]))
+        .await?
+        .ok_or_else(|| AppError::internal(anyhow::anyhow!("receipt counter returned nothing")))?;
+    let value: i64 = row.try_get("", "value")?;
+    let code = crate::tenancy::service::get_institution(tx, institution).await?.code;
+    Ok(format!("{}-{value:08}", code.to_ascii_uppercase()))
+}
+
+/// Takes a self-pay payment. Partial payments are allowed; more than is owed is not.
+pub async fn pay(
+    state: &AppState,
+    ctx: &RequestCtx,
+    bill_id: Uuid,
+    method: &str,
+    amount_fen: i64,
+) -> AppResult<payment::Model> {
+    ctx.require(Perm::BillingPay)?;
+    if !METHODS.contains(&method) {
+        return Err(AppError::unprocessable("payment_method_invalid", "method is cash, card or mobile"));
+    }
+    if amount_fen <= 0 {
+        return Err(AppError::unprocessable("amount_invalid", "amount_fen must be positive"));
+    }
+    let mut tx = state.db.begin(ctx).await?;
+    let b = lock_bill(&tx, ctx, bill_id).await?;
+    let owed = b.self_pay_fen - b.paid_fen;
+    if amount_fen > owed {
+        return Err(AppError::unprocessable("overpayment", "the amount is more than is owed on this bill")
+            .with_details(json!({ "owed_fen": owed, "amount_fen": amount_fen })));
+    }
+    let receipt_no = next_receipt(&tx, ctx.institution).await?;
+    let now = Utc::now();
+    let p = payment::ActiveModel {
+        tenant_id: Set(ctx.tenant),
+        id: Set(Uuid::now_v7()),
+        bill_id: Set(bill_id),
+        institution_id: Set(ctx.institution),
+        method: Set(method.into()),
+        amount_fen: Set(amount_fen),
+        refunded_fen: Set(0),
+        receipt_no: Set(receipt_no),
+        paid_at: Set(now),
+        cashier_id: Set(ctx.user),
+    }
+    .insert(&*tx)
+    .await?;
+    let mut am = b.clone().into_active_model();
+    am.paid_fen = Set(b.paid_fen + amount_fen);
+    am.status = Set(if b.paid_fen + amount_fen == b.self_pay_fen { "paid" } else { "partially_paid" }.into());
+    am.updated_at = Set(now);
+    am.update(&*tx).await?;
+    tx.emit(
+        Some(ctx.user),
+        "billing.payment_received",
+        bill_id,
+        json!({ "payment": p.id, "bill": bill_id, "encounter": b.encounter_id, "institution": ctx.institution,
+                "amount_fen": amount_fen, "method": method, "receipt_no": p.receipt_no,
+                "bill_insurance_fen": b.insurance_fen, "settled": b.paid_fen + amount_fen == b.self_pay_fen }),
+    )
+    .await?;
+    tx.audit(ctx.audit("billing.pay", "payment", Purpose::Treatment).resource(p.id).subject(b.person_id));
+    tx.commit().await?;
+    Ok(p)
+}
+
+/// Refunds part or all of a payment, with a reason.
+pub async fn refund(
+    state: &AppState,
+    ctx: &RequestCtx,
+    payment_id: Uuid,
+    amount_fen: i64,
+    reason: &str,
+) -> AppResult<refund::Model> {
+    ctx.require(Perm::BillingRefund)?;
+    if amount_fen <= 0 {
+        return Err(AppError::unprocessable("amount_invalid", "amount_fen must be positive"));
+    }
+    let reason = reason.trim();
+    if !(2..=200).contains(&reason.chars().count()) {
+        return Err(AppError::unprocessable("reason_required", "give a reason of 2 to 200 characters"));
+    }
+    let mut tx = state.db.begin(ctx).await?;
+    let p = payment::Entity::find_by_id((ctx.tenant, payment_id))
+        .one(&*tx)
+        .await?
+        .filter(|p| p.institution_id == ctx.institution)
+        .ok_or_else(|| AppError::not_found("payment_not_found", "no such payment at your institution"))?;
+    let b = lock_bill(&tx, ctx, p.bill_id).await?;
+    let p = payment::Entity::find_by_id((ctx.tenant, payment_id)).one(&*tx).await?.expect("read above");
+    if amount_fen > p.amount_fen - p.refunded_fen {
+        return Err(AppError::unprocessable("refund_exceeds_paid", "the refund is more than this payment has left")
+            .with_details(json!({ "refundable_fen": p.amount_fen - p.refunded_fen, "amount_fen": amount_fen })));
+    }
+    let receipt_no = next_receipt(&tx, ctx.institution).await?;
+    let now = Utc::now();
+    let r = refund::ActiveModel {
+        tenant_id: Set(ctx.tenant),
+        id: Set(Uuid::now_v7()),
+        bill_id: Set(b.id),
+        payment_id: Set(payment_id),
+        institution_id: Set(ctx.institution),
+        amount_fen: Set(amount_fen),
+        reason: Set(reason.to_string()),
+        receipt_no: Set(receipt_no),
+        refunded_at: Set(now),
+        cashier_id: Set(ctx.user),
+    }
+    .insert(&*tx)
+    .await?;
+    let mut pam = p.clone().into_active_model();
+    pam.refunded_fen = Set(p.refunded_fen + amount_fen);
+    pam.update(&*tx).await?;
+    let mut am = b.clone().into_active_model();
+    am.refunded_fen = Set(b.refunded_fen + amount_fen);
+    am.status = Set(if b.refunded_fen + amount_fen == b.paid_fen { "refunded" } else { "partially_refunded" }.into());
+    am.updated_at = Set(now);
+    am.update(&*tx).await?;
+    tx.emit(
+        Some(ctx.user),
+        "billing.refund_issued",
+        b.id,
+        json!({ "refund": r.id, "payment": payment_id, "bill": b.id, "institution": ctx.institution,
+                "amount_fen": amount_fen, "method": p.method, "receipt_no": r.receipt_no }),
+    )
+    .await?;
+    tx.audit(ctx.audit("billing.refund", "refund", Purpose::Treatment).resource(r.id).subject(b.person_id));
+    tx.commit().await?;
+    Ok(r)
+}
+
+/// Whether every charge of a prescription's lines is on a fully paid bill.
+pub async fn prescription_paid(tx: &Tx, prescription_id: Uuid) -> AppResult<bool> {
+    let lines: Vec<Uuid> = crate::pharmacy::service::line_ids(tx, prescription_id).await?;
+    if lines.is_empty() {
+        return Ok(false);
+    }
+    let charges = charge::Entity::find()
+        .filter(charge::Column::TenantId.eq(tx.tenant()))
+        .filter(charge::Column::SourceId.is_in(lines.clone()))
+        .all(&**tx)
+        .await?;
+    if charges.len() < lines.len() {
+        return Ok(false);
+    }
+    let bills: HashSet<Uuid> = charges.iter().map(|c| c.bill_id).collect();
+    for id in bills {
+        let b = bill::Entity::find_by_id((tx.tenant(), id)).one(&**tx).await?;
+        // Nothing left to pay (a fully insured bill has nothing to pay at all).
+        if b.is_none_or(|b| b.paid_fen - b.refunded_fen < b.self_pay_fen) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}

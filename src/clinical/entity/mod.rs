@@ -1,0 +1,5 @@
+pub mod addendum;
+pub mod allergy;
+pub mod diagnosis;
+pub mod encounter;
+pub mod vital_sign;

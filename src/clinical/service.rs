@@ -1,0 +1,447 @@
+//! Clinical use cases: open an encounter for a person registered here, record vitals,
+//! diagnoses and notes, close (sign) it, add addenda afterwards, record allergies, and the
+//! community patient summary — one of the three audited ways to read across institutions.
+
+use std::collections::HashSet;
+
+use chrono::{DateTime, Duration, Utc};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, Set};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::domain::{EncounterKind, Vitals};
+use super::entity::{addendum, allergy, diagnosis, encounter, vital_sign};
+use super::icd10;
+use crate::audit::{Outcome, Purpose};
+use crate::identity::ctx::{Perm, RequestCtx};
+use crate::platform::{AppError, AppResult, Tx};
+use crate::state::AppState;
+
+pub const OPEN: &str = "open";
+pub const CLOSED: &str = "closed";
+
+/// An encounter of the caller's institution; 404 for anyone else's.
+pub async fn own_encounter(tx: &Tx, ctx: &RequestCtx, id: Uuid) -> AppResult<encounter::Model> {
+    encounter::Entity::find_by_id((ctx.tenant, id))
+        .one(&**tx)
+        .await?
+        .filter(|e| e.institution_id == ctx.institution)
+        .ok_or_else(|| AppError::not_found("encounter_not_found", "no such encounter at your institution"))
+}
+
+/// As `own_encounter`, and still open (a closed encounter is immutable: 409).
+pub async fn open_encounter(tx: &Tx, ctx: &RequestCtx, id: Uuid) -> AppResult<encounter::Model> {
+    let e = own_encounter(tx, ctx, id).await?;
+    if e.status != OPEN {
+        return Err(AppError::conflict("encounter_closed", "the encounter is closed; add an addendum instead"));
+    }
+    Ok(e)
+}
+
+/// Allergens recorded for a person anywhere in the community (drug codes or drug classes).
+pub async fn allergens_of(tx: &Tx, person: Uuid) -> AppResult<HashSet<String>> {
+    Ok(allergy::Entity::find()
+        .filter(allergy::Column::TenantId.eq(tx.tenant()))
+        .filter(allergy::Column::PersonId.eq(person))
+        .all(&**tx)
+        .await?
+        .into_iter()
+        .map(|a| a.allergen)
+        .collect())
+}
+
+pub struct OpenInput {
+    pub person_id: Uuid,
+    pub department_id: Option<Uuid>,
+    pub kind: EncounterKind,
+    pub chief_complaint: Option<String>,
+}
+
+pub async fn open(state: &AppState, ctx: &RequestCtx, input: OpenInput) -> AppResult<encounter::Model> {
+    ctx.require(Perm::EncounterWrite)?;
+    let mut tx = state.db.begin(ctx).await?;
+    if !crate::patients::service::registered_at(&tx, input.person_id, ctx.institution).await? {
+        return Err(AppError::not_found("person_not_found", "no such person registered at your institution"));
+    }
+    if let Some(d) = input.department_id {
+        let ok = crate::tenancy::service::departments_of(&tx, ctx.institution).await?.iter().any(|x| x.id == d);
+        if !ok {
+            return Err(AppError::unprocessable(
+                "department_invalid",
+                "that department is not part of your institution",
+            ));
+        }
+    }
+    let now = Utc::now();
+    let e = encounter::ActiveModel {
+        tenant_id: Set(ctx.tenant),
+        id: Set(Uuid::now_v7()),
+        institution_id: Set(ctx.institution),
+        person_id: Set(input.person_id),
+        department_id: Set(input.department_id),
+        clinician_id: Set(ctx.user),
+        kind: Set(input.kind.as_str().into()),
+        status: Set(OPEN.into()),
+        chief_complaint: Set(input.chief_complaint),
+        notes: Set(None),
+        opened_at: Set(now),
+        closed_at: Set(None),
+        closed_by: Set(None),
+    }
+    .insert(&*tx)
+    .await?;
+    tx.audit(ctx.audit("encounter.open", "encounter", Purpose::Treatment).resource(e.id).subject(e.person_id));
+    tx.commit().await?;
+    Ok(e)
+}
+
+pub async fn record_vitals(state: &AppState, ctx: &RequestCtx, id: Uuid, v: Vitals) -> AppResult<vital_sign::Model> {
+    ctx.require(Perm::EncounterWrite)?;
+    v.check()?;
+    let mut tx = state.db.begin(ctx).await?;
+    let e = open_encounter(&tx, ctx, id).await?;
+    let row = vital_sign::ActiveModel {
+        tenant_id: Set(ctx.tenant),
+        id: Set(Uuid::now_v7()),
+        encounter_id: Set(id),
+        institution_id: Set(ctx.institution),
+        person_id: Set(e.person_id),
+        recorded_at: Set(Utc::now()),
+        recorded_by: Set(ctx.user),
+        systolic: Set(v.systolic),
+        diastolic: Set(v.diastolic),
+        pulse: Set(v.pulse),
+        temperature: Set(v.temperature),
+        weight_kg: Set(v.weight_kg),
+        fasting_glucose: Set(v.fasting_glucose),
+    }
+    .insert(&*tx)
+    .await?;
+    tx.audit(ctx.audit("encounter.vitals", "encounter", Purpose::Treatment).resource(id).subject(e.person_id));
+    tx.commit().await?;
+    Ok(row)
+}
+
+pub async fn add_diagnosis(
+    state: &AppState,
+    ctx: &RequestCtx,
+    id: Uuid,
+    code: &str,
+    primary: bool,
+) -> AppResult<diagnosis::Model> {
+    ctx.require(Perm::EncounterWrite)?;
+    let icd = icd10::lookup(code).ok_or_else(|| {
+        AppError::unprocessable("icd_code_unknown", "not a code of the ICD-10 catalog")
+            .with_details(json!({ "field": "code" }))
+    })?;
+    let mut tx = state.db.begin(ctx).await?;
+    let e = open_encounter(&tx, ctx, id).await?;
+    let existing = diagnoses_of(&tx, id).await?;
+    if existing.iter().any(|d| d.code == icd.code) {
+        return Err(AppError::conflict("diagnosis_duplicate", "this diagnosis is already recorded for the encounter"));
+    }
+    let primary = primary || existing.is_empty();
+    if primary {
+        for d in existing.into_iter().filter(|d| d.is_primary) {
+            let mut am = d.into_active_model();
+            am.is_primary = Set(false);
+            am.update(&*tx).await?;
+        }
+    }
+    let row = diagnosis::ActiveModel {
+        tenant_id: Set(ctx.tenant),
+        id: Set(Uuid::now_v7()),
+        encounter_id: Set(id),
+        institution_id: Set(ctx.institution),
+        person_id: Set(e.person_id),
+        code: Set(icd.code.into()),
+        is_primary: Set(primary),
+        created_at: Set(Utc::now()),
+        created_by: Set(ctx.user),
+    }
+    .insert(&*tx)
+    .await?;
+    tx.audit(ctx.audit("encounter.diagnose", "encounter", Purpose::Treatment).resource(id).subject(e.person_id));
+    tx.commit().await?;
+    Ok(row)
+}
+
+pub async fn diagnoses_of(tx: &Tx, encounter_id: Uuid) -> AppResult<Vec<diagnosis::Model>> {
+    Ok(diagnosis::Entity::find()
+        .filter(diagnosis::Column::TenantId.eq(tx.tenant()))
+        .filter(diagnosis::Column::EncounterId.eq(encounter_id))
+        .order_by_asc(diagnosis::Column::CreatedAt)
+        .all(&**tx)
+        .await?)
+}
+
+pub async fn update_notes(
+    state: &AppState,
+    ctx: &RequestCtx,
+    id: Uuid,
+    chief_complaint: Option<String>,
+    notes: Option<String>,
+) -> AppResult<encounter::Model> {
+    ctx.require(Perm::EncounterWrite)?;
+    let mut tx = state.db.begin(ctx).await?;
+    let e = open_encounter(&tx, ctx, id).await?;
+    let person = e.person_id;
+    let mut am = e.into_active_model();
+    if chief_complaint.is_some() {
+        am.chief_complaint = Set(chief_complaint);
+    }
+    if notes.is_some() {
+        am.notes = Set(notes);
+    }
+    let e = am.update(&*tx).await?;
+    tx.audit(ctx.audit("encounter.notes", "encounter", Purpose::Treatment).resource(id).subject(person));
+    tx.commit().await?;
+    Ok(e)
+}
+
+/// Signs the encounter: from now on it only takes addenda.
+pub async fn close(state: &AppState, ctx: &RequestCtx, id: Uuid) -> AppResult<encounter::Model> {
+    ctx.require(Perm::EncounterWrite)?;
+    let mut tx = state.db.begin(ctx).await?;
+    let e = open_encounter(&tx, ctx, id).await?;
+    let diagnoses = diagnoses_of(&tx, id).await?;
+    if diagnoses.is_empty() {
+        return Err(AppError::unprocessable("diagnosis_required", "record at least one diagnosis before closing"));
+    }
+    let now = Utc::now();
+    let mut am = e.clone().into_active_model();
+    am.status = Set(CLOSED.into());
+    am.closed_at = Set(Some(now));
+    am.closed_by = Set(Some(ctx.user));
+    let e = am.update(&*tx).await?;
+    tx.emit(
+        Some(ctx.user),
+        "clinical.encounter_closed",
+        id,
+        json!({
+            "encounter": id, "institution": e.institution_id, "person": e.person_id, "kind": e.kind,
+            "department": e.department_id, "clinician": e.clinician_id,
+            "opened_at": e.opened_at, "closed_at": now,
+            "diagnoses": diagnoses.iter().map(|d| json!({"code": d.code, "primary": d.is_primary})).collect::<Vec<_>>(),
+        }),
+    )
+    .await?;
+    tx.audit(ctx.audit("encounter.close", "encounter", Purpose::Treatment).resource(id).subject(e.person_id));
+    tx.commit().await?;
+    Ok(e)
+}
+
+pub async fn add_addendum(state: &AppState, ctx: &RequestCtx, id: Uuid, text: &str) -> AppResult<addendum::Model> {
+    ctx.require(Perm::EncounterWrite)?;
+    let text = text.trim();
+    if text.is_empty() || text.chars().count() > 4000 {
+        return Err(AppError::unprocessable("addendum_invalid", "an addendum is 1 to 4000 characters"));
+    }
+    let mut tx = state.db.begin(ctx).await?;
+    let e = own_encounter(&tx, ctx, id).await?;
+    let row = addendum::ActiveModel {
+        tenant_id: Set(ctx.tenant),
+        id: Set(Uuid::now_v7()),
+        encounter_id: Set(id),
+        institution_id: Set(ctx.institution),
+        text: Set(text.to_string()),
+        author_id: Set(ctx.user),
+        created_at: Set(Utc::now()),
+    }
+    .insert(&*tx)
+    .await?;
+    tx.audit(ctx.audit("encounter.addendum", "encounter", Purpose::Treatment).resource(id).subject(e.person_id));
+    tx.commit().await?;
+    Ok(row)
+}
+
+#[derive(Debug, Clone)]
+pub struct EncounterView {
+    pub encounter: encounter::Model,
+    pub vitals: Vec<vital_sign::Model>,
+    pub diagnoses: Vec<diagnosis::Model>,
+    pub addenda: Vec<addendum::Model>,
+    pub prescriptions: Vec<crate::pharmacy::service::PrescriptionView>,
+    pub bill: Option<crate::billing::service::BillView>,
+}
+
+pub async fn get(state: &AppState, ctx: &RequestCtx, id: Uuid) -> AppResult<EncounterView> {
+    ctx.require(Perm::EncounterRead)?;
+    let mut tx = state.db.begin(ctx).await?;
+    let e = match own_encounter(&tx, ctx, id).await {
+        Ok(e) => e,
+        Err(err) => {
+            tx.audit(
+                ctx.audit("encounter.read", "encounter", Purpose::Treatment).resource(id).outcome(Outcome::Denied),
+            );
+            tx.commit().await?;
+            return Err(err);
+        }
+    };
+    let vitals = vital_sign::Entity::find()
+        .filter(vital_sign::Column::TenantId.eq(ctx.tenant))
+        .filter(vital_sign::Column::EncounterId.eq(id))
+        .order_by_asc(vital_sign::Column::RecordedAt)
+        .all(&*tx)
+        .await?;
+    let addenda = addendum::Entity::find()
+        .filter(addendum::Column::TenantId.eq(ctx.tenant))
+        .filter(addendum::Column::EncounterId.eq(id))
+        .order_by_asc(addendum::Column::CreatedAt)
+        .all(&*tx)
+        .await?;
+    let view = EncounterView {
+        diagnoses: diagnoses_of(&tx, id).await?,
+        prescriptions: crate::pharmacy::service::prescriptions_of(&tx, id).await?,
+        bill: crate::billing::service::bill_of_encounter(&tx, id).await?,
+        vitals,
+        addenda,
+        encounter: e,
+    };
+    tx.audit(
+        ctx.audit("encounter.read", "encounter", Purpose::Treatment).resource(id).subject(view.encounter.person_id),
+    );
+    tx.commit().await?;
+    Ok(view)
+}
+
+/// The caller's institution's encounters, newest first, optionally for one person or since a time.
+pub async fn list(
+    state: &AppState,
+    ctx: &RequestCtx,
+    person: Option<Uuid>,
+    since: Option<DateTime<Utc>>,
+    limit: u64,
+) -> AppResult<Vec<encounter::Model>> {
+    ctx.require(Perm::EncounterRead)?;
+    let mut tx = state.db.begin(ctx).await?;
+    let mut q = encounter::Entity::find()
+        .filter(encounter::Column::TenantId.eq(ctx.tenant))
+        .filter(encounter::Column::InstitutionId.eq(ctx.institution));
+    if let Some(p) = person {
+        q = q.filter(encounter::Column::PersonId.eq(p));
+    }
+    if let Some(s) = since {
+        q = q.filter(encounter::Column::OpenedAt.gte(s));
+    }
+    let rows = q.order_by_desc(encounter::Column::OpenedAt).limit(limit).all(&*tx).await?;
+    let persons: HashSet<Uuid> = rows.iter().map(|e| e.person_id).collect();
+    for p in persons {
+        tx.audit(ctx.audit("encounter.list", "person", Purpose::Treatment).resource(p).subject(p));
+    }
+    tx.commit().await?;
+    Ok(rows)
+}
+
+pub async fn record_allergy(
+    state: &AppState,
+    ctx: &RequestCtx,
+    person: Uuid,
+    allergen: &str,
+    reaction: Option<String>,
+) -> AppResult<allergy::Model> {
+    ctx.require(Perm::EncounterWrite)?;
+    let allergen = allergen.trim().to_ascii_lowercase();
+    if allergen.is_empty() || allergen.len() > 64 {
+        return Err(AppError::unprocessable(
+            "allergen_invalid",
+            "allergen is a drug code or drug class, 1-64 characters",
+        ));
+    }
+    let mut tx = state.db.begin(ctx).await?;
+    if !crate::patients::service::registered_at(&tx, person, ctx.institution).await? {
+        return Err(AppError::not_found("person_not_found", "no such person registered at your institution"));
+    }
+    let row = allergy::ActiveModel {
+        tenant_id: Set(ctx.tenant),
+        id: Set(Uuid::now_v7()),
+        person_id: Set(person),
+        allergen: Set(allergen),
+        reaction: Set(reaction),
+        institution_id: Set(ctx.institution),
+        recorded_by: Set(ctx.user),
+        recorded_at: Set(Utc::now()),
+    }
+    .insert(&*tx)
+    .await?;
+    tx.audit(ctx.audit("allergy.write", "person", Purpose::Treatment).resource(person).subject(person));
+    tx.commit().await?;
+    Ok(row)
+}
+
+#[derive(Debug, Clone)]
+pub struct SummaryEncounter {
+    pub encounter: encounter::Model,
+    pub institution_name: String,
+    pub diagnoses: Vec<diagnosis::Model>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CommunitySummary {
+    pub person_id: Uuid,
+    pub allergies: Vec<allergy::Model>,
+    pub encounters: Vec<SummaryEncounter>,
+    pub recent_vitals: Vec<vital_sign::Model>,
+    pub medications: Vec<crate::pharmacy::service::PrescriptionView>,
+}
+
+/// The person's record across the whole community, for a clinician whose institution has the
+/// person registered. Every read is audited, refusals included.
+pub async fn community_summary(state: &AppState, ctx: &RequestCtx, person: Uuid) -> AppResult<CommunitySummary> {
+    ctx.require(Perm::EncounterRead)?;
+    let mut tx = state.db.begin(ctx).await?;
+    if !crate::patients::service::registered_at(&tx, person, ctx.institution).await? {
+        tx.audit(ctx.audit("patient.summary", "person", Purpose::Treatment).resource(person).outcome(Outcome::Denied));
+        tx.commit().await?;
+        return Err(AppError::not_found("person_not_found", "no such person registered at your institution"));
+    }
+    let ids = crate::patients::service::person_and_merged(&tx, person).await?;
+    let names: std::collections::HashMap<Uuid, String> =
+        crate::tenancy::service::list_institutions(&tx).await?.into_iter().map(|i| (i.id, i.name)).collect();
+    let encounters = encounter::Entity::find()
+        .filter(encounter::Column::TenantId.eq(ctx.tenant))
+        .filter(encounter::Column::PersonId.is_in(ids.clone()))
+        .order_by_desc(encounter::Column::OpenedAt)
+        .limit(50)
+        .all(&*tx)
+        .await?;
+    let enc_ids: Vec<Uuid> = encounters.iter().map(|e| e.id).collect();
+    let diagnoses = diagnosis::Entity::find()
+        .filter(diagnosis::Column::TenantId.eq(ctx.tenant))
+        .filter(diagnosis::Column::EncounterId.is_in(enc_ids))
+        .all(&*tx)
+        .await?;
+    let recent_vitals = vital_sign::Entity::find()
+        .filter(vital_sign::Column::TenantId.eq(ctx.tenant))
+        .filter(vital_sign::Column::PersonId.is_in(ids.clone()))
+        .order_by_desc(vital_sign::Column::RecordedAt)
+        .limit(10)
+        .all(&*tx)
+        .await?;
+    let allergies = allergy::Entity::find()
+        .filter(allergy::Column::TenantId.eq(ctx.tenant))
+        .filter(allergy::Column::PersonId.is_in(ids.clone()))
+        .all(&*tx)
+        .await?;
+    let mut medications = Vec::new();
+    for id in &ids {
+        medications.extend(crate::pharmacy::service::medications_of(&tx, *id, Utc::now() - Duration::days(180)).await?);
+    }
+    let summary = CommunitySummary {
+        person_id: person,
+        allergies,
+        encounters: encounters
+            .into_iter()
+            .map(|e| SummaryEncounter {
+                institution_name: names.get(&e.institution_id).cloned().unwrap_or_default(),
+                diagnoses: diagnoses.iter().filter(|d| d.encounter_id == e.id).cloned().collect(),
+                encounter: e,
+            })
+            .collect(),
+        recent_vitals,
+        medications,
+    };
+    tx.audit(ctx.audit("patient.summary", "person", Purpose::Treatment).resource(person).subject(person));
+    tx.commit().await?;
+    Ok(summary)
+}

@@ -1,0 +1,110 @@
+//! Prescription rules: frequencies, outpatient day limits, and what makes a line valid.
+
+use crate::platform::AppError;
+
+/// Outpatient prescriptions cover at most 7 days, or 30 for a stable chronic disease
+/// (处方管理办法 article 19).
+pub const STANDARD_MAX_DAYS: i32 = 7;
+pub const CHRONIC_MAX_DAYS: i32 = 30;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frequency {
+    Once,
+    Qd,
+    Bid,
+    Tid,
+    Qid,
+    Qn,
+    Q12h,
+    Q8h,
+    Prn,
+}
+
+impl Frequency {
+    pub const ALL: [Frequency; 9] =
+        [Self::Once, Self::Qd, Self::Bid, Self::Tid, Self::Qid, Self::Qn, Self::Q12h, Self::Q8h, Self::Prn];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.as_str() == s.to_ascii_lowercase())
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Once => "once",
+            Self::Qd => "qd",
+            Self::Bid => "bid",
+            Self::Tid => "tid",
+            Self::Qid => "qid",
+            Self::Qn => "qn",
+            Self::Q12h => "q12h",
+            Self::Q8h => "q8h",
+            Self::Prn => "prn",
+        }
+    }
+}
+
+/// A prescription line as requested, checked in isolation.
+#[derive(Debug, Clone)]
+pub struct LineRequest {
+    pub drug_code: String,
+    pub dose: f64,
+    pub dose_unit: String,
+    pub frequency: Frequency,
+    pub days: i32,
+    pub quantity: i64,
+}
+
+pub fn check_line(l: &LineRequest, chronic: bool, index: usize) -> Result<(), AppError> {
+    let bad = |code: &'static str, msg: String| {
+        AppError::unprocessable(code, msg).with_details(serde_json::json!({ "line": index }))
+    };
+    if l.quantity <= 0 {
+        return Err(bad("quantity_invalid", format!("line {index}: quantity must be at least 1")));
+    }
+    if !(l.dose.is_finite() && l.dose > 0.0) {
+        return Err(bad("dose_invalid", format!("line {index}: dose must be a positive number")));
+    }
+    if l.days <= 0 {
+        return Err(bad("days_invalid", format!("line {index}: days must be at least 1")));
+    }
+    let limit = if chronic { CHRONIC_MAX_DAYS } else { STANDARD_MAX_DAYS };
+    if l.days > limit {
+        return Err(bad(
+            "prescription_days_exceeded",
+            format!("line {index}: {} days is over the outpatient limit of {limit} days", l.days),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(days: i32, quantity: i64) -> LineRequest {
+        LineRequest {
+            drug_code: "x".into(),
+            dose: 5.0,
+            dose_unit: "mg".into(),
+            frequency: Frequency::Qd,
+            days,
+            quantity,
+        }
+    }
+
+    #[test]
+    fn day_limits() {
+        assert!(check_line(&line(7, 7), false, 0).is_ok());
+        assert_eq!(check_line(&line(8, 8), false, 0).unwrap_err().code(), "prescription_days_exceeded");
+        assert!(check_line(&line(30, 30), true, 0).is_ok());
+        assert_eq!(check_line(&line(31, 31), true, 0).unwrap_err().code(), "prescription_days_exceeded");
+        assert_eq!(check_line(&line(7, 0), false, 0).unwrap_err().code(), "quantity_invalid");
+        assert_eq!(check_line(&line(7, -3), false, 0).unwrap_err().code(), "quantity_invalid");
+    }
+
+    #[test]
+    fn frequencies_parse() {
+        assert_eq!(Frequency::parse("TID"), Some(Frequency::Tid));
+        assert_eq!(Frequency::parse("sometimes"), None);
+    }
+}
