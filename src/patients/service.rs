@@ -110,54 +110,43 @@ async fn find_candidates(
     w: &MatchWeights,
     exclude: Option<Uuid>,
 ) -> AppResult<Vec<Candidate>> {
-    let mut any = Condition::any();
+    // One branch per blocking key, each led by the tenant so that every branch is an index
+    // search (SQLite otherwise takes the tenant-prefix index and scans the whole tenant).
+    let tenant = tx.tenant();
+    let mut keys: Vec<Condition> = Vec::new();
     if let Some(rid) = query.resident_id.as_deref().filter(|_| query.resident_id_valid) {
-        any = any.add(person::Column::ResidentIdHash.eq(rid_hash(cipher, rid)));
+        keys.push(Condition::all().add(person::Column::ResidentIdHash.eq(rid_hash(cipher, rid))));
     }
+    let name = || person::Column::NamePinyin.eq(&query.name.joined);
     match query.birth {
         Some(b) => {
             if let Birth::Full(d) = b {
-                any = any.add(person::Column::BirthDate.eq(d)).add(
-                    Condition::all()
-                        .add(person::Column::NamePinyin.eq(&query.name.joined))
-                        .add(person::Column::BirthMd.eq(d.format("%m%d").to_string())),
-                );
+                keys.push(Condition::all().add(person::Column::BirthDate.eq(d)));
+                keys.push(Condition::all().add(name()).add(person::Column::BirthMd.eq(d.format("%m%d").to_string())));
             }
-            any = any
-                .add(
-                    Condition::all()
-                        .add(person::Column::NamePinyin.eq(&query.name.joined))
-                        .add(person::Column::BirthYear.eq(b.year())),
-                )
-                .add(
-                    Condition::all()
-                        .add(person::Column::NameInitials.eq(&query.name.initials))
-                        .add(person::Column::BirthYear.eq(b.year())),
-                );
+            keys.push(Condition::all().add(name()).add(person::Column::BirthYear.eq(b.year())));
+            keys.push(
+                Condition::all()
+                    .add(person::Column::NameInitials.eq(&query.name.initials))
+                    .add(person::Column::BirthYear.eq(b.year())),
+            );
         }
-        None => any = any.add(person::Column::NamePinyin.eq(&query.name.joined)),
+        None => keys.push(Condition::all().add(name())),
     }
     if let Some(div) = &query.division {
-        any = any.add(
-            Condition::all()
-                .add(person::Column::NamePinyin.eq(&query.name.joined))
-                .add(person::Column::DivisionCode.eq(div)),
-        );
+        keys.push(Condition::all().add(name()).add(person::Column::DivisionCode.eq(div)));
     }
     if let Some(p) = &query.phone {
-        any = any
-            .add(person::Column::PhoneHash.eq(phone_hash(cipher, p)))
-            .add(person::Column::PhoneTailHash.eq(tail_hash(cipher, p)));
+        keys.push(Condition::all().add(person::Column::PhoneHash.eq(phone_hash(cipher, p))));
+        keys.push(Condition::all().add(person::Column::PhoneTailHash.eq(tail_hash(cipher, p))));
     }
     if let Some(i) = &query.insurance_no {
-        any = any.add(person::Column::InsuranceHash.eq(insurance_hash(cipher, i)));
+        keys.push(Condition::all().add(person::Column::InsuranceHash.eq(insurance_hash(cipher, i))));
     }
-    let rows = person::Entity::find()
-        .filter(person::Column::TenantId.eq(tx.tenant()))
-        .filter(any)
-        .limit(2000)
-        .all(&**tx)
-        .await?;
+    let any = keys
+        .into_iter()
+        .fold(Condition::any(), |any, k| any.add(Condition::all().add(person::Column::TenantId.eq(tenant)).add(k)));
+    let rows = person::Entity::find().filter(any).limit(2000).all(&**tx).await?;
     let mut best: HashMap<Uuid, (f64, Grade, Vec<Comparison>)> = HashMap::new();
     let mut survivors: HashMap<Uuid, person::Model> = HashMap::new();
     for row in rows {
