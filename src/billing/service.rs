@@ -23,6 +23,8 @@ use crate::tenancy::file::FeeSpec;
 use crate::tenancy::service::ApplyReport;
 
 pub const METHODS: [&str; 3] = ["cash", "card", "mobile"];
+/// The largest single charge line: 10 million yuan, far above any outpatient item.
+pub const MAX_CHARGE_FEN: i64 = 1_000_000_000;
 
 pub async fn apply_fee_schedule(tx: &Tx, fees: &[FeeSpec], report: &mut ApplyReport) -> AppResult<()> {
     let existing: HashMap<String, fee_item::Model> = fee_item::Entity::find()
@@ -80,7 +82,30 @@ pub struct BillView {
 
 impl BillView {
     pub fn owed_fen(&self) -> i64 {
-        self.bill.self_pay_fen - self.bill.paid_fen
+        owed(&self.bill)
+    }
+}
+
+/// What the patient still owes: refunds give the right to the items back, so they count.
+pub fn owed(b: &bill::Model) -> i64 {
+    b.self_pay_fen - (b.paid_fen - b.refunded_fen)
+}
+
+/// A bill's status, from its totals alone.
+pub fn status_of(total: i64, self_pay: i64, paid: i64, refunded: i64) -> &'static str {
+    let net = paid - refunded;
+    if total == 0 {
+        "open"
+    } else if net >= self_pay {
+        "paid"
+    } else if refunded > 0 && net <= 0 {
+        "refunded"
+    } else if refunded > 0 {
+        "partially_refunded"
+    } else if paid > 0 {
+        "partially_paid"
+    } else {
+        "open"
     }
 }
 
@@ -234,7 +259,9 @@ pub async fn charge(state: &AppState, ctx: &RequestCtx, encounter_id: Uuid, fees
     let mut posted = Vec::new();
     let (mut total, mut insurance) = (0i64, 0i64);
     for PendingCharge { kind: kind_s, code, description, quantity, unit_fen: unit, category: cat, source } in lines {
-        let amount = quantity * unit;
+        let amount = quantity.checked_mul(unit).filter(|a| *a <= MAX_CHARGE_FEN).ok_or_else(|| {
+            AppError::unprocessable("amount_too_large", "a charge line may not exceed 10,000,000 yuan")
+        })?;
         let category = InsuranceCategory::parse(&cat).unwrap_or(InsuranceCategory::C);
         let (ins, own) = rates.split(kind, category, amount);
         total += amount;
@@ -261,10 +288,11 @@ pub async fn charge(state: &AppState, ctx: &RequestCtx, encounter_id: Uuid, fees
         posted.push(c);
     }
     let mut am = b.clone().into_active_model();
-    am.total_fen = Set(b.total_fen + total);
+    let (new_total, new_self) = (b.total_fen + total, b.self_pay_fen + total - insurance);
+    am.total_fen = Set(new_total);
     am.insurance_fen = Set(b.insurance_fen + insurance);
-    am.self_pay_fen = Set(b.self_pay_fen + total - insurance);
-    am.status = Set("open".into());
+    am.self_pay_fen = Set(new_self);
+    am.status = Set(status_of(new_total, new_self, b.paid_fen, b.refunded_fen).into());
     am.updated_at = Set(now);
     let b = am.update(&*tx).await?;
     tx.emit(
@@ -357,7 +385,7 @@ pub async fn pay(
     }
     let mut tx = state.db.begin(ctx).await?;
     let b = lock_bill(&tx, ctx, bill_id).await?;
-    let owed = b.self_pay_fen - b.paid_fen;
+    let owed = owed(&b);
     if amount_fen > owed {
         return Err(AppError::unprocessable("overpayment", "the amount is more than is owed on this bill")
             .with_details(json!({ "owed_fen": owed, "amount_fen": amount_fen })));
@@ -380,7 +408,7 @@ pub async fn pay(
     .await?;
     let mut am = b.clone().into_active_model();
     am.paid_fen = Set(b.paid_fen + amount_fen);
-    am.status = Set(if b.paid_fen + amount_fen == b.self_pay_fen { "paid" } else { "partially_paid" }.into());
+    am.status = Set(status_of(b.total_fen, b.self_pay_fen, b.paid_fen + amount_fen, b.refunded_fen).into());
     am.updated_at = Set(now);
     am.update(&*tx).await?;
     tx.emit(
@@ -389,7 +417,7 @@ pub async fn pay(
         bill_id,
         json!({ "payment": p.id, "bill": bill_id, "encounter": b.encounter_id, "institution": ctx.institution,
                 "amount_fen": amount_fen, "method": method, "receipt_no": p.receipt_no,
-                "bill_insurance_fen": b.insurance_fen, "settled": b.paid_fen + amount_fen == b.self_pay_fen }),
+                "bill_insurance_fen": b.insurance_fen, "settled": owed == amount_fen }),
     )
     .await?;
     tx.audit(ctx.audit("billing.pay", "payment", Purpose::Treatment).resource(p.id).subject(b.person_id));
@@ -425,6 +453,16 @@ pub async fn refund(
         return Err(AppError::unprocessable("refund_exceeds_paid", "the refund is more than this payment has left")
             .with_details(json!({ "refundable_fen": p.amount_fen - p.refunded_fen, "amount_fen": amount_fen })));
     }
+    // Drugs already dispensed stay paid for: refunding them needs a return first.
+    let dispensed = dispensed_self_pay(&tx, b.id).await?;
+    let refundable = (b.paid_fen - b.refunded_fen) - dispensed;
+    if amount_fen > refundable {
+        return Err(AppError::unprocessable(
+            "refund_exceeds_undispensed",
+            "the refund would give back money for drugs already dispensed",
+        )
+        .with_details(json!({ "refundable_fen": refundable.max(0), "amount_fen": amount_fen })));
+    }
     let receipt_no = next_receipt(&tx, ctx.institution).await?;
     let now = Utc::now();
     let r = refund::ActiveModel {
@@ -446,7 +484,7 @@ pub async fn refund(
     pam.update(&*tx).await?;
     let mut am = b.clone().into_active_model();
     am.refunded_fen = Set(b.refunded_fen + amount_fen);
-    am.status = Set(if b.refunded_fen + amount_fen == b.paid_fen { "refunded" } else { "partially_refunded" }.into());
+    am.status = Set(status_of(b.total_fen, b.self_pay_fen, b.paid_fen, b.refunded_fen + amount_fen).into());
     am.updated_at = Set(now);
     am.update(&*tx).await?;
     tx.emit(
@@ -460,6 +498,23 @@ pub async fn refund(
     tx.audit(ctx.audit("billing.refund", "refund", Purpose::Treatment).resource(r.id).subject(b.person_id));
     tx.commit().await?;
     Ok(r)
+}
+
+/// The self-pay part of a bill's drug charges whose prescriptions were dispensed.
+async fn dispensed_self_pay(tx: &Tx, bill_id: Uuid) -> AppResult<i64> {
+    let drug_charges: Vec<charge::Model> = charge::Entity::find()
+        .filter(charge::Column::TenantId.eq(tx.tenant()))
+        .filter(charge::Column::BillId.eq(bill_id))
+        .filter(charge::Column::Kind.eq("drug"))
+        .all(&**tx)
+        .await?;
+    let lines: Vec<Uuid> = drug_charges.iter().filter_map(|c| c.source_id).collect();
+    let dispensed = crate::pharmacy::service::dispensed_lines(tx, &lines).await?;
+    Ok(drug_charges
+        .iter()
+        .filter(|c| c.source_id.is_some_and(|l| dispensed.contains(&l)))
+        .map(|c| c.self_pay_fen)
+        .sum())
 }
 
 /// Whether every charge of a prescription's lines is on a fully paid bill.

@@ -5,7 +5,10 @@
 use std::collections::HashSet;
 
 use chrono::{DateTime, Duration, Utc};
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, Set};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect,
+    Set,
+};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -29,20 +32,31 @@ pub async fn own_encounter(tx: &Tx, ctx: &RequestCtx, id: Uuid) -> AppResult<enc
         .ok_or_else(|| AppError::not_found("encounter_not_found", "no such encounter at your institution"))
 }
 
-/// As `own_encounter`, and still open (a closed encounter is immutable: 409).
+/// As `own_encounter`, still open (a closed encounter is immutable: 409), and locked for the rest
+/// of the transaction so that a concurrent close cannot slip between check and write.
 pub async fn open_encounter(tx: &Tx, ctx: &RequestCtx, id: Uuid) -> AppResult<encounter::Model> {
-    let e = own_encounter(tx, ctx, id).await?;
+    let mut q = encounter::Entity::find_by_id((ctx.tenant, id));
+    if tx.get_database_backend() == sea_orm::DbBackend::Postgres {
+        q = q.lock_exclusive();
+    }
+    let e = q
+        .one(&**tx)
+        .await?
+        .filter(|e| e.institution_id == ctx.institution)
+        .ok_or_else(|| AppError::not_found("encounter_not_found", "no such encounter at your institution"))?;
     if e.status != OPEN {
         return Err(AppError::conflict("encounter_closed", "the encounter is closed; add an addendum instead"));
     }
     Ok(e)
 }
 
-/// Allergens recorded for a person anywhere in the community (drug codes or drug classes).
+/// Allergens recorded for a person anywhere in the community (drug codes or drug classes),
+/// including those recorded on persons since merged into them.
 pub async fn allergens_of(tx: &Tx, person: Uuid) -> AppResult<HashSet<String>> {
+    let ids = crate::patients::service::person_and_merged(tx, person).await?;
     Ok(allergy::Entity::find()
         .filter(allergy::Column::TenantId.eq(tx.tenant()))
-        .filter(allergy::Column::PersonId.eq(person))
+        .filter(allergy::Column::PersonId.is_in(ids))
         .all(&**tx)
         .await?
         .into_iter()
@@ -444,4 +458,112 @@ pub async fn community_summary(state: &AppState, ctx: &RequestCtx, person: Uuid)
     tx.audit(ctx.audit("patient.summary", "person", Purpose::Treatment).resource(person).subject(person));
     tx.commit().await?;
     Ok(summary)
+}
+
+/// The clinical snapshot a referral carries: diagnoses (of the source encounter, or the most
+/// recent at this institution), current medicines, recent vitals and allergies.
+pub async fn referral_snapshot(
+    tx: &Tx,
+    person: Uuid,
+    institution: Uuid,
+    source_encounter: Option<Uuid>,
+) -> AppResult<serde_json::Value> {
+    let ids = crate::patients::service::person_and_merged(tx, person).await?;
+    let encounters: Vec<encounter::Model> = match source_encounter {
+        Some(e) => encounter::Entity::find_by_id((tx.tenant(), e))
+            .one(&**tx)
+            .await?
+            .filter(|x| x.institution_id == institution && ids.contains(&x.person_id))
+            .map(|x| vec![x])
+            .ok_or_else(|| {
+                AppError::unprocessable("encounter_invalid", "the source encounter is not this person's visit here")
+            })?,
+        None => {
+            encounter::Entity::find()
+                .filter(encounter::Column::TenantId.eq(tx.tenant()))
+                .filter(encounter::Column::PersonId.is_in(ids.clone()))
+                .filter(encounter::Column::InstitutionId.eq(institution))
+                .order_by_desc(encounter::Column::OpenedAt)
+                .limit(3)
+                .all(&**tx)
+                .await?
+        }
+    };
+    let enc_ids: Vec<Uuid> = encounters.iter().map(|e| e.id).collect();
+    let diagnoses = diagnosis::Entity::find()
+        .filter(diagnosis::Column::TenantId.eq(tx.tenant()))
+        .filter(diagnosis::Column::EncounterId.is_in(enc_ids))
+        .all(&**tx)
+        .await?;
+    let vitals = vital_sign::Entity::find()
+        .filter(vital_sign::Column::TenantId.eq(tx.tenant()))
+        .filter(vital_sign::Column::PersonId.is_in(ids.clone()))
+        .filter(vital_sign::Column::InstitutionId.eq(institution))
+        .order_by_desc(vital_sign::Column::RecordedAt)
+        .limit(3)
+        .all(&**tx)
+        .await?;
+    let mut medicines = Vec::new();
+    for id in &ids {
+        for p in crate::pharmacy::service::medications_of(tx, *id, Utc::now() - Duration::days(90)).await? {
+            if p.prescription.institution_id != institution {
+                continue;
+            }
+            for (l, d) in p.lines {
+                medicines.push(serde_json::json!({
+                    "drug_code": d.code, "name": format!("{} {}", d.name, d.strength),
+                    "dose": l.dose, "dose_unit": l.dose_unit, "frequency": l.frequency, "days": l.days,
+                    "prescribed_at": p.prescription.created_at,
+                }));
+            }
+        }
+    }
+    let allergies: Vec<String> = allergens_of(tx, person).await?.into_iter().collect();
+    Ok(serde_json::json!({
+        "diagnoses": diagnoses.iter().map(|d| {
+            let icd = icd10::lookup(&d.code);
+            serde_json::json!({"code": d.code, "name": icd.map(|i| i.name), "primary": d.is_primary})
+        }).collect::<Vec<_>>(),
+        "medicines": medicines,
+        "vitals": vitals.iter().map(|v| serde_json::json!({
+            "recorded_at": v.recorded_at, "systolic": v.systolic, "diastolic": v.diastolic, "pulse": v.pulse,
+            "temperature": v.temperature, "weight_kg": v.weight_kg, "fasting_glucose": v.fasting_glucose,
+        })).collect::<Vec<_>>(),
+        "allergies": allergies,
+    }))
+}
+
+/// A person's encounters at one institution, whole (for a referral grant's reader).
+pub async fn records_at(tx: &Tx, person: Uuid, institution: Uuid) -> AppResult<Vec<EncounterView>> {
+    let ids = crate::patients::service::person_and_merged(tx, person).await?;
+    let encounters = encounter::Entity::find()
+        .filter(encounter::Column::TenantId.eq(tx.tenant()))
+        .filter(encounter::Column::PersonId.is_in(ids))
+        .filter(encounter::Column::InstitutionId.eq(institution))
+        .order_by_desc(encounter::Column::OpenedAt)
+        .limit(50)
+        .all(&**tx)
+        .await?;
+    let mut out = Vec::with_capacity(encounters.len());
+    for e in encounters {
+        let vitals = vital_sign::Entity::find()
+            .filter(vital_sign::Column::TenantId.eq(tx.tenant()))
+            .filter(vital_sign::Column::EncounterId.eq(e.id))
+            .all(&**tx)
+            .await?;
+        let addenda = addendum::Entity::find()
+            .filter(addendum::Column::TenantId.eq(tx.tenant()))
+            .filter(addendum::Column::EncounterId.eq(e.id))
+            .all(&**tx)
+            .await?;
+        out.push(EncounterView {
+            diagnoses: diagnoses_of(tx, e.id).await?,
+            prescriptions: crate::pharmacy::service::prescriptions_of(tx, e.id).await?,
+            bill: None,
+            vitals,
+            addenda,
+            encounter: e,
+        });
+    }
+    Ok(out)
 }

@@ -251,7 +251,13 @@ pub fn score(a: &MatchRecord, b: &MatchRecord, w: &MatchWeights) -> Scored {
     let mut push = |field, (level, weight): (&'static str, f64)| comparisons.push(Comparison { field, level, weight });
 
     let mut deterministic = None;
+    // Two different valid IDs are two people, however alike (twins share everything else): shown
+    // at most as possible, never linked.
+    let mut cap = Grade::Certain;
     if let (Some(x), Some(y)) = (&a.resident_id, &b.resident_id) {
+        if x != y && a.resident_id_valid && b.resident_id_valid {
+            cap = Grade::Possible;
+        }
         if x == y && a.resident_id_valid && b.resident_id_valid {
             deterministic = Some(Grade::Certain);
             push(Field::ResidentId, ("exact", w.rid_exact));
@@ -282,7 +288,7 @@ pub fn score(a: &MatchRecord, b: &MatchRecord, w: &MatchWeights) -> Scored {
         push(Field::Address, cmp_address(x, y, w));
     }
     let score: f64 = comparisons.iter().map(|c| c.weight).sum();
-    let grade = deterministic.unwrap_or_else(|| w.grade(score));
+    let grade = deterministic.unwrap_or_else(|| w.grade(score).min(cap));
     Scored { score: if deterministic.is_some() { score.max(w.certain) } else { score }, grade, comparisons }
 }
 
@@ -353,6 +359,14 @@ mod tests {
         assert_eq!(score(&a, &b, &w).grade, Grade::Certain);
         b.resident_id = Some("130999199001010038".into());
         assert!(score(&a, &b, &w).grade < Grade::Probable);
+        // Twins: everything alike but the (valid) IDs.
+        let mut twin = a.clone();
+        twin.resident_id = Some("130999199001010038".into());
+        twin.phone = Some("13800000000".into());
+        let mut me = a.clone();
+        me.phone = twin.phone.clone();
+        assert!(score(&me, &twin, &w).score >= w.certain, "alike enough to link but for the IDs");
+        assert_eq!(score(&me, &twin, &w).grade, Grade::Possible);
     }
 
     #[test]

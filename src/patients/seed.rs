@@ -114,6 +114,7 @@ pub async fn seed(
     let mut next: HashMap<Uuid, i64> = counters;
     let mut report = SeedReport::default();
     let mut by_rid: HashMap<String, Uuid> = HashMap::new();
+    let mut registered: std::collections::HashSet<(Uuid, Uuid)> = std::collections::HashSet::new();
     let now = Utc::now();
     for batch in synth.chunks(500) {
         let tx = db.begin(&scope).await?;
@@ -153,6 +154,10 @@ pub async fn seed(
             };
             if r.is_duplicate {
                 report.duplicates += 1;
+            }
+            // One registration per person and institution.
+            if !registered.insert((person_id, institution)) {
+                continue;
             }
             let n = next.entry(institution).or_insert(1);
             regs.push(registration::ActiveModel {

@@ -6,6 +6,10 @@ use crate::platform::AppError;
 /// (处方管理办法 article 19).
 pub const STANDARD_MAX_DAYS: i32 = 7;
 pub const CHRONIC_MAX_DAYS: i32 = 30;
+/// Units on one prescription line: a month of four-times-daily dosing many times over.
+pub const MAX_LINE_QUANTITY: i64 = 10_000;
+/// Units in one stock receipt, adjustment or transfer.
+pub const MAX_STOCK_QUANTITY: i64 = 1_000_000_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Frequency {
@@ -58,8 +62,8 @@ pub fn check_line(l: &LineRequest, chronic: bool, index: usize) -> Result<(), Ap
     let bad = |code: &'static str, msg: String| {
         AppError::unprocessable(code, msg).with_details(serde_json::json!({ "line": index }))
     };
-    if l.quantity <= 0 {
-        return Err(bad("quantity_invalid", format!("line {index}: quantity must be at least 1")));
+    if !(1..=MAX_LINE_QUANTITY).contains(&l.quantity) {
+        return Err(bad("quantity_invalid", format!("line {index}: quantity must be 1 to {MAX_LINE_QUANTITY}")));
     }
     if !(l.dose.is_finite() && l.dose > 0.0) {
         return Err(bad("dose_invalid", format!("line {index}: dose must be a positive number")));

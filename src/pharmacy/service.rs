@@ -163,8 +163,8 @@ pub struct Receipt {
 }
 
 fn check_quantity(q: i64) -> AppResult<()> {
-    if q <= 0 {
-        return Err(AppError::unprocessable("quantity_invalid", "quantity must be at least 1"));
+    if !(1..=super::domain::MAX_STOCK_QUANTITY).contains(&q) {
+        return Err(AppError::unprocessable("quantity_invalid", "quantity must be 1 to 1,000,000,000"));
     }
     Ok(())
 }
@@ -270,8 +270,11 @@ pub async fn adjust(
     reason: &str,
 ) -> AppResult<stock_batch::Model> {
     ctx.require(Perm::PharmacyStock)?;
-    if delta == 0 {
-        return Err(AppError::unprocessable("quantity_invalid", "an adjustment changes the quantity"));
+    if delta == 0 || delta.abs() > super::domain::MAX_STOCK_QUANTITY {
+        return Err(AppError::unprocessable(
+            "quantity_invalid",
+            "an adjustment changes the quantity by 1 to 1,000,000,000",
+        ));
     }
     let reason = reason.trim();
     if !(2..=200).contains(&reason.chars().count()) {
@@ -604,6 +607,29 @@ pub async fn line_ids(tx: &Tx, prescription_id: Uuid) -> AppResult<Vec<Uuid>> {
         .collect())
 }
 
+/// Which of these prescription lines belong to dispensed prescriptions.
+pub async fn dispensed_lines(tx: &Tx, lines: &[Uuid]) -> AppResult<HashSet<Uuid>> {
+    if lines.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let rows = prescription_line::Entity::find()
+        .filter(prescription_line::Column::TenantId.eq(tx.tenant()))
+        .filter(prescription_line::Column::Id.is_in(lines.to_vec()))
+        .all(&**tx)
+        .await?;
+    let ids: Vec<Uuid> = rows.iter().map(|l| l.prescription_id).collect::<HashSet<_>>().into_iter().collect();
+    let dispensed: HashSet<Uuid> = prescription::Entity::find()
+        .filter(prescription::Column::TenantId.eq(tx.tenant()))
+        .filter(prescription::Column::Id.is_in(ids))
+        .filter(prescription::Column::Status.eq("dispensed"))
+        .all(&**tx)
+        .await?
+        .into_iter()
+        .map(|p| p.id)
+        .collect();
+    Ok(rows.into_iter().filter(|l| dispensed.contains(&l.prescription_id)).map(|l| l.id).collect())
+}
+
 /// A person's prescriptions across the community since a date (for the community summary).
 pub async fn medications_of(tx: &Tx, person: Uuid, since: chrono::DateTime<Utc>) -> AppResult<Vec<PrescriptionView>> {
     let ps = prescription::Entity::find()
@@ -672,7 +698,9 @@ pub async fn dispense(
     if !crate::billing::service::prescription_paid(&tx, id).await? {
         return Err(AppError::conflict("not_paid", "the prescription's charges must be paid before dispensing"));
     }
-    let view = views_of(&tx, vec![p.clone()]).await?.remove(0);
+    let mut view = views_of(&tx, vec![p.clone()]).await?.remove(0);
+    // Lock batches in one global order (drug code), so two dispenses cannot deadlock.
+    view.lines.sort_by(|a, b| a.0.drug_code.cmp(&b.0.drug_code));
     // Claim the prescription first: a concurrent second dispense finds it no longer active.
     let claimed = prescription::Entity::update_many()
         .col_expr(prescription::Column::Status, Expr::value("dispensed"))
@@ -698,7 +726,8 @@ pub async fn dispense(
             movement(&tx, &b, -n, "dispense", None, Some(id), ctx.user).await?;
             batches.push((b.id, b.lot.clone(), b.expiry, n));
         }
-        value_fen += line.quantity * drug.price_fen;
+        let _ = drug;
+        value_fen += line.quantity * line.unit_price_fen;
         out.push(DispensedLine {
             line_id: line.id,
             drug_code: line.drug_code.clone(),

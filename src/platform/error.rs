@@ -108,9 +108,25 @@ impl From<DbErr> for AppError {
             Some(SqlErr::ForeignKeyConstraintViolation(_)) => {
                 AppError::unprocessable("reference_invalid", "the request refers to a record that does not exist")
             }
+            _ if matches!(sqlstate(&err).as_deref(), Some("40P01" | "40001")) => {
+                AppError::conflict("retry", "the request collided with another; try again")
+            }
+            _ if matches!(sqlstate(&err).as_deref(), Some("22003")) => {
+                AppError::unprocessable("value_out_of_range", "a number in the request is out of range")
+            }
             _ => AppError::Internal(anyhow::Error::new(err).context("database")),
         }
     }
+}
+
+/// The SQLSTATE of a database error, when there is one.
+fn sqlstate(err: &DbErr) -> Option<String> {
+    use sea_orm::RuntimeErr;
+    let runtime = match err {
+        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => e,
+        _ => return None,
+    };
+    runtime.as_database_error().and_then(|d| d.code()).map(|c| c.to_string())
 }
 
 impl poem::error::ResponseError for AppError {
@@ -246,6 +262,11 @@ pub fn sanitize(message: &str) -> String {
         }
     }
     out.push_str(rest);
+    // poem-openapi prints the offending JSON value after "found" (`... found 13800138000.`).
+    if let Some(i) = out.find(", found ").or_else(|| out.find(" found ")) {
+        out.truncate(i);
+        out.push_str(", found another type");
+    }
     out.chars().take(300).collect()
 }
 
@@ -257,6 +278,8 @@ mod tests {
     fn sanitize_drops_quoted_input() {
         let s = sanitize(r#"invalid type: string "张伟", expected u32 at line 1"#);
         assert_eq!(s, r#"invalid type: string "…", expected u32 at line 1"#);
+        let s = sanitize(r#"parse error: Expected input type "string", found 13800138000."#);
+        assert!(!s.contains("13800138000"), "{s}");
     }
 
     #[test]
