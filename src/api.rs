@@ -20,6 +20,8 @@ pub enum ApiTags {
     Pharmacy,
     /// Fee schedule, bills, payments and refunds
     Billing,
+    /// Two-way referrals, their inbox, grants and live stream
+    Referrals,
 }
 
 /// Every context's API. Handlers take the [`crate::state::AppState`] from request data, so the
@@ -34,5 +36,6 @@ pub fn api() -> impl OpenApi {
         crate::clinical::api::ClinicalApi,
         crate::pharmacy::api::PharmacyApi,
         crate::billing::api::BillingApi,
+        crate::referrals::api::ReferralsApi,
     )
 }

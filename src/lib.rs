@@ -10,6 +10,7 @@ pub mod identity;
 pub mod patients;
 pub mod pharmacy;
 pub mod platform;
+pub mod referrals;
 pub mod startup;
 pub mod state;
 pub mod tenancy;

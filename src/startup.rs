@@ -59,9 +59,9 @@ pub async fn connect(config: Config) -> anyhow::Result<AppState> {
     );
 
     let bus = match &config.amqp_url {
-        Some(url) => {
-            Bus::amqp(url).await.map_err(|e| anyhow::anyhow!("cannot connect to rabbitmq {}: {e}", redact_url(url)))?
-        }
+        Some(url) => Bus::amqp(url, &config.amqp_prefix)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot connect to rabbitmq {}: {e}", redact_url(url)))?,
         None => Bus::in_process(),
     };
     tracing::info!(
@@ -73,11 +73,18 @@ pub async fn connect(config: Config) -> anyhow::Result<AppState> {
         }
     );
 
-    crate::platform::events::spawn_relay(db.clone(), bus.clone(), db.events_wake());
+    let handlers = crate::referrals::handlers();
+    crate::platform::events::spawn_relay(db.clone(), bus.clone(), db.events_wake(), handlers.clone());
+    if let Some(url) = &config.amqp_url {
+        crate::platform::consumers::spawn_amqp(db.clone(), url.clone(), config.amqp_prefix.clone(), handlers);
+    }
     let authz = Authz::new(db.clone(), cache.clone());
     let keys = TokenKeys::new(&config.secret.0);
     let pii = crate::platform::pii::PiiCipher::new(&config.pii_key.0);
-    Ok(AppState::new(StateInner { config, db, cache, bus, authz, keys, pii, metrics: Metrics::new() }))
+    let jobs = config.job_interval;
+    let state = AppState::new(StateInner { config, db, cache, bus, authz, keys, pii, metrics: Metrics::new() });
+    crate::referrals::service::spawn_expiry_job(state.clone(), jobs);
+    Ok(state)
 }
 
 pub fn openapi_service() -> OpenApiService<impl poem_openapi::OpenApi, ()> {

@@ -15,6 +15,8 @@ mod m20261128_000006_platform_outbox;
 mod m20261128_000007_clinical_tables;
 mod m20261128_000008_pharmacy_tables;
 mod m20261128_000009_billing_tables;
+mod m20261128_000010_platform_consumers;
+mod m20261128_000011_referrals_tables;
 
 pub struct Migrator;
 
@@ -31,6 +33,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000007_clinical_tables::Migration),
             Box::new(m20261128_000008_pharmacy_tables::Migration),
             Box::new(m20261128_000009_billing_tables::Migration),
+            Box::new(m20261128_000010_platform_consumers::Migration),
+            Box::new(m20261128_000011_referrals_tables::Migration),
         ]
     }
 }

@@ -200,12 +200,18 @@ impl MigrationTrait for Migration {
             )
             .await?;
         manager.create_index(idx("ix_registrations_person", Registrations::Table, &["tenant_id", "person_id"])).await?;
+        // One registration per person and institution: a double-clicked registration on a slow
+        // link finds the first instead of making a second MRN.
         manager
-            .create_index(idx(
-                "ix_registrations_inst_person",
-                Registrations::Table,
-                &["tenant_id", "institution_id", "person_id"],
-            ))
+            .create_index(
+                idx(
+                    "ux_registrations_inst_person",
+                    Registrations::Table,
+                    &["tenant_id", "institution_id", "person_id"],
+                )
+                .unique()
+                .to_owned(),
+            )
             .await?;
         tenant_table(manager, "registrations").await?;
 

@@ -23,6 +23,7 @@ enum Outbox {
     PublishedAt,
     Attempts,
     LastError,
+    Seq,
 }
 
 #[async_trait::async_trait]
@@ -43,13 +44,17 @@ impl MigrationTrait for Migration {
                     .col(ColumnDef::new(Outbox::PublishedAt).timestamp_with_time_zone().null())
                     .col(ColumnDef::new(Outbox::Attempts).integer().not_null().default(0))
                     .col(ColumnDef::new(Outbox::LastError).string().null())
+                    // Publication order. PostgreSQL takes it from a sequence at insert (the
+                    // events of one aggregate are written by transactions that lock it, so they
+                    // get increasing values); SQLite has one writer and sets max + 1.
+                    .col(ColumnDef::new(Outbox::Seq).big_integer().null())
                     .primary_key(Index::create().col(Outbox::TenantId).col(Outbox::Id))
                     .to_owned(),
             )
             .await?;
         manager
             .get_connection()
-            .execute_unprepared("CREATE INDEX ix_outbox_pending ON outbox (occurred_at, id) WHERE published_at IS NULL")
+            .execute_unprepared("CREATE INDEX ix_outbox_pending ON outbox (seq) WHERE published_at IS NULL")
             .await?;
         manager
             .create_index(
@@ -66,7 +71,11 @@ impl MigrationTrait for Migration {
             manager
                 .get_connection()
                 .execute_unprepared(
-                    "ALTER TABLE outbox ENABLE ROW LEVEL SECURITY;
+                    "CREATE SEQUENCE outbox_seq;
+                     ALTER TABLE outbox ALTER COLUMN seq SET DEFAULT nextval('outbox_seq');
+                     ALTER TABLE outbox ALTER COLUMN seq SET NOT NULL;
+                     GRANT USAGE ON SEQUENCE outbox_seq TO cloudhis_app;
+                     ALTER TABLE outbox ENABLE ROW LEVEL SECURITY;
                      ALTER TABLE outbox FORCE ROW LEVEL SECURITY;
                      CREATE POLICY tenant_isolation ON outbox
                        USING (tenant_id = NULLIF(current_setting('cloudhis.tenant_id', true), '')::uuid

@@ -37,10 +37,13 @@ pub enum Perm {
     BillingCharge,
     BillingPay,
     BillingRefund,
+    ReferralRead,
+    ReferralWrite,
+    ReferralManage,
 }
 
 impl Perm {
-    pub const ALL: [Perm; 17] = [
+    pub const ALL: [Perm; 20] = [
         Self::InstitutionRead,
         Self::StaffRead,
         Self::StaffWrite,
@@ -58,6 +61,9 @@ impl Perm {
         Self::BillingCharge,
         Self::BillingPay,
         Self::BillingRefund,
+        Self::ReferralRead,
+        Self::ReferralWrite,
+        Self::ReferralManage,
     ];
 
     pub fn object_action(self) -> (&'static str, &'static str) {
@@ -79,6 +85,9 @@ impl Perm {
             Self::BillingCharge => ("bill", "charge"),
             Self::BillingPay => ("bill", "pay"),
             Self::BillingRefund => ("bill", "refund"),
+            Self::ReferralRead => ("referral", "read"),
+            Self::ReferralWrite => ("referral", "write"),
+            Self::ReferralManage => ("referral", "manage"),
         }
     }
 }

@@ -187,6 +187,14 @@ async fn resolve_survivor(tx: &Tx, mut p: person::Model) -> AppResult<person::Mo
     Err(AppError::internal(anyhow::anyhow!("merge chain too long")))
 }
 
+async fn lock_person(tx: &Tx, id: Uuid) -> AppResult<person::Model> {
+    let mut q = person::Entity::find_by_id((tx.tenant(), id));
+    if tx.get_database_backend() == DbBackend::Postgres {
+        q = q.lock_exclusive();
+    }
+    q.one(&**tx).await?.ok_or_else(|| AppError::not_found("person_not_found", "no such person in this community"))
+}
+
 async fn find_person_any(tx: &Tx, id: Uuid) -> AppResult<person::Model> {
     person::Entity::find_by_id((tx.tenant(), id))
         .one(&**tx)
@@ -658,17 +666,32 @@ pub async fn merge(state: &AppState, ctx: &RequestCtx, survivor: Uuid, merged: U
         return Err(AppError::unprocessable("merge_same_person", "a person cannot be merged into themselves"));
     }
     let mut tx = state.db.begin(ctx).await?;
-    let a = find_person_any(&tx, survivor).await?;
-    let b = find_person_any(&tx, merged).await?;
+    // Lock both rows, lower id first, so concurrent merges of the same two persons queue up
+    // instead of both succeeding (and pointing at each other).
+    let (first, second) = if survivor < merged { (survivor, merged) } else { (merged, survivor) };
+    let locked_first = lock_person(&tx, first).await?;
+    let locked_second = lock_person(&tx, second).await?;
+    let (a, b) = if first == survivor { (locked_first, locked_second) } else { (locked_second, locked_first) };
     if a.status != ACTIVE || b.status != ACTIVE {
         return Err(AppError::conflict("person_not_active", "both persons must be active (not already merged)"));
     }
+    // B's registrations move to A, except where A is registered already: those stay with B,
+    // reachable through replaced_by (a person has one registration per institution).
+    let survivor_at: std::collections::HashSet<Uuid> = registration::Entity::find()
+        .filter(registration::Column::TenantId.eq(ctx.tenant))
+        .filter(registration::Column::PersonId.eq(survivor))
+        .all(&*tx)
+        .await?
+        .into_iter()
+        .map(|r| r.institution_id)
+        .collect();
     let moved: Vec<Uuid> = registration::Entity::find()
         .filter(registration::Column::TenantId.eq(ctx.tenant))
         .filter(registration::Column::PersonId.eq(merged))
         .all(&*tx)
         .await?
         .into_iter()
+        .filter(|r| !survivor_at.contains(&r.institution_id))
         .map(|r| r.id)
         .collect();
     let (lo, hi) = if survivor < merged { (survivor, merged) } else { (merged, survivor) };
@@ -896,9 +919,10 @@ pub fn audit_entry_for(ctx: &RequestCtx, action: &'static str, person: Uuid) -> 
 /// Whether the person is registered at the institution (registrations of persons merged into
 /// them have moved to them).
 pub async fn registered_at(tx: &Tx, person: Uuid, institution: Uuid) -> AppResult<bool> {
+    let ids = person_and_merged(tx, person).await?;
     Ok(registration::Entity::find()
         .filter(registration::Column::TenantId.eq(tx.tenant()))
-        .filter(registration::Column::PersonId.eq(person))
+        .filter(registration::Column::PersonId.is_in(ids))
         .filter(registration::Column::InstitutionId.eq(institution))
         .one(&**tx)
         .await?
@@ -925,4 +949,19 @@ pub async fn person_and_merged(tx: &Tx, person: Uuid) -> AppResult<Vec<Uuid>> {
         frontier = next;
     }
     Ok(all)
+}
+
+/// Names of persons by id (for lists such as a referral inbox, whose readers are clinicians).
+pub async fn names_of(tx: &Tx, ids: &[Uuid]) -> AppResult<HashMap<Uuid, String>> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    Ok(person::Entity::find()
+        .filter(person::Column::TenantId.eq(tx.tenant()))
+        .filter(person::Column::Id.is_in(ids.to_vec()))
+        .all(&**tx)
+        .await?
+        .into_iter()
+        .map(|p| (p.id, p.name))
+        .collect())
 }

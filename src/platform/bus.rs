@@ -1,12 +1,20 @@
 //! The event bus: RabbitMQ when `AMQP_URL` is set, otherwise in-process. Publishing goes to the
-//! topic exchange `cloudhis.events` with routing key `<tenant>.<context>.<event>` and waits for
-//! the broker's confirm. A lost connection is re-established on the next publish. Every event
-//! published is also offered to in-process subscribers (live views such as server-sent events).
+//! topic exchange `<prefix>.events` (prefix `CLOUDHIS_AMQP_PREFIX`, default `cloudhis`) with
+//! routing key `<tenant>.<context>.<event>`, and waits for the broker's confirm. A lost
+//! connection is re-established on the next publish.
+//!
+//! The *live feed* is every event of the deployment as it is published, for views that stream
+//! to browsers (server-sent events). With RabbitMQ each replica feeds it from its own exclusive
+//! queue, so a replica sees events relayed by any replica; in-process, the relay feeds it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
+use futures::StreamExt;
+use lapin::options::{
+    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::{Mutex, broadcast};
@@ -14,31 +22,40 @@ use tokio::sync::{Mutex, broadcast};
 use crate::platform::error::{AppError, AppResult};
 use crate::platform::events::Envelope;
 
-pub const EXCHANGE: &str = "cloudhis.events";
-
 #[derive(Clone)]
 pub struct Bus {
     amqp: Option<Arc<Amqp>>,
-    local: broadcast::Sender<Arc<Envelope>>,
+    live: broadcast::Sender<Arc<Envelope>>,
 }
 
 struct Amqp {
     url: String,
+    prefix: String,
     link: Mutex<Option<(Connection, Channel)>>,
 }
 
-async fn open(url: &str) -> anyhow::Result<(Connection, Channel)> {
-    let conn = tokio::time::timeout(
+impl Amqp {
+    fn exchange(&self) -> String {
+        format!("{}.events", self.prefix)
+    }
+}
+
+async fn connect(url: &str, name: String) -> anyhow::Result<Connection> {
+    Ok(tokio::time::timeout(
         Duration::from_secs(5),
-        Connection::connect(url, ConnectionProperties::default().with_connection_name("cloudhis".into())),
+        Connection::connect(url, ConnectionProperties::default().with_connection_name(name.into())),
     )
     .await
-    .map_err(|_| anyhow::anyhow!("timed out after 5 s"))??;
+    .map_err(|_| anyhow::anyhow!("timed out after 5 s"))??)
+}
+
+async fn open(url: &str, prefix: &str) -> anyhow::Result<(Connection, Channel)> {
+    let conn = connect(url, format!("{prefix}-publisher")).await?;
     let channel = conn.create_channel().await?;
     channel.confirm_select(ConfirmSelectOptions::default()).await?;
     channel
         .exchange_declare(
-            EXCHANGE.into(),
+            format!("{prefix}.events").into(),
             ExchangeKind::Topic,
             ExchangeDeclareOptions { durable: true, ..Default::default() },
             FieldTable::default(),
@@ -49,24 +66,34 @@ async fn open(url: &str) -> anyhow::Result<(Connection, Channel)> {
 
 impl Bus {
     pub fn in_process() -> Self {
-        let (local, _) = broadcast::channel(1024);
-        Self { amqp: None, local }
+        let (live, _) = broadcast::channel(1024);
+        Self { amqp: None, live }
     }
 
     /// Connects to RabbitMQ and declares the exchange; fails fast when the broker is unreachable.
-    pub async fn amqp(url: &str) -> anyhow::Result<Self> {
-        let link = open(url).await?;
-        let (local, _) = broadcast::channel(1024);
-        Ok(Self { amqp: Some(Arc::new(Amqp { url: url.to_string(), link: Mutex::new(Some(link)) })), local })
+    pub async fn amqp(url: &str, prefix: &str) -> anyhow::Result<Self> {
+        let link = open(url, prefix).await?;
+        let (live, _) = broadcast::channel(1024);
+        let amqp = Arc::new(Amqp { url: url.to_string(), prefix: prefix.to_string(), link: Mutex::new(Some(link)) });
+        tokio::spawn(feed_live(amqp.url.clone(), amqp.exchange(), prefix.to_string(), live.clone()));
+        Ok(Self { amqp: Some(amqp), live })
     }
 
     pub fn backend_name(&self) -> &'static str {
         if self.amqp.is_some() { "rabbitmq" } else { "in-process" }
     }
 
-    /// The AMQP URL, for components that open their own connections (consumers, tests).
+    pub fn is_amqp(&self) -> bool {
+        self.amqp.is_some()
+    }
+
+    /// The AMQP URL and exchange, for components that open their own connections (consumers, tests).
     pub fn amqp_url(&self) -> Option<&str> {
         self.amqp.as_ref().map(|a| a.url.as_str())
+    }
+
+    pub fn exchange(&self) -> Option<String> {
+        self.amqp.as_ref().map(|a| a.exchange())
     }
 
     pub async fn ping(&self) -> AppResult<()> {
@@ -75,7 +102,7 @@ impl Bus {
         if link.as_ref().is_some_and(|(c, ch)| c.status().connected() && ch.status().connected()) {
             return Ok(());
         }
-        match open(&amqp.url).await {
+        match open(&amqp.url, &amqp.prefix).await {
             Ok(l) => {
                 *link = Some(l);
                 Ok(())
@@ -84,45 +111,95 @@ impl Bus {
         }
     }
 
-    /// Publishes one event and waits for the broker to confirm it.
-    pub async fn publish(&self, envelope: Arc<Envelope>) -> anyhow::Result<()> {
-        if let Some(amqp) = &self.amqp {
-            let body = serde_json::to_vec(&*envelope)?;
-            let mut link = amqp.link.lock().await;
-            if !link.as_ref().is_some_and(|(c, ch)| c.status().connected() && ch.status().connected()) {
-                *link = None;
-                *link = Some(open(&amqp.url).await?);
-            }
-            let (_, channel) = link.as_ref().expect("connected above");
-            let result = async {
-                let confirm = channel
-                    .basic_publish(
-                        EXCHANGE.into(),
-                        envelope.routing_key().into(),
-                        BasicPublishOptions::default(),
-                        &body,
-                        BasicProperties::default()
-                            .with_message_id(envelope.id.to_string().into())
-                            .with_content_type("application/json".into())
-                            .with_delivery_mode(2),
-                    )
-                    .await?
-                    .await?;
-                anyhow::ensure!(confirm.is_ack(), "the broker refused the event");
-                Ok(())
-            }
-            .await;
-            if result.is_err() {
-                *link = None;
-            }
-            result?;
+    /// Publishes one event to RabbitMQ and waits for the broker to confirm it. In-process there
+    /// is no broker: the relay hands events to the handlers and the live feed itself.
+    pub async fn publish(&self, envelope: &Envelope) -> anyhow::Result<()> {
+        let Some(amqp) = &self.amqp else { return Ok(()) };
+        let body = serde_json::to_vec(envelope)?;
+        let mut link = amqp.link.lock().await;
+        if !link.as_ref().is_some_and(|(c, ch)| c.status().connected() && ch.status().connected()) {
+            *link = None;
+            *link = Some(open(&amqp.url, &amqp.prefix).await?);
         }
-        let _ = self.local.send(envelope);
-        Ok(())
+        let (_, channel) = link.as_ref().expect("connected above");
+        let result = async {
+            let confirm = channel
+                .basic_publish(
+                    amqp.exchange().into(),
+                    envelope.routing_key().into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    BasicProperties::default()
+                        .with_message_id(envelope.id.to_string().into())
+                        .with_content_type("application/json".into())
+                        .with_delivery_mode(2),
+                )
+                .await?
+                .await?;
+            anyhow::ensure!(confirm.is_ack(), "the broker refused the event");
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            *link = None;
+        }
+        result
     }
 
-    /// In-process subscription to every event this replica publishes.
+    /// Offers an event to this replica's live subscribers (in-process mode).
+    pub fn publish_live(&self, envelope: Arc<Envelope>) {
+        let _ = self.live.send(envelope);
+    }
+
+    /// Every event of the deployment as it is published.
     pub fn subscribe_local(&self) -> broadcast::Receiver<Arc<Envelope>> {
-        self.local.subscribe()
+        self.live.subscribe()
+    }
+}
+
+/// Feeds the live broadcast from an exclusive, auto-deleted queue bound to every event,
+/// reconnecting with backoff.
+async fn feed_live(url: String, exchange: String, prefix: String, live: broadcast::Sender<Arc<Envelope>>) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let run = async {
+            let conn = connect(&url, format!("{prefix}-live")).await?;
+            let ch = conn.create_channel().await?;
+            let q = ch
+                .queue_declare(
+                    "".into(),
+                    QueueDeclareOptions { exclusive: true, auto_delete: true, ..Default::default() },
+                    FieldTable::default(),
+                )
+                .await?;
+            ch.queue_bind(
+                q.name().clone(),
+                exchange.clone().into(),
+                "#".into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+            let mut deliveries = ch
+                .basic_consume(
+                    q.name().clone(),
+                    "live".into(),
+                    BasicConsumeOptions { no_ack: true, ..Default::default() },
+                    FieldTable::default(),
+                )
+                .await?;
+            while let Some(d) = deliveries.next().await {
+                let d = d?;
+                if let Ok(env) = serde_json::from_slice::<Envelope>(&d.data) {
+                    let _ = live.send(Arc::new(env));
+                }
+            }
+            anyhow::Ok(())
+        };
+        if let Err(e) = run.await {
+            tracing::warn!(error = %format!("{e:#}"), "live event feed lost; reconnecting");
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }

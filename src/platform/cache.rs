@@ -157,6 +157,37 @@ impl Cache {
         }
     }
 
+    /// Takes a lease that expires after `ttl` unless it already exists: one runner at a time for
+    /// a scheduled job across replicas.
+    pub async fn try_lease(&self, key: &str, ttl: Duration) -> AppResult<bool> {
+        match &self.inner {
+            Inner::Memory(map) => {
+                let now = Instant::now();
+                let mut map = map.lock().expect("cache lock");
+                match map.get(key) {
+                    Some((_, exp)) if *exp > now => Ok(false),
+                    _ => {
+                        map.insert(key.to_string(), (1, now + ttl));
+                        Ok(true)
+                    }
+                }
+            }
+            Inner::Redis { conn, prefix } => {
+                let mut conn = conn.clone();
+                let got: Option<String> = redis::cmd("SET")
+                    .arg(Self::key(prefix, key))
+                    .arg(1)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl.as_millis().max(1) as u64)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(unavailable)?;
+                Ok(got.is_some())
+            }
+        }
+    }
+
     pub async fn has_flag(&self, key: &str) -> AppResult<bool> {
         Ok(self.count(key).await?.0 > 0)
     }

@@ -51,6 +51,10 @@ pub struct Config {
     pub login_max_failures: u64,
     /// Key prefix for everything this deployment keeps in Redis.
     pub redis_prefix: String,
+    /// Prefix of this deployment's RabbitMQ exchanges and queues.
+    pub amqp_prefix: String,
+    /// How often scheduled jobs (referral expiry) run.
+    pub job_interval: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,6 +192,8 @@ impl Config {
                 migrate_on_start: parse_bool(&get, "CLOUDHIS_MIGRATE_ON_START", true)?,
                 login_max_failures: parse_num(&get, "CLOUDHIS_LOGIN_MAX_FAILURES", 5)?,
                 redis_prefix: get("CLOUDHIS_REDIS_PREFIX").unwrap_or_else(|| "cloudhis".into()),
+                amqp_prefix: get("CLOUDHIS_AMQP_PREFIX").unwrap_or_else(|| "cloudhis".into()),
+                job_interval: Duration::from_secs(parse_num(&get, "CLOUDHIS_JOB_INTERVAL_SECONDS", 30)?.max(1)),
             },
             warnings,
         })

@@ -3,8 +3,10 @@
 //! bus (RabbitMQ with confirms, or in-process) and marks them sent. Publishing is at-least-once;
 //! consumers are idempotent by event id. Payloads carry ids and facts, never personal data.
 //!
-//! Only one replica relays at a time (a transaction-level advisory lock on PostgreSQL), and rows
-//! are taken in `(occurred_at, id)` order, so the events of one aggregate leave in order.
+//! Only one replica relays to RabbitMQ at a time (a transaction-level advisory lock on
+//! PostgreSQL), and rows leave in `seq` order: the events of one aggregate are written by
+//! transactions that lock it, so they carry increasing numbers and leave in the order they
+//! happened.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +19,7 @@ use tokio::sync::Notify;
 
 use crate::platform::bus::Bus;
 use crate::platform::config::DbKind;
+use crate::platform::consumers::{self, Handler};
 use crate::platform::{AppResult, Db};
 
 pub mod outbox {
@@ -38,6 +41,7 @@ pub mod outbox {
         pub published_at: Option<DateTimeUtc>,
         pub attempts: i32,
         pub last_error: Option<String>,
+        pub seq: Option<i64>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -92,7 +96,23 @@ pub async fn insert(
     payload: serde_json::Value,
 ) -> AppResult<Uuid> {
     let id = Uuid::now_v7();
+    // PostgreSQL numbers the row from a sequence (the column default); SQLite has one writer at a
+    // time, so the next number after the highest is safe there.
+    let seq = match conn.get_database_backend() {
+        DbBackend::Postgres => sea_orm::ActiveValue::NotSet,
+        _ => {
+            let row = conn
+                .query_one_raw(Statement::from_string(
+                    DbBackend::Sqlite,
+                    "SELECT COALESCE(MAX(seq), 0) + 1 AS next FROM outbox",
+                ))
+                .await?
+                .expect("an aggregate returns a row");
+            Set(Some(row.try_get::<i64>("", "next")?))
+        }
+    };
     outbox::ActiveModel {
+        seq,
         tenant_id: Set(tenant),
         id: Set(id),
         event_type: Set(event_type.to_string()),
@@ -114,8 +134,14 @@ const BATCH: u64 = 200;
 /// "cloudhis-relay" folded into a bigint.
 const RELAY_LOCK: i64 = 0x6368_6973_7265_6c61;
 
-/// Publishes one batch of pending events; returns how many were sent.
-pub async fn relay_once(db: &Db, bus: &Bus) -> anyhow::Result<usize> {
+/// Publishes one batch of pending events, in sequence order; returns how many left the outbox.
+pub async fn relay_once(db: &Db, bus: &Bus, handlers: &[Arc<dyn Handler>]) -> anyhow::Result<usize> {
+    if bus.is_amqp() { relay_amqp(db, bus).await } else { relay_local(db, bus, handlers).await }
+}
+
+/// To RabbitMQ: one relay at a time (transaction advisory lock), each event confirmed by the
+/// broker before its row is marked.
+async fn relay_amqp(db: &Db, bus: &Bus) -> anyhow::Result<usize> {
     let conn = db.raw();
     let tx = conn.begin().await?;
     if db.kind() == DbKind::Postgres {
@@ -134,18 +160,12 @@ pub async fn relay_once(db: &Db, bus: &Bus) -> anyhow::Result<usize> {
             return Ok(0);
         }
     }
-    let rows = outbox::Entity::find()
-        .filter(outbox::Column::PublishedAt.is_null())
-        .order_by_asc(outbox::Column::OccurredAt)
-        .order_by_asc(outbox::Column::Id)
-        .limit(BATCH)
-        .all(&tx)
-        .await?;
+    let rows = pending(&tx).await?;
     let mut sent = Vec::with_capacity(rows.len());
     let mut failure = None;
     for row in rows {
         let key = (row.tenant_id, row.id);
-        match bus.publish(Arc::new(Envelope::from(row))).await {
+        match bus.publish(&Envelope::from(row)).await {
             Ok(()) => sent.push(key),
             Err(e) => {
                 failure = Some(e);
@@ -153,16 +173,7 @@ pub async fn relay_once(db: &Db, bus: &Bus) -> anyhow::Result<usize> {
             }
         }
     }
-    let now = Utc::now();
-    for chunk in sent.chunks(100) {
-        let mut cond = sea_orm::Condition::any();
-        for (tenant, id) in chunk {
-            cond = cond.add(
-                sea_orm::Condition::all().add(outbox::Column::TenantId.eq(*tenant)).add(outbox::Column::Id.eq(*id)),
-            );
-        }
-        outbox::Entity::update_many().col_expr(outbox::Column::PublishedAt, now.into()).filter(cond).exec(&tx).await?;
-    }
+    mark_sent(&tx, &sent).await?;
     tx.commit().await?;
     match failure {
         Some(e) if sent.is_empty() => Err(e),
@@ -174,14 +185,86 @@ pub async fn relay_once(db: &Db, bus: &Bus) -> anyhow::Result<usize> {
     }
 }
 
+/// In-process: the handlers apply each event (idempotently) and the live feed gets it; then its
+/// row is marked. An event whose handlers keep failing is dead-lettered after the attempts.
+async fn relay_local(db: &Db, bus: &Bus, handlers: &[Arc<dyn Handler>]) -> anyhow::Result<usize> {
+    let rows = {
+        let tx = db.raw().begin().await?;
+        if db.kind() == DbKind::Postgres {
+            tx.execute_unprepared("SELECT set_config('cloudhis.relay', 'on', true)").await?;
+        }
+        let rows = pending(&tx).await?;
+        tx.rollback().await?;
+        rows
+    };
+    let mut done = 0;
+    for row in rows {
+        let (key, attempts) = ((row.tenant_id, row.id), row.attempts);
+        let event = Arc::new(Envelope::from(row));
+        let failed = consumers::dispatch_local(db, handlers, &event).await;
+        let tx = db.raw().begin().await?;
+        if db.kind() == DbKind::Postgres {
+            tx.execute_unprepared("SELECT set_config('cloudhis.relay', 'on', true)").await?;
+        }
+        if failed.is_empty() || i64::from(attempts) + 1 >= consumers::DELIVERY_LIMIT {
+            for (consumer, error) in &failed {
+                consumers::dead_letter(db, consumer, &event, error).await?;
+            }
+            mark_sent(&tx, &[key]).await?;
+            tx.commit().await?;
+            bus.publish_live(event);
+            done += 1;
+        } else {
+            outbox::Entity::update_many()
+                .col_expr(outbox::Column::Attempts, (attempts + 1).into())
+                .col_expr(outbox::Column::LastError, failed[0].1.clone().into())
+                .filter(outbox::Column::TenantId.eq(key.0))
+                .filter(outbox::Column::Id.eq(key.1))
+                .exec(&tx)
+                .await?;
+            tx.commit().await?;
+            anyhow::bail!("consumers failed on an event; will retry");
+        }
+    }
+    Ok(done)
+}
+
+async fn pending(tx: &sea_orm::DatabaseTransaction) -> anyhow::Result<Vec<outbox::Model>> {
+    Ok(outbox::Entity::find()
+        .filter(outbox::Column::PublishedAt.is_null())
+        .order_by_asc(outbox::Column::Seq)
+        .limit(BATCH)
+        .all(tx)
+        .await?)
+}
+
+async fn mark_sent(tx: &sea_orm::DatabaseTransaction, sent: &[(Uuid, Uuid)]) -> anyhow::Result<()> {
+    let now = Utc::now();
+    for chunk in sent.chunks(100) {
+        let mut cond = sea_orm::Condition::any();
+        for (tenant, id) in chunk {
+            cond = cond.add(
+                sea_orm::Condition::all().add(outbox::Column::TenantId.eq(*tenant)).add(outbox::Column::Id.eq(*id)),
+            );
+        }
+        outbox::Entity::update_many().col_expr(outbox::Column::PublishedAt, now.into()).filter(cond).exec(tx).await?;
+    }
+    Ok(())
+}
+
 /// Runs the relay until the process ends: woken after every commit that emitted events, and
 /// every second regardless (rows from other replicas, or left by a crash). Retries with backoff
 /// while the bus is down.
-pub fn spawn_relay(db: Db, bus: Bus, wake: Arc<Notify>) -> tokio::task::JoinHandle<()> {
+pub fn spawn_relay(
+    db: Db,
+    bus: Bus,
+    wake: Arc<Notify>,
+    handlers: Vec<Arc<dyn Handler>>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut backoff = Duration::from_millis(100);
         loop {
-            match relay_once(&db, &bus).await {
+            match relay_once(&db, &bus, &handlers).await {
                 Ok(n) if n as u64 == BATCH => continue,
                 Ok(_) => {
                     backoff = Duration::from_millis(100);

@@ -175,6 +175,10 @@ pub fn valid_body_json(template: &str) -> serde_json::Value {
         "/api/v1/patients/{id}/allergies" => json!({"allergen": "penicillin"}),
         "/api/v1/bills/{id}/payments" => json!({"method": "cash", "amount_fen": 1}),
         "/api/v1/payments/{id}/refunds" => json!({"amount_fen": 1, "reason": "测试"}),
+        "/api/v1/referrals/{id}/reject" | "/api/v1/referrals/{id}/complete" | "/api/v1/referrals/{id}/cancel" => {
+            json!({"note": "测试"})
+        }
+        "/api/v1/referrals/{id}/down" => json!({"discharge_summary": "出院小结", "rehab_plan": "康复计划"}),
         _ => json!({}),
     }
 }

@@ -106,7 +106,9 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
             env.insert("DATABASE_URL".into(), fresh_pg_database().await);
             env.insert("REDIS_URL".into(), env_or("CLOUDHIS_TEST_REDIS_URL", "redis://127.0.0.1:6379"));
             env.insert("AMQP_URL".into(), env_or("CLOUDHIS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"));
-            env.insert("CLOUDHIS_REDIS_PREFIX".into(), format!("test-{}", Uuid::new_v4().simple()));
+            let prefix = format!("test-{}", Uuid::new_v4().simple());
+            env.insert("CLOUDHIS_REDIS_PREFIX".into(), prefix.clone());
+            env.insert("CLOUDHIS_AMQP_PREFIX".into(), prefix);
         }
     }
     for (k, v) in extra {

@@ -27,6 +27,7 @@ struct Ids {
     merge: Uuid,
     pair: Uuid,
     visit: Option<crate::visit::Visit>,
+    referral: Option<String>,
 }
 
 async fn ids_of(app: &TestApp, admin: &Session, institution_code: &str) -> Ids {
@@ -34,7 +35,7 @@ async fn ids_of(app: &TestApp, admin: &Session, institution_code: &str) -> Ids {
     let staff = app.get(&format!("/api/v1/institutions/{institution}/staff"), &admin.token).await;
     assert_eq!(staff.status, 200, "{}", staff.text);
     let user = staff.body[0]["id"].as_str().unwrap().parse().unwrap();
-    Ids { institution, user, person: Uuid::nil(), merge: Uuid::nil(), pair: Uuid::nil(), visit: None }
+    Ids { institution, user, person: Uuid::nil(), merge: Uuid::nil(), pair: Uuid::nil(), visit: None, referral: None }
 }
 
 /// Gives a community persons, a duplicate pair in its queue and a merge, through its own admin.
@@ -82,6 +83,7 @@ fn fill(template: &str, ids: &Ids) -> Option<String> {
         t if t.starts_with("/api/v1/prescriptions/{id}") => t.replace("{id}", &ids.visit.as_ref()?.prescription),
         t if t.starts_with("/api/v1/bills/{id}") => t.replace("{id}", &ids.visit.as_ref()?.bill),
         "/api/v1/payments/{id}/refunds" => template.replace("{id}", &ids.visit.as_ref()?.payment),
+        t if t.starts_with("/api/v1/referrals/{id}") => t.replace("{id}", ids.referral.as_ref()?),
         _ => return None,
     };
     Some(path)
@@ -115,6 +117,17 @@ async fn another_tenants_ids_are_404_for_every_operation() {
     patient_ids(&app, &theirs, &mut their_ids).await;
     let their_doctor = app.login_in("other-county", "village.doctor").await;
     their_ids.visit = Some(crate::visit::full_visit(&app, &their_doctor, 7).await);
+    let their_township = app.institutions(&theirs).await["th-dongguan"];
+    let referral = app
+        .post(
+            "/api/v1/referrals",
+            &their_doctor.token,
+            json!({"person_id": their_ids.visit.as_ref().unwrap().person, "direction": "up",
+                   "to_institution_id": their_township, "reason": "血压控制不佳"}),
+        )
+        .await;
+    assert_eq!(referral.status, 201, "{}", referral.text);
+    their_ids.referral = Some(referral.body["id"].as_str().unwrap().to_string());
     assert_ne!(mine.tenant_id, theirs.tenant_id, "two separate communities");
 
     // Tenant A's administrator and its village doctor between them hold every permission; a role

@@ -9,6 +9,7 @@ mod errors;
 mod isolation;
 mod patients;
 mod platform;
+mod referrals;
 mod rls;
 mod tenants;
 mod visit;

@@ -387,7 +387,7 @@ async fn events_reach_the_bus_with_tenant_routing_keys() {
                 .unwrap();
             ch.queue_bind(
                 q.name().clone(),
-                cloudhis::platform::bus::EXCHANGE.into(),
+                app.state.bus.exchange().unwrap().into(),
                 format!("{}.patients.#", doc.tenant_id).into(),
                 QueueBindOptions::default(),
                 FieldTable::default(),

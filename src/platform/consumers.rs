@@ -1,0 +1,283 @@
+//! Event consumers. A [`Handler`] applies an event inside a transaction for the event's tenant;
+//! the consumer records `(consumer, event id)` in that same transaction, before the effect, so a
+//! redelivered or concurrently delivered event takes effect exactly once.
+//!
+//! With RabbitMQ each handler has its own durable quorum queue bound to the events it wants,
+//! manual acks and a prefetch; a message that fails `delivery_limit` times is dead-lettered to
+//! `<prefix>.dead` (queue `<prefix>.<consumer>.dead`). In-process, the relay calls the same
+//! handlers directly and keeps events that keep failing in the `dead_letters` table.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, ExchangeDeclareOptions, QueueBindOptions,
+    QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{Connection, ConnectionProperties, ExchangeKind};
+use sea_orm::Set;
+use sea_orm::entity::prelude::*;
+
+use crate::platform::events::Envelope;
+use crate::platform::{AppError, AppResult, Db, SystemScope, Tx};
+
+/// Attempts before an event is dead-lettered for a consumer.
+pub const DELIVERY_LIMIT: i64 = 5;
+
+#[async_trait::async_trait]
+pub trait Handler: Send + Sync + 'static {
+    /// Stable consumer name: the queue and the idempotency key.
+    fn name(&self) -> &'static str;
+    /// Routing-key patterns to bind, without the tenant: e.g. `referrals.*`.
+    fn events(&self) -> &'static [&'static str];
+    /// Applies the event. Runs inside a transaction scoped to the event's tenant.
+    async fn handle(&self, tx: &mut Tx, event: &Envelope) -> AppResult<()>;
+}
+
+pub mod processed_event {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "processed_events")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub tenant_id: Uuid,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub consumer: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub event_id: Uuid,
+        pub processed_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub mod dead_letter {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, DeriveEntityModel)]
+    #[sea_orm(table_name = "dead_letters")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub tenant_id: Uuid,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: Uuid,
+        pub consumer: String,
+        pub event_id: Uuid,
+        pub event_type: String,
+        pub payload: Json,
+        pub error: String,
+        pub dead_at: DateTimeUtc,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+/// Whether `pattern` (`referrals.*`, `#`) matches the event type (`referrals.accepted`).
+pub fn matches(pattern: &str, event_type: &str) -> bool {
+    if pattern == "#" {
+        return true;
+    }
+    let (p, e): (Vec<&str>, Vec<&str>) = (pattern.split('.').collect(), event_type.split('.').collect());
+    p.len() == e.len() && p.iter().zip(&e).all(|(a, b)| *a == "*" || a == b)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    Now,
+    Already,
+}
+
+/// Applies `event` with `handler` exactly once: the idempotency row goes in first, so a
+/// concurrent duplicate waits on it and then fails, rolling its effect back.
+pub async fn apply(db: &Db, handler: &dyn Handler, event: &Envelope) -> AppResult<Applied> {
+    let mut tx = db.begin(&SystemScope { tenant: event.tenant }).await?;
+    let seen =
+        processed_event::Entity::find_by_id((event.tenant, handler.name().to_string(), event.id)).one(&*tx).await?;
+    if seen.is_some() {
+        tx.rollback().await?;
+        return Ok(Applied::Already);
+    }
+    let inserted = processed_event::ActiveModel {
+        tenant_id: Set(event.tenant),
+        consumer: Set(handler.name().to_string()),
+        event_id: Set(event.id),
+        processed_at: Set(Utc::now()),
+    }
+    .insert(&*tx)
+    .await;
+    match inserted {
+        Ok(_) => {}
+        Err(e) => {
+            let err = AppError::from(e);
+            if matches!(err, AppError::Conflict { .. }) {
+                return Ok(Applied::Already);
+            }
+            return Err(err);
+        }
+    }
+    handler.handle(&mut tx, event).await?;
+    match tx.commit().await {
+        Ok(()) => Ok(Applied::Now),
+        Err(AppError::Conflict { .. }) => Ok(Applied::Already),
+        Err(e) => Err(e),
+    }
+}
+
+/// Keeps an event a consumer could not apply.
+pub async fn dead_letter(db: &Db, consumer: &str, event: &Envelope, error: &str) -> AppResult<()> {
+    let tx = db.begin(&SystemScope { tenant: event.tenant }).await?;
+    dead_letter::ActiveModel {
+        tenant_id: Set(event.tenant),
+        id: Set(Uuid::now_v7()),
+        consumer: Set(consumer.to_string()),
+        event_id: Set(event.id),
+        event_type: Set(event.event_type.clone()),
+        payload: Set(serde_json::to_value(event).unwrap_or_default()),
+        error: Set(error.chars().take(500).collect()),
+        dead_at: Set(Utc::now()),
+    }
+    .insert(&*tx)
+    .await?;
+    tx.commit().await
+}
+
+/// In-process delivery: every handler that wants the event applies it. Returns the handlers
+/// that failed, with their errors.
+pub async fn dispatch_local(db: &Db, handlers: &[Arc<dyn Handler>], event: &Envelope) -> Vec<(&'static str, String)> {
+    let mut failed = Vec::new();
+    for h in handlers {
+        if h.events().iter().any(|p| matches(p, &event.event_type))
+            && let Err(e) = apply(db, h.as_ref(), event).await
+        {
+            tracing::warn!(consumer = h.name(), event.id = %event.id, error = %e, "consumer failed");
+            failed.push((h.name(), format!("{e}")));
+        }
+    }
+    failed
+}
+
+/// Starts one RabbitMQ consumer per handler; each reconnects with backoff until the process ends.
+pub fn spawn_amqp(db: Db, url: String, prefix: String, handlers: Vec<Arc<dyn Handler>>) {
+    for h in handlers {
+        let (db, url, prefix) = (db.clone(), url.clone(), prefix.clone());
+        tokio::spawn(async move {
+            let mut backoff = Duration::from_millis(200);
+            loop {
+                match consume(&db, &url, &prefix, h.clone()).await {
+                    Ok(()) => tracing::warn!(consumer = h.name(), "consumer stream ended; reconnecting"),
+                    Err(e) => {
+                        tracing::warn!(consumer = h.name(), error = %format!("{e:#}"), "consumer failed; reconnecting")
+                    }
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        });
+    }
+}
+
+fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    for (k, v) in entries {
+        t.insert(ShortString::from(*k), v.clone());
+    }
+    t
+}
+
+async fn consume(db: &Db, url: &str, prefix: &str, h: Arc<dyn Handler>) -> anyhow::Result<()> {
+    let conn = Connection::connect(
+        url,
+        ConnectionProperties::default().with_connection_name(format!("{prefix}-consumer-{}", h.name()).into()),
+    )
+    .await?;
+    let ch = conn.create_channel().await?;
+    ch.basic_qos(32, BasicQosOptions::default()).await?;
+    let exchange = format!("{prefix}.events");
+    let dead_exchange = format!("{prefix}.dead");
+    let queue = format!("{prefix}.{}", h.name());
+    let dead_queue = format!("{queue}.dead");
+    let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+    ch.exchange_declare(exchange.clone().into(), ExchangeKind::Topic, durable, FieldTable::default()).await?;
+    ch.exchange_declare(dead_exchange.clone().into(), ExchangeKind::Direct, durable, FieldTable::default()).await?;
+    let quorum = |extra: &[(&str, AMQPValue)]| {
+        let mut entries = vec![("x-queue-type", AMQPValue::LongString("quorum".into()))];
+        entries.extend(extra.iter().cloned());
+        table(&entries)
+    };
+    let q_opts = QueueDeclareOptions { durable: true, ..Default::default() };
+    ch.queue_declare(dead_queue.clone().into(), q_opts, quorum(&[])).await?;
+    ch.queue_bind(
+        dead_queue.into(),
+        dead_exchange.clone().into(),
+        h.name().into(),
+        QueueBindOptions::default(),
+        FieldTable::default(),
+    )
+    .await?;
+    ch.queue_declare(
+        queue.clone().into(),
+        q_opts,
+        quorum(&[
+            ("x-delivery-limit", AMQPValue::LongLongInt(DELIVERY_LIMIT)),
+            ("x-dead-letter-exchange", AMQPValue::LongString(dead_exchange.as_str().into())),
+            ("x-dead-letter-routing-key", AMQPValue::LongString(h.name().into())),
+        ]),
+    )
+    .await?;
+    for pattern in h.events() {
+        ch.queue_bind(
+            queue.clone().into(),
+            exchange.clone().into(),
+            format!("*.{pattern}").into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    }
+    let mut deliveries =
+        ch.basic_consume(queue.into(), h.name().into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
+    while let Some(delivery) = deliveries.next().await {
+        let delivery = delivery?;
+        let event: Envelope = match serde_json::from_slice(&delivery.data) {
+            Ok(e) => e,
+            Err(e) => {
+                tracing::warn!(consumer = h.name(), error = %e, "unreadable event; dead-lettering");
+                delivery.nack(BasicNackOptions { requeue: false, ..Default::default() }).await?;
+                continue;
+            }
+        };
+        match apply(db, h.as_ref(), &event).await {
+            Ok(_) => {
+                delivery.ack(BasicAckOptions::default()).await?;
+            }
+            Err(e) => {
+                tracing::warn!(consumer = h.name(), event.id = %event.id, error = %e, "consumer failed; requeueing");
+                delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::matches;
+
+    #[test]
+    fn patterns() {
+        assert!(matches("referrals.*", "referrals.accepted"));
+        assert!(!matches("referrals.*", "billing.payment_received"));
+        assert!(matches("#", "anything.at_all"));
+        assert!(matches("billing.charge_posted", "billing.charge_posted"));
+    }
+}

@@ -1,0 +1,17 @@
+//! Referrals: two-way referrals between the levels of the community (and out of the county),
+//! their state machine and SLA, the access grants they open, and their notifications.
+
+pub mod api;
+pub mod domain;
+pub(crate) mod entity;
+pub mod events;
+pub mod service;
+
+use std::sync::Arc;
+
+use crate::platform::consumers::Handler;
+
+/// Every event consumer of the application.
+pub fn handlers() -> Vec<Arc<dyn Handler>> {
+    vec![Arc::new(events::Notifications)]
+}
