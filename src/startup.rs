@@ -73,17 +73,26 @@ pub async fn connect(config: Config) -> anyhow::Result<AppState> {
         }
     );
 
-    let handlers = crate::referrals::handlers();
-    crate::platform::events::spawn_relay(db.clone(), bus.clone(), db.events_wake(), handlers.clone());
-    if let Some(url) = &config.amqp_url {
-        crate::platform::consumers::spawn_amqp(db.clone(), url.clone(), config.amqp_prefix.clone(), handlers);
+    if config.workers {
+        let handlers = crate::referrals::handlers();
+        crate::platform::events::spawn_relay(db.clone(), bus.clone(), db.events_wake(), handlers.clone());
+        if let Some(url) = &config.amqp_url {
+            crate::platform::consumers::spawn_amqp(db.clone(), url.clone(), config.amqp_prefix.clone(), handlers);
+        }
     }
+    tracing::info!(
+        backend = "workers",
+        "background workers: {}",
+        if config.workers { "relay, consumers and jobs" } else { "off" }
+    );
     let authz = Authz::new(db.clone(), cache.clone());
     let keys = TokenKeys::new(&config.secret.0);
     let pii = crate::platform::pii::PiiCipher::new(&config.pii_key.0);
-    let jobs = config.job_interval;
+    let (jobs, workers) = (config.job_interval, config.workers);
     let state = AppState::new(StateInner { config, db, cache, bus, authz, keys, pii, metrics: Metrics::new() });
-    crate::referrals::service::spawn_expiry_job(state.clone(), jobs);
+    if workers {
+        crate::referrals::service::spawn_expiry_job(state.clone(), jobs);
+    }
     Ok(state)
 }
 

@@ -111,19 +111,33 @@ impl Bus {
         }
     }
 
-    /// Publishes one event to RabbitMQ and waits for the broker to confirm it. In-process there
-    /// is no broker: the relay hands events to the handlers and the live feed itself.
-    pub async fn publish(&self, envelope: &Envelope) -> anyhow::Result<()> {
-        let Some(amqp) = &self.amqp else { return Ok(()) };
-        let body = serde_json::to_vec(envelope)?;
+    /// Publishes events to RabbitMQ in order and waits for the broker to confirm them. Returns
+    /// how many, from the start, were confirmed: a failure stops at the first unconfirmed event,
+    /// so the caller marks exactly those and retries the rest. In-process there is no broker: the
+    /// relay hands events to the handlers and the live feed itself.
+    pub async fn publish_batch(&self, envelopes: &[Envelope]) -> (usize, Option<anyhow::Error>) {
+        let Some(amqp) = &self.amqp else { return (envelopes.len(), None) };
         let mut link = amqp.link.lock().await;
         if !link.as_ref().is_some_and(|(c, ch)| c.status().connected() && ch.status().connected()) {
             *link = None;
-            *link = Some(open(&amqp.url, &amqp.prefix).await?);
+            match open(&amqp.url, &amqp.prefix).await {
+                Ok(l) => *link = Some(l),
+                Err(e) => return (0, Some(e)),
+            }
         }
         let (_, channel) = link.as_ref().expect("connected above");
-        let result = async {
-            let confirm = channel
+        // Publish them all, then collect the confirms (in publishing order).
+        let mut pending = Vec::with_capacity(envelopes.len());
+        let mut failure = None;
+        for envelope in envelopes {
+            let body = match serde_json::to_vec(envelope) {
+                Ok(b) => b,
+                Err(e) => {
+                    failure = Some(e.into());
+                    break;
+                }
+            };
+            let sent = channel
                 .basic_publish(
                     amqp.exchange().into(),
                     envelope.routing_key().into(),
@@ -134,16 +148,31 @@ impl Bus {
                         .with_content_type("application/json".into())
                         .with_delivery_mode(2),
                 )
-                .await?
-                .await?;
-            anyhow::ensure!(confirm.is_ack(), "the broker refused the event");
-            Ok(())
+                .await;
+            match sent {
+                Ok(confirm) => pending.push(confirm),
+                Err(e) => {
+                    failure = Some(e.into());
+                    break;
+                }
+            }
         }
-        .await;
-        if result.is_err() {
+        let mut confirmed = 0;
+        for confirm in pending {
+            match confirm.await {
+                Ok(c) if c.is_ack() && failure.is_none() => confirmed += 1,
+                Ok(_) => {
+                    failure.get_or_insert_with(|| anyhow::anyhow!("the broker refused an event"));
+                }
+                Err(e) => {
+                    failure.get_or_insert(e.into());
+                }
+            }
+        }
+        if failure.is_some() {
             *link = None;
         }
-        result
+        (confirmed, failure)
     }
 
     /// Offers an event to this replica's live subscribers (in-process mode).

@@ -55,6 +55,9 @@ pub struct Config {
     pub amqp_prefix: String,
     /// How often scheduled jobs (referral expiry) run.
     pub job_interval: Duration,
+    /// Run the event relay, consumers and scheduled jobs in this process (default). Off for a
+    /// replica that only serves requests.
+    pub workers: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,6 +197,7 @@ impl Config {
                 redis_prefix: get("CLOUDHIS_REDIS_PREFIX").unwrap_or_else(|| "cloudhis".into()),
                 amqp_prefix: get("CLOUDHIS_AMQP_PREFIX").unwrap_or_else(|| "cloudhis".into()),
                 job_interval: Duration::from_secs(parse_num(&get, "CLOUDHIS_JOB_INTERVAL_SECONDS", 30)?.max(1)),
+                workers: parse_bool(&get, "CLOUDHIS_WORKERS", true)?,
             },
             warnings,
         })

@@ -26,6 +26,8 @@ use crate::platform::{AppError, AppResult, Db, SystemScope, Tx};
 
 /// Attempts before an event is dead-lettered for a consumer.
 pub const DELIVERY_LIMIT: i64 = 5;
+/// Deliveries a consumer applies at once.
+const CONCURRENCY: usize = 8;
 
 #[async_trait::async_trait]
 pub trait Handler: Send + Sync + 'static {
@@ -246,25 +248,33 @@ async fn consume(db: &Db, url: &str, prefix: &str, h: Arc<dyn Handler>) -> anyho
     }
     let mut deliveries =
         ch.basic_consume(queue.into(), h.name().into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
+    // Up to CONCURRENCY deliveries are applied at once (idempotency makes order between them
+    // irrelevant to the effect); the prefetch keeps the next ones ready.
+    let slots = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
     while let Some(delivery) = deliveries.next().await {
         let delivery = delivery?;
-        let event: Envelope = match serde_json::from_slice(&delivery.data) {
-            Ok(e) => e,
-            Err(e) => {
-                tracing::warn!(consumer = h.name(), error = %e, "unreadable event; dead-lettering");
-                delivery.nack(BasicNackOptions { requeue: false, ..Default::default() }).await?;
-                continue;
+        let permit = slots.clone().acquire_owned().await.expect("semaphore is never closed");
+        let (db, h) = (db.clone(), h.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            let event: Envelope = match serde_json::from_slice(&delivery.data) {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(consumer = h.name(), error = %e, "unreadable event; dead-lettering");
+                    let _ = delivery.nack(BasicNackOptions { requeue: false, ..Default::default() }).await;
+                    return;
+                }
+            };
+            match apply(&db, h.as_ref(), &event).await {
+                Ok(_) => {
+                    let _ = delivery.ack(BasicAckOptions::default()).await;
+                }
+                Err(e) => {
+                    tracing::warn!(consumer = h.name(), event.id = %event.id, error = %e, "consumer failed; requeueing");
+                    let _ = delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+                }
             }
-        };
-        match apply(db, h.as_ref(), &event).await {
-            Ok(_) => {
-                delivery.ack(BasicAckOptions::default()).await?;
-            }
-            Err(e) => {
-                tracing::warn!(consumer = h.name(), event.id = %event.id, error = %e, "consumer failed; requeueing");
-                delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await?;
-            }
-        }
+        });
     }
     Ok(())
 }

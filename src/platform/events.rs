@@ -161,19 +161,11 @@ async fn relay_amqp(db: &Db, bus: &Bus) -> anyhow::Result<usize> {
         }
     }
     let rows = pending(&tx).await?;
-    let mut sent = Vec::with_capacity(rows.len());
-    let mut failure = None;
-    for row in rows {
-        let key = (row.tenant_id, row.id);
-        match bus.publish(&Envelope::from(row)).await {
-            Ok(()) => sent.push(key),
-            Err(e) => {
-                failure = Some(e);
-                break;
-            }
-        }
-    }
-    mark_sent(&tx, &sent).await?;
+    let keys: Vec<(Uuid, Uuid)> = rows.iter().map(|r| (r.tenant_id, r.id)).collect();
+    let envelopes: Vec<Envelope> = rows.into_iter().map(Envelope::from).collect();
+    let (confirmed, failure) = bus.publish_batch(&envelopes).await;
+    let sent = &keys[..confirmed];
+    mark_sent(&tx, sent).await?;
     tx.commit().await?;
     match failure {
         Some(e) if sent.is_empty() => Err(e),

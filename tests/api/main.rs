@@ -10,6 +10,7 @@ mod isolation;
 mod patients;
 mod platform;
 mod referrals;
+mod resilience;
 mod rls;
 mod tenants;
 mod visit;

@@ -50,9 +50,14 @@ pub struct TestQueue {
 
 impl TestQueue {
     pub async fn bind(app: &TestApp, key: &str) -> Option<Self> {
+        let url = app.state.bus.amqp_url()?.to_string();
+        Self::bind_as(app, &url, key).await
+    }
+
+    /// As `bind`, connecting with `url` (another broker user than the app's).
+    pub async fn bind_as(app: &TestApp, url: &str, key: &str) -> Option<Self> {
         use lapin::options::{QueueBindOptions, QueueDeclareOptions};
         use lapin::types::FieldTable;
-        let url = app.state.bus.amqp_url()?;
         let conn = lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await.unwrap();
         let channel = conn.create_channel().await.unwrap();
         let q = channel

@@ -1,0 +1,273 @@
+//! The event backbone under failure, on PostgreSQL + RabbitMQ: a broker outage in the middle of
+//! 2,000 referrals, a replica killed with SIGKILL during a burst, and two replicas at once.
+//! Nothing may be lost, nothing applied twice. (These need the real services; the SQLite suite
+//! says so and stops.)
+
+use std::collections::HashSet;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::helpers::{Backend, Session, TestApp, spawn_app_with};
+use crate::referrals::{TestQueue, count, eventually, patient};
+
+fn rabbitmqctl(args: &[&str]) {
+    let out = Command::new("rabbitmqctl").args(args).output().expect("rabbitmqctl runs");
+    assert!(out.status.success(), "rabbitmqctl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A RabbitMQ user of this test's own, so its connections can be cut without touching others.
+struct BrokerUser {
+    name: String,
+    password: String,
+}
+
+impl BrokerUser {
+    fn create() -> Self {
+        let name = format!("t{}", &Uuid::new_v4().simple().to_string()[..12]);
+        let password = format!("pw{}", Uuid::new_v4().simple());
+        rabbitmqctl(&["add_user", &name, &password]);
+        rabbitmqctl(&["set_permissions", "-p", "/", &name, ".*", ".*", ".*"]);
+        Self { name, password }
+    }
+    fn url(&self) -> String {
+        format!("amqp://{}:{}@127.0.0.1:5672/%2f", self.name, self.password)
+    }
+}
+
+impl Drop for BrokerUser {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl").args(["delete_user", &self.name]).output();
+    }
+}
+
+/// A `cloudhis serve` process on the test's backends.
+struct Replica {
+    child: Child,
+    base: String,
+}
+
+impl Replica {
+    async fn start(app: &TestApp, extra: &[(&str, &str)]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(env!("CARGO_BIN_EXE_cloudhis"))
+            .arg("serve")
+            .env_clear()
+            .envs(&app.env)
+            .envs(extra.iter().copied())
+            .env("CLOUDHIS_BIND", format!("127.0.0.1:{port}"))
+            .env("CLOUDHIS_WORKERS", "true")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        eventually("the replica to answer", 60, || {
+            let (client, base) = (client.clone(), base.clone());
+            async move { client.get(format!("{base}/healthz")).send().await.is_ok() }
+        })
+        .await;
+        Self { child, base }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn create_referral(client: &reqwest::Client, base: &str, token: &str, person: &str, to: &str) -> bool {
+    client
+        .post(format!("{base}/api/v1/referrals"))
+        .bearer_auth(token)
+        .json(&json!({"person_id": person, "direction": "up", "to_institution_id": to, "reason": "转诊"}))
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 201)
+}
+
+/// Every referral was written whole: its history row and its event with it.
+async fn assert_whole(app: &TestApp) -> i64 {
+    let referrals = count(app, "SELECT count(*) FROM referrals").await;
+    assert_eq!(count(app, "SELECT count(*) FROM referral_transitions").await, referrals, "one history row each");
+    assert_eq!(
+        count(app, "SELECT count(DISTINCT aggregate_id) FROM outbox WHERE event_type = 'referrals.requested'").await,
+        referrals,
+        "one event each"
+    );
+    assert_eq!(count(app, "SELECT count(*) FROM outbox WHERE event_type = 'referrals.requested'").await, referrals);
+    referrals
+}
+
+/// Waits until every event left the outbox and the consumer applied each exactly once.
+async fn assert_drained_once(app: &TestApp, referrals: i64, secs: u64) {
+    eventually("the outbox to drain", secs, || async {
+        count(app, "SELECT count(*) FROM outbox WHERE published_at IS NULL").await == 0
+    })
+    .await;
+    eventually("the consumer to apply every event", secs, || async {
+        count(app, "SELECT count(*) FROM processed_events WHERE consumer = 'referral_notifications'").await == referrals
+    })
+    .await;
+    // Two notifications per event (sender and receiver), never more.
+    assert_eq!(count(app, "SELECT count(*) FROM referral_notifications").await, 2 * referrals);
+    assert_eq!(count(app, "SELECT count(DISTINCT event_id) FROM referral_notifications").await, referrals);
+}
+
+async fn setup(app: &TestApp) -> (Session, String, String) {
+    app.load_demo().await;
+    let village = app.login("village.doctor").await;
+    let county = app.login("coordinator").await;
+    let to = app.institutions(&county).await["county-hospital"].to_string();
+    let person = patient(app, &village, 9).await;
+    (village, person, to)
+}
+
+#[tokio::test]
+async fn a_broker_outage_during_two_thousand_referrals_loses_and_doubles_nothing() {
+    if crate::helpers::backend() != Backend::Postgres {
+        eprintln!("the broker outage test needs RabbitMQ; run with CLOUDHIS_TEST_BACKEND=postgres");
+        return;
+    }
+    let user = BrokerUser::create();
+    let app = spawn_app_with(&[("AMQP_URL", &user.url())]).await;
+    let (village, person, to) = setup(&app).await;
+    // The test's own queue connects as the default user, which the outage does not touch.
+    let guest =
+        std::env::var("CLOUDHIS_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into());
+    let queue = TestQueue::bind_as(&app, &guest, &format!("{}.referrals.requested", village.tenant_id)).await.unwrap();
+
+    const N: usize = 2000;
+    let made = Arc::new(AtomicUsize::new(0));
+    let client = reqwest::Client::new();
+    let workers: Vec<_> = (0..16)
+        .map(|_| {
+            let (client, base, token, person, to, made) =
+                (client.clone(), app.base.clone(), village.token.clone(), person.clone(), to.clone(), made.clone());
+            tokio::spawn(async move {
+                while made.fetch_add(1, Ordering::SeqCst) < N {
+                    assert!(
+                        create_referral(&client, &base, &token, &person, &to).await,
+                        "creation is not affected by the broker"
+                    );
+                }
+            })
+        })
+        .collect();
+    // A quarter of the way in, cut the app's broker connections and keep them out for 3 s.
+    eventually("a quarter of the referrals", 120, || async { made.load(Ordering::SeqCst) >= N / 4 }).await;
+    rabbitmqctl(&["change_password", &user.name, "wrong-for-now"]);
+    rabbitmqctl(&["close_all_user_connections", &user.name, "outage test"]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pending_during = count(&app, "SELECT count(*) FROM outbox WHERE published_at IS NULL").await;
+    rabbitmqctl(&["change_password", &user.name, &user.password]);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let referrals = assert_whole(&app).await;
+    assert_eq!(referrals, N as i64);
+    assert_drained_once(&app, referrals, 180).await;
+    assert!(pending_during > 0, "events waited in the outbox while the broker was away");
+
+    // Every event reached RabbitMQ: a queue bound before the outage holds each at least once.
+    let mut ids: HashSet<String> = HashSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while ids.len() < N {
+        assert!(tokio::time::Instant::now() < deadline, "{} of {N} events on the test queue", ids.len());
+        for (_, env) in queue.drain().await {
+            ids.insert(env["id"].as_str().unwrap().to_string());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_replica_killed_mid_burst_leaves_nothing_half_written_and_its_successor_drains() {
+    if crate::helpers::backend() != Backend::Postgres {
+        eprintln!("the crash test runs replicas on PostgreSQL + RabbitMQ; run with CLOUDHIS_TEST_BACKEND=postgres");
+        return;
+    }
+    // The test's own app does no background work: only the replicas relay and consume.
+    let app = spawn_app_with(&[("CLOUDHIS_WORKERS", "false")]).await;
+    let (village, person, to) = setup(&app).await;
+    let mut first = Replica::start(&app, &[]).await;
+    let made = Arc::new(AtomicUsize::new(0));
+    let client = reqwest::Client::new();
+    let workers: Vec<_> = (0..16)
+        .map(|_| {
+            let (client, base, token, person, to, made) =
+                (client.clone(), first.base.clone(), village.token.clone(), person.clone(), to.clone(), made.clone());
+            tokio::spawn(async move {
+                for _ in 0..100 {
+                    if create_referral(&client, &base, &token, &person, &to).await {
+                        made.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            })
+        })
+        .collect();
+    eventually("the burst to be under way", 60, || async { made.load(Ordering::SeqCst) >= 150 }).await;
+    first.kill();
+    for w in workers {
+        let _ = w.await;
+    }
+    let acknowledged = made.load(Ordering::SeqCst) as i64;
+    let referrals = assert_whole(&app).await;
+    assert!(referrals >= acknowledged, "every acknowledged referral was stored ({referrals} >= {acknowledged})");
+    let _second = Replica::start(&app, &[]).await;
+    assert_drained_once(&app, referrals, 120).await;
+}
+
+#[tokio::test]
+async fn two_replicas_publish_each_event_once_and_apply_it_once() {
+    if crate::helpers::backend() != Backend::Postgres {
+        eprintln!("the two-replica test needs PostgreSQL + Redis + RabbitMQ; run with CLOUDHIS_TEST_BACKEND=postgres");
+        return;
+    }
+    let app = spawn_app_with(&[("CLOUDHIS_WORKERS", "false")]).await;
+    let (village, person, to) = setup(&app).await;
+    let queue = TestQueue::bind(&app, &format!("{}.referrals.#", village.tenant_id)).await.unwrap();
+    let replicas = [Replica::start(&app, &[]).await, Replica::start(&app, &[]).await];
+    let client = reqwest::Client::new();
+    let workers: Vec<_> = (0..8)
+        .map(|i| {
+            let (client, base, token, person, to) =
+                (client.clone(), replicas[i % 2].base.clone(), village.token.clone(), person.clone(), to.clone());
+            tokio::spawn(async move {
+                for _ in 0..50 {
+                    assert!(create_referral(&client, &base, &token, &person, &to).await);
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    let referrals = assert_whole(&app).await;
+    assert_eq!(referrals, 400);
+    assert_drained_once(&app, referrals, 120).await;
+    let mut messages = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while messages.len() < 400 {
+        assert!(tokio::time::Instant::now() < deadline, "{} of 400 events on the test queue", messages.len());
+        messages.extend(queue.drain().await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    messages.extend(queue.drain().await);
+    let distinct: HashSet<&str> = messages.iter().map(|(_, env)| env["id"].as_str().unwrap()).collect();
+    assert_eq!(distinct.len(), 400);
+    assert_eq!(messages.len(), 400, "no event was published twice");
+}
