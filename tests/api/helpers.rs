@@ -52,7 +52,36 @@ pub struct TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.server.abort();
+        // Each test declares its own quorum queues and exchanges on RabbitMQ (its prefix); left
+        // behind, thousands of them pile up run after run and slow the broker to a crawl.
+        if let Some(prefix) = self.env.get("CLOUDHIS_AMQP_PREFIX").cloned() {
+            let url = env_or("CLOUDHIS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f");
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                rt.block_on(async {
+                    let _ =
+                        tokio::time::timeout(std::time::Duration::from_secs(10), delete_amqp_objects(&url, &prefix))
+                            .await;
+                })
+            })
+            .join();
+        }
     }
+}
+
+async fn delete_amqp_objects(url: &str, prefix: &str) {
+    let Ok(conn) = lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await else { return };
+    if let Ok(ch) = conn.create_channel().await {
+        for h in cloudhis::startup::handlers() {
+            for q in [format!("{prefix}.{}", h.name()), format!("{prefix}.{}.dead", h.name())] {
+                let _ = ch.queue_delete(q.as_str().into(), lapin::options::QueueDeleteOptions::default()).await;
+            }
+        }
+        for x in [format!("{prefix}.events"), format!("{prefix}.dead")] {
+            let _ = ch.exchange_delete(x.as_str().into(), lapin::options::ExchangeDeleteOptions::default()).await;
+        }
+    }
+    let _ = conn.close(0, "test done".into()).await;
 }
 
 /// Creates a fresh database for one test and returns its URL (PostgreSQL), dropping leftovers of
