@@ -416,6 +416,7 @@ pub async fn pay(
         "billing.payment_received",
         bill_id,
         json!({ "payment": p.id, "bill": bill_id, "encounter": b.encounter_id, "institution": ctx.institution,
+                "person": b.person_id,
                 "amount_fen": amount_fen, "method": method, "receipt_no": p.receipt_no,
                 "bill_insurance_fen": b.insurance_fen, "settled": owed == amount_fen }),
     )
@@ -491,7 +492,7 @@ pub async fn refund(
         Some(ctx.user),
         "billing.refund_issued",
         b.id,
-        json!({ "refund": r.id, "payment": payment_id, "bill": b.id, "institution": ctx.institution,
+        json!({ "refund": r.id, "payment": payment_id, "bill": b.id, "institution": ctx.institution, "person": b.person_id,
                 "amount_fen": amount_fen, "method": p.method, "receipt_no": r.receipt_no }),
     )
     .await?;
@@ -540,4 +541,82 @@ pub async fn prescription_paid(tx: &Tx, prescription_id: Uuid) -> AppResult<bool
         }
     }
     Ok(true)
+}
+
+/// A billing document as the ledger must show it, with the event that carries it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Document {
+    /// charge, payment or refund
+    pub kind: &'static str,
+    pub id: Uuid,
+    pub bill_id: Uuid,
+    pub amount_fen: i64,
+    pub event_type: &'static str,
+}
+
+/// Every charge, payment and refund an institution recorded in `[start, end)`.
+pub async fn documents(
+    tx: &Tx,
+    institution: Uuid,
+    start: chrono::DateTime<Utc>,
+    end: chrono::DateTime<Utc>,
+) -> AppResult<Vec<Document>> {
+    let t = tx.tenant();
+    let charges = charge::Entity::find()
+        .filter(charge::Column::TenantId.eq(t))
+        .filter(charge::Column::InstitutionId.eq(institution))
+        .filter(charge::Column::PostedAt.gte(start))
+        .filter(charge::Column::PostedAt.lt(end))
+        .all(&**tx)
+        .await?;
+    let payments = payment::Entity::find()
+        .filter(payment::Column::TenantId.eq(t))
+        .filter(payment::Column::InstitutionId.eq(institution))
+        .filter(payment::Column::PaidAt.gte(start))
+        .filter(payment::Column::PaidAt.lt(end))
+        .all(&**tx)
+        .await?;
+    let refunds = refund::Entity::find()
+        .filter(refund::Column::TenantId.eq(t))
+        .filter(refund::Column::InstitutionId.eq(institution))
+        .filter(refund::Column::RefundedAt.gte(start))
+        .filter(refund::Column::RefundedAt.lt(end))
+        .all(&**tx)
+        .await?;
+    let doc = |kind, id, bill_id, amount_fen, event_type| Document { kind, id, bill_id, amount_fen, event_type };
+    Ok(charges
+        .into_iter()
+        .map(|c| doc("charge", c.id, c.bill_id, c.amount_fen, "billing.charge_posted"))
+        .chain(payments.into_iter().map(|p| doc("payment", p.id, p.bill_id, p.amount_fen, "billing.payment_received")))
+        .chain(refunds.into_iter().map(|r| doc("refund", r.id, r.bill_id, r.amount_fen, "billing.refund_issued")))
+        .collect())
+}
+
+/// The revenue of a person's first bill at an institution opened at or after `since`, counting
+/// the charges posted on it up to `until`: what referral fee sharing shares.
+pub async fn first_bill_revenue(
+    tx: &Tx,
+    institution: Uuid,
+    person: Uuid,
+    since: chrono::DateTime<Utc>,
+    until: chrono::DateTime<Utc>,
+) -> AppResult<i64> {
+    let first = bill::Entity::find()
+        .filter(bill::Column::TenantId.eq(tx.tenant()))
+        .filter(bill::Column::InstitutionId.eq(institution))
+        .filter(bill::Column::PersonId.eq(person))
+        .filter(bill::Column::CreatedAt.gte(since))
+        .order_by_asc(bill::Column::CreatedAt)
+        .one(&**tx)
+        .await?;
+    let Some(first) = first else { return Ok(0) };
+    Ok(charge::Entity::find()
+        .filter(charge::Column::TenantId.eq(tx.tenant()))
+        .filter(charge::Column::BillId.eq(first.id))
+        .filter(charge::Column::PostedAt.lte(until))
+        .all(&**tx)
+        .await?
+        .iter()
+        .map(|c| c.amount_fen)
+        .sum())
 }

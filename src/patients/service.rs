@@ -195,7 +195,8 @@ async fn lock_person(tx: &Tx, id: Uuid) -> AppResult<person::Model> {
     q.one(&**tx).await?.ok_or_else(|| AppError::not_found("person_not_found", "no such person in this community"))
 }
 
-async fn find_person_any(tx: &Tx, id: Uuid) -> AppResult<person::Model> {
+/// A person of the community, merged or not; 404 `person_not_found` otherwise.
+pub async fn find_person_any(tx: &Tx, id: Uuid) -> AppResult<person::Model> {
     person::Entity::find_by_id((tx.tenant(), id))
         .one(&**tx)
         .await?

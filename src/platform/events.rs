@@ -130,6 +130,46 @@ pub async fn insert(
     Ok(id)
 }
 
+/// The first event of `event_type` on `aggregate` whose payload names `id`: which event carries
+/// a document (a charge inside a bill's event, say). Tenant-scoped, like every `Tx`.
+pub async fn find_event(
+    tx: &crate::platform::Tx,
+    aggregate: Uuid,
+    event_type: &str,
+    id: Uuid,
+) -> AppResult<Option<Uuid>> {
+    let needle = id.to_string();
+    Ok(outbox::Entity::find()
+        .filter(outbox::Column::TenantId.eq(tx.tenant()))
+        .filter(outbox::Column::AggregateId.eq(aggregate))
+        .filter(outbox::Column::EventType.eq(event_type))
+        .order_by_asc(outbox::Column::Seq)
+        .all(&**tx)
+        .await?
+        .into_iter()
+        .find(|e| e.payload.to_string().contains(&needle))
+        .map(|e| e.id))
+}
+
+/// Every published event of the tenant whose type starts with one of `prefixes`, in
+/// publication order: the source a rebuild replays.
+pub async fn published(tx: &crate::platform::Tx, prefixes: &[&str]) -> AppResult<Vec<Envelope>> {
+    let mut cond = sea_orm::Condition::any();
+    for p in prefixes {
+        cond = cond.add(outbox::Column::EventType.starts_with(*p));
+    }
+    Ok(outbox::Entity::find()
+        .filter(outbox::Column::TenantId.eq(tx.tenant()))
+        .filter(outbox::Column::PublishedAt.is_not_null())
+        .filter(cond)
+        .order_by_asc(outbox::Column::Seq)
+        .all(&**tx)
+        .await?
+        .into_iter()
+        .map(Envelope::from)
+        .collect())
+}
+
 const BATCH: u64 = 200;
 /// "cloudhis-relay" folded into a bigint.
 const RELAY_LOCK: i64 = 0x6368_6973_7265_6c61;
