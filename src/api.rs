@@ -22,6 +22,8 @@ pub enum ApiTags {
     Billing,
     /// Two-way referrals, their inbox, grants and live stream
     Referrals,
+    /// The community's consolidated books: journal, statements, reconciliation, period close
+    Accounts,
 }
 
 /// Every context's API. Handlers take the [`crate::state::AppState`] from request data, so the
@@ -37,5 +39,6 @@ pub fn api() -> impl OpenApi {
         crate::pharmacy::api::PharmacyApi,
         crate::billing::api::BillingApi,
         crate::referrals::api::ReferralsApi,
+        crate::accounts::api::AccountsApi,
     )
 }

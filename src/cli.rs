@@ -1,4 +1,5 @@
-//! The command line: `serve`, `migrate`, `tenants apply|list`, `openapi`, `audit verify`.
+//! The command line: `serve`, `migrate`, `tenants apply|list`, `openapi`, `audit verify`,
+//! `seed`, `dedup`, `accounts reconcile|verify-replay`.
 
 use std::process::ExitCode;
 
@@ -55,6 +56,11 @@ pub enum Command {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
+    /// The consolidated accounts
+    Accounts {
+        #[command(subcommand)]
+        command: AccountsCommand,
+    },
     /// Find duplicate persons across a whole tenant
     Dedup {
         #[arg(long, default_value = "demo-county")]
@@ -74,6 +80,28 @@ pub enum TenantsCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum AccountsCommand {
+    /// Check, per institution, that one day's billing equals the ledger; every difference is
+    /// printed with its document and event (exit status 1 when there is one)
+    Reconcile {
+        #[arg(long, default_value = "demo-county")]
+        tenant: String,
+        /// The day (China Standard Time), YYYY-MM-DD; today by default
+        #[arg(long)]
+        day: Option<chrono::NaiveDate>,
+        /// One institution's code; all of them by default
+        #[arg(long)]
+        institution: Option<String>,
+    },
+    /// Rebuild the ledger's balances from the published events and compare them with the
+    /// stored ones (exit status 1 when they differ)
+    VerifyReplay {
+        #[arg(long, default_value = "demo-county")]
+        tenant: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Walk every tenant's hash chain and report the first broken link
     Verify,
@@ -89,7 +117,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     for w in &loaded.warnings {
         tracing::warn!("{w}");
     }
-    let config = loaded.config;
+    let mut config = loaded.config;
+    if !matches!(cli.command, Command::Serve { .. }) {
+        // One-off commands write through the outbox and leave publishing to the servers' relay:
+        // no background workers here, and no broker connection to wait for.
+        config.workers = false;
+        config.amqp_url = None;
+    }
     match cli.command {
         Command::Openapi => unreachable!("handled above"),
         Command::Serve { demo } => {
@@ -166,6 +200,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 if queue { format!("; {} pairs queued for review", r.queued) } else { String::new() }
             );
         }
+        Command::Accounts { command } => return accounts(config, command).await,
         Command::Audit { command: AuditCommand::Verify } => {
             let state = startup::connect(config).await?;
             let report = crate::audit::verify(&state.db).await?;
@@ -183,6 +218,74 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
             println!("audit chain intact");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn accounts(config: Config, command: AccountsCommand) -> anyhow::Result<ExitCode> {
+    use crate::platform::SystemScope;
+    let state = startup::connect(config).await?;
+    let code = match &command {
+        AccountsCommand::Reconcile { tenant, .. } | AccountsCommand::VerifyReplay { tenant } => tenant.clone(),
+    };
+    let t =
+        tenancy::find_tenant_by_code(&state.db, &code).await?.ok_or_else(|| anyhow::anyhow!("no tenant `{code}`"))?;
+    let tx = state.db.begin(&SystemScope { tenant: t.id }).await?;
+    let institutions = tenancy::list_institutions(&tx).await?;
+    let name =
+        |id: uuid::Uuid| institutions.iter().find(|i| i.id == id).map(|i| i.code.clone()).unwrap_or(id.to_string());
+    match command {
+        AccountsCommand::Reconcile { day, institution, .. } => {
+            let day = day.unwrap_or_else(|| crate::accounts::domain::china(chrono::Utc::now()).date_naive());
+            let id = match institution {
+                Some(c) => Some(
+                    institutions
+                        .iter()
+                        .find(|i| i.code == c)
+                        .ok_or_else(|| anyhow::anyhow!("no institution `{c}` in tenant `{code}`"))?
+                        .id,
+                ),
+                None => None,
+            };
+            let result = crate::accounts::service::reconcile_in(&tx, id, day).await?;
+            tx.rollback().await?;
+            let mut differences = 0;
+            for (i, diffs) in &result {
+                println!(
+                    "{} {}: {}",
+                    day,
+                    name(*i),
+                    if diffs.is_empty() { "reconciled".to_string() } else { format!("{} differences", diffs.len()) }
+                );
+                for d in diffs {
+                    differences += 1;
+                    println!(
+                        "  {} {} {}: billing {} fen, ledger {} fen, event {}",
+                        d.kind,
+                        d.document,
+                        d.document_id,
+                        d.billing_fen,
+                        d.ledger_fen,
+                        d.event_id.map(|e| e.to_string()).unwrap_or_else(|| "none found".into())
+                    );
+                }
+            }
+            if differences > 0 {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        AccountsCommand::VerifyReplay { .. } => {
+            tx.rollback().await?;
+            let diffs = crate::accounts::service::verify_replay(&state.db, t.id).await?;
+            if diffs.is_empty() {
+                println!("ledger of tenant {code} equals its rebuild from the events");
+            } else {
+                for (i, account, stored, rebuilt) in &diffs {
+                    println!("{} {account}: stored {stored} fen, rebuilt {rebuilt} fen", name(*i));
+                }
+                return Ok(ExitCode::FAILURE);
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -1,6 +1,7 @@
 //! cloudhis: a county-township-village integrated cloud HIS, multi-tenant, one monolith with a
 //! folder per bounded context. See `../shared/DESIGN.md` and `docs/architecture.md`.
 
+pub mod accounts;
 pub mod api;
 pub mod audit;
 pub mod billing;

@@ -74,7 +74,7 @@ pub async fn connect(config: Config) -> anyhow::Result<AppState> {
     );
 
     if config.workers {
-        let handlers = crate::referrals::handlers();
+        let handlers = handlers();
         crate::platform::events::spawn_relay(db.clone(), bus.clone(), db.events_wake(), handlers.clone());
         if let Some(url) = &config.amqp_url {
             crate::platform::consumers::spawn_amqp(db.clone(), url.clone(), config.amqp_prefix.clone(), handlers);
@@ -94,6 +94,14 @@ pub async fn connect(config: Config) -> anyhow::Result<AppState> {
         crate::referrals::service::spawn_expiry_job(state.clone(), jobs);
     }
     Ok(state)
+}
+
+/// Every event consumer of the application.
+pub fn handlers() -> Vec<std::sync::Arc<dyn crate::platform::consumers::Handler>> {
+    vec![
+        std::sync::Arc::new(crate::referrals::events::Notifications),
+        std::sync::Arc::new(crate::accounts::service::Ledger),
+    ]
 }
 
 pub fn openapi_service() -> OpenApiService<impl poem_openapi::OpenApi, ()> {

@@ -40,10 +40,15 @@ pub enum Perm {
     ReferralRead,
     ReferralWrite,
     ReferralManage,
+    /// The ledger: trial balances, income statements, patient statements, reconciliation.
+    AccountsRead,
+    AccountsClose,
+    /// The community's consolidated totals only.
+    AccountsConsolidated,
 }
 
 impl Perm {
-    pub const ALL: [Perm; 20] = [
+    pub const ALL: [Perm; 23] = [
         Self::InstitutionRead,
         Self::StaffRead,
         Self::StaffWrite,
@@ -64,6 +69,9 @@ impl Perm {
         Self::ReferralRead,
         Self::ReferralWrite,
         Self::ReferralManage,
+        Self::AccountsRead,
+        Self::AccountsClose,
+        Self::AccountsConsolidated,
     ];
 
     pub fn object_action(self) -> (&'static str, &'static str) {
@@ -88,6 +96,9 @@ impl Perm {
             Self::ReferralRead => ("referral", "read"),
             Self::ReferralWrite => ("referral", "write"),
             Self::ReferralManage => ("referral", "manage"),
+            Self::AccountsRead => ("accounts", "read"),
+            Self::AccountsClose => ("accounts", "close"),
+            Self::AccountsConsolidated => ("accounts", "consolidated"),
         }
     }
 }

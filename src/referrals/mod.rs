@@ -6,12 +6,3 @@ pub mod domain;
 pub(crate) mod entity;
 pub mod events;
 pub mod service;
-
-use std::sync::Arc;
-
-use crate::platform::consumers::Handler;
-
-/// Every event consumer of the application.
-pub fn handlers() -> Vec<Arc<dyn Handler>> {
-    vec![Arc::new(events::Notifications)]
-}

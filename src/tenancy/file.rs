@@ -25,6 +25,20 @@ struct RawFile {
     formulary: Vec<RawDrug>,
     #[serde(default)]
     fee_schedule: Vec<RawFee>,
+    /// The chart of accounts; the default chart when absent.
+    #[serde(default)]
+    chart_of_accounts: Vec<RawAccount>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAccount {
+    code: Spanned<String>,
+    name: String,
+    name_en: Option<String>,
+    kind: Spanned<String>,
+    /// What the posting rules use it for (cash, bank, drug_revenue, internal_payable, …).
+    role: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -117,6 +131,7 @@ pub struct TenantSpec {
     pub users: Vec<UserSpec>,
     pub formulary: Vec<DrugSpec>,
     pub fee_schedule: Vec<FeeSpec>,
+    pub chart: crate::accounts::domain::Chart,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -384,6 +399,13 @@ pub fn parse(source: &str, text: &str) -> Result<TenantSpec, LoadError> {
         }
     }
 
+    let chart = chart_of(&raw.chart_of_accounts, &mut p);
+    if let Some(share) = raw.settings.get("accounts").and_then(|a| a.get("referral_fee_share"))
+        && !share.as_float().or(share.as_integer().map(|i| i as f64)).is_some_and(|v| (0.0..=1.0).contains(&v))
+    {
+        p(raw.tenant.code.span(), "[settings.accounts]: referral_fee_share is a fraction from 0 to 1".into());
+    }
+
     let mut drug_codes = HashSet::new();
     for (i, d) in raw.formulary.iter().enumerate() {
         let at = format!("formulary[{i}] `{}`", d.code.get_ref());
@@ -484,6 +506,7 @@ pub fn parse(source: &str, text: &str) -> Result<TenantSpec, LoadError> {
                 allergen_class: d.allergen_class,
             })
             .collect(),
+        chart,
         fee_schedule: raw
             .fee_schedule
             .into_iter()
@@ -497,6 +520,48 @@ pub fn parse(source: &str, text: &str) -> Result<TenantSpec, LoadError> {
             })
             .collect(),
     })
+}
+
+/// The chart of a file: each account checked, every posting role held exactly once.
+fn chart_of(raw: &[RawAccount], p: &mut impl FnMut(std::ops::Range<usize>, String)) -> crate::accounts::domain::Chart {
+    use crate::accounts::domain::{Account, Chart, Kind, Role};
+    if raw.is_empty() {
+        return Chart::default();
+    }
+    let mut accounts = Vec::new();
+    for (i, a) in raw.iter().enumerate() {
+        let at = format!("chart_of_accounts[{i}] `{}`", a.code.get_ref());
+        if a.code.get_ref().is_empty()
+            || a.code.get_ref().len() > 20
+            || !a.code.get_ref().chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        {
+            p(a.code.span(), format!("{at}: an account code is 1-20 letters, digits, '.' or '-'"));
+        }
+        check_name(&a.name, a.code.span(), &format!("{at}: name"), p);
+        let kind = Kind::parse(a.kind.get_ref());
+        if kind.is_none() {
+            p(a.kind.span(), format!("{at}: kind must be asset, liability, equity, revenue or expense"));
+        }
+        let role = a.role.as_ref().map(|r| (Role::parse(r.get_ref()), r));
+        if let Some((None, r)) = &role {
+            let all: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
+            p(r.span(), format!("{at}: role must be one of {}", all.join(", ")));
+        }
+        let role = role.and_then(|(r, _)| r);
+        accounts.push(Account {
+            code: a.code.get_ref().clone(),
+            name: a.name.clone(),
+            name_en: a.name_en.clone(),
+            kind: kind.unwrap_or(Kind::Asset),
+            internal: role.is_some_and(Role::internal),
+            role,
+        });
+    }
+    let chart = Chart { accounts };
+    if let Err(e) = chart.check() {
+        p(raw[0].code.span(), format!("chart_of_accounts: {e}"));
+    }
+    chart
 }
 
 fn check_name(

@@ -259,6 +259,7 @@ pub async fn apply(db: &Db, spec: &TenantSpec) -> AppResult<ApplyReport> {
         spec.institutions.iter().map(|i| (ids[&i.code], i.formulary.clone())).collect();
     crate::pharmacy::service::apply_formulary(&tx, &spec.formulary, &stock_lists, &mut report).await?;
     crate::billing::service::apply_fee_schedule(&tx, &spec.fee_schedule, &mut report).await?;
+    crate::accounts::service::apply_chart(&tx, &spec.chart, &mut report).await?;
     tx.commit().await?;
     Ok(report)
 }

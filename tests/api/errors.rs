@@ -179,6 +179,7 @@ pub fn valid_body_json(template: &str) -> serde_json::Value {
             json!({"note": "测试"})
         }
         "/api/v1/referrals/{id}/down" => json!({"discharge_summary": "出院小结", "rehab_plan": "康复计划"}),
+        "/api/v1/accounts/periods/close" => json!({"period": "2020-01"}),
         _ => json!({}),
     }
 }

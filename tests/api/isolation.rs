@@ -76,9 +76,9 @@ fn fill(template: &str, ids: &Ids) -> Option<String> {
         "/api/v1/patients/duplicates/{id}/merge" | "/api/v1/patients/duplicates/{id}/dismiss" => {
             template.replace("{id}", &ids.pair.to_string())
         }
-        "/api/v1/patients/{id}/summary" | "/api/v1/patients/{id}/allergies" => {
-            template.replace("{id}", &ids.visit.as_ref()?.person)
-        }
+        "/api/v1/patients/{id}/summary"
+        | "/api/v1/patients/{id}/allergies"
+        | "/api/v1/accounts/patients/{id}/statement" => template.replace("{id}", &ids.visit.as_ref()?.person),
         t if t.starts_with("/api/v1/encounters/{id}") => t.replace("{id}", &ids.visit.as_ref()?.encounter),
         t if t.starts_with("/api/v1/prescriptions/{id}") => t.replace("{id}", &ids.visit.as_ref()?.prescription),
         t if t.starts_with("/api/v1/bills/{id}") => t.replace("{id}", &ids.visit.as_ref()?.bill),

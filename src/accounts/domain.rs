@@ -1,0 +1,569 @@
+//! The chart of accounts and the posting rules: which balanced entries each business event
+//! makes. Pure functions, so the rules can be replayed, checked by property tests and explained
+//! in `docs/accounts.md`.
+//!
+//! | event | institution | debit | credit |
+//! |---|---|---|---|
+//! | billing.charge_posted | the billing one | insurance receivable, patient receivable | outpatient revenue (fees), drug revenue (drugs) |
+//! | billing.payment_received | the billing one | cash (cash) or bank (card, mobile) | patient receivable |
+//! | billing.refund_issued | the billing one | refunds (contra-revenue) | cash or bank |
+//! | pharmacy.dispensed | the dispensing one | drug cost | drug inventory |
+//! | pharmacy.transferred | sender | internal receivable (↔ receiver) | drug inventory |
+//! |  | receiver | drug inventory | internal payable (↔ sender) |
+//! | referrals.completed (up, fee sharing) | receiver | internal expense (↔ referrer) | internal payable (↔ referrer) |
+//! |  | referrer | internal receivable (↔ receiver) | internal revenue (↔ receiver) |
+//!
+//! Money is integer fen; every entry's debits equal its credits.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, FixedOffset, Utc};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::platform::events::Envelope;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Asset,
+    Liability,
+    Equity,
+    Revenue,
+    Expense,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Asset => "asset",
+            Self::Liability => "liability",
+            Self::Equity => "equity",
+            Self::Revenue => "revenue",
+            Self::Expense => "expense",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Asset, Self::Liability, Self::Equity, Self::Revenue, Self::Expense].into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// What the posting rules need an account for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Cash,
+    Bank,
+    InsuranceReceivable,
+    PatientReceivable,
+    DrugInventory,
+    OutpatientRevenue,
+    DrugRevenue,
+    Refunds,
+    DrugCost,
+    InternalReceivable,
+    InternalPayable,
+    InternalRevenue,
+    InternalExpense,
+}
+
+impl Role {
+    pub const ALL: [Role; 13] = [
+        Self::Cash,
+        Self::Bank,
+        Self::InsuranceReceivable,
+        Self::PatientReceivable,
+        Self::DrugInventory,
+        Self::OutpatientRevenue,
+        Self::DrugRevenue,
+        Self::Refunds,
+        Self::DrugCost,
+        Self::InternalReceivable,
+        Self::InternalPayable,
+        Self::InternalRevenue,
+        Self::InternalExpense,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cash => "cash",
+            Self::Bank => "bank",
+            Self::InsuranceReceivable => "insurance_receivable",
+            Self::PatientReceivable => "patient_receivable",
+            Self::DrugInventory => "drug_inventory",
+            Self::OutpatientRevenue => "outpatient_revenue",
+            Self::DrugRevenue => "drug_revenue",
+            Self::Refunds => "refunds",
+            Self::DrugCost => "drug_cost",
+            Self::InternalReceivable => "internal_receivable",
+            Self::InternalPayable => "internal_payable",
+            Self::InternalRevenue => "internal_revenue",
+            Self::InternalExpense => "internal_expense",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    /// The kind of account a role must be.
+    pub fn kind(self) -> Kind {
+        match self {
+            Self::Cash
+            | Self::Bank
+            | Self::InsuranceReceivable
+            | Self::PatientReceivable
+            | Self::DrugInventory
+            | Self::InternalReceivable => Kind::Asset,
+            Self::InternalPayable => Kind::Liability,
+            Self::OutpatientRevenue | Self::DrugRevenue | Self::Refunds | Self::InternalRevenue => Kind::Revenue,
+            Self::DrugCost | Self::InternalExpense => Kind::Expense,
+        }
+    }
+
+    /// Internal roles are eliminated in the consolidated statement.
+    pub fn internal(self) -> bool {
+        matches!(self, Self::InternalReceivable | Self::InternalPayable | Self::InternalRevenue | Self::InternalExpense)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub code: String,
+    pub name: String,
+    pub name_en: Option<String>,
+    pub kind: Kind,
+    pub internal: bool,
+    pub role: Option<Role>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chart {
+    pub accounts: Vec<Account>,
+}
+
+impl Default for Chart {
+    /// A chart after the hospital accounting system's headings, covering every posting role.
+    fn default() -> Self {
+        let a = |code: &str, name: &str, en: &str, kind, role: Role| Account {
+            code: code.into(),
+            name: name.into(),
+            name_en: Some(en.into()),
+            kind,
+            internal: role.internal(),
+            role: Some(role),
+        };
+        Self {
+            accounts: vec![
+                a("1001", "库存现金", "Cash", Kind::Asset, Role::Cash),
+                a("1002", "银行存款", "Bank", Kind::Asset, Role::Bank),
+                a("1211", "应收医疗款-医保", "Insurance receivable", Kind::Asset, Role::InsuranceReceivable),
+                a("1212", "应收医疗款-患者", "Patient receivable", Kind::Asset, Role::PatientReceivable),
+                a("1301", "库存物资-药品", "Drug inventory", Kind::Asset, Role::DrugInventory),
+                a("1401", "内部往来-应收", "Internal receivable", Kind::Asset, Role::InternalReceivable),
+                a("2401", "内部往来-应付", "Internal payable", Kind::Liability, Role::InternalPayable),
+                a("4001", "医疗收入-门诊", "Outpatient revenue", Kind::Revenue, Role::OutpatientRevenue),
+                a("4002", "医疗收入-药品", "Drug revenue", Kind::Revenue, Role::DrugRevenue),
+                a("4009", "医疗收入-退费", "Refunds (contra-revenue)", Kind::Revenue, Role::Refunds),
+                a("4101", "内部服务收入", "Internal revenue", Kind::Revenue, Role::InternalRevenue),
+                a("5001", "药品费", "Drug cost", Kind::Expense, Role::DrugCost),
+                a("5101", "内部服务支出", "Internal expense", Kind::Expense, Role::InternalExpense),
+            ],
+        }
+    }
+}
+
+impl Chart {
+    pub fn code(&self, role: Role) -> &str {
+        &self.accounts.iter().find(|a| a.role == Some(role)).expect("validated charts map every role").code
+    }
+
+    pub fn account(&self, code: &str) -> Option<&Account> {
+        self.accounts.iter().find(|a| a.code == code)
+    }
+
+    /// Every role mapped exactly once, codes unique.
+    pub fn check(&self) -> Result<(), String> {
+        let mut codes = std::collections::HashSet::new();
+        for a in &self.accounts {
+            if !codes.insert(&a.code) {
+                return Err(format!("duplicate account code `{}`", a.code));
+            }
+        }
+        for r in Role::ALL {
+            let n = self.accounts.iter().filter(|a| a.role == Some(r)).count();
+            if n != 1 {
+                return Err(format!("role `{}` must be held by exactly one account ({n} do)", r.as_str()));
+            }
+        }
+        for a in &self.accounts {
+            if let Some(r) = a.role
+                && r.kind() != a.kind
+            {
+                return Err(format!(
+                    "account `{}` holds role `{}`, which needs kind {}",
+                    a.code,
+                    r.as_str(),
+                    r.kind().as_str()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Line {
+    pub account: String,
+    pub debit: i64,
+    pub credit: i64,
+    /// The billing document the line stands for (a charge), for reconciliation.
+    pub source: Option<Uuid>,
+}
+
+/// An entry before it is written: one institution's side of one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Draft {
+    pub institution: Uuid,
+    pub counterparty: Option<Uuid>,
+    pub person: Option<Uuid>,
+    /// The document posted (bill, payment, refund, prescription, transfer, referral).
+    pub source: Option<Uuid>,
+    pub description: &'static str,
+    pub lines: Vec<Line>,
+}
+
+impl Draft {
+    pub fn balanced(&self) -> bool {
+        self.lines.iter().map(|l| l.debit).sum::<i64>() == self.lines.iter().map(|l| l.credit).sum::<i64>()
+            && self.lines.iter().all(|l| l.debit >= 0 && l.credit >= 0)
+    }
+}
+
+fn dr(account: &str, fen: i64) -> Line {
+    Line { account: account.into(), debit: fen, credit: 0, source: None }
+}
+fn cr(account: &str, fen: i64) -> Line {
+    Line { account: account.into(), debit: 0, credit: fen, source: None }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("event {0} cannot be posted: {1}")]
+pub struct PostError(pub String, pub String);
+
+fn field<T: serde::de::DeserializeOwned>(e: &Envelope, key: &str) -> Result<T, PostError> {
+    serde_json::from_value(e.payload[key].clone())
+        .map_err(|_| PostError(e.event_type.clone(), format!("payload field `{key}` is missing or malformed")))
+}
+
+#[derive(Deserialize)]
+struct ChargeLine {
+    charge: Uuid,
+    kind: String,
+    amount_fen: i64,
+    insurance_fen: i64,
+    self_pay_fen: i64,
+}
+
+fn money_account(chart: &Chart, method: &str) -> String {
+    chart.code(if method == "cash" { Role::Cash } else { Role::Bank }).to_string()
+}
+
+/// The entries an event makes (none for events the ledger does not follow). Referral fee
+/// sharing needs the first visit's revenue, which the caller looks up: see [`fee_share`].
+pub fn post(chart: &Chart, e: &Envelope) -> Result<Vec<Draft>, PostError> {
+    let entry = |institution: Uuid, description, lines: Vec<Line>| Draft {
+        institution,
+        counterparty: None,
+        person: None,
+        source: None,
+        description,
+        lines,
+    };
+    let drafts = match e.event_type.as_str() {
+        "billing.charge_posted" => {
+            let charges: Vec<ChargeLine> = field(e, "charges")?;
+            let (ins, own): (i64, i64) =
+                (charges.iter().map(|c| c.insurance_fen).sum(), charges.iter().map(|c| c.self_pay_fen).sum());
+            let mut lines = Vec::new();
+            if ins > 0 {
+                lines.push(dr(chart.code(Role::InsuranceReceivable), ins));
+            }
+            if own > 0 {
+                lines.push(dr(chart.code(Role::PatientReceivable), own));
+            }
+            for c in &charges {
+                if c.insurance_fen + c.self_pay_fen != c.amount_fen {
+                    return Err(PostError(
+                        e.event_type.clone(),
+                        "a charge's shares do not add up to its amount".into(),
+                    ));
+                }
+                let role = if c.kind == "drug" { Role::DrugRevenue } else { Role::OutpatientRevenue };
+                lines.push(Line { source: Some(c.charge), ..cr(chart.code(role), c.amount_fen) });
+            }
+            let mut d = entry(field(e, "institution")?, "门诊收费 / outpatient charges", lines);
+            d.person = field(e, "person").ok();
+            d.source = field(e, "bill").ok();
+            vec![d]
+        }
+        "billing.payment_received" => {
+            let amount: i64 = field(e, "amount_fen")?;
+            let method: String = field(e, "method")?;
+            let mut d = entry(
+                field(e, "institution")?,
+                "收款 / payment",
+                vec![dr(&money_account(chart, &method), amount), cr(chart.code(Role::PatientReceivable), amount)],
+            );
+            d.person = field(e, "person").ok();
+            d.source = field(e, "payment").ok();
+            vec![d]
+        }
+        "billing.refund_issued" => {
+            let amount: i64 = field(e, "amount_fen")?;
+            let method: String = field(e, "method")?;
+            let mut d = entry(
+                field(e, "institution")?,
+                "退费 / refund",
+                vec![dr(chart.code(Role::Refunds), amount), cr(&money_account(chart, &method), amount)],
+            );
+            d.person = field(e, "person").ok();
+            d.source = field(e, "refund").ok();
+            vec![d]
+        }
+        "pharmacy.dispensed" => {
+            let value: i64 = field(e, "value_fen")?;
+            let mut d = entry(
+                field(e, "institution")?,
+                "发药成本 / drugs dispensed",
+                vec![dr(chart.code(Role::DrugCost), value), cr(chart.code(Role::DrugInventory), value)],
+            );
+            d.person = field(e, "person").ok();
+            d.source = field(e, "prescription").ok();
+            vec![d]
+        }
+        "pharmacy.transferred" => {
+            let value: i64 = field(e, "value_fen")?;
+            let (from, to): (Uuid, Uuid) = (field(e, "from_institution")?, field(e, "to_institution")?);
+            let transfer: Option<Uuid> = field(e, "transfer").ok();
+            vec![
+                Draft {
+                    counterparty: Some(to),
+                    source: transfer,
+                    ..entry(
+                        from,
+                        "药品调拨出库 / drugs transferred out",
+                        vec![
+                            dr(chart.code(Role::InternalReceivable), value),
+                            cr(chart.code(Role::DrugInventory), value),
+                        ],
+                    )
+                },
+                Draft {
+                    counterparty: Some(from),
+                    source: transfer,
+                    ..entry(
+                        to,
+                        "药品调拨入库 / drugs transferred in",
+                        vec![dr(chart.code(Role::DrugInventory), value), cr(chart.code(Role::InternalPayable), value)],
+                    )
+                },
+            ]
+        }
+        _ => Vec::new(),
+    };
+    Ok(drafts.into_iter().filter(|d| d.lines.iter().any(|l| l.debit > 0 || l.credit > 0)).collect())
+}
+
+/// Referral fee sharing: the receiver pays the referrer `share_fen` of the first visit's revenue.
+pub fn fee_share(
+    chart: &Chart,
+    receiver: Uuid,
+    referrer: Uuid,
+    referral: Uuid,
+    person: Option<Uuid>,
+    share_fen: i64,
+) -> Vec<Draft> {
+    if share_fen <= 0 {
+        return Vec::new();
+    }
+    vec![
+        Draft {
+            institution: receiver,
+            counterparty: Some(referrer),
+            person,
+            source: Some(referral),
+            description: "转诊分成支出 / referral fee share paid",
+            lines: vec![
+                dr(chart.code(Role::InternalExpense), share_fen),
+                cr(chart.code(Role::InternalPayable), share_fen),
+            ],
+        },
+        Draft {
+            institution: referrer,
+            counterparty: Some(receiver),
+            person,
+            source: Some(referral),
+            description: "转诊分成收入 / referral fee share earned",
+            lines: vec![
+                dr(chart.code(Role::InternalReceivable), share_fen),
+                cr(chart.code(Role::InternalRevenue), share_fen),
+            ],
+        },
+    ]
+}
+
+/// Share in basis points of an amount, rounded down.
+pub fn share_of(amount_fen: i64, basis_points: i64) -> i64 {
+    amount_fen.saturating_mul(basis_points) / 10_000
+}
+
+/// Accounting periods and days follow China Standard Time.
+pub fn china(t: DateTime<Utc>) -> DateTime<FixedOffset> {
+    t.with_timezone(&FixedOffset::east_opt(8 * 3600).expect("valid offset"))
+}
+
+pub fn period_of(t: DateTime<Utc>) -> String {
+    china(t).format("%Y-%m").to_string()
+}
+
+/// `2026-11` → `2026-12`.
+pub fn next_period(p: &str) -> String {
+    let (y, m): (i32, u32) = (p[..4].parse().unwrap_or(2000), p[5..].parse().unwrap_or(1));
+    if m == 12 { format!("{}-01", y + 1) } else { format!("{y}-{:02}", m + 1) }
+}
+
+pub fn valid_period(p: &str) -> bool {
+    p.len() == 7
+        && p.as_bytes()[4] == b'-'
+        && p[..4].parse::<u32>().is_ok()
+        && p[5..].parse::<u32>().is_ok_and(|m| (1..=12).contains(&m))
+}
+
+/// Debits minus credits per (institution, account) over many drafts: the trial balance.
+pub fn balances<'a>(drafts: impl IntoIterator<Item = &'a Draft>) -> HashMap<(Uuid, String), i64> {
+    let mut out: HashMap<(Uuid, String), i64> = HashMap::new();
+    for d in drafts {
+        for l in &d.lines {
+            *out.entry((d.institution, l.account.clone())).or_default() += l.debit - l.credit;
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn env(event_type: &str, payload: serde_json::Value) -> Envelope {
+        Envelope {
+            id: Uuid::now_v7(),
+            event_type: event_type.into(),
+            version: 1,
+            tenant: Uuid::nil(),
+            occurred_at: Utc::now(),
+            actor: None,
+            aggregate: Uuid::nil(),
+            payload,
+        }
+    }
+
+    fn institutions() -> [Uuid; 3] {
+        [Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3)]
+    }
+
+    /// Any business event the ledger follows, with amounts as billing would produce them.
+    fn event() -> impl Strategy<Value = Envelope> {
+        let inst = prop::sample::select(institutions().to_vec());
+        let method = prop::sample::select(vec!["cash", "card", "mobile"]);
+        prop_oneof![
+            (inst.clone(), prop::collection::vec((any::<bool>(), 1i64..1_000_000, 0i64..=10_000), 1..6)).prop_map(
+                |(i, lines)| {
+                    let charges: Vec<_> = lines
+                    .into_iter()
+                    .map(|(drug, amount, bp)| {
+                        let ins = share_of(amount, bp);
+                        json!({"charge": Uuid::now_v7(), "kind": if drug {"drug"} else {"fee"}, "amount_fen": amount,
+                               "insurance_fen": ins, "self_pay_fen": amount - ins})
+                    })
+                    .collect();
+                    env("billing.charge_posted", json!({"institution": i, "bill": Uuid::now_v7(), "charges": charges}))
+                }
+            ),
+            (inst.clone(), method.clone(), 1i64..1_000_000).prop_map(|(i, m, a)| env(
+                "billing.payment_received",
+                json!({"institution": i, "payment": Uuid::now_v7(), "amount_fen": a, "method": m})
+            )),
+            (inst.clone(), method, 1i64..1_000_000).prop_map(|(i, m, a)| env(
+                "billing.refund_issued",
+                json!({"institution": i, "refund": Uuid::now_v7(), "amount_fen": a, "method": m})
+            )),
+            (inst.clone(), 0i64..1_000_000)
+                .prop_map(|(i, v)| env("pharmacy.dispensed", json!({"institution": i, "value_fen": v}))),
+            (inst.clone(), inst, 1i64..10_000_000).prop_filter("two institutions", |(a, b, _)| a != b).prop_map(
+                |(a, b, v)| env(
+                    "pharmacy.transferred",
+                    json!({"from_institution": a, "to_institution": b, "value_fen": v, "transfer": Uuid::now_v7()})
+                )
+            ),
+        ]
+    }
+
+    proptest! {
+        /// Any sequence of charges, payments, refunds, dispensing and transfers keeps every entry
+        /// balanced, the trial balance at zero, and the internal balances eliminating exactly.
+        #[test]
+        fn every_entry_balances_and_the_trial_balance_is_zero(
+            events in prop::collection::vec(event(), 1..60),
+            shares in prop::collection::vec((0usize..3, 0usize..3, 0i64..1_000_000), 0..5),
+        ) {
+            let chart = Chart::default();
+            let mut drafts = Vec::new();
+            for e in &events {
+                drafts.extend(post(&chart, e).unwrap());
+            }
+            let inst = institutions();
+            for (a, b, amount) in shares {
+                if a != b {
+                    drafts.extend(fee_share(&chart, inst[a], inst[b], Uuid::now_v7(), None, share_of(amount, 1000)));
+                }
+            }
+            for d in &drafts {
+                prop_assert!(d.balanced(), "{:?}", d);
+            }
+            let tb = balances(&drafts);
+            prop_assert_eq!(tb.values().sum::<i64>(), 0);
+            let internal = |role: Role| tb.iter().filter(|((_, code), _)| code == chart.code(role)).map(|(_, v)| v).sum::<i64>();
+            prop_assert_eq!(internal(Role::InternalReceivable) + internal(Role::InternalPayable), 0);
+            prop_assert_eq!(internal(Role::InternalRevenue) + internal(Role::InternalExpense), 0);
+        }
+    }
+
+    #[test]
+    fn the_default_chart_maps_every_role_once() {
+        Chart::default().check().unwrap();
+        let mut c = Chart::default();
+        c.accounts.pop();
+        assert!(c.check().unwrap_err().contains("internal_expense"));
+    }
+
+    #[test]
+    fn periods() {
+        let t = DateTime::parse_from_rfc3339("2026-11-30T17:00:00Z").unwrap().with_timezone(&Utc);
+        assert_eq!(period_of(t), "2026-12", "01:00 on 1 December in China");
+        assert_eq!(next_period("2026-12"), "2027-01");
+        assert!(valid_period("2026-11") && !valid_period("2026-13") && !valid_period("26-11"));
+    }
+
+    #[test]
+    fn a_charge_whose_shares_do_not_add_up_is_refused() {
+        let e = env(
+            "billing.charge_posted",
+            json!({"institution": Uuid::nil(), "charges": [
+            {"charge": Uuid::nil(), "kind": "fee", "amount_fen": 100, "insurance_fen": 50, "self_pay_fen": 60}]}),
+        );
+        assert!(post(&Chart::default(), &e).is_err());
+    }
+}

@@ -1,0 +1,877 @@
+//! Accounts use cases: the chart from the tenant file, posting events to the journal (the
+//! `ledger` consumer), statements for any period (trial balance, consolidated with eliminations,
+//! income statement, patient statement), reconciliation against billing, period close, and the
+//! replay check that rebuilding the ledger from the events gives the same balances.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
+use uuid::Uuid;
+
+use super::domain::{
+    Account, Chart, Draft, Kind, Role, balances, fee_share, next_period, period_of, post, share_of, valid_period,
+};
+use super::entity::{journal_entry, journal_line, ledger_account, ledger_period};
+use crate::audit::Purpose;
+use crate::identity::ctx::{Perm, RequestCtx};
+use crate::platform::consumers::Handler;
+use crate::platform::events::Envelope;
+use crate::platform::{AppError, AppResult, Db, SystemScope, Tx};
+use crate::state::AppState;
+use crate::tenancy::service::ApplyReport;
+
+/// The tenant's chart: the accounts table, or the default until a tenant file sets one.
+pub async fn chart(tx: &Tx) -> AppResult<Chart> {
+    let rows = ledger_account::Entity::find()
+        .filter(ledger_account::Column::TenantId.eq(tx.tenant()))
+        .order_by_asc(ledger_account::Column::Code)
+        .all(&**tx)
+        .await?;
+    if rows.is_empty() {
+        return Ok(Chart::default());
+    }
+    Ok(Chart {
+        accounts: rows
+            .into_iter()
+            .map(|r| Account {
+                kind: Kind::parse(&r.kind).unwrap_or(Kind::Asset),
+                role: r.role.as_deref().and_then(Role::parse),
+                code: r.code,
+                name: r.name,
+                name_en: r.name_en,
+                internal: r.internal,
+            })
+            .collect(),
+    })
+}
+
+/// Writes the chart of a tenant file (or the default) where it differs.
+pub async fn apply_chart(tx: &Tx, chart: &Chart, report: &mut ApplyReport) -> AppResult<()> {
+    let existing: HashMap<String, ledger_account::Model> = ledger_account::Entity::find()
+        .filter(ledger_account::Column::TenantId.eq(tx.tenant()))
+        .all(&**tx)
+        .await?
+        .into_iter()
+        .map(|a| (a.code.clone(), a))
+        .collect();
+    for a in &chart.accounts {
+        let row = ledger_account::Model {
+            tenant_id: tx.tenant(),
+            code: a.code.clone(),
+            name: a.name.clone(),
+            name_en: a.name_en.clone(),
+            kind: a.kind.as_str().into(),
+            internal: a.internal,
+            role: a.role.map(|r| r.as_str().to_string()),
+        };
+        match existing.get(&a.code) {
+            None => {
+                ledger_account::ActiveModel::from(row).insert(&**tx).await?;
+                report.created.push(format!("account {}", a.code));
+            }
+            Some(old) if *old != row => {
+                ledger_account::ActiveModel::from(row).reset_all().update(&**tx).await?;
+                report.updated.push(format!("account {}", a.code));
+            }
+            Some(_) => report.unchanged += 1,
+        }
+    }
+    Ok(())
+}
+
+/// Referral fee share in basis points: `[settings.accounts] referral_fee_share` (0.10 = 10%).
+pub fn fee_share_bp(settings: &serde_json::Value) -> i64 {
+    settings
+        .get("accounts")
+        .and_then(|a| a.get("referral_fee_share"))
+        .and_then(|v| v.as_f64())
+        .filter(|v| (0.0..=1.0).contains(v))
+        .map(|v| (v * 10_000.0).round() as i64)
+        .unwrap_or(0)
+}
+
+/// The period an event posts to: its own, or the first open one after it when that is closed.
+async fn open_period(tx: &Tx, at: DateTime<Utc>) -> AppResult<(String, Option<String>)> {
+    let own = period_of(at);
+    let closed: HashSet<String> = ledger_period::Entity::find()
+        .filter(ledger_period::Column::TenantId.eq(tx.tenant()))
+        .filter(ledger_period::Column::Status.eq("closed"))
+        .all(&**tx)
+        .await?
+        .into_iter()
+        .map(|p| p.period)
+        .collect();
+    let mut p = own.clone();
+    while closed.contains(&p) {
+        p = next_period(&p);
+    }
+    Ok(if p == own { (p, None) } else { (p, Some(own)) })
+}
+
+async fn write(tx: &Tx, event: &Envelope, drafts: Vec<Draft>) -> AppResult<()> {
+    let (period, late) = open_period(tx, event.occurred_at).await?;
+    for d in drafts {
+        if !d.balanced() {
+            return Err(AppError::internal(anyhow::anyhow!("unbalanced entry for {}", event.event_type)));
+        }
+        let entry = journal_entry::ActiveModel {
+            tenant_id: Set(tx.tenant()),
+            id: Set(Uuid::now_v7()),
+            institution_id: Set(d.institution),
+            period: Set(period.clone()),
+            event_id: Set(event.id),
+            event_type: Set(event.event_type.clone()),
+            source_id: Set(d.source),
+            person_id: Set(d.person),
+            counterparty_id: Set(d.counterparty),
+            description: Set(d.description.into()),
+            occurred_at: Set(event.occurred_at),
+            posted_at: Set(Utc::now()),
+            late_from_period: Set(late.clone()),
+        }
+        .insert(&**tx)
+        .await?;
+        let lines: Vec<journal_line::ActiveModel> = d
+            .lines
+            .iter()
+            .map(|l| journal_line::ActiveModel {
+                tenant_id: Set(tx.tenant()),
+                id: Set(Uuid::now_v7()),
+                entry_id: Set(entry.id),
+                institution_id: Set(d.institution),
+                period: Set(period.clone()),
+                account_code: Set(l.account.clone()),
+                debit_fen: Set(l.debit),
+                credit_fen: Set(l.credit),
+                counterparty_id: Set(d.counterparty),
+                person_id: Set(d.person),
+                source_id: Set(l.source.or(d.source)),
+            })
+            .collect();
+        journal_line::Entity::insert_many(lines).exec(&**tx).await?;
+    }
+    Ok(())
+}
+
+/// What a `referrals.completed` event says fee sharing needs: receiver, referrer, person and
+/// the acceptance time. None when nothing is shared (not an up referral, or never accepted).
+pub fn referral_terms(e: &Envelope) -> Option<(Uuid, Uuid, Uuid, DateTime<Utc>)> {
+    let p = &e.payload;
+    if p["direction"] != "up" {
+        return None;
+    }
+    let id = |k: &str| p[k].as_str().and_then(|s| s.parse::<Uuid>().ok());
+    let since = p["decided_at"].as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok())?;
+    Some((id("to_institution")?, id("from_institution")?, id("person")?, since.with_timezone(&Utc)))
+}
+
+/// The entries one event makes, given the tenant's chart and fee share.
+async fn drafts_for(tx: &Tx, chart: &Chart, event: &Envelope) -> AppResult<Vec<Draft>> {
+    if event.event_type != "referrals.completed" {
+        return post(chart, event).map_err(|e| AppError::internal(anyhow::anyhow!(e)));
+    }
+    let Some((receiver, referrer, person, since)) = referral_terms(event) else { return Ok(Vec::new()) };
+    let tenant = crate::tenancy::service::get_tenant(&**tx, tx.tenant()).await?;
+    let bp = fee_share_bp(&tenant.settings);
+    if bp == 0 {
+        return Ok(Vec::new());
+    }
+    let revenue = crate::billing::service::first_bill_revenue(tx, receiver, person, since, event.occurred_at).await?;
+    Ok(fee_share(chart, receiver, referrer, event.aggregate, Some(person), share_of(revenue, bp)))
+}
+
+/// The `ledger` consumer: billing, pharmacy and referral events become journal entries. An
+/// event already in the journal posts nothing (idempotent by event id, besides the consumer's
+/// own bookkeeping and the database's unique index).
+pub struct Ledger;
+
+#[async_trait::async_trait]
+impl Handler for Ledger {
+    fn name(&self) -> &'static str {
+        "ledger"
+    }
+
+    fn events(&self) -> &'static [&'static str] {
+        &["billing.*", "pharmacy.dispensed", "pharmacy.transferred", "referrals.completed"]
+    }
+
+    async fn handle(&self, tx: &mut Tx, event: &Envelope) -> AppResult<()> {
+        let posted = journal_entry::Entity::find()
+            .filter(journal_entry::Column::TenantId.eq(tx.tenant()))
+            .filter(journal_entry::Column::EventId.eq(event.id))
+            .one(&**tx)
+            .await?;
+        if posted.is_some() {
+            return Ok(());
+        }
+        let chart = chart(tx).await?;
+        let drafts = drafts_for(tx, &chart, event).await?;
+        write(tx, event, drafts).await
+    }
+}
+
+/// A period range, inclusive: `from` and `to` are `YYYY-MM`.
+pub fn check_range(from: &str, to: &str) -> AppResult<()> {
+    if !valid_period(from) || !valid_period(to) || from > to {
+        return Err(AppError::unprocessable("period_invalid", "periods are YYYY-MM, from no later than to"));
+    }
+    Ok(())
+}
+
+#[derive(Debug, Clone)]
+pub struct BalanceRow {
+    pub account: String,
+    pub name: String,
+    pub kind: Kind,
+    pub debit_fen: i64,
+    pub credit_fen: i64,
+    /// Debit minus credit.
+    pub balance_fen: i64,
+}
+
+async fn lines_in(tx: &Tx, from: &str, to: &str, institution: Option<Uuid>) -> AppResult<Vec<journal_line::Model>> {
+    let mut q = journal_line::Entity::find()
+        .filter(journal_line::Column::TenantId.eq(tx.tenant()))
+        .filter(journal_line::Column::Period.gte(from))
+        .filter(journal_line::Column::Period.lte(to));
+    if let Some(i) = institution {
+        q = q.filter(journal_line::Column::InstitutionId.eq(i));
+    }
+    Ok(q.all(&**tx).await?)
+}
+
+fn rows(chart: &Chart, sums: BTreeMap<String, (i64, i64)>) -> Vec<BalanceRow> {
+    sums.into_iter()
+        .map(|(code, (d, c))| {
+            let a = chart.account(&code);
+            BalanceRow {
+                name: a.map(|a| a.name.clone()).unwrap_or_default(),
+                kind: a.map(|a| a.kind).unwrap_or(Kind::Asset),
+                account: code,
+                debit_fen: d,
+                credit_fen: c,
+                balance_fen: d - c,
+            }
+        })
+        .collect()
+}
+
+fn sum_by_account(lines: &[journal_line::Model]) -> BTreeMap<String, (i64, i64)> {
+    let mut m: BTreeMap<String, (i64, i64)> = BTreeMap::new();
+    for l in lines {
+        let e = m.entry(l.account_code.clone()).or_default();
+        e.0 += l.debit_fen;
+        e.1 += l.credit_fen;
+    }
+    m
+}
+
+/// A trial balance for one institution, or for the whole community (before eliminations).
+pub async fn trial_balance(
+    state: &AppState,
+    ctx: &RequestCtx,
+    from: &str,
+    to: &str,
+    institution: Option<Uuid>,
+) -> AppResult<Vec<BalanceRow>> {
+    ctx.require(Perm::AccountsRead)?;
+    check_range(from, to)?;
+    let tx = state.db.begin(ctx).await?;
+    if let Some(i) = institution {
+        crate::tenancy::service::get_institution(&tx, i).await?;
+    }
+    let chart = chart(&tx).await?;
+    let lines = lines_in(&tx, from, to, institution).await?;
+    tx.rollback().await?;
+    Ok(rows(&chart, sum_by_account(&lines)))
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsolidatedLine {
+    pub account: String,
+    pub name: String,
+    pub kind: Kind,
+    /// Sum of every member institution's balance (debit minus credit).
+    pub gross_fen: i64,
+    /// What elimination removes (the negative of the internal balance).
+    pub elimination_fen: i64,
+    pub consolidated_fen: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct InternalPair {
+    pub institution: Uuid,
+    pub counterparty: Uuid,
+    /// The institution's internal balances with that counterparty (debit minus credit).
+    pub receivable_fen: i64,
+    pub payable_fen: i64,
+    pub revenue_fen: i64,
+    pub expense_fen: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct Consolidated {
+    pub from: String,
+    pub to: String,
+    pub lines: Vec<ConsolidatedLine>,
+    /// Internal balances between each pair of member institutions, which elimination removes.
+    pub internal: Vec<InternalPair>,
+    /// Pairs whose two sides disagree (one posted, the other not yet): left after elimination.
+    pub unmatched_fen: i64,
+    pub revenue_fen: i64,
+    pub expense_fen: i64,
+    pub surplus_fen: i64,
+}
+
+/// The community's consolidated statement: every institution's balances summed, then internal
+/// receivables and payables, internal revenue and expense between members eliminated, with the
+/// elimination lines shown.
+pub async fn consolidated(state: &AppState, ctx: &RequestCtx, from: &str, to: &str) -> AppResult<Consolidated> {
+    if !ctx.can(Perm::AccountsRead) {
+        ctx.require(Perm::AccountsConsolidated)?;
+    }
+    check_range(from, to)?;
+    let tx = state.db.begin(ctx).await?;
+    let chart = chart(&tx).await?;
+    let lines = lines_in(&tx, from, to, None).await?;
+    tx.rollback().await?;
+    let mut c = consolidate(&chart, &lines, from, to);
+    if !ctx.can(Perm::AccountsRead) {
+        // Bureau officials see the community's totals, not what each member owes another.
+        c.internal.clear();
+    }
+    Ok(c)
+}
+
+pub fn consolidate(chart: &Chart, lines: &[journal_line::Model], from: &str, to: &str) -> Consolidated {
+    let gross = sum_by_account(lines);
+    let internal_codes: HashSet<&str> = chart.accounts.iter().filter(|a| a.internal).map(|a| a.code.as_str()).collect();
+    let mut pairs: BTreeMap<(Uuid, Uuid), InternalPair> = BTreeMap::new();
+    for l in lines.iter().filter(|l| internal_codes.contains(l.account_code.as_str())) {
+        let Some(cp) = l.counterparty_id else { continue };
+        let p = pairs.entry((l.institution_id, cp)).or_insert(InternalPair {
+            institution: l.institution_id,
+            counterparty: cp,
+            receivable_fen: 0,
+            payable_fen: 0,
+            revenue_fen: 0,
+            expense_fen: 0,
+        });
+        let v = l.debit_fen - l.credit_fen;
+        match chart.account(&l.account_code).and_then(|a| a.role) {
+            Some(Role::InternalReceivable) => p.receivable_fen += v,
+            Some(Role::InternalPayable) => p.payable_fen += v,
+            Some(Role::InternalRevenue) => p.revenue_fen += v,
+            Some(Role::InternalExpense) => p.expense_fen += v,
+            _ => {}
+        }
+    }
+    let mut unmatched = 0;
+    for ((a, b), p) in &pairs {
+        if a < b {
+            let other = pairs.get(&(*b, *a));
+            let (r, pay) = other.map(|o| (o.receivable_fen, o.payable_fen)).unwrap_or((0, 0));
+            unmatched += (p.receivable_fen + pay).abs() + (p.payable_fen + r).abs();
+        }
+    }
+    let mut out = Vec::new();
+    let (mut revenue, mut expense) = (0, 0);
+    for (code, (d, c)) in gross {
+        let a = chart.account(&code);
+        let kind = a.map(|a| a.kind).unwrap_or(Kind::Asset);
+        let g = d - c;
+        let elim = if internal_codes.contains(code.as_str()) { -g } else { 0 };
+        let cons = g + elim;
+        match kind {
+            Kind::Revenue => revenue -= cons,
+            Kind::Expense => expense += cons,
+            _ => {}
+        }
+        out.push(ConsolidatedLine {
+            name: a.map(|a| a.name.clone()).unwrap_or_default(),
+            kind,
+            account: code,
+            gross_fen: g,
+            elimination_fen: elim,
+            consolidated_fen: cons,
+        });
+    }
+    Consolidated {
+        from: from.into(),
+        to: to.into(),
+        lines: out,
+        internal: pairs.into_values().collect(),
+        unmatched_fen: unmatched,
+        revenue_fen: revenue,
+        expense_fen: expense,
+        surplus_fen: revenue - expense,
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct IncomeStatement {
+    pub institution: Uuid,
+    pub name: String,
+    pub revenue: Vec<BalanceRow>,
+    pub expense: Vec<BalanceRow>,
+    /// Revenue (credits net of debits, refunds included) less expense.
+    pub revenue_fen: i64,
+    pub expense_fen: i64,
+    pub surplus_fen: i64,
+}
+
+pub async fn income_statements(
+    state: &AppState,
+    ctx: &RequestCtx,
+    from: &str,
+    to: &str,
+) -> AppResult<Vec<IncomeStatement>> {
+    ctx.require(Perm::AccountsRead)?;
+    check_range(from, to)?;
+    let tx = state.db.begin(ctx).await?;
+    let chart = chart(&tx).await?;
+    let lines = lines_in(&tx, from, to, None).await?;
+    let institutions = crate::tenancy::service::list_institutions(&tx).await?;
+    tx.rollback().await?;
+    let mut out = Vec::new();
+    for inst in institutions {
+        let mine: Vec<journal_line::Model> = lines.iter().filter(|l| l.institution_id == inst.id).cloned().collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let all = rows(&chart, sum_by_account(&mine));
+        let revenue: Vec<BalanceRow> = all.iter().filter(|r| r.kind == Kind::Revenue).cloned().collect();
+        let expense: Vec<BalanceRow> = all.iter().filter(|r| r.kind == Kind::Expense).cloned().collect();
+        let rev = -revenue.iter().map(|r| r.balance_fen).sum::<i64>();
+        let exp = expense.iter().map(|r| r.balance_fen).sum::<i64>();
+        out.push(IncomeStatement {
+            institution: inst.id,
+            name: inst.name,
+            revenue,
+            expense,
+            revenue_fen: rev,
+            expense_fen: exp,
+            surplus_fen: rev - exp,
+        });
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Clone)]
+pub struct PatientLine {
+    pub occurred_at: DateTime<Utc>,
+    pub institution: Uuid,
+    pub institution_name: String,
+    pub description: String,
+    /// Charged to the patient's account (their share) and to insurance.
+    pub patient_fen: i64,
+    pub insurance_fen: i64,
+    /// Paid by the patient (negative for a refund).
+    pub paid_fen: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct PatientStatement {
+    pub person: Uuid,
+    pub lines: Vec<PatientLine>,
+    pub charged_fen: i64,
+    pub insurance_fen: i64,
+    pub paid_fen: i64,
+    /// What the patient still owes across every institution.
+    pub balance_fen: i64,
+}
+
+/// A patient's account across every institution of the community.
+pub async fn patient_statement(state: &AppState, ctx: &RequestCtx, person: Uuid) -> AppResult<PatientStatement> {
+    ctx.require(Perm::AccountsRead)?;
+    let mut tx = state.db.begin(ctx).await?;
+    crate::patients::service::find_person_any(&tx, person).await?;
+    let persons = crate::patients::service::person_and_merged(&tx, person).await?;
+    let chart = chart(&tx).await?;
+    let entries = journal_entry::Entity::find()
+        .filter(journal_entry::Column::TenantId.eq(ctx.tenant))
+        .filter(journal_entry::Column::PersonId.is_in(persons))
+        .filter(journal_entry::Column::EventType.starts_with("billing."))
+        .order_by_asc(journal_entry::Column::OccurredAt)
+        .all(&*tx)
+        .await?;
+    let ids: Vec<Uuid> = entries.iter().map(|e| e.id).collect();
+    let lines = journal_line::Entity::find()
+        .filter(journal_line::Column::TenantId.eq(ctx.tenant))
+        .filter(journal_line::Column::EntryId.is_in(ids))
+        .all(&*tx)
+        .await?;
+    let names: HashMap<Uuid, String> =
+        crate::tenancy::service::list_institutions(&tx).await?.into_iter().map(|i| (i.id, i.name)).collect();
+    let (receivable, insurance) =
+        (chart.code(Role::PatientReceivable).to_string(), chart.code(Role::InsuranceReceivable).to_string());
+    let cash: HashSet<String> = [Role::Cash, Role::Bank].iter().map(|r| chart.code(*r).to_string()).collect();
+    let refunds = chart.code(Role::Refunds).to_string();
+    let mut out = Vec::new();
+    for e in entries {
+        let mine: Vec<&journal_line::Model> = lines.iter().filter(|l| l.entry_id == e.id).collect();
+        let sum = |f: &dyn Fn(&journal_line::Model) -> bool| {
+            mine.iter().filter(|l| f(l)).map(|l| l.debit_fen - l.credit_fen).sum::<i64>()
+        };
+        // A charge is the patient's share and insurance's; a refund takes back part of what
+        // the patient was charged and paid.
+        let (patient_fen, insurance_fen) = match e.event_type.as_str() {
+            "billing.charge_posted" => (sum(&|l| l.account_code == receivable), sum(&|l| l.account_code == insurance)),
+            "billing.refund_issued" => (-sum(&|l| l.account_code == refunds), 0),
+            _ => (0, 0),
+        };
+        let paid_fen = sum(&|l| cash.contains(&l.account_code));
+        out.push(PatientLine {
+            occurred_at: e.occurred_at,
+            institution_name: names.get(&e.institution_id).cloned().unwrap_or_default(),
+            institution: e.institution_id,
+            description: e.description,
+            patient_fen,
+            insurance_fen,
+            paid_fen,
+        });
+    }
+    tx.audit(
+        ctx.audit("accounts.patient_statement", "person", Purpose::Administration).resource(person).subject(person),
+    );
+    tx.commit().await?;
+    let charged: i64 = out.iter().map(|l| l.patient_fen).sum();
+    let ins: i64 = out.iter().map(|l| l.insurance_fen).sum();
+    let paid: i64 = out.iter().map(|l| l.paid_fen).sum();
+    Ok(PatientStatement {
+        person,
+        charged_fen: charged,
+        insurance_fen: ins,
+        paid_fen: paid,
+        balance_fen: charged - paid,
+        lines: out,
+    })
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Difference {
+    /// missing_in_ledger, amount_differs or extra_in_ledger
+    pub kind: &'static str,
+    /// charge, payment or refund
+    pub document: &'static str,
+    pub document_id: Uuid,
+    pub billing_fen: i64,
+    pub ledger_fen: i64,
+    /// The event that should have posted it, or that did.
+    pub event_id: Option<Uuid>,
+}
+
+/// Start and end (exclusive) of a China Standard Time day.
+pub fn china_day(day: NaiveDate) -> (DateTime<Utc>, DateTime<Utc>) {
+    let tz = chrono::FixedOffset::east_opt(8 * 3600).expect("valid offset");
+    let start = tz.from_local_datetime(&day.and_hms_opt(0, 0, 0).expect("midnight")).unwrap().with_timezone(&Utc);
+    (start, start + chrono::Duration::days(1))
+}
+
+/// Checks that one institution's billing of one day equals its ledger: every charge, payment
+/// and refund posted with the same amount, and nothing posted that billing does not have.
+pub async fn reconcile_day(tx: &Tx, institution: Uuid, day: NaiveDate) -> AppResult<Vec<Difference>> {
+    let (start, end) = china_day(day);
+    let docs = crate::billing::service::documents(tx, institution, start, end).await?;
+    let chart = chart(tx).await?;
+    let cash: HashSet<String> = [Role::Cash, Role::Bank].iter().map(|r| chart.code(*r).to_string()).collect();
+    let refunds = chart.code(Role::Refunds).to_string();
+    let entries = journal_entry::Entity::find()
+        .filter(journal_entry::Column::TenantId.eq(tx.tenant()))
+        .filter(journal_entry::Column::InstitutionId.eq(institution))
+        .filter(journal_entry::Column::EventType.starts_with("billing."))
+        .filter(journal_entry::Column::OccurredAt.gte(start))
+        .filter(journal_entry::Column::OccurredAt.lt(end))
+        .all(&**tx)
+        .await?;
+    let doc_ids: Vec<Uuid> = docs.iter().map(|d| d.id).collect();
+    let entry_ids: Vec<Uuid> = entries.iter().map(|e| e.id).collect();
+    let mut lines = journal_line::Entity::find()
+        .filter(journal_line::Column::TenantId.eq(tx.tenant()))
+        .filter(journal_line::Column::SourceId.is_in(doc_ids))
+        .all(&**tx)
+        .await?;
+    lines.extend(
+        journal_line::Entity::find()
+            .filter(journal_line::Column::TenantId.eq(tx.tenant()))
+            .filter(journal_line::Column::EntryId.is_in(entry_ids))
+            .all(&**tx)
+            .await?,
+    );
+    let event_of: HashMap<Uuid, Uuid> = journal_entry::Entity::find()
+        .filter(journal_entry::Column::TenantId.eq(tx.tenant()))
+        .filter(
+            journal_entry::Column::Id
+                .is_in(lines.iter().map(|l| l.entry_id).collect::<HashSet<_>>().into_iter().collect::<Vec<_>>()),
+        )
+        .all(&**tx)
+        .await?
+        .into_iter()
+        .map(|e| (e.id, e.event_id))
+        .collect();
+    // What the ledger says of each document: revenue credited for a charge; money debited for a
+    // payment; refunds debited for a refund.
+    let mut ledger: HashMap<Uuid, (i64, Uuid)> = HashMap::new();
+    let mut seen_lines = HashSet::new();
+    for l in &lines {
+        if !seen_lines.insert(l.id) {
+            continue;
+        }
+        let Some(src) = l.source_id else { continue };
+        let amount = match l.account_code.as_str() {
+            c if cash.contains(c) => l.debit_fen,
+            c if c == refunds => l.debit_fen,
+            c if chart
+                .account(c)
+                .is_some_and(|a| matches!(a.role, Some(Role::OutpatientRevenue | Role::DrugRevenue))) =>
+            {
+                l.credit_fen
+            }
+            _ => continue,
+        };
+        let e = ledger.entry(src).or_insert((0, event_of.get(&l.entry_id).copied().unwrap_or_default()));
+        e.0 += amount;
+    }
+    let mut out = Vec::new();
+    let billed: HashSet<Uuid> = docs.iter().map(|d| d.id).collect();
+    for d in &docs {
+        match ledger.get(&d.id) {
+            None => out.push(Difference {
+                kind: "missing_in_ledger",
+                document: d.kind,
+                document_id: d.id,
+                billing_fen: d.amount_fen,
+                ledger_fen: 0,
+                event_id: crate::platform::events::find_event(tx, d.bill_id, d.event_type, d.id).await?,
+            }),
+            Some((amount, event)) if *amount != d.amount_fen => out.push(Difference {
+                kind: "amount_differs",
+                document: d.kind,
+                document_id: d.id,
+                billing_fen: d.amount_fen,
+                ledger_fen: *amount,
+                event_id: Some(*event),
+            }),
+            _ => {}
+        }
+    }
+    for (src, (amount, event)) in &ledger {
+        if !billed.contains(src) && entries.iter().any(|e| e.event_id == *event) {
+            out.push(Difference {
+                kind: "extra_in_ledger",
+                document: "unknown",
+                document_id: *src,
+                billing_fen: 0,
+                ledger_fen: *amount,
+                event_id: Some(*event),
+            });
+        }
+    }
+    out.sort_by_key(|d| (d.kind, d.document_id));
+    Ok(out)
+}
+
+/// Reconciliation of one day for one institution or all of them.
+pub async fn reconcile_in(
+    tx: &Tx,
+    institution: Option<Uuid>,
+    day: NaiveDate,
+) -> AppResult<Vec<(Uuid, Vec<Difference>)>> {
+    let institutions = match institution {
+        Some(i) => vec![crate::tenancy::service::get_institution(tx, i).await?.id],
+        None => crate::tenancy::service::institution_ids(tx).await?,
+    };
+    let mut out = Vec::new();
+    for i in institutions {
+        out.push((i, reconcile_day(tx, i, day).await?));
+    }
+    Ok(out)
+}
+
+pub async fn reconcile(
+    state: &AppState,
+    ctx: &RequestCtx,
+    institution: Option<Uuid>,
+    day: NaiveDate,
+) -> AppResult<Vec<(Uuid, Vec<Difference>)>> {
+    ctx.require(Perm::AccountsRead)?;
+    let tx = state.db.begin(ctx).await?;
+    let out = reconcile_in(&tx, institution, day).await?;
+    tx.rollback().await?;
+    Ok(out)
+}
+
+pub async fn periods(state: &AppState, ctx: &RequestCtx) -> AppResult<Vec<ledger_period::Model>> {
+    ctx.require(Perm::AccountsRead)?;
+    let tx = state.db.begin(ctx).await?;
+    let rows = ledger_period::Entity::find()
+        .filter(ledger_period::Column::TenantId.eq(ctx.tenant))
+        .order_by_asc(ledger_period::Column::Period)
+        .all(&*tx)
+        .await?;
+    tx.rollback().await?;
+    Ok(rows)
+}
+
+/// Closes a month: nothing posts into it any more (late events go to the next open period with
+/// a reference back). Its entries were never changeable; now none can be added.
+pub async fn close_period(state: &AppState, ctx: &RequestCtx, period: &str) -> AppResult<ledger_period::Model> {
+    ctx.require(Perm::AccountsClose)?;
+    if !valid_period(period) {
+        return Err(AppError::unprocessable("period_invalid", "a period is YYYY-MM"));
+    }
+    if period >= period_of(Utc::now()).as_str() {
+        return Err(AppError::unprocessable("period_open", "only a past month can be closed"));
+    }
+    let mut tx = state.db.begin(ctx).await?;
+    let existing = ledger_period::Entity::find_by_id((ctx.tenant, period.to_string())).one(&*tx).await?;
+    if existing.as_ref().is_some_and(|p| p.status == "closed") {
+        return Err(AppError::conflict("period_closed", "that period is already closed"));
+    }
+    let row = ledger_period::Model {
+        tenant_id: ctx.tenant,
+        period: period.into(),
+        status: "closed".into(),
+        closed_at: Some(Utc::now()),
+        closed_by: Some(ctx.user),
+    };
+    let saved = if existing.is_some() {
+        ledger_period::ActiveModel::from(row).reset_all().update(&*tx).await?
+    } else {
+        ledger_period::ActiveModel::from(row).insert(&*tx).await?
+    };
+    tx.audit(ctx.audit("accounts.close_period", "ledger_period", Purpose::Administration).resource(period));
+    tx.commit().await?;
+    Ok(saved)
+}
+
+/// Stored balances against a rebuild from the events: per (institution, account), over all
+/// periods. Returns the pairs that differ (empty when the ledger is exactly its events).
+pub async fn verify_replay(db: &Db, tenant: Uuid) -> AppResult<Vec<(Uuid, String, i64, i64)>> {
+    let scope = SystemScope { tenant };
+    let tx = db.begin(&scope).await?;
+    let chart = chart(&tx).await?;
+    let settings = crate::tenancy::service::get_tenant(&*tx, tenant).await?.settings;
+    let bp = fee_share_bp(&settings);
+    let stored = {
+        let mut m: HashMap<(Uuid, String), i64> = HashMap::new();
+        for l in journal_line::Entity::find().filter(journal_line::Column::TenantId.eq(tenant)).all(&*tx).await? {
+            *m.entry((l.institution_id, l.account_code)).or_default() += l.debit_fen - l.credit_fen;
+        }
+        m
+    };
+    let events = crate::platform::events::published(
+        &tx,
+        &["billing.", "pharmacy.dispensed", "pharmacy.transferred", "referrals.completed"],
+    )
+    .await?;
+    tx.rollback().await?;
+    // Replay in publication order, keeping the charges fee sharing looks back at:
+    // (institution, person, bill, occurred_at, amount).
+    let mut drafts: Vec<Draft> = Vec::new();
+    let mut charges: Vec<(Uuid, Uuid, Uuid, DateTime<Utc>, i64)> = Vec::new();
+    for e in &events {
+        if e.event_type == "referrals.completed" {
+            let Some((receiver, referrer, person, since)) = referral_terms(e) else { continue };
+            if bp == 0 {
+                continue;
+            }
+            let first_bill = charges
+                .iter()
+                .filter(|(i, p, _, at, _)| *i == receiver && *p == person && *at >= since)
+                .min_by_key(|c| c.3)
+                .map(|c| c.2);
+            let revenue: i64 =
+                charges.iter().filter(|c| Some(c.2) == first_bill && c.3 <= e.occurred_at).map(|c| c.4).sum();
+            drafts.extend(fee_share(&chart, receiver, referrer, e.aggregate, Some(person), share_of(revenue, bp)));
+            continue;
+        }
+        let posted = post(&chart, e).map_err(|err| AppError::internal(anyhow::anyhow!(err)))?;
+        if e.event_type == "billing.charge_posted"
+            && let (Some(d), Ok(bill)) = (posted.first(), serde_json::from_value::<Uuid>(e.payload["bill"].clone()))
+            && let Some(person) = d.person
+        {
+            let amount: i64 = d.lines.iter().map(|l| l.credit).sum();
+            charges.push((d.institution, person, bill, e.occurred_at, amount));
+        }
+        drafts.extend(posted);
+    }
+    let rebuilt = balances(&drafts);
+    let keys: HashSet<&(Uuid, String)> = stored.keys().chain(rebuilt.keys()).collect();
+    let mut diffs: Vec<(Uuid, String, i64, i64)> = keys
+        .into_iter()
+        .filter_map(|k| {
+            let (s, r) = (stored.get(k).copied().unwrap_or(0), rebuilt.get(k).copied().unwrap_or(0));
+            (s != r).then(|| (k.0, k.1.clone(), s, r))
+        })
+        .collect();
+    diffs.sort();
+    Ok(diffs)
+}
+
+#[derive(Debug, Clone)]
+pub struct EntryView {
+    pub entry: journal_entry::Model,
+    pub lines: Vec<journal_line::Model>,
+}
+
+/// The journal of a period range, newest first, optionally for one institution.
+pub async fn entries(
+    state: &AppState,
+    ctx: &RequestCtx,
+    from: &str,
+    to: &str,
+    institution: Option<Uuid>,
+    limit: u64,
+    offset: u64,
+) -> AppResult<Vec<EntryView>> {
+    use sea_orm::QuerySelect;
+    ctx.require(Perm::AccountsRead)?;
+    check_range(from, to)?;
+    let tx = state.db.begin(ctx).await?;
+    let mut q = journal_entry::Entity::find()
+        .filter(journal_entry::Column::TenantId.eq(ctx.tenant))
+        .filter(journal_entry::Column::Period.gte(from))
+        .filter(journal_entry::Column::Period.lte(to));
+    if let Some(i) = institution {
+        crate::tenancy::service::get_institution(&tx, i).await?;
+        q = q.filter(journal_entry::Column::InstitutionId.eq(i));
+    }
+    let list = q
+        .order_by_desc(journal_entry::Column::OccurredAt)
+        .order_by_desc(journal_entry::Column::Id)
+        .limit(limit)
+        .offset(offset)
+        .all(&*tx)
+        .await?;
+    let lines = journal_line::Entity::find()
+        .filter(journal_line::Column::TenantId.eq(ctx.tenant))
+        .filter(journal_line::Column::EntryId.is_in(list.iter().map(|e| e.id).collect::<Vec<_>>()))
+        .all(&*tx)
+        .await?;
+    tx.rollback().await?;
+    let mut by_entry: HashMap<Uuid, Vec<journal_line::Model>> = HashMap::new();
+    for l in lines {
+        by_entry.entry(l.entry_id).or_default().push(l);
+    }
+    Ok(list
+        .into_iter()
+        .map(|e| {
+            let mut lines = by_entry.remove(&e.id).unwrap_or_default();
+            lines.sort_by_key(|l| (l.credit_fen > 0, l.account_code.clone()));
+            EntryView { entry: e, lines }
+        })
+        .collect())
+}
+
+/// The chart as the caller's community uses it.
+pub async fn chart_of(state: &AppState, ctx: &RequestCtx) -> AppResult<Chart> {
+    if !ctx.can(Perm::AccountsRead) {
+        ctx.require(Perm::AccountsConsolidated)?;
+    }
+    let tx = state.db.begin(ctx).await?;
+    let c = chart(&tx).await?;
+    tx.rollback().await?;
+    Ok(c)
+}

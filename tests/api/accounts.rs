@@ -1,0 +1,643 @@
+//! Consolidated accounts: the worked example of docs/accounts.md with its institution and
+//! consolidated figures (eliminations included), replay and double delivery, reconciliation of an
+//! injected mismatch, period close with a late event, and who sees what.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{Datelike, Utc};
+use cloudhis::accounts::entity::journal_line;
+use cloudhis::accounts::service::Ledger;
+use cloudhis::platform::SystemScope;
+use cloudhis::platform::consumers::Handler;
+use cloudhis::platform::events::{Envelope, outbox};
+use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, Set, Statement};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::helpers::{Session, TestApp, spawn_app};
+use crate::patients::rid;
+use crate::referrals::{count, eventually};
+use crate::visit::full_visit;
+
+/// Ids of the worked example.
+pub struct Example {
+    pub village: Uuid,
+    pub county: Uuid,
+    pub person: String,
+    pub county_payment: String,
+    pub tenant: Uuid,
+}
+
+/// The journal entries the worked example makes: village charge, payment, dispensing, refund,
+/// fee share earned, transfer in; county charge, payment, fee share paid, transfer out.
+pub const EXAMPLE_ENTRIES: i64 = 10;
+
+/// docs/accounts.md, "Worked example": two visits, an up referral with 10% fee sharing, a drug
+/// transfer from the county pharmacy to the village clinic, and a refund.
+pub async fn worked_example(app: &TestApp) -> Example {
+    let village_doc = app.login("village.doctor").await;
+    let ids = app.institutions(&village_doc).await;
+    let (village, county) = (ids["v-dongguan"], ids["county-hospital"]);
+
+    // 1. The first visit, at the village clinic, paid by mobile; its drugs dispensed.
+    let visit = full_visit(app, &village_doc, 40).await;
+
+    // 2. Referred up to the county hospital, accepted; the second visit there, paid in cash.
+    let up = app
+        .post(
+            "/api/v1/referrals",
+            &village_doc.token,
+            json!({"person_id": visit.person, "direction": "up", "to_institution_id": county,
+                   "reason": "血压控制不佳，请上级医院会诊", "source_encounter_id": visit.encounter}),
+        )
+        .await;
+    assert_eq!(up.status, 201, "{}", up.text);
+    let referral = up.body["id"].as_str().unwrap().to_string();
+    let coordinator = app.login("coordinator").await;
+    for step in ["accept", "arrive"] {
+        let r = app.post(&format!("/api/v1/referrals/{referral}/{step}"), &coordinator.token, json!({})).await;
+        assert_eq!(r.status, 200, "{step}: {}", r.text);
+    }
+    let county_doc = app.login("county.doctor").await;
+    let reg = app
+        .post(
+            "/api/v1/patients",
+            &county_doc.token,
+            json!({"name": "陈建国", "resident_id": rid("130999", "19580412", 10 + 2 * 40 + 1), "phone": "13700000000"}),
+        )
+        .await;
+    assert!(reg.status.is_success(), "{}", reg.text);
+    assert_eq!(reg.body["person"]["id"], visit.person.as_str(), "the county links to the same person");
+    let enc = app
+        .post(
+            "/api/v1/encounters",
+            &county_doc.token,
+            json!({"person_id": visit.person, "chief_complaint": "转诊会诊"}),
+        )
+        .await;
+    assert_eq!(enc.status, 201, "{}", enc.text);
+    let encounter = enc.body["id"].as_str().unwrap();
+    let bill = app
+        .post(
+            &format!("/api/v1/encounters/{encounter}/charges"),
+            &county_doc.token,
+            json!({"fee_items": [{"code": "registration"}, {"code": "consultation-specialist"}]}),
+        )
+        .await;
+    assert_eq!(bill.status, 200, "{}", bill.text);
+    // registration 100 (C, self-paid) + specialist consultation 2500 (B, 55% at the county).
+    assert_eq!((bill.body["total_fen"].as_i64(), bill.body["insurance_fen"].as_i64()), (Some(2600), Some(1375)));
+    let cashier = app.login("county.cashier").await;
+    let pay = app
+        .post(
+            &format!("/api/v1/bills/{}/payments", bill.body["id"].as_str().unwrap()),
+            &cashier.token,
+            json!({"method": "cash", "amount_fen": 1225}),
+        )
+        .await;
+    assert_eq!(pay.status, 201, "{}", pay.text);
+    let done = app
+        .post(&format!("/api/v1/referrals/{referral}/complete"), &coordinator.token, json!({"note": "会诊完毕"}))
+        .await;
+    assert_eq!(done.status, 200, "{}", done.text);
+
+    // 3. The county pharmacy supplies the village clinic: 100 amlodipine at 35 fen.
+    let pharmacist = app.login("county.pharmacist").await;
+    let t = app
+        .post(
+            "/api/v1/pharmacy/transfers",
+            &pharmacist.token,
+            json!({"to_institution_id": village, "drug_code": "amlodipine-5mg", "quantity": 100}),
+        )
+        .await;
+    assert_eq!(t.status, 201, "{}", t.text);
+    assert_eq!(t.body["value_fen"], 3500);
+
+    // 4. The village clinic refunds the registration fee of the first visit.
+    let refund = app
+        .post(
+            &format!("/api/v1/payments/{}/refunds", visit.payment),
+            &village_doc.token,
+            json!({"amount_fen": 100, "reason": "挂号费退还"}),
+        )
+        .await;
+    assert_eq!(refund.status, 201, "{}", refund.text);
+
+    caught_up(app, EXAMPLE_ENTRIES).await;
+    Example {
+        village,
+        county,
+        person: visit.person.clone(),
+        county_payment: pay.body["id"].as_str().unwrap().to_string(),
+        tenant: village_doc.tenant_id,
+    }
+}
+
+/// Waits until the ledger consumer has posted `entries` journal entries.
+async fn caught_up(app: &TestApp, entries: i64) {
+    eventually("the ledger to post every event", 30, || async {
+        count(app, "SELECT count(*) FROM journal_entries").await >= entries
+    })
+    .await;
+    assert_eq!(count(app, "SELECT count(*) FROM journal_entries").await, entries);
+}
+
+/// account code → balance (debit minus credit), from a trial balance or statement.
+fn balances(rows: &Value, field: &str) -> BTreeMap<String, i64> {
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["account"].as_str().unwrap().to_string(), r[field].as_i64().unwrap()))
+        .filter(|(_, v)| *v != 0)
+        .collect()
+}
+
+fn map(pairs: &[(&str, i64)]) -> BTreeMap<String, i64> {
+    pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+}
+
+async fn trial_balance(app: &TestApp, s: &Session, institution: Option<Uuid>) -> Value {
+    let q = institution.map(|i| format!("?institution_id={i}")).unwrap_or_default();
+    let r = app.get(&format!("/api/v1/accounts/trial-balance{q}"), &s.token).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["balanced"], true);
+    r.body
+}
+
+#[tokio::test]
+async fn the_worked_example_gives_the_documented_figures() {
+    let app = spawn_app().await;
+    app.load_demo().await;
+    let ex = worked_example(&app).await;
+    let finance = app.login("finance").await;
+
+    // The village clinic (docs/accounts.md, table "Village clinic").
+    let v = trial_balance(&app, &finance, Some(ex.village)).await;
+    assert_eq!(
+        balances(&v["rows"], "balance_fen"),
+        map(&[
+            ("1002", 318),
+            ("1211", 1802),
+            ("1301", 2380),
+            ("1401", 260),
+            ("2401", -3500),
+            ("4001", -1100),
+            ("4002", -1120),
+            ("4009", 100),
+            ("4101", -260),
+            ("5001", 1120),
+        ])
+    );
+    // The county hospital.
+    let c = trial_balance(&app, &finance, Some(ex.county)).await;
+    assert_eq!(
+        balances(&c["rows"], "balance_fen"),
+        map(&[
+            ("1001", 1225),
+            ("1211", 1375),
+            ("1301", -3500),
+            ("1401", 3500),
+            ("2401", -260),
+            ("4001", -2600),
+            ("5101", 260)
+        ])
+    );
+    // The community before eliminations sums both, and balances.
+    let all = trial_balance(&app, &finance, None).await;
+    assert_eq!(all["debit_fen"], all["credit_fen"]);
+
+    // The consolidated statement: internal balances shown and eliminated.
+    let cons = app.get("/api/v1/accounts/consolidated", &finance.token).await;
+    assert_eq!(cons.status, 200, "{}", cons.text);
+    let lines = &cons.body["lines"];
+    assert_eq!(
+        balances(lines, "gross_fen"),
+        map(&[
+            ("1001", 1225),
+            ("1002", 318),
+            ("1211", 3177),
+            ("1301", -1120),
+            ("1401", 3760),
+            ("2401", -3760),
+            ("4001", -3700),
+            ("4002", -1120),
+            ("4009", 100),
+            ("4101", -260),
+            ("5001", 1120),
+            ("5101", 260),
+        ])
+    );
+    assert_eq!(
+        balances(lines, "elimination_fen"),
+        map(&[("1401", -3760), ("2401", 3760), ("4101", 260), ("5101", -260)])
+    );
+    assert_eq!(
+        balances(lines, "consolidated_fen"),
+        map(&[
+            ("1001", 1225),
+            ("1002", 318),
+            ("1211", 3177),
+            ("1301", -1120),
+            ("4001", -3700),
+            ("4002", -1120),
+            ("4009", 100),
+            ("5001", 1120),
+        ])
+    );
+    assert_eq!(
+        (cons.body["revenue_fen"].as_i64(), cons.body["expense_fen"].as_i64(), cons.body["surplus_fen"].as_i64()),
+        (Some(4720), Some(1120), Some(3600))
+    );
+    assert_eq!(cons.body["unmatched_fen"], 0);
+    let pair = |from: Uuid, to: Uuid| {
+        cons.body["internal"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["institution_id"] == from.to_string() && p["counterparty_id"] == to.to_string())
+            .cloned()
+            .unwrap()
+    };
+    let (vc, cv) = (pair(ex.village, ex.county), pair(ex.county, ex.village));
+    assert_eq!(
+        (vc["receivable_fen"].as_i64(), vc["payable_fen"].as_i64(), vc["revenue_fen"].as_i64()),
+        (Some(260), Some(-3500), Some(-260))
+    );
+    assert_eq!(
+        (cv["receivable_fen"].as_i64(), cv["payable_fen"].as_i64(), cv["expense_fen"].as_i64()),
+        (Some(3500), Some(-260), Some(260))
+    );
+
+    // Income statements by institution; together they make the consolidated surplus.
+    let inc = app.get("/api/v1/accounts/income-statements", &finance.token).await;
+    assert_eq!(inc.status, 200, "{}", inc.text);
+    let of = |id: Uuid| {
+        inc.body.as_array().unwrap().iter().find(|s| s["institution_id"] == id.to_string()).cloned().unwrap()
+    };
+    let (vi, ci) = (of(ex.village), of(ex.county));
+    assert_eq!(
+        (vi["revenue_fen"].as_i64(), vi["expense_fen"].as_i64(), vi["surplus_fen"].as_i64()),
+        (Some(2380), Some(1120), Some(1260))
+    );
+    assert_eq!(
+        (ci["revenue_fen"].as_i64(), ci["expense_fen"].as_i64(), ci["surplus_fen"].as_i64()),
+        (Some(2600), Some(260), Some(2340))
+    );
+
+    // The patient's statement across both institutions: charged, insured, paid, refunded.
+    let ps = app.get(&format!("/api/v1/accounts/patients/{}/statement", ex.person), &finance.token).await;
+    assert_eq!(ps.status, 200, "{}", ps.text);
+    assert_eq!(
+        (
+            ps.body["charged_fen"].as_i64(),
+            ps.body["insurance_fen"].as_i64(),
+            ps.body["paid_fen"].as_i64(),
+            ps.body["balance_fen"].as_i64()
+        ),
+        (Some(418 - 100 + 1225), Some(1802 + 1375), Some(418 - 100 + 1225), Some(0))
+    );
+    let institutions: Vec<&str> =
+        ps.body["lines"].as_array().unwrap().iter().map(|l| l["institution_name"].as_str().unwrap()).collect();
+    assert_eq!(institutions.len(), 5, "charge, payment and refund at the village; charge and payment at the county");
+    assert!(institutions.contains(&"示范县人民医院") && institutions.contains(&"东关村卫生室"), "{institutions:?}");
+
+    // The journal names each entry's event; internal entries name their counterparty.
+    let entries = app.get(&format!("/api/v1/accounts/entries?institution_id={}", ex.county), &finance.token).await;
+    assert_eq!(entries.body.as_array().unwrap().len(), 4);
+    let share = entries.body.as_array().unwrap().iter().find(|e| e["event_type"] == "referrals.completed").unwrap();
+    assert_eq!(share["counterparty_id"], ex.village.to_string());
+    assert_eq!(
+        share["lines"],
+        json!([{"account": "5101", "debit_fen": 260, "credit_fen": 0, "source_id": share["source_id"]},
+                                      {"account": "2401", "debit_fen": 0, "credit_fen": 260, "source_id": share["source_id"]}])
+    );
+
+    // Billing and the ledger agree, day by day, institution by institution.
+    for day in days() {
+        let r = app.get(&format!("/api/v1/accounts/reconciliation?day={day}"), &finance.token).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        assert_eq!(r.body["reconciled"], true, "{}", r.text);
+    }
+    let out = app.cli(&["accounts", "reconcile"]);
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("v-dongguan: reconciled"));
+}
+
+/// The China days a test can have touched (two when it ran across midnight there).
+fn days() -> Vec<chrono::NaiveDate> {
+    let now = cloudhis::accounts::domain::china(Utc::now()).date_naive();
+    let earlier = cloudhis::accounts::domain::china(Utc::now() - chrono::Duration::minutes(5)).date_naive();
+    if earlier == now { vec![now] } else { vec![earlier, now] }
+}
+
+async fn all_balances(app: &TestApp) -> BTreeMap<(Uuid, String), i64> {
+    let mut out = BTreeMap::new();
+    for l in journal_line::Entity::find().all(&app.owner_connection().await).await.unwrap() {
+        *out.entry((l.institution_id, l.account_code)).or_default() += l.debit_fen - l.credit_fen;
+    }
+    out
+}
+
+/// A journal line written straight into the database, past the application.
+fn stray_line(tenant: Uuid, institution: Uuid, period: &str, debit: i64) -> journal_line::ActiveModel {
+    let id = Uuid::now_v7();
+    journal_line::ActiveModel {
+        tenant_id: Set(tenant),
+        id: Set(id),
+        entry_id: Set(id),
+        institution_id: Set(institution),
+        period: Set(period.into()),
+        account_code: Set("1001".into()),
+        debit_fen: Set(debit),
+        credit_fen: Set(0),
+        counterparty_id: Set(None),
+        person_id: Set(None),
+        source_id: Set(None),
+    }
+}
+
+async fn published(app: &TestApp, tenant: Uuid) -> Vec<Envelope> {
+    let tx = app.state.db.begin(&SystemScope { tenant }).await.unwrap();
+    let list = cloudhis::platform::events::published(&tx, &["billing.", "pharmacy.", "referrals."]).await.unwrap();
+    tx.rollback().await.unwrap();
+    list
+}
+
+#[tokio::test]
+async fn delivering_every_event_twice_changes_nothing_and_a_rebuild_gives_the_same_balances() {
+    let app = spawn_app().await;
+    app.load_demo().await;
+    let ex = worked_example(&app).await;
+    let before = all_balances(&app).await;
+    assert!(before.len() >= 15, "{before:?}");
+
+    // Rebuilding the ledger from every published event gives the stored balances exactly.
+    let diffs = cloudhis::accounts::service::verify_replay(&app.state.db, ex.tenant).await.unwrap();
+    assert!(diffs.is_empty(), "{diffs:?}");
+    let out = app.cli(&["accounts", "verify-replay"]);
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+
+    // Every event delivered again through the bus the app runs on.
+    let events = published(&app, ex.tenant).await;
+    assert_eq!(events.len(), 11, "2 charges, 2 payments, a refund, a dispensing, a transfer, 4 referral steps");
+    if app.state.bus.is_amqp() {
+        let (confirmed, failure) = app.state.bus.publish_batch(&events).await;
+        assert!(failure.is_none() && confirmed == events.len());
+        drained(&app, "ledger").await;
+    } else {
+        let handlers = cloudhis::startup::handlers();
+        for e in &events {
+            assert!(cloudhis::platform::consumers::dispatch_local(&app.state.db, &handlers, e).await.is_empty());
+        }
+    }
+    // And once more straight into the ledger, past the consumer's own bookkeeping.
+    for e in &events {
+        let mut tx = app.state.db.begin(&SystemScope { tenant: ex.tenant }).await.unwrap();
+        Ledger.handle(&mut tx, e).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    assert_eq!(count(&app, "SELECT count(*) FROM journal_entries").await, EXAMPLE_ENTRIES);
+    assert_eq!(all_balances(&app).await, before);
+    assert!(cloudhis::accounts::service::verify_replay(&app.state.db, ex.tenant).await.unwrap().is_empty());
+
+    // A ledger that drifts from its events is caught: an entry the events do not explain.
+    let owner = app.owner_connection().await;
+    stray_line(ex.tenant, ex.village, &cloudhis::accounts::domain::period_of(Utc::now()), 999)
+        .insert(&owner)
+        .await
+        .unwrap();
+    let diffs = cloudhis::accounts::service::verify_replay(&app.state.db, ex.tenant).await.unwrap();
+    assert_eq!(diffs, vec![(ex.village, "1001".to_string(), 999, 0)]);
+    let out = app.cli(&["accounts", "verify-replay"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("v-dongguan 1001: stored 999 fen, rebuilt 0 fen"));
+}
+
+/// Waits until a consumer's queue on RabbitMQ is empty, then a little longer for what it holds.
+async fn drained(app: &TestApp, consumer: &str) {
+    let url = app.env["AMQP_URL"].clone();
+    let prefix = app.env["CLOUDHIS_AMQP_PREFIX"].clone();
+    let conn = lapin::Connection::connect(&url, lapin::ConnectionProperties::default()).await.unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    let queue = format!("{prefix}.{consumer}");
+    eventually("the ledger queue to drain", 30, || {
+        let (ch, queue) = (ch.clone(), queue.clone());
+        async move {
+            let q = ch
+                .queue_declare(
+                    queue.as_str().into(),
+                    lapin::options::QueueDeclareOptions { passive: true, ..Default::default() },
+                    Default::default(),
+                )
+                .await
+                .unwrap();
+            q.message_count() == 0
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+}
+
+#[tokio::test]
+async fn reconciliation_names_the_event_of_an_injected_mismatch() {
+    let app = spawn_app().await;
+    app.load_demo().await;
+    let ex = worked_example(&app).await;
+    let finance = app.login("finance").await;
+
+    // Billing's copy of the county payment is altered behind the ledger's back.
+    let owner = app.owner_connection().await;
+    let backend = owner.get_database_backend();
+    let payment: Uuid = ex.county_payment.parse().unwrap();
+    owner
+        .execute_raw(Statement::from_sql_and_values(
+            backend,
+            if backend == sea_orm::DbBackend::Sqlite {
+                "UPDATE payments SET amount_fen = amount_fen + 1 WHERE id = ?"
+            } else {
+                "UPDATE payments SET amount_fen = amount_fen + 1 WHERE id = $1"
+            },
+            [payment.into()],
+        ))
+        .await
+        .unwrap();
+    let event = published(&app, ex.tenant)
+        .await
+        .into_iter()
+        .find(|e| e.event_type == "billing.payment_received" && e.payload["payment"] == ex.county_payment.as_str())
+        .unwrap()
+        .id
+        .to_string();
+
+    let mut found = None;
+    for day in days() {
+        let r = app.get(&format!("/api/v1/accounts/reconciliation?day={day}"), &finance.token).await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        for inst in r.body["institutions"].as_array().unwrap() {
+            let diffs = inst["differences"].as_array().unwrap();
+            if inst["institution_id"] == ex.county.to_string() && !diffs.is_empty() {
+                found = Some(diffs.clone());
+            } else {
+                assert!(diffs.is_empty(), "only the county payment differs: {inst}");
+            }
+        }
+    }
+    let diffs = found.expect("the county's mismatch is found");
+    assert_eq!(
+        diffs,
+        vec![json!({"kind": "amount_differs", "document": "payment", "document_id": ex.county_payment,
+                    "billing_fen": 1226, "ledger_fen": 1225, "event_id": event})]
+    );
+    let out = app.cli(&["accounts", "reconcile", "--institution", "county-hospital"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains(&format!(
+            "amount_differs payment {}: billing 1226 fen, ledger 1225 fen, event {event}",
+            ex.county_payment
+        )),
+        "{stdout}"
+    );
+}
+
+fn previous_month() -> String {
+    let now = cloudhis::accounts::domain::china(Utc::now());
+    if now.month() == 1 { format!("{}-12", now.year() - 1) } else { format!("{}-{:02}", now.year(), now.month() - 1) }
+}
+
+#[tokio::test]
+async fn a_closed_month_takes_nothing_new_and_a_late_event_posts_to_the_next_open_period() {
+    let app = spawn_app().await;
+    app.load_demo().await;
+    let finance = app.login("finance").await;
+    let village = app.institutions(&finance).await["v-dongguan"];
+    let last = previous_month();
+    let this = cloudhis::accounts::domain::period_of(Utc::now());
+
+    let r = app.post("/api/v1/accounts/periods/close", &finance.token, json!({"period": last})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["status"], "closed");
+    assert_eq!(r.body["closed_by"], finance.user_id.to_string());
+    let again = app.post("/api/v1/accounts/periods/close", &finance.token, json!({"period": last})).await;
+    assert_eq!((again.status.as_u16(), again.code()), (409, "period_closed"));
+    let open = app.post("/api/v1/accounts/periods/close", &finance.token, json!({"period": this})).await;
+    assert_eq!((open.status.as_u16(), open.code()), (422, "period_open"));
+    let bad = app.post("/api/v1/accounts/periods/close", &finance.token, json!({"period": "2026-13"})).await;
+    assert_eq!((bad.status.as_u16(), bad.code()), (422, "period_invalid"));
+    let admin = app.login("admin").await;
+    let no = app.post("/api/v1/accounts/periods/close", &admin.token, json!({"period": "2020-01"})).await;
+    assert_eq!(no.status, 403, "tenant admins read the accounts but the finance office closes months");
+    let periods = app.get("/api/v1/accounts/periods", &finance.token).await;
+    assert_eq!(periods.body[0]["period"], last.as_str());
+
+    // An event of the closed month arrives late (a replica that was down, say).
+    let last_month_day =
+        cloudhis::accounts::domain::china(Utc::now()).with_day(1).unwrap() - chrono::Duration::days(10);
+    let owner = app.owner_connection().await;
+    let backend = owner.get_database_backend();
+    let seq = if backend == sea_orm::DbBackend::Sqlite {
+        let row = owner
+            .query_one_raw(Statement::from_string(backend, "SELECT COALESCE(MAX(seq), 0) + 1 AS n FROM outbox"))
+            .await
+            .unwrap()
+            .unwrap();
+        Set(Some(row.try_get::<i64>("", "n").unwrap()))
+    } else {
+        sea_orm::ActiveValue::NotSet
+    };
+    let late = Uuid::now_v7();
+    outbox::ActiveModel {
+        seq,
+        tenant_id: Set(finance.tenant_id),
+        id: Set(late),
+        event_type: Set("pharmacy.dispensed".into()),
+        version: Set(1),
+        aggregate_id: Set(Uuid::now_v7()),
+        actor_user_id: Set(None),
+        occurred_at: Set(last_month_day.with_timezone(&Utc)),
+        payload: Set(json!({"institution": village, "prescription": Uuid::now_v7(), "value_fen": 700})),
+        published_at: Set(None),
+        attempts: Set(0),
+        last_error: Set(None),
+    }
+    .insert(&owner)
+    .await
+    .unwrap();
+    caught_up(&app, 1).await;
+    let entries = app.get("/api/v1/accounts/entries", &finance.token).await;
+    assert_eq!(entries.status, 200, "{}", entries.text);
+    let e = &entries.body[0];
+    assert_eq!(e["event_id"], late.to_string());
+    assert_eq!((e["period"].as_str(), e["late_from_period"].as_str()), (Some(this.as_str()), Some(last.as_str())));
+    let closed = app.get(&format!("/api/v1/accounts/trial-balance?from={last}&to={last}"), &finance.token).await;
+    assert_eq!(closed.body["rows"], json!([]), "the closed month is as it was");
+    let now = app.get(&format!("/api/v1/accounts/trial-balance?institution_id={village}"), &finance.token).await;
+    assert_eq!(balances(&now.body["rows"], "balance_fen"), map(&[("1301", -700), ("5001", 700)]));
+
+    // The database itself refuses a row in the closed month, whoever writes it.
+    let refused = stray_line(finance.tenant_id, village, &last, 1).insert(&owner).await;
+    assert!(refused.is_err(), "a closed period takes no rows");
+    // And journal rows are never changed.
+    let changed =
+        owner.execute_raw(Statement::from_string(backend, "UPDATE journal_lines SET debit_fen = debit_fen + 1")).await;
+    assert!(changed.is_err(), "journal lines are immutable");
+}
+
+#[tokio::test]
+async fn finance_sees_the_books_the_bureau_sees_totals_and_clinicians_see_nothing() {
+    let app = spawn_app().await;
+    app.load_demo().await;
+    let ex = worked_example(&app).await;
+    let bureau = app.login("bureau").await;
+    let cons = app.get("/api/v1/accounts/consolidated", &bureau.token).await;
+    assert_eq!(cons.status, 200, "{}", cons.text);
+    assert_eq!(cons.body["surplus_fen"], 3600);
+    assert_eq!(cons.body["internal"], json!([]), "no member-by-member balances for the bureau");
+    for path in [
+        "/api/v1/accounts/trial-balance".to_string(),
+        format!("/api/v1/accounts/trial-balance?institution_id={}", ex.village),
+        "/api/v1/accounts/income-statements".into(),
+        "/api/v1/accounts/entries".into(),
+        "/api/v1/accounts/reconciliation".into(),
+        "/api/v1/accounts/periods".into(),
+        format!("/api/v1/accounts/patients/{}/statement", ex.person),
+    ] {
+        let r = app.get(&path, &bureau.token).await;
+        assert_eq!(r.status, 403, "bureau {path}: {}", r.text);
+    }
+    let doctor = app.login("village.doctor").await;
+    for path in ["/api/v1/accounts/consolidated", "/api/v1/accounts/trial-balance", "/api/v1/accounts/chart"] {
+        let r = app.get(path, &doctor.token).await;
+        assert_eq!(r.status, 403, "doctor {path}: {}", r.text);
+    }
+    let admin = app.login("admin").await;
+    let tb = app.get(&format!("/api/v1/accounts/trial-balance?institution_id={}", ex.county), &admin.token).await;
+    assert_eq!(tb.status, 200, "{}", tb.text);
+    let chart = app.get("/api/v1/accounts/chart", &admin.token).await;
+    assert_eq!(chart.body.as_array().unwrap().len(), 13);
+    assert_eq!(
+        chart.body[0],
+        json!({"code": "1001", "name": "库存现金", "name_en": "Cash", "kind": "asset", "internal": false, "role": "cash"})
+    );
+
+    // Bad ranges are refused with a stable code.
+    let finance = app.login("finance").await;
+    for q in ["from=2026-13", "from=2026-11&to=2026-10", "from=26-11", "to=2026-00"] {
+        let r = app.get(&format!("/api/v1/accounts/trial-balance?{q}"), &finance.token).await;
+        assert_eq!((r.status.as_u16(), r.code()), (422, "period_invalid"), "{q}");
+    }
+    let r = app.get("/api/v1/accounts/reconciliation?day=2026-02-30", &finance.token).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    let r = app.get(&format!("/api/v1/accounts/patients/{}/statement", Uuid::now_v7()), &finance.token).await;
+    assert_eq!((r.status.as_u16(), r.code()), (404, "person_not_found"));
+
+    // Reading a patient's statement is audited.
+    let before = count(&app, "SELECT count(*) FROM audit_log WHERE action = 'accounts.patient_statement'").await;
+    let r = app.get(&format!("/api/v1/accounts/patients/{}/statement", ex.person), &finance.token).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    eventually("the audit row", 10, || async {
+        count(&app, "SELECT count(*) FROM audit_log WHERE action = 'accounts.patient_statement'").await == before + 1
+    })
+    .await;
+}
