@@ -230,15 +230,38 @@ pub struct BalanceRow {
     pub balance_fen: i64,
 }
 
-async fn lines_in(tx: &Tx, from: &str, to: &str, institution: Option<Uuid>) -> AppResult<Vec<journal_line::Model>> {
+/// Journal lines summed by institution, account and counterparty: statements aggregate in the
+/// database, so a year of a community's lines never has to cross the wire one by one.
+#[derive(Debug, Clone, PartialEq, Eq, sea_orm::FromQueryResult)]
+pub struct LineSum {
+    pub institution_id: Uuid,
+    pub account_code: String,
+    pub counterparty_id: Option<Uuid>,
+    pub debit_fen: i64,
+    pub credit_fen: i64,
+}
+
+async fn sums_in(tx: &Tx, from: &str, to: &str, institution: Option<Uuid>) -> AppResult<Vec<LineSum>> {
+    use journal_line::Column as C;
+    use sea_orm::QuerySelect;
+    use sea_orm::sea_query::{Alias, Expr, ExprTrait, Func};
+    // SUM(bigint) is numeric on PostgreSQL; the cast keeps it an integer on both backends.
+    let total = |c: C| Expr::from(Func::sum(Expr::col(c))).cast_as(Alias::new("BIGINT"));
     let mut q = journal_line::Entity::find()
-        .filter(journal_line::Column::TenantId.eq(tx.tenant()))
-        .filter(journal_line::Column::Period.gte(from))
-        .filter(journal_line::Column::Period.lte(to));
+        .select_only()
+        .column(C::InstitutionId)
+        .column(C::AccountCode)
+        .column(C::CounterpartyId)
+        .column_as(total(C::DebitFen), "debit_fen")
+        .column_as(total(C::CreditFen), "credit_fen")
+        .filter(C::TenantId.eq(tx.tenant()))
+        .filter(C::Period.gte(from))
+        .filter(C::Period.lte(to));
     if let Some(i) = institution {
-        q = q.filter(journal_line::Column::InstitutionId.eq(i));
+        q = q.filter(C::InstitutionId.eq(i));
     }
-    Ok(q.all(&**tx).await?)
+    let q = q.group_by(C::InstitutionId).group_by(C::AccountCode).group_by(C::CounterpartyId);
+    Ok(q.into_model::<LineSum>().all(&**tx).await?)
 }
 
 fn rows(chart: &Chart, sums: BTreeMap<String, (i64, i64)>) -> Vec<BalanceRow> {
@@ -257,7 +280,7 @@ fn rows(chart: &Chart, sums: BTreeMap<String, (i64, i64)>) -> Vec<BalanceRow> {
         .collect()
 }
 
-fn sum_by_account(lines: &[journal_line::Model]) -> BTreeMap<String, (i64, i64)> {
+fn sum_by_account(lines: &[LineSum]) -> BTreeMap<String, (i64, i64)> {
     let mut m: BTreeMap<String, (i64, i64)> = BTreeMap::new();
     for l in lines {
         let e = m.entry(l.account_code.clone()).or_default();
@@ -282,9 +305,9 @@ pub async fn trial_balance(
         crate::tenancy::service::get_institution(&tx, i).await?;
     }
     let chart = chart(&tx).await?;
-    let lines = lines_in(&tx, from, to, institution).await?;
+    let sums = sums_in(&tx, from, to, institution).await?;
     tx.rollback().await?;
-    Ok(rows(&chart, sum_by_account(&lines)))
+    Ok(rows(&chart, sum_by_account(&sums)))
 }
 
 #[derive(Debug, Clone)]
@@ -334,9 +357,9 @@ pub async fn consolidated(state: &AppState, ctx: &RequestCtx, from: &str, to: &s
     check_range(from, to)?;
     let tx = state.db.begin(ctx).await?;
     let chart = chart(&tx).await?;
-    let lines = lines_in(&tx, from, to, None).await?;
+    let sums = sums_in(&tx, from, to, None).await?;
     tx.rollback().await?;
-    let mut c = consolidate(&chart, &lines, from, to);
+    let mut c = consolidate(&chart, &sums, from, to);
     if !ctx.can(Perm::AccountsRead) {
         // Bureau officials see the community's totals, not what each member owes another.
         c.internal.clear();
@@ -344,7 +367,7 @@ pub async fn consolidated(state: &AppState, ctx: &RequestCtx, from: &str, to: &s
     Ok(c)
 }
 
-pub fn consolidate(chart: &Chart, lines: &[journal_line::Model], from: &str, to: &str) -> Consolidated {
+pub fn consolidate(chart: &Chart, lines: &[LineSum], from: &str, to: &str) -> Consolidated {
     let gross = sum_by_account(lines);
     let internal_codes: HashSet<&str> = chart.accounts.iter().filter(|a| a.internal).map(|a| a.code.as_str()).collect();
     let mut pairs: BTreeMap<(Uuid, Uuid), InternalPair> = BTreeMap::new();
@@ -431,12 +454,12 @@ pub async fn income_statements(
     check_range(from, to)?;
     let tx = state.db.begin(ctx).await?;
     let chart = chart(&tx).await?;
-    let lines = lines_in(&tx, from, to, None).await?;
+    let lines = sums_in(&tx, from, to, None).await?;
     let institutions = crate::tenancy::service::list_institutions(&tx).await?;
     tx.rollback().await?;
     let mut out = Vec::new();
     for inst in institutions {
-        let mine: Vec<journal_line::Model> = lines.iter().filter(|l| l.institution_id == inst.id).cloned().collect();
+        let mine: Vec<LineSum> = lines.iter().filter(|l| l.institution_id == inst.id).cloned().collect();
         if mine.is_empty() {
             continue;
         }
@@ -756,7 +779,7 @@ pub async fn verify_replay(db: &Db, tenant: Uuid) -> AppResult<Vec<(Uuid, String
     let bp = fee_share_bp(&settings);
     let stored = {
         let mut m: HashMap<(Uuid, String), i64> = HashMap::new();
-        for l in journal_line::Entity::find().filter(journal_line::Column::TenantId.eq(tenant)).all(&*tx).await? {
+        for l in sums_in(&tx, "0000-01", "9999-12", None).await? {
             *m.entry((l.institution_id, l.account_code)).or_default() += l.debit_fen - l.credit_fen;
         }
         m
