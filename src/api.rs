@@ -24,6 +24,8 @@ pub enum ApiTags {
     Referrals,
     /// The community's consolidated books: journal, statements, reconciliation, period close
     Accounts,
+    /// Chronic-disease registries, follow-ups, worklists and enrollment suggestions
+    Followups,
 }
 
 /// Every context's API. Handlers take the [`crate::state::AppState`] from request data, so the
@@ -40,5 +42,6 @@ pub fn api() -> impl OpenApi {
         crate::billing::api::BillingApi,
         crate::referrals::api::ReferralsApi,
         crate::accounts::api::AccountsApi,
+        crate::followups::api::FollowupsApi,
     )
 }

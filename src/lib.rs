@@ -7,6 +7,7 @@ pub mod audit;
 pub mod billing;
 pub mod cli;
 pub mod clinical;
+pub mod followups;
 pub mod identity;
 pub mod patients;
 pub mod pharmacy;

@@ -101,6 +101,7 @@ pub fn handlers() -> Vec<std::sync::Arc<dyn crate::platform::consumers::Handler>
     vec![
         std::sync::Arc::new(crate::referrals::events::Notifications),
         std::sync::Arc::new(crate::accounts::service::Ledger),
+        std::sync::Arc::new(crate::followups::service::Suggest),
     ]
 }
 

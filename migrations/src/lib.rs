@@ -18,6 +18,7 @@ mod m20261128_000009_billing_tables;
 mod m20261128_000010_platform_consumers;
 mod m20261128_000011_referrals_tables;
 mod m20261128_000012_accounts_tables;
+mod m20261128_000013_followups_tables;
 
 pub struct Migrator;
 
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000010_platform_consumers::Migration),
             Box::new(m20261128_000011_referrals_tables::Migration),
             Box::new(m20261128_000012_accounts_tables::Migration),
+            Box::new(m20261128_000013_followups_tables::Migration),
         ]
     }
 }

@@ -45,10 +45,13 @@ pub enum Perm {
     AccountsClose,
     /// The community's consolidated totals only.
     AccountsConsolidated,
+    /// Chronic-disease registries and their worklists.
+    FollowupRead,
+    FollowupWrite,
 }
 
 impl Perm {
-    pub const ALL: [Perm; 23] = [
+    pub const ALL: [Perm; 25] = [
         Self::InstitutionRead,
         Self::StaffRead,
         Self::StaffWrite,
@@ -72,6 +75,8 @@ impl Perm {
         Self::AccountsRead,
         Self::AccountsClose,
         Self::AccountsConsolidated,
+        Self::FollowupRead,
+        Self::FollowupWrite,
     ];
 
     pub fn object_action(self) -> (&'static str, &'static str) {
@@ -99,6 +104,8 @@ impl Perm {
             Self::AccountsRead => ("accounts", "read"),
             Self::AccountsClose => ("accounts", "close"),
             Self::AccountsConsolidated => ("accounts", "consolidated"),
+            Self::FollowupRead => ("followup", "read"),
+            Self::FollowupWrite => ("followup", "write"),
         }
     }
 }
@@ -157,6 +164,13 @@ impl RequestCtx {
             tracing::error!(error = %e, "casbin enforce failed; denying");
             false
         })
+    }
+
+    /// Whether another user of the tenant holds `perm` in `institution` (a responsible doctor,
+    /// say).
+    pub fn user_can_in(&self, user: Uuid, perm: Perm, institution: Uuid) -> bool {
+        let (obj, act) = perm.object_action();
+        self.enforcer.enforce((user.to_string(), institution.to_string(), obj, act)).unwrap_or(false)
     }
 
     pub fn can(&self, perm: Perm) -> bool {

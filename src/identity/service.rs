@@ -528,3 +528,18 @@ pub async fn apply_users(
     }
     Ok(())
 }
+
+/// Display names of staff by id (for worklists and exports naming the responsible doctor).
+pub async fn display_names(tx: &Tx, ids: &[Uuid]) -> AppResult<HashMap<Uuid, String>> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    Ok(user::Entity::find()
+        .filter(user::Column::TenantId.eq(tx.tenant()))
+        .filter(user::Column::Id.is_in(ids.to_vec()))
+        .all(&**tx)
+        .await?
+        .into_iter()
+        .map(|u| (u.id, u.display_name))
+        .collect())
+}

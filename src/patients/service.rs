@@ -966,3 +966,56 @@ pub async fn names_of(tx: &Tx, ids: &[Uuid]) -> AppResult<HashMap<Uuid, String>>
         .map(|p| (p.id, p.name))
         .collect())
 }
+
+/// What a worklist shows of a person: name, sex, birth, and the phone to call them on (masked
+/// for roles without `patient.identifiers`).
+#[derive(Debug, Clone)]
+pub struct Contact {
+    pub name: String,
+    pub sex: Option<String>,
+    pub birth_date: Option<chrono::NaiveDate>,
+    pub birth_year: Option<i32>,
+    pub phone: Option<String>,
+}
+
+impl Contact {
+    /// Age in whole years on `day`, from the birth date or, failing that, the birth year.
+    pub fn age_on(&self, day: chrono::NaiveDate) -> Option<i32> {
+        use chrono::Datelike;
+        match (self.birth_date, self.birth_year) {
+            (Some(b), _) => {
+                let mut age = day.year() - b.year();
+                if (day.month(), day.day()) < (b.month(), b.day()) {
+                    age -= 1;
+                }
+                Some(age)
+            }
+            (None, Some(y)) => Some(day.year() - y),
+            _ => None,
+        }
+    }
+}
+
+pub async fn contacts_of(
+    tx: &Tx,
+    ctx: &RequestCtx,
+    cipher: &PiiCipher,
+    ids: &[Uuid],
+) -> AppResult<HashMap<Uuid, Contact>> {
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let full = ctx.can(Perm::PatientIdentifiers);
+    Ok(person::Entity::find()
+        .filter(person::Column::TenantId.eq(tx.tenant()))
+        .filter(person::Column::Id.is_in(ids.to_vec()))
+        .all(&**tx)
+        .await?
+        .into_iter()
+        .map(|p| {
+            let phone =
+                p.phone_enc.as_deref().and_then(|e| cipher.decrypt(e)).map(|v| if full { v } else { mask_phone(&v) });
+            (p.id, Contact { name: p.name, sex: p.sex, birth_date: p.birth_date, birth_year: p.birth_year, phone })
+        })
+        .collect())
+}

@@ -66,16 +66,61 @@ pub async fn create(state: &AppState, ctx: &RequestCtx, input: CreateInput) -> A
     ctx.require(Perm::ReferralWrite)?;
     check_text("reason", &input.reason, 1000)?;
     let mut tx = state.db.begin(ctx).await?;
-    if !crate::patients::service::registered_at(&tx, input.person_id, ctx.institution).await? {
+    let r = create_in(&mut tx, ctx, input).await?;
+    tx.commit().await?;
+    Ok(r)
+}
+
+/// A proposed up-referral for a person registered at the caller's institution, kept as a draft
+/// for the doctor to review and send: to the institution above (a village clinic's township
+/// centre, a township centre's county hospital). `None` when there is nothing above.
+pub async fn propose_up(
+    tx: &mut Tx,
+    ctx: &RequestCtx,
+    person: Uuid,
+    reason: String,
+    urgent: bool,
+) -> AppResult<Option<referral::Model>> {
+    let here = crate::tenancy::service::get_institution(tx, ctx.institution).await?;
+    let Some(parent) = here.parent_id else { return Ok(None) };
+    let above = crate::tenancy::service::get_institution(tx, parent).await?;
+    if !is_upward(here.kind, above.kind) {
+        return Ok(None);
+    }
+    let input = CreateInput {
+        person_id: person,
+        direction: Direction::Up,
+        to_institution: Some(above.id),
+        external_hospital: None,
+        reason,
+        urgent,
+        source_encounter: None,
+        submit: false,
+    };
+    Ok(Some(create_in(tx, ctx, input).await?))
+}
+
+/// Whether a referral is still a draft (nobody has sent or dropped it yet).
+pub async fn is_draft(tx: &Tx, id: Uuid) -> AppResult<bool> {
+    Ok(referral::Entity::find_by_id((tx.tenant(), id))
+        .one(&**tx)
+        .await?
+        .is_some_and(|r| r.status == Status::Draft.as_str()))
+}
+
+/// Creates a referral in the caller's transaction.
+pub async fn create_in(tx: &mut Tx, ctx: &RequestCtx, input: CreateInput) -> AppResult<referral::Model> {
+    check_text("reason", &input.reason, 1000)?;
+    if !crate::patients::service::registered_at(tx, input.person_id, ctx.institution).await? {
         return Err(AppError::not_found("person_not_found", "no such person registered at your institution"));
     }
-    let from = crate::tenancy::service::get_institution(&tx, ctx.institution).await?;
+    let from = crate::tenancy::service::get_institution(tx, ctx.institution).await?;
     let (to, external, status) = match input.direction {
         Direction::Up => {
             let id = input.to_institution.ok_or_else(|| {
                 AppError::unprocessable("to_institution_required", "an up-referral names the receiving institution")
             })?;
-            let to = crate::tenancy::service::get_institution(&tx, id).await?;
+            let to = crate::tenancy::service::get_institution(tx, id).await?;
             if !is_upward(from.kind, to.kind) {
                 return Err(AppError::unprocessable(
                     "referral_direction_invalid",
@@ -98,9 +143,9 @@ pub async fn create(state: &AppState, ctx: &RequestCtx, input: CreateInput) -> A
         }
     };
     let snapshot =
-        crate::clinical::service::referral_snapshot(&tx, input.person_id, ctx.institution, input.source_encounter)
+        crate::clinical::service::referral_snapshot(tx, input.person_id, ctx.institution, input.source_encounter)
             .await?;
-    let (sla_hours, _) = settings(&tx).await?;
+    let (sla_hours, _) = settings(tx).await?;
     let now = Utc::now();
     let requested = status == Status::Requested;
     let r = referral::ActiveModel {
@@ -134,16 +179,15 @@ pub async fn create(state: &AppState, ctx: &RequestCtx, input: CreateInput) -> A
         expired_at: Set(None),
         updated_at: Set(now),
     }
-    .insert(&*tx)
+    .insert(&**tx)
     .await?;
-    history(&tx, &r, None, Some(ctx)).await?;
+    history(tx, &r, None, Some(ctx)).await?;
     match status {
-        Status::Requested => emit(&mut tx, &r, Action::Submit.event(), None, Some(ctx.user)).await?,
-        Status::Completed => emit(&mut tx, &r, "referrals.completed", None, Some(ctx.user)).await?,
+        Status::Requested => emit(tx, &r, Action::Submit.event(), None, Some(ctx.user)).await?,
+        Status::Completed => emit(tx, &r, "referrals.completed", None, Some(ctx.user)).await?,
         _ => {}
     }
     tx.audit(ctx.audit("referral.create", "referral", Purpose::Referral).resource(r.id).subject(r.person_id));
-    tx.commit().await?;
     Ok(r)
 }
 

@@ -400,6 +400,11 @@ pub fn parse(source: &str, text: &str) -> Result<TenantSpec, LoadError> {
     }
 
     let chart = chart_of(&raw.chart_of_accounts, &mut p);
+    if let Some(days) = raw.settings.get("followups").and_then(|f| f.get("interval_days"))
+        && !days.as_integer().is_some_and(|d| (7..=366).contains(&d))
+    {
+        p(raw.tenant.code.span(), "[settings.followups]: interval_days is a whole number of days from 7 to 366".into());
+    }
     if let Some(share) = raw.settings.get("accounts").and_then(|a| a.get("referral_fee_share"))
         && !share.as_float().or(share.as_integer().map(|i| i as f64)).is_some_and(|v| (0.0..=1.0).contains(&v))
     {

@@ -180,6 +180,13 @@ pub fn valid_body_json(template: &str) -> serde_json::Value {
         }
         "/api/v1/referrals/{id}/down" => json!({"discharge_summary": "出院小结", "rehab_plan": "康复计划"}),
         "/api/v1/accounts/periods/close" => json!({"period": "2020-01"}),
+        "/api/v1/followups/enrollments" => {
+            json!({"person_id": uuid::Uuid::nil(), "disease": "hypertension", "diagnosed_on": "2025-01-01"})
+        }
+        "/api/v1/followups/enrollments/{id}/followups" => {
+            json!({"visit_on": "2026-01-10", "systolic": 130, "diastolic": 80, "adherence": "regular"})
+        }
+        "/api/v1/followups/enrollments/{id}/close" => json!({"reason": "moved"}),
         _ => json!({}),
     }
 }

@@ -28,6 +28,8 @@ struct Ids {
     pair: Uuid,
     visit: Option<crate::visit::Visit>,
     referral: Option<String>,
+    enrollment: Option<String>,
+    suggestion: Option<String>,
 }
 
 async fn ids_of(app: &TestApp, admin: &Session, institution_code: &str) -> Ids {
@@ -35,7 +37,17 @@ async fn ids_of(app: &TestApp, admin: &Session, institution_code: &str) -> Ids {
     let staff = app.get(&format!("/api/v1/institutions/{institution}/staff"), &admin.token).await;
     assert_eq!(staff.status, 200, "{}", staff.text);
     let user = staff.body[0]["id"].as_str().unwrap().parse().unwrap();
-    Ids { institution, user, person: Uuid::nil(), merge: Uuid::nil(), pair: Uuid::nil(), visit: None, referral: None }
+    Ids {
+        institution,
+        user,
+        person: Uuid::nil(),
+        merge: Uuid::nil(),
+        pair: Uuid::nil(),
+        visit: None,
+        referral: None,
+        enrollment: None,
+        suggestion: None,
+    }
 }
 
 /// Gives a community persons, a duplicate pair in its queue and a merge, through its own admin.
@@ -84,6 +96,8 @@ fn fill(template: &str, ids: &Ids) -> Option<String> {
         t if t.starts_with("/api/v1/bills/{id}") => t.replace("{id}", &ids.visit.as_ref()?.bill),
         "/api/v1/payments/{id}/refunds" => template.replace("{id}", &ids.visit.as_ref()?.payment),
         t if t.starts_with("/api/v1/referrals/{id}") => t.replace("{id}", ids.referral.as_ref()?),
+        t if t.starts_with("/api/v1/followups/enrollments/{id}") => t.replace("{id}", ids.enrollment.as_ref()?),
+        "/api/v1/followups/suggestions/{id}/dismiss" => template.replace("{id}", ids.suggestion.as_ref()?),
         _ => return None,
     };
     Some(path)
@@ -128,6 +142,26 @@ async fn another_tenants_ids_are_404_for_every_operation() {
         .await;
     assert_eq!(referral.status, 201, "{}", referral.text);
     their_ids.referral = Some(referral.body["id"].as_str().unwrap().to_string());
+    // Their visit closed with hypertension: a suggestion to enroll, then the enrollment.
+    let mut suggestion = None;
+    for _ in 0..200 {
+        let s = app.get("/api/v1/followups/suggestions", &their_doctor.token).await;
+        if let Some(id) = s.body[0]["id"].as_str() {
+            suggestion = Some(id.to_string());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    their_ids.suggestion = Some(suggestion.expect("their closed hypertension visit raises a suggestion"));
+    let enrolled = app
+        .post(
+            "/api/v1/followups/enrollments",
+            &their_doctor.token,
+            json!({"person_id": their_ids.visit.as_ref().unwrap().person, "disease": "hypertension", "diagnosed_on": "2025-01-01"}),
+        )
+        .await;
+    assert_eq!(enrolled.status, 201, "{}", enrolled.text);
+    their_ids.enrollment = Some(enrolled.body["id"].as_str().unwrap().to_string());
     assert_ne!(mine.tenant_id, theirs.tenant_id, "two separate communities");
 
     // Tenant A's administrator and its village doctor between them hold every permission; a role

@@ -7,6 +7,7 @@ mod accounts;
 mod audit;
 mod auth;
 mod errors;
+mod followups;
 mod isolation;
 mod patients;
 mod platform;

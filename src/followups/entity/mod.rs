@@ -1,0 +1,3 @@
+pub mod enrollment;
+pub mod enrollment_suggestion;
+pub mod followup_visit;

@@ -1,0 +1,7 @@
+//! Chronic-disease management: hypertension and type 2 diabetes registries, follow-up plans and
+//! visits, the referral rule, worklists and enrollment suggestions from closed encounters.
+
+pub mod api;
+pub mod domain;
+pub mod entity;
+pub mod service;

@@ -1,0 +1,793 @@
+//! Chronic-disease management use cases: enroll a person in a registry, record follow-ups (with
+//! the referral rule proposing a draft up-referral), the worklists of an institution or a doctor
+//! for a day, the CSV export, a year's management status, and the enrollment suggestions that
+//! closed encounters raise (the `followups.suggest` consumer).
+//!
+//! A registry belongs to the responsible institution: its staff see and follow up its patients;
+//! anyone elsewhere gets 404.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Duration, NaiveDate, Utc};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
+    QuerySelect, Set,
+};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::domain::{
+    Category, Classification, Disease, Flag, Measures, YearStatus, category, check, danger, default_next, flag,
+    measured_control, next_streak, week_end, year_status,
+};
+use super::entity::{enrollment, enrollment_suggestion, followup_visit};
+use crate::audit::Purpose;
+use crate::identity::ctx::{Perm, RequestCtx};
+use crate::patients::service::Contact;
+use crate::platform::consumers::Handler;
+use crate::platform::events::Envelope;
+use crate::platform::{AppError, AppResult, Tx};
+use crate::state::AppState;
+
+pub const ACTIVE: &str = "active";
+pub const CLOSED: &str = "closed";
+
+/// Today in China (dates of visits and plans are China dates).
+pub fn today() -> NaiveDate {
+    crate::accounts::domain::china(Utc::now()).date_naive()
+}
+
+/// The tenant's follow-up interval in days: `[settings.followups] interval_days`, quarterly
+/// (90) by default.
+pub async fn interval_days(tx: &Tx) -> AppResult<i32> {
+    let t = crate::tenancy::service::get_tenant(&**tx, tx.tenant()).await?;
+    Ok(t.settings
+        .get("followups")
+        .and_then(|f| f.get("interval_days"))
+        .and_then(|v| v.as_i64())
+        .and_then(|v| i32::try_from(v).ok())
+        .filter(|v| (7..=366).contains(v))
+        .unwrap_or(90))
+}
+
+fn unprocessable(code: &'static str, field: &'static str, message: impl Into<String>) -> AppError {
+    AppError::unprocessable(code, message).with_details(json!({ "field": field }))
+}
+
+fn not_in_future(day: NaiveDate, field: &'static str) -> AppResult<()> {
+    if day > today() {
+        return Err(unprocessable("date_in_future", field, format!("{field} cannot be later than today")));
+    }
+    Ok(())
+}
+
+pub struct EnrollInput {
+    pub person_id: Uuid,
+    pub disease: Disease,
+    pub diagnosed_on: NaiveDate,
+    pub diagnosis_code: Option<String>,
+    /// Defaults to the caller.
+    pub doctor_id: Option<Uuid>,
+    /// Defaults to today (back-entry of a paper registry sets it).
+    pub enrolled_on: Option<NaiveDate>,
+    /// Defaults to the tenant's interval.
+    pub interval_days: Option<i32>,
+}
+
+/// Enrolls a person registered here in a registry; the first follow-up falls due one interval
+/// after enrollment. One active enrollment per person and disease in the whole community.
+pub async fn enroll(state: &AppState, ctx: &RequestCtx, input: EnrollInput) -> AppResult<enrollment::Model> {
+    ctx.require(Perm::FollowupWrite)?;
+    not_in_future(input.diagnosed_on, "diagnosed_on")?;
+    let enrolled_on = input.enrolled_on.unwrap_or_else(today);
+    not_in_future(enrolled_on, "enrolled_on")?;
+    if enrolled_on < input.diagnosed_on {
+        return Err(unprocessable("date_invalid", "enrolled_on", "enrollment cannot precede the diagnosis"));
+    }
+    let code = match input.diagnosis_code.as_deref().map(str::trim).filter(|c| !c.is_empty()) {
+        Some(c) if Disease::of_icd(c) != Some(input.disease) => {
+            return Err(unprocessable(
+                "diagnosis_code_invalid",
+                "diagnosis_code",
+                format!("{c} is not a code of the {} registry", input.disease.as_str()),
+            ));
+        }
+        Some(c) => Some(c.to_ascii_uppercase()),
+        None => None,
+    };
+    if let Some(i) = input.interval_days
+        && !(7..=366).contains(&i)
+    {
+        return Err(unprocessable("interval_invalid", "interval_days", "the interval is 7 to 366 days"));
+    }
+    let doctor = input.doctor_id.unwrap_or(ctx.user);
+    if !ctx.user_can_in(doctor, Perm::FollowupWrite, ctx.institution) {
+        return Err(unprocessable(
+            "doctor_invalid",
+            "doctor_id",
+            "the responsible doctor must be a clinician of this institution",
+        ));
+    }
+    let mut tx = state.db.begin(ctx).await?;
+    if !crate::patients::service::registered_at(&tx, input.person_id, ctx.institution).await? {
+        return Err(AppError::not_found("person_not_found", "no such person registered at your institution"));
+    }
+    let existing = enrollment::Entity::find()
+        .filter(enrollment::Column::TenantId.eq(ctx.tenant))
+        .filter(enrollment::Column::PersonId.eq(input.person_id))
+        .filter(enrollment::Column::Disease.eq(input.disease.as_str()))
+        .filter(enrollment::Column::Status.eq(ACTIVE))
+        .one(&*tx)
+        .await?;
+    if let Some(e) = existing {
+        let here = e.institution_id == ctx.institution;
+        return Err(AppError::conflict(
+            "already_enrolled",
+            if here {
+                "this person is already in that registry here"
+            } else {
+                "this person is already in that registry at another institution of the community"
+            },
+        )
+        .with_details(if here { json!({ "enrollment_id": e.id }) } else { json!({}) }));
+    }
+    let interval = match input.interval_days {
+        Some(i) => i,
+        None => interval_days(&tx).await?,
+    };
+    let now = Utc::now();
+    let row = enrollment::ActiveModel {
+        tenant_id: Set(ctx.tenant),
+        id: Set(Uuid::now_v7()),
+        person_id: Set(input.person_id),
+        disease: Set(input.disease.as_str().into()),
+        diagnosis_code: Set(code),
+        diagnosed_on: Set(input.diagnosed_on),
+        institution_id: Set(ctx.institution),
+        doctor_id: Set(doctor),
+        enrolled_on: Set(enrolled_on),
+        enrolled_by: Set(ctx.user),
+        interval_days: Set(interval),
+        next_due: Set(enrolled_on + Duration::days(i64::from(interval))),
+        visits: Set(0),
+        last_visit_on: Set(None),
+        last_classification: Set(None),
+        uncontrolled_streak: Set(0),
+        flag: Set(None),
+        flagged_at: Set(None),
+        referral_id: Set(None),
+        status: Set(ACTIVE.into()),
+        closed_on: Set(None),
+        close_reason: Set(None),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(&*tx)
+    .await?;
+    // The suggestions this enrollment answers.
+    enrollment_suggestion::Entity::update_many()
+        .col_expr(enrollment_suggestion::Column::Status, "enrolled".into())
+        .col_expr(enrollment_suggestion::Column::ResolvedAt, now.into())
+        .filter(enrollment_suggestion::Column::TenantId.eq(ctx.tenant))
+        .filter(enrollment_suggestion::Column::PersonId.eq(input.person_id))
+        .filter(enrollment_suggestion::Column::Disease.eq(input.disease.as_str()))
+        .filter(enrollment_suggestion::Column::Status.eq("open"))
+        .exec(&*tx)
+        .await?;
+    tx.emit(
+        Some(ctx.user),
+        "followups.enrolled",
+        row.id,
+        json!({
+            "enrollment": row.id, "person": row.person_id, "institution": row.institution_id,
+            "doctor": row.doctor_id, "disease": row.disease, "diagnosed_on": row.diagnosed_on,
+            "enrolled_on": row.enrolled_on, "next_due": row.next_due,
+        }),
+    )
+    .await?;
+    tx.audit(ctx.audit("followups.enroll", "enrollment", Purpose::Treatment).resource(row.id).subject(row.person_id));
+    tx.commit().await?;
+    Ok(row)
+}
+
+/// An enrollment of the caller's institution; 404 `enrollment_not_found` otherwise (another
+/// institution's registry is not there for the caller).
+async fn own_enrollment(tx: &Tx, ctx: &RequestCtx, id: Uuid, lock: bool) -> AppResult<enrollment::Model> {
+    let mut q = enrollment::Entity::find_by_id((ctx.tenant, id));
+    if lock && tx.get_database_backend() == sea_orm::DbBackend::Postgres {
+        q = q.lock_exclusive();
+    }
+    q.one(&**tx)
+        .await?
+        .filter(|e| e.institution_id == ctx.institution)
+        .ok_or_else(|| AppError::not_found("enrollment_not_found", "no such enrollment at your institution"))
+}
+
+pub struct VisitInput {
+    pub visit_on: NaiveDate,
+    pub measures: Measures,
+    pub symptoms: Vec<String>,
+    /// `regular`, `intermittent` or `none`
+    pub adherence: String,
+    pub smoking_per_day: Option<i32>,
+    /// `light`, `moderate` or `heavy`
+    pub salt: Option<String>,
+    pub exercise_minutes_per_week: Option<i32>,
+    /// Defaults to what the measurements say.
+    pub classification: Option<Classification>,
+    /// Defaults to one interval ahead when controlled, two weeks otherwise.
+    pub next_on: Option<NaiveDate>,
+    pub notes: Option<String>,
+}
+
+/// A recorded follow-up and what it changed.
+pub struct Recorded {
+    pub visit: followup_visit::Model,
+    pub enrollment: enrollment::Model,
+    /// Set when this follow-up proposed an up-referral (a new draft, or the open one reused).
+    pub referral_id: Option<Uuid>,
+    pub flag: Option<Flag>,
+}
+
+fn check_visit(disease: Disease, input: &VisitInput) -> AppResult<()> {
+    check(disease, &input.measures).map_err(|e| unprocessable(e.code, e.field, e.message))?;
+    not_in_future(input.visit_on, "visit_on")?;
+    if input.symptoms.len() > 20 || input.symptoms.iter().any(|s| s.trim().is_empty() || s.chars().count() > 50) {
+        return Err(unprocessable("text_invalid", "symptoms", "up to 20 symptoms of 1 to 50 characters"));
+    }
+    if !["regular", "intermittent", "none"].contains(&input.adherence.as_str()) {
+        return Err(unprocessable("value_invalid", "adherence", "adherence is regular, intermittent or none"));
+    }
+    if input.salt.as_deref().is_some_and(|s| !["light", "moderate", "heavy"].contains(&s)) {
+        return Err(unprocessable("value_invalid", "salt", "salt is light, moderate or heavy"));
+    }
+    if input.smoking_per_day.is_some_and(|n| !(0..=200).contains(&n)) {
+        return Err(unprocessable("value_out_of_range", "smoking_per_day", "cigarettes per day are 0 to 200"));
+    }
+    if input.exercise_minutes_per_week.is_some_and(|n| !(0..=7 * 24 * 60).contains(&n)) {
+        return Err(unprocessable(
+            "value_out_of_range",
+            "exercise_minutes_per_week",
+            "minutes in a week are 0 to 10080",
+        ));
+    }
+    if input.notes.as_deref().is_some_and(|n| n.chars().count() > 2000) {
+        return Err(unprocessable("text_invalid", "notes", "notes are at most 2000 characters"));
+    }
+    if let Some(next) = input.next_on
+        && (next <= input.visit_on || next > input.visit_on + Duration::days(366))
+    {
+        return Err(unprocessable(
+            "next_date_invalid",
+            "next_on",
+            "the next follow-up is within a year after this one",
+        ));
+    }
+    Ok(())
+}
+
+fn referral_reason(disease: Disease, f: Flag, m: &Measures, dangers: &[&str]) -> String {
+    let mut values = Vec::new();
+    if let (Some(s), Some(d)) = (m.systolic, m.diastolic) {
+        values.push(format!("血压 {s}/{d} mmHg"));
+    }
+    if let Some(g) = m.glucose {
+        values.push(format!("空腹血糖 {g:.1} mmol/L"));
+    }
+    let why = match f {
+        Flag::Danger => format!("随访发现危急值（{}）", dangers.join("、")),
+        Flag::UncontrolledTwice => "连续两次随访控制不满意".to_string(),
+        Flag::Complication => "出现新的并发症或原有并发症加重".to_string(),
+    };
+    format!("{}患者{}，{}，建议上级医院诊治。", disease.label_zh(), why, values.join("，"))
+}
+
+/// Records a follow-up of an enrollment of this institution. A danger value, the second
+/// uncontrolled follow-up in a row, or a complication flags the patient on the doctor's list and
+/// proposes a draft up-referral (reusing the open draft if there is one).
+pub async fn record_visit(state: &AppState, ctx: &RequestCtx, id: Uuid, input: VisitInput) -> AppResult<Recorded> {
+    ctx.require(Perm::FollowupWrite)?;
+    let mut tx = state.db.begin(ctx).await?;
+    let e = own_enrollment(&tx, ctx, id, true).await?;
+    let disease = Disease::parse(&e.disease).ok_or_else(|| AppError::internal(anyhow::anyhow!("unknown disease")))?;
+    check_visit(disease, &input)?;
+    if e.status != ACTIVE {
+        return Err(AppError::conflict("enrollment_closed", "this enrollment is closed"));
+    }
+    if input.visit_on < e.diagnosed_on {
+        return Err(unprocessable("date_invalid", "visit_on", "a follow-up cannot precede the diagnosis"));
+    }
+    if let Some(last) = e.last_visit_on {
+        if input.visit_on == last {
+            return Err(AppError::conflict("followup_exists", "a follow-up is already recorded for that day"));
+        }
+        if input.visit_on < last {
+            return Err(unprocessable(
+                "followup_out_of_order",
+                "visit_on",
+                "a follow-up cannot be dated before the last one recorded",
+            ));
+        }
+    }
+    let contact = crate::patients::service::contacts_of(&tx, ctx, &state.pii, &[e.person_id]).await?;
+    let age = contact.get(&e.person_id).and_then(|c| c.age_on(input.visit_on));
+    let measured = measured_control(disease, &input.measures, age);
+    let classification = input.classification.unwrap_or(measured);
+    if classification == Classification::Controlled && measured != Classification::Controlled {
+        return Err(unprocessable(
+            "classification_inconsistent",
+            "classification",
+            "the measurements are above target; the follow-up cannot be classified as controlled",
+        ));
+    }
+    let dangers = danger(&input.measures);
+    let streak = next_streak(e.uncontrolled_streak, classification);
+    let flagged = flag(classification, streak, &dangers);
+    let next_on = input.next_on.unwrap_or_else(|| default_next(input.visit_on, classification, e.interval_days));
+
+    let mut referral = None;
+    if let Some(f) = flagged {
+        let open = match e.referral_id {
+            Some(r) if crate::referrals::service::is_draft(&tx, r).await? => Some(r),
+            _ => None,
+        };
+        referral = match open {
+            Some(r) => Some(r),
+            None => crate::referrals::service::propose_up(
+                &mut tx,
+                ctx,
+                e.person_id,
+                referral_reason(disease, f, &input.measures, &dangers),
+                f.urgent(),
+            )
+            .await?
+            .map(|r| r.id),
+        };
+    }
+    let now = Utc::now();
+    let visit = followup_visit::ActiveModel {
+        tenant_id: Set(ctx.tenant),
+        id: Set(Uuid::now_v7()),
+        enrollment_id: Set(e.id),
+        person_id: Set(e.person_id),
+        institution_id: Set(ctx.institution),
+        doctor_id: Set(ctx.user),
+        visit_on: Set(input.visit_on),
+        systolic: Set(input.measures.systolic),
+        diastolic: Set(input.measures.diastolic),
+        glucose: Set(input.measures.glucose),
+        symptoms: Set(json!(input.symptoms.iter().map(|s| s.trim()).collect::<Vec<_>>())),
+        adherence: Set(input.adherence.clone()),
+        smoking_per_day: Set(input.smoking_per_day),
+        salt: Set(input.salt.clone()),
+        exercise_minutes_per_week: Set(input.exercise_minutes_per_week),
+        classification: Set(classification.as_str().into()),
+        danger: Set(!dangers.is_empty()),
+        danger_reasons: Set(json!(dangers)),
+        next_on: Set(next_on),
+        referral_id: Set(referral),
+        notes: Set(input.notes.as_deref().map(str::trim).filter(|n| !n.is_empty()).map(str::to_owned)),
+        recorded_by: Set(ctx.user),
+        recorded_at: Set(now),
+    }
+    .insert(&*tx)
+    .await?;
+    let mut am = e.into_active_model();
+    am.visits = Set(am.visits.clone().unwrap() + 1);
+    am.last_visit_on = Set(Some(input.visit_on));
+    am.last_classification = Set(Some(classification.as_str().into()));
+    am.uncontrolled_streak = Set(streak);
+    am.next_due = Set(next_on);
+    am.flag = Set(flagged.map(|f| f.as_str().to_string()));
+    am.flagged_at = Set(flagged.map(|_| now));
+    if referral.is_some() {
+        am.referral_id = Set(referral);
+    }
+    am.updated_at = Set(now);
+    let e = am.update(&*tx).await?;
+    tx.emit(
+        Some(ctx.user),
+        "followups.visit_recorded",
+        e.id,
+        json!({
+            "enrollment": e.id, "visit": visit.id, "person": e.person_id, "institution": e.institution_id,
+            "disease": e.disease, "visit_on": visit.visit_on, "classification": visit.classification,
+            "controlled": classification == Classification::Controlled, "danger": visit.danger,
+            "flag": e.flag, "referral": referral, "next_on": next_on, "visits": e.visits,
+        }),
+    )
+    .await?;
+    tx.audit(ctx.audit("followups.visit", "enrollment", Purpose::Treatment).resource(e.id).subject(e.person_id));
+    tx.commit().await?;
+    Ok(Recorded { visit, enrollment: e, referral_id: referral, flag: flagged })
+}
+
+pub struct EnrollmentView {
+    pub enrollment: enrollment::Model,
+    pub person: Contact,
+    pub doctor_name: String,
+    pub visits: Vec<followup_visit::Model>,
+}
+
+async fn views(
+    tx: &Tx,
+    ctx: &RequestCtx,
+    state: &AppState,
+    rows: Vec<enrollment::Model>,
+) -> AppResult<Vec<(enrollment::Model, Contact, String)>> {
+    let persons: Vec<Uuid> = rows.iter().map(|e| e.person_id).collect();
+    let doctors: Vec<Uuid> = rows.iter().map(|e| e.doctor_id).collect();
+    let contacts = crate::patients::service::contacts_of(tx, ctx, &state.pii, &persons).await?;
+    let names = crate::identity::service::display_names(tx, &doctors).await?;
+    Ok(rows
+        .into_iter()
+        .map(|e| {
+            let c = contacts.get(&e.person_id).cloned().unwrap_or(Contact {
+                name: String::new(),
+                sex: None,
+                birth_date: None,
+                birth_year: None,
+                phone: None,
+            });
+            let d = names.get(&e.doctor_id).cloned().unwrap_or_default();
+            (e, c, d)
+        })
+        .collect())
+}
+
+pub async fn get(state: &AppState, ctx: &RequestCtx, id: Uuid) -> AppResult<EnrollmentView> {
+    ctx.require(Perm::FollowupRead)?;
+    let mut tx = state.db.begin(ctx).await?;
+    let e = own_enrollment(&tx, ctx, id, false).await?;
+    let visits = followup_visit::Entity::find()
+        .filter(followup_visit::Column::TenantId.eq(ctx.tenant))
+        .filter(followup_visit::Column::EnrollmentId.eq(id))
+        .order_by_asc(followup_visit::Column::VisitOn)
+        .all(&*tx)
+        .await?;
+    let (enrollment, person, doctor_name) = views(&tx, ctx, state, vec![e]).await?.remove(0);
+    tx.audit(ctx.audit("followups.read", "enrollment", Purpose::Treatment).resource(id).subject(enrollment.person_id));
+    tx.commit().await?;
+    Ok(EnrollmentView { enrollment, person, doctor_name, visits })
+}
+
+pub struct ListQuery {
+    pub disease: Option<Disease>,
+    pub doctor: Option<Uuid>,
+    pub include_closed: bool,
+    pub limit: u64,
+    pub offset: u64,
+}
+
+/// The institution's registry (optionally one doctor's patients, one disease), newest first.
+pub async fn list(
+    state: &AppState,
+    ctx: &RequestCtx,
+    q: ListQuery,
+) -> AppResult<Vec<(enrollment::Model, Contact, String)>> {
+    ctx.require(Perm::FollowupRead)?;
+    let tx = state.db.begin(ctx).await?;
+    let mut s = enrollment::Entity::find()
+        .filter(enrollment::Column::TenantId.eq(ctx.tenant))
+        .filter(enrollment::Column::InstitutionId.eq(ctx.institution));
+    if let Some(d) = q.disease {
+        s = s.filter(enrollment::Column::Disease.eq(d.as_str()));
+    }
+    if let Some(d) = q.doctor {
+        s = s.filter(enrollment::Column::DoctorId.eq(d));
+    }
+    if !q.include_closed {
+        s = s.filter(enrollment::Column::Status.eq(ACTIVE));
+    }
+    let rows = s
+        .order_by_desc(enrollment::Column::EnrolledOn)
+        .order_by_desc(enrollment::Column::Id)
+        .limit(q.limit)
+        .offset(q.offset)
+        .all(&*tx)
+        .await?;
+    let out = views(&tx, ctx, state, rows).await?;
+    tx.rollback().await?;
+    Ok(out)
+}
+
+pub struct WorklistQuery {
+    pub as_of: NaiveDate,
+    pub doctor: Option<Uuid>,
+    pub disease: Option<Disease>,
+    pub category: Option<Category>,
+    pub limit: u64,
+    pub offset: u64,
+}
+
+pub struct WorkItem {
+    pub enrollment: enrollment::Model,
+    pub person: Contact,
+    pub doctor_name: String,
+    pub category: Category,
+    /// Days past due on `as_of` (0 when not overdue).
+    pub days_overdue: i64,
+}
+
+pub struct Worklist {
+    pub as_of: NaiveDate,
+    pub week_end: NaiveDate,
+    /// Every category's size (before `category`, `limit` and `offset`), and how many are flagged.
+    pub counts: HashMap<Category, usize>,
+    pub flagged: usize,
+    pub total: usize,
+    pub items: Vec<WorkItem>,
+}
+
+/// The worklist of the caller's institution (or one doctor's) for day `as_of`: overdue first
+/// (longest overdue first), then due this week, then enrolled and never followed up.
+pub async fn worklist(state: &AppState, ctx: &RequestCtx, q: WorklistQuery) -> AppResult<Worklist> {
+    ctx.require(Perm::FollowupRead)?;
+    let end = week_end(q.as_of);
+    let tx = state.db.begin(ctx).await?;
+    let mut s = enrollment::Entity::find()
+        .filter(enrollment::Column::TenantId.eq(ctx.tenant))
+        .filter(enrollment::Column::InstitutionId.eq(ctx.institution))
+        .filter(enrollment::Column::Status.eq(ACTIVE))
+        .filter(Condition::any().add(enrollment::Column::NextDue.lte(end)).add(enrollment::Column::Visits.eq(0)));
+    if let Some(d) = q.doctor {
+        s = s.filter(enrollment::Column::DoctorId.eq(d));
+    }
+    if let Some(d) = q.disease {
+        s = s.filter(enrollment::Column::Disease.eq(d.as_str()));
+    }
+    let rows = s.order_by_asc(enrollment::Column::NextDue).order_by_asc(enrollment::Column::Id).all(&*tx).await?;
+    let mut counts: HashMap<Category, usize> = Category::ALL.iter().map(|c| (*c, 0)).collect();
+    let mut flagged = 0;
+    let mut listed: Vec<(Category, enrollment::Model)> = Vec::new();
+    for e in rows {
+        let Some(c) = category(e.next_due, e.visits, q.as_of) else { continue };
+        *counts.entry(c).or_default() += 1;
+        if e.flag.is_some() {
+            flagged += 1;
+        }
+        if q.category.is_none_or(|want| want == c) {
+            listed.push((c, e));
+        }
+    }
+    // Stable: within a category, by due date (the query's order).
+    listed.sort_by_key(|(c, _)| *c);
+    let total = listed.len();
+    let page: Vec<(Category, enrollment::Model)> =
+        listed.into_iter().skip(q.offset as usize).take(q.limit as usize).collect();
+    let cats: HashMap<Uuid, Category> = page.iter().map(|(c, e)| (e.id, *c)).collect();
+    let viewed = views(&tx, ctx, state, page.into_iter().map(|(_, e)| e).collect()).await?;
+    tx.rollback().await?;
+    let items = viewed
+        .into_iter()
+        .map(|(e, person, doctor_name)| WorkItem {
+            category: cats[&e.id],
+            days_overdue: (q.as_of - e.next_due).num_days().max(0),
+            enrollment: e,
+            person,
+            doctor_name,
+        })
+        .collect();
+    Ok(Worklist { as_of: q.as_of, week_end: end, counts, flagged, total, items })
+}
+
+/// A field of a CSV row: quoted when it holds a separator, quote or line break, and defused when
+/// it starts like a spreadsheet formula.
+fn csv_field(s: &str) -> String {
+    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{s}") } else { s.to_string() };
+    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s }
+}
+
+fn sex_zh(s: Option<&str>) -> &'static str {
+    match s {
+        Some("male") => "男",
+        Some("female") => "女",
+        _ => "",
+    }
+}
+
+/// The worklist as CSV for Excel: UTF-8 with a byte-order mark, Chinese headers, one row per
+/// patient. The export is audited, as it takes patient data out of the system.
+pub async fn worklist_csv(state: &AppState, ctx: &RequestCtx, q: WorklistQuery) -> AppResult<Vec<u8>> {
+    let list = worklist(state, ctx, q).await?;
+    let mut out = String::from("\u{feff}");
+    out.push_str(
+        "类别,姓名,性别,年龄,联系电话,病种,责任医生,下次随访日期,逾期天数,末次随访日期,随访次数,末次随访评价,标记\r\n",
+    );
+    for i in &list.items {
+        let e = &i.enrollment;
+        let row = [
+            i.category.label_zh().to_string(),
+            i.person.name.clone(),
+            sex_zh(i.person.sex.as_deref()).to_string(),
+            i.person.age_on(list.as_of).map(|a| a.to_string()).unwrap_or_default(),
+            i.person.phone.clone().unwrap_or_default(),
+            Disease::parse(&e.disease).map(|d| d.label_zh()).unwrap_or_default().to_string(),
+            i.doctor_name.clone(),
+            e.next_due.to_string(),
+            i.days_overdue.to_string(),
+            e.last_visit_on.map(|d| d.to_string()).unwrap_or_default(),
+            e.visits.to_string(),
+            e.last_classification.as_deref().and_then(Classification::parse).map(|c| c.label_zh()).unwrap_or("").into(),
+            match e.flag.as_deref() {
+                Some("danger") => "危急值，建议转诊",
+                Some("uncontrolled_twice") => "连续两次控制不满意，建议转诊",
+                Some("complication") => "并发症，建议转诊",
+                _ => "",
+            }
+            .to_string(),
+        ];
+        out.push_str(&row.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(","));
+        out.push_str("\r\n");
+    }
+    let mut tx = state.db.begin(ctx).await?;
+    tx.audit(ctx.audit("followups.export", "worklist", Purpose::Treatment).resource(ctx.institution));
+    tx.commit().await?;
+    Ok(out.into_bytes())
+}
+
+/// A year's management status of one enrollment.
+pub async fn status(state: &AppState, ctx: &RequestCtx, id: Uuid, year: i32) -> AppResult<YearStatus> {
+    let view = get(state, ctx, id).await?;
+    let visits: Vec<(NaiveDate, Classification)> =
+        view.visits.iter().filter_map(|v| Classification::parse(&v.classification).map(|c| (v.visit_on, c))).collect();
+    Ok(year_status(year, &visits))
+}
+
+/// Closes an enrollment (moved away, died, diagnosis revised): it leaves the worklists.
+pub async fn close(state: &AppState, ctx: &RequestCtx, id: Uuid, reason: &str) -> AppResult<enrollment::Model> {
+    ctx.require(Perm::FollowupWrite)?;
+    if !["moved", "died", "misdiagnosed", "other"].contains(&reason) {
+        return Err(unprocessable("value_invalid", "reason", "the reason is moved, died, misdiagnosed or other"));
+    }
+    let mut tx = state.db.begin(ctx).await?;
+    let e = own_enrollment(&tx, ctx, id, true).await?;
+    if e.status != ACTIVE {
+        return Err(AppError::conflict("enrollment_closed", "this enrollment is already closed"));
+    }
+    let person = e.person_id;
+    let mut am = e.into_active_model();
+    am.status = Set(CLOSED.into());
+    am.closed_on = Set(Some(today()));
+    am.close_reason = Set(Some(reason.into()));
+    am.updated_at = Set(Utc::now());
+    let e = am.update(&*tx).await?;
+    tx.emit(
+        Some(ctx.user),
+        "followups.closed",
+        e.id,
+        json!({ "enrollment": e.id, "person": person, "institution": e.institution_id, "disease": e.disease, "reason": reason }),
+    )
+    .await?;
+    tx.audit(ctx.audit("followups.close", "enrollment", Purpose::Treatment).resource(id).subject(person));
+    tx.commit().await?;
+    Ok(e)
+}
+
+/// Open enrollment suggestions at the caller's institution, newest first.
+pub async fn suggestions(state: &AppState, ctx: &RequestCtx) -> AppResult<Vec<(enrollment_suggestion::Model, String)>> {
+    ctx.require(Perm::FollowupRead)?;
+    let tx = state.db.begin(ctx).await?;
+    let rows = enrollment_suggestion::Entity::find()
+        .filter(enrollment_suggestion::Column::TenantId.eq(ctx.tenant))
+        .filter(enrollment_suggestion::Column::InstitutionId.eq(ctx.institution))
+        .filter(enrollment_suggestion::Column::Status.eq("open"))
+        .order_by_desc(enrollment_suggestion::Column::CreatedAt)
+        .limit(500)
+        .all(&*tx)
+        .await?;
+    let names = crate::patients::service::names_of(&tx, &rows.iter().map(|s| s.person_id).collect::<Vec<_>>()).await?;
+    tx.rollback().await?;
+    Ok(rows
+        .into_iter()
+        .map(|s| {
+            let n = names.get(&s.person_id).cloned().unwrap_or_default();
+            (s, n)
+        })
+        .collect())
+}
+
+pub async fn dismiss_suggestion(state: &AppState, ctx: &RequestCtx, id: Uuid) -> AppResult<()> {
+    ctx.require(Perm::FollowupWrite)?;
+    let mut tx = state.db.begin(ctx).await?;
+    let s = enrollment_suggestion::Entity::find_by_id((ctx.tenant, id))
+        .one(&*tx)
+        .await?
+        .filter(|s| s.institution_id == ctx.institution)
+        .ok_or_else(|| AppError::not_found("suggestion_not_found", "no such suggestion at your institution"))?;
+    if s.status != "open" {
+        return Err(AppError::conflict("suggestion_resolved", "this suggestion was already acted on"));
+    }
+    let person = s.person_id;
+    let mut am = s.into_active_model();
+    am.status = Set("dismissed".into());
+    am.resolved_at = Set(Some(Utc::now()));
+    am.update(&*tx).await?;
+    tx.audit(
+        ctx.audit("followups.dismiss_suggestion", "enrollment_suggestion", Purpose::Treatment)
+            .resource(id)
+            .subject(person),
+    );
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The `followups.suggest` consumer: an encounter closed with a hypertension or type 2 diabetes
+/// diagnosis, for a person in no such registry of the community, raises a suggestion to enroll
+/// them at the encounter's institution.
+pub struct Suggest;
+
+#[derive(serde::Deserialize)]
+struct ClosedDiagnosis {
+    code: String,
+}
+
+#[async_trait::async_trait]
+impl Handler for Suggest {
+    fn name(&self) -> &'static str {
+        "followups.suggest"
+    }
+
+    fn events(&self) -> &'static [&'static str] {
+        &["clinical.encounter_closed"]
+    }
+
+    async fn handle(&self, tx: &mut Tx, event: &Envelope) -> AppResult<()> {
+        let p = &event.payload;
+        let id = |k: &str| p[k].as_str().and_then(|s| s.parse::<Uuid>().ok());
+        let (Some(person), Some(institution), Some(encounter)) = (id("person"), id("institution"), id("encounter"))
+        else {
+            return Err(AppError::internal(anyhow::anyhow!("clinical.encounter_closed without its ids")));
+        };
+        let diagnoses: Vec<ClosedDiagnosis> = serde_json::from_value(p["diagnoses"].clone()).unwrap_or_default();
+        let closed_at = p["closed_at"]
+            .as_str()
+            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or(event.occurred_at);
+        let mut seen = Vec::new();
+        for d in diagnoses {
+            let Some(disease) = Disease::of_icd(&d.code) else { continue };
+            if seen.contains(&disease) {
+                continue;
+            }
+            seen.push(disease);
+            let enrolled = enrollment::Entity::find()
+                .filter(enrollment::Column::TenantId.eq(tx.tenant()))
+                .filter(enrollment::Column::PersonId.eq(person))
+                .filter(enrollment::Column::Disease.eq(disease.as_str()))
+                .filter(enrollment::Column::Status.eq(ACTIVE))
+                .one(&**tx)
+                .await?
+                .is_some();
+            let pending = enrollment_suggestion::Entity::find()
+                .filter(enrollment_suggestion::Column::TenantId.eq(tx.tenant()))
+                .filter(enrollment_suggestion::Column::PersonId.eq(person))
+                .filter(enrollment_suggestion::Column::InstitutionId.eq(institution))
+                .filter(enrollment_suggestion::Column::Disease.eq(disease.as_str()))
+                .filter(enrollment_suggestion::Column::Status.eq("open"))
+                .one(&**tx)
+                .await?
+                .is_some();
+            if enrolled || pending {
+                continue;
+            }
+            enrollment_suggestion::ActiveModel {
+                tenant_id: Set(tx.tenant()),
+                id: Set(Uuid::now_v7()),
+                person_id: Set(person),
+                institution_id: Set(institution),
+                disease: Set(disease.as_str().into()),
+                diagnosis_code: Set(d.code.trim().to_ascii_uppercase()),
+                encounter_id: Set(encounter),
+                diagnosed_on: Set(crate::accounts::domain::china(closed_at).date_naive()),
+                status: Set("open".into()),
+                created_at: Set(Utc::now()),
+                resolved_at: Set(None),
+            }
+            .insert(&**tx)
+            .await?;
+        }
+        Ok(())
+    }
+}
