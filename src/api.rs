@@ -26,6 +26,8 @@ pub enum ApiTags {
     Accounts,
     /// Chronic-disease registries, follow-ups, worklists and enrollment suggestions
     Followups,
+    /// The bureau's KPIs: aggregates with drill-down, series and exports, never a patient
+    Statistics,
 }
 
 /// Every context's API. Handlers take the [`crate::state::AppState`] from request data, so the
@@ -43,5 +45,6 @@ pub fn api() -> impl OpenApi {
         crate::referrals::api::ReferralsApi,
         crate::accounts::api::AccountsApi,
         crate::followups::api::FollowupsApi,
+        crate::statistics::api::StatisticsApi,
     )
 }

@@ -56,6 +56,11 @@ pub enum Command {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
+    /// Statistics rollups
+    Statistics {
+        #[command(subcommand)]
+        command: StatisticsCommand,
+    },
     /// The consolidated accounts
     Accounts {
         #[command(subcommand)]
@@ -77,6 +82,16 @@ pub enum TenantsCommand {
     Apply { file: std::path::PathBuf },
     /// List tenants
     List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StatisticsCommand {
+    /// Recompute every statistics rollup of a tenant from the source tables (visits, charges,
+    /// referrals, registries); events already written count as applied
+    Rebuild {
+        #[arg(long, default_value = "demo-county")]
+        tenant: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -201,6 +216,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             );
         }
         Command::Accounts { command } => return accounts(config, command).await,
+        Command::Statistics { command: StatisticsCommand::Rebuild { tenant } } => {
+            let state = startup::connect(config).await?;
+            let t = tenancy::find_tenant_by_code(&state.db, &tenant)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no tenant `{tenant}`"))?;
+            let started = std::time::Instant::now();
+            let r = crate::statistics::service::rebuild(&state.db, t.id).await?;
+            println!(
+                "tenant {tenant}: statistics rebuilt in {:.1} s: {} daily rows, {} referrals, {} enrollments, {} follow-ups",
+                started.elapsed().as_secs_f64(),
+                r.daily_rows,
+                r.referrals,
+                r.enrollments,
+                r.followups
+            );
+        }
         Command::Audit { command: AuditCommand::Verify } => {
             let state = startup::connect(config).await?;
             let report = crate::audit::verify(&state.db).await?;

@@ -15,4 +15,5 @@ pub mod platform;
 pub mod referrals;
 pub mod startup;
 pub mod state;
+pub mod statistics;
 pub mod tenancy;

@@ -102,6 +102,7 @@ pub fn handlers() -> Vec<std::sync::Arc<dyn crate::platform::consumers::Handler>
         std::sync::Arc::new(crate::referrals::events::Notifications),
         std::sync::Arc::new(crate::accounts::service::Ledger),
         std::sync::Arc::new(crate::followups::service::Suggest),
+        std::sync::Arc::new(crate::statistics::service::Rollup),
     ]
 }
 

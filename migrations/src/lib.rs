@@ -19,6 +19,7 @@ mod m20261128_000010_platform_consumers;
 mod m20261128_000011_referrals_tables;
 mod m20261128_000012_accounts_tables;
 mod m20261128_000013_followups_tables;
+mod m20261128_000014_statistics_tables;
 
 pub struct Migrator;
 
@@ -39,6 +40,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000011_referrals_tables::Migration),
             Box::new(m20261128_000012_accounts_tables::Migration),
             Box::new(m20261128_000013_followups_tables::Migration),
+            Box::new(m20261128_000014_statistics_tables::Migration),
         ]
     }
 }

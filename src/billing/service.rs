@@ -301,7 +301,7 @@ pub async fn charge(state: &AppState, ctx: &RequestCtx, encounter_id: Uuid, fees
         b.id,
         json!({
             "bill": b.id, "encounter": encounter_id, "institution": ctx.institution, "person": enc.person_id,
-            "total_fen": total, "insurance_fen": insurance, "self_pay_fen": total - insurance,
+            "posted_at": now, "total_fen": total, "insurance_fen": insurance, "self_pay_fen": total - insurance,
             "drug_fen": posted.iter().filter(|c| c.kind == "drug").map(|c| c.amount_fen).sum::<i64>(),
             "charges": posted.iter().map(|c| json!({
                 "charge": c.id, "kind": c.kind, "item_code": c.item_code, "quantity": c.quantity,
@@ -619,4 +619,18 @@ pub async fn first_bill_revenue(
         .iter()
         .map(|c| c.amount_fen)
         .sum())
+}
+
+/// Charged amounts per China day (of posting), institution and kind (fee, drug): the source
+/// statistics rebuild their charge sums from.
+pub async fn stat_charges(tx: &Tx) -> AppResult<Vec<crate::platform::db::DailyCount>> {
+    let day = crate::platform::db::china_date_sql(tx.get_database_backend(), "posted_at");
+    crate::platform::db::daily_counts(
+        tx,
+        &format!(
+            "SELECT {day} AS day, institution_id, kind AS dim, CAST(SUM(amount_fen) AS BIGINT) AS value
+               FROM charges WHERE tenant_id = ? GROUP BY 1, 2, 3"
+        ),
+    )
+    .await
 }

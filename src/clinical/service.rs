@@ -567,3 +567,17 @@ pub async fn records_at(tx: &Tx, person: Uuid, institution: Uuid) -> AppResult<V
     }
     Ok(out)
 }
+
+/// Closed encounters per China day (of opening), institution and kind: the source statistics
+/// rebuild their visit counts from.
+pub async fn stat_visits(tx: &Tx) -> AppResult<Vec<crate::platform::db::DailyCount>> {
+    let day = crate::platform::db::china_date_sql(tx.get_database_backend(), "opened_at");
+    crate::platform::db::daily_counts(
+        tx,
+        &format!(
+            "SELECT {day} AS day, institution_id, kind AS dim, CAST(COUNT(*) AS BIGINT) AS value
+               FROM encounters WHERE tenant_id = ? AND status = '{CLOSED}' GROUP BY 1, 2, 3"
+        ),
+    )
+    .await
+}

@@ -169,6 +169,12 @@ pub fn measured_control(disease: Disease, m: &Measures, age: Option<i32>) -> Cla
     if ok { Classification::Controlled } else { Classification::Uncontrolled }
 }
 
+/// Control as the bureau's KPI counts it (docs: DESIGN, national monitoring indicators): blood
+/// pressure below 140/90 mmHg whatever the age, fasting glucose below 7.0 mmol/L.
+pub fn kpi_controlled(disease: Disease, m: &Measures) -> bool {
+    measured_control(disease, m, None) == Classification::Controlled
+}
+
 /// Why a referral up is proposed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flag {

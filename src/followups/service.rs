@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::domain::{
     Category, Classification, Disease, Flag, Measures, YearStatus, category, check, danger, default_next, flag,
-    measured_control, next_streak, week_end, year_status,
+    kpi_controlled, measured_control, next_streak, week_end, year_status,
 };
 use super::entity::{enrollment, enrollment_suggestion, followup_visit};
 use crate::audit::Purpose;
@@ -394,6 +394,7 @@ pub async fn record_visit(state: &AppState, ctx: &RequestCtx, id: Uuid, input: V
             "disease": e.disease, "visit_on": visit.visit_on, "classification": visit.classification,
             "controlled": classification == Classification::Controlled, "danger": visit.danger,
             "flag": e.flag, "referral": referral, "next_on": next_on, "visits": e.visits,
+            "kpi_controlled": kpi_controlled(disease, &input.measures),
         }),
     )
     .await?;
@@ -656,7 +657,8 @@ pub async fn close(state: &AppState, ctx: &RequestCtx, id: Uuid, reason: &str) -
         Some(ctx.user),
         "followups.closed",
         e.id,
-        json!({ "enrollment": e.id, "person": person, "institution": e.institution_id, "disease": e.disease, "reason": reason }),
+        json!({ "enrollment": e.id, "person": person, "institution": e.institution_id, "disease": e.disease,
+                "reason": reason, "enrolled_on": e.enrolled_on, "closed_on": e.closed_on }),
     )
     .await?;
     tx.audit(ctx.audit("followups.close", "enrollment", Purpose::Treatment).resource(id).subject(person));
@@ -790,4 +792,25 @@ impl Handler for Suggest {
         }
         Ok(())
     }
+}
+
+/// Every enrollment, and every follow-up with whether it met the KPI's control target: the
+/// source statistics rebuild their registry rows from.
+pub async fn stat_sources(tx: &Tx) -> AppResult<(Vec<enrollment::Model>, Vec<(followup_visit::Model, String, bool)>)> {
+    let enrollments =
+        enrollment::Entity::find().filter(enrollment::Column::TenantId.eq(tx.tenant())).all(&**tx).await?;
+    let disease: HashMap<Uuid, String> = enrollments.iter().map(|e| (e.id, e.disease.clone())).collect();
+    let visits = followup_visit::Entity::find()
+        .filter(followup_visit::Column::TenantId.eq(tx.tenant()))
+        .all(&**tx)
+        .await?
+        .into_iter()
+        .map(|v| {
+            let d = disease.get(&v.enrollment_id).cloned().unwrap_or_default();
+            let m = Measures { systolic: v.systolic, diastolic: v.diastolic, glucose: v.glucose };
+            let ok = Disease::parse(&d).is_some_and(|dd| kpi_controlled(dd, &m));
+            (v, d, ok)
+        })
+        .collect();
+    Ok((enrollments, visits))
 }

@@ -48,10 +48,12 @@ pub enum Perm {
     /// Chronic-disease registries and their worklists.
     FollowupRead,
     FollowupWrite,
+    /// Aggregate statistics (KPIs): never a patient.
+    StatisticsRead,
 }
 
 impl Perm {
-    pub const ALL: [Perm; 25] = [
+    pub const ALL: [Perm; 26] = [
         Self::InstitutionRead,
         Self::StaffRead,
         Self::StaffWrite,
@@ -77,6 +79,7 @@ impl Perm {
         Self::AccountsConsolidated,
         Self::FollowupRead,
         Self::FollowupWrite,
+        Self::StatisticsRead,
     ];
 
     pub fn object_action(self) -> (&'static str, &'static str) {
@@ -106,6 +109,7 @@ impl Perm {
             Self::AccountsConsolidated => ("accounts", "consolidated"),
             Self::FollowupRead => ("followup", "read"),
             Self::FollowupWrite => ("followup", "write"),
+            Self::StatisticsRead => ("statistics", "read"),
         }
     }
 }

@@ -279,6 +279,31 @@ async fn consume(db: &Db, url: &str, prefix: &str, h: Arc<dyn Handler>) -> anyho
     Ok(())
 }
 
+/// Records every event of the tenant's outbox that `consumer` follows (`patterns`) as applied:
+/// after a rebuild from the source tables, those events are already counted.
+pub async fn mark_processed(tx: &crate::platform::Tx, consumer: &'static str, patterns: &[&str]) -> AppResult<u64> {
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+    let backend = tx.get_database_backend();
+    let like: Vec<String> =
+        patterns.iter().map(|p| format!("event_type LIKE '{}'", p.replace('*', "%").replace('\'', ""))).collect();
+    let (t, n) = if backend == DbBackend::Postgres { ("$1", "$2") } else { ("?", "?") };
+    let sql = format!(
+        "INSERT INTO processed_events (tenant_id, consumer, event_id, processed_at)
+         SELECT o.tenant_id, '{consumer}', o.id, {n} FROM outbox o
+          WHERE o.tenant_id = {t} AND ({})
+            AND NOT EXISTS (SELECT 1 FROM processed_events p
+                             WHERE p.tenant_id = o.tenant_id AND p.consumer = '{consumer}' AND p.event_id = o.id)",
+        like.join(" OR ")
+    );
+    // SQLite numbers `?` by position: the timestamp comes first in the text.
+    let values: Vec<sea_orm::Value> = if backend == DbBackend::Postgres {
+        vec![tx.tenant().into(), Utc::now().into()]
+    } else {
+        vec![Utc::now().into(), tx.tenant().into()]
+    };
+    Ok(tx.execute_raw(Statement::from_sql_and_values(backend, sql, values)).await?.rows_affected())
+}
+
 #[cfg(test)]
 mod tests {
     use super::matches;

@@ -246,3 +246,31 @@ fn sqlite_options(opts: SqliteConnectOptions) -> SqliteConnectOptions {
         .pragma("cache_size", "-65536")
         .pragma("mmap_size", "268435456")
 }
+
+/// SQL for the China Standard Time (UTC+8) date of a timestamp column, on either backend: the
+/// day a visit or a charge counts on in statistics.
+pub fn china_date_sql(backend: DbBackend, column: &str) -> String {
+    match backend {
+        DbBackend::Postgres => format!("CAST((({column} AT TIME ZONE 'UTC') + INTERVAL '8 hours') AS DATE)"),
+        _ => format!("date({column}, '+8 hours')"),
+    }
+}
+
+/// A count or sum per day, institution and dimension, as source contexts hand it to statistics.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, sea_orm::FromQueryResult)]
+pub struct DailyCount {
+    pub day: chrono::NaiveDate,
+    pub institution_id: Uuid,
+    pub dim: String,
+    pub value: i64,
+}
+
+/// Runs a `day, institution_id, dim, value` aggregate with the tenant as its only parameter.
+pub async fn daily_counts(tx: &Tx, sql: &str) -> AppResult<Vec<DailyCount>> {
+    use sea_orm::{FromQueryResult, Statement};
+    let backend = tx.get_database_backend();
+    let sql = if backend == DbBackend::Postgres { sql.replace('?', "$1") } else { sql.to_string() };
+    Ok(DailyCount::find_by_statement(Statement::from_sql_and_values(backend, sql, [tx.tenant().into()]))
+        .all(&**tx)
+        .await?)
+}

@@ -319,6 +319,7 @@ async fn emit(
             "status": r.status, "previous_status": previous,
             "created_at": r.created_at, "requested_at": r.requested_at, "sla_due_at": r.sla_due_at,
             "decided_at": r.decided_at, "arrived_at": r.arrived_at, "completed_at": r.completed_at,
+            "summary": r.completion_summary.is_some(),
         }),
     )
     .await?;
@@ -667,4 +668,19 @@ pub async fn notifications(
 /// Seconds left before an undecided referral expires.
 pub fn sla_left(r: &referral::Model, now: DateTime<Utc>) -> Option<i64> {
     (r.status == Status::Requested.as_str()).then(|| r.sla_due_at.map(|d| (d - now).num_seconds())).flatten()
+}
+
+/// Every referral of the tenant, and whether it was referred back down: the source statistics
+/// rebuild their referral rows from.
+pub async fn stat_referrals(tx: &Tx) -> AppResult<Vec<(referral::Model, bool)>> {
+    let all = referral::Entity::find().filter(referral::Column::TenantId.eq(tx.tenant())).all(&**tx).await?;
+    let down: std::collections::HashSet<Uuid> =
+        all.iter().filter(|r| r.direction == Direction::Down.as_str()).filter_map(|r| r.parent_id).collect();
+    Ok(all
+        .into_iter()
+        .map(|r| {
+            let d = down.contains(&r.id);
+            (r, d)
+        })
+        .collect())
 }

@@ -14,5 +14,6 @@ mod platform;
 mod referrals;
 mod resilience;
 mod rls;
+mod statistics;
 mod tenants;
 mod visit;

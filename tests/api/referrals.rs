@@ -425,8 +425,12 @@ async fn an_event_no_consumer_can_apply_is_dead_lettered_not_lost_or_retried_for
     match app.backend {
         // In-process: the relay retries, then keeps it in dead_letters and moves on.
         Backend::Sqlite => {
-            eventually("a dead letter", 60, || async { count(&app, "SELECT count(*) FROM dead_letters").await == 1 })
-                .await;
+            // Every consumer that follows referral events (notifications, statistics) keeps its own.
+            eventually("a dead letter per consumer", 60, || async {
+                count(&app, "SELECT count(*) FROM dead_letters WHERE consumer = 'referral_notifications'").await == 1
+                    && count(&app, "SELECT count(*) FROM dead_letters WHERE consumer = 'statistics'").await == 1
+            })
+            .await;
             assert_eq!(count(&app, "SELECT count(*) FROM outbox WHERE published_at IS NULL").await, 0);
         }
         // RabbitMQ: redelivered up to the limit, then dead-lettered to the consumer's dead queue.

@@ -1,0 +1,348 @@
+//! The national medical-community KPIs (`../shared/DESIGN.md`, "National medical-community
+//! KPIs") from rolled-up counts, and small-cell suppression: a cell that counts, or is computed
+//! from, fewer than five patients is shown as `<5`. Pure functions, unit-tested here.
+
+use chrono::{Datelike, Duration, NaiveDate};
+
+/// Cells counting 1 to 4 patients are suppressed (0 reveals no one).
+pub const MIN_CELL: i64 = 5;
+
+fn small(n: i64) -> bool {
+    (1..MIN_CELL).contains(&n)
+}
+
+/// One figure of a statistic.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Cell {
+    Value(f64),
+    /// Counts, or is computed from, fewer than five patients.
+    Suppressed,
+    /// Nothing to compute from (a rate over zero).
+    Empty,
+}
+
+impl Cell {
+    pub fn value(self) -> Option<f64> {
+        match self {
+            Self::Value(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// As shown in the API and exports: `<5`, `-` or the figure in `unit`.
+    pub fn text(self, unit: Unit) -> String {
+        match self {
+            Self::Suppressed => "<5".into(),
+            Self::Empty => "-".into(),
+            Self::Value(v) => match unit {
+                Unit::Count => format!("{v:.0}"),
+                Unit::Percent => format!("{:.1}%", v * 100.0),
+                Unit::Ratio => format!("{v:.2}"),
+                Unit::Minutes => format!("{v:.0}"),
+                Unit::Yuan => format!("{:.2}", v / 100.0),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Count,
+    /// A share, 0 to 1 (shown as a percentage).
+    Percent,
+    Ratio,
+    Minutes,
+    /// Held in fen, shown in yuan.
+    Yuan,
+}
+
+impl Unit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Count => "count",
+            Self::Percent => "percent",
+            Self::Ratio => "ratio",
+            Self::Minutes => "minutes",
+            Self::Yuan => "fen",
+        }
+    }
+}
+
+pub fn count(n: i64) -> Cell {
+    if small(n) { Cell::Suppressed } else { Cell::Value(n as f64) }
+}
+
+/// `num / den` over patient counts.
+pub fn rate(num: i64, den: i64) -> Cell {
+    if den == 0 {
+        Cell::Empty
+    } else if small(num) || small(den) {
+        Cell::Suppressed
+    } else {
+        Cell::Value(num as f64 / den as f64)
+    }
+}
+
+/// An amount or share computed over `patients` visits: suppressed when they are fewer than five.
+pub fn over(value: f64, patients: i64) -> Cell {
+    if patients == 0 {
+        Cell::Empty
+    } else if small(patients) {
+        Cell::Suppressed
+    } else {
+        Cell::Value(value)
+    }
+}
+
+/// Nearest-rank quantile (`q` in 0..=1) of per-patient values.
+pub fn quantile(values: &[i64], q: f64) -> Cell {
+    if values.is_empty() {
+        return Cell::Empty;
+    }
+    if small(values.len() as i64) {
+        return Cell::Suppressed;
+    }
+    let mut v = values.to_vec();
+    v.sort_unstable();
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
+    Cell::Value(v[rank - 1] as f64)
+}
+
+/// Registry figures of one disease at the end of a period.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Registry {
+    /// Enrolled and not closed at the period's end.
+    pub registered: i64,
+    /// Of those, followed up at least four times in the twelve months to the period's end.
+    pub standard: i64,
+    /// Of those, followed up at least once in the twelve months.
+    pub managed: i64,
+    /// Of the managed, controlled at the last follow-up.
+    pub controlled: i64,
+}
+
+/// What the KPIs are computed from, for one institution or a subtree, over a period.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Inputs {
+    pub visits: i64,
+    /// Outpatient and emergency visits at township and village level.
+    pub grassroots_visits: i64,
+    pub referrals_out: i64,
+    pub referrals_up: i64,
+    pub referrals_down: i64,
+    /// Minutes from request to decision, per referral received and decided in the period.
+    pub decision_minutes: Vec<i64>,
+    /// Up-referrals accepted in the period, and those of them whose loop closed (completed with
+    /// a summary, or referred back down).
+    pub loop_accepted: i64,
+    pub loop_closed: i64,
+    pub hypertension: Registry,
+    pub diabetes: Registry,
+    pub charges_fen: i64,
+    pub drug_fen: i64,
+}
+
+impl Inputs {
+    pub fn add(&mut self, o: &Inputs) {
+        self.visits += o.visits;
+        self.grassroots_visits += o.grassroots_visits;
+        self.referrals_out += o.referrals_out;
+        self.referrals_up += o.referrals_up;
+        self.referrals_down += o.referrals_down;
+        self.decision_minutes.extend_from_slice(&o.decision_minutes);
+        self.loop_accepted += o.loop_accepted;
+        self.loop_closed += o.loop_closed;
+        for (a, b) in [(&mut self.hypertension, &o.hypertension), (&mut self.diabetes, &o.diabetes)] {
+            a.registered += b.registered;
+            a.standard += b.standard;
+            a.managed += b.managed;
+            a.controlled += b.controlled;
+        }
+        self.charges_fen += o.charges_fen;
+        self.drug_fen += o.drug_fen;
+    }
+}
+
+/// The KPI codes, their Chinese and English names and units, in dashboard order.
+pub const KPIS: [(&str, &str, &str, Unit); 17] = [
+    ("county_retention", "县域内就诊率", "County visit retention", Unit::Percent),
+    ("grassroots_share", "基层诊疗量占比", "Grassroots visit share", Unit::Percent),
+    ("visits", "诊疗人次", "Visits", Unit::Count),
+    ("referrals_up", "上转人次", "Up-referrals", Unit::Count),
+    ("referrals_down", "下转人次", "Down-referrals", Unit::Count),
+    ("down_up_ratio", "下转/上转比", "Down/up ratio", Unit::Ratio),
+    ("referrals_out", "转出县域人次", "Referrals out of the county", Unit::Count),
+    ("decision_median_minutes", "转诊受理时间中位数(分钟)", "Referral decision time, median (min)", Unit::Minutes),
+    ("decision_p90_minutes", "转诊受理时间P90(分钟)", "Referral decision time, p90 (min)", Unit::Minutes),
+    ("closed_loop_rate", "转诊闭环率", "Closed-loop referral rate", Unit::Percent),
+    ("hypertension_registered", "高血压在管人数", "Hypertension patients registered", Unit::Count),
+    ("hypertension_standard_rate", "高血压规范管理率", "Hypertension standardized management rate", Unit::Percent),
+    ("hypertension_control_rate", "高血压控制率", "Hypertension control rate", Unit::Percent),
+    ("diabetes_standard_rate", "糖尿病规范管理率", "Diabetes standardized management rate", Unit::Percent),
+    ("diabetes_control_rate", "糖尿病控制率", "Diabetes control rate", Unit::Percent),
+    ("avg_outpatient_cost", "次均门诊费用(元)", "Average outpatient cost (yuan)", Unit::Yuan),
+    ("drug_share", "药占比", "Drug revenue share", Unit::Percent),
+];
+
+/// Every KPI of `i`, in the order of [`KPIS`].
+pub fn kpis(i: &Inputs) -> Vec<Cell> {
+    let ratio = |num: i64, den: i64| {
+        if den == 0 {
+            Cell::Empty
+        } else if small(num) || small(den) {
+            Cell::Suppressed
+        } else {
+            Cell::Value(num as f64 / den as f64)
+        }
+    };
+    vec![
+        rate(i.visits, i.visits + i.referrals_out),
+        rate(i.grassroots_visits, i.visits),
+        count(i.visits),
+        count(i.referrals_up),
+        count(i.referrals_down),
+        ratio(i.referrals_down, i.referrals_up),
+        count(i.referrals_out),
+        quantile(&i.decision_minutes, 0.5),
+        quantile(&i.decision_minutes, 0.9),
+        rate(i.loop_closed, i.loop_accepted),
+        count(i.hypertension.registered),
+        rate(i.hypertension.standard, i.hypertension.registered),
+        rate(i.hypertension.controlled, i.hypertension.managed),
+        rate(i.diabetes.standard, i.diabetes.registered),
+        rate(i.diabetes.controlled, i.diabetes.managed),
+        over(if i.visits == 0 { 0.0 } else { i.charges_fen as f64 / i.visits as f64 }, i.visits),
+        over(if i.charges_fen == 0 { 0.0 } else { i.drug_fen as f64 / i.charges_fen as f64 }, i.visits),
+    ]
+}
+
+/// The registry window: the twelve months up to and including `end`.
+pub fn window_start(end: NaiveDate) -> NaiveDate {
+    end - Duration::days(365)
+}
+
+/// Time-series buckets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grain {
+    Day,
+    Week,
+    Month,
+}
+
+/// The first day of `day`'s bucket (weeks start on Monday).
+pub fn bucket(day: NaiveDate, grain: Grain) -> NaiveDate {
+    match grain {
+        Grain::Day => day,
+        Grain::Week => day - Duration::days(i64::from(day.weekday().num_days_from_monday())),
+        Grain::Month => day.with_day(1).expect("the first of a month exists"),
+    }
+}
+
+/// The buckets covering `from..=to`, each with its last day clipped to `to`.
+pub fn buckets(from: NaiveDate, to: NaiveDate, grain: Grain) -> Vec<(NaiveDate, NaiveDate)> {
+    let mut out = Vec::new();
+    let mut start = from;
+    while start <= to {
+        let next = match grain {
+            Grain::Day => start + Duration::days(1),
+            Grain::Week => bucket(start, Grain::Week) + Duration::days(7),
+            Grain::Month => {
+                let b = bucket(start, Grain::Month);
+                if b.month() == 12 {
+                    NaiveDate::from_ymd_opt(b.year() + 1, 1, 1).expect("a date")
+                } else {
+                    NaiveDate::from_ymd_opt(b.year(), b.month() + 1, 1).expect("a date")
+                }
+            }
+        };
+        out.push((start, (next - Duration::days(1)).min(to)));
+        start = next;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> NaiveDate {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn small_cells_are_suppressed_and_zero_is_not() {
+        assert_eq!(count(0), Cell::Value(0.0));
+        for n in 1..5 {
+            assert_eq!(count(n), Cell::Suppressed);
+        }
+        assert_eq!(count(5), Cell::Value(5.0));
+        assert_eq!(rate(3, 10), Cell::Suppressed, "the numerator counts three patients");
+        assert_eq!(rate(0, 10), Cell::Value(0.0));
+        assert_eq!(rate(10, 4), Cell::Suppressed);
+        assert_eq!(rate(0, 0), Cell::Empty);
+        assert_eq!(quantile(&[10, 20, 30, 40], 0.5), Cell::Suppressed);
+        assert_eq!(Cell::Suppressed.text(Unit::Percent), "<5");
+        assert_eq!(Cell::Value(0.8333).text(Unit::Percent), "83.3%");
+        assert_eq!(Cell::Value(2345.0).text(Unit::Yuan), "23.45");
+    }
+
+    #[test]
+    fn quantiles_are_nearest_rank() {
+        let v = [5, 1, 4, 2, 3, 10, 9, 8, 7, 6];
+        assert_eq!(quantile(&v, 0.5), Cell::Value(5.0));
+        assert_eq!(quantile(&v, 0.9), Cell::Value(9.0));
+        assert_eq!(quantile(&[7, 7, 7, 7, 7], 0.9), Cell::Value(7.0));
+    }
+
+    #[test]
+    fn buckets_cover_the_period() {
+        assert_eq!(bucket(d("2026-06-10"), Grain::Week), d("2026-06-08"));
+        assert_eq!(bucket(d("2026-06-10"), Grain::Month), d("2026-06-01"));
+        let weeks = buckets(d("2026-06-10"), d("2026-06-22"), Grain::Week);
+        assert_eq!(
+            weeks,
+            [
+                (d("2026-06-10"), d("2026-06-14")),
+                (d("2026-06-15"), d("2026-06-21")),
+                (d("2026-06-22"), d("2026-06-22"))
+            ]
+        );
+        let months = buckets(d("2025-12-15"), d("2026-02-03"), Grain::Month);
+        assert_eq!(months.len(), 3);
+        assert_eq!(months[0], (d("2025-12-15"), d("2025-12-31")));
+        assert_eq!(months[2], (d("2026-02-01"), d("2026-02-03")));
+        assert_eq!(buckets(d("2026-01-01"), d("2026-01-03"), Grain::Day).len(), 3);
+    }
+
+    #[test]
+    fn kpis_follow_the_design_definitions() {
+        let i = Inputs {
+            visits: 90,
+            grassroots_visits: 60,
+            referrals_out: 10,
+            referrals_up: 20,
+            referrals_down: 10,
+            decision_minutes: vec![30, 60, 90, 120, 150, 600],
+            loop_accepted: 10,
+            loop_closed: 8,
+            hypertension: Registry { registered: 50, standard: 30, managed: 40, controlled: 20 },
+            diabetes: Registry { registered: 6, standard: 3, managed: 6, controlled: 5 },
+            charges_fen: 900_000,
+            drug_fen: 300_000,
+        };
+        let k = kpis(&i);
+        let v = |code: &str| k[KPIS.iter().position(|(c, ..)| *c == code).unwrap()];
+        assert_eq!(v("county_retention"), Cell::Value(0.9));
+        assert_eq!(v("grassroots_share"), Cell::Value(60.0 / 90.0));
+        assert_eq!(v("down_up_ratio"), Cell::Value(0.5));
+        assert_eq!(v("decision_median_minutes"), Cell::Value(90.0));
+        assert_eq!(v("decision_p90_minutes"), Cell::Value(600.0));
+        assert_eq!(v("closed_loop_rate"), Cell::Value(0.8));
+        assert_eq!(v("hypertension_standard_rate"), Cell::Value(0.6));
+        assert_eq!(v("hypertension_control_rate"), Cell::Value(0.5));
+        assert_eq!(v("diabetes_standard_rate"), Cell::Suppressed, "three patients");
+        assert_eq!(v("diabetes_control_rate"), Cell::Value(5.0 / 6.0));
+        assert_eq!(v("avg_outpatient_cost"), Cell::Value(10_000.0));
+        assert_eq!(v("drug_share"), Cell::Value(1.0 / 3.0));
+    }
+}

@@ -1,0 +1,643 @@
+//! Statistics use cases: the `statistics` consumer keeping the rollups, the rebuild from the
+//! source contexts, and the KPIs of a period for the community, an institution's subtree and
+//! its children (drill-down), and as a time series. Nothing here holds or returns a person.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, Set};
+use uuid::Uuid;
+
+use super::domain::{Inputs, Registry, window_start};
+use super::entity::{stat_daily, stat_enrollment, stat_followup, stat_referral};
+use crate::identity::ctx::{Perm, RequestCtx};
+use crate::platform::consumers::Handler;
+use crate::platform::db::DailyCount;
+use crate::platform::events::Envelope;
+use crate::platform::{AppError, AppResult, Db, SystemScope, Tx};
+use crate::state::AppState;
+use crate::tenancy::InstitutionKind;
+use crate::tenancy::service::InstitutionInfo;
+
+pub const CONSUMER: &str = "statistics";
+const EVENTS: [&str; 4] = ["clinical.encounter_closed", "billing.charge_posted", "referrals.*", "followups.*"];
+
+fn day_of(t: DateTime<Utc>) -> NaiveDate {
+    crate::accounts::domain::china(t).date_naive()
+}
+
+async fn add_daily(tx: &Tx, day: NaiveDate, institution: Uuid, metric: &str, dim: &str, value: i64) -> AppResult<()> {
+    use stat_daily::Column as C;
+    stat_daily::Entity::insert(stat_daily::ActiveModel {
+        tenant_id: Set(tx.tenant()),
+        day: Set(day),
+        institution_id: Set(institution),
+        metric: Set(metric.into()),
+        dim: Set(dim.into()),
+        value: Set(value),
+    })
+    .on_conflict(
+        OnConflict::columns([C::TenantId, C::Day, C::InstitutionId, C::Metric, C::Dim])
+            .value(C::Value, Expr::cust("stat_daily.value + excluded.value"))
+            .to_owned(),
+    )
+    .exec(&**tx)
+    .await?;
+    Ok(())
+}
+
+fn uuid(p: &serde_json::Value, k: &str) -> Option<Uuid> {
+    p[k].as_str().and_then(|s| s.parse().ok())
+}
+fn time(p: &serde_json::Value, k: &str) -> Option<DateTime<Utc>> {
+    p[k].as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok()).map(|t| t.with_timezone(&Utc))
+}
+fn date(p: &serde_json::Value, k: &str) -> Option<NaiveDate> {
+    p[k].as_str().and_then(|s| s.parse().ok())
+}
+fn bad(e: &Envelope) -> AppError {
+    AppError::internal(anyhow::anyhow!("{} lacks a field statistics need", e.event_type))
+}
+
+/// What a referral row says, from the referral's state: its own fields, order-independent.
+#[allow(clippy::too_many_arguments)]
+fn referral_row(
+    tenant: Uuid,
+    id: Uuid,
+    direction: &str,
+    from: Uuid,
+    to: Option<Uuid>,
+    parent: Option<Uuid>,
+    status: &str,
+    created_at: Option<DateTime<Utc>>,
+    requested_at: Option<DateTime<Utc>>,
+    decided_at: Option<DateTime<Utc>>,
+    completed_at: Option<DateTime<Utc>>,
+    summary: bool,
+) -> stat_referral::Model {
+    stat_referral::Model {
+        tenant_id: tenant,
+        referral_id: id,
+        direction: direction.into(),
+        from_institution: from,
+        to_institution: to,
+        parent_id: parent,
+        // A referral out of the county is recorded complete, never requested.
+        requested_at: requested_at.or(if direction == "out" { created_at } else { None }),
+        decided_at,
+        accepted: decided_at.map(|_| status != "rejected"),
+        completed_at,
+        summary,
+        referred_down: false,
+    }
+}
+
+/// Later knowledge wins; nothing known is forgotten (events may arrive in any order, twice).
+fn merge(old: stat_referral::Model, new: stat_referral::Model) -> stat_referral::Model {
+    stat_referral::Model {
+        requested_at: old.requested_at.or(new.requested_at),
+        decided_at: old.decided_at.or(new.decided_at),
+        accepted: old.accepted.or(new.accepted),
+        completed_at: old.completed_at.or(new.completed_at),
+        summary: old.summary || new.summary,
+        referred_down: old.referred_down || new.referred_down,
+        ..old
+    }
+}
+
+async fn upsert_referral(tx: &Tx, mut row: stat_referral::Model) -> AppResult<()> {
+    let existing = stat_referral::Entity::find_by_id((row.tenant_id, row.referral_id)).one(&**tx).await?;
+    if !row.referred_down {
+        row.referred_down = stat_referral::Entity::find()
+            .filter(stat_referral::Column::TenantId.eq(row.tenant_id))
+            .filter(stat_referral::Column::ParentId.eq(row.referral_id))
+            .filter(stat_referral::Column::Direction.eq("down"))
+            .one(&**tx)
+            .await?
+            .is_some();
+    }
+    let parent = (row.direction == "down").then_some(row.parent_id).flatten();
+    match existing {
+        Some(old) => {
+            let merged = merge(old, row);
+            merged.into_active_model().reset_all().update(&**tx).await?;
+        }
+        None => {
+            row.into_active_model().insert(&**tx).await?;
+        }
+    }
+    if let Some(p) = parent {
+        stat_referral::Entity::update_many()
+            .col_expr(stat_referral::Column::ReferredDown, Expr::value(true))
+            .filter(stat_referral::Column::TenantId.eq(tx.tenant()))
+            .filter(stat_referral::Column::ReferralId.eq(p))
+            .exec(&**tx)
+            .await?;
+    }
+    Ok(())
+}
+
+async fn upsert_enrollment(tx: &Tx, row: stat_enrollment::Model) -> AppResult<()> {
+    match stat_enrollment::Entity::find_by_id((row.tenant_id, row.enrollment_id)).one(&**tx).await? {
+        Some(old) => {
+            if old.closed_on.is_none() && row.closed_on.is_some() {
+                let mut am = old.into_active_model();
+                am.closed_on = Set(row.closed_on);
+                am.update(&**tx).await?;
+            }
+        }
+        None => {
+            row.into_active_model().insert(&**tx).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn insert_followup(tx: &Tx, row: stat_followup::Model) -> AppResult<()> {
+    if stat_followup::Entity::find_by_id((row.tenant_id, row.visit_id)).one(&**tx).await?.is_none() {
+        row.into_active_model().insert(&**tx).await?;
+    }
+    Ok(())
+}
+
+/// The `statistics` consumer: visits, charges, referrals and registries into the rollups.
+pub struct Rollup;
+
+#[async_trait::async_trait]
+impl Handler for Rollup {
+    fn name(&self) -> &'static str {
+        CONSUMER
+    }
+
+    fn events(&self) -> &'static [&'static str] {
+        &EVENTS
+    }
+
+    async fn handle(&self, tx: &mut Tx, e: &Envelope) -> AppResult<()> {
+        let p = &e.payload;
+        let tenant = tx.tenant();
+        match e.event_type.as_str() {
+            "clinical.encounter_closed" => {
+                let inst = uuid(p, "institution").ok_or_else(|| bad(e))?;
+                let day = day_of(time(p, "opened_at").ok_or_else(|| bad(e))?);
+                add_daily(tx, day, inst, "visits", p["kind"].as_str().unwrap_or("outpatient"), 1).await
+            }
+            "billing.charge_posted" => {
+                let inst = uuid(p, "institution").ok_or_else(|| bad(e))?;
+                let day = day_of(time(p, "posted_at").unwrap_or(e.occurred_at));
+                let mut by_kind: HashMap<String, i64> = HashMap::new();
+                for c in p["charges"].as_array().into_iter().flatten() {
+                    *by_kind.entry(c["kind"].as_str().unwrap_or("fee").into()).or_default() +=
+                        c["amount_fen"].as_i64().unwrap_or(0);
+                }
+                for (kind, fen) in by_kind {
+                    add_daily(tx, day, inst, "charges_fen", &kind, fen).await?;
+                }
+                Ok(())
+            }
+            t if t.starts_with("referrals.") => {
+                let row = referral_row(
+                    tenant,
+                    uuid(p, "referral").ok_or_else(|| bad(e))?,
+                    p["direction"].as_str().ok_or_else(|| bad(e))?,
+                    uuid(p, "from_institution").ok_or_else(|| bad(e))?,
+                    uuid(p, "to_institution"),
+                    uuid(p, "parent"),
+                    p["status"].as_str().unwrap_or(""),
+                    time(p, "created_at"),
+                    time(p, "requested_at"),
+                    time(p, "decided_at"),
+                    time(p, "completed_at"),
+                    p["summary"].as_bool().unwrap_or(false),
+                );
+                upsert_referral(tx, row).await
+            }
+            "followups.enrolled" | "followups.closed" => {
+                upsert_enrollment(
+                    tx,
+                    stat_enrollment::Model {
+                        tenant_id: tenant,
+                        enrollment_id: uuid(p, "enrollment").ok_or_else(|| bad(e))?,
+                        institution_id: uuid(p, "institution").ok_or_else(|| bad(e))?,
+                        disease: p["disease"].as_str().ok_or_else(|| bad(e))?.into(),
+                        enrolled_on: date(p, "enrolled_on").ok_or_else(|| bad(e))?,
+                        closed_on: date(p, "closed_on"),
+                    },
+                )
+                .await
+            }
+            "followups.visit_recorded" => {
+                insert_followup(
+                    tx,
+                    stat_followup::Model {
+                        tenant_id: tenant,
+                        visit_id: uuid(p, "visit").ok_or_else(|| bad(e))?,
+                        enrollment_id: uuid(p, "enrollment").ok_or_else(|| bad(e))?,
+                        institution_id: uuid(p, "institution").ok_or_else(|| bad(e))?,
+                        disease: p["disease"].as_str().ok_or_else(|| bad(e))?.into(),
+                        visit_on: date(p, "visit_on").ok_or_else(|| bad(e))?,
+                        controlled: p["kpi_controlled"].as_bool().unwrap_or(false),
+                    },
+                )
+                .await
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Every rollup row of a tenant, in a stable order: what a rebuild is compared with.
+#[derive(Debug, PartialEq)]
+pub struct Snapshot {
+    pub daily: Vec<(NaiveDate, Uuid, String, String, i64)>,
+    pub referrals: Vec<stat_referral::Model>,
+    pub enrollments: Vec<stat_enrollment::Model>,
+    pub followups: Vec<stat_followup::Model>,
+}
+
+pub async fn snapshot(db: &Db, tenant: Uuid) -> AppResult<Snapshot> {
+    let tx = db.begin(&SystemScope { tenant }).await?;
+    let mut daily: Vec<_> = stat_daily::Entity::find()
+        .filter(stat_daily::Column::TenantId.eq(tenant))
+        .all(&*tx)
+        .await?
+        .into_iter()
+        .filter(|r| r.value != 0)
+        .map(|r| (r.day, r.institution_id, r.metric, r.dim, r.value))
+        .collect();
+    daily.sort();
+    let mut referrals =
+        stat_referral::Entity::find().filter(stat_referral::Column::TenantId.eq(tenant)).all(&*tx).await?;
+    referrals.sort_by_key(|r| r.referral_id);
+    let mut enrollments =
+        stat_enrollment::Entity::find().filter(stat_enrollment::Column::TenantId.eq(tenant)).all(&*tx).await?;
+    enrollments.sort_by_key(|r| r.enrollment_id);
+    let mut followups =
+        stat_followup::Entity::find().filter(stat_followup::Column::TenantId.eq(tenant)).all(&*tx).await?;
+    followups.sort_by_key(|r| r.visit_id);
+    tx.rollback().await?;
+    Ok(Snapshot { daily, referrals, enrollments, followups })
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RebuildReport {
+    pub daily_rows: usize,
+    pub referrals: usize,
+    pub enrollments: usize,
+    pub followups: usize,
+}
+
+/// Recomputes every rollup of a tenant from the source contexts, in one transaction. Events
+/// already in the outbox count as applied, so the consumer does not add them a second time.
+pub async fn rebuild(db: &Db, tenant: Uuid) -> AppResult<RebuildReport> {
+    let tx = db.begin(&SystemScope { tenant }).await?;
+    stat_daily::Entity::delete_many().filter(stat_daily::Column::TenantId.eq(tenant)).exec(&*tx).await?;
+    stat_referral::Entity::delete_many().filter(stat_referral::Column::TenantId.eq(tenant)).exec(&*tx).await?;
+    stat_enrollment::Entity::delete_many().filter(stat_enrollment::Column::TenantId.eq(tenant)).exec(&*tx).await?;
+    stat_followup::Entity::delete_many().filter(stat_followup::Column::TenantId.eq(tenant)).exec(&*tx).await?;
+    let mut report = RebuildReport::default();
+
+    let mut daily: Vec<stat_daily::ActiveModel> = Vec::new();
+    let sources: [(&str, Vec<DailyCount>); 2] = [
+        ("visits", crate::clinical::service::stat_visits(&tx).await?),
+        ("charges_fen", crate::billing::service::stat_charges(&tx).await?),
+    ];
+    for (metric, rows) in sources {
+        for r in rows {
+            daily.push(stat_daily::ActiveModel {
+                tenant_id: Set(tenant),
+                day: Set(r.day),
+                institution_id: Set(r.institution_id),
+                metric: Set(metric.into()),
+                dim: Set(r.dim),
+                value: Set(r.value),
+            });
+        }
+    }
+    report.daily_rows = daily.len();
+    for chunk in daily.chunks(1000) {
+        stat_daily::Entity::insert_many(chunk.to_vec()).exec(&*tx).await?;
+    }
+
+    let referrals: Vec<stat_referral::ActiveModel> = crate::referrals::service::stat_referrals(&tx)
+        .await?
+        .into_iter()
+        .map(|(r, down)| {
+            let mut row = referral_row(
+                tenant,
+                r.id,
+                &r.direction,
+                r.from_institution,
+                r.to_institution,
+                r.parent_id,
+                &r.status,
+                Some(r.created_at),
+                r.requested_at,
+                r.decided_at,
+                r.completed_at,
+                r.completion_summary.is_some(),
+            );
+            row.referred_down = down;
+            row
+        })
+        // A draft nobody sent is not a referral yet (it has published no event).
+        .filter(|r| r.requested_at.is_some() || r.completed_at.is_some() || r.decided_at.is_some())
+        .map(IntoActiveModel::into_active_model)
+        .collect();
+    report.referrals = referrals.len();
+    for chunk in referrals.chunks(500) {
+        stat_referral::Entity::insert_many(chunk.to_vec()).exec(&*tx).await?;
+    }
+
+    let (enrollments, visits) = crate::followups::service::stat_sources(&tx).await?;
+    report.enrollments = enrollments.len();
+    report.followups = visits.len();
+    let rows: Vec<stat_enrollment::ActiveModel> = enrollments
+        .into_iter()
+        .map(|e| {
+            stat_enrollment::Model {
+                tenant_id: tenant,
+                enrollment_id: e.id,
+                institution_id: e.institution_id,
+                disease: e.disease,
+                enrolled_on: e.enrolled_on,
+                closed_on: e.closed_on,
+            }
+            .into_active_model()
+        })
+        .collect();
+    for chunk in rows.chunks(1000) {
+        stat_enrollment::Entity::insert_many(chunk.to_vec()).exec(&*tx).await?;
+    }
+    let rows: Vec<stat_followup::ActiveModel> = visits
+        .into_iter()
+        .map(|(v, disease, controlled)| {
+            stat_followup::Model {
+                tenant_id: tenant,
+                visit_id: v.id,
+                enrollment_id: v.enrollment_id,
+                institution_id: v.institution_id,
+                disease,
+                visit_on: v.visit_on,
+                controlled,
+            }
+            .into_active_model()
+        })
+        .collect();
+    for chunk in rows.chunks(1000) {
+        stat_followup::Entity::insert_many(chunk.to_vec()).exec(&*tx).await?;
+    }
+    crate::platform::consumers::mark_processed(&tx, CONSUMER, &EVENTS).await?;
+    tx.commit().await?;
+    Ok(report)
+}
+
+#[derive(Debug, sea_orm::FromQueryResult)]
+struct MetricSum {
+    institution_id: Uuid,
+    metric: String,
+    dim: String,
+    value: i64,
+}
+
+/// The daily rollups summed over a period, per institution, metric and dimension.
+async fn daily_between(tx: &Tx, from: NaiveDate, to: NaiveDate) -> AppResult<Vec<MetricSum>> {
+    use sea_orm::QuerySelect;
+    use sea_orm::sea_query::{Alias, ExprTrait, Func};
+    use stat_daily::Column as C;
+    Ok(stat_daily::Entity::find()
+        .select_only()
+        .column(C::InstitutionId)
+        .column(C::Metric)
+        .column(C::Dim)
+        .column_as(Expr::from(Func::sum(Expr::col(C::Value))).cast_as(Alias::new("BIGINT")), "value")
+        .filter(C::TenantId.eq(tx.tenant()))
+        .filter(C::Day.gte(from))
+        .filter(C::Day.lte(to))
+        .group_by(C::InstitutionId)
+        .group_by(C::Metric)
+        .group_by(C::Dim)
+        .into_model::<MetricSum>()
+        .all(&**tx)
+        .await?)
+}
+
+/// Per-institution inputs of the KPIs over `from..=to` (registries as at `to`).
+pub async fn inputs(tx: &Tx, from: NaiveDate, to: NaiveDate) -> AppResult<HashMap<Uuid, Inputs>> {
+    let institutions = crate::tenancy::service::list_institutions(tx).await?;
+    let grassroots: HashSet<Uuid> = institutions
+        .iter()
+        .filter(|i| matches!(i.kind, InstitutionKind::TownshipHealthCentre | InstitutionKind::VillageClinic))
+        .map(|i| i.id)
+        .collect();
+    let mut out: HashMap<Uuid, Inputs> = HashMap::new();
+
+    let daily = daily_between(tx, from, to).await?;
+    for r in daily {
+        let i = out.entry(r.institution_id).or_default();
+        match (r.metric.as_str(), r.dim.as_str()) {
+            ("visits", _) => {
+                i.visits += r.value;
+                if grassroots.contains(&r.institution_id) {
+                    i.grassroots_visits += r.value;
+                }
+            }
+            ("charges_fen", kind) => {
+                i.charges_fen += r.value;
+                if kind == "drug" {
+                    i.drug_fen += r.value;
+                }
+            }
+            _ => {}
+        }
+    }
+
+    let in_period = |t: Option<DateTime<Utc>>| t.map(day_of).is_some_and(|d| d >= from && d <= to);
+    let referrals =
+        stat_referral::Entity::find().filter(stat_referral::Column::TenantId.eq(tx.tenant())).all(&**tx).await?;
+    for r in &referrals {
+        if in_period(r.requested_at) {
+            let i = out.entry(r.from_institution).or_default();
+            match r.direction.as_str() {
+                "up" => i.referrals_up += 1,
+                "down" => i.referrals_down += 1,
+                "out" => i.referrals_out += 1,
+                _ => {}
+            }
+        }
+        if let (Some(to_inst), Some(req), Some(dec)) = (r.to_institution, r.requested_at, r.decided_at)
+            && in_period(Some(dec))
+        {
+            let i = out.entry(to_inst).or_default();
+            i.decision_minutes.push((dec - req).num_minutes());
+            if r.direction == "up" && r.accepted == Some(true) {
+                i.loop_accepted += 1;
+                if (r.completed_at.is_some() && r.summary) || r.referred_down {
+                    i.loop_closed += 1;
+                }
+            }
+        }
+    }
+
+    // Registries as at the period's end, over the twelve months to it.
+    let start = window_start(to);
+    let enrollments = stat_enrollment::Entity::find()
+        .filter(stat_enrollment::Column::TenantId.eq(tx.tenant()))
+        .filter(stat_enrollment::Column::EnrolledOn.lte(to))
+        .all(&**tx)
+        .await?;
+    let followups = stat_followup::Entity::find()
+        .filter(stat_followup::Column::TenantId.eq(tx.tenant()))
+        .filter(stat_followup::Column::VisitOn.gt(start))
+        .filter(stat_followup::Column::VisitOn.lte(to))
+        .all(&**tx)
+        .await?;
+    let mut seen: HashMap<Uuid, (i64, NaiveDate, bool)> = HashMap::new();
+    for f in followups {
+        let s = seen.entry(f.enrollment_id).or_insert((0, f.visit_on, f.controlled));
+        s.0 += 1;
+        if f.visit_on >= s.1 {
+            s.1 = f.visit_on;
+            s.2 = f.controlled;
+        }
+    }
+    for e in enrollments.iter().filter(|e| e.closed_on.is_none_or(|c| c > to)) {
+        let i = out.entry(e.institution_id).or_default();
+        let reg: &mut Registry = if e.disease == "diabetes" { &mut i.diabetes } else { &mut i.hypertension };
+        reg.registered += 1;
+        if let Some((n, _, controlled)) = seen.get(&e.enrollment_id) {
+            reg.managed += 1;
+            if *n >= 4 {
+                reg.standard += 1;
+            }
+            if *controlled {
+                reg.controlled += 1;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// An institution and every institution below it.
+pub fn subtree(institutions: &[InstitutionInfo], root: Uuid) -> HashSet<Uuid> {
+    let mut set: HashSet<Uuid> = [root].into();
+    loop {
+        let before = set.len();
+        for i in institutions {
+            if i.parent_id.is_some_and(|p| set.contains(&p)) {
+                set.insert(i.id);
+            }
+        }
+        if set.len() == before {
+            return set;
+        }
+    }
+}
+
+pub fn sum_over(per: &HashMap<Uuid, Inputs>, set: &HashSet<Uuid>) -> Inputs {
+    let mut total = Inputs::default();
+    for (id, i) in per {
+        if set.contains(id) {
+            total.add(i);
+        }
+    }
+    total
+}
+
+/// The KPIs of a node and of each of its children.
+pub struct Report {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    /// None for the whole community.
+    pub node: Option<InstitutionInfo>,
+    pub totals: Inputs,
+    pub children: Vec<(InstitutionInfo, Inputs)>,
+}
+
+fn check_period(from: NaiveDate, to: NaiveDate) -> AppResult<()> {
+    if from > to || (to - from).num_days() > 3 * 366 {
+        return Err(AppError::unprocessable("period_invalid", "from is no later than to, at most three years apart"));
+    }
+    Ok(())
+}
+
+/// The KPIs over `from..=to` for the community (or `institution`'s subtree), with drill-down
+/// one level: county → township → village.
+pub async fn report(
+    state: &AppState,
+    ctx: &RequestCtx,
+    from: NaiveDate,
+    to: NaiveDate,
+    institution: Option<Uuid>,
+) -> AppResult<Report> {
+    ctx.require(Perm::StatisticsRead)?;
+    check_period(from, to)?;
+    let tx = state.db.begin(ctx).await?;
+    let institutions = crate::tenancy::service::list_institutions(&tx).await?;
+    let node =
+        match institution {
+            Some(id) => Some(institutions.iter().find(|i| i.id == id).cloned().ok_or_else(|| {
+                AppError::not_found("institution_not_found", "no such institution in this community")
+            })?),
+            None => None,
+        };
+    let per = inputs(&tx, from, to).await?;
+    tx.rollback().await?;
+    let (totals, children) = match &node {
+        Some(n) => {
+            let totals = sum_over(&per, &subtree(&institutions, n.id));
+            let children = institutions
+                .iter()
+                .filter(|i| i.parent_id == Some(n.id))
+                .map(|c| (c.clone(), sum_over(&per, &subtree(&institutions, c.id))))
+                .collect();
+            (totals, children)
+        }
+        None => {
+            let all: HashSet<Uuid> = institutions.iter().map(|i| i.id).collect();
+            let roots = institutions
+                .iter()
+                .filter(|i| i.parent_id.is_none() && i.kind != InstitutionKind::HealthBureau)
+                .map(|c| (c.clone(), sum_over(&per, &subtree(&institutions, c.id))))
+                .collect();
+            (sum_over(&per, &all), roots)
+        }
+    };
+    Ok(Report { from, to, node, totals, children })
+}
+
+/// One KPI-input set per bucket of the period, for the community or a subtree.
+pub async fn series(
+    state: &AppState,
+    ctx: &RequestCtx,
+    from: NaiveDate,
+    to: NaiveDate,
+    grain: super::domain::Grain,
+    institution: Option<Uuid>,
+) -> AppResult<Vec<(NaiveDate, NaiveDate, Inputs)>> {
+    ctx.require(Perm::StatisticsRead)?;
+    check_period(from, to)?;
+    let buckets = super::domain::buckets(from, to, grain);
+    if buckets.len() > 400 {
+        return Err(AppError::unprocessable("period_invalid", "at most 400 points in a series; use a coarser grain"));
+    }
+    let tx = state.db.begin(ctx).await?;
+    let institutions = crate::tenancy::service::list_institutions(&tx).await?;
+    let set: HashSet<Uuid> = match institution {
+        Some(id) => {
+            if !institutions.iter().any(|i| i.id == id) {
+                return Err(AppError::not_found("institution_not_found", "no such institution in this community"));
+            }
+            subtree(&institutions, id)
+        }
+        None => institutions.iter().map(|i| i.id).collect(),
+    };
+    let mut out = Vec::new();
+    for (a, b) in buckets {
+        let per = inputs(&tx, a, b).await?;
+        out.push((a, b, sum_over(&per, &set)));
+    }
+    tx.rollback().await?;
+    Ok(out)
+}
