@@ -46,6 +46,9 @@ enum StatEnrollments {
     Disease,
     EnrolledOn,
     ClosedOn,
+    LastVisitOn,
+    FourthVisitOn,
+    LastControlled,
 }
 
 #[derive(DeriveIden)]
@@ -131,6 +134,9 @@ impl MigrationTrait for Migration {
                     .col(text(StatEnrollments::Disease))
                     .col(date(StatEnrollments::EnrolledOn))
                     .col(ColumnDef::new(StatEnrollments::ClosedOn).date().null())
+                    .col(ColumnDef::new(StatEnrollments::LastVisitOn).date().null())
+                    .col(ColumnDef::new(StatEnrollments::FourthVisitOn).date().null())
+                    .col(flag(StatEnrollments::LastControlled))
                     .primary_key(Index::create().col(StatEnrollments::TenantId).col(StatEnrollments::EnrollmentId))
                     .to_owned(),
             )

@@ -138,7 +138,40 @@ async fn upsert_referral(tx: &Tx, mut row: stat_referral::Model) -> AppResult<()
     Ok(())
 }
 
+/// The latest follow-up, the fourth latest, and whether the latest was controlled, from an
+/// enrollment's follow-ups newest first.
+fn summary_of(newest_first: &[(NaiveDate, bool)]) -> (Option<NaiveDate>, Option<NaiveDate>, bool) {
+    (newest_first.first().map(|f| f.0), newest_first.get(3).map(|f| f.0), newest_first.first().is_some_and(|f| f.1))
+}
+
+async fn refresh_summary(tx: &Tx, enrollment: Uuid) -> AppResult<()> {
+    use sea_orm::{QueryOrder, QuerySelect};
+    let Some(e) = stat_enrollment::Entity::find_by_id((tx.tenant(), enrollment)).one(&**tx).await? else {
+        return Ok(());
+    };
+    let recent: Vec<(NaiveDate, bool)> = stat_followup::Entity::find()
+        .filter(stat_followup::Column::TenantId.eq(tx.tenant()))
+        .filter(stat_followup::Column::EnrollmentId.eq(enrollment))
+        .order_by_desc(stat_followup::Column::VisitOn)
+        .limit(4)
+        .all(&**tx)
+        .await?
+        .into_iter()
+        .map(|f| (f.visit_on, f.controlled))
+        .collect();
+    let (last, fourth, controlled) = summary_of(&recent);
+    if (e.last_visit_on, e.fourth_visit_on, e.last_controlled) != (last, fourth, controlled) {
+        let mut am = e.into_active_model();
+        am.last_visit_on = Set(last);
+        am.fourth_visit_on = Set(fourth);
+        am.last_controlled = Set(controlled);
+        am.update(&**tx).await?;
+    }
+    Ok(())
+}
+
 async fn upsert_enrollment(tx: &Tx, row: stat_enrollment::Model) -> AppResult<()> {
+    let id = row.enrollment_id;
     match stat_enrollment::Entity::find_by_id((row.tenant_id, row.enrollment_id)).one(&**tx).await? {
         Some(old) => {
             if old.closed_on.is_none() && row.closed_on.is_some() {
@@ -149,14 +182,18 @@ async fn upsert_enrollment(tx: &Tx, row: stat_enrollment::Model) -> AppResult<()
         }
         None => {
             row.into_active_model().insert(&**tx).await?;
+            // Its follow-ups may have arrived first.
+            refresh_summary(tx, id).await?;
         }
     }
     Ok(())
 }
 
 async fn insert_followup(tx: &Tx, row: stat_followup::Model) -> AppResult<()> {
+    let enrollment = row.enrollment_id;
     if stat_followup::Entity::find_by_id((row.tenant_id, row.visit_id)).one(&**tx).await?.is_none() {
         row.into_active_model().insert(&**tx).await?;
+        refresh_summary(tx, enrollment).await?;
     }
     Ok(())
 }
@@ -223,6 +260,9 @@ impl Handler for Rollup {
                         disease: p["disease"].as_str().ok_or_else(|| bad(e))?.into(),
                         enrolled_on: date(p, "enrolled_on").ok_or_else(|| bad(e))?,
                         closed_on: date(p, "closed_on"),
+                        last_visit_on: None,
+                        fourth_visit_on: None,
+                        last_controlled: false,
                     },
                 )
                 .await
@@ -353,9 +393,16 @@ pub async fn rebuild(db: &Db, tenant: Uuid) -> AppResult<RebuildReport> {
     let (enrollments, visits) = crate::followups::service::stat_sources(&tx).await?;
     report.enrollments = enrollments.len();
     report.followups = visits.len();
+    let mut by_enrollment: HashMap<Uuid, Vec<(NaiveDate, bool)>> = HashMap::new();
+    for (v, _, controlled) in &visits {
+        by_enrollment.entry(v.enrollment_id).or_default().push((v.visit_on, *controlled));
+    }
     let rows: Vec<stat_enrollment::ActiveModel> = enrollments
         .into_iter()
         .map(|e| {
+            let mut seen = by_enrollment.remove(&e.id).unwrap_or_default();
+            seen.sort_by(|a, b| b.0.cmp(&a.0));
+            let (last, fourth, last_controlled) = summary_of(&seen);
             stat_enrollment::Model {
                 tenant_id: tenant,
                 enrollment_id: e.id,
@@ -363,6 +410,9 @@ pub async fn rebuild(db: &Db, tenant: Uuid) -> AppResult<RebuildReport> {
                 disease: e.disease,
                 enrolled_on: e.enrolled_on,
                 closed_on: e.closed_on,
+                last_visit_on: last,
+                fourth_visit_on: fourth,
+                last_controlled,
             }
             .into_active_model()
         })
@@ -423,6 +473,53 @@ async fn daily_between(tx: &Tx, from: NaiveDate, to: NaiveDate) -> AppResult<Vec
         .await?)
 }
 
+#[derive(Debug, sea_orm::FromQueryResult)]
+struct RegistrySum {
+    institution_id: Uuid,
+    disease: String,
+    registered: i64,
+    managed: i64,
+    standard: i64,
+    controlled: i64,
+}
+
+/// Registry figures at `to` of the enrollments last seen on or before `to`, from their
+/// summaries, summed in the database: managed if seen after `window`, standard if their fourth
+/// latest follow-up is after it, controlled if managed and controlled at the latest.
+async fn registry_sums(tx: &Tx, window: NaiveDate, to: NaiveDate) -> AppResult<Vec<RegistrySum>> {
+    use sea_orm::{ConnectionTrait, FromQueryResult, Statement};
+    let backend = tx.get_database_backend();
+    let mut sql = String::from(
+        "SELECT institution_id, disease,
+                CAST(COUNT(*) AS BIGINT) AS registered,
+                CAST(SUM(CASE WHEN last_visit_on > ? THEN 1 ELSE 0 END) AS BIGINT) AS managed,
+                CAST(SUM(CASE WHEN fourth_visit_on > ? THEN 1 ELSE 0 END) AS BIGINT) AS standard,
+                CAST(SUM(CASE WHEN last_visit_on > ? AND last_controlled THEN 1 ELSE 0 END) AS BIGINT) AS controlled
+           FROM stat_enrollments
+          WHERE tenant_id = ? AND enrolled_on <= ? AND (closed_on IS NULL OR closed_on > ?)
+            AND (last_visit_on IS NULL OR last_visit_on <= ?)
+          GROUP BY institution_id, disease",
+    );
+    if backend == sea_orm::DbBackend::Postgres {
+        let mut n = 0;
+        sql = sql
+            .split('?')
+            .enumerate()
+            .map(|(k, part)| {
+                if k == 0 {
+                    part.to_string()
+                } else {
+                    n += 1;
+                    format!("${n}{part}")
+                }
+            })
+            .collect();
+    }
+    let values: Vec<sea_orm::Value> =
+        vec![window.into(), window.into(), window.into(), tx.tenant().into(), to.into(), to.into(), to.into()];
+    Ok(RegistrySum::find_by_statement(Statement::from_sql_and_values(backend, sql, values)).all(&**tx).await?)
+}
+
 /// Per-institution inputs of the KPIs over `from..=to` (registries as at `to`).
 pub async fn inputs(tx: &Tx, from: NaiveDate, to: NaiveDate) -> AppResult<HashMap<Uuid, Inputs>> {
     let institutions = crate::tenancy::service::list_institutions(tx).await?;
@@ -453,22 +550,42 @@ pub async fn inputs(tx: &Tx, from: NaiveDate, to: NaiveDate) -> AppResult<HashMa
         }
     }
 
-    let in_period = |t: Option<DateTime<Utc>>| t.map(day_of).is_some_and(|d| d >= from && d <= to);
-    let referrals =
-        stat_referral::Entity::find().filter(stat_referral::Column::TenantId.eq(tx.tenant())).all(&**tx).await?;
-    for r in &referrals {
-        if in_period(r.requested_at) {
-            let i = out.entry(r.from_institution).or_default();
-            match r.direction.as_str() {
+    // Referrals: counted by the sender on the day sent; decisions and loops by the receiver on
+    // the day decided. Only the period's rows are read.
+    let (start, _) = crate::accounts::service::china_day(from);
+    let (_, end) = crate::accounts::service::china_day(to);
+    {
+        use sea_orm::QuerySelect;
+        use stat_referral::Column as C;
+        let sent: Vec<(Uuid, String)> = stat_referral::Entity::find()
+            .select_only()
+            .column(C::FromInstitution)
+            .column(C::Direction)
+            .filter(C::TenantId.eq(tx.tenant()))
+            .filter(C::RequestedAt.gte(start))
+            .filter(C::RequestedAt.lt(end))
+            .into_tuple()
+            .all(&**tx)
+            .await?;
+        for (from_inst, direction) in sent {
+            let i = out.entry(from_inst).or_default();
+            match direction.as_str() {
                 "up" => i.referrals_up += 1,
                 "down" => i.referrals_down += 1,
                 "out" => i.referrals_out += 1,
                 _ => {}
             }
         }
-        if let (Some(to_inst), Some(req), Some(dec)) = (r.to_institution, r.requested_at, r.decided_at)
-            && in_period(Some(dec))
-        {
+        let decided = stat_referral::Entity::find()
+            .filter(C::TenantId.eq(tx.tenant()))
+            .filter(C::DecidedAt.gte(start))
+            .filter(C::DecidedAt.lt(end))
+            .all(&**tx)
+            .await?;
+        for r in decided {
+            let (Some(to_inst), Some(req), Some(dec)) = (r.to_institution, r.requested_at, r.decided_at) else {
+                continue;
+            };
             let i = out.entry(to_inst).or_default();
             i.decision_minutes.push((dec - req).num_minutes());
             if r.direction == "up" && r.accepted == Some(true) {
@@ -480,29 +597,44 @@ pub async fn inputs(tx: &Tx, from: NaiveDate, to: NaiveDate) -> AppResult<HashMa
         }
     }
 
-    // Registries as at the period's end, over the twelve months to it.
-    let start = window_start(to);
-    let enrollments = stat_enrollment::Entity::find()
+    // Registries as at the period's end, over the twelve months to it. An enrollment last seen
+    // on or before `to` is counted from its summary; one seen after `to` (a look back) from its
+    // follow-ups in the window.
+    let window = window_start(to);
+    for r in registry_sums(tx, window, to).await? {
+        let i = out.entry(r.institution_id).or_default();
+        let reg: &mut Registry = if r.disease == "diabetes" { &mut i.diabetes } else { &mut i.hypertension };
+        reg.registered += r.registered;
+        reg.managed += r.managed;
+        reg.standard += r.standard;
+        reg.controlled += r.controlled;
+    }
+    let later = stat_enrollment::Entity::find()
         .filter(stat_enrollment::Column::TenantId.eq(tx.tenant()))
         .filter(stat_enrollment::Column::EnrolledOn.lte(to))
-        .all(&**tx)
-        .await?;
-    let followups = stat_followup::Entity::find()
-        .filter(stat_followup::Column::TenantId.eq(tx.tenant()))
-        .filter(stat_followup::Column::VisitOn.gt(start))
-        .filter(stat_followup::Column::VisitOn.lte(to))
+        .filter(stat_enrollment::Column::LastVisitOn.gt(to))
         .all(&**tx)
         .await?;
     let mut seen: HashMap<Uuid, (i64, NaiveDate, bool)> = HashMap::new();
-    for f in followups {
-        let s = seen.entry(f.enrollment_id).or_insert((0, f.visit_on, f.controlled));
-        s.0 += 1;
-        if f.visit_on >= s.1 {
-            s.1 = f.visit_on;
-            s.2 = f.controlled;
+    let ids: Vec<Uuid> = later.iter().map(|e| e.enrollment_id).collect();
+    for chunk in ids.chunks(1000) {
+        let followups = stat_followup::Entity::find()
+            .filter(stat_followup::Column::TenantId.eq(tx.tenant()))
+            .filter(stat_followup::Column::EnrollmentId.is_in(chunk.to_vec()))
+            .filter(stat_followup::Column::VisitOn.gt(window))
+            .filter(stat_followup::Column::VisitOn.lte(to))
+            .all(&**tx)
+            .await?;
+        for f in followups {
+            let s = seen.entry(f.enrollment_id).or_insert((0, f.visit_on, f.controlled));
+            s.0 += 1;
+            if f.visit_on >= s.1 {
+                s.1 = f.visit_on;
+                s.2 = f.controlled;
+            }
         }
     }
-    for e in enrollments.iter().filter(|e| e.closed_on.is_none_or(|c| c > to)) {
+    for e in later.iter().filter(|e| e.closed_on.is_none_or(|c| c > to)) {
         let i = out.entry(e.institution_id).or_default();
         let reg: &mut Registry = if e.disease == "diabetes" { &mut i.diabetes } else { &mut i.hypertension };
         reg.registered += 1;

@@ -251,11 +251,21 @@ async fn every_kpi_of_a_known_world_is_exactly_the_hand_computed_value() {
         .find(|c| c["institution_id"] == ids["v-qianying"].to_string())
         .unwrap();
     assert_eq!(kpi(quiet, "visits")["value"], 0.0, "zero reveals no one and is shown");
+    // Looking back to 50 days ago: the last follow-ups (10 days ago) are after it, so the
+    // window holds three of the four (300, 200, 100 days ago; one for the sixth patient), all
+    // controlled: nobody has four, everybody managed is controlled.
+    let today = cloudhis::followups::service::today();
+    let back = today - chrono::Duration::days(50);
+    let earlier = app
+        .get(&format!("/api/v1/statistics/kpis?from={}&to={back}", back - chrono::Duration::days(30)), &bureau.token)
+        .await;
+    assert_eq!(kpi(&earlier.body, "hypertension_registered")["value"], 6.0);
+    assert_eq!(kpi(&earlier.body, "hypertension_standard_rate")["text"], "0.0%");
+    assert_eq!(kpi(&earlier.body, "hypertension_control_rate")["text"], "100.0%");
     // A period before any of it is empty, not an error.
     let past = app.get("/api/v1/statistics/kpis?from=2020-01-01&to=2020-12-31", &bureau.token).await;
     assert_eq!(kpi(&past.body, "visits")["value"], 0.0);
     // A time series: today's bucket holds the fifteen visits.
-    let today = cloudhis::followups::service::today();
     let s = app
         .get(
             &format!(

@@ -12,6 +12,11 @@ pub struct Model {
     pub disease: String,
     pub enrolled_on: Date,
     pub closed_on: Option<Date>,
+    /// The latest follow-up, the fourth latest, and whether the latest met the control target:
+    /// enough to count standard management and control at any date on or after the latest.
+    pub last_visit_on: Option<Date>,
+    pub fourth_visit_on: Option<Date>,
+    pub last_controlled: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
