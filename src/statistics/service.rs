@@ -401,7 +401,7 @@ pub async fn rebuild(db: &Db, tenant: Uuid) -> AppResult<RebuildReport> {
         .into_iter()
         .map(|e| {
             let mut seen = by_enrollment.remove(&e.id).unwrap_or_default();
-            seen.sort_by(|a, b| b.0.cmp(&a.0));
+            seen.sort_by_key(|v| std::cmp::Reverse(v.0));
             let (last, fourth, last_controlled) = summary_of(&seen);
             stat_enrollment::Model {
                 tenant_id: tenant,
