@@ -487,19 +487,56 @@ struct RegistrySum {
 /// summaries, summed in the database: managed if seen after `window`, standard if their fourth
 /// latest follow-up is after it, controlled if managed and controlled at the latest.
 async fn registry_sums(tx: &Tx, window: NaiveDate, to: NaiveDate) -> AppResult<Vec<RegistrySum>> {
+    let sql = "SELECT institution_id, disease,
+                      CAST(COUNT(*) AS BIGINT) AS registered,
+                      CAST(SUM(CASE WHEN last_visit_on > ? THEN 1 ELSE 0 END) AS BIGINT) AS managed,
+                      CAST(SUM(CASE WHEN fourth_visit_on > ? THEN 1 ELSE 0 END) AS BIGINT) AS standard,
+                      CAST(SUM(CASE WHEN last_visit_on > ? AND last_controlled THEN 1 ELSE 0 END) AS BIGINT) AS controlled
+                 FROM stat_enrollments
+                WHERE tenant_id = ? AND enrolled_on <= ? AND (closed_on IS NULL OR closed_on > ?)
+                  AND (last_visit_on IS NULL OR last_visit_on <= ?)
+                GROUP BY institution_id, disease";
+    let values: Vec<sea_orm::Value> =
+        vec![window.into(), window.into(), window.into(), tx.tenant().into(), to.into(), to.into(), to.into()];
+    registry_query(tx, sql, values).await
+}
+
+/// Registry figures at `to` of the enrollments last seen after `to`, from their follow-ups in
+/// the window (`window`, `to`]: counted, and the latest one's control, in the database.
+async fn registry_sums_back(tx: &Tx, window: NaiveDate, to: NaiveDate) -> AppResult<Vec<RegistrySum>> {
+    let sql = "WITH later AS (SELECT enrollment_id, institution_id, disease FROM stat_enrollments
+                               WHERE tenant_id = ? AND enrolled_on <= ? AND (closed_on IS NULL OR closed_on > ?)
+                                 AND last_visit_on > ?),
+                    w AS (SELECT f.enrollment_id, COUNT(*) AS n, MAX(f.visit_on) AS last
+                            FROM stat_followups f JOIN later l ON l.enrollment_id = f.enrollment_id
+                           WHERE f.tenant_id = ? AND f.visit_on > ? AND f.visit_on <= ? GROUP BY f.enrollment_id)
+               SELECT l.institution_id, l.disease,
+                      CAST(COUNT(*) AS BIGINT) AS registered,
+                      CAST(COUNT(w.n) AS BIGINT) AS managed,
+                      CAST(SUM(CASE WHEN w.n >= 4 THEN 1 ELSE 0 END) AS BIGINT) AS standard,
+                      CAST(SUM(CASE WHEN f.controlled THEN 1 ELSE 0 END) AS BIGINT) AS controlled
+                 FROM later l
+                 LEFT JOIN w ON w.enrollment_id = l.enrollment_id
+                 LEFT JOIN stat_followups f
+                        ON f.tenant_id = ? AND f.enrollment_id = l.enrollment_id AND f.visit_on = w.last
+                GROUP BY l.institution_id, l.disease";
+    let values: Vec<sea_orm::Value> = vec![
+        tx.tenant().into(),
+        to.into(),
+        to.into(),
+        to.into(),
+        tx.tenant().into(),
+        window.into(),
+        to.into(),
+        tx.tenant().into(),
+    ];
+    registry_query(tx, sql, values).await
+}
+
+async fn registry_query(tx: &Tx, sql: &str, values: Vec<sea_orm::Value>) -> AppResult<Vec<RegistrySum>> {
     use sea_orm::{ConnectionTrait, FromQueryResult, Statement};
     let backend = tx.get_database_backend();
-    let mut sql = String::from(
-        "SELECT institution_id, disease,
-                CAST(COUNT(*) AS BIGINT) AS registered,
-                CAST(SUM(CASE WHEN last_visit_on > ? THEN 1 ELSE 0 END) AS BIGINT) AS managed,
-                CAST(SUM(CASE WHEN fourth_visit_on > ? THEN 1 ELSE 0 END) AS BIGINT) AS standard,
-                CAST(SUM(CASE WHEN last_visit_on > ? AND last_controlled THEN 1 ELSE 0 END) AS BIGINT) AS controlled
-           FROM stat_enrollments
-          WHERE tenant_id = ? AND enrolled_on <= ? AND (closed_on IS NULL OR closed_on > ?)
-            AND (last_visit_on IS NULL OR last_visit_on <= ?)
-          GROUP BY institution_id, disease",
-    );
+    let mut sql = sql.to_string();
     if backend == sea_orm::DbBackend::Postgres {
         let mut n = 0;
         sql = sql
@@ -515,8 +552,6 @@ async fn registry_sums(tx: &Tx, window: NaiveDate, to: NaiveDate) -> AppResult<V
             })
             .collect();
     }
-    let values: Vec<sea_orm::Value> =
-        vec![window.into(), window.into(), window.into(), tx.tenant().into(), to.into(), to.into(), to.into()];
     Ok(RegistrySum::find_by_statement(Statement::from_sql_and_values(backend, sql, values)).all(&**tx).await?)
 }
 
@@ -609,44 +644,14 @@ pub async fn inputs(tx: &Tx, from: NaiveDate, to: NaiveDate) -> AppResult<HashMa
         reg.standard += r.standard;
         reg.controlled += r.controlled;
     }
-    let later = stat_enrollment::Entity::find()
-        .filter(stat_enrollment::Column::TenantId.eq(tx.tenant()))
-        .filter(stat_enrollment::Column::EnrolledOn.lte(to))
-        .filter(stat_enrollment::Column::LastVisitOn.gt(to))
-        .all(&**tx)
-        .await?;
-    let mut seen: HashMap<Uuid, (i64, NaiveDate, bool)> = HashMap::new();
-    let ids: Vec<Uuid> = later.iter().map(|e| e.enrollment_id).collect();
-    for chunk in ids.chunks(1000) {
-        let followups = stat_followup::Entity::find()
-            .filter(stat_followup::Column::TenantId.eq(tx.tenant()))
-            .filter(stat_followup::Column::EnrollmentId.is_in(chunk.to_vec()))
-            .filter(stat_followup::Column::VisitOn.gt(window))
-            .filter(stat_followup::Column::VisitOn.lte(to))
-            .all(&**tx)
-            .await?;
-        for f in followups {
-            let s = seen.entry(f.enrollment_id).or_insert((0, f.visit_on, f.controlled));
-            s.0 += 1;
-            if f.visit_on >= s.1 {
-                s.1 = f.visit_on;
-                s.2 = f.controlled;
-            }
-        }
-    }
-    for e in later.iter().filter(|e| e.closed_on.is_none_or(|c| c > to)) {
-        let i = out.entry(e.institution_id).or_default();
-        let reg: &mut Registry = if e.disease == "diabetes" { &mut i.diabetes } else { &mut i.hypertension };
-        reg.registered += 1;
-        if let Some((n, _, controlled)) = seen.get(&e.enrollment_id) {
-            reg.managed += 1;
-            if *n >= 4 {
-                reg.standard += 1;
-            }
-            if *controlled {
-                reg.controlled += 1;
-            }
-        }
+    // Enrollments seen after `to` (a look back): from their follow-ups in the window.
+    for r in registry_sums_back(tx, window, to).await? {
+        let i = out.entry(r.institution_id).or_default();
+        let reg: &mut Registry = if r.disease == "diabetes" { &mut i.diabetes } else { &mut i.hypertension };
+        reg.registered += r.registered;
+        reg.managed += r.managed;
+        reg.standard += r.standard;
+        reg.controlled += r.controlled;
     }
     Ok(out)
 }
