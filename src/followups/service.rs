@@ -719,6 +719,9 @@ pub async fn dismiss_suggestion(state: &AppState, ctx: &RequestCtx, id: Uuid) ->
 /// them at the encounter's institution.
 pub struct Suggest;
 
+/// Advisory lock class of the suggestion check-then-insert (see `Tx::lock_keys`).
+const SUGGEST_LOCK_CLASS: i32 = 7;
+
 #[derive(serde::Deserialize)]
 struct ClosedDiagnosis {
     code: String,
@@ -747,6 +750,8 @@ impl Handler for Suggest {
             .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
             .map(|t| t.with_timezone(&Utc))
             .unwrap_or(event.occurred_at);
+        // Two encounters of one person closing at once must not both suggest: one at a time.
+        tx.lock_keys(SUGGEST_LOCK_CLASS, &[person]).await?;
         let mut seen = Vec::new();
         for d in diagnoses {
             let Some(disease) = Disease::of_icd(&d.code) else { continue };

@@ -86,6 +86,31 @@ impl Tx {
         crate::platform::events::insert(&self.inner, self.tenant, actor, event_type, aggregate, payload).await
     }
 
+    /// Serialises this transaction with every other one that locks any of `keys` (in `class`)
+    /// until it ends: for read-modify-write of derived rows (a rollup summary computed from
+    /// sibling rows) that concurrent consumers would otherwise skew. On PostgreSQL a transaction
+    /// advisory lock per key, taken in sorted order so two lockers cannot deadlock; keys fold to
+    /// 32 bits, and a collision only serialises two unrelated writers. On SQLite every `Tx` is
+    /// IMMEDIATE (see `begin`), so transactions already take turns.
+    pub async fn lock_keys(&self, class: i32, keys: &[Uuid]) -> AppResult<()> {
+        if self.inner.get_database_backend() != DbBackend::Postgres {
+            return Ok(());
+        }
+        let mut folded: Vec<i32> = keys
+            .iter()
+            .map(|k| {
+                let v = k.as_u128();
+                (v as u32 ^ (v >> 32) as u32 ^ (v >> 64) as u32 ^ (v >> 96) as u32) as i32
+            })
+            .collect();
+        folded.sort_unstable();
+        folded.dedup();
+        for key in folded {
+            self.inner.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({class}, {key})")).await?;
+        }
+        Ok(())
+    }
+
     pub async fn commit(self) -> AppResult<()> {
         if !self.audit.is_empty() {
             crate::audit::append(&self.inner, self.tenant, self.audit).await?;

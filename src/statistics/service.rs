@@ -22,6 +22,8 @@ use crate::tenancy::service::InstitutionInfo;
 
 pub const CONSUMER: &str = "statistics";
 const EVENTS: [&str; 4] = ["clinical.encounter_closed", "billing.charge_posted", "referrals.*", "followups.*"];
+/// Advisory lock class of the rollups' read-modify-write rows (see `Tx::lock_keys`).
+const LOCK_CLASS: i32 = 8;
 
 fn day_of(t: DateTime<Utc>) -> NaiveDate {
     crate::accounts::domain::china(t).date_naive()
@@ -107,6 +109,10 @@ fn merge(old: stat_referral::Model, new: stat_referral::Model) -> stat_referral:
 }
 
 async fn upsert_referral(tx: &Tx, mut row: stat_referral::Model) -> AppResult<()> {
+    // A referral's events merge into one row, and a down referral marks its parent: both are
+    // read-modify-write, so concurrent deliveries for the same referrals take turns.
+    let keys: Vec<Uuid> = std::iter::once(row.referral_id).chain(row.parent_id).collect();
+    tx.lock_keys(LOCK_CLASS, &keys).await?;
     let existing = stat_referral::Entity::find_by_id((row.tenant_id, row.referral_id)).one(&**tx).await?;
     if !row.referred_down {
         row.referred_down = stat_referral::Entity::find()
@@ -172,6 +178,7 @@ async fn refresh_summary(tx: &Tx, enrollment: Uuid) -> AppResult<()> {
 
 async fn upsert_enrollment(tx: &Tx, row: stat_enrollment::Model) -> AppResult<()> {
     let id = row.enrollment_id;
+    tx.lock_keys(LOCK_CLASS, &[id]).await?;
     match stat_enrollment::Entity::find_by_id((row.tenant_id, row.enrollment_id)).one(&**tx).await? {
         Some(old) => {
             if old.closed_on.is_none() && row.closed_on.is_some() {
@@ -191,6 +198,8 @@ async fn upsert_enrollment(tx: &Tx, row: stat_enrollment::Model) -> AppResult<()
 
 async fn insert_followup(tx: &Tx, row: stat_followup::Model) -> AppResult<()> {
     let enrollment = row.enrollment_id;
+    // The summary is computed from the enrollment's follow-ups: one writer per enrollment.
+    tx.lock_keys(LOCK_CLASS, &[enrollment]).await?;
     if stat_followup::Entity::find_by_id((row.tenant_id, row.visit_id)).one(&**tx).await?.is_none() {
         row.into_active_model().insert(&**tx).await?;
         refresh_summary(tx, enrollment).await?;
@@ -223,7 +232,9 @@ impl Handler for Rollup {
             "billing.charge_posted" => {
                 let inst = uuid(p, "institution").ok_or_else(|| bad(e))?;
                 let day = day_of(time(p, "posted_at").unwrap_or(e.occurred_at));
-                let mut by_kind: HashMap<String, i64> = HashMap::new();
+                // Sorted, so two charges of one day and institution upsert their rows in the same
+                // order and cannot deadlock.
+                let mut by_kind: std::collections::BTreeMap<String, i64> = Default::default();
                 for c in p["charges"].as_array().into_iter().flatten() {
                     *by_kind.entry(c["kind"].as_str().unwrap_or("fee").into()).or_default() +=
                         c["amount_fen"].as_i64().unwrap_or(0);
