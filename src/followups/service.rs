@@ -572,13 +572,6 @@ pub async fn worklist(state: &AppState, ctx: &RequestCtx, q: WorklistQuery) -> A
     Ok(Worklist { as_of: q.as_of, week_end: end, counts, flagged, total, items })
 }
 
-/// A field of a CSV row: quoted when it holds a separator, quote or line break, and defused when
-/// it starts like a spreadsheet formula.
-fn csv_field(s: &str) -> String {
-    let s = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{s}") } else { s.to_string() };
-    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s }
-}
-
 fn sex_zh(s: Option<&str>) -> &'static str {
     match s {
         Some("male") => "男",
@@ -591,10 +584,22 @@ fn sex_zh(s: Option<&str>) -> &'static str {
 /// patient. The export is audited, as it takes patient data out of the system.
 pub async fn worklist_csv(state: &AppState, ctx: &RequestCtx, q: WorklistQuery) -> AppResult<Vec<u8>> {
     let list = worklist(state, ctx, q).await?;
-    let mut out = String::from("\u{feff}");
-    out.push_str(
-        "类别,姓名,性别,年龄,联系电话,病种,责任医生,下次随访日期,逾期天数,末次随访日期,随访次数,末次随访评价,标记\r\n",
-    );
+    const HEADER: [&str; 13] = [
+        "类别",
+        "姓名",
+        "性别",
+        "年龄",
+        "联系电话",
+        "病种",
+        "责任医生",
+        "下次随访日期",
+        "逾期天数",
+        "末次随访日期",
+        "随访次数",
+        "末次随访评价",
+        "标记",
+    ];
+    let mut rows: Vec<Vec<String>> = vec![HEADER.iter().map(|h| h.to_string()).collect()];
     for i in &list.items {
         let e = &i.enrollment;
         let row = [
@@ -618,13 +623,12 @@ pub async fn worklist_csv(state: &AppState, ctx: &RequestCtx, q: WorklistQuery) 
             }
             .to_string(),
         ];
-        out.push_str(&row.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(","));
-        out.push_str("\r\n");
+        rows.push(row.to_vec());
     }
     let mut tx = state.db.begin(ctx).await?;
     tx.audit(ctx.audit("followups.export", "worklist", Purpose::Treatment).resource(ctx.institution));
     tx.commit().await?;
-    Ok(out.into_bytes())
+    Ok(crate::platform::csv::document(rows))
 }
 
 /// A year's management status of one enrollment.

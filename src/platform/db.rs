@@ -294,8 +294,26 @@ pub struct DailyCount {
 pub async fn daily_counts(tx: &Tx, sql: &str) -> AppResult<Vec<DailyCount>> {
     use sea_orm::{FromQueryResult, Statement};
     let backend = tx.get_database_backend();
-    let sql = if backend == DbBackend::Postgres { sql.replace('?', "$1") } else { sql.to_string() };
+    let sql = numbered(backend, sql);
     Ok(DailyCount::find_by_statement(Statement::from_sql_and_values(backend, sql, [tx.tenant().into()]))
         .all(&**tx)
         .await?)
+}
+
+/// SQL written with `?` placeholders, numbered `$1, $2, …` for PostgreSQL.
+pub fn numbered(backend: DbBackend, sql: &str) -> String {
+    if backend != DbBackend::Postgres {
+        return sql.to_string();
+    }
+    let mut out = String::with_capacity(sql.len() + 8);
+    let mut n = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            n += 1;
+            out.push_str(&format!("${n}"));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }

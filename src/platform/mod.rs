@@ -5,6 +5,7 @@ pub mod bus;
 pub mod cache;
 pub mod config;
 pub mod consumers;
+pub mod csv;
 pub mod db;
 pub mod error;
 pub mod events;

@@ -165,11 +165,6 @@ fn table(r: &KpiReport) -> (Vec<String>, Vec<Vec<String>>) {
     (header, rows)
 }
 
-fn csv_field(s: &str) -> String {
-    let s = if s.starts_with(['=', '+', '-', '@']) && s != "-" { format!("'{s}") } else { s.to_string() };
-    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s }
-}
-
 pub struct StatisticsApi;
 
 #[OpenApi(prefix_path = "/api/v1/statistics", tag = "ApiTags::Statistics")]
@@ -248,12 +243,8 @@ impl StatisticsApi {
         let (from, to) = period(from.0, to.0);
         let r = to_dto(service::report(&state, &auth.0, from, to, institution_id.0).await?);
         let (header, rows) = table(&r);
-        let mut out = String::from("\u{feff}");
-        for row in std::iter::once(header).chain(rows) {
-            out.push_str(&row.iter().map(|f| csv_field(f)).collect::<Vec<_>>().join(","));
-            out.push_str("\r\n");
-        }
-        Ok(CsvExport::Ok(Binary(out.into_bytes()), format!("attachment; filename=\"kpis-{from}-{to}.csv\"")))
+        let out = crate::platform::csv::document(std::iter::once(header).chain(rows));
+        Ok(CsvExport::Ok(Binary(out), format!("attachment; filename=\"kpis-{from}-{to}.csv\"")))
     }
 
     /// The KPI table as an Excel workbook (Chinese headers)

@@ -547,22 +547,7 @@ async fn registry_sums_back(tx: &Tx, window: NaiveDate, to: NaiveDate) -> AppRes
 async fn registry_query(tx: &Tx, sql: &str, values: Vec<sea_orm::Value>) -> AppResult<Vec<RegistrySum>> {
     use sea_orm::{ConnectionTrait, FromQueryResult, Statement};
     let backend = tx.get_database_backend();
-    let mut sql = sql.to_string();
-    if backend == sea_orm::DbBackend::Postgres {
-        let mut n = 0;
-        sql = sql
-            .split('?')
-            .enumerate()
-            .map(|(k, part)| {
-                if k == 0 {
-                    part.to_string()
-                } else {
-                    n += 1;
-                    format!("${n}{part}")
-                }
-            })
-            .collect();
-    }
+    let sql = crate::platform::db::numbered(backend, sql);
     Ok(RegistrySum::find_by_statement(Statement::from_sql_and_values(backend, sql, values)).all(&**tx).await?)
 }
 
