@@ -20,6 +20,7 @@ mod m20261128_000011_referrals_tables;
 mod m20261128_000012_accounts_tables;
 mod m20261128_000013_followups_tables;
 mod m20261128_000014_statistics_tables;
+mod m20261128_000015_statistics_indexes;
 
 pub struct Migrator;
 
@@ -41,6 +42,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000012_accounts_tables::Migration),
             Box::new(m20261128_000013_followups_tables::Migration),
             Box::new(m20261128_000014_statistics_tables::Migration),
+            Box::new(m20261128_000015_statistics_indexes::Migration),
         ]
     }
 }

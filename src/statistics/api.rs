@@ -9,7 +9,7 @@ use poem_openapi::payload::{Binary, Json};
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use uuid::Uuid;
 
-use super::domain::{Cell, Grain, Inputs, KPIS, kpis};
+use super::domain::{Cell, Grain, Inputs, KPIS, Sources, kpis};
 use super::service::{self, Report};
 use crate::api::ApiTags;
 use crate::identity::ctx::Auth;
@@ -207,7 +207,7 @@ impl StatisticsApi {
             GrainDto::Week => (Grain::Week, "week"),
             GrainDto::Month => (Grain::Month, "month"),
         };
-        let points = service::series(&state, &auth.0, from, to, g, institution_id.0).await?;
+        let points = service::series(&state, &auth.0, from, to, g, institution_id.0, Sources::of_kpi(pos)).await?;
         let (code, name, _, unit) = KPIS[pos];
         Ok(SeriesResponse::Ok(Json(KpiSeries {
             kpi: code.into(),

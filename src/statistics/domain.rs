@@ -184,6 +184,31 @@ pub const KPIS: [(&str, &str, &str, Unit); 17] = [
     ("drug_share", "药占比", "Drug revenue share", Unit::Percent),
 ];
 
+/// Which rollups a computation reads: a series of one KPI reads only what that KPI needs (the
+/// registry look-back is the costly one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sources {
+    pub daily: bool,
+    pub referrals: bool,
+    pub registry: bool,
+}
+
+impl Sources {
+    pub const ALL: Sources = Sources { daily: true, referrals: true, registry: true };
+
+    /// What the KPI at `pos` in [`KPIS`] is computed from (see [`kpis`]).
+    pub fn of_kpi(pos: usize) -> Sources {
+        match pos {
+            // County retention: visits and out-referrals.
+            0 => Sources { daily: true, referrals: true, registry: false },
+            1 | 2 | 15 | 16 => Sources { daily: true, referrals: false, registry: false },
+            3..=9 => Sources { daily: false, referrals: true, registry: false },
+            10..=14 => Sources { daily: false, referrals: false, registry: true },
+            _ => Sources::ALL,
+        }
+    }
+}
+
 /// Every KPI of `i`, in the order of [`KPIS`].
 pub fn kpis(i: &Inputs) -> Vec<Cell> {
     let ratio = |num: i64, den: i64| {

@@ -9,7 +9,7 @@ use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, Set};
 use uuid::Uuid;
 
-use super::domain::{Inputs, Registry, window_start};
+use super::domain::{Inputs, Registry, Sources, window_start};
 use super::entity::{stat_daily, stat_enrollment, stat_followup, stat_referral};
 use crate::identity::ctx::{Perm, RequestCtx};
 use crate::platform::consumers::Handler;
@@ -509,7 +509,7 @@ async fn registry_sums(tx: &Tx, window: NaiveDate, to: NaiveDate) -> AppResult<V
                 GROUP BY institution_id, disease";
     let values: Vec<sea_orm::Value> =
         vec![window.into(), window.into(), window.into(), tx.tenant().into(), to.into(), to.into(), to.into()];
-    registry_query(tx, sql, values).await
+    stat_query(tx, sql, values).await
 }
 
 /// Registry figures at `to` of the enrollments last seen after `to`, from their follow-ups in
@@ -541,18 +541,70 @@ async fn registry_sums_back(tx: &Tx, window: NaiveDate, to: NaiveDate) -> AppRes
         to.into(),
         tx.tenant().into(),
     ];
-    registry_query(tx, sql, values).await
+    stat_query(tx, sql, values).await
 }
 
-async fn registry_query(tx: &Tx, sql: &str, values: Vec<sea_orm::Value>) -> AppResult<Vec<RegistrySum>> {
-    use sea_orm::{ConnectionTrait, FromQueryResult, Statement};
+/// Runs an aggregate written with `?` placeholders on either backend.
+async fn stat_query<T: sea_orm::FromQueryResult>(tx: &Tx, sql: &str, values: Vec<sea_orm::Value>) -> AppResult<Vec<T>> {
+    use sea_orm::{ConnectionTrait, Statement};
     let backend = tx.get_database_backend();
     let sql = crate::platform::db::numbered(backend, sql);
-    Ok(RegistrySum::find_by_statement(Statement::from_sql_and_values(backend, sql, values)).all(&**tx).await?)
+    Ok(T::find_by_statement(Statement::from_sql_and_values(backend, sql, values)).all(&**tx).await?)
+}
+
+#[derive(Debug, sea_orm::FromQueryResult)]
+struct SentSum {
+    institution_id: Uuid,
+    direction: String,
+    n: i64,
+}
+
+/// Referrals requested in [start, end), per sender and direction.
+async fn referrals_sent(tx: &Tx, start: DateTime<Utc>, end: DateTime<Utc>) -> AppResult<Vec<SentSum>> {
+    let sql = "SELECT from_institution AS institution_id, direction, CAST(COUNT(*) AS BIGINT) AS n
+                 FROM stat_referrals
+                WHERE tenant_id = ? AND requested_at >= ? AND requested_at < ?
+                GROUP BY from_institution, direction";
+    stat_query(tx, sql, vec![tx.tenant().into(), start.into(), end.into()]).await
+}
+
+#[derive(Debug, sea_orm::FromQueryResult)]
+struct DecidedSum {
+    institution_id: Uuid,
+    minutes: i64,
+    n: i64,
+    accepted: i64,
+    closed: i64,
+}
+
+/// Referrals decided in [start, end), per receiver and whole minutes from request to decision
+/// (truncated, as `chrono::Duration::num_minutes`): how many, how many of them were accepted
+/// up-referrals, and how many of those closed their loop (completed with a summary, or
+/// referred back down).
+async fn referrals_decided(tx: &Tx, start: DateTime<Utc>, end: DateTime<Utc>) -> AppResult<Vec<DecidedSum>> {
+    let minutes = match sea_orm::ConnectionTrait::get_database_backend(&**tx) {
+        sea_orm::DbBackend::Postgres => "CAST(TRUNC(EXTRACT(EPOCH FROM (decided_at - requested_at)) / 60) AS BIGINT)",
+        // julianday is a double: the nudge (60 microseconds) keeps an exact minute from reading
+        // as 59.999... and truncating down.
+        _ => "CAST((julianday(decided_at) - julianday(requested_at)) * 1440.0 + 0.000001 AS INTEGER)",
+    };
+    let sql = format!(
+        "SELECT to_institution AS institution_id, {minutes} AS minutes,
+                CAST(COUNT(*) AS BIGINT) AS n,
+                CAST(SUM(CASE WHEN direction = 'up' AND accepted THEN 1 ELSE 0 END) AS BIGINT) AS accepted,
+                CAST(SUM(CASE WHEN direction = 'up' AND accepted
+                               AND ((completed_at IS NOT NULL AND summary) OR referred_down)
+                              THEN 1 ELSE 0 END) AS BIGINT) AS closed
+           FROM stat_referrals
+          WHERE tenant_id = ? AND decided_at >= ? AND decided_at < ?
+            AND to_institution IS NOT NULL AND requested_at IS NOT NULL
+          GROUP BY 1, 2"
+    );
+    stat_query(tx, &sql, vec![tx.tenant().into(), start.into(), end.into()]).await
 }
 
 /// Per-institution inputs of the KPIs over `from..=to` (registries as at `to`).
-pub async fn inputs(tx: &Tx, from: NaiveDate, to: NaiveDate) -> AppResult<HashMap<Uuid, Inputs>> {
+pub async fn inputs(tx: &Tx, from: NaiveDate, to: NaiveDate, sources: Sources) -> AppResult<HashMap<Uuid, Inputs>> {
     let institutions = crate::tenancy::service::list_institutions(tx).await?;
     let grassroots: HashSet<Uuid> = institutions
         .iter()
@@ -561,7 +613,7 @@ pub async fn inputs(tx: &Tx, from: NaiveDate, to: NaiveDate) -> AppResult<HashMa
         .collect();
     let mut out: HashMap<Uuid, Inputs> = HashMap::new();
 
-    let daily = daily_between(tx, from, to).await?;
+    let daily = if sources.daily { daily_between(tx, from, to).await? } else { Vec::new() };
     for r in daily {
         let i = out.entry(r.institution_id).or_default();
         match (r.metric.as_str(), r.dim.as_str()) {
@@ -582,57 +634,45 @@ pub async fn inputs(tx: &Tx, from: NaiveDate, to: NaiveDate) -> AppResult<HashMa
     }
 
     // Referrals: counted by the sender on the day sent; decisions and loops by the receiver on
-    // the day decided. Only the period's rows are read.
+    // the day decided. Aggregated in the database: decision times come back as a histogram of
+    // whole minutes per receiver, which gives the quantiles exactly.
+    if sources.referrals {
+        add_referrals(tx, from, to, &mut out).await?;
+    }
+    if sources.registry {
+        add_registries(tx, to, &mut out).await?;
+    }
+    Ok(out)
+}
+
+async fn add_referrals(tx: &Tx, from: NaiveDate, to: NaiveDate, out: &mut HashMap<Uuid, Inputs>) -> AppResult<()> {
     let (start, _) = crate::accounts::service::china_day(from);
     let (_, end) = crate::accounts::service::china_day(to);
-    {
-        use sea_orm::QuerySelect;
-        use stat_referral::Column as C;
-        let sent: Vec<(Uuid, String)> = stat_referral::Entity::find()
-            .select_only()
-            .column(C::FromInstitution)
-            .column(C::Direction)
-            .filter(C::TenantId.eq(tx.tenant()))
-            .filter(C::RequestedAt.gte(start))
-            .filter(C::RequestedAt.lt(end))
-            .into_tuple()
-            .all(&**tx)
-            .await?;
-        for (from_inst, direction) in sent {
-            let i = out.entry(from_inst).or_default();
-            match direction.as_str() {
-                "up" => i.referrals_up += 1,
-                "down" => i.referrals_down += 1,
-                "out" => i.referrals_out += 1,
-                _ => {}
-            }
-        }
-        let decided = stat_referral::Entity::find()
-            .filter(C::TenantId.eq(tx.tenant()))
-            .filter(C::DecidedAt.gte(start))
-            .filter(C::DecidedAt.lt(end))
-            .all(&**tx)
-            .await?;
-        for r in decided {
-            let (Some(to_inst), Some(req), Some(dec)) = (r.to_institution, r.requested_at, r.decided_at) else {
-                continue;
-            };
-            let i = out.entry(to_inst).or_default();
-            i.decision_minutes.push((dec - req).num_minutes());
-            if r.direction == "up" && r.accepted == Some(true) {
-                i.loop_accepted += 1;
-                if (r.completed_at.is_some() && r.summary) || r.referred_down {
-                    i.loop_closed += 1;
-                }
-            }
+    for r in referrals_sent(tx, start, end).await? {
+        let i = out.entry(r.institution_id).or_default();
+        match r.direction.as_str() {
+            "up" => i.referrals_up += r.n,
+            "down" => i.referrals_down += r.n,
+            "out" => i.referrals_out += r.n,
+            _ => {}
         }
     }
+    for r in referrals_decided(tx, start, end).await? {
+        let i = out.entry(r.institution_id).or_default();
+        i.decision_minutes.extend(std::iter::repeat_n(r.minutes, r.n as usize));
+        i.loop_accepted += r.accepted;
+        i.loop_closed += r.closed;
+    }
+    Ok(())
+}
 
+async fn add_registries(tx: &Tx, to: NaiveDate, out: &mut HashMap<Uuid, Inputs>) -> AppResult<()> {
     // Registries as at the period's end, over the twelve months to it. An enrollment last seen
     // on or before `to` is counted from its summary; one seen after `to` (a look back) from its
     // follow-ups in the window.
     let window = window_start(to);
-    for r in registry_sums(tx, window, to).await? {
+    let summed = registry_sums(tx, window, to).await?;
+    for r in summed.into_iter().chain(registry_sums_back(tx, window, to).await?) {
         let i = out.entry(r.institution_id).or_default();
         let reg: &mut Registry = if r.disease == "diabetes" { &mut i.diabetes } else { &mut i.hypertension };
         reg.registered += r.registered;
@@ -640,16 +680,7 @@ pub async fn inputs(tx: &Tx, from: NaiveDate, to: NaiveDate) -> AppResult<HashMa
         reg.standard += r.standard;
         reg.controlled += r.controlled;
     }
-    // Enrollments seen after `to` (a look back): from their follow-ups in the window.
-    for r in registry_sums_back(tx, window, to).await? {
-        let i = out.entry(r.institution_id).or_default();
-        let reg: &mut Registry = if r.disease == "diabetes" { &mut i.diabetes } else { &mut i.hypertension };
-        reg.registered += r.registered;
-        reg.managed += r.managed;
-        reg.standard += r.standard;
-        reg.controlled += r.controlled;
-    }
-    Ok(out)
+    Ok(())
 }
 
 /// An institution and every institution below it.
@@ -715,7 +746,7 @@ pub async fn report(
             })?),
             None => None,
         };
-    let per = inputs(&tx, from, to).await?;
+    let per = inputs(&tx, from, to, Sources::ALL).await?;
     tx.rollback().await?;
     let (totals, children) = match &node {
         Some(n) => {
@@ -748,6 +779,7 @@ pub async fn series(
     to: NaiveDate,
     grain: super::domain::Grain,
     institution: Option<Uuid>,
+    sources: Sources,
 ) -> AppResult<Vec<(NaiveDate, NaiveDate, Inputs)>> {
     ctx.require(Perm::StatisticsRead)?;
     check_period(from, to)?;
@@ -768,7 +800,7 @@ pub async fn series(
     };
     let mut out = Vec::new();
     for (a, b) in buckets {
-        let per = inputs(&tx, a, b).await?;
+        let per = inputs(&tx, a, b, sources).await?;
         out.push((a, b, sum_over(&per, &set)));
     }
     tx.rollback().await?;

@@ -471,3 +471,65 @@ async fn no_route_the_bureau_may_call_returns_a_patients_identity() {
     let r = app.get(&format!("/api/v1/patients/{}", w.persons[1]), &village.token).await;
     assert!(r.text.contains(NAMES[0]));
 }
+
+/// Decision times are whole minutes, truncated (59.9 s is 0, 120 s is 2), the same on both
+/// backends; loops count accepted up-referrals completed with a summary or referred down.
+#[tokio::test]
+async fn decision_times_are_truncated_whole_minutes_and_loops_count_on_either_backend() {
+    use chrono::{Duration, TimeZone, Utc};
+    use cloudhis::statistics::entity::stat_referral;
+    use sea_orm::{ActiveModelTrait, IntoActiveModel};
+    let app = spawn_app().await;
+    app.load_demo().await;
+    let bureau = app.login("bureau").await;
+    let ids = app.institutions(&bureau).await;
+    let (village, township) = (ids["v-dongguan"], ids["th-dongguan"]);
+    let db = &app.state.db;
+    let tx = db.begin(&cloudhis::platform::SystemScope { tenant: bureau.tenant_id }).await.unwrap();
+    // Sent at 10:00:00.250 China time on 2026-03-02; decided after these many milliseconds.
+    let sent = Utc.with_ymd_and_hms(2026, 3, 2, 2, 0, 0).unwrap() + Duration::milliseconds(250);
+    let rows: [(i64, bool, bool, bool); 6] = [
+        (59_900, true, true, false),
+        (60_000, true, false, true),
+        (120_000, true, false, false),
+        (125_500, false, false, false),
+        (3_599_999, true, true, true),
+        (5_400_000, true, false, false),
+    ];
+    for (ms, accepted, summary, down) in rows {
+        stat_referral::Model {
+            tenant_id: bureau.tenant_id,
+            referral_id: uuid::Uuid::now_v7(),
+            direction: "up".into(),
+            from_institution: village,
+            to_institution: Some(township),
+            parent_id: None,
+            requested_at: Some(sent),
+            decided_at: Some(sent + Duration::milliseconds(ms)),
+            accepted: Some(accepted),
+            completed_at: summary.then_some(sent + Duration::days(1)),
+            summary,
+            referred_down: down,
+        }
+        .into_active_model()
+        .insert(&*tx)
+        .await
+        .unwrap();
+    }
+    let day = chrono::NaiveDate::from_ymd_opt(2026, 3, 2).unwrap();
+    let per =
+        cloudhis::statistics::service::inputs(&tx, day, day, cloudhis::statistics::domain::Sources::ALL).await.unwrap();
+    tx.rollback().await.unwrap();
+    let mut minutes = per[&township].decision_minutes.clone();
+    minutes.sort();
+    assert_eq!(minutes, vec![0, 1, 2, 2, 59, 90]);
+    assert_eq!((per[&township].loop_accepted, per[&township].loop_closed), (5, 3));
+    assert_eq!(per[&village].referrals_up, 6);
+    // The day after sees none of them.
+    let tx = db.begin(&cloudhis::platform::SystemScope { tenant: bureau.tenant_id }).await.unwrap();
+    let next = day.succ_opt().unwrap();
+    let per = cloudhis::statistics::service::inputs(&tx, next, next, cloudhis::statistics::domain::Sources::ALL)
+        .await
+        .unwrap();
+    assert!(per.get(&township).is_none_or(|i| i.decision_minutes.is_empty()));
+}
