@@ -219,7 +219,11 @@ async fn main() -> anyhow::Result<()> {
         cloudhis::statistics::service::rebuild(&state.db, tenant).await?
     };
     let rebuild_secs = if reuse { 0.0 } else { t0.elapsed().as_secs_f64() };
-    owner.execute_unprepared("ANALYZE stat_daily; ANALYZE stat_referrals; ANALYZE stat_enrollments").await?;
+    owner
+        .execute_unprepared(
+            "ANALYZE stat_daily; ANALYZE stat_referrals; ANALYZE stat_enrollments; ANALYZE stat_followups",
+        )
+        .await?;
 
     // The dashboard through the API, as the bureau official.
     let http = reqwest::Client::new();

@@ -145,7 +145,8 @@ async fn upsert_referral(tx: &Tx, mut row: stat_referral::Model) -> AppResult<()
 }
 
 /// The latest follow-up, the fourth latest, and whether the latest was controlled, from an
-/// enrollment's follow-ups newest first.
+/// enrollment's follow-ups newest first (of two on one day, the controlled one counts as the
+/// latest: the same rule as the look-back in `registry_sums_back`).
 fn summary_of(newest_first: &[(NaiveDate, bool)]) -> (Option<NaiveDate>, Option<NaiveDate>, bool) {
     (newest_first.first().map(|f| f.0), newest_first.get(3).map(|f| f.0), newest_first.first().is_some_and(|f| f.1))
 }
@@ -159,6 +160,7 @@ async fn refresh_summary(tx: &Tx, enrollment: Uuid) -> AppResult<()> {
         .filter(stat_followup::Column::TenantId.eq(tx.tenant()))
         .filter(stat_followup::Column::EnrollmentId.eq(enrollment))
         .order_by_desc(stat_followup::Column::VisitOn)
+        .order_by_desc(stat_followup::Column::Controlled)
         .limit(4)
         .all(&**tx)
         .await?
@@ -412,7 +414,7 @@ pub async fn rebuild(db: &Db, tenant: Uuid) -> AppResult<RebuildReport> {
         .into_iter()
         .map(|e| {
             let mut seen = by_enrollment.remove(&e.id).unwrap_or_default();
-            seen.sort_by_key(|v| std::cmp::Reverse(v.0));
+            seen.sort_by_key(|v| std::cmp::Reverse(*v));
             let (last, fourth, last_controlled) = summary_of(&seen);
             stat_enrollment::Model {
                 tenant_id: tenant,
@@ -513,33 +515,35 @@ async fn registry_sums(tx: &Tx, window: NaiveDate, to: NaiveDate) -> AppResult<V
 }
 
 /// Registry figures at `to` of the enrollments last seen after `to`, from their follow-ups in
-/// the window (`window`, `to`]: counted, and the latest one's control, in the database.
+/// the window (`window`, `to`]: how many, and whether the latest was controlled, in one grouped
+/// pass (the latest controlled day equals the latest day: of two follow-ups on one day, the
+/// controlled one counts as the latest, as in `summary_of`).
 async fn registry_sums_back(tx: &Tx, window: NaiveDate, to: NaiveDate) -> AppResult<Vec<RegistrySum>> {
-    let sql = "WITH later AS (SELECT enrollment_id, institution_id, disease FROM stat_enrollments
-                               WHERE tenant_id = ? AND enrolled_on <= ? AND (closed_on IS NULL OR closed_on > ?)
-                                 AND last_visit_on > ?),
-                    w AS (SELECT f.enrollment_id, COUNT(*) AS n, MAX(f.visit_on) AS last
-                            FROM stat_followups f JOIN later l ON l.enrollment_id = f.enrollment_id
-                           WHERE f.tenant_id = ? AND f.visit_on > ? AND f.visit_on <= ? GROUP BY f.enrollment_id)
-               SELECT l.institution_id, l.disease,
+    let sql = "SELECT e.institution_id, e.disease,
                       CAST(COUNT(*) AS BIGINT) AS registered,
                       CAST(COUNT(w.n) AS BIGINT) AS managed,
                       CAST(SUM(CASE WHEN w.n >= 4 THEN 1 ELSE 0 END) AS BIGINT) AS standard,
-                      CAST(SUM(CASE WHEN f.controlled THEN 1 ELSE 0 END) AS BIGINT) AS controlled
-                 FROM later l
-                 LEFT JOIN w ON w.enrollment_id = l.enrollment_id
-                 LEFT JOIN stat_followups f
-                        ON f.tenant_id = ? AND f.enrollment_id = l.enrollment_id AND f.visit_on = w.last
-                GROUP BY l.institution_id, l.disease";
+                      CAST(SUM(CASE WHEN w.last_controlled = w.last THEN 1 ELSE 0 END) AS BIGINT) AS controlled
+                 FROM stat_enrollments e
+                 LEFT JOIN (SELECT f.enrollment_id, COUNT(*) AS n, MAX(f.visit_on) AS last,
+                                   MAX(CASE WHEN f.controlled THEN f.visit_on END) AS last_controlled
+                              FROM stat_followups f
+                              JOIN stat_enrollments l
+                                ON l.tenant_id = f.tenant_id AND l.enrollment_id = f.enrollment_id AND l.last_visit_on > ?
+                             WHERE f.tenant_id = ? AND f.visit_on > ? AND f.visit_on <= ?
+                             GROUP BY f.enrollment_id) w ON w.enrollment_id = e.enrollment_id
+                WHERE e.tenant_id = ? AND e.enrolled_on <= ? AND (e.closed_on IS NULL OR e.closed_on > ?)
+                  AND e.last_visit_on > ?
+                GROUP BY e.institution_id, e.disease";
     let values: Vec<sea_orm::Value> = vec![
-        tx.tenant().into(),
-        to.into(),
-        to.into(),
         to.into(),
         tx.tenant().into(),
         window.into(),
         to.into(),
         tx.tenant().into(),
+        to.into(),
+        to.into(),
+        to.into(),
     ];
     stat_query(tx, sql, values).await
 }
@@ -583,7 +587,9 @@ struct DecidedSum {
 /// referred back down).
 async fn referrals_decided(tx: &Tx, start: DateTime<Utc>, end: DateTime<Utc>) -> AppResult<Vec<DecidedSum>> {
     let minutes = match sea_orm::ConnectionTrait::get_database_backend(&**tx) {
-        sea_orm::DbBackend::Postgres => "CAST(TRUNC(EXTRACT(EPOCH FROM (decided_at - requested_at)) / 60) AS BIGINT)",
+        // date_part is a double (EXTRACT's numeric is several times slower); exact below 2^53
+        // microseconds, and a whole minute divides exactly.
+        sea_orm::DbBackend::Postgres => "CAST(TRUNC(date_part('epoch', decided_at - requested_at) / 60) AS BIGINT)",
         // julianday is a double: the nudge (60 microseconds) keeps an exact minute from reading
         // as 59.999... and truncating down.
         _ => "CAST((julianday(decided_at) - julianday(requested_at)) * 1440.0 + 0.000001 AS INTEGER)",
@@ -603,18 +609,107 @@ async fn referrals_decided(tx: &Tx, start: DateTime<Utc>, end: DateTime<Utc>) ->
     stat_query(tx, &sql, vec![tx.tenant().into(), start.into(), end.into()]).await
 }
 
-/// Per-institution inputs of the KPIs over `from..=to` (registries as at `to`).
+/// The independent reads a KPI computation is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Part {
+    Daily,
+    /// Referrals sent, per sender and direction.
+    Sent,
+    /// Referrals decided, per receiver: decision minutes and loops.
+    Decided,
+    /// Enrollments last seen by the period's end, from their summaries.
+    Registry,
+    /// Enrollments seen since the period's end, from the window's follow-ups.
+    RegistryBack,
+}
+
+fn parts(sources: Sources) -> Vec<Part> {
+    let mut out = Vec::new();
+    if sources.daily {
+        out.push(Part::Daily);
+    }
+    if sources.referrals {
+        out.extend([Part::Sent, Part::Decided]);
+    }
+    if sources.registry {
+        out.extend([Part::Registry, Part::RegistryBack]);
+    }
+    out
+}
+
+async fn read_part(
+    tx: &Tx,
+    part: Part,
+    from: NaiveDate,
+    to: NaiveDate,
+    out: &mut HashMap<Uuid, Inputs>,
+) -> AppResult<()> {
+    if sea_orm::ConnectionTrait::get_database_backend(&**tx) == sea_orm::DbBackend::Postgres {
+        // For this transaction only: the look-back's row estimates are loose enough to trigger
+        // JIT compilation (800 ms, more than the query), its aggregates spill at the default
+        // 4 MB, and a dashboard already runs its reads side by side (no parallel workers).
+        sea_orm::ConnectionTrait::execute_unprepared(
+            &**tx,
+            "SET LOCAL jit = off; SET LOCAL work_mem = '32MB'; SET LOCAL max_parallel_workers_per_gather = 0",
+        )
+        .await?;
+    }
+    match part {
+        Part::Daily => add_daily_sums(tx, from, to, out).await,
+        // Referrals: counted by the sender on the day sent; decisions and loops by the receiver
+        // on the day decided. Aggregated in the database: decision times come back as a
+        // histogram of whole minutes per receiver, which gives the quantiles exactly.
+        Part::Sent => add_sent(tx, from, to, out).await,
+        Part::Decided => add_decided(tx, from, to, out).await,
+        // Registries as at the period's end, over the twelve months to it.
+        Part::Registry => add_registries(out, registry_sums(tx, window_start(to), to).await?),
+        Part::RegistryBack => add_registries(out, registry_sums_back(tx, window_start(to), to).await?),
+    }
+}
+
+/// Per-institution inputs of the KPIs over `from..=to` (registries as at `to`), read in `tx`.
 pub async fn inputs(tx: &Tx, from: NaiveDate, to: NaiveDate, sources: Sources) -> AppResult<HashMap<Uuid, Inputs>> {
+    let mut out: HashMap<Uuid, Inputs> = HashMap::new();
+    for part in parts(sources) {
+        read_part(tx, part, from, to, &mut out).await?;
+    }
+    Ok(out)
+}
+
+/// As [`inputs`], with its reads (daily sums, referrals, the registries' two halves) run at
+/// once, each on its own connection and snapshot (they are independent sums): a dashboard
+/// waits for the slowest read, not for their total.
+pub async fn inputs_at_once(
+    db: &Db,
+    scope: &impl crate::platform::TenantScope,
+    from: NaiveDate,
+    to: NaiveDate,
+    sources: Sources,
+) -> AppResult<HashMap<Uuid, Inputs>> {
+    let reads = parts(sources).into_iter().map(|part| async move {
+        let tx = db.begin(scope).await?;
+        let mut out = HashMap::new();
+        let read = read_part(&tx, part, from, to, &mut out).await;
+        tx.rollback().await?;
+        read.map(|_| out)
+    });
+    let mut out: HashMap<Uuid, Inputs> = HashMap::new();
+    for per in futures::future::try_join_all(reads).await? {
+        for (id, i) in per {
+            out.entry(id).or_default().add(&i);
+        }
+    }
+    Ok(out)
+}
+
+async fn add_daily_sums(tx: &Tx, from: NaiveDate, to: NaiveDate, out: &mut HashMap<Uuid, Inputs>) -> AppResult<()> {
     let institutions = crate::tenancy::service::list_institutions(tx).await?;
     let grassroots: HashSet<Uuid> = institutions
         .iter()
         .filter(|i| matches!(i.kind, InstitutionKind::TownshipHealthCentre | InstitutionKind::VillageClinic))
         .map(|i| i.id)
         .collect();
-    let mut out: HashMap<Uuid, Inputs> = HashMap::new();
-
-    let daily = if sources.daily { daily_between(tx, from, to).await? } else { Vec::new() };
-    for r in daily {
+    for r in daily_between(tx, from, to).await? {
         let i = out.entry(r.institution_id).or_default();
         match (r.metric.as_str(), r.dim.as_str()) {
             ("visits", _) => {
@@ -632,22 +727,16 @@ pub async fn inputs(tx: &Tx, from: NaiveDate, to: NaiveDate, sources: Sources) -
             _ => {}
         }
     }
-
-    // Referrals: counted by the sender on the day sent; decisions and loops by the receiver on
-    // the day decided. Aggregated in the database: decision times come back as a histogram of
-    // whole minutes per receiver, which gives the quantiles exactly.
-    if sources.referrals {
-        add_referrals(tx, from, to, &mut out).await?;
-    }
-    if sources.registry {
-        add_registries(tx, to, &mut out).await?;
-    }
-    Ok(out)
+    Ok(())
 }
 
-async fn add_referrals(tx: &Tx, from: NaiveDate, to: NaiveDate, out: &mut HashMap<Uuid, Inputs>) -> AppResult<()> {
-    let (start, _) = crate::accounts::service::china_day(from);
-    let (_, end) = crate::accounts::service::china_day(to);
+/// The UTC instants bounding the China days `from..=to`.
+fn instants(from: NaiveDate, to: NaiveDate) -> (DateTime<Utc>, DateTime<Utc>) {
+    (crate::accounts::service::china_day(from).0, crate::accounts::service::china_day(to).1)
+}
+
+async fn add_sent(tx: &Tx, from: NaiveDate, to: NaiveDate, out: &mut HashMap<Uuid, Inputs>) -> AppResult<()> {
+    let (start, end) = instants(from, to);
     for r in referrals_sent(tx, start, end).await? {
         let i = out.entry(r.institution_id).or_default();
         match r.direction.as_str() {
@@ -657,6 +746,11 @@ async fn add_referrals(tx: &Tx, from: NaiveDate, to: NaiveDate, out: &mut HashMa
             _ => {}
         }
     }
+    Ok(())
+}
+
+async fn add_decided(tx: &Tx, from: NaiveDate, to: NaiveDate, out: &mut HashMap<Uuid, Inputs>) -> AppResult<()> {
+    let (start, end) = instants(from, to);
     for r in referrals_decided(tx, start, end).await? {
         let i = out.entry(r.institution_id).or_default();
         i.decision_minutes.extend(std::iter::repeat_n(r.minutes, r.n as usize));
@@ -666,13 +760,8 @@ async fn add_referrals(tx: &Tx, from: NaiveDate, to: NaiveDate, out: &mut HashMa
     Ok(())
 }
 
-async fn add_registries(tx: &Tx, to: NaiveDate, out: &mut HashMap<Uuid, Inputs>) -> AppResult<()> {
-    // Registries as at the period's end, over the twelve months to it. An enrollment last seen
-    // on or before `to` is counted from its summary; one seen after `to` (a look back) from its
-    // follow-ups in the window.
-    let window = window_start(to);
-    let summed = registry_sums(tx, window, to).await?;
-    for r in summed.into_iter().chain(registry_sums_back(tx, window, to).await?) {
+fn add_registries(out: &mut HashMap<Uuid, Inputs>, sums: Vec<RegistrySum>) -> AppResult<()> {
+    for r in sums {
         let i = out.entry(r.institution_id).or_default();
         let reg: &mut Registry = if r.disease == "diabetes" { &mut i.diabetes } else { &mut i.hypertension };
         reg.registered += r.registered;
@@ -746,8 +835,8 @@ pub async fn report(
             })?),
             None => None,
         };
-    let per = inputs(&tx, from, to, Sources::ALL).await?;
     tx.rollback().await?;
+    let per = inputs_at_once(&state.db, ctx, from, to, Sources::ALL).await?;
     let (totals, children) = match &node {
         Some(n) => {
             let totals = sum_over(&per, &subtree(&institutions, n.id));
