@@ -499,7 +499,7 @@ struct RegistrySum {
 /// Registry figures at `to` of the enrollments last seen on or before `to`, from their
 /// summaries, summed in the database: managed if seen after `window`, standard if their fourth
 /// latest follow-up is after it, controlled if managed and controlled at the latest.
-async fn registry_sums(tx: &Tx, window: NaiveDate, to: NaiveDate) -> AppResult<Vec<RegistrySum>> {
+fn registry_sums(tx: &Tx, window: NaiveDate, to: NaiveDate) -> (&'static str, Vec<sea_orm::Value>) {
     let sql = "SELECT institution_id, disease,
                       CAST(COUNT(*) AS BIGINT) AS registered,
                       CAST(SUM(CASE WHEN last_visit_on > ? THEN 1 ELSE 0 END) AS BIGINT) AS managed,
@@ -511,14 +511,14 @@ async fn registry_sums(tx: &Tx, window: NaiveDate, to: NaiveDate) -> AppResult<V
                 GROUP BY institution_id, disease";
     let values: Vec<sea_orm::Value> =
         vec![window.into(), window.into(), window.into(), tx.tenant().into(), to.into(), to.into(), to.into()];
-    stat_query(tx, sql, values).await
+    (sql, values)
 }
 
 /// Registry figures at `to` of the enrollments last seen after `to`, from their follow-ups in
 /// the window (`window`, `to`]: how many, and whether the latest was controlled, in one grouped
 /// pass (the latest controlled day equals the latest day: of two follow-ups on one day, the
 /// controlled one counts as the latest, as in `summary_of`).
-async fn registry_sums_back(tx: &Tx, window: NaiveDate, to: NaiveDate) -> AppResult<Vec<RegistrySum>> {
+fn registry_sums_back(tx: &Tx, window: NaiveDate, to: NaiveDate) -> (&'static str, Vec<sea_orm::Value>) {
     let sql = "SELECT e.institution_id, e.disease,
                       CAST(COUNT(*) AS BIGINT) AS registered,
                       CAST(COUNT(w.n) AS BIGINT) AS managed,
@@ -545,7 +545,18 @@ async fn registry_sums_back(tx: &Tx, window: NaiveDate, to: NaiveDate) -> AppRes
         to.into(),
         to.into(),
     ];
-    stat_query(tx, sql, values).await
+    (sql, values)
+}
+
+/// Registry figures at `to`: both halves in one statement, so that one snapshot splits the
+/// enrollments on their latest follow-up (a follow-up committed between two reads would move
+/// an enrollment from one half to the other and count it twice or not at all).
+async fn registry_figures(tx: &Tx, to: NaiveDate) -> AppResult<Vec<RegistrySum>> {
+    let window = window_start(to);
+    let (a, mut values) = registry_sums(tx, window, to);
+    let (b, more) = registry_sums_back(tx, window, to);
+    values.extend(more);
+    stat_query(tx, &format!("{a}\n UNION ALL\n{b}"), values).await
 }
 
 /// Runs an aggregate written with `?` placeholders on either backend.
@@ -590,9 +601,10 @@ async fn referrals_decided(tx: &Tx, start: DateTime<Utc>, end: DateTime<Utc>) ->
         // date_part is a double (EXTRACT's numeric is several times slower); exact below 2^53
         // microseconds, and a whole minute divides exactly.
         sea_orm::DbBackend::Postgres => "CAST(TRUNC(date_part('epoch', decided_at - requested_at) / 60) AS BIGINT)",
-        // julianday is a double: the nudge (60 microseconds) keeps an exact minute from reading
-        // as 59.999... and truncating down.
-        _ => "CAST((julianday(decided_at) - julianday(requested_at)) * 1440.0 + 0.000001 AS INTEGER)",
+        // julianday is a double of whole milliseconds (error ~40 us): round to the millisecond,
+        // then integer division truncates toward zero as num_minutes does. Sub-millisecond
+        // gaps are lost (SQLite's date functions keep milliseconds only).
+        _ => "CAST(ROUND((julianday(decided_at) - julianday(requested_at)) * 86400000.0) AS INTEGER) / 60000",
     };
     let sql = format!(
         "SELECT to_institution AS institution_id, {minutes} AS minutes,
@@ -617,10 +629,8 @@ enum Part {
     Sent,
     /// Referrals decided, per receiver: decision minutes and loops.
     Decided,
-    /// Enrollments last seen by the period's end, from their summaries.
+    /// Registries as at the period's end.
     Registry,
-    /// Enrollments seen since the period's end, from the window's follow-ups.
-    RegistryBack,
 }
 
 fn parts(sources: Sources) -> Vec<Part> {
@@ -632,7 +642,7 @@ fn parts(sources: Sources) -> Vec<Part> {
         out.extend([Part::Sent, Part::Decided]);
     }
     if sources.registry {
-        out.extend([Part::Registry, Part::RegistryBack]);
+        out.push(Part::Registry);
     }
     out
 }
@@ -662,8 +672,7 @@ async fn read_part(
         Part::Sent => add_sent(tx, from, to, out).await,
         Part::Decided => add_decided(tx, from, to, out).await,
         // Registries as at the period's end, over the twelve months to it.
-        Part::Registry => add_registries(out, registry_sums(tx, window_start(to), to).await?),
-        Part::RegistryBack => add_registries(out, registry_sums_back(tx, window_start(to), to).await?),
+        Part::Registry => add_registries(out, registry_figures(tx, to).await?),
     }
 }
 
@@ -676,9 +685,14 @@ pub async fn inputs(tx: &Tx, from: NaiveDate, to: NaiveDate, sources: Sources) -
     Ok(out)
 }
 
-/// As [`inputs`], with its reads (daily sums, referrals, the registries' two halves) run at
-/// once, each on its own connection and snapshot (they are independent sums): a dashboard
-/// waits for the slowest read, not for their total.
+/// Statistics reads in flight at once across the process on PostgreSQL: a dashboard's reads run
+/// side by side, but never hold more than this many of the pool's connections.
+static READS: std::sync::LazyLock<tokio::sync::Semaphore> = std::sync::LazyLock::new(|| tokio::sync::Semaphore::new(4));
+
+/// As [`inputs`], with its reads (daily sums, referrals sent, referrals decided, registries)
+/// run at once on PostgreSQL, each on its own connection and snapshot (they are independent
+/// sums): a dashboard waits for the slowest read, not for their total. On SQLite, whose
+/// transactions take turns anyway, one transaction reads them in turn.
 pub async fn inputs_at_once(
     db: &Db,
     scope: &impl crate::platform::TenantScope,
@@ -686,7 +700,14 @@ pub async fn inputs_at_once(
     to: NaiveDate,
     sources: Sources,
 ) -> AppResult<HashMap<Uuid, Inputs>> {
+    if db.kind() != crate::platform::config::DbKind::Postgres {
+        let tx = db.begin(scope).await?;
+        let out = inputs(&tx, from, to, sources).await;
+        tx.rollback().await?;
+        return out;
+    }
     let reads = parts(sources).into_iter().map(|part| async move {
+        let _slot = READS.acquire().await.expect("the semaphore is never closed");
         let tx = db.begin(scope).await?;
         let mut out = HashMap::new();
         let read = read_part(&tx, part, from, to, &mut out).await;
