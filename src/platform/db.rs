@@ -292,12 +292,18 @@ pub struct DailyCount {
 
 /// Runs a `day, institution_id, dim, value` aggregate with the tenant as its only parameter.
 pub async fn daily_counts(tx: &Tx, sql: &str) -> AppResult<Vec<DailyCount>> {
-    use sea_orm::{FromQueryResult, Statement};
+    query_all(tx, sql, vec![tx.tenant().into()]).await
+}
+
+/// Runs a query written with `?` placeholders on either backend, into `T` rows.
+pub async fn query_all<T: sea_orm::FromQueryResult>(
+    tx: &Tx,
+    sql: &str,
+    values: Vec<sea_orm::Value>,
+) -> AppResult<Vec<T>> {
     let backend = tx.get_database_backend();
     let sql = numbered(backend, sql);
-    Ok(DailyCount::find_by_statement(Statement::from_sql_and_values(backend, sql, [tx.tenant().into()]))
-        .all(&**tx)
-        .await?)
+    Ok(T::find_by_statement(Statement::from_sql_and_values(backend, sql, values)).all(&**tx).await?)
 }
 
 /// SQL written with `?` placeholders, numbered `$1, $2, …` for PostgreSQL.

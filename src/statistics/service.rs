@@ -556,15 +556,7 @@ async fn registry_figures(tx: &Tx, to: NaiveDate) -> AppResult<Vec<RegistrySum>>
     let (a, mut values) = registry_sums(tx, window, to);
     let (b, more) = registry_sums_back(tx, window, to);
     values.extend(more);
-    stat_query(tx, &format!("{a}\n UNION ALL\n{b}"), values).await
-}
-
-/// Runs an aggregate written with `?` placeholders on either backend.
-async fn stat_query<T: sea_orm::FromQueryResult>(tx: &Tx, sql: &str, values: Vec<sea_orm::Value>) -> AppResult<Vec<T>> {
-    use sea_orm::{ConnectionTrait, Statement};
-    let backend = tx.get_database_backend();
-    let sql = crate::platform::db::numbered(backend, sql);
-    Ok(T::find_by_statement(Statement::from_sql_and_values(backend, sql, values)).all(&**tx).await?)
+    crate::platform::db::query_all(tx, &format!("{a}\n UNION ALL\n{b}"), values).await
 }
 
 #[derive(Debug, sea_orm::FromQueryResult)]
@@ -580,7 +572,7 @@ async fn referrals_sent(tx: &Tx, start: DateTime<Utc>, end: DateTime<Utc>) -> Ap
                  FROM stat_referrals
                 WHERE tenant_id = ? AND requested_at >= ? AND requested_at < ?
                 GROUP BY from_institution, direction";
-    stat_query(tx, sql, vec![tx.tenant().into(), start.into(), end.into()]).await
+    crate::platform::db::query_all(tx, sql, vec![tx.tenant().into(), start.into(), end.into()]).await
 }
 
 #[derive(Debug, sea_orm::FromQueryResult)]
@@ -618,7 +610,7 @@ async fn referrals_decided(tx: &Tx, start: DateTime<Utc>, end: DateTime<Utc>) ->
             AND to_institution IS NOT NULL AND requested_at IS NOT NULL
           GROUP BY 1, 2"
     );
-    stat_query(tx, &sql, vec![tx.tenant().into(), start.into(), end.into()]).await
+    crate::platform::db::query_all(tx, &sql, vec![tx.tenant().into(), start.into(), end.into()]).await
 }
 
 /// The independent reads a KPI computation is made of.
