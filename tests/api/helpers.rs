@@ -106,6 +106,20 @@ async fn fresh_pg_database() -> String {
     }
     let name = format!("cloudhis_test_{now}_{}", Uuid::new_v4().simple());
     admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create test database");
+    // The app role is cluster-wide. On a fresh server, tests migrating their own databases at once
+    // race to create it, and the loser's CREATE ROLE fails with a unique violation that the
+    // migration (written for one database migrated under a lock) does not expect.
+    admin
+        .execute_unprepared(
+            "DO $$ BEGIN
+               IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'cloudhis_app') THEN
+                 CREATE ROLE cloudhis_app LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE;
+               END IF;
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+             END $$;",
+        )
+        .await
+        .expect("the app role exists");
     admin.close().await.ok();
     format!("{server}/{name}")
 }
