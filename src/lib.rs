@@ -17,3 +17,4 @@ pub mod startup;
 pub mod state;
 pub mod statistics;
 pub mod tenancy;
+pub mod web;

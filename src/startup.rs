@@ -123,7 +123,17 @@ pub fn routes(state: AppState) -> impl poem::Endpoint<Output = poem::Response> {
         .at("/metrics", get(metrics))
         .at("/api/openapi.json", spec)
         .nest("/api/docs", docs)
-        .nest("/", api.into_endpoint())
+        .nest("/app", crate::web::routes())
+        // The API's routes are absolute (`/api/v1/...`); the bare address opens the browser app.
+        .nest(
+            "/",
+            api.into_endpoint().around(|ep, req| async move {
+                if req.uri().path() == "/" {
+                    return Ok(crate::web::see_other("/app/"));
+                }
+                ep.call(req).await
+            }),
+        )
         .data(state)
         .with(boundary)
 }

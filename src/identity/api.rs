@@ -175,7 +175,8 @@ pub enum RoleChangeResponse {
 
 pub struct AuthApi;
 
-fn session_cookie(state: &AppState, token: &str, max_age: i64) -> String {
+/// The browser's session cookie: HttpOnly, same-site only, `Secure` behind TLS.
+pub fn session_cookie(state: &AppState, token: &str, max_age: i64) -> String {
     let secure = if state.config.cookie_secure { "; Secure" } else { "" };
     format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}")
 }

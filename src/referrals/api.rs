@@ -342,24 +342,10 @@ impl ReferralsApi {
     #[oai(path = "/referrals/stream", method = "get", operation_id = "referrals_stream")]
     async fn stream(&self, state: Data<&AppState>, auth: Auth) -> Result<StreamResponse, AppError> {
         auth.0.require(Perm::ReferralRead)?;
-        let (tenant, institution) = (auth.0.tenant, auth.0.institution.to_string());
-        let rx = state.bus.subscribe_local();
-        let changes = futures::stream::unfold(rx, |mut rx| async move {
-            loop {
-                match rx.recv().await {
-                    Ok(ev) => return Some((ev, rx)),
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-                }
-            }
-        })
-        .filter_map(move |ev| {
-            let institution = institution.clone();
-            async move {
+        let changes = super::events::live(&state, auth.0.tenant, auth.0.institution)
+            .map(|ev| {
                 let p = &ev.payload;
-                let mine = p["from_institution"].as_str() == Some(&institution)
-                    || p["to_institution"].as_str() == Some(&institution);
-                (ev.tenant == tenant && ev.event_type.starts_with("referrals.") && mine).then(|| ReferralChange {
+                ReferralChange {
                     event_id: ev.id,
                     event_type: ev.event_type.clone(),
                     referral_id: ev.aggregate,
@@ -371,10 +357,9 @@ impl ReferralsApi {
                         .unwrap_or_default(),
                     to_institution_id: p["to_institution"].as_str().and_then(|s| s.parse().ok()),
                     occurred_at: ev.occurred_at,
-                })
-            }
-        })
-        .boxed();
+                }
+            })
+            .boxed();
         Ok(StreamResponse::Ok(EventStream::new(changes).keep_alive(Duration::from_secs(15))))
     }
 

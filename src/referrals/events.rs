@@ -51,3 +51,32 @@ impl Handler for Notifications {
         Ok(())
     }
 }
+
+/// Every change to a referral that `institution` sent or received, as it is published on this
+/// replica's bus (which sees every replica's events). A slow reader skips what it missed rather
+/// than holding the bus up; pages and clients reload the list on any change anyway.
+pub fn live(
+    state: &crate::state::AppState,
+    tenant: Uuid,
+    institution: Uuid,
+) -> futures::stream::BoxStream<'static, std::sync::Arc<Envelope>> {
+    use futures::StreamExt;
+    let rx = state.bus.subscribe_local();
+    let institution = institution.to_string();
+    futures::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(ev) => return Some((ev, rx)),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    })
+    .filter(move |ev| {
+        let p = &ev.payload;
+        let mine = p["from_institution"].as_str() == Some(institution.as_str())
+            || p["to_institution"].as_str() == Some(institution.as_str());
+        std::future::ready(ev.tenant == tenant && ev.event_type.starts_with("referrals.") && mine)
+    })
+    .boxed()
+}

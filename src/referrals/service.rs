@@ -54,7 +54,7 @@ fn check_text(field: &'static str, s: &str, max: usize) -> AppResult<()> {
 }
 
 /// Which way up is: village to township or county, township to county.
-fn is_upward(from: InstitutionKind, to: InstitutionKind) -> bool {
+pub fn is_upward(from: InstitutionKind, to: InstitutionKind) -> bool {
     use InstitutionKind::*;
     matches!(
         (from, to),
@@ -197,6 +197,9 @@ pub struct DownInput {
     pub to_institution: Option<Uuid>,
 }
 
+/// The reason stored on a referral back down (pages show it in the reader's language).
+pub const DOWN_REASON: &str = "下转康复 / referred back for rehabilitation";
+
 /// Sends the patient of an up-referral this institution received back down, with a discharge
 /// summary and a rehabilitation plan; it goes to the original sender unless another grassroots
 /// institution is named.
@@ -241,7 +244,7 @@ pub async fn refer_down(
         external_hospital: Set(None),
         status: Set(Status::Requested.as_str().into()),
         urgency: Set("routine".into()),
-        reason: Set("下转康复 / referred back for rehabilitation".into()),
+        reason: Set(DOWN_REASON.into()),
         clinical_summary: Set(json!({ "clinical": snapshot })),
         source_encounter_id: Set(None),
         parent_id: Set(Some(parent.id)),

@@ -120,14 +120,14 @@ pub enum XlsxExport {
     Ok(Binary<Vec<u8>>, #[oai(header = "Content-Disposition")] String),
 }
 
-fn period(from: Option<NaiveDate>, to: Option<NaiveDate>) -> (NaiveDate, NaiveDate) {
+pub fn period(from: Option<NaiveDate>, to: Option<NaiveDate>) -> (NaiveDate, NaiveDate) {
     let today = crate::followups::service::today();
     let to = to.unwrap_or(today);
     let from = from.unwrap_or_else(|| NaiveDate::from_ymd_opt(to.year(), 1, 1).expect("1 January exists"));
     (from, to)
 }
 
-fn to_dto(r: Report) -> KpiReport {
+pub fn to_dto(r: Report) -> KpiReport {
     KpiReport {
         from: r.from,
         to: r.to,
@@ -163,6 +163,31 @@ fn table(r: &KpiReport) -> (Vec<String>, Vec<Vec<String>>) {
         rows.push(row);
     }
     (header, rows)
+}
+
+/// The report as CSV for Excel: UTF-8 with a BOM, Chinese headers.
+pub fn csv(r: &KpiReport) -> Vec<u8> {
+    let (header, rows) = table(r);
+    crate::platform::csv::document(std::iter::once(header).chain(rows))
+}
+
+/// The report as an Excel workbook with Chinese headers.
+pub fn xlsx(r: &KpiReport) -> Result<Vec<u8>, AppError> {
+    let (header, rows) = table(r);
+    let mut book = rust_xlsxwriter::Workbook::new();
+    let sheet = book.add_worksheet();
+    let xl = |e: rust_xlsxwriter::XlsxError| AppError::internal(anyhow::anyhow!(e));
+    sheet.set_name("医共体指标").map_err(xl)?;
+    let bold = rust_xlsxwriter::Format::new().set_bold();
+    for (c, h) in header.iter().enumerate() {
+        sheet.write_string_with_format(0, c as u16, h, &bold).map_err(xl)?;
+    }
+    for (r_i, row) in rows.iter().enumerate() {
+        for (c, v) in row.iter().enumerate() {
+            sheet.write_string(r_i as u32 + 1, c as u16, v).map_err(xl)?;
+        }
+    }
+    book.save_to_buffer().map_err(xl)
 }
 
 pub struct StatisticsApi;
@@ -242,9 +267,7 @@ impl StatisticsApi {
     ) -> Result<CsvExport, AppError> {
         let (from, to) = period(from.0, to.0);
         let r = to_dto(service::report(&state, &auth.0, from, to, institution_id.0).await?);
-        let (header, rows) = table(&r);
-        let out = crate::platform::csv::document(std::iter::once(header).chain(rows));
-        Ok(CsvExport::Ok(Binary(out), format!("attachment; filename=\"kpis-{from}-{to}.csv\"")))
+        Ok(CsvExport::Ok(Binary(csv(&r)), format!("attachment; filename=\"kpis-{from}-{to}.csv\"")))
     }
 
     /// The KPI table as an Excel workbook (Chinese headers)
@@ -259,21 +282,6 @@ impl StatisticsApi {
     ) -> Result<XlsxExport, AppError> {
         let (from, to) = period(from.0, to.0);
         let r = to_dto(service::report(&state, &auth.0, from, to, institution_id.0).await?);
-        let (header, rows) = table(&r);
-        let mut book = rust_xlsxwriter::Workbook::new();
-        let sheet = book.add_worksheet();
-        let xl = |e: rust_xlsxwriter::XlsxError| AppError::internal(anyhow::anyhow!(e));
-        sheet.set_name("医共体指标").map_err(xl)?;
-        let bold = rust_xlsxwriter::Format::new().set_bold();
-        for (c, h) in header.iter().enumerate() {
-            sheet.write_string_with_format(0, c as u16, h, &bold).map_err(xl)?;
-        }
-        for (r_i, row) in rows.iter().enumerate() {
-            for (c, v) in row.iter().enumerate() {
-                sheet.write_string(r_i as u32 + 1, c as u16, v).map_err(xl)?;
-            }
-        }
-        let bytes = book.save_to_buffer().map_err(xl)?;
-        Ok(XlsxExport::Ok(Binary(bytes), format!("attachment; filename=\"kpis-{from}-{to}.xlsx\"")))
+        Ok(XlsxExport::Ok(Binary(xlsx(&r)?), format!("attachment; filename=\"kpis-{from}-{to}.xlsx\"")))
     }
 }

@@ -17,3 +17,4 @@ mod rls;
 mod statistics;
 mod tenants;
 mod visit;
+mod web;

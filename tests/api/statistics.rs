@@ -20,9 +20,9 @@ const NAMES: [&str; 6] = ["统计甲", "统计乙", "统计丙", "统计丁", "�
 /// Names take no digits.
 const CN: [&str; 5] = ["一", "二", "三", "四", "五"];
 
-struct World {
-    persons: Vec<String>,
-    identifiers: Vec<String>,
+pub(crate) struct World {
+    pub(crate) persons: Vec<String>,
+    pub(crate) identifiers: Vec<String>,
     encounter: String,
     enrollment: String,
     referral: String,
@@ -60,7 +60,7 @@ async fn register(app: &TestApp, doc: &Session, name: &str, seq: u32, ids: &mut 
 ///   2 completed (with a summary) and 1 of those referred back down; 1 out of the county;
 /// - hypertension registry at the village: 6 patients, 5 with four follow-ups in the last year
 ///   (4 of them controlled at the last, plus the sixth, seen twice, controlled): 6 managed.
-async fn world(app: &TestApp) -> World {
+pub(crate) async fn world(app: &TestApp) -> World {
     let village = app.login("village.doctor").await;
     let township = app.login("township.doctor").await;
     let county = app.login("county.doctor").await;
@@ -174,7 +174,7 @@ async fn world(app: &TestApp) -> World {
 }
 
 /// Waits until the statistics consumer has applied every event it follows.
-async fn caught_up(app: &TestApp) {
+pub(crate) async fn caught_up(app: &TestApp) {
     let wanted = "SELECT count(*) FROM outbox WHERE event_type = 'clinical.encounter_closed' OR event_type = 'billing.charge_posted'
                    OR event_type LIKE 'referrals.%' OR event_type LIKE 'followups.%'";
     let total = count(app, wanted).await;

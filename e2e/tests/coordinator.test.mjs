@@ -1,0 +1,73 @@
+// The referral coordinator's journey: the inbox shows a new referral without a reload (server-
+// sent events), then accept, arrival, completion with a summary and a referral back down, each a
+// plain form; a second referral is rejected with a reason. The village doctor then finds the
+// down-referral in their inbox.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+
+import { upReferral } from '../lib/api.mjs';
+import { fitsWidth, newPage, screenshot, unlabelled } from '../lib/browser.mjs';
+import { setup } from '../lib/setup.mjs';
+
+const world = setup();
+
+async function logIn(page, username) {
+  await page.goto(`${world.server.base}/app/login`);
+  await page.getByLabel('用户名').fill(username);
+  await page.getByLabel('密码').fill('Demo@2026');
+  await page.getByRole('button', { name: '登录' }).click();
+}
+
+test('a new referral appears live, and the coordinator takes it from accept to back down', async () => {
+  const page = await newPage(world.browser);
+  await logIn(page, 'coordinator');
+  await page.waitForURL(/\/app\/referrals$/);
+  await page.getByRole('heading', { name: '转入转诊' }).waitFor();
+  assert.ok(await page.getByText('暂无转诊').isVisible());
+  // The page is listening before anything is sent.
+  await page.locator('body[data-live="on"]').waitFor({ timeout: 10_000 });
+
+  const up = await upReferral(world.server.base, 1, '血压控制不佳，请上级医院调整用药');
+  const row = page.locator(`tr[data-referral="${up.id}"]`);
+  await row.waitFor({ timeout: 10_000 });
+  assert.match(await row.textContent(), /转诊演示/);
+  assert.match(await row.locator('.sla').textContent(), /剩余 2[0-9] 小时/);
+  assert.match(await page.locator('#live-status').textContent(), /列表已更新/);
+  assert.ok(await fitsWidth(page), 'the inbox fits 1366 px');
+  await screenshot(page, 'coordinator-inbox');
+
+  await row.getByRole('link', { name: '转诊演示' }).click();
+  assert.deepEqual(await unlabelled(page), [], 'every field of the referral page has a label');
+  await page.getByRole('button', { name: '接收' }).click();
+  assert.equal(await page.locator('#status').getAttribute('data-status'), 'accepted');
+  await page.getByRole('button', { name: '登记患者到达' }).click();
+  assert.equal(await page.locator('#status').getAttribute('data-status'), 'arrived');
+  await page.getByLabel('诊疗小结').fill('调整降压方案后血压平稳');
+  await page.getByRole('button', { name: '完成转诊' }).click();
+  assert.equal(await page.locator('#status').getAttribute('data-status'), 'completed');
+  await page.getByLabel('出院小结').fill('出院，血压平稳');
+  await page.getByLabel('康复计划').fill('每周随访血压，低盐饮食');
+  await page.getByRole('button', { name: '下转回基层' }).click();
+  assert.match(await page.locator('.facts').textContent(), /下转/);
+  await screenshot(page, 'coordinator-referred-down');
+
+  // A second referral, rejected with a reason; an empty reason is refused first.
+  const second = await upReferral(world.server.base, 2, '复查');
+  await page.goto(`${world.server.base}/app/referrals/${second.id}`);
+  await page.getByLabel('拒绝理由').fill('本院该专科暂停接诊，请转市医院');
+  await page.getByRole('button', { name: '拒绝' }).click();
+  assert.equal(await page.locator('#status').getAttribute('data-status'), 'rejected');
+  assert.match(await page.locator('.facts').textContent(), /本院该专科暂停接诊/);
+
+  // The village doctor sees the down-referral come back.
+  const village = await newPage(world.browser);
+  await logIn(village, 'village.doctor');
+  await village.waitForURL(/\/app\/clinic$/);
+  await village.getByRole('link', { name: '转诊', exact: true }).click();
+  await village.waitForURL(/\/app\/referrals$/);
+  const back = village.locator('#referral-rows tr', { hasText: '下转' });
+  assert.equal(await back.count(), 1);
+  await village.getByRole('link', { name: '转出转诊' }).click();
+  assert.equal(await village.locator('#referral-rows tr[data-status="completed"]').count(), 1);
+  assert.equal(await village.locator('#referral-rows tr[data-status="rejected"]').count(), 1);
+});

@@ -1,0 +1,76 @@
+// The village doctor's journey: register a patient, run the visit (vitals, an ICD-10 diagnosis
+// found as you type, a prescription from the clinic's stock, the charge and the payment), close
+// it, and find the patient in today's list.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+
+import { residentId } from '../lib/api.mjs';
+import { fitsWidth, newPage, screenshot, unlabelled } from '../lib/browser.mjs';
+import { setup } from '../lib/setup.mjs';
+
+const world = setup();
+
+test('a village doctor registers a patient and runs a whole visit in the browser', async () => {
+  const page = await newPage(world.browser);
+  await page.goto(`${world.server.base}/app/login`);
+  await page.getByLabel('用户名').fill('village.doctor');
+  await page.getByLabel('密码').fill('Demo@2026');
+  await page.getByRole('button', { name: '登录' }).click();
+  await page.waitForURL(/\/app\/clinic$/);
+  assert.ok(await page.getByText('今天还没有就诊记录。').isVisible());
+  assert.deepEqual(await unlabelled(page), []);
+
+  const form = page.locator('form', { has: page.locator('#reg-name') });
+  await form.getByLabel('姓名').fill('浏览器甲');
+  await form.getByLabel('身份证号').fill(residentId('130997', '19620815', 7));
+  await form.getByLabel('手机号').fill('13912345678');
+  await form.getByRole('button', { name: '登记' }).click();
+  await page.waitForURL(/\/app\/clinic\/patients\//);
+  assert.ok(!page.url().includes('13912345678'), 'no identifier in the URL');
+  assert.equal(await page.locator('#patient-name').textContent(), '浏览器甲');
+
+  await page.getByLabel('主诉').fill('头晕两天');
+  await page.getByRole('button', { name: '开始就诊' }).click();
+  await page.waitForURL(/\/app\/visits\/[0-9a-f-]+$/);
+  assert.ok(await fitsWidth(page), 'the visit form fits 1366 px');
+  assert.deepEqual(await unlabelled(page), [], 'every field of the visit form has a label');
+
+  await page.getByLabel('收缩压（mmHg）').fill('172');
+  await page.getByLabel('舒张压（mmHg）').fill('104');
+  await page.getByRole('button', { name: '保存生命体征' }).click();
+  assert.match(await page.locator('#vitals').textContent(), /172\/104 mmHg/);
+
+  // Search as you type: initials find the code.
+  const icd = page.getByLabel('诊断（ICD-10编码或名称）');
+  await icd.pressSequentially('gxy');
+  await page.locator('#icd[data-results]').waitFor({ state: 'attached' });
+  assert.ok(Number(await icd.getAttribute('data-results')) > 0);
+  assert.match(await page.locator('#icd-options').innerHTML(), /I10/);
+  await icd.fill('I10');
+  await page.getByRole('button', { name: '添加诊断' }).click();
+  assert.match(await page.locator('#diagnoses').textContent(), /I10/);
+
+  const drug = page.getByLabel('药品（本机构库存）');
+  const firstDrug = await drug.locator('option').nth(1).getAttribute('value');
+  await drug.selectOption(firstDrug);
+  await page.getByLabel('单次剂量').fill('1');
+  await page.getByLabel('剂量单位').fill('片');
+  await page.getByLabel('用药频次').selectOption('qd');
+  await page.getByLabel('天数').fill('7');
+  await page.locator('#qty').fill('7');
+  await page.getByRole('button', { name: '开具处方' }).click();
+  assert.equal(await page.locator('#prescriptions li').count(), 1);
+
+  await page.getByRole('button', { name: '计费' }).click();
+  const owed = (await page.locator('#bill-owed').textContent()).trim();
+  assert.notEqual(owed, '¥0.00');
+  await page.getByLabel('支付方式').selectOption('mobile');
+  await page.getByRole('button', { name: '收款' }).click();
+  assert.equal((await page.locator('#bill-owed').textContent()).trim(), '¥0.00');
+  await screenshot(page, 'village-visit');
+
+  await page.getByRole('button', { name: '结束就诊' }).click();
+  assert.equal(await page.locator('#visit-status').getAttribute('data-open'), 'false');
+  await page.getByRole('link', { name: '返回门诊工作台' }).click();
+  assert.match(await page.locator('#today').textContent(), /浏览器甲/);
+});

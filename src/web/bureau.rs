@@ -1,0 +1,293 @@
+//! The bureau official's dashboard: KPI tiles, four charts, drill-down by institution and the
+//! exports, all over `statistics::service`. Aggregates only, suppressed below five patients.
+
+use askama::Template;
+use chrono::NaiveDate;
+use poem::http::StatusCode;
+use poem::web::{Data, Query};
+use poem::{Request, Response, handler};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::charts::{Chart, Kind, Point, chart};
+use super::{Locale, Page, error_page, render, signed_in};
+use crate::identity::ctx::Perm;
+use crate::platform::AppError;
+use crate::state::AppState;
+use crate::statistics::domain::{Cell, Grain, Inputs, KPIS, Sources, Unit, kpis};
+use crate::statistics::{api as stats_api, service as stats};
+use crate::tenancy::domain::InstitutionKind;
+
+/// The dashboard's filter, as the period form and the drill-down links send it.
+#[derive(Deserialize, Default)]
+pub struct Filter {
+    from: Option<String>,
+    to: Option<String>,
+    institution: Option<String>,
+}
+
+struct Parsed {
+    from: NaiveDate,
+    to: NaiveDate,
+    institution: Option<Uuid>,
+}
+
+fn parse(f: &Filter) -> Result<Parsed, AppError> {
+    let date = |s: &Option<String>| -> Result<Option<NaiveDate>, AppError> {
+        match s.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+            None => Ok(None),
+            Some(s) => NaiveDate::parse_from_str(s, "%Y-%m-%d")
+                .map(Some)
+                .map_err(|_| AppError::unprocessable("period_invalid", "dates are YYYY-MM-DD")),
+        }
+    };
+    let (from, to) = stats_api::period(date(&f.from)?, date(&f.to)?);
+    let institution = match f.institution.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => {
+            Some(Uuid::parse_str(s).map_err(|_| AppError::not_found("institution_not_found", "no such institution"))?)
+        }
+    };
+    Ok(Parsed { from, to, institution })
+}
+
+impl Parsed {
+    /// The query string of this filter, for links and exports.
+    fn query(&self, institution: Option<Uuid>) -> String {
+        let mut q = format!("from={}&to={}", self.from, self.to);
+        if let Some(i) = institution {
+            q.push_str(&format!("&institution={i}"));
+        }
+        q
+    }
+}
+
+pub struct Tile {
+    pub code: &'static str,
+    pub name: String,
+    pub text: String,
+    pub suppressed: bool,
+}
+
+pub struct ChildRow {
+    pub name: String,
+    pub kind: String,
+    pub drill: Option<String>,
+    pub cells: Vec<String>,
+}
+
+#[derive(Template)]
+#[template(path = "bureau.html", config = "src/web/askama.toml")]
+struct Dashboard {
+    l: Locale,
+    p: Page,
+    title: String,
+    period: String,
+    from: NaiveDate,
+    to: NaiveDate,
+    institution: Option<Uuid>,
+    up: Option<String>,
+    tiles: Vec<Tile>,
+    child_head: Vec<String>,
+    children: Vec<ChildRow>,
+    charts: Vec<Chart>,
+    export_query: String,
+}
+
+/// The KPIs shown as columns of the drill-down table (the tiles show all of them).
+const CHILD_COLUMNS: [&str; 6] = [
+    "visits",
+    "grassroots_share",
+    "referrals_up",
+    "referrals_down",
+    "hypertension_standard_rate",
+    "diabetes_standard_rate",
+];
+
+fn tiles(l: Locale, i: &Inputs) -> Vec<Tile> {
+    kpis(i)
+        .into_iter()
+        .zip(KPIS)
+        .map(|(c, (code, _, _, unit))| Tile {
+            code,
+            name: l.t(&format!("kpi-{code}")),
+            text: c.text(unit),
+            suppressed: c == Cell::Suppressed,
+        })
+        .collect()
+}
+
+fn kpi_pos(code: &str) -> usize {
+    KPIS.iter().position(|(c, ..)| *c == code).expect("a known KPI code")
+}
+
+/// A cell as a chart point: percentages drawn in percent, suppressed and empty cells not drawn,
+/// and the text as everywhere else (`<5`, `-`).
+fn plot(c: Cell, unit: Unit) -> Point {
+    (c.value().map(|v| if unit == Unit::Percent { (v * 100.0) as f32 } else { v as f32 }), c.text(unit))
+}
+
+#[handler]
+pub async fn dashboard(req: &Request, state: Data<&AppState>, filter: Query<Filter>) -> Response {
+    let p = signed_in!(req, &state);
+    match build(&state, p, &filter.0).await {
+        Ok(r) => r,
+        Err((l, e)) => error_page(l, &e, "/app/bureau"),
+    }
+}
+
+async fn build(state: &AppState, p: Page, f: &Filter) -> Result<Response, (Locale, AppError)> {
+    let l = p.l;
+    let fail = |e: AppError| (l, e);
+    p.ctx.require(Perm::StatisticsRead).map_err(fail)?;
+    let q = parse(f).map_err(fail)?;
+    let report = stats::report(state, &p.ctx, q.from, q.to, q.institution).await.map_err(fail)?;
+    let span = (q.to - q.from).num_days();
+    let grain = if span <= 31 {
+        Grain::Day
+    } else if span <= 182 {
+        Grain::Week
+    } else {
+        Grain::Month
+    };
+    let sources = Sources { daily: true, referrals: true, registry: false };
+    let series = stats::series(state, &p.ctx, q.from, q.to, grain, q.institution, sources).await.map_err(fail)?;
+
+    let title = match &report.node {
+        Some(n) => p.name_of(n),
+        None => l.t("dash-whole"),
+    };
+    let up = report.node.as_ref().map(|n| match n.parent_id {
+        Some(parent) => format!("/app/bureau?{}", q.query(Some(parent))),
+        None => format!("/app/bureau?{}", q.query(None)),
+    });
+
+    let child_head: Vec<String> = CHILD_COLUMNS.iter().map(|c| l.t(&format!("kpi-{c}"))).collect();
+    let children = report
+        .children
+        .iter()
+        .map(|(i, inputs)| {
+            let cells = kpis(inputs);
+            ChildRow {
+                name: p.name_of(i),
+                kind: l.t(&format!("kind-{}", i.kind.as_str())),
+                drill: (i.kind != InstitutionKind::VillageClinic)
+                    .then(|| format!("/app/bureau?{}", q.query(Some(i.id)))),
+                cells: CHILD_COLUMNS
+                    .iter()
+                    .map(|code| {
+                        let pos = kpi_pos(code);
+                        cells[pos].text(KPIS[pos].3)
+                    })
+                    .collect(),
+            }
+        })
+        .collect();
+
+    let labels: Vec<String> = series
+        .iter()
+        .map(|(a, _, _)| match grain {
+            Grain::Month => a.format("%Y-%m").to_string(),
+            _ => a.format("%m-%d").to_string(),
+        })
+        .collect();
+    let of = |code: &str| {
+        let pos = kpi_pos(code);
+        series.iter().map(|(_, _, i)| plot(kpis(i)[pos], KPIS[pos].3)).collect::<Vec<_>>()
+    };
+    let totals = kpis(&report.totals);
+    let total = |code: &str| {
+        let pos = kpi_pos(code);
+        plot(totals[pos], KPIS[pos].3)
+    };
+    let share = kpi_pos("grassroots_share");
+    let charts = vec![
+        chart(
+            "visits",
+            Kind::Line,
+            l.t("chart-visits"),
+            l.t("month"),
+            labels.clone(),
+            vec![(l.t("series-visits"), of("visits"))],
+        ),
+        chart(
+            "referrals",
+            Kind::Bar,
+            l.t("chart-referrals"),
+            l.t("month"),
+            labels,
+            vec![(l.t("series-up"), of("referrals_up")), (l.t("series-down"), of("referrals_down"))],
+        ),
+        chart(
+            "grassroots",
+            Kind::HorizontalBar,
+            l.t("chart-grassroots"),
+            l.t("dash-institution"),
+            report.children.iter().map(|(i, _)| p.name_of(i)).collect(),
+            vec![(
+                l.t("series-share"),
+                report.children.iter().map(|(_, i)| plot(kpis(i)[share], Unit::Percent)).collect(),
+            )],
+        ),
+        chart(
+            "management",
+            Kind::Bar,
+            l.t("chart-management"),
+            l.t("dash-institution"),
+            vec![l.t("disease-hypertension"), l.t("disease-diabetes")],
+            vec![
+                (l.t("series-standard"), vec![total("hypertension_standard_rate"), total("diabetes_standard_rate")]),
+                (l.t("series-control"), vec![total("hypertension_control_rate"), total("diabetes_control_rate")]),
+            ],
+        ),
+    ];
+
+    let page = Dashboard {
+        l,
+        title,
+        period: l.t_with("period-span", &[("from", q.from.to_string()), ("to", q.to.to_string())]),
+        from: q.from,
+        to: q.to,
+        institution: q.institution,
+        up,
+        tiles: tiles(l, &report.totals),
+        child_head,
+        children,
+        charts,
+        export_query: q.query(q.institution),
+        p,
+    };
+    Ok(render(StatusCode::OK, &page))
+}
+
+async fn export(req: &Request, state: &AppState, f: &Filter, xlsx: bool) -> Response {
+    let p = signed_in!(req, state);
+    let l = p.l;
+    let made = async {
+        let q = parse(f)?;
+        let r = stats_api::to_dto(stats::report(state, &p.ctx, q.from, q.to, q.institution).await?);
+        let (bytes, ext, mime) = if xlsx {
+            (stats_api::xlsx(&r)?, "xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+        } else {
+            (stats_api::csv(&r), "csv", "text/csv; charset=utf-8")
+        };
+        Ok::<_, AppError>(
+            Response::builder()
+                .content_type(mime)
+                .header("content-disposition", format!("attachment; filename=\"kpis-{}-{}.{ext}\"", q.from, q.to))
+                .body(bytes),
+        )
+    }
+    .await;
+    made.unwrap_or_else(|e| error_page(l, &e, "/app/bureau"))
+}
+
+#[handler]
+pub async fn export_csv(req: &Request, state: Data<&AppState>, filter: Query<Filter>) -> Response {
+    export(req, &state, &filter.0, false).await
+}
+
+#[handler]
+pub async fn export_xlsx(req: &Request, state: Data<&AppState>, filter: Query<Filter>) -> Response {
+    export(req, &state, &filter.0, true).await
+}

@@ -1,0 +1,684 @@
+//! The village doctor's clinic pages: today's patients, find or register a patient (with the
+//! MPI's match candidates to confirm), and the outpatient visit form (vitals, ICD-10 diagnosis,
+//! a prescription from the clinic's stock, the charge and the payment, closing, and an
+//! up-referral). Patient identifiers travel only in POST bodies, never in URLs.
+
+use std::collections::HashMap;
+
+use askama::Template;
+use chrono::{TimeZone, Utc};
+use poem::http::StatusCode;
+use poem::web::{Data, Form, Json, Path, Query};
+use poem::{IntoResponse, Request, Response, handler};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::{Locale, Page, error_page, render, see_other, signed_in};
+use crate::accounts::domain::china;
+use crate::audit::Purpose;
+use crate::clinical::domain::{EncounterKind, Vitals};
+use crate::clinical::icd10;
+use crate::patients::domain::{Demographics, RawDemographics};
+use crate::patients::service::{self as patients, PersonView, RegisterInput, SearchInput};
+use crate::pharmacy::domain::{Frequency, LineRequest};
+use crate::platform::AppError;
+use crate::state::AppState;
+
+/// A page handler's body: a response, or an error page going back to `back`.
+type Out = Result<Response, (AppError, String)>;
+
+fn finish(l: Locale, out: Out) -> Response {
+    out.unwrap_or_else(|(e, back)| error_page(l, &e, &back))
+}
+
+pub struct PersonRow {
+    pub id: Uuid,
+    pub name: String,
+    pub sex: String,
+    pub born: String,
+    pub resident_id: String,
+    pub registered_here: bool,
+    pub note: String,
+}
+
+fn person_row(l: Locale, p: &PersonView, note: String) -> PersonRow {
+    PersonRow {
+        id: p.id,
+        name: p.name.clone(),
+        sex: p.sex.as_deref().map(|s| l.t(&format!("sex-{s}"))).unwrap_or_default(),
+        born: p.birth_date.map(|d| d.to_string()).or_else(|| p.birth_year.map(|y| y.to_string())).unwrap_or_default(),
+        // Masked for roles that may not see it (the service decides).
+        resident_id: p.resident_id.clone().unwrap_or_default(),
+        registered_here: p.registered_here,
+        note,
+    }
+}
+
+pub struct VisitRow {
+    pub id: Uuid,
+    pub time: String,
+    pub patient: String,
+    pub status: String,
+    pub open: bool,
+}
+
+/// What the register form was filled with, to show again (candidates, errors).
+#[derive(Deserialize, Default, Clone)]
+pub struct RegisterForm {
+    csrf: String,
+    name: String,
+    sex: Option<String>,
+    birth_date: Option<String>,
+    resident_id: Option<String>,
+    phone: Option<String>,
+    link_to: Option<Uuid>,
+    create_new_reason: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "clinic.html", config = "src/web/askama.toml")]
+struct ClinicPage {
+    l: Locale,
+    p: Page,
+    today: Vec<VisitRow>,
+    found: Option<Vec<PersonRow>>,
+    candidates: Vec<PersonRow>,
+    form: RegisterForm,
+    message: Option<String>,
+}
+
+/// Names of persons for a list, the reads audited (treatment) like every other read of them.
+async fn names(state: &AppState, p: &Page, ids: &[Uuid]) -> Result<HashMap<Uuid, String>, AppError> {
+    let mut tx = state.db.begin(&p.ctx).await?;
+    let names = patients::names_of(&tx, ids).await?;
+    for id in names.keys() {
+        tx.audit(p.ctx.audit("patient.list", "person", Purpose::Treatment).resource(*id).subject(*id));
+    }
+    tx.commit().await?;
+    Ok(names)
+}
+
+async fn today(state: &AppState, p: &Page) -> Result<Vec<VisitRow>, AppError> {
+    let local = china(Utc::now()).date_naive();
+    let midnight = chrono::FixedOffset::east_opt(8 * 3600)
+        .expect("valid offset")
+        .from_local_datetime(&local.and_hms_opt(0, 0, 0).expect("midnight"))
+        .single()
+        .expect("no DST in China")
+        .with_timezone(&Utc);
+    let encounters = crate::clinical::service::list(state, &p.ctx, None, Some(midnight), 200).await?;
+    let ids: Vec<Uuid> = encounters.iter().map(|e| e.person_id).collect();
+    let names = names(state, p, &ids).await?;
+    Ok(encounters
+        .iter()
+        .map(|e| VisitRow {
+            id: e.id,
+            time: china(e.opened_at).format("%H:%M").to_string(),
+            patient: names.get(&e.person_id).cloned().unwrap_or_default(),
+            status: p.l.t(&format!("visit-{}", e.status)),
+            open: e.status == "open",
+        })
+        .collect())
+}
+
+async fn clinic_page(
+    state: &AppState,
+    p: Page,
+    found: Option<Vec<PersonRow>>,
+    candidates: Vec<PersonRow>,
+    form: RegisterForm,
+    message: Option<String>,
+    status: StatusCode,
+) -> Out {
+    let today = today(state, &p).await.map_err(|e| (e, "/app/".into()))?;
+    Ok(render(status, &ClinicPage { l: p.l, p, today, found, candidates, form, message }))
+}
+
+#[handler]
+pub async fn clinic(req: &Request, state: Data<&AppState>) -> Response {
+    let p = signed_in!(req, &state);
+    let l = p.l;
+    finish(l, clinic_page(&state, p, None, vec![], RegisterForm::default(), None, StatusCode::OK).await)
+}
+
+#[derive(Deserialize)]
+pub struct SearchForm {
+    csrf: String,
+    name: Option<String>,
+    resident_id: Option<String>,
+    phone: Option<String>,
+}
+
+/// Search by name, resident ID or phone: a POST, so identifiers stay out of URLs and logs.
+#[handler]
+pub async fn search(req: &Request, state: Data<&AppState>, form: Form<SearchForm>) -> Response {
+    let p = signed_in!(req, &state);
+    let l = p.l;
+    let f = form.0;
+    let out = async {
+        p.check_csrf(&f.csrf).map_err(|e| (e, "/app/clinic".to_string()))?;
+        let blank = |s: &Option<String>| s.as_deref().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned);
+        let q = SearchInput {
+            name: blank(&f.name),
+            resident_id: blank(&f.resident_id),
+            phone: blank(&f.phone),
+            birth_date: None,
+            page: 1,
+            page_size: 20,
+        };
+        if q.name.is_none() && q.resident_id.is_none() && q.phone.is_none() {
+            let msg = l.t("clinic-search-empty");
+            return clinic_page(
+                &state,
+                p,
+                None,
+                vec![],
+                RegisterForm::default(),
+                Some(msg),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            )
+            .await;
+        }
+        let (found, _) = patients::search(&state, &p.ctx, q).await.map_err(|e| (e, "/app/clinic".to_string()))?;
+        let rows = found.iter().map(|x| person_row(l, x, String::new())).collect();
+        clinic_page(&state, p, Some(rows), vec![], RegisterForm::default(), None, StatusCode::OK).await
+    }
+    .await;
+    finish(l, out)
+}
+
+/// Register (or link) a patient here. Probable matches come back as candidates to confirm: link
+/// to one, or create a new person with a reason.
+#[handler]
+pub async fn register(req: &Request, state: Data<&AppState>, form: Form<RegisterForm>) -> Response {
+    let p = signed_in!(req, &state);
+    let l = p.l;
+    let f = form.0;
+    let out = async {
+        p.check_csrf(&f.csrf).map_err(|e| (e, "/app/clinic".to_string()))?;
+        let raw = RawDemographics {
+            name: f.name.clone(),
+            sex: f.sex.clone().filter(|s| !s.is_empty()),
+            birth_date: f.birth_date.clone().filter(|s| !s.trim().is_empty()),
+            resident_id: f.resident_id.clone().filter(|s| !s.trim().is_empty()),
+            phone: f.phone.clone().filter(|s| !s.trim().is_empty()),
+            insurance_no: None,
+            address_division: None,
+        };
+        let demographics = match Demographics::parse(&raw) {
+            Ok(d) => d,
+            Err(e) => {
+                let msg = l.t_with("clinic-register-invalid", &[("field", field_of(l, &e))]);
+                return clinic_page(&state, p, None, vec![], f, Some(msg), StatusCode::UNPROCESSABLE_ENTITY).await;
+            }
+        };
+        let input = RegisterInput {
+            demographics,
+            link_to: f.link_to,
+            create_new_reason: f.create_new_reason.clone().map(|r| r.trim().to_string()).filter(|r| !r.is_empty()),
+        };
+        match patients::register(&state, &p.ctx, input).await {
+            Ok(outcome) => Ok(see_other(&format!("/app/clinic/patients/{}", outcome.person.id))),
+            Err(AppError::Conflict { code: "probable_match", details, .. }) => {
+                let candidates = details
+                    .as_ref()
+                    .and_then(|d| d["candidates"].as_array())
+                    .map(|list| list.iter().filter_map(|c| candidate(l, c)).collect())
+                    .unwrap_or_default();
+                let msg = l.t("clinic-candidates-intro");
+                clinic_page(&state, p, None, candidates, f, Some(msg), StatusCode::CONFLICT).await
+            }
+            Err(e) => Err((e, "/app/clinic".to_string())),
+        }
+    }
+    .await;
+    finish(l, out)
+}
+
+/// The label of the field a demographics error is about, in the reader's language.
+fn field_of(l: Locale, e: &AppError) -> String {
+    let code = e.code();
+    let key = if code.starts_with("name") {
+        "patient-name"
+    } else if code.starts_with("resident_id") {
+        "patient-resident-id"
+    } else if code.starts_with("phone") {
+        "patient-phone"
+    } else if code.starts_with("birth") {
+        "patient-birth"
+    } else if code.starts_with("sex") {
+        "patient-sex"
+    } else {
+        "error-invalid"
+    };
+    l.t(key)
+}
+
+fn candidate(l: Locale, c: &serde_json::Value) -> Option<PersonRow> {
+    let person = &c["person"];
+    let s = |k: &str| person[k].as_str().unwrap_or_default().to_string();
+    Some(PersonRow {
+        id: person["id"].as_str()?.parse().ok()?,
+        name: s("name"),
+        sex: person["sex"].as_str().map(|x| l.t(&format!("sex-{x}"))).unwrap_or_default(),
+        born: person["birth_date"]
+            .as_str()
+            .map(str::to_owned)
+            .or_else(|| person["birth_year"].as_i64().map(|y| y.to_string()))
+            .unwrap_or_default(),
+        resident_id: s("resident_id"),
+        registered_here: person["registered_here"].as_bool().unwrap_or(false),
+        note: l.t_with("clinic-score", &[("score", format!("{:.0}", c["score"].as_f64().unwrap_or(0.0)))]),
+    })
+}
+
+#[derive(Template)]
+#[template(path = "patient.html", config = "src/web/askama.toml")]
+struct PatientPage {
+    l: Locale,
+    p: Page,
+    person: PersonRow,
+    visits: Vec<VisitRow>,
+}
+
+/// One patient: who, and their visits here; start a visit.
+#[handler]
+pub async fn patient(req: &Request, state: Data<&AppState>, id: Path<String>) -> Response {
+    let p = signed_in!(req, &state);
+    let l = p.l;
+    let out = async {
+        let back = || "/app/clinic".to_string();
+        let id = Uuid::parse_str(&id.0).map_err(|_| (not_found(), back()))?;
+        let person = patients::get(&state, &p.ctx, id).await.map_err(|e| (e, back()))?;
+        let encounters =
+            crate::clinical::service::list(&state, &p.ctx, Some(id), None, 20).await.map_err(|e| (e, back()))?;
+        let visits = encounters
+            .iter()
+            .map(|e| VisitRow {
+                id: e.id,
+                time: china(e.opened_at).format("%Y-%m-%d %H:%M").to_string(),
+                patient: person.name.clone(),
+                status: l.t(&format!("visit-{}", e.status)),
+                open: e.status == "open",
+            })
+            .collect();
+        Ok(render(StatusCode::OK, &PatientPage { l, person: person_row(l, &person, String::new()), visits, p }))
+    }
+    .await;
+    finish(l, out)
+}
+
+fn not_found() -> AppError {
+    AppError::not_found("page_not_found", "no such page")
+}
+
+#[derive(Deserialize)]
+pub struct StartForm {
+    csrf: String,
+    person_id: Uuid,
+    chief_complaint: Option<String>,
+}
+
+#[handler]
+pub async fn start_visit(req: &Request, state: Data<&AppState>, form: Form<StartForm>) -> Response {
+    let p = signed_in!(req, &state);
+    let l = p.l;
+    let f = form.0;
+    let back = format!("/app/clinic/patients/{}", f.person_id);
+    let out = async {
+        p.check_csrf(&f.csrf).map_err(|e| (e, back.clone()))?;
+        let input = crate::clinical::service::OpenInput {
+            person_id: f.person_id,
+            department_id: None,
+            kind: EncounterKind::Outpatient,
+            chief_complaint: f.chief_complaint.map(|c| c.trim().to_string()).filter(|c| !c.is_empty()),
+        };
+        let enc = crate::clinical::service::open(&state, &p.ctx, input).await.map_err(|e| (e, back.clone()))?;
+        Ok(see_other(&format!("/app/visits/{}", enc.id)))
+    }
+    .await;
+    finish(l, out)
+}
+
+pub struct Choice {
+    pub value: String,
+    pub label: String,
+}
+
+#[derive(Template)]
+#[template(path = "visit.html", config = "src/web/askama.toml")]
+struct VisitPage {
+    l: Locale,
+    p: Page,
+    id: Uuid,
+    patient: String,
+    person_id: Uuid,
+    open: bool,
+    status: String,
+    complaint: String,
+    vitals: Vec<String>,
+    diagnoses: Vec<String>,
+    prescriptions: Vec<String>,
+    drugs: Vec<Choice>,
+    frequencies: Vec<Choice>,
+    fees: Vec<Choice>,
+    bill: Option<BillBox>,
+    upper: Vec<Choice>,
+}
+
+pub struct BillBox {
+    pub id: Uuid,
+    pub total: String,
+    pub self_pay: String,
+    pub paid: String,
+    pub owed: String,
+    pub owed_fen: i64,
+    pub owed_yuan: String,
+    pub lines: Vec<String>,
+}
+
+fn yuan(fen: i64) -> String {
+    format!("{}.{:02}", fen / 100, (fen % 100).abs())
+}
+
+#[handler]
+pub async fn visit(req: &Request, state: Data<&AppState>, id: Path<String>) -> Response {
+    let p = signed_in!(req, &state);
+    let l = p.l;
+    let out = async {
+        let back = || "/app/clinic".to_string();
+        let id = Uuid::parse_str(&id.0).map_err(|_| (not_found(), back()))?;
+        let v = crate::clinical::service::get(&state, &p.ctx, id).await.map_err(|e| (e, back()))?;
+        let person = patients::get(&state, &p.ctx, v.encounter.person_id).await.map_err(|e| (e, back()))?;
+        let e = &v.encounter;
+        let vitals = v
+            .vitals
+            .iter()
+            .map(|x| {
+                let mut parts = vec![china(x.recorded_at).format("%H:%M").to_string()];
+                if let (Some(s), Some(d)) = (x.systolic, x.diastolic) {
+                    parts.push(format!("{} {s}/{d} mmHg", l.t("vital-bp")));
+                }
+                if let Some(pu) = x.pulse {
+                    parts.push(format!("{} {pu}", l.t("vital-pulse")));
+                }
+                if let Some(t) = x.temperature {
+                    parts.push(format!("{} {t} °C", l.t("vital-temperature")));
+                }
+                if let Some(g) = x.fasting_glucose {
+                    parts.push(format!("{} {g} mmol/L", l.t("vital-glucose")));
+                }
+                parts.join(" · ")
+            })
+            .collect();
+        let diagnoses = v
+            .diagnoses
+            .iter()
+            .map(|d| {
+                let name =
+                    icd10::lookup(&d.code).map(|i| if l == Locale::En { i.name_en } else { i.name }).unwrap_or("");
+                format!("{} {name}", d.code)
+            })
+            .collect();
+        let prescriptions = v
+            .prescriptions
+            .iter()
+            .flat_map(|pv| pv.lines.iter())
+            .map(|(line, drug)| {
+                let name =
+                    if l == Locale::En { drug.name_en.clone().unwrap_or(drug.name.clone()) } else { drug.name.clone() };
+                format!("{name} {} {} {} × {} {}", line.dose, line.dose_unit, line.frequency, line.days, l.t("days"))
+            })
+            .collect();
+        let formulary = crate::pharmacy::service::formulary(&state, &p.ctx, None).await.map_err(|e| (e, back()))?;
+        let drugs = formulary
+            .iter()
+            .filter(|d| d.on_hand > 0)
+            .map(|d| Choice {
+                value: d.drug.code.clone(),
+                label: format!(
+                    "{} {} ({} {})",
+                    if l == Locale::En {
+                        d.drug.name_en.clone().unwrap_or(d.drug.name.clone())
+                    } else {
+                        d.drug.name.clone()
+                    },
+                    d.drug.strength,
+                    l.t("on-hand"),
+                    d.on_hand
+                ),
+            })
+            .collect();
+        let frequencies = Frequency::ALL
+            .iter()
+            .map(|f| Choice { value: f.as_str().into(), label: l.t(&format!("freq-{}", f.as_str())) })
+            .collect();
+        let fees = crate::billing::service::fee_schedule(&state, &p.ctx)
+            .await
+            .map_err(|e| (e, back()))?
+            .into_iter()
+            .map(|f| Choice {
+                label: format!(
+                    "{} ¥{}",
+                    if l == Locale::En { f.name_en.clone().unwrap_or(f.name.clone()) } else { f.name.clone() },
+                    yuan(f.price_fen)
+                ),
+                value: f.code,
+            })
+            .collect();
+        let bill = v.bill.as_ref().map(|b| BillBox {
+            id: b.bill.id,
+            total: yuan(b.bill.total_fen),
+            self_pay: yuan(b.bill.self_pay_fen),
+            paid: yuan(b.bill.paid_fen),
+            owed: yuan(b.owed_fen()),
+            owed_fen: b.owed_fen(),
+            owed_yuan: yuan(b.owed_fen()),
+            lines: b.charges.iter().map(|c| format!("{} ¥{}", c.description, yuan(c.amount_fen))).collect(),
+        });
+        let here = p.memberships.iter().find(|m| m.institution.id == p.ctx.institution).map(|m| m.institution.kind);
+        let mut tx = state.db.begin(&p.ctx).await.map_err(|e| (e, back()))?;
+        let all = crate::tenancy::service::list_institutions(&tx).await.map_err(|e| (e, back()))?;
+        tx.rollback().await.map_err(|e| (e, back()))?;
+        let upper = all
+            .iter()
+            .filter(|i| here.is_some_and(|h| crate::referrals::service::is_upward(h, i.kind)))
+            .map(|i| Choice { value: i.id.to_string(), label: p.name_of(i) })
+            .collect();
+        let page = VisitPage {
+            id,
+            patient: person.name.clone(),
+            person_id: person.id,
+            open: e.status == "open",
+            status: l.t(&format!("visit-{}", e.status)),
+            complaint: e.chief_complaint.clone().unwrap_or_default(),
+            vitals,
+            diagnoses,
+            prescriptions,
+            drugs,
+            frequencies,
+            fees,
+            bill,
+            upper,
+            l,
+            p,
+        };
+        Ok(render(StatusCode::OK, &page))
+    }
+    .await;
+    finish(l, out)
+}
+
+/// Every form of the visit page, one handler per step.
+#[derive(Deserialize)]
+pub struct VisitForm {
+    csrf: String,
+    // vitals
+    systolic: Option<String>,
+    diastolic: Option<String>,
+    pulse: Option<String>,
+    temperature: Option<String>,
+    fasting_glucose: Option<String>,
+    // diagnosis
+    diagnosis: Option<String>,
+    // prescription
+    drug_code: Option<String>,
+    dose: Option<String>,
+    dose_unit: Option<String>,
+    frequency: Option<String>,
+    days: Option<String>,
+    quantity: Option<String>,
+    // charge and payment
+    fee_code: Option<String>,
+    fee_quantity: Option<String>,
+    bill_id: Option<String>,
+    method: Option<String>,
+    amount_yuan: Option<String>,
+    // referral
+    to_institution_id: Option<String>,
+    reason: Option<String>,
+    urgent: Option<String>,
+}
+
+fn invalid(field: &'static str) -> AppError {
+    AppError::unprocessable("field_invalid", format!("{field} is not valid"))
+        .with_details(serde_json::json!({ "field": field }))
+}
+
+fn num<T: std::str::FromStr>(field: &'static str, s: &Option<String>) -> Result<Option<T>, AppError> {
+    match s.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|_| invalid(field)),
+    }
+}
+
+fn required<T: std::str::FromStr>(field: &'static str, s: &Option<String>) -> Result<T, AppError> {
+    num(field, s)?.ok_or_else(|| invalid(field))
+}
+
+/// "J06.9", "J06.9 急性上呼吸道感染" or a name that names one code.
+fn icd_code(q: &str) -> Result<String, AppError> {
+    let q = q.trim();
+    let first = q.split_whitespace().next().unwrap_or_default();
+    if let Some(i) = icd10::lookup(first) {
+        return Ok(i.code.to_string());
+    }
+    match icd10::search(q, 2).as_slice() {
+        [one] => Ok(one.code.to_string()),
+        _ => Err(AppError::unprocessable("icd_code_unknown", "not a code of the ICD-10 catalog")),
+    }
+}
+
+#[handler]
+pub async fn visit_step(
+    req: &Request,
+    state: Data<&AppState>,
+    path: Path<(String, String)>,
+    form: Form<VisitForm>,
+) -> Response {
+    let p = signed_in!(req, &state);
+    let l = p.l;
+    let (id, step) = path.0;
+    let Ok(id) = Uuid::parse_str(&id) else {
+        return error_page(l, &not_found(), "/app/clinic");
+    };
+    let back = format!("/app/visits/{id}");
+    let f = form.0;
+    let out = async {
+        p.check_csrf(&f.csrf)?;
+        let ctx = &p.ctx;
+        let mut next = back.clone();
+        match step.as_str() {
+            "vitals" => {
+                let v = Vitals {
+                    systolic: num("systolic", &f.systolic)?,
+                    diastolic: num("diastolic", &f.diastolic)?,
+                    pulse: num("pulse", &f.pulse)?,
+                    temperature: num("temperature", &f.temperature)?,
+                    weight_kg: None,
+                    fasting_glucose: num("fasting_glucose", &f.fasting_glucose)?,
+                };
+                crate::clinical::service::record_vitals(&state, ctx, id, v).await?;
+            }
+            "diagnosis" => {
+                let code = icd_code(f.diagnosis.as_deref().unwrap_or_default())?;
+                crate::clinical::service::add_diagnosis(&state, ctx, id, &code, false).await?;
+            }
+            "prescribe" => {
+                let frequency =
+                    f.frequency.as_deref().and_then(Frequency::parse).ok_or_else(|| invalid("frequency"))?;
+                let line = LineRequest {
+                    drug_code: f.drug_code.clone().filter(|c| !c.is_empty()).ok_or_else(|| invalid("drug_code"))?,
+                    dose: required("dose", &f.dose)?,
+                    dose_unit: f
+                        .dose_unit
+                        .clone()
+                        .map(|u| u.trim().to_string())
+                        .filter(|u| !u.is_empty())
+                        .ok_or_else(|| invalid("dose_unit"))?,
+                    frequency,
+                    days: required("days", &f.days)?,
+                    quantity: required("quantity", &f.quantity)?,
+                };
+                crate::pharmacy::service::prescribe(&state, ctx, id, false, vec![line]).await?;
+            }
+            "charge" => {
+                let mut fees = vec![];
+                if let Some(code) = f.fee_code.clone().filter(|c| !c.is_empty()) {
+                    let quantity: i64 = num("fee_quantity", &f.fee_quantity)?.unwrap_or(1);
+                    fees.push(crate::billing::service::FeeLine { code, quantity });
+                }
+                crate::billing::service::charge(&state, ctx, id, fees).await?;
+            }
+            "pay" => {
+                let bill: Uuid = required("bill_id", &f.bill_id)?;
+                let amount: f64 = required("amount_yuan", &f.amount_yuan)?;
+                let fen = (amount * 100.0).round() as i64;
+                crate::billing::service::pay(&state, ctx, bill, f.method.as_deref().unwrap_or("cash"), fen).await?;
+            }
+            "close" => {
+                crate::clinical::service::close(&state, ctx, id).await?;
+            }
+            "refer" => {
+                let v = crate::clinical::service::get(&state, ctx, id).await?;
+                let r = crate::referrals::service::create(
+                    &state,
+                    ctx,
+                    crate::referrals::service::CreateInput {
+                        person_id: v.encounter.person_id,
+                        direction: crate::referrals::domain::Direction::Up,
+                        to_institution: Some(required("to_institution_id", &f.to_institution_id)?),
+                        external_hospital: None,
+                        reason: f.reason.clone().unwrap_or_default(),
+                        urgent: f.urgent.is_some(),
+                        source_encounter: Some(id),
+                        submit: true,
+                    },
+                )
+                .await?;
+                next = format!("/app/referrals/{}", r.id);
+            }
+            _ => return Err(not_found()),
+        }
+        Ok::<_, AppError>(see_other(&next))
+    }
+    .await;
+    out.unwrap_or_else(|e| error_page(l, &e, &back))
+}
+
+#[derive(Deserialize)]
+pub struct IcdQuery {
+    q: Option<String>,
+}
+
+/// ICD-10 search-as-you-type: code and name in the reader's language, at most 15.
+#[handler]
+pub async fn icd_search(req: &Request, state: Data<&AppState>, q: Query<IcdQuery>) -> Response {
+    let p = signed_in!(req, &state);
+    let query = q.0.q.unwrap_or_default();
+    let list: Vec<serde_json::Value> = icd10::search(query.trim(), 15)
+        .into_iter()
+        .map(|i| serde_json::json!({ "code": i.code, "name": if p.l == Locale::En { i.name_en } else { i.name } }))
+        .collect();
+    Json(list).into_response()
+}

@@ -1,0 +1,321 @@
+//! The browser app: server-rendered pages under `/app`, over the same services as the JSON API.
+//! Sessions ride the API's HttpOnly cookie; every form carries a CSRF token; strings come from
+//! the Fluent files in `i18n/`, zh-CN first. Pages work without JavaScript.
+
+pub mod bureau;
+pub mod charts;
+pub mod clinic;
+pub mod i18n;
+pub mod referrals;
+mod session;
+
+use askama::Template;
+use poem::http::{StatusCode, header};
+use poem::web::{Data, Form, Path, Query};
+use poem::{Request, Response, Route, get, handler, post};
+use serde::Deserialize;
+use uuid::Uuid;
+
+pub use self::i18n::Locale;
+pub use self::session::{CSRF_COOKIE, Page};
+use crate::identity::domain::Role;
+use crate::identity::service::{self as identity, LoginInput};
+use crate::platform::AppError;
+use crate::state::AppState;
+
+/// The signed-in reader of a page handler, or the handler returns the redirect to the login page.
+macro_rules! signed_in {
+    ($req:expr, $state:expr) => {
+        match $crate::web::Page::load($req, $state).await {
+            Ok(p) => p,
+            Err(r) => return r,
+        }
+    };
+}
+pub(crate) use signed_in;
+
+/// Every page of the app. The JSON API stays under `/api`.
+pub fn routes() -> Route {
+    Route::new()
+        .at("/", get(home))
+        .at("/login", get(login_form).post(login_submit))
+        .at("/logout", post(logout))
+        .at("/institution", get(choose_form).post(choose_submit))
+        .at("/lang/:code", get(set_lang))
+        .at("/static/:name", get(asset))
+        .at("/bureau", get(bureau::dashboard))
+        .at("/bureau/kpis.csv", get(bureau::export_csv))
+        .at("/bureau/kpis.xlsx", get(bureau::export_xlsx))
+        .at("/referrals", get(referrals::list))
+        .at("/referrals/rows", get(referrals::list_rows))
+        .at("/referrals/stream", get(referrals::stream))
+        .at("/referrals/:id", get(referrals::detail))
+        .at("/referrals/:id/:action", post(referrals::act))
+        .at("/clinic", get(clinic::clinic))
+        .at("/clinic/search", post(clinic::search))
+        .at("/clinic/patients", post(clinic::register))
+        .at("/clinic/patients/:id", get(clinic::patient))
+        .at("/visits", post(clinic::start_visit))
+        .at("/visits/:id", get(clinic::visit))
+        .at("/visits/:id/:step", post(clinic::visit_step))
+        .at("/icd10", get(clinic::icd_search))
+}
+
+/// An HTML response with the page headers: a strict content security policy, no framing.
+pub fn html(status: StatusCode, body: String) -> Response {
+    Response::builder()
+        .status(status)
+        .content_type("text/html; charset=utf-8")
+        .header(
+            "content-security-policy",
+            "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; \
+             form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'",
+        )
+        .header("x-frame-options", "DENY")
+        .body(body)
+}
+
+/// A redirect after a form post or to the login page.
+pub fn see_other(to: &str) -> Response {
+    Response::builder().status(StatusCode::SEE_OTHER).header(header::LOCATION, to).finish()
+}
+
+fn render(status: StatusCode, t: &impl Template) -> Response {
+    match t.render() {
+        Ok(body) => html(status, body),
+        Err(e) => {
+            tracing::error!(error = %e, "template failed to render");
+            html(StatusCode::INTERNAL_SERVER_ERROR, "<!doctype html><title>500</title>".into())
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "error.html", config = "src/web/askama.toml")]
+struct ErrorPage<'a> {
+    l: Locale,
+    title: String,
+    message: String,
+    back: &'a str,
+}
+
+/// An error as a page in the reader's language: a message per stable error code where there is
+/// one, else per status. Internals are logged, never shown.
+pub fn error_page(l: Locale, e: &AppError, back: &str) -> Response {
+    use poem::error::ResponseError;
+    let status = e.status();
+    let key = match (e.code(), status) {
+        ("period_invalid", _) => "error-period",
+        ("csrf_invalid", _) => "error-csrf",
+        ("text_invalid", _) => "error-text",
+        ("referral_invalid_transition", _) => "error-transition",
+        ("vital_out_of_range", _) => "error-vital",
+        ("icd_code_unknown", _) => "error-icd",
+        ("stock_insufficient" | "drug_not_stocked", _) => "error-stock",
+        ("encounter_closed", _) => "error-encounter-closed",
+        ("diagnosis_duplicate" | "duplicate_drug", _) => "error-duplicate",
+        ("overpayment", _) => "error-overpayment",
+        (_, StatusCode::FORBIDDEN) => "error-forbidden",
+        (_, StatusCode::NOT_FOUND) => "error-not-found",
+        (_, StatusCode::CONFLICT) => "error-conflict",
+        (_, StatusCode::UNPROCESSABLE_ENTITY | StatusCode::BAD_REQUEST) => "error-invalid",
+        _ => {
+            tracing::error!(error = %e, "page failed");
+            "error-internal"
+        }
+    };
+    render(status, &ErrorPage { l, title: l.t("error-title"), message: l.t(key), back })
+}
+
+#[handler]
+async fn home(req: &Request, state: Data<&AppState>) -> Response {
+    let page = signed_in!(req, &state);
+    see_other(landing(&page.ctx.roles))
+}
+
+/// Where a role starts its day. Pages for the other roles join as they are built.
+fn landing(roles: &[Role]) -> &'static str {
+    if roles.contains(&Role::BureauOfficial) {
+        "/app/bureau"
+    } else if roles.iter().any(|r| matches!(r, Role::VillageDoctor | Role::TownshipDoctor | Role::CountyDoctor)) {
+        "/app/clinic"
+    } else if roles.contains(&Role::ReferralCoordinator) {
+        "/app/referrals"
+    } else {
+        "/app/institution"
+    }
+}
+
+#[derive(Template)]
+#[template(path = "login.html", config = "src/web/askama.toml")]
+struct LoginPage {
+    l: Locale,
+    csrf: String,
+    tenant: String,
+    username: String,
+    error: Option<String>,
+}
+
+#[handler]
+async fn login_form(req: &Request) -> Response {
+    let l = session::locale(req);
+    let csrf = session::random_token();
+    let mut r = render(
+        StatusCode::OK,
+        &LoginPage { l, csrf: csrf.clone(), tenant: "demo-county".into(), username: String::new(), error: None },
+    );
+    session::set_cookie(&mut r, &session::pre_login_cookie(&csrf));
+    r
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    csrf: String,
+    tenant: String,
+    username: String,
+    password: String,
+}
+
+#[handler]
+async fn login_submit(req: &Request, state: Data<&AppState>, form: Form<LoginForm>) -> Response {
+    let l = session::locale(req);
+    let f = form.0;
+    if !session::pre_login_csrf_ok(req, &f.csrf) {
+        return error_page(l, &AppError::forbidden("csrf_invalid", "form expired"), "/app/login");
+    }
+    let client_ip = req.remote_addr().as_socket_addr().map(|a| a.ip().to_string()).unwrap_or_else(|| "unknown".into());
+    let input = LoginInput {
+        tenant: f.tenant.trim().to_string(),
+        username: f.username.trim().to_string(),
+        password: f.password,
+        institution_id: None,
+        client_ip,
+    };
+    match identity::login(&state, input).await {
+        Ok(view) => {
+            let several = view.memberships.len() > 1;
+            let roles = view.roles.clone();
+            let mut r = see_other(if several { "/app/institution" } else { landing(&roles) });
+            session::set_cookie(&mut r, &session::session_cookie(&state, view.token.as_deref().unwrap_or_default()));
+            r
+        }
+        Err(e) => {
+            let error = match &e {
+                AppError::InvalidCredentials => l.t("login-failed"),
+                AppError::RateLimited { retry_after_secs } => {
+                    l.t_with("login-locked", &[("seconds", retry_after_secs.to_string())])
+                }
+                e if e.code() == "no_roles" => l.t("login-no-roles"),
+                e => return error_page(l, e, "/app/login"),
+            };
+            let status = match e {
+                AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+                _ => StatusCode::UNAUTHORIZED,
+            };
+            let csrf = session::random_token();
+            let mut r = render(
+                status,
+                &LoginPage { l, csrf: csrf.clone(), tenant: f.tenant, username: f.username, error: Some(error) },
+            );
+            session::set_cookie(&mut r, &session::pre_login_cookie(&csrf));
+            r
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct CsrfForm {
+    csrf: String,
+}
+
+#[handler]
+async fn logout(req: &Request, state: Data<&AppState>, form: Form<CsrfForm>) -> Response {
+    let page = signed_in!(req, &state);
+    if let Err(e) = page.check_csrf(&form.0.csrf) {
+        return error_page(page.l, &e, "/app/");
+    }
+    if let Err(e) = identity::logout(&state, &page.ctx).await {
+        return error_page(page.l, &e, "/app/");
+    }
+    let mut r = see_other("/app/login");
+    session::set_cookie(&mut r, &session::cleared_session_cookie(&state));
+    r
+}
+
+struct Choice {
+    id: Uuid,
+    name: String,
+    current: bool,
+}
+
+#[derive(Template)]
+#[template(path = "choose.html", config = "src/web/askama.toml")]
+struct ChoosePage {
+    l: Locale,
+    p: Page,
+    choices: Vec<Choice>,
+}
+
+#[handler]
+async fn choose_form(req: &Request, state: Data<&AppState>) -> Response {
+    let p = signed_in!(req, &state);
+    let choices = p
+        .memberships
+        .iter()
+        .map(|m| Choice {
+            id: m.institution.id,
+            name: p.name_of(&m.institution),
+            current: m.institution.id == p.ctx.institution,
+        })
+        .collect();
+    render(StatusCode::OK, &ChoosePage { l: p.l, p, choices })
+}
+
+#[derive(Deserialize)]
+struct ChooseForm {
+    csrf: String,
+    institution_id: Uuid,
+}
+
+#[handler]
+async fn choose_submit(req: &Request, state: Data<&AppState>, form: Form<ChooseForm>) -> Response {
+    let page = signed_in!(req, &state);
+    if let Err(e) = page.check_csrf(&form.0.csrf) {
+        return error_page(page.l, &e, "/app/institution");
+    }
+    match identity::switch_institution(&state, &page.ctx, form.0.institution_id).await {
+        Ok(view) => {
+            let mut r = see_other(landing(&view.roles));
+            session::set_cookie(&mut r, &session::session_cookie(&state, view.token.as_deref().unwrap_or_default()));
+            r
+        }
+        Err(e) => error_page(page.l, &e, "/app/institution"),
+    }
+}
+
+#[derive(Deserialize)]
+struct Back {
+    next: Option<String>,
+}
+
+/// Remembers the reader's language and goes back to the page they were on (same site only).
+#[handler]
+fn set_lang(code: Path<String>, back: Query<Back>) -> Response {
+    let l = Locale::parse(Some(code.0.as_str()));
+    let next = back.0.next.filter(|n| n.starts_with("/app") && !n.starts_with("//") && !n.contains('\\'));
+    let mut r = see_other(next.as_deref().unwrap_or("/app/"));
+    session::set_cookie(&mut r, &session::lang_cookie(l));
+    r
+}
+
+/// The stylesheet and the two small scripts, compiled in.
+#[handler]
+fn asset(name: Path<String>) -> Response {
+    let (mime, body) = match name.0.as_str() {
+        "app.css" => ("text/css; charset=utf-8", include_str!("static/app.css")),
+        "live.js" => ("text/javascript; charset=utf-8", include_str!("static/live.js")),
+        "icd.js" => ("text/javascript; charset=utf-8", include_str!("static/icd.js")),
+        _ => return Response::builder().status(StatusCode::NOT_FOUND).finish(),
+    };
+    Response::builder().content_type(mime).header(header::CACHE_CONTROL, "public, max-age=3600").body(body)
+}

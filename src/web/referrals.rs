@@ -1,0 +1,248 @@
+//! The referral pages: the inbox (received) and the sent list with the SLA time left, one
+//! referral with the receiver's actions (accept, reject with a reason, arrival, completion with a
+//! summary, referral back down), and a server-sent event stream that refreshes the list live.
+
+use askama::Template;
+use chrono::Utc;
+use futures::StreamExt;
+use poem::http::StatusCode;
+use poem::web::sse::{Event, SSE};
+use poem::web::{Data, Form, Path, Query};
+use poem::{IntoResponse, Request, Response, handler};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::{Locale, Page, error_page, render, see_other, signed_in};
+use crate::accounts::domain::china;
+use crate::identity::ctx::Perm;
+use crate::platform::AppError;
+use crate::referrals::domain::{Action, Direction, Status};
+use crate::referrals::service::{self as referrals, DownInput, ReferralView};
+use crate::state::AppState;
+
+/// One line of a referral list.
+pub struct Row {
+    pub id: Uuid,
+    pub patient: String,
+    pub direction: String,
+    pub counterpart: String,
+    pub urgent: bool,
+    pub urgency: String,
+    pub reason: String,
+    pub status: String,
+    pub status_code: String,
+    pub sla: String,
+    pub overdue: bool,
+    pub created: String,
+}
+
+/// A moment as the reader's wall clock shows it (China Standard Time).
+fn when(t: chrono::DateTime<Utc>) -> String {
+    china(t).format("%Y-%m-%d %H:%M").to_string()
+}
+
+/// "2 h 5 min left", or "overdue", for an undecided referral.
+fn sla_text(l: Locale, v: &ReferralView) -> (String, bool) {
+    match referrals::sla_left(&v.referral, Utc::now()) {
+        None => (String::new(), false),
+        Some(s) if s <= 0 => (l.t("sla-overdue"), true),
+        Some(s) => (
+            l.t_with("sla-left", &[("hours", (s / 3600).to_string()), ("minutes", (s % 3600 / 60).to_string())]),
+            false,
+        ),
+    }
+}
+
+fn row(l: Locale, v: &ReferralView, sent: bool) -> Row {
+    let r = &v.referral;
+    let (sla, overdue) = sla_text(l, v);
+    let counterpart = if sent {
+        v.to_name.clone().or_else(|| r.external_hospital.clone()).unwrap_or_default()
+    } else {
+        v.from_name.clone()
+    };
+    Row {
+        id: r.id,
+        patient: v.person_name.clone(),
+        direction: l.t(&format!("direction-{}", r.direction)),
+        counterpart,
+        urgent: r.urgency == "urgent",
+        urgency: l.t(&format!("urgency-{}", r.urgency)),
+        reason: if r.reason == referrals::DOWN_REASON { l.t("ref-down-reason") } else { r.reason.clone() },
+        status: l.t(&format!("status-{}", r.status)),
+        status_code: r.status.clone(),
+        sla,
+        overdue,
+        created: when(r.created_at),
+    }
+}
+
+#[derive(Deserialize, Default)]
+pub struct ListQuery {
+    #[serde(rename = "box")]
+    which: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "referrals.html", config = "src/web/askama.toml")]
+struct ListPage {
+    l: Locale,
+    p: Page,
+    sent: bool,
+    rows: Vec<Row>,
+}
+
+#[derive(Template)]
+#[template(path = "_referral_rows.html", config = "src/web/askama.toml")]
+struct RowsFragment {
+    l: Locale,
+    rows: Vec<Row>,
+}
+
+async fn rows(state: &AppState, p: &Page, sent: bool) -> Result<Vec<Row>, AppError> {
+    let views = referrals::list(state, &p.ctx, sent, None, 200).await?;
+    Ok(views.iter().map(|v| row(p.l, v, sent)).collect())
+}
+
+#[handler]
+pub async fn list(req: &Request, state: Data<&AppState>, q: Query<ListQuery>) -> Response {
+    let p = signed_in!(req, &state);
+    let sent = q.0.which.as_deref() == Some("sent");
+    match rows(&state, &p, sent).await {
+        Ok(rows) => render(StatusCode::OK, &ListPage { l: p.l, p, sent, rows }),
+        Err(e) => error_page(p.l, &e, "/app/"),
+    }
+}
+
+/// The list's rows alone, for the live refresh.
+#[handler]
+pub async fn list_rows(req: &Request, state: Data<&AppState>, q: Query<ListQuery>) -> Response {
+    let p = signed_in!(req, &state);
+    let sent = q.0.which.as_deref() == Some("sent");
+    match rows(&state, &p, sent).await {
+        Ok(rows) => render(StatusCode::OK, &RowsFragment { l: p.l, rows }),
+        Err(e) => error_page(p.l, &e, "/app/referrals"),
+    }
+}
+
+/// Server-sent events: one `referral` event per change to a referral of the reader's
+/// institution. The page reloads its rows on each; no patient data travels in the event.
+#[handler]
+pub async fn stream(req: &Request, state: Data<&AppState>) -> Response {
+    let p = signed_in!(req, &state);
+    if let Err(e) = p.ctx.require(Perm::ReferralRead) {
+        return error_page(p.l, &e, "/app/");
+    }
+    let events = crate::referrals::events::live(&state, p.ctx.tenant, p.ctx.institution).map(|ev| {
+        Event::message(serde_json::json!({ "referral_id": ev.aggregate, "type": ev.event_type }).to_string())
+            .event_type("referral")
+            .id(ev.id.to_string())
+    });
+    SSE::new(events).keep_alive(std::time::Duration::from_secs(15)).into_response()
+}
+
+pub struct Step {
+    pub at: String,
+    pub what: String,
+}
+
+#[derive(Template)]
+#[template(path = "referral.html", config = "src/web/askama.toml")]
+struct DetailPage {
+    l: Locale,
+    p: Page,
+    row: Row,
+    receiver: bool,
+    history: Vec<Step>,
+    can_accept: bool,
+    can_arrive: bool,
+    can_complete: bool,
+    can_refer_down: bool,
+    reject_reason: String,
+    completion: String,
+    discharge: String,
+    rehab: String,
+}
+
+#[handler]
+pub async fn detail(req: &Request, state: Data<&AppState>, id: Path<String>) -> Response {
+    let p = signed_in!(req, &state);
+    let l = p.l;
+    let Ok(id) = Uuid::parse_str(&id.0) else {
+        return error_page(l, &AppError::not_found("referral_not_found", "no such referral"), "/app/referrals");
+    };
+    let v = match referrals::get(&state, &p.ctx, id).await {
+        Ok(v) => v,
+        Err(e) => return error_page(l, &e, "/app/referrals"),
+    };
+    let r = &v.referral;
+    let receiver = r.to_institution == Some(p.ctx.institution) && p.ctx.can(Perm::ReferralManage);
+    let status = Status::parse(&r.status);
+    let history =
+        v.transitions.iter().map(|t| Step { at: when(t.at), what: l.t(&format!("status-{}", t.to_status)) }).collect();
+    let page = DetailPage {
+        row: row(l, &v, r.from_institution == p.ctx.institution),
+        receiver,
+        history,
+        can_accept: receiver && status == Some(Status::Requested),
+        can_arrive: receiver && status == Some(Status::Accepted),
+        can_complete: receiver && status == Some(Status::Arrived),
+        can_refer_down: receiver
+            && r.direction == Direction::Up.as_str()
+            && matches!(status, Some(Status::Arrived | Status::Completed)),
+        reject_reason: r.reject_reason.clone().unwrap_or_default(),
+        completion: r.completion_summary.clone().unwrap_or_default(),
+        discharge: r.discharge_summary.clone().unwrap_or_default(),
+        rehab: r.rehab_plan.clone().unwrap_or_default(),
+        l,
+        p,
+    };
+    render(StatusCode::OK, &page)
+}
+
+#[derive(Deserialize)]
+pub struct ActForm {
+    csrf: String,
+    note: Option<String>,
+    rehab_plan: Option<String>,
+}
+
+/// accept | reject | arrive | complete | down, posted from the referral's page.
+#[handler]
+pub async fn act(req: &Request, state: Data<&AppState>, path: Path<(String, String)>, form: Form<ActForm>) -> Response {
+    let p = signed_in!(req, &state);
+    let (id, action) = path.0;
+    let Ok(id) = Uuid::parse_str(&id) else {
+        return error_page(p.l, &AppError::not_found("referral_not_found", "no such referral"), "/app/referrals");
+    };
+    let back = format!("/app/referrals/{id}");
+    if let Err(e) = p.check_csrf(&form.0.csrf) {
+        return error_page(p.l, &e, &back);
+    }
+    let note = form.0.note.as_deref().map(str::trim).unwrap_or_default();
+    let done = match action.as_str() {
+        "accept" => referrals::transition(&state, &p.ctx, id, Action::Accept, None).await.map(|_| back.clone()),
+        "reject" => referrals::transition(&state, &p.ctx, id, Action::Reject, Some(note)).await.map(|_| back.clone()),
+        "arrive" => referrals::transition(&state, &p.ctx, id, Action::Arrive, None).await.map(|_| back.clone()),
+        "complete" => {
+            referrals::transition(&state, &p.ctx, id, Action::Complete, Some(note)).await.map(|_| back.clone())
+        }
+        "down" => referrals::refer_down(
+            &state,
+            &p.ctx,
+            id,
+            DownInput {
+                discharge_summary: note.to_string(),
+                rehab_plan: form.0.rehab_plan.as_deref().map(str::trim).unwrap_or_default().to_string(),
+                to_institution: None,
+            },
+        )
+        .await
+        .map(|down| format!("/app/referrals/{}", down.id)),
+        _ => Err(AppError::not_found("page_not_found", "no such action")),
+    };
+    match done {
+        Ok(to) => see_other(&to),
+        Err(e) => error_page(p.l, &e, &back),
+    }
+}

@@ -1,0 +1,161 @@
+//! The page session: the API's HttpOnly session cookie, the reader's language, and CSRF tokens.
+//! Signed-in forms carry an HMAC of the session id (it dies with the session); the login form,
+//! before there is a session, uses a random double-submit cookie.
+
+use hmac::{Hmac, Mac};
+use poem::http::header;
+use poem::{Request, Response};
+use sha2::Sha256;
+
+use super::{Locale, error_page, i18n::LANG_COOKIE, see_other};
+use crate::identity::api::SESSION_COOKIE;
+use crate::identity::ctx::RequestCtx;
+use crate::identity::service::{self as identity, Membership};
+use crate::platform::AppError;
+use crate::platform::http::RequestId;
+use crate::state::AppState;
+use crate::tenancy::service::InstitutionInfo;
+
+pub const CSRF_COOKIE: &str = "cloudhis_csrf";
+
+fn cookie(req: &Request, name: &str) -> Option<String> {
+    req.headers().get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|all| {
+        all.split(';').map(str::trim).find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=').map(str::to_owned))
+    })
+}
+
+pub fn locale(req: &Request) -> Locale {
+    Locale::parse(cookie(req, LANG_COOKIE).as_deref())
+}
+
+pub fn set_cookie(r: &mut Response, c: &str) {
+    if let Ok(v) = c.parse() {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+pub fn session_cookie(state: &AppState, token: &str) -> String {
+    crate::identity::api::session_cookie(state, token, state.config.session_ttl.as_secs() as i64)
+}
+
+pub fn cleared_session_cookie(state: &AppState) -> String {
+    crate::identity::api::session_cookie(state, "", 0)
+}
+
+pub fn pre_login_cookie(token: &str) -> String {
+    format!("{CSRF_COOKIE}={token}; Path=/app/login; HttpOnly; SameSite=Strict; Max-Age=3600")
+}
+
+pub fn lang_cookie(l: Locale) -> String {
+    format!("{LANG_COOKIE}={}; Path=/; SameSite=Lax; Max-Age=31536000", l.tag())
+}
+
+pub fn random_token() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+fn equal(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub fn pre_login_csrf_ok(req: &Request, submitted: &str) -> bool {
+    cookie(req, CSRF_COOKIE).is_some_and(|c| c.len() == 32 && equal(&c, submitted))
+}
+
+/// The CSRF token of a signed-in session.
+fn csrf_for(state: &AppState, ctx: &RequestCtx) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(&state.config.secret.0).expect("HMAC takes any key length");
+    mac.update(b"cloudhis-csrf:");
+    mac.update(ctx.session.as_bytes());
+    hex::encode(&mac.finalize().into_bytes()[..16])
+}
+
+/// A signed-in reader: who, where, in which language, and the form token.
+pub struct Page {
+    pub l: Locale,
+    pub ctx: RequestCtx,
+    pub csrf: String,
+    pub user_name: String,
+    pub institution_name: String,
+    pub memberships: Vec<Membership>,
+    /// This page's path and query, for the language switch to come back to.
+    pub here: String,
+}
+
+impl Page {
+    /// The signed-in reader, or a redirect to the login page.
+    pub async fn load(req: &Request, state: &AppState) -> Result<Page, Response> {
+        let l = locale(req);
+        let Some(token) = cookie(req, SESSION_COOKIE).filter(|t| !t.is_empty()) else {
+            return Err(see_other("/app/login"));
+        };
+        let request_id = req.data::<RequestId>().map(|r| r.0.clone());
+        let ctx = match identity::authenticate(state, &token, request_id).await {
+            Ok(ctx) => ctx,
+            Err(AppError::Unauthenticated) => return Err(see_other("/app/login")),
+            Err(e) => return Err(error_page(l, &e, "/app/login")),
+        };
+        let span = tracing::Span::current();
+        span.record("tenant.id", tracing::field::display(ctx.tenant));
+        span.record("user.id", tracing::field::display(ctx.user));
+        let view = identity::session(state, &ctx).await.map_err(|e| error_page(l, &e, "/app/login"))?;
+        let csrf = csrf_for(state, &ctx);
+        let mut p = Page {
+            l,
+            csrf,
+            user_name: view.user.display_name.clone(),
+            institution_name: String::new(),
+            memberships: view.memberships,
+            here: req.original_uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/app/".into()),
+            ctx,
+        };
+        if let Some(m) = p.memberships.iter().find(|m| m.institution.id == p.ctx.institution) {
+            p.institution_name = p.name_of(&m.institution);
+        }
+        Ok(p)
+    }
+
+    /// 403 `csrf_invalid` unless the form's token is this session's.
+    pub fn check_csrf(&self, submitted: &str) -> Result<(), AppError> {
+        if equal(&self.csrf, submitted) { Ok(()) } else { Err(AppError::forbidden("csrf_invalid", "form expired")) }
+    }
+
+    pub fn t(&self, id: &str) -> String {
+        self.l.t(id)
+    }
+
+    /// An institution's name in the page's language (its Chinese name when it has no English one).
+    pub fn name_of(&self, i: &InstitutionInfo) -> String {
+        match (self.l, &i.name_en) {
+            (Locale::En, Some(en)) => en.clone(),
+            _ => i.name.clone(),
+        }
+    }
+
+    pub fn sees_statistics(&self) -> bool {
+        self.ctx.can(crate::identity::ctx::Perm::StatisticsRead)
+    }
+
+    pub fn sees_clinic(&self) -> bool {
+        self.ctx.can(crate::identity::ctx::Perm::EncounterWrite)
+    }
+
+    pub fn sees_referrals(&self) -> bool {
+        self.ctx.can(crate::identity::ctx::Perm::ReferralRead)
+    }
+
+    /// "Signed in as …" for the header.
+    pub fn signed_in(&self) -> String {
+        self.l
+            .t_with("signed-in-as", &[("name", self.user_name.clone()), ("institution", self.institution_name.clone())])
+    }
+
+    /// The language switch: the other language, coming back here.
+    pub fn lang_href(&self) -> String {
+        format!(
+            "/app/lang/{}?next={}",
+            self.l.other().tag(),
+            url::form_urlencoded::byte_serialize(self.here.as_bytes()).collect::<String>()
+        )
+    }
+}

@@ -1,0 +1,559 @@
+//! The browser app over HTTP: login with CSRF, the bureau dashboard with its tiles, charts,
+//! drill-down and exports in both languages, logout, and refusals. The same pages run in real
+//! Chromium in `e2e/`; these tests pin what the server sends.
+
+use reqwest::StatusCode;
+use reqwest::redirect::Policy;
+use serde_json::Value;
+
+use crate::helpers::{TestApp, spawn_app};
+use crate::statistics::{caught_up, world};
+
+/// A browser: keeps cookies, does not follow redirects (the tests look at each one).
+struct Browser<'a> {
+    app: &'a TestApp,
+    client: reqwest::Client,
+}
+
+struct Page {
+    status: StatusCode,
+    location: Option<String>,
+    headers: reqwest::header::HeaderMap,
+    text: String,
+}
+
+impl<'a> Browser<'a> {
+    fn new(app: &'a TestApp) -> Self {
+        let client = reqwest::Client::builder().cookie_store(true).redirect(Policy::none()).build().unwrap();
+        Self { app, client }
+    }
+
+    async fn page(r: reqwest::Response) -> Page {
+        let status = r.status();
+        let headers = r.headers().clone();
+        let location = headers.get("location").map(|v| v.to_str().unwrap().to_string());
+        let text = r.text().await.unwrap();
+        Page { status, location, headers, text }
+    }
+
+    async fn get(&self, path: &str) -> Page {
+        Self::page(self.client.get(format!("{}{}", self.app.base, path)).send().await.unwrap()).await
+    }
+
+    async fn post(&self, path: &str, form: &[(&str, &str)]) -> Page {
+        Self::page(self.client.post(format!("{}{}", self.app.base, path)).form(form).send().await.unwrap()).await
+    }
+
+    async fn login(&self, user: &str) -> Page {
+        let form = self.get("/app/login").await;
+        let csrf = csrf(&form.text);
+        self.post(
+            "/app/login",
+            &[("csrf", &csrf), ("tenant", "demo-county"), ("username", user), ("password", "Demo@2026")],
+        )
+        .await
+    }
+}
+
+fn csrf(html: &str) -> String {
+    let at = html.find("name=\"csrf\" value=\"").expect("a form with a CSRF token") + 19;
+    html[at..at + 32].to_string()
+}
+
+fn han(s: &str) -> bool {
+    s.chars().any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c))
+}
+
+/// The text a reader sees: markup, the inline SVG's own font names and the language switch aside.
+fn visible_text(html: &str) -> String {
+    let mut out = String::new();
+    let mut in_tag = false;
+    for c in html.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => {
+                in_tag = false;
+                out.push(' ');
+            }
+            c if !in_tag => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn login_needs_the_forms_token_and_a_wrong_password_says_so_in_chinese() {
+    let app = spawn_app().await;
+    app.load_demo().await;
+    let b = Browser::new(&app);
+
+    let r = b.get("/").await;
+    assert_eq!(r.location.as_deref(), Some("/app/"), "the bare address opens the app");
+    let r = b.get("/app/bureau").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(r.location.as_deref(), Some("/app/login"));
+
+    let form = b.get("/app/login").await;
+    assert_eq!(form.status, StatusCode::OK);
+    assert!(form.text.contains("<html lang=\"zh-CN\">"));
+    assert!(form.headers["content-security-policy"].to_str().unwrap().contains("frame-ancestors 'none'"));
+    // Every visible field has a label.
+    for id in ["tenant", "username", "password"] {
+        assert!(form.text.contains(&format!("<label for=\"{id}\">")), "{id} has a label");
+    }
+
+    let forged = b
+        .post(
+            "/app/login",
+            &[("csrf", &"0".repeat(32)), ("tenant", "demo-county"), ("username", "bureau"), ("password", "Demo@2026")],
+        )
+        .await;
+    assert_eq!(forged.status, StatusCode::FORBIDDEN);
+    assert!(forged.text.contains("表单已过期"));
+    // A browser without the login page's cookie cannot post the form either.
+    let stranger = Browser::new(&app);
+    let token = csrf(&form.text);
+    let r = stranger
+        .post(
+            "/app/login",
+            &[("csrf", &token), ("tenant", "demo-county"), ("username", "bureau"), ("password", "Demo@2026")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+
+    let wrong = b
+        .post(
+            "/app/login",
+            &[("csrf", &csrf(&form.text)), ("tenant", "demo-county"), ("username", "bureau"), ("password", "nope")],
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(wrong.text.contains("用户名或密码不正确"), "{}", wrong.text);
+    assert!(wrong.text.contains("value=\"bureau\""), "the username is kept");
+    assert!(!wrong.text.contains("nope"), "the password is not echoed");
+}
+
+#[tokio::test]
+async fn the_bureau_dashboard_shows_the_apis_figures_drills_down_exports_and_speaks_english_on_request() {
+    let app = spawn_app().await;
+    app.load_demo().await;
+    let w = world(&app).await;
+    caught_up(&app).await;
+    let bureau = app.login("bureau").await;
+    let ids = app.institutions(&bureau).await;
+    let b = Browser::new(&app);
+
+    let r = b.login("bureau").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    assert_eq!(r.location.as_deref(), Some("/app/bureau"));
+    let dash = b.get("/app/bureau").await;
+    assert_eq!(dash.status, StatusCode::OK, "{}", dash.text);
+    assert!(dash.text.contains("医共体统计看板"));
+
+    // Every tile reads exactly what the API says for the same period.
+    let api = app.get("/api/v1/statistics/kpis", &bureau.token).await.body;
+    let kpis = api["kpis"].as_array().unwrap();
+    assert_eq!(kpis.len(), 17);
+    for k in kpis {
+        let code = k["code"].as_str().unwrap();
+        let at = dash.text.find(&format!("data-kpi=\"{code}\"")).unwrap_or_else(|| panic!("tile {code}"));
+        let tile = &dash.text[at..at + dash.text[at..].find("</li>").unwrap()];
+        let text = k["text"].as_str().unwrap().replace('<', "&#60;");
+        assert!(tile.contains(&format!("<span class=\"tile-value\">{text}</span>")), "{code}: {tile} vs {text}");
+    }
+    assert!(dash.text.contains(&format!("<span class=\"tile-value\">{}</span>", kpi_text(&api, "visits"))));
+    // Four charts, each an SVG drawn server-side with its figures in a table.
+    for id in ["visits", "referrals", "grassroots", "management"] {
+        let at = dash.text.find(&format!("id=\"chart-{id}\"")).unwrap_or_else(|| panic!("chart {id}"));
+        let fig = &dash.text[at..at + dash.text[at..].find("</figure>").unwrap()];
+        assert!(fig.contains("<svg"), "chart {id} is drawn");
+        assert!(fig.contains("<table>"), "chart {id} has its data");
+    }
+    // No patient identity on the page.
+    for s in w.persons.iter().chain(w.identifiers.iter()) {
+        assert!(!dash.text.contains(s.as_str()));
+    }
+
+    // Drill down: the county hospital, then one of its townships.
+    let county = ids["county-hospital"];
+    assert!(dash.text.contains(&format!("institution={county}")));
+    let year = api["from"].as_str().unwrap();
+    let today = api["to"].as_str().unwrap();
+    let th = ids["th-dongguan"];
+    let down = b.get(&format!("/app/bureau?from={year}&to={today}&institution={th}")).await;
+    assert_eq!(down.status, StatusCode::OK);
+    assert!(down.text.contains("东关镇卫生院"));
+    let th_api = app.get(&format!("/api/v1/statistics/kpis?institution_id={th}"), &bureau.token).await.body;
+    assert!(down.text.contains(&format!("<span class=\"tile-value\">{}</span>", kpi_text(&th_api, "visits"))));
+    assert!(down.text.contains("id=\"up\""), "a way back up");
+    // Its children are the villages under it, by name.
+    for child in th_api["children"].as_array().unwrap() {
+        assert!(down.text.contains(child["institution_name"].as_str().unwrap()));
+    }
+
+    // Exports from the page: the same bytes as the API's.
+    let csv = b.client.get(format!("{}/app/bureau/kpis.csv?from={year}&to={today}", app.base)).send().await.unwrap();
+    assert_eq!(csv.status(), StatusCode::OK);
+    let bytes = csv.bytes().await.unwrap();
+    assert!(bytes.starts_with(&[0xEF, 0xBB, 0xBF]), "CSV for Excel starts with a BOM");
+    assert!(String::from_utf8_lossy(&bytes).contains("县域内就诊率"));
+    let xlsx = b.client.get(format!("{}/app/bureau/kpis.xlsx?from={year}&to={today}", app.base)).send().await.unwrap();
+    assert_eq!(xlsx.status(), StatusCode::OK);
+    assert!(xlsx.bytes().await.unwrap().starts_with(b"PK"), "an XLSX is a zip");
+
+    // Bad input gets a page that says what is wrong, in the reader's language.
+    let bad = b.get("/app/bureau?from=2026-02-01&to=2026-01-01").await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad.text.contains("统计期间无效"));
+    let bad = b.get("/app/bureau?from=yesterday").await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let gone = b.get(&format!("/app/bureau?institution={}", uuid::Uuid::now_v7())).await;
+    assert_eq!(gone.status, StatusCode::NOT_FOUND);
+
+    // English: the switch remembers the choice and comes back to the same page.
+    let r = b.get("/app/lang/en?next=%2Fapp%2Fbureau").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(r.location.as_deref(), Some("/app/bureau"));
+    let en = b.get("/app/bureau").await;
+    assert!(en.text.contains("<html lang=\"en\">"));
+    assert!(en.text.contains("Community statistics"));
+    // No Chinese on the English page but the switch back to Chinese and the official's own name
+    // (data, not interface; institutions have English names in the tenant file).
+    let text = visible_text(&en.text).replace("中文", "").replace("马卫国", "");
+    let chinese: Vec<&str> = text.split_whitespace().filter(|w| han(w)).collect();
+    assert!(chinese.is_empty(), "Chinese on the English page: {chinese:?}");
+    // An open redirect is not on offer.
+    let r = b.get("/app/lang/zh-CN?next=https%3A%2F%2Fevil.example").await;
+    assert_eq!(r.location.as_deref(), Some("/app/"));
+    let r = b.get("/app/lang/zh-CN?next=%2F%2Fevil.example").await;
+    assert_eq!(r.location.as_deref(), Some("/app/"));
+}
+
+fn kpi_text(report: &Value, code: &str) -> String {
+    report["kpis"].as_array().unwrap().iter().find(|k| k["code"] == code).unwrap()["text"]
+        .as_str()
+        .unwrap()
+        .replace('<', "&#60;")
+}
+
+#[tokio::test]
+async fn logout_needs_the_token_and_ends_the_session_and_other_roles_are_refused_the_dashboard() {
+    let app = spawn_app().await;
+    app.load_demo().await;
+    let b = Browser::new(&app);
+    b.login("bureau").await;
+    let dash = b.get("/app/bureau").await;
+    assert_eq!(dash.status, StatusCode::OK);
+
+    let r = b.post("/app/logout", &[("csrf", "forged")]).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(b.get("/app/bureau").await.status, StatusCode::OK, "a forged logout did nothing");
+    let r = b.post("/app/logout", &[("csrf", &csrf(&dash.text))]).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    assert_eq!(r.location.as_deref(), Some("/app/login"));
+    assert_eq!(b.get("/app/bureau").await.location.as_deref(), Some("/app/login"));
+
+    // A village doctor has no dashboard; a roving one chooses an institution first.
+    let v = Browser::new(&app);
+    let r = v.login("village.doctor").await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let r = v.get("/app/bureau").await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(r.text.contains("无权"));
+    let roving = Browser::new(&app);
+    let r = roving.login("village.roving").await;
+    assert_eq!(r.location.as_deref(), Some("/app/institution"));
+    let choose = roving.get("/app/institution").await;
+    assert_eq!(choose.status, StatusCode::OK);
+    assert!(choose.text.contains("南山村卫生室") && choose.text.contains("石桥村卫生室"), "{}", choose.text);
+    let at = choose.text.find("石桥村卫生室").unwrap();
+    let id_at = choose.text[..at].rfind("value=\"").unwrap() + 7;
+    let institution = &choose.text[id_at..id_at + 36];
+    let r = roving.post("/app/institution", &[("csrf", &csrf(&choose.text)), ("institution_id", institution)]).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let again = roving.get("/app/institution").await;
+    assert!(again.text.contains(&format!("value=\"{institution}\" checked")), "the session now acts in the chosen one");
+}
+
+/// The referral coordinator's day: a referral arrives live on the inbox page's stream, with its
+/// SLA time left; accept, record arrival, complete with a summary and refer back down from the
+/// referral's page; refusals say why and write nothing.
+#[tokio::test]
+async fn the_coordinator_inbox_updates_live_and_every_step_is_a_form() {
+    use std::time::Duration;
+
+    let app = spawn_app().await;
+    app.load_demo().await;
+    let village = app.login("village.doctor").await;
+    let ids = app.institutions(&village).await;
+    let person = crate::referrals::patient(&app, &village, 7).await;
+    let b = Browser::new(&app);
+    let r = b.login("coordinator").await;
+    assert_eq!(r.location.as_deref(), Some("/app/referrals"));
+    let inbox = b.get("/app/referrals").await;
+    assert_eq!(inbox.status, StatusCode::OK);
+    assert!(inbox.text.contains("暂无转诊"));
+    assert!(inbox.text.contains("<script src=\"/app/static/live.js\" defer></script>"));
+
+    // The page's event stream, with the browser's cookie.
+    let mut stream = b.client.get(format!("{}/app/referrals/stream", app.base)).send().await.unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    assert!(stream.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let up = app
+        .post(
+            "/api/v1/referrals",
+            &village.token,
+            serde_json::json!({"person_id": person, "direction": "up", "to_institution_id": ids["county-hospital"],
+                   "reason": "血压控制不佳，请上级医院调整用药", "urgent": true}),
+        )
+        .await;
+    assert_eq!(up.status, 201, "{}", up.text);
+    let id = up.body["id"].as_str().unwrap().to_string();
+    let mut said = String::new();
+    let heard = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(chunk) = stream.chunk().await.unwrap() {
+            said.push_str(&String::from_utf8_lossy(&chunk));
+            if said.contains(&id) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(heard, Ok(true), "the stream said: {said}");
+    assert!(said.contains("event: referral"));
+    assert!(!said.contains("转诊患者"), "no patient data in the stream");
+    drop(stream);
+
+    // The rows the page swaps in: the new referral, urgent, with its SLA time left.
+    let rows = b.get("/app/referrals/rows").await;
+    assert!(rows.text.starts_with("<tbody id=\"referral-rows\">"), "{}", rows.text);
+    assert!(rows.text.contains(&format!("data-referral=\"{id}\"")));
+    assert!(rows.text.contains("转诊患者") && rows.text.contains("<strong>紧急</strong>"));
+    assert!(rows.text.contains("剩余 23 小时"), "{}", rows.text);
+
+    let page = b.get(&format!("/app/referrals/{id}")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.text.contains("data-status=\"requested\""));
+    let token = csrf(&page.text);
+    let act = |step: &'static str, form: Vec<(&'static str, String)>| {
+        let b = &b;
+        let id = id.clone();
+        async move {
+            let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            b.post(&format!("/app/referrals/{id}/{step}"), &form).await
+        }
+    };
+    // Rejecting needs a reason; a forged form does nothing; arrival before acceptance is refused.
+    let r = act("reject", vec![("csrf", token.clone()), ("note", "  ".into())]).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.text.contains("请填写必填内容"));
+    let r = act("accept", vec![("csrf", "0".repeat(32))]).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = act("arrive", vec![("csrf", token.clone())]).await;
+    assert_eq!(r.status, StatusCode::CONFLICT);
+    assert!(r.text.contains("不允许此操作"));
+    let still = app.get(&format!("/api/v1/referrals/{id}"), &village.token).await;
+    assert_eq!(still.body["status"], "requested", "refusals wrote nothing");
+
+    for (step, form, status) in [
+        ("accept", vec![("csrf", token.clone())], "accepted"),
+        ("arrive", vec![("csrf", token.clone())], "arrived"),
+        ("complete", vec![("csrf", token.clone()), ("note", "调整降压方案后血压平稳".to_string())], "completed"),
+    ] {
+        let r = act(step, form).await;
+        assert_eq!(r.status, StatusCode::SEE_OTHER, "{step}: {}", r.text);
+        assert_eq!(r.location.as_deref(), Some(format!("/app/referrals/{id}").as_str()));
+        let page = b.get(&format!("/app/referrals/{id}")).await;
+        assert!(page.text.contains(&format!("data-status=\"{status}\"")), "{step}");
+    }
+    let r = act(
+        "down",
+        vec![("csrf", token.clone()), ("note", "出院，血压平稳".into()), ("rehab_plan", "每周随访血压".into())],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let down = r.location.unwrap();
+    let down_page = b.get(&down).await;
+    assert!(down_page.text.contains("下转康复") && !down_page.text.contains("referred back"), "{}", down_page.text);
+    assert!(down_page.text.contains("每周随访血压"), "the rehabilitation plan is shown");
+    let sent = b.get("/app/referrals?box=sent").await;
+    assert!(sent.text.contains(down.trim_start_matches("/app/referrals/")), "the down-referral is in the sent list");
+    // The village sees the whole story through the API too.
+    let theirs = app.get(&format!("/api/v1/referrals/{id}"), &village.token).await;
+    assert_eq!(theirs.body["status"], "completed");
+
+    // Another institution's referral is not there; nor is nonsense.
+    let stranger = Browser::new(&app);
+    stranger.login("village.doctor2").await;
+    assert_eq!(stranger.get(&format!("/app/referrals/{id}")).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(stranger.get("/app/referrals/not-a-uuid").await.status, StatusCode::NOT_FOUND);
+}
+
+/// The village doctor's visit, all in forms: register a patient (a bad resident ID is refused
+/// and the form kept; a probable match is shown to confirm), start a visit, vitals (an
+/// impossible one refused), an ICD-10 diagnosis by code or by name, a prescription from the
+/// clinic's stock, the charge and the payment, an up-referral from the visit, closing it.
+#[tokio::test]
+async fn a_village_doctor_runs_a_whole_visit_through_the_pages() {
+    let app = spawn_app().await;
+    app.load_demo().await;
+    let b = Browser::new(&app);
+    let r = b.login("village.doctor").await;
+    assert_eq!(r.location.as_deref(), Some("/app/clinic"));
+    let clinic = b.get("/app/clinic").await;
+    assert_eq!(clinic.status, StatusCode::OK);
+    assert!(clinic.text.contains("今天还没有就诊记录"));
+    let token = csrf(&clinic.text);
+
+    let rid = crate::patients::rid("130997", "19650412", 5);
+    let bad = b
+        .post("/app/clinic/patients", &[("csrf", &token), ("name", "门诊甲"), ("resident_id", "130997196504120000")])
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(bad.text.contains("请检查：身份证号"), "{}", bad.text);
+    assert!(bad.text.contains("value=\"门诊甲\""), "the form is kept");
+    let made = b
+        .post(
+            "/app/clinic/patients",
+            &[("csrf", &token), ("name", "门诊甲"), ("resident_id", &rid), ("phone", "13711112222")],
+        )
+        .await;
+    assert_eq!(made.status, StatusCode::SEE_OTHER, "{}", made.text);
+    let person_page = made.location.unwrap();
+    assert!(!person_page.contains(&rid) && !person_page.contains("13711112222"), "no identifier in the URL");
+    let person = person_page.trim_start_matches("/app/clinic/patients/").to_string();
+
+    // Someone already in the community, known by name, sex and birth date only.
+    let other = app.login("village.doctor2").await;
+    let first = app
+        .post(
+            "/api/v1/patients",
+            &other.token,
+            serde_json::json!({"name": "王秀英", "sex": "female", "birth_date": "1948", "address_division": "130999101201"}),
+        )
+        .await;
+    assert_eq!(first.status, 201, "{}", first.text);
+    let existing = first.body["person"]["id"].as_str().unwrap().to_string();
+    let asked = b
+        .post(
+            "/app/clinic/patients",
+            &[("csrf", &token), ("name", "王秀英"), ("sex", "female"), ("birth_date", "1948-06-10")],
+        )
+        .await;
+    assert_eq!(asked.status, StatusCode::CONFLICT, "{}", asked.text);
+    assert!(asked.text.contains("疑似同一人"));
+    assert!(asked.text.contains(&format!("name=\"link_to\" value=\"{existing}\"")));
+    let linked = b
+        .post(
+            "/app/clinic/patients",
+            &[
+                ("csrf", &token),
+                ("name", "王秀英"),
+                ("sex", "female"),
+                ("birth_date", "1948-06-10"),
+                ("link_to", &existing),
+            ],
+        )
+        .await;
+    assert_eq!(linked.location.as_deref(), Some(format!("/app/clinic/patients/{existing}").as_str()));
+
+    // Search is a POST: the resident ID never rides in a URL.
+    let found = b.post("/app/clinic/search", &[("csrf", &token), ("resident_id", &rid)]).await;
+    assert_eq!(found.status, StatusCode::OK);
+    assert!(found.text.contains(&format!("/app/clinic/patients/{person}")));
+    let empty = b.post("/app/clinic/search", &[("csrf", &token)]).await;
+    assert_eq!(empty.status, StatusCode::UNPROCESSABLE_ENTITY);
+
+    let started =
+        b.post("/app/visits", &[("csrf", &token), ("person_id", &person), ("chief_complaint", "头晕两天")]).await;
+    assert_eq!(started.status, StatusCode::SEE_OTHER, "{}", started.text);
+    let visit = started.location.unwrap();
+    let step = |name: &'static str, form: Vec<(&'static str, String)>| {
+        let (b, visit, token) = (&b, visit.clone(), token.clone());
+        async move {
+            let mut form: Vec<(&str, String)> = form;
+            form.push(("csrf", token));
+            let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            b.post(&format!("{visit}/{name}"), &form).await
+        }
+    };
+    let r = step("vitals", vec![("systolic", "400".into()), ("diastolic", "90".into())]).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.text.contains("超出合理范围"));
+    let r = step("vitals", vec![("systolic", "abc".into())]).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let r = step("vitals", vec![("systolic", "168".into()), ("diastolic", "102".into()), ("pulse", "80".into())]).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let r = step("diagnosis", vec![("diagnosis", "XYZ".into())]).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(r.text.contains("未找到该诊断"));
+    let r = step("diagnosis", vec![("diagnosis", "I10 原发性高血压".into())]).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let icd = b.get("/app/icd10?q=gxy").await;
+    assert!(icd.text.contains("I10"), "search by initials: {}", icd.text);
+
+    let page = b.get(&visit).await;
+    assert!(page.text.contains("168/102 mmHg") && page.text.contains("I10 原发性高血压"), "{}", page.text);
+    // A drug the clinic stocks, from the page's own list.
+    let at = page.text.find("<select id=\"drug\"").unwrap();
+    let opt = page.text[at..].find("<option value=\"").map(|i| at + i).unwrap();
+    let second = page.text[opt + 15..].find("<option value=\"").map(|i| opt + 15 + i + 15).unwrap();
+    let code = page.text[second..second + page.text[second..].find('"').unwrap()].to_string();
+    let r = step(
+        "prescribe",
+        vec![
+            ("drug_code", code.clone()),
+            ("dose", "1".into()),
+            ("dose_unit", "片".into()),
+            ("frequency", "qd".into()),
+            ("days", "7".into()),
+            ("quantity", "7".into()),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let r = step("charge", vec![("fee_code", String::new())]).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let page = b.get(&visit).await;
+    let marker = "id=\"bill-owed\">¥";
+    let owed_at = page.text.find(marker).expect("a bill") + marker.len();
+    let owed = page.text[owed_at..owed_at + page.text[owed_at..].find('<').unwrap()].to_string();
+    assert_ne!(owed, "0.00");
+    let bill_at = page.text.find("name=\"bill_id\" value=\"").unwrap() + 22;
+    let bill = page.text[bill_at..bill_at + 36].to_string();
+    let r =
+        step("pay", vec![("bill_id", bill.clone()), ("method", "cash".into()), ("amount_yuan", "99999".into())]).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "overpaying is refused");
+    let r = step("pay", vec![("bill_id", bill), ("method", "mobile".into()), ("amount_yuan", owed.clone())]).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let page = b.get(&visit).await;
+    assert!(page.text.contains("id=\"bill-owed\">¥0.00"), "paid in full");
+
+    let r = step("refer", vec![("to_institution_id", String::new()), ("reason", "x".into())]).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let county = app.institutions(&app.login("village.doctor").await).await["county-hospital"].to_string();
+    let r =
+        step("refer", vec![("to_institution_id", county), ("reason", "血压控制不佳".into()), ("urgent", "1".into())])
+            .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let referral = r.location.unwrap();
+    let rp = b.get(&referral).await;
+    assert!(rp.text.contains("data-status=\"requested\"") && rp.text.contains("血压控制不佳"));
+
+    let r = step("close", vec![]).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER);
+    let page = b.get(&visit).await;
+    assert!(page.text.contains("data-open=\"false\""));
+    let r = step("vitals", vec![("pulse", "70".into())]).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "a closed visit does not change");
+    let clinic = b.get("/app/clinic").await;
+    assert!(clinic.text.contains("门诊甲"), "today's patients list the visit");
+
+    // Another clinic's doctor cannot open this visit.
+    let stranger = Browser::new(&app);
+    stranger.login("village.doctor2").await;
+    assert_eq!(stranger.get(&visit).await.status, StatusCode::NOT_FOUND);
+}
