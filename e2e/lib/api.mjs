@@ -72,3 +72,52 @@ export async function upReferral(base, seq, reason) {
     person_id: reg.person.id, direction: 'up', to_institution_id: county.id, reason, urgent: true,
   });
 }
+
+/// A hypertension enrollment at the village doctor's clinic for a new patient.
+export async function hypertensionEnrollment(base, seq) {
+  const doc = await login(base, 'village.doctor');
+  const reg = await call(base, doc, 'POST', '/api/v1/patients', {
+    name: '随访演示', resident_id: residentId('130997', '19550320', 500 + 2 * seq + 1),
+  });
+  return call(base, doc, 'POST', '/api/v1/followups/enrollments', {
+    person_id: reg.person.id, disease: 'hypertension', diagnosed_on: '2025-03-01',
+  });
+}
+
+/// A baseline the bureau can see past suppression: `n` closed visits at the village clinic and
+/// `n` up-referrals from it to the county hospital, each accepted, arrived and referred back down.
+export async function baseline(base, n) {
+  await villageVisits(base, n);
+  const county = await login(base, 'coordinator');
+  for (let i = 0; i < n; i++) {
+    const up = await upReferral(base, 100 + i, '基线转诊');
+    await call(base, county, 'POST', `/api/v1/referrals/${up.id}/accept`, {});
+    await call(base, county, 'POST', `/api/v1/referrals/${up.id}/arrive`, {});
+    await call(base, county, 'POST', `/api/v1/referrals/${up.id}/down`, {
+      discharge_summary: '病情平稳', rehab_plan: '社区随访',
+    });
+  }
+}
+
+/// Someone already in the community, known by name, sex, birth year and village only, so that a
+/// new registration with the same name and sex is a probable (not certain) match.
+export async function knownResident(base) {
+  const other = await login(base, 'village.doctor2');
+  const r = await call(base, other, 'POST', '/api/v1/patients', {
+    name: '王秀英', sex: 'female', birth_date: '1948', address_division: '130999101201',
+  });
+  return r.person.id;
+}
+
+/// Waits until the KPIs satisfy `ok(kpis by code)`.
+export async function kpisWhen(base, ok) {
+  const bureau = await login(base, 'bureau');
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const r = await call(base, bureau, 'GET', '/api/v1/statistics/kpis');
+    const by = Object.fromEntries(r.kpis.map((k) => [k.code, k]));
+    if (ok(by)) return by;
+    if (Date.now() > deadline) throw new Error(`KPIs never got there: ${JSON.stringify(by)}`);
+    await new Promise((done) => setTimeout(done, 200));
+  }
+}

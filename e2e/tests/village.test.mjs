@@ -1,10 +1,11 @@
 // The village doctor's journey: register a patient, run the visit (vitals, an ICD-10 diagnosis
 // found as you type, a prescription from the clinic's stock, the charge and the payment), close
-// it, and find the patient in today's list.
+// it, and find the patient in today's list. Then a follow-up with a danger value: flagged, and the
+// proposed up-referral sent from its draft.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { residentId } from '../lib/api.mjs';
+import { hypertensionEnrollment, residentId } from '../lib/api.mjs';
 import { fitsWidth, newPage, screenshot, unlabelled } from '../lib/browser.mjs';
 import { setup } from '../lib/setup.mjs';
 
@@ -73,4 +74,34 @@ test('a village doctor registers a patient and runs a whole visit in the browser
   assert.equal(await page.locator('#visit-status').getAttribute('data-open'), 'false');
   await page.getByRole('link', { name: '返回门诊工作台' }).click();
   assert.match(await page.locator('#today').textContent(), /浏览器甲/);
+});
+
+test('a danger value at a follow-up flags the patient and the drafted referral is sent', async () => {
+  const enrollment = await hypertensionEnrollment(world.server.base, 1);
+  const page = await newPage(world.browser);
+  await page.goto(`${world.server.base}/app/login`);
+  await page.getByLabel('用户名').fill('village.doctor');
+  await page.getByLabel('密码').fill('Demo@2026');
+  await page.getByRole('button', { name: '登录' }).click();
+  await page.waitForURL(/\/app\/clinic$/);
+  await page.getByRole('link', { name: '慢病随访' }).click();
+  const row = page.locator(`#worklist tr[data-enrollment="${enrollment.id}"]`);
+  assert.equal(await row.getAttribute('data-category'), 'never_followed_up');
+  await row.getByRole('link', { name: '随访演示' }).click();
+  assert.deepEqual(await unlabelled(page), [], 'every field of the follow-up form has a label');
+
+  await page.getByLabel('收缩压（mmHg）').fill('186');
+  await page.getByLabel('舒张压（mmHg）').fill('112');
+  await page.getByLabel('症状（用逗号分隔）').fill('头痛，头晕');
+  await page.getByLabel('服药依从性').selectOption('intermittent');
+  await page.getByRole('button', { name: '记录随访' }).click();
+  assert.match(await page.locator('#flag').textContent(), /危急值/);
+  assert.match(await page.locator('#followup-history').textContent(), /186\/112 mmHg/);
+
+  await page.locator('#proposed-referral').click();
+  assert.equal(await page.locator('#status').getAttribute('data-status'), 'draft');
+  await page.getByRole('button', { name: '提交转诊' }).click();
+  assert.equal(await page.locator('#status').getAttribute('data-status'), 'requested');
+  await page.goto(`${world.server.base}/app/followups`);
+  assert.equal(await page.locator(`#to-refer li[data-enrollment="${enrollment.id}"]`).count(), 1);
 });

@@ -461,6 +461,7 @@ impl FollowupsApi {
                 disease: disease.0.map(DiseaseDto::disease),
                 doctor: doctor_id.0,
                 include_closed: include_closed.0,
+                flagged_only: false,
                 limit: limit.0,
                 offset: offset.0,
             },

@@ -456,6 +456,8 @@ pub struct ListQuery {
     pub disease: Option<Disease>,
     pub doctor: Option<Uuid>,
     pub include_closed: bool,
+    /// Only patients flagged for an up-referral (danger value, uncontrolled twice, complication).
+    pub flagged_only: bool,
     pub limit: u64,
     pub offset: u64,
 }
@@ -479,6 +481,9 @@ pub async fn list(
     }
     if !q.include_closed {
         s = s.filter(enrollment::Column::Status.eq(ACTIVE));
+    }
+    if q.flagged_only {
+        s = s.filter(enrollment::Column::Flag.is_not_null());
     }
     let rows = s
         .order_by_desc(enrollment::Column::EnrolledOn)

@@ -65,6 +65,7 @@ pub struct VisitRow {
 /// What the register form was filled with, to show again (candidates, errors).
 #[derive(Deserialize, Default, Clone)]
 pub struct RegisterForm {
+    #[serde(default)]
     csrf: String,
     name: String,
     sex: Option<String>,
@@ -143,6 +144,7 @@ pub async fn clinic(req: &Request, state: Data<&AppState>) -> Response {
 
 #[derive(Deserialize)]
 pub struct SearchForm {
+    #[serde(default)]
     csrf: String,
     name: Option<String>,
     resident_id: Option<String>,
@@ -314,6 +316,7 @@ fn not_found() -> AppError {
 
 #[derive(Deserialize)]
 pub struct StartForm {
+    #[serde(default)]
     csrf: String,
     person_id: Uuid,
     chief_complaint: Option<String>,
@@ -443,7 +446,9 @@ pub async fn visit(req: &Request, state: Data<&AppState>, id: Path<String>) -> R
                     } else {
                         d.drug.name.clone()
                     },
-                    d.drug.strength,
+                    // Tenant files give some strengths in Chinese ("复方", compound); English
+                    // pages leave those out rather than mix the languages.
+                    if l == Locale::En && !d.drug.strength.is_ascii() { "" } else { d.drug.strength.as_str() },
                     l.t("on-hand"),
                     d.on_hand
                 ),
@@ -512,6 +517,7 @@ pub async fn visit(req: &Request, state: Data<&AppState>, id: Path<String>) -> R
 /// Every form of the visit page, one handler per step.
 #[derive(Deserialize)]
 pub struct VisitForm {
+    #[serde(default)]
     csrf: String,
     // vitals
     systolic: Option<String>,

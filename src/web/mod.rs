@@ -5,6 +5,7 @@
 pub mod bureau;
 pub mod charts;
 pub mod clinic;
+pub mod followups;
 pub mod i18n;
 pub mod referrals;
 mod session;
@@ -59,6 +60,9 @@ pub fn routes() -> Route {
         .at("/visits/:id", get(clinic::visit))
         .at("/visits/:id/:step", post(clinic::visit_step))
         .at("/icd10", get(clinic::icd_search))
+        .at("/followups", get(followups::worklist))
+        .at("/followups/worklist.csv", get(followups::worklist_csv))
+        .at("/followups/:id", get(followups::enrollment).post(followups::record))
 }
 
 /// An HTML response with the page headers: a strict content security policy, no framing.
@@ -170,6 +174,7 @@ async fn login_form(req: &Request) -> Response {
 
 #[derive(Deserialize)]
 struct LoginForm {
+    #[serde(default)]
     csrf: String,
     tenant: String,
     username: String,
@@ -225,6 +230,7 @@ async fn login_submit(req: &Request, state: Data<&AppState>, form: Form<LoginFor
 
 #[derive(Deserialize)]
 struct CsrfForm {
+    #[serde(default)]
     csrf: String,
 }
 
@@ -273,6 +279,7 @@ async fn choose_form(req: &Request, state: Data<&AppState>) -> Response {
 
 #[derive(Deserialize)]
 struct ChooseForm {
+    #[serde(default)]
     csrf: String,
     institution_id: Uuid,
 }

@@ -2,6 +2,8 @@
 //! referral with the receiver's actions (accept, reject with a reason, arrival, completion with a
 //! summary, referral back down), and a server-sent event stream that refreshes the list live.
 
+use std::collections::HashMap;
+
 use askama::Template;
 use chrono::Utc;
 use futures::StreamExt;
@@ -53,13 +55,24 @@ fn sla_text(l: Locale, v: &ReferralView) -> (String, bool) {
     }
 }
 
-fn row(l: Locale, v: &ReferralView, sent: bool) -> Row {
+/// Institution names in the reader's language.
+async fn institution_names(state: &AppState, p: &Page) -> Result<HashMap<Uuid, String>, AppError> {
+    let tx = state.db.begin(&p.ctx).await?;
+    let all = crate::tenancy::service::list_institutions(&tx).await?;
+    tx.rollback().await?;
+    Ok(all.iter().map(|i| (i.id, p.name_of(i))).collect())
+}
+
+fn row(l: Locale, v: &ReferralView, sent: bool, names: &HashMap<Uuid, String>) -> Row {
     let r = &v.referral;
     let (sla, overdue) = sla_text(l, v);
     let counterpart = if sent {
-        v.to_name.clone().or_else(|| r.external_hospital.clone()).unwrap_or_default()
+        r.to_institution
+            .and_then(|t| names.get(&t).cloned())
+            .or_else(|| r.external_hospital.clone())
+            .unwrap_or_default()
     } else {
-        v.from_name.clone()
+        names.get(&r.from_institution).cloned().unwrap_or_default()
     };
     Row {
         id: r.id,
@@ -101,7 +114,8 @@ struct RowsFragment {
 
 async fn rows(state: &AppState, p: &Page, sent: bool) -> Result<Vec<Row>, AppError> {
     let views = referrals::list(state, &p.ctx, sent, None, 200).await?;
-    Ok(views.iter().map(|v| row(p.l, v, sent)).collect())
+    let names = institution_names(state, p).await?;
+    Ok(views.iter().map(|v| row(p.l, v, sent, &names)).collect())
 }
 
 #[handler]
@@ -158,6 +172,8 @@ struct DetailPage {
     can_arrive: bool,
     can_complete: bool,
     can_refer_down: bool,
+    can_submit: bool,
+    can_cancel: bool,
     reject_reason: String,
     completion: String,
     discharge: String,
@@ -175,13 +191,18 @@ pub async fn detail(req: &Request, state: Data<&AppState>, id: Path<String>) -> 
         Ok(v) => v,
         Err(e) => return error_page(l, &e, "/app/referrals"),
     };
+    let names = match institution_names(&state, &p).await {
+        Ok(n) => n,
+        Err(e) => return error_page(l, &e, "/app/referrals"),
+    };
     let r = &v.referral;
     let receiver = r.to_institution == Some(p.ctx.institution) && p.ctx.can(Perm::ReferralManage);
+    let sender = r.from_institution == p.ctx.institution && p.ctx.can(Perm::ReferralWrite);
     let status = Status::parse(&r.status);
     let history =
         v.transitions.iter().map(|t| Step { at: when(t.at), what: l.t(&format!("status-{}", t.to_status)) }).collect();
     let page = DetailPage {
-        row: row(l, &v, r.from_institution == p.ctx.institution),
+        row: row(l, &v, r.from_institution == p.ctx.institution, &names),
         receiver,
         history,
         can_accept: receiver && status == Some(Status::Requested),
@@ -190,6 +211,8 @@ pub async fn detail(req: &Request, state: Data<&AppState>, id: Path<String>) -> 
         can_refer_down: receiver
             && r.direction == Direction::Up.as_str()
             && matches!(status, Some(Status::Arrived | Status::Completed)),
+        can_submit: sender && status == Some(Status::Draft),
+        can_cancel: sender && matches!(status, Some(Status::Requested | Status::Accepted)),
         reject_reason: r.reject_reason.clone().unwrap_or_default(),
         completion: r.completion_summary.clone().unwrap_or_default(),
         discharge: r.discharge_summary.clone().unwrap_or_default(),
@@ -202,12 +225,14 @@ pub async fn detail(req: &Request, state: Data<&AppState>, id: Path<String>) -> 
 
 #[derive(Deserialize)]
 pub struct ActForm {
+    #[serde(default)]
     csrf: String,
     note: Option<String>,
     rehab_plan: Option<String>,
 }
 
-/// accept | reject | arrive | complete | down, posted from the referral's page.
+/// The receiver's accept | reject | arrive | complete | down and the sender's submit | cancel,
+/// posted from the referral's page.
 #[handler]
 pub async fn act(req: &Request, state: Data<&AppState>, path: Path<(String, String)>, form: Form<ActForm>) -> Response {
     let p = signed_in!(req, &state);
@@ -224,6 +249,8 @@ pub async fn act(req: &Request, state: Data<&AppState>, path: Path<(String, Stri
         "accept" => referrals::transition(&state, &p.ctx, id, Action::Accept, None).await.map(|_| back.clone()),
         "reject" => referrals::transition(&state, &p.ctx, id, Action::Reject, Some(note)).await.map(|_| back.clone()),
         "arrive" => referrals::transition(&state, &p.ctx, id, Action::Arrive, None).await.map(|_| back.clone()),
+        "submit" => referrals::transition(&state, &p.ctx, id, Action::Submit, None).await.map(|_| back.clone()),
+        "cancel" => referrals::transition(&state, &p.ctx, id, Action::Cancel, Some(note)).await.map(|_| back.clone()),
         "complete" => {
             referrals::transition(&state, &p.ctx, id, Action::Complete, Some(note)).await.map(|_| back.clone())
         }

@@ -140,6 +140,10 @@ impl Page {
         self.ctx.can(crate::identity::ctx::Perm::EncounterWrite)
     }
 
+    pub fn sees_followups(&self) -> bool {
+        self.ctx.can(crate::identity::ctx::Perm::FollowupRead)
+    }
+
     pub fn sees_referrals(&self) -> bool {
         self.ctx.can(crate::identity::ctx::Perm::ReferralRead)
     }

@@ -13,6 +13,7 @@ use crate::statistics::{caught_up, world};
 struct Browser<'a> {
     app: &'a TestApp,
     client: reqwest::Client,
+    jar: std::sync::Arc<reqwest::cookie::Jar>,
 }
 
 struct Page {
@@ -24,8 +25,16 @@ struct Page {
 
 impl<'a> Browser<'a> {
     fn new(app: &'a TestApp) -> Self {
-        let client = reqwest::Client::builder().cookie_store(true).redirect(Policy::none()).build().unwrap();
-        Self { app, client }
+        let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
+        let client = reqwest::Client::builder().cookie_provider(jar.clone()).redirect(Policy::none()).build().unwrap();
+        Self { app, client, jar }
+    }
+
+    /// The cookies this browser would send, as a `Cookie` header.
+    fn cookies(&self) -> String {
+        use reqwest::cookie::CookieStore;
+        let url: reqwest::Url = self.app.base.parse().unwrap();
+        self.jar.cookies(&url).map(|v| v.to_str().unwrap().to_string()).unwrap_or_default()
     }
 
     async fn page(r: reqwest::Response) -> Page {
@@ -248,11 +257,24 @@ async fn logout_needs_the_token_and_ends_the_session_and_other_roles_are_refused
 
     let r = b.post("/app/logout", &[("csrf", "forged")]).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = b.post("/app/logout", &[]).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "a form without its token is refused: {}", r.text);
+    let stolen = b.cookies();
+    assert!(stolen.contains("cloudhis_session="), "{stolen}");
     assert_eq!(b.get("/app/bureau").await.status, StatusCode::OK, "a forged logout did nothing");
     let r = b.post("/app/logout", &[("csrf", &csrf(&dash.text))]).await;
     assert_eq!(r.status, StatusCode::SEE_OTHER);
     assert_eq!(r.location.as_deref(), Some("/app/login"));
     assert_eq!(b.get("/app/bureau").await.location.as_deref(), Some("/app/login"));
+    // The session cookie replayed after logout opens nothing: the token is revoked, not just
+    // cleared from this browser.
+    let replay = reqwest::Client::builder().redirect(Policy::none()).build().unwrap();
+    let r = replay.get(format!("{}/app/bureau", app.base)).header("cookie", &stolen).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()["location"], "/app/login");
+    let token = stolen.split("cloudhis_session=").nth(1).unwrap().split(';').next().unwrap();
+    let api = app.get("/api/v1/statistics/kpis", token).await;
+    assert_eq!(api.status, 401, "nor does the API take the token");
 
     // A village doctor has no dashboard; a roving one chooses an institution first.
     let v = Browser::new(&app);
@@ -556,4 +578,138 @@ async fn a_village_doctor_runs_a_whole_visit_through_the_pages() {
     let stranger = Browser::new(&app);
     stranger.login("village.doctor2").await;
     assert_eq!(stranger.get(&visit).await.status, StatusCode::NOT_FOUND);
+}
+
+/// The follow-up worklist and form: a never-seen enrollment is on the list; a follow-up with an
+/// impossible value is refused and writes nothing; a danger value is accepted, flags the patient
+/// and links the proposed up-referral; the CSV export opens in Excel.
+#[tokio::test]
+async fn a_follow_up_recorded_in_the_form_flags_a_danger_value_and_proposes_a_referral() {
+    let app = spawn_app().await;
+    app.load_demo().await;
+    let doc = app.login("village.doctor").await;
+    let person = crate::referrals::patient(&app, &doc, 9).await;
+    let e = app
+        .post(
+            "/api/v1/followups/enrollments",
+            &doc.token,
+            serde_json::json!({"person_id": person, "disease": "hypertension", "diagnosed_on": "2025-03-01"}),
+        )
+        .await;
+    assert_eq!(e.status, 201, "{}", e.text);
+    let id = e.body["id"].as_str().unwrap().to_string();
+
+    let b = Browser::new(&app);
+    b.login("village.doctor").await;
+    let list = b.get("/app/followups").await;
+    assert_eq!(list.status, StatusCode::OK);
+    assert!(list.text.contains(&format!("data-enrollment=\"{id}\"")), "{}", list.text);
+    assert!(list.text.contains("转诊患者"));
+    let csv = b.client.get(format!("{}/app/followups/worklist.csv", app.base)).send().await.unwrap();
+    let bytes = csv.bytes().await.unwrap();
+    assert!(bytes.starts_with(&[0xEF, 0xBB, 0xBF]) && String::from_utf8_lossy(&bytes).contains("转诊患者"));
+
+    let page = b.get(&format!("/app/followups/{id}")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let token = csrf(&page.text);
+    let path = format!("/app/followups/{id}");
+    let r = b.post(&path, &[("csrf", &token), ("systolic", "400"), ("diastolic", "90")]).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    let r =
+        b.post(&path, &[("csrf", &token), ("systolic", "150"), ("diastolic", "90"), ("visit_on", "2099-01-01")]).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "a follow-up in the future");
+    let still = app.get(&format!("/api/v1/followups/enrollments/{id}"), &doc.token).await;
+    assert_eq!(still.body["visits"].as_array().map(Vec::len).unwrap_or(0), 0, "{}", still.text);
+
+    let r = b
+        .post(
+            &path,
+            &[
+                ("csrf", &token),
+                ("systolic", "186"),
+                ("diastolic", "112"),
+                ("symptoms", "头痛，头晕"),
+                ("adherence", "intermittent"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let page = b.get(&path).await;
+    assert!(page.text.contains("危急值"), "{}", page.text);
+    let at = page.text.find("id=\"proposed-referral\"").expect("the proposed referral is linked");
+    let href = page.text[..at].rfind("href=\"").unwrap() + 6;
+    let referral = &page.text[href..href + page.text[href..].find('"').unwrap()];
+    let draft = b.get(referral).await;
+    assert_eq!(draft.status, StatusCode::OK, "{referral}");
+    assert!(draft.text.contains("data-status=\"draft\""), "{}", draft.text);
+    let r = b.post(&format!("{referral}/submit"), &[("csrf", &token)]).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    assert!(b.get(referral).await.text.contains("data-status=\"requested\""), "the doctor sent the draft");
+    let list = b.get("/app/followups").await;
+    let at = list.text.find("id=\"to-refer\"").expect("a list of patients to refer");
+    assert!(list.text[at..].contains(&format!("data-enrollment=\"{id}\"")), "flagged on the doctor's list");
+}
+
+/// No page mixes the languages: in English, the clinician's and the coordinator's pages show no
+/// Chinese but the switch back ("中文") and data that has no English form (people's names, free
+/// text the users typed).
+#[tokio::test]
+async fn english_pages_hold_no_chinese_interface_text() {
+    let app = spawn_app().await;
+    app.load_demo().await;
+    let doc = app.login("village.doctor").await;
+    let ids = app.institutions(&doc).await;
+    let person = crate::referrals::patient(&app, &doc, 11).await;
+    let enc = app
+        .post(
+            "/api/v1/encounters",
+            &doc.token,
+            serde_json::json!({"person_id": person, "chief_complaint": "头痛", "kind": "outpatient"}),
+        )
+        .await;
+    let visit = enc.body["id"].as_str().unwrap().to_string();
+    app.post(&format!("/api/v1/encounters/{visit}/diagnoses"), &doc.token, serde_json::json!({"code": "I10"})).await;
+    let up = app
+        .post(
+            "/api/v1/referrals",
+            &doc.token,
+            serde_json::json!({"person_id": person, "direction": "up", "to_institution_id": ids["county-hospital"], "reason": "转诊"}),
+        )
+        .await;
+    let referral = up.body["id"].as_str().unwrap().to_string();
+    app.post(
+        "/api/v1/followups/enrollments",
+        &doc.token,
+        serde_json::json!({"person_id": person, "disease": "hypertension", "diagnosed_on": "2025-03-01"}),
+    )
+    .await;
+    // Data, not interface: the patient's name, the complaint, the reason, the users' names.
+    let data = ["转诊患者", "头痛", "转诊", "张卫东", "王芳", "中文"];
+    for (user, pages) in [
+        (
+            "village.doctor",
+            vec![
+                "/app/clinic".to_string(),
+                format!("/app/visits/{visit}"),
+                "/app/followups".into(),
+                "/app/referrals?box=sent".into(),
+            ],
+        ),
+        ("coordinator", vec!["/app/referrals".to_string(), format!("/app/referrals/{referral}")]),
+    ] {
+        let b = Browser::new(&app);
+        b.login(user).await;
+        b.get("/app/lang/en").await;
+        for path in pages {
+            let page = b.get(&path).await;
+            assert_eq!(page.status, StatusCode::OK, "{path}: {}", page.text);
+            assert!(page.text.contains("<html lang=\"en\">"));
+            let mut text = visible_text(&page.text);
+            for d in data {
+                text = text.replace(d, "");
+            }
+            let chinese: Vec<&str> = text.split_whitespace().filter(|w| han(w)).collect();
+            assert!(chinese.is_empty(), "Chinese on the English {path} for {user}: {chinese:?}");
+        }
+    }
 }

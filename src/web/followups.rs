@@ -1,0 +1,260 @@
+//! The chronic-disease pages: the clinic's follow-up worklist (overdue, due this week, never
+//! followed up; flagged patients marked) with its CSV export, and one enrollment with its
+//! follow-ups and the form to record the next. A danger value or a second uncontrolled follow-up
+//! comes back with the proposed up-referral linked.
+
+use askama::Template;
+use chrono::NaiveDate;
+use poem::http::StatusCode;
+use poem::web::{Data, Form, Path};
+use poem::{Request, Response, handler};
+use serde::Deserialize;
+use uuid::Uuid;
+
+use super::{Locale, Page, error_page, render, see_other, signed_in};
+use crate::followups::domain::{Category, Classification, Measures};
+use crate::followups::service::{self as followups, VisitInput, WorklistQuery};
+use crate::platform::AppError;
+use crate::state::AppState;
+
+pub struct Item {
+    pub id: Uuid,
+    pub patient: String,
+    pub disease: String,
+    pub doctor: String,
+    pub category: String,
+    pub category_code: &'static str,
+    pub next_due: String,
+    pub days_overdue: i64,
+    pub flag: String,
+}
+
+pub struct Count {
+    pub label: String,
+    pub n: usize,
+}
+
+#[derive(Template)]
+#[template(path = "followups.html", config = "src/web/askama.toml")]
+struct WorklistPage {
+    l: Locale,
+    p: Page,
+    as_of: NaiveDate,
+    counts: Vec<Count>,
+    flagged: usize,
+    items: Vec<Item>,
+    /// Every patient flagged for an up-referral, due or not.
+    to_refer: Vec<Item>,
+}
+
+fn query(as_of: NaiveDate) -> WorklistQuery {
+    WorklistQuery { as_of, doctor: None, disease: None, category: None, limit: 500, offset: 0 }
+}
+
+#[handler]
+pub async fn worklist(req: &Request, state: Data<&AppState>) -> Response {
+    let p = signed_in!(req, &state);
+    let l = p.l;
+    let as_of = followups::today();
+    let list = match followups::worklist(&state, &p.ctx, query(as_of)).await {
+        Ok(list) => list,
+        Err(e) => return error_page(l, &e, "/app/"),
+    };
+    let counts = Category::ALL
+        .iter()
+        .map(|c| Count { label: l.t(&format!("fu-{}", c.as_str())), n: list.counts.get(c).copied().unwrap_or(0) })
+        .collect();
+    let item = |e: &crate::followups::entity::enrollment::Model,
+                patient: &str,
+                doctor: &str,
+                c: Option<Category>,
+                late: i64| Item {
+        id: e.id,
+        patient: patient.to_string(),
+        disease: l.t(&format!("disease-{}", e.disease)),
+        doctor: doctor.to_string(),
+        category: c.map(|c| l.t(&format!("fu-{}", c.as_str()))).unwrap_or_default(),
+        category_code: c.map(Category::as_str).unwrap_or(""),
+        next_due: e.next_due.to_string(),
+        days_overdue: late,
+        flag: e.flag.as_deref().map(|f| l.t(&format!("fu-flag-{f}"))).unwrap_or_default(),
+    };
+    let items = list
+        .items
+        .iter()
+        .map(|w| item(&w.enrollment, &w.person.name, &w.doctor_name, Some(w.category), w.days_overdue))
+        .collect();
+    let flagged = followups::ListQuery {
+        disease: None,
+        doctor: None,
+        include_closed: false,
+        flagged_only: true,
+        limit: 500,
+        offset: 0,
+    };
+    let to_refer = match followups::list(&state, &p.ctx, flagged).await {
+        Ok(rows) => rows.iter().map(|(e, c, d)| item(e, &c.name, d, None, 0)).collect(),
+        Err(e) => return error_page(l, &e, "/app/"),
+    };
+    render(StatusCode::OK, &WorklistPage { l, p, as_of, counts, flagged: list.flagged, items, to_refer })
+}
+
+/// The worklist as CSV for Excel (UTF-8 with a BOM, Chinese headers), as the API gives it.
+#[handler]
+pub async fn worklist_csv(req: &Request, state: Data<&AppState>) -> Response {
+    let p = signed_in!(req, &state);
+    let as_of = followups::today();
+    match followups::worklist_csv(&state, &p.ctx, query(as_of)).await {
+        Ok(bytes) => Response::builder()
+            .content_type("text/csv; charset=utf-8")
+            .header("content-disposition", format!("attachment; filename=\"worklist-{as_of}.csv\""))
+            .body(bytes),
+        Err(e) => error_page(p.l, &e, "/app/followups"),
+    }
+}
+
+pub struct Past {
+    pub on: String,
+    pub measures: String,
+    pub classification: String,
+    pub danger: bool,
+}
+
+#[derive(Template)]
+#[template(path = "enrollment.html", config = "src/web/askama.toml")]
+struct EnrollmentPage {
+    l: Locale,
+    p: Page,
+    id: Uuid,
+    patient: String,
+    disease: String,
+    disease_code: String,
+    next_due: String,
+    flag: String,
+    referral: Option<Uuid>,
+    past: Vec<Past>,
+    today: NaiveDate,
+}
+
+#[handler]
+pub async fn enrollment(req: &Request, state: Data<&AppState>, id: Path<String>) -> Response {
+    let p = signed_in!(req, &state);
+    let l = p.l;
+    let Ok(id) = Uuid::parse_str(&id.0) else {
+        return error_page(l, &AppError::not_found("enrollment_not_found", "no such enrollment"), "/app/followups");
+    };
+    let v = match followups::get(&state, &p.ctx, id).await {
+        Ok(v) => v,
+        Err(e) => return error_page(l, &e, "/app/followups"),
+    };
+    let e = &v.enrollment;
+    let past = v
+        .visits
+        .iter()
+        .rev()
+        .map(|f| {
+            let mut m = vec![];
+            if let (Some(s), Some(d)) = (f.systolic, f.diastolic) {
+                m.push(format!("{s}/{d} mmHg"));
+            }
+            if let Some(g) = f.glucose {
+                m.push(format!("{g} mmol/L"));
+            }
+            Past {
+                on: f.visit_on.to_string(),
+                measures: m.join(" · "),
+                classification: l.t(&format!("fu-class-{}", f.classification)),
+                danger: f.danger,
+            }
+        })
+        .collect();
+    let page = EnrollmentPage {
+        id,
+        patient: v.person.name.clone(),
+        disease: l.t(&format!("disease-{}", e.disease)),
+        disease_code: e.disease.clone(),
+        next_due: e.next_due.to_string(),
+        flag: e.flag.as_deref().map(|f| l.t(&format!("fu-flag-{f}"))).unwrap_or_default(),
+        referral: e.referral_id,
+        past,
+        today: followups::today(),
+        l,
+        p,
+    };
+    render(StatusCode::OK, &page)
+}
+
+#[derive(Deserialize)]
+pub struct FollowupForm {
+    #[serde(default)]
+    csrf: String,
+    visit_on: Option<String>,
+    systolic: Option<String>,
+    diastolic: Option<String>,
+    glucose: Option<String>,
+    symptoms: Option<String>,
+    adherence: Option<String>,
+    smoking_per_day: Option<String>,
+    salt: Option<String>,
+    exercise_minutes_per_week: Option<String>,
+    classification: Option<String>,
+    notes: Option<String>,
+}
+
+fn invalid(field: &'static str) -> AppError {
+    AppError::unprocessable("field_invalid", format!("{field} is not valid"))
+        .with_details(serde_json::json!({ "field": field }))
+}
+
+fn opt<T: std::str::FromStr>(field: &'static str, s: &Option<String>) -> Result<Option<T>, AppError> {
+    match s.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        None => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|_| invalid(field)),
+    }
+}
+
+#[handler]
+pub async fn record(req: &Request, state: Data<&AppState>, id: Path<String>, form: Form<FollowupForm>) -> Response {
+    let p = signed_in!(req, &state);
+    let l = p.l;
+    let Ok(id) = Uuid::parse_str(&id.0) else {
+        return error_page(l, &AppError::not_found("enrollment_not_found", "no such enrollment"), "/app/followups");
+    };
+    let back = format!("/app/followups/{id}");
+    let f = form.0;
+    let done = async {
+        p.check_csrf(&f.csrf)?;
+        let visit_on: NaiveDate = opt("visit_on", &f.visit_on)?.unwrap_or_else(followups::today);
+        let input = VisitInput {
+            visit_on,
+            measures: Measures {
+                systolic: opt("systolic", &f.systolic)?,
+                diastolic: opt("diastolic", &f.diastolic)?,
+                glucose: opt("glucose", &f.glucose)?,
+            },
+            symptoms: f
+                .symptoms
+                .as_deref()
+                .unwrap_or_default()
+                .split(['，', ',', '、'])
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            adherence: f.adherence.clone().filter(|a| !a.is_empty()).unwrap_or_else(|| "regular".into()),
+            smoking_per_day: opt("smoking_per_day", &f.smoking_per_day)?,
+            salt: f.salt.clone().filter(|s| !s.is_empty()),
+            exercise_minutes_per_week: opt("exercise_minutes_per_week", &f.exercise_minutes_per_week)?,
+            classification: match f.classification.as_deref().filter(|c| !c.is_empty()) {
+                None => None,
+                Some(c) => Some(Classification::parse(c).ok_or_else(|| invalid("classification"))?),
+            },
+            next_on: None,
+            notes: f.notes.clone().map(|n| n.trim().to_string()).filter(|n| !n.is_empty()),
+        };
+        followups::record_visit(&state, &p.ctx, id, input).await?;
+        Ok::<_, AppError>(see_other(&back))
+    }
+    .await;
+    done.unwrap_or_else(|e| error_page(l, &e, &back))
+}
