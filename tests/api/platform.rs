@@ -253,3 +253,68 @@ async fn traces_are_exported_when_an_otlp_endpoint_is_set() {
         String::from_utf8_lossy(&seen)
     );
 }
+
+/// Keys of a YAML mapping one level under `under:` (e.g. a ConfigMap's `data:`), read without a
+/// YAML library: `  KEY: value` lines until the indentation ends.
+fn yaml_keys(text: &str, under: &str) -> std::collections::BTreeSet<String> {
+    let mut keys = std::collections::BTreeSet::new();
+    let mut inside = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with('#') {
+            continue;
+        }
+        if line == format!("{under}:") {
+            inside = true;
+            continue;
+        }
+        if inside {
+            match line.strip_prefix("  ") {
+                Some(rest) if !rest.starts_with(' ') => {
+                    keys.insert(rest.split(':').next().unwrap().trim().to_string());
+                }
+                _ => break,
+            }
+        }
+    }
+    keys
+}
+
+/// Every environment variable the app reads is provided to the Deployment (its ConfigMap or its
+/// Secret), and the ConfigMap sets nothing the app does not read (a typo would silently fall back
+/// to a default).
+#[test]
+fn every_variable_the_app_reads_is_set_in_the_kubernetes_deployment() {
+    let asked = std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let values: std::collections::HashMap<&str, &str> = [
+        ("DATABASE_URL", "postgres://app@db/cloudhis"),
+        ("REDIS_URL", "redis://redis:6379"),
+        ("AMQP_URL", "amqp://mq:5672/%2f"),
+        ("CLOUDHIS_SECRET", "0123456789abcdef0123456789abcdef"),
+        ("CLOUDHIS_PII_KEY", "fedcba9876543210fedcba9876543210"),
+    ]
+    .into();
+    cloudhis::platform::config::Config::from_lookup(|k| {
+        asked.lock().unwrap().insert(k.to_string());
+        values.get(k).map(|v| v.to_string())
+    })
+    .expect("a production configuration");
+    let mut reads = asked.into_inner().unwrap();
+    // Read by the log filter (tracing's EnvFilter), not by Config.
+    reads.insert("RUST_LOG".into());
+
+    let config = std::fs::read_to_string("k8s/base/configmap.yaml").unwrap();
+    let secret = std::fs::read_to_string("k8s/base/secret.example.yaml").unwrap();
+    let deployment = std::fs::read_to_string("k8s/base/deployment.yaml").unwrap();
+    assert!(deployment.contains("name: cloudhis-config") && deployment.contains("name: cloudhis-secrets"));
+    let set = yaml_keys(&config, "data");
+    let secrets = yaml_keys(&secret, "stringData");
+    assert!(set.len() > 10 && secrets.len() >= 5, "{set:?} {secrets:?}");
+    let missing: Vec<&String> = reads.iter().filter(|k| !set.contains(*k) && !secrets.contains(*k)).collect();
+    assert!(missing.is_empty(), "read by the app but not set in k8s/base: {missing:?}");
+    let unknown: Vec<&String> = set.iter().filter(|k| !reads.contains(*k)).collect();
+    assert!(unknown.is_empty(), "set in the ConfigMap but never read: {unknown:?}");
+    // The Secret may also carry the owner's URL, which only the migration Job maps.
+    let unknown: Vec<&String> =
+        secrets.iter().filter(|k| !reads.contains(*k) && *k != "MIGRATE_DATABASE_URL").collect();
+    assert!(unknown.is_empty(), "in the Secret but never read: {unknown:?}");
+}

@@ -271,3 +271,120 @@ async fn two_replicas_publish_each_event_once_and_apply_it_once() {
     assert_eq!(distinct.len(), 400);
     assert_eq!(messages.len(), 400, "no event was published twice");
 }
+
+/// Issue 10's multi-replica test: three app processes on their own ports share one PostgreSQL,
+/// Redis and RabbitMQ. Requests go to all three; a logout on one revokes the token on all; a role
+/// revoked on one applies on the others within a second; every event is applied once; and a
+/// replica killed in the middle of the load loses nothing (clients move on to the others).
+#[tokio::test]
+async fn three_replicas_share_sessions_and_policy_apply_events_once_and_survive_a_kill() {
+    if crate::helpers::backend() != Backend::Postgres {
+        eprintln!(
+            "the three-replica test needs PostgreSQL + Redis + RabbitMQ; run with CLOUDHIS_TEST_BACKEND=postgres"
+        );
+        return;
+    }
+    let app = spawn_app_with(&[("CLOUDHIS_WORKERS", "false")]).await;
+    let (village, person, to) = setup(&app).await;
+    let mut replicas =
+        vec![Replica::start(&app, &[]).await, Replica::start(&app, &[]).await, Replica::start(&app, &[]).await];
+    let bases: Vec<String> = replicas.iter().map(|r| r.base.clone()).collect();
+    let client = reqwest::Client::new();
+    let status = |base: &str, path: &str, token: &str| {
+        let (client, url, token) = (client.clone(), format!("{base}{path}"), token.to_string());
+        async move { client.get(url).bearer_auth(token).send().await.unwrap().status().as_u16() }
+    };
+
+    // A session made on one replica works on every replica; logging out on another ends it on all.
+    let login = client
+        .post(format!("{}/api/v1/auth/login", bases[0]))
+        .json(&json!({"tenant": "demo-county", "username": "township.doctor", "password": "Demo@2026"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let token = login.json::<serde_json::Value>().await.unwrap()["token"].as_str().unwrap().to_string();
+    for b in &bases {
+        assert_eq!(status(b, "/api/v1/auth/session", &token).await, 200, "{b}");
+    }
+    let out = client.post(format!("{}/api/v1/auth/logout", bases[2])).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(out.status(), 204);
+    for b in &bases {
+        assert_eq!(status(b, "/api/v1/auth/session", &token).await, 401, "logged out everywhere ({b})");
+    }
+
+    // A role revoked through one replica is refused by the others within a second.
+    let doctor2 = app.login("village.doctor2").await;
+    let admin = app.login("admin").await;
+    for b in &bases {
+        assert_eq!(status(b, "/api/v1/followups/worklist", &doctor2.token).await, 200);
+    }
+    let revoked_at = std::time::Instant::now();
+    let r = client
+        .delete(format!(
+            "{}/api/v1/institutions/{}/staff/{}/roles/village_doctor",
+            bases[0], doctor2.institution_id, doctor2.user_id
+        ))
+        .bearer_auth(&admin.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    for b in &bases[1..] {
+        loop {
+            if status(b, "/api/v1/followups/worklist", &doctor2.token).await == 403 {
+                break;
+            }
+            assert!(revoked_at.elapsed() < Duration::from_secs(1), "{b} still allows the revoked role after 1 s");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    eprintln!("role revocation reached every replica in {:?}", revoked_at.elapsed());
+
+    // Load spread over the three replicas; one is killed in the middle. A client whose replica
+    // dies moves on to the next one, as a load balancer would.
+    let made = Arc::new(AtomicUsize::new(0));
+    let served = Arc::new([AtomicUsize::new(0), AtomicUsize::new(0), AtomicUsize::new(0)]);
+    let workers: Vec<_> = (0..12)
+        .map(|i| {
+            let (client, bases, token, person, to, made, served) = (
+                client.clone(),
+                bases.clone(),
+                village.token.clone(),
+                person.clone(),
+                to.clone(),
+                made.clone(),
+                served.clone(),
+            );
+            tokio::spawn(async move {
+                let mut at = i % 3;
+                for _ in 0..50 {
+                    for _attempt in 0..3 {
+                        if create_referral(&client, &bases[at], &token, &person, &to).await {
+                            made.fetch_add(1, Ordering::SeqCst);
+                            served[at].fetch_add(1, Ordering::SeqCst);
+                            break;
+                        }
+                        at = (at + 1) % 3;
+                    }
+                    at = (at + 1) % 3;
+                }
+            })
+        })
+        .collect();
+    eventually("the load to be under way", 60, || async { made.load(Ordering::SeqCst) >= 150 }).await;
+    replicas[1].kill();
+    for w in workers {
+        w.await.unwrap();
+    }
+    let acknowledged = made.load(Ordering::SeqCst) as i64;
+    assert_eq!(acknowledged, 600, "every request was served by some replica");
+    for (i, s) in served.iter().enumerate() {
+        assert!(s.load(Ordering::SeqCst) > 0, "replica {i} served requests");
+    }
+    let referrals = assert_whole(&app).await;
+    assert!(referrals >= acknowledged, "every acknowledged referral was stored ({referrals} >= {acknowledged})");
+    // The survivors publish and apply everything, each event once.
+    assert_drained_once(&app, referrals, 120).await;
+    drop(replicas);
+}

@@ -101,3 +101,68 @@ async fn every_tenant_table_forces_rls_and_the_app_role_cannot_bypass_it() {
     assert!(!me.try_get::<bool>("", "rolsuper").unwrap());
     assert!(!me.try_get::<bool>("", "rolbypassrls").unwrap());
 }
+
+/// The schema stays ready for Citus to distribute every tenant table by `tenant_id` in one
+/// co-location group (docs/operations.md): every table but `tenants` (and sea-orm's own migration
+/// ledger, which stays local to the coordinator) carries `tenant_id`, leads
+/// its primary key with it, has no unique index without it, and every foreign key between tenant
+/// tables includes it. A new table or constraint that breaks this fails here, not at sharding time.
+#[tokio::test]
+async fn every_tenant_table_can_be_distributed_by_tenant_id() {
+    let app = spawn_app().await;
+    if app.backend != Backend::Postgres {
+        eprintln!("the distribution rules are checked on PostgreSQL; run with CLOUDHIS_TEST_BACKEND=postgres");
+        return;
+    }
+    let owner = app.owner_connection().await;
+    let rows = |sql: &'static str| {
+        let owner = &owner;
+        async move {
+            owner
+                .query_all_raw(Statement::from_string(DbBackend::Postgres, sql))
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.try_get_by_index::<String>(0).unwrap())
+                .collect::<Vec<String>>()
+        }
+    };
+    let tables = rows(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND c.relname NOT LIKE 'seaql%'",
+    )
+    .await;
+    assert!(tables.len() > 40, "{tables:?}");
+    let without_tenant = rows(
+        "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND c.relname NOT LIKE 'seaql%'
+            AND NOT EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'tenant_id')",
+    )
+    .await;
+    assert_eq!(without_tenant, vec!["tenants".to_string()], "only the reference table lacks tenant_id");
+    let bad_pk = rows(
+        "SELECT i.indrelid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = 'public' AND i.indisprimary AND c.relname <> 'tenants' AND c.relname NOT LIKE 'seaql%'
+            AND (SELECT a.attname FROM pg_attribute a WHERE a.attrelid = i.indrelid AND a.attnum = i.indkey[0]) <> 'tenant_id'",
+    )
+    .await;
+    assert!(bad_pk.is_empty(), "primary keys not led by tenant_id: {bad_pk:?}");
+    let bad_unique = rows(
+        "SELECT i.indexrelid::regclass::text FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid
+           JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = 'public' AND i.indisunique AND c.relname <> 'tenants' AND c.relname NOT LIKE 'seaql%'
+            AND NOT EXISTS (SELECT 1 FROM pg_attribute a
+                             WHERE a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) AND a.attname = 'tenant_id')",
+    )
+    .await;
+    assert!(bad_unique.is_empty(), "unique indexes without tenant_id: {bad_unique:?}");
+    let bad_fk = rows(
+        "SELECT f.conname::text FROM pg_constraint f JOIN pg_namespace n ON n.oid = f.connamespace
+          WHERE n.nspname = 'public' AND f.contype = 'f' AND f.confrelid <> 'tenants'::regclass
+            AND NOT EXISTS (SELECT 1 FROM pg_attribute a
+                             WHERE a.attrelid = f.conrelid AND a.attnum = ANY(f.conkey) AND a.attname = 'tenant_id')",
+    )
+    .await;
+    assert!(bad_fk.is_empty(), "foreign keys between tenant tables without tenant_id: {bad_fk:?}");
+}
