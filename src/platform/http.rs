@@ -115,8 +115,21 @@ impl<E: Endpoint> Endpoint for BoundaryEndpoint<E> {
     }
 }
 
+/// Whether a request body carries a NUL character: raw, JSON-escaped (`\u0000` after an even
+/// number of backslashes) or percent-encoded in a form. PostgreSQL cannot store NUL in text, so
+/// such input would otherwise reach the database and fail as a 500.
+fn has_nul(body: &[u8], form: bool) -> bool {
+    if body.contains(&0) || (form && body.windows(3).any(|w| w.eq_ignore_ascii_case(b"%00"))) {
+        return true;
+    }
+    body.windows(6).enumerate().any(|(i, w)| {
+        w.eq_ignore_ascii_case(b"\\u0000") && body[..i].iter().rev().take_while(|b| **b == b'\\').count() % 2 == 0
+    })
+}
+
 /// Refuses bodies over `max` bytes with 413: by Content-Length when given, otherwise by reading
-/// at most `max + 1` bytes of a chunked body.
+/// at most `max + 1` bytes of a chunked body. A body carrying a NUL character gets 422
+/// `text_nul`.
 async fn limit_body(req: &mut Request, max: usize) -> Option<Response> {
     if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE)
         && req.headers().get(header::CONTENT_LENGTH).is_none()
@@ -136,14 +149,41 @@ async fn limit_body(req: &mut Request, max: usize) -> Option<Response> {
     };
     if let Some(len) = req.headers().get(header::CONTENT_LENGTH) {
         let len: usize = len.to_str().ok().and_then(|s| s.parse().ok()).unwrap_or(usize::MAX);
-        return (len > max).then(too_large);
+        if len > max {
+            return Some(too_large());
+        }
     }
+    let form = req.content_type().is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
     let body = req.take_body();
     match body.into_bytes_limit(max).await {
+        Ok(bytes) if has_nul(&bytes, form) => Some(json_response(
+            poem::http::StatusCode::UNPROCESSABLE_ENTITY,
+            &ErrorBody {
+                code: "text_nul".into(),
+                message: "text may not contain NUL characters".into(),
+                details: None,
+            },
+        )),
         Ok(bytes) => {
             req.set_body(Body::from(bytes));
             None
         }
         Err(_) => Some(too_large()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_nul;
+
+    #[test]
+    fn nul_is_found_raw_escaped_and_percent_encoded_but_not_in_an_escaped_backslash() {
+        assert!(has_nul(br#"{"a":"x\u0000y"}"#, false));
+        assert!(has_nul(br#"{"a":"x\\\u0000"}"#, false), "an escaped backslash, then the escape");
+        assert!(!has_nul(br#"{"a":"x\\u0000"}"#, false), "a literal backslash followed by u0000");
+        assert!(has_nul(b"name=a%00b", true));
+        assert!(!has_nul(br#"{"url":"a%00b"}"#, false), "percent signs mean nothing in JSON");
+        assert!(has_nul(&[b'a', 0, b'b'], false));
+        assert!(!has_nul("{\"name\":\"张三\"}".as_bytes(), false));
     }
 }

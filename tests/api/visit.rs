@@ -329,6 +329,15 @@ async fn stock_moves_by_receipt_adjustment_and_transfer_and_never_below_zero() {
         )
         .await;
     assert_eq!((below.status.as_u16(), below.code()), (422, "stock_insufficient"));
+    // The smallest i64 has no absolute value: refused, not a crash (found by schemathesis).
+    let extreme = app
+        .post(
+            "/api/v1/pharmacy/stock/adjustments",
+            &county.token,
+            json!({"batch_id": batch, "delta": i64::MIN, "reason": "盘点"}),
+        )
+        .await;
+    assert_eq!((extreme.status.as_u16(), extreme.code()), (422, "quantity_invalid"));
 
     // The county pharmacy supplies a village clinic; the short-dated lot goes first.
     let village = ids["v-dongguan"];
