@@ -313,6 +313,16 @@ async fn register_once(state: &AppState, ctx: &RequestCtx, input: &RegisterInput
     let d = &input.demographics;
     let (person, matched) = if let Some(target) = input.link_to {
         let p = resolve_survivor(&tx, find_person_any(&tx, target).await?).await?;
+        // Only a person these details match (probable or certain) may be linked: an id alone
+        // must not bring someone's record into this institution.
+        let w = weights(&tx).await?;
+        let cands = find_candidates(&tx, cipher, &d.to_match_record(), &w, None).await?;
+        if !cands.iter().any(|c| c.grade >= Grade::Probable && (c.person.id == p.id || c.person.id == target)) {
+            return Err(AppError::unprocessable(
+                "link_not_a_match",
+                "link_to must name one of the probable matches of these details",
+            ));
+        }
         (p, true)
     } else {
         let w = weights(&tx).await?;

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, Set};
 use uuid::Uuid;
@@ -822,8 +822,13 @@ pub struct Report {
 }
 
 fn check_period(from: NaiveDate, to: NaiveDate) -> AppResult<()> {
-    if from > to || (to - from).num_days() > 3 * 366 {
-        return Err(AppError::unprocessable("period_invalid", "from is no later than to, at most three years apart"));
+    // Years far outside any record would overflow the bucket and window arithmetic.
+    let plausible = |d: NaiveDate| (1900..=2200).contains(&d.year());
+    if from > to || (to - from).num_days() > 3 * 366 || !plausible(from) || !plausible(to) {
+        return Err(AppError::unprocessable(
+            "period_invalid",
+            "from is no later than to, at most three years apart, years 1900 to 2200",
+        ));
     }
     Ok(())
 }

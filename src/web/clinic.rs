@@ -381,7 +381,8 @@ pub struct BillBox {
 }
 
 fn yuan(fen: i64) -> String {
-    format!("{}.{:02}", fen / 100, (fen % 100).abs())
+    let sign = if fen < 0 { "-" } else { "" };
+    format!("{sign}{}.{:02}", fen.unsigned_abs() / 100, fen.unsigned_abs() % 100)
 }
 
 #[handler]
@@ -638,6 +639,11 @@ pub async fn visit_step(
             }
             "pay" => {
                 let bill: Uuid = required("bill_id", &f.bill_id)?;
+                // The bill of this visit, not any bill of the institution.
+                let v = crate::clinical::service::get(&state, ctx, id).await?;
+                if v.bill.as_ref().map(|b| b.bill.id) != Some(bill) {
+                    return Err(AppError::not_found("bill_not_found", "no such bill on this visit"));
+                }
                 let amount: f64 = required("amount_yuan", &f.amount_yuan)?;
                 let fen = (amount * 100.0).round() as i64;
                 crate::billing::service::pay(&state, ctx, bill, f.method.as_deref().unwrap_or("cash"), fen).await?;

@@ -161,14 +161,14 @@ struct LoginPage {
 }
 
 #[handler]
-async fn login_form(req: &Request) -> Response {
+async fn login_form(req: &Request, state: Data<&AppState>) -> Response {
     let l = session::locale(req);
     let csrf = session::random_token();
     let mut r = render(
         StatusCode::OK,
         &LoginPage { l, csrf: csrf.clone(), tenant: "demo-county".into(), username: String::new(), error: None },
     );
-    session::set_cookie(&mut r, &session::pre_login_cookie(&csrf));
+    session::set_cookie(&mut r, &session::pre_login_cookie(&state, &csrf));
     r
 }
 
@@ -222,7 +222,7 @@ async fn login_submit(req: &Request, state: Data<&AppState>, form: Form<LoginFor
                 status,
                 &LoginPage { l, csrf: csrf.clone(), tenant: f.tenant, username: f.username, error: Some(error) },
             );
-            session::set_cookie(&mut r, &session::pre_login_cookie(&csrf));
+            session::set_cookie(&mut r, &session::pre_login_cookie(&state, &csrf));
             r
         }
     }

@@ -42,8 +42,9 @@ pub fn cleared_session_cookie(state: &AppState) -> String {
     crate::identity::api::session_cookie(state, "", 0)
 }
 
-pub fn pre_login_cookie(token: &str) -> String {
-    format!("{CSRF_COOKIE}={token}; Path=/app/login; HttpOnly; SameSite=Strict; Max-Age=3600")
+pub fn pre_login_cookie(state: &AppState, token: &str) -> String {
+    let secure = if state.config.cookie_secure { "; Secure" } else { "" };
+    format!("{CSRF_COOKIE}={token}; Path=/app/login; HttpOnly; SameSite=Strict; Max-Age=3600{secure}")
 }
 
 pub fn lang_cookie(l: Locale) -> String {
@@ -106,7 +107,12 @@ impl Page {
             user_name: view.user.display_name.clone(),
             institution_name: String::new(),
             memberships: view.memberships,
-            here: req.original_uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/app/".into()),
+            // After a form post, the switch goes to the start page: the post's route has no GET.
+            here: if req.method() == poem::http::Method::GET {
+                req.original_uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/app/".into())
+            } else {
+                "/app/".into()
+            },
             ctx,
         };
         if let Some(m) = p.memberships.iter().find(|m| m.institution.id == p.ctx.institution) {

@@ -140,6 +140,15 @@ async fn a_probable_match_asks_and_the_answer_is_honoured() {
     let linked = register(&app, &z, link).await;
     assert_eq!(linked.status, 200, "{}", linked.text);
     assert_eq!(linked.body["person"]["id"], existing.as_str());
+
+    // An id alone links nothing: the details must match that person (probable or certain), or
+    // anyone could pull any record of the community into their institution.
+    let other = register(&app, &z, json!({"name": "赵六", "sex": "male", "birth_date": "1970-01-01"})).await;
+    assert!(other.status.is_success(), "{}", other.text);
+    let mut stranger = json!({"name": "钱七", "sex": "female", "birth_date": "1990-05-05"});
+    stranger["link_to"] = other.body["person"]["id"].clone();
+    let refused = register(&app, &y, stranger).await;
+    assert_eq!((refused.status.as_u16(), refused.code()), (422, "link_not_a_match"), "{}", refused.text);
 }
 
 #[tokio::test]

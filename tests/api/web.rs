@@ -217,6 +217,13 @@ async fn the_bureau_dashboard_shows_the_apis_figures_drills_down_exports_and_spe
     assert!(bad.text.contains("统计期间无效"));
     let bad = b.get("/app/bureau?from=yesterday").await;
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
+    // Years no record has would overflow the date arithmetic: refused, not a crash.
+    let far = b.get("/app/bureau?to=%2B262142-12-31").await;
+    assert_eq!(far.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let far = b.get("/app/bureau?from=%2B262142-12-31&to=%2B262142-12-31").await;
+    assert_eq!(far.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let api = app.get("/api/v1/statistics/kpis?from=%2B262142-12-31&to=%2B262142-12-31", &bureau.token).await;
+    assert!(api.status.is_client_error(), "{}", api.text);
     let gone = b.get(&format!("/app/bureau?institution={}", uuid::Uuid::now_v7())).await;
     assert_eq!(gone.status, StatusCode::NOT_FOUND);
 
