@@ -39,3 +39,12 @@ export async function unlabelled(page) {
     [...document.querySelectorAll('input:not([type=hidden]), select, textarea')]
       .filter((el) => el.labels.length === 0 && !el.getAttribute('aria-label')).map((el) => el.name || el.id));
 }
+
+/// Logs in through the form as a demo user (password Demo@2026) and waits for `landing`.
+export async function logIn(page, base, username, landing) {
+  await page.goto(`${base}/app/login`);
+  await page.getByLabel('用户名').fill(username);
+  await page.getByLabel('密码').fill('Demo@2026');
+  await page.getByRole('button', { name: '登录' }).click();
+  if (landing) await page.waitForURL(landing);
+}

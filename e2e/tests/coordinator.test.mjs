@@ -6,21 +6,14 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 import { upReferral } from '../lib/api.mjs';
-import { fitsWidth, newPage, screenshot, unlabelled } from '../lib/browser.mjs';
+import { fitsWidth, logIn, newPage, screenshot, unlabelled } from '../lib/browser.mjs';
 import { setup } from '../lib/setup.mjs';
 
 const world = setup();
 
-async function logIn(page, username) {
-  await page.goto(`${world.server.base}/app/login`);
-  await page.getByLabel('用户名').fill(username);
-  await page.getByLabel('密码').fill('Demo@2026');
-  await page.getByRole('button', { name: '登录' }).click();
-}
-
 test('a new referral appears live, and the coordinator takes it from accept to back down', async () => {
   const page = await newPage(world.browser);
-  await logIn(page, 'coordinator');
+  await logIn(page, world.server.base, 'coordinator');
   await page.waitForURL(/\/app\/referrals$/);
   await page.getByRole('heading', { name: '转入转诊' }).waitFor();
   assert.ok(await page.getByText('暂无转诊').isVisible());
@@ -61,7 +54,7 @@ test('a new referral appears live, and the coordinator takes it from accept to b
 
   // The village doctor sees the down-referral come back.
   const village = await newPage(world.browser);
-  await logIn(village, 'village.doctor');
+  await logIn(village, world.server.base, 'village.doctor');
   await village.waitForURL(/\/app\/clinic$/);
   await village.getByRole('link', { name: '转诊', exact: true }).click();
   await village.waitForURL(/\/app\/referrals$/);

@@ -12,7 +12,7 @@ import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 
 import { baseline, kpisWhen, knownResident } from '../lib/api.mjs';
-import { fitsWidth, newPage, screenshot } from '../lib/browser.mjs';
+import { fitsWidth, logIn, newPage, screenshot } from '../lib/browser.mjs';
 import { setup } from '../lib/setup.mjs';
 
 const BASE_N = 6;
@@ -22,32 +22,24 @@ const world = setup(async (base) => {
   await kpisWhen(base, (k) => k.visits.value === BASE_N && k.referrals_down.value === BASE_N);
 });
 
-async function logIn(page, username, landing) {
-  await page.goto(`${world.server.base}/app/login`);
-  await page.getByLabel('用户名').fill(username);
-  await page.getByLabel('密码').fill('Demo@2026');
-  await page.getByRole('button', { name: '登录' }).click();
-  await page.waitForURL(landing);
-}
-
 const tile = (page, code) => page.locator(`[data-kpi="${code}"] .tile-value`).textContent();
 
 test('the three journeys: village visit and referral, the coordinator live, the bureau figures', async () => {
   const bureau = await newPage(world.browser);
-  await logIn(bureau, 'bureau', /\/app\/bureau$/);
+  await logIn(bureau, world.server.base, 'bureau', /\/app\/bureau$/);
   assert.equal(await tile(bureau, 'visits'), String(BASE_N));
   assert.equal(await tile(bureau, 'referrals_up'), String(BASE_N));
   assert.equal(await tile(bureau, 'referrals_down'), String(BASE_N));
 
   // The coordinator's inbox is open and listening before anything is sent.
   const coordinator = await newPage(world.browser);
-  await logIn(coordinator, 'coordinator', /\/app\/referrals$/);
+  await logIn(coordinator, world.server.base, 'coordinator', /\/app\/referrals$/);
   await coordinator.locator('body[data-live="on"]').waitFor({ timeout: 10_000 });
   const before = await coordinator.locator('#referral-rows tr[data-referral]').count();
 
   // Journey 1: the village doctor.
   const doctor = await newPage(world.browser);
-  await logIn(doctor, 'village.doctor', /\/app\/clinic$/);
+  await logIn(doctor, world.server.base, 'village.doctor', /\/app\/clinic$/);
   await screenshot(doctor, 'page-clinic');
   const form = doctor.locator('form', { has: doctor.locator('#reg-name') });
   await form.getByLabel('姓名').fill('王秀英');
@@ -149,7 +141,7 @@ test('every main page transfers under 200 KB, stylesheet and scripts included', 
     ['bureau', /\/app\/bureau$/, ['/app/bureau']],
   ]) {
     const p = await newPage(world.browser);
-    await logIn(p, user, landing);
+    await logIn(p, world.server.base, user, landing);
     for (const path of paths) {
       const m = await measure(p, `${world.server.base}${path}`);
       assert.ok(m.bytes < 200 * 1024, `${path}: ${m.bytes} bytes`);

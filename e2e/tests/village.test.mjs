@@ -6,18 +6,14 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 import { hypertensionEnrollment, residentId } from '../lib/api.mjs';
-import { fitsWidth, newPage, screenshot, unlabelled } from '../lib/browser.mjs';
+import { fitsWidth, logIn, newPage, screenshot, unlabelled } from '../lib/browser.mjs';
 import { setup } from '../lib/setup.mjs';
 
 const world = setup();
 
 test('a village doctor registers a patient and runs a whole visit in the browser', async () => {
   const page = await newPage(world.browser);
-  await page.goto(`${world.server.base}/app/login`);
-  await page.getByLabel('用户名').fill('village.doctor');
-  await page.getByLabel('密码').fill('Demo@2026');
-  await page.getByRole('button', { name: '登录' }).click();
-  await page.waitForURL(/\/app\/clinic$/);
+  await logIn(page, world.server.base, 'village.doctor', /\/app\/clinic$/);
   assert.ok(await page.getByText('今天还没有就诊记录。').isVisible());
   assert.deepEqual(await unlabelled(page), []);
 
@@ -79,11 +75,7 @@ test('a village doctor registers a patient and runs a whole visit in the browser
 test('a danger value at a follow-up flags the patient and the drafted referral is sent', async () => {
   const enrollment = await hypertensionEnrollment(world.server.base, 1);
   const page = await newPage(world.browser);
-  await page.goto(`${world.server.base}/app/login`);
-  await page.getByLabel('用户名').fill('village.doctor');
-  await page.getByLabel('密码').fill('Demo@2026');
-  await page.getByRole('button', { name: '登录' }).click();
-  await page.waitForURL(/\/app\/clinic$/);
+  await logIn(page, world.server.base, 'village.doctor', /\/app\/clinic$/);
   await page.getByRole('link', { name: '慢病随访' }).click();
   const row = page.locator(`#worklist tr[data-enrollment="${enrollment.id}"]`);
   assert.equal(await row.getAttribute('data-category'), 'never_followed_up');

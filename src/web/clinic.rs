@@ -13,6 +13,7 @@ use poem::{IntoResponse, Request, Response, handler};
 use serde::Deserialize;
 use uuid::Uuid;
 
+use super::form::{invalid, num, required};
 use super::{Locale, Page, error_page, render, see_other, signed_in};
 use crate::accounts::domain::china;
 use crate::audit::Purpose;
@@ -376,7 +377,6 @@ pub struct BillBox {
     pub paid: String,
     pub owed: String,
     pub owed_fen: i64,
-    pub owed_yuan: String,
     pub lines: Vec<String>,
 }
 
@@ -479,7 +479,6 @@ pub async fn visit(req: &Request, state: Data<&AppState>, id: Path<String>) -> R
             paid: yuan(b.bill.paid_fen),
             owed: yuan(b.owed_fen()),
             owed_fen: b.owed_fen(),
-            owed_yuan: yuan(b.owed_fen()),
             lines: b.charges.iter().map(|c| format!("{} ¥{}", c.description, yuan(c.amount_fen))).collect(),
         });
         let here = p.memberships.iter().find(|m| m.institution.id == p.ctx.institution).map(|m| m.institution.kind);
@@ -545,22 +544,6 @@ pub struct VisitForm {
     to_institution_id: Option<String>,
     reason: Option<String>,
     urgent: Option<String>,
-}
-
-fn invalid(field: &'static str) -> AppError {
-    AppError::unprocessable("field_invalid", format!("{field} is not valid"))
-        .with_details(serde_json::json!({ "field": field }))
-}
-
-fn num<T: std::str::FromStr>(field: &'static str, s: &Option<String>) -> Result<Option<T>, AppError> {
-    match s.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-        None => Ok(None),
-        Some(v) => v.parse().map(Some).map_err(|_| invalid(field)),
-    }
-}
-
-fn required<T: std::str::FromStr>(field: &'static str, s: &Option<String>) -> Result<T, AppError> {
-    num(field, s)?.ok_or_else(|| invalid(field))
 }
 
 /// "J06.9", "J06.9 急性上呼吸道感染" or a name that names one code.

@@ -11,6 +11,7 @@ use poem::{Request, Response, handler};
 use serde::Deserialize;
 use uuid::Uuid;
 
+use super::form::{invalid, num};
 use super::{Locale, Page, error_page, render, see_other, signed_in};
 use crate::followups::domain::{Category, Classification, Measures};
 use crate::followups::service::{self as followups, VisitInput, WorklistQuery};
@@ -201,18 +202,6 @@ pub struct FollowupForm {
     notes: Option<String>,
 }
 
-fn invalid(field: &'static str) -> AppError {
-    AppError::unprocessable("field_invalid", format!("{field} is not valid"))
-        .with_details(serde_json::json!({ "field": field }))
-}
-
-fn opt<T: std::str::FromStr>(field: &'static str, s: &Option<String>) -> Result<Option<T>, AppError> {
-    match s.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-        None => Ok(None),
-        Some(v) => v.parse().map(Some).map_err(|_| invalid(field)),
-    }
-}
-
 #[handler]
 pub async fn record(req: &Request, state: Data<&AppState>, id: Path<String>, form: Form<FollowupForm>) -> Response {
     let p = signed_in!(req, &state);
@@ -224,13 +213,13 @@ pub async fn record(req: &Request, state: Data<&AppState>, id: Path<String>, for
     let f = form.0;
     let done = async {
         p.check_csrf(&f.csrf)?;
-        let visit_on: NaiveDate = opt("visit_on", &f.visit_on)?.unwrap_or_else(followups::today);
+        let visit_on: NaiveDate = num("visit_on", &f.visit_on)?.unwrap_or_else(followups::today);
         let input = VisitInput {
             visit_on,
             measures: Measures {
-                systolic: opt("systolic", &f.systolic)?,
-                diastolic: opt("diastolic", &f.diastolic)?,
-                glucose: opt("glucose", &f.glucose)?,
+                systolic: num("systolic", &f.systolic)?,
+                diastolic: num("diastolic", &f.diastolic)?,
+                glucose: num("glucose", &f.glucose)?,
             },
             symptoms: f
                 .symptoms
@@ -242,9 +231,9 @@ pub async fn record(req: &Request, state: Data<&AppState>, id: Path<String>, for
                 .map(str::to_owned)
                 .collect(),
             adherence: f.adherence.clone().filter(|a| !a.is_empty()).unwrap_or_else(|| "regular".into()),
-            smoking_per_day: opt("smoking_per_day", &f.smoking_per_day)?,
+            smoking_per_day: num("smoking_per_day", &f.smoking_per_day)?,
             salt: f.salt.clone().filter(|s| !s.is_empty()),
-            exercise_minutes_per_week: opt("exercise_minutes_per_week", &f.exercise_minutes_per_week)?,
+            exercise_minutes_per_week: num("exercise_minutes_per_week", &f.exercise_minutes_per_week)?,
             classification: match f.classification.as_deref().filter(|c| !c.is_empty()) {
                 None => None,
                 Some(c) => Some(Classification::parse(c).ok_or_else(|| invalid("classification"))?),

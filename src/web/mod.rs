@@ -6,6 +6,7 @@ pub mod bureau;
 pub mod charts;
 pub mod clinic;
 pub mod followups;
+mod form;
 pub mod i18n;
 pub mod referrals;
 mod session;
