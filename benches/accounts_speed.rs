@@ -1,13 +1,14 @@
 //! Consolidated accounts: how fast the ledger consumer posts events, and how long the consolidated
 //! statement (with eliminations) takes over a million journal lines.
 //!
-//! `cargo bench --bench accounts_speed -- --backend postgres|sqlite [--events N] [--workers W] [--lines L]`
+//! `cargo bench --bench accounts_speed -- --backend postgres|sqlite [--events N] [--workers W] [--entries E | --lines L]`
 //!
 //! 1. Posting: N synthetic billing and pharmacy events (charges, payments, refunds, dispensing,
 //!    transfers between members) go through the real consumer path (`consumers::apply` with the
 //!    `ledger` handler: idempotency row, chart, entries and lines in one transaction) from W
 //!    concurrent workers, then once more to show a second delivery posts nothing.
-//! 2. Statements: L journal lines (the same posting rules applied to generated events, spread over
+//! 2. Statements: journal entries (default 1,000,000; or L lines with `--lines`) made by the same
+//!    posting rules from generated events, spread over
 //!    the twelve months of 2025 and bulk-inserted) are added, and the consolidated statement, a
 //!    trial balance and the income statements are fetched over HTTP as the finance officer.
 //!
@@ -115,7 +116,9 @@ async fn main() -> anyhow::Result<()> {
     let backend: String = arg("--backend", "sqlite".to_string());
     let events: usize = arg("--events", 20_000);
     let workers: usize = arg("--workers", 4);
-    let target_lines: usize = arg("--lines", 1_000_000);
+    // The journal's size for the statements: E entries (the default, a million), or L lines.
+    let target_lines: usize = arg("--lines", usize::MAX);
+    let target_entries: usize = arg("--entries", if target_lines == usize::MAX { 1_000_000 } else { usize::MAX });
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
     std::fs::create_dir_all(&dir)?;
     let mut env: Vec<(&str, String)> = vec![
@@ -212,14 +215,16 @@ async fn main() -> anyhow::Result<()> {
     // 2. A year of lines, bulk-loaded, then the statements.
     let t = Instant::now();
     let mut loaded = lines_posted as usize;
+    let mut loaded_entries = entries_posted as usize;
     let (mut entries, mut lines) = (Vec::new(), Vec::new());
-    while loaded < target_lines {
+    while loaded < target_lines && loaded_entries < target_entries {
         let month = rng.random_range(1..=12);
         let at = Utc.with_ymd_and_hms(2025, month, rng.random_range(1..=28), 3, 0, 0).single().expect("a date");
         let period = format!("2025-{month:02}");
         let e = event(&mut rng, tenant, &members, at);
         for d in post(&chart, &e)? {
             let entry = Uuid::now_v7();
+            loaded_entries += 1;
             entries.push(journal_entry::ActiveModel {
                 tenant_id: Set(tenant),
                 id: Set(entry),
@@ -252,12 +257,14 @@ async fn main() -> anyhow::Result<()> {
                 });
             }
         }
-        if lines.len() >= 2000 || loaded >= target_lines {
+        if lines.len() >= 2000 || loaded >= target_lines || loaded_entries >= target_entries {
             let txn = sea_orm::TransactionTrait::begin(&owner).await?;
             if !entries.is_empty() {
                 journal_entry::Entity::insert_many(std::mem::take(&mut entries)).exec(&txn).await?;
             }
-            journal_line::Entity::insert_many(std::mem::take(&mut lines)).exec(&txn).await?;
+            if !lines.is_empty() {
+                journal_line::Entity::insert_many(std::mem::take(&mut lines)).exec(&txn).await?;
+            }
             txn.commit().await?;
         }
     }

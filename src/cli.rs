@@ -312,8 +312,15 @@ async fn accounts(config: Config, command: AccountsCommand) -> anyhow::Result<Ex
             if diffs.is_empty() {
                 println!("ledger of tenant {code} equals its rebuild from the events");
             } else {
-                for (i, account, stored, rebuilt) in &diffs {
-                    println!("{} {account}: stored {stored} fen, rebuilt {rebuilt} fen", name(*i));
+                for d in &diffs {
+                    println!(
+                        "{} {} {}: stored {} fen, rebuilt {} fen",
+                        name(d.institution),
+                        d.period,
+                        d.account,
+                        d.stored_fen,
+                        d.rebuilt_fen
+                    );
                 }
                 return Ok(ExitCode::FAILURE);
             }

@@ -21,6 +21,7 @@ mod m20261128_000012_accounts_tables;
 mod m20261128_000013_followups_tables;
 mod m20261128_000014_statistics_tables;
 mod m20261128_000015_statistics_indexes;
+mod m20261128_000016_accounts_guards;
 
 pub struct Migrator;
 
@@ -43,6 +44,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000013_followups_tables::Migration),
             Box::new(m20261128_000014_statistics_tables::Migration),
             Box::new(m20261128_000015_statistics_indexes::Migration),
+            Box::new(m20261128_000016_accounts_guards::Migration),
         ]
     }
 }

@@ -199,6 +199,12 @@ pub struct PatientLineDto {
 #[derive(Object, Debug)]
 pub struct PatientStatementDto {
     pub person_id: Uuid,
+    /// First period of the lines (YYYY-MM); absent for every period
+    pub from: Option<String>,
+    /// Last period of the lines (YYYY-MM); absent for every period
+    pub to: Option<String>,
+    /// What the patient owed before `from` (charged less paid)
+    pub opening_balance_fen: i64,
     pub lines: Vec<PatientLineDto>,
     pub charged_fen: i64,
     pub insurance_fen: i64,
@@ -211,6 +217,9 @@ impl From<PatientStatement> for PatientStatementDto {
     fn from(s: PatientStatement) -> Self {
         Self {
             person_id: s.person,
+            from: s.from,
+            to: s.to,
+            opening_balance_fen: s.opening_balance_fen,
             lines: s
                 .lines
                 .into_iter()
@@ -497,15 +506,20 @@ impl AccountsApi {
         Ok(IncomeResponse::Ok(Json(list.into_iter().map(Into::into).collect())))
     }
 
-    /// A patient's account across every institution of the community (audited)
+    /// A patient's account across every institution of the community (audited): every period,
+    /// or the periods `from`..`to` (YYYY-MM) with the balance owed before them
     #[oai(path = "/patients/:id/statement", method = "get", operation_id = "accounts_patient_statement")]
     async fn patient(
         &self,
         state: Data<&AppState>,
         auth: Auth,
         id: Path<Uuid>,
+        from: Query<Option<String>>,
+        to: Query<Option<String>>,
     ) -> Result<PatientStatementResponse, AppError> {
-        Ok(PatientStatementResponse::Ok(Json(service::patient_statement(&state, &auth.0, id.0).await?.into())))
+        let range = (from.0.is_some() || to.0.is_some()).then(|| range(from.0, to.0));
+        let range = range.as_ref().map(|(f, t)| (f.as_str(), t.as_str()));
+        Ok(PatientStatementResponse::Ok(Json(service::patient_statement(&state, &auth.0, id.0, range).await?.into())))
     }
 
     /// Billing against the ledger for one day (China Standard Time, default today), per

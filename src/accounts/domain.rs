@@ -15,8 +15,6 @@
 //!
 //! Money is integer fen; every entry's debits equal its credits.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, FixedOffset, Utc};
 use serde::Deserialize;
 use uuid::Uuid;
@@ -440,21 +438,9 @@ pub fn valid_period(p: &str) -> bool {
         && p[5..].parse::<u32>().is_ok_and(|m| (1..=12).contains(&m))
 }
 
-/// Debits minus credits per (institution, account) over many drafts: the trial balance.
-pub fn balances<'a>(drafts: impl IntoIterator<Item = &'a Draft>) -> HashMap<(Uuid, String), i64> {
-    let mut out: HashMap<(Uuid, String), i64> = HashMap::new();
-    for d in drafts {
-        for l in &d.lines {
-            *out.entry((d.institution, l.account.clone())).or_default() += l.debit - l.credit;
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
     use serde_json::json;
 
     fn env(event_type: &str, payload: serde_json::Value) -> Envelope {
@@ -467,77 +453,6 @@ mod tests {
             actor: None,
             aggregate: Uuid::nil(),
             payload,
-        }
-    }
-
-    fn institutions() -> [Uuid; 3] {
-        [Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3)]
-    }
-
-    /// Any business event the ledger follows, with amounts as billing would produce them.
-    fn event() -> impl Strategy<Value = Envelope> {
-        let inst = prop::sample::select(institutions().to_vec());
-        let method = prop::sample::select(vec!["cash", "card", "mobile"]);
-        prop_oneof![
-            (inst.clone(), prop::collection::vec((any::<bool>(), 1i64..1_000_000, 0i64..=10_000), 1..6)).prop_map(
-                |(i, lines)| {
-                    let charges: Vec<_> = lines
-                    .into_iter()
-                    .map(|(drug, amount, bp)| {
-                        let ins = share_of(amount, bp);
-                        json!({"charge": Uuid::now_v7(), "kind": if drug {"drug"} else {"fee"}, "amount_fen": amount,
-                               "insurance_fen": ins, "self_pay_fen": amount - ins})
-                    })
-                    .collect();
-                    env("billing.charge_posted", json!({"institution": i, "bill": Uuid::now_v7(), "charges": charges}))
-                }
-            ),
-            (inst.clone(), method.clone(), 1i64..1_000_000).prop_map(|(i, m, a)| env(
-                "billing.payment_received",
-                json!({"institution": i, "payment": Uuid::now_v7(), "amount_fen": a, "method": m})
-            )),
-            (inst.clone(), method, 1i64..1_000_000).prop_map(|(i, m, a)| env(
-                "billing.refund_issued",
-                json!({"institution": i, "refund": Uuid::now_v7(), "amount_fen": a, "method": m})
-            )),
-            (inst.clone(), 0i64..1_000_000)
-                .prop_map(|(i, v)| env("pharmacy.dispensed", json!({"institution": i, "value_fen": v}))),
-            (inst.clone(), inst, 1i64..10_000_000).prop_filter("two institutions", |(a, b, _)| a != b).prop_map(
-                |(a, b, v)| env(
-                    "pharmacy.transferred",
-                    json!({"from_institution": a, "to_institution": b, "value_fen": v, "transfer": Uuid::now_v7()})
-                )
-            ),
-        ]
-    }
-
-    proptest! {
-        /// Any sequence of charges, payments, refunds, dispensing and transfers keeps every entry
-        /// balanced, the trial balance at zero, and the internal balances eliminating exactly.
-        #[test]
-        fn every_entry_balances_and_the_trial_balance_is_zero(
-            events in prop::collection::vec(event(), 1..60),
-            shares in prop::collection::vec((0usize..3, 0usize..3, 0i64..1_000_000), 0..5),
-        ) {
-            let chart = Chart::default();
-            let mut drafts = Vec::new();
-            for e in &events {
-                drafts.extend(post(&chart, e).unwrap());
-            }
-            let inst = institutions();
-            for (a, b, amount) in shares {
-                if a != b {
-                    drafts.extend(fee_share(&chart, inst[a], inst[b], Uuid::now_v7(), None, share_of(amount, 1000)));
-                }
-            }
-            for d in &drafts {
-                prop_assert!(d.balanced(), "{:?}", d);
-            }
-            let tb = balances(&drafts);
-            prop_assert_eq!(tb.values().sum::<i64>(), 0);
-            let internal = |role: Role| tb.iter().filter(|((_, code), _)| code == chart.code(role)).map(|(_, v)| v).sum::<i64>();
-            prop_assert_eq!(internal(Role::InternalReceivable) + internal(Role::InternalPayable), 0);
-            prop_assert_eq!(internal(Role::InternalRevenue) + internal(Role::InternalExpense), 0);
         }
     }
 

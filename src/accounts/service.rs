@@ -10,7 +10,7 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrde
 use uuid::Uuid;
 
 use super::domain::{
-    Account, Chart, Draft, Kind, Role, balances, fee_share, next_period, period_of, post, share_of, valid_period,
+    Account, Chart, Draft, Kind, Role, fee_share, next_period, period_of, post, share_of, valid_period,
 };
 use super::entity::{journal_entry, journal_line, ledger_account, ledger_period};
 use crate::audit::Purpose;
@@ -76,6 +76,14 @@ pub async fn apply_chart(tx: &Tx, chart: &Chart, report: &mut ApplyReport) -> Ap
             }
             Some(_) => report.unchanged += 1,
         }
+    }
+    // An account dropped from the file keeps its past lines but no longer takes postings: its
+    // role passes to the account the file now names (a renumbered chart never has two).
+    let kept: HashSet<&str> = chart.accounts.iter().map(|a| a.code.as_str()).collect();
+    for old in existing.values().filter(|a| !kept.contains(a.code.as_str()) && a.role.is_some()) {
+        let row = ledger_account::Model { role: None, ..old.clone() };
+        ledger_account::ActiveModel::from(row).reset_all().update(&**tx).await?;
+        report.updated.push(format!("account {} (retired: no longer in the file)", old.code));
     }
     Ok(())
 }
@@ -166,19 +174,19 @@ pub fn referral_terms(e: &Envelope) -> Option<(Uuid, Uuid, Uuid, DateTime<Utc>)>
     Some((id("to_institution")?, id("from_institution")?, id("person")?, since.with_timezone(&Utc)))
 }
 
-/// The entries one event makes, given the tenant's chart and fee share.
-async fn drafts_for(tx: &Tx, chart: &Chart, event: &Envelope) -> AppResult<Vec<Draft>> {
+/// The entries one event makes, given the tenant's chart and fee share (basis points): the one
+/// rule the ledger posts by and a replay rebuilds by. Fee sharing shares the receiver's revenue
+/// from the referred person's first visit, which the `referrals.completed` event carries.
+pub fn drafts_of(chart: &Chart, share_bp: i64, event: &Envelope) -> AppResult<Vec<Draft>> {
     if event.event_type != "referrals.completed" {
         return post(chart, event).map_err(|e| AppError::internal(anyhow::anyhow!(e)));
     }
-    let Some((receiver, referrer, person, since)) = referral_terms(event) else { return Ok(Vec::new()) };
-    let tenant = crate::tenancy::service::get_tenant(&**tx, tx.tenant()).await?;
-    let bp = fee_share_bp(&tenant.settings);
-    if bp == 0 {
+    let Some((receiver, referrer, person, _)) = referral_terms(event) else { return Ok(Vec::new()) };
+    let revenue = event.payload["first_visit_revenue_fen"].as_i64().unwrap_or(0);
+    if share_bp == 0 || revenue == 0 {
         return Ok(Vec::new());
     }
-    let revenue = crate::billing::service::first_bill_revenue(tx, receiver, person, since, event.occurred_at).await?;
-    Ok(fee_share(chart, receiver, referrer, event.aggregate, Some(person), share_of(revenue, bp)))
+    Ok(fee_share(chart, receiver, referrer, event.aggregate, Some(person), share_of(revenue, share_bp)))
 }
 
 /// The `ledger` consumer: billing, pharmacy and referral events become journal entries. An
@@ -206,7 +214,8 @@ impl Handler for Ledger {
             return Ok(());
         }
         let chart = chart(tx).await?;
-        let drafts = drafts_for(tx, &chart, event).await?;
+        let tenant = crate::tenancy::service::get_tenant(&**tx, tx.tenant()).await?;
+        let drafts = drafts_of(&chart, fee_share_bp(&tenant.settings), event)?;
         write(tx, event, drafts).await
     }
 }
@@ -390,13 +399,34 @@ pub fn consolidate(chart: &Chart, lines: &[LineSum], from: &str, to: &str) -> Co
             _ => {}
         }
     }
+    // Each pair eliminates what both sides record: the smaller of one's receivable from the
+    // other and the other's payable to it (and likewise revenue against expense). What only
+    // one side records stays in the consolidated figures, and is reported as unmatched.
+    let mut elim_by_role: HashMap<Role, i64> = HashMap::new();
     let mut unmatched = 0;
-    for ((a, b), p) in &pairs {
-        if a < b {
-            let other = pairs.get(&(*b, *a));
-            let (r, pay) = other.map(|o| (o.receivable_fen, o.payable_fen)).unwrap_or((0, 0));
-            unmatched += (p.receivable_fen + pay).abs() + (p.payable_fen + r).abs();
-        }
+    let none = InternalPair {
+        institution: Uuid::nil(),
+        counterparty: Uuid::nil(),
+        receivable_fen: 0,
+        payable_fen: 0,
+        revenue_fen: 0,
+        expense_fen: 0,
+    };
+    // Both directions of every pair, including one only the other side recorded.
+    let keys: std::collections::BTreeSet<(Uuid, Uuid)> = pairs.keys().flat_map(|&(a, b)| [(a, b), (b, a)]).collect();
+    for (a, b) in keys {
+        let p = pairs.get(&(a, b)).unwrap_or(&none);
+        let other = pairs.get(&(b, a)).unwrap_or(&none);
+        // Receivable (a debit, positive) against the other's payable (a credit, negative).
+        let owed = p.receivable_fen.max(0).min((-other.payable_fen).max(0));
+        *elim_by_role.entry(Role::InternalReceivable).or_default() -= owed;
+        *elim_by_role.entry(Role::InternalPayable).or_default() += owed;
+        unmatched += (p.receivable_fen - owed).abs() + (other.payable_fen + owed).abs();
+        // Revenue (a credit, negative) against the other's expense (a debit, positive).
+        let earned = (-p.revenue_fen).max(0).min(other.expense_fen.max(0));
+        *elim_by_role.entry(Role::InternalRevenue).or_default() += earned;
+        *elim_by_role.entry(Role::InternalExpense).or_default() -= earned;
+        unmatched += (p.revenue_fen + earned).abs() + (other.expense_fen - earned).abs();
     }
     let mut out = Vec::new();
     let (mut revenue, mut expense) = (0, 0);
@@ -404,7 +434,10 @@ pub fn consolidate(chart: &Chart, lines: &[LineSum], from: &str, to: &str) -> Co
         let a = chart.account(&code);
         let kind = a.map(|a| a.kind).unwrap_or(Kind::Asset);
         let g = d - c;
-        let elim = if internal_codes.contains(code.as_str()) { -g } else { 0 };
+        let elim = match a.filter(|a| internal_codes.contains(a.code.as_str())).and_then(|a| a.role) {
+            Some(role) => elim_by_role.get(&role).copied().unwrap_or(0),
+            None => 0,
+        };
         let cons = g + elim;
         match kind {
             Kind::Revenue => revenue -= cons,
@@ -497,6 +530,11 @@ pub struct PatientLine {
 #[derive(Debug, Clone)]
 pub struct PatientStatement {
     pub person: Uuid,
+    /// The period range (`YYYY-MM`, inclusive) of the lines; None for every period.
+    pub from: Option<String>,
+    pub to: Option<String>,
+    /// What the patient owed before `from` (charged less paid).
+    pub opening_balance_fen: i64,
     pub lines: Vec<PatientLine>,
     pub charged_fen: i64,
     pub insurance_fen: i64,
@@ -505,9 +543,18 @@ pub struct PatientStatement {
     pub balance_fen: i64,
 }
 
-/// A patient's account across every institution of the community.
-pub async fn patient_statement(state: &AppState, ctx: &RequestCtx, person: Uuid) -> AppResult<PatientStatement> {
+/// A patient's account across every institution of the community, over a period range (every
+/// period when None), with what was owed before it.
+pub async fn patient_statement(
+    state: &AppState,
+    ctx: &RequestCtx,
+    person: Uuid,
+    range: Option<(&str, &str)>,
+) -> AppResult<PatientStatement> {
     ctx.require(Perm::AccountsRead)?;
+    if let Some((from, to)) = range {
+        check_range(from, to)?;
+    }
     let mut tx = state.db.begin(ctx).await?;
     crate::patients::service::find_person_any(&tx, person).await?;
     let persons = crate::patients::service::person_and_merged(&tx, person).await?;
@@ -532,7 +579,11 @@ pub async fn patient_statement(state: &AppState, ctx: &RequestCtx, person: Uuid)
     let cash: HashSet<String> = [Role::Cash, Role::Bank].iter().map(|r| chart.code(*r).to_string()).collect();
     let refunds = chart.code(Role::Refunds).to_string();
     let mut out = Vec::new();
+    let mut opening = 0;
     for e in entries {
+        if range.is_some_and(|(_, to)| e.period.as_str() > to) {
+            continue;
+        }
         let mine: Vec<&journal_line::Model> = lines.iter().filter(|l| l.entry_id == e.id).collect();
         let sum = |f: &dyn Fn(&journal_line::Model) -> bool| {
             mine.iter().filter(|l| f(l)).map(|l| l.debit_fen - l.credit_fen).sum::<i64>()
@@ -545,6 +596,10 @@ pub async fn patient_statement(state: &AppState, ctx: &RequestCtx, person: Uuid)
             _ => (0, 0),
         };
         let paid_fen = sum(&|l| cash.contains(&l.account_code));
+        if range.is_some_and(|(from, _)| e.period.as_str() < from) {
+            opening += patient_fen - paid_fen;
+            continue;
+        }
         out.push(PatientLine {
             occurred_at: e.occurred_at,
             institution_name: names.get(&e.institution_id).cloned().unwrap_or_default(),
@@ -564,10 +619,13 @@ pub async fn patient_statement(state: &AppState, ctx: &RequestCtx, person: Uuid)
     let paid: i64 = out.iter().map(|l| l.paid_fen).sum();
     Ok(PatientStatement {
         person,
+        from: range.map(|r| r.0.to_string()),
+        to: range.map(|r| r.1.to_string()),
+        opening_balance_fen: opening,
         charged_fen: charged,
         insurance_fen: ins,
         paid_fen: paid,
-        balance_fen: charged - paid,
+        balance_fen: opening + charged - paid,
         lines: out,
     })
 }
@@ -769,64 +827,75 @@ pub async fn close_period(state: &AppState, ctx: &RequestCtx, period: &str) -> A
     Ok(saved)
 }
 
-/// Stored balances against a rebuild from the events: per (institution, account), over all
-/// periods. Returns the pairs that differ (empty when the ledger is exactly its events).
-pub async fn verify_replay(db: &Db, tenant: Uuid) -> AppResult<Vec<(Uuid, String, i64, i64)>> {
+/// A balance that differs between the stored ledger and its rebuild from the events.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ReplayDiff {
+    pub institution: Uuid,
+    /// The period the events belong to (`YYYY-MM`): a late entry counts in its own period here.
+    pub period: String,
+    pub account: String,
+    pub stored_fen: i64,
+    pub rebuilt_fen: i64,
+}
+
+#[derive(Debug, sea_orm::FromQueryResult)]
+struct StoredBalance {
+    institution_id: Uuid,
+    period: String,
+    account_code: String,
+    balance: i64,
+}
+
+/// Rebuilds the ledger from every published event it follows, in publication order, with the
+/// rule the `ledger` consumer posts by ([`drafts_of`]), and compares the balances per
+/// (institution, period of the event, account) with the stored journal. Returns what differs
+/// (empty when the ledger is exactly its events).
+pub async fn verify_replay(db: &Db, tenant: Uuid) -> AppResult<Vec<ReplayDiff>> {
     let scope = SystemScope { tenant };
     let tx = db.begin(&scope).await?;
     let chart = chart(&tx).await?;
-    let settings = crate::tenancy::service::get_tenant(&*tx, tenant).await?.settings;
-    let bp = fee_share_bp(&settings);
-    let stored = {
-        let mut m: HashMap<(Uuid, String), i64> = HashMap::new();
-        for l in sums_in(&tx, "0000-01", "9999-12", None).await? {
-            *m.entry((l.institution_id, l.account_code)).or_default() += l.debit_fen - l.credit_fen;
-        }
-        m
-    };
+    let bp = fee_share_bp(&crate::tenancy::service::get_tenant(&*tx, tenant).await?.settings);
+    let stored: Vec<StoredBalance> = crate::platform::db::query_all(
+        &tx,
+        "SELECT l.institution_id, COALESCE(e.late_from_period, l.period) AS period, l.account_code,
+                CAST(SUM(l.debit_fen - l.credit_fen) AS BIGINT) AS balance
+           FROM journal_lines l
+           JOIN journal_entries e ON e.tenant_id = l.tenant_id AND e.id = l.entry_id
+          WHERE l.tenant_id = ?
+          GROUP BY l.institution_id, COALESCE(e.late_from_period, l.period), l.account_code",
+        vec![tenant.into()],
+    )
+    .await?;
     let events = crate::platform::events::published(
         &tx,
         &["billing.", "pharmacy.dispensed", "pharmacy.transferred", "referrals.completed"],
     )
     .await?;
     tx.rollback().await?;
-    // Replay in publication order, keeping the charges fee sharing looks back at:
-    // (institution, person, bill, occurred_at, amount).
-    let mut drafts: Vec<Draft> = Vec::new();
-    let mut charges: Vec<(Uuid, Uuid, Uuid, DateTime<Utc>, i64)> = Vec::new();
+    type Key = (Uuid, String, String);
+    let stored: HashMap<Key, i64> =
+        stored.into_iter().map(|s| ((s.institution_id, s.period, s.account_code), s.balance)).collect();
+    let mut rebuilt: HashMap<Key, i64> = HashMap::new();
     for e in &events {
-        if e.event_type == "referrals.completed" {
-            let Some((receiver, referrer, person, since)) = referral_terms(e) else { continue };
-            if bp == 0 {
-                continue;
+        let period = period_of(e.occurred_at);
+        for d in drafts_of(&chart, bp, e)? {
+            for l in &d.lines {
+                *rebuilt.entry((d.institution, period.clone(), l.account.clone())).or_default() += l.debit - l.credit;
             }
-            let first_bill = charges
-                .iter()
-                .filter(|(i, p, _, at, _)| *i == receiver && *p == person && *at >= since)
-                .min_by_key(|c| c.3)
-                .map(|c| c.2);
-            let revenue: i64 =
-                charges.iter().filter(|c| Some(c.2) == first_bill && c.3 <= e.occurred_at).map(|c| c.4).sum();
-            drafts.extend(fee_share(&chart, receiver, referrer, e.aggregate, Some(person), share_of(revenue, bp)));
-            continue;
         }
-        let posted = post(&chart, e).map_err(|err| AppError::internal(anyhow::anyhow!(err)))?;
-        if e.event_type == "billing.charge_posted"
-            && let (Some(d), Ok(bill)) = (posted.first(), serde_json::from_value::<Uuid>(e.payload["bill"].clone()))
-            && let Some(person) = d.person
-        {
-            let amount: i64 = d.lines.iter().map(|l| l.credit).sum();
-            charges.push((d.institution, person, bill, e.occurred_at, amount));
-        }
-        drafts.extend(posted);
     }
-    let rebuilt = balances(&drafts);
-    let keys: HashSet<&(Uuid, String)> = stored.keys().chain(rebuilt.keys()).collect();
-    let mut diffs: Vec<(Uuid, String, i64, i64)> = keys
+    let keys: HashSet<&Key> = stored.keys().chain(rebuilt.keys()).collect();
+    let mut diffs: Vec<ReplayDiff> = keys
         .into_iter()
         .filter_map(|k| {
             let (s, r) = (stored.get(k).copied().unwrap_or(0), rebuilt.get(k).copied().unwrap_or(0));
-            (s != r).then(|| (k.0, k.1.clone(), s, r))
+            (s != r).then(|| ReplayDiff {
+                institution: k.0,
+                period: k.1.clone(),
+                account: k.2.clone(),
+                stored_fen: s,
+                rebuilt_fen: r,
+            })
         })
         .collect();
     diffs.sort();

@@ -108,6 +108,20 @@ pub async fn is_draft(tx: &Tx, id: Uuid) -> AppResult<bool> {
         .is_some_and(|r| r.status == Status::Draft.as_str()))
 }
 
+/// Brings a draft up to date with a later finding: its reason becomes the finding's, and it
+/// becomes urgent when the finding is (never the other way: a danger value stays urgent).
+pub async fn refresh_draft(tx: &Tx, id: Uuid, reason: String, urgent: bool) -> AppResult<()> {
+    check_text("reason", &reason, 1000)?;
+    let Some(r) = referral::Entity::find_by_id((tx.tenant(), id)).one(&**tx).await? else { return Ok(()) };
+    let urgency = if urgent { "urgent".to_string() } else { r.urgency.clone() };
+    let mut am = r.into_active_model();
+    am.reason = Set(reason);
+    am.urgency = Set(urgency);
+    am.updated_at = Set(chrono::Utc::now());
+    am.update(&**tx).await?;
+    Ok(())
+}
+
 /// Creates a referral in the caller's transaction.
 pub async fn create_in(tx: &mut Tx, ctx: &RequestCtx, input: CreateInput) -> AppResult<referral::Model> {
     check_text("reason", &input.reason, 1000)?;
@@ -311,11 +325,21 @@ async fn emit(
     previous: Option<&str>,
     actor: Option<Uuid>,
 ) -> AppResult<()> {
+    // What the receiver earned from the referred person's first visit, as at completion: the
+    // base of referral fee sharing, carried by the event so that the ledger posts it (and a
+    // replay recomputes it) from the event alone.
+    let first_visit_revenue_fen = match (event, r.direction.as_str(), r.to_institution, r.decided_at) {
+        ("referrals.completed", "up", Some(receiver), Some(since)) => Some(
+            crate::billing::service::first_bill_revenue(tx, receiver, r.person_id, since, chrono::Utc::now()).await?,
+        ),
+        _ => None,
+    };
     tx.emit(
         actor,
         event,
         r.id,
         json!({
+            "first_visit_revenue_fen": first_visit_revenue_fen,
             "referral": r.id, "person": r.person_id, "direction": r.direction, "urgency": r.urgency,
             "from_institution": r.from_institution, "to_institution": r.to_institution,
             "external": r.external_hospital.is_some(), "parent": r.parent_id,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{Datelike, Utc};
 use cloudhis::accounts::entity::journal_line;
-use cloudhis::accounts::service::Ledger;
+use cloudhis::accounts::service::{Ledger, ReplayDiff};
 use cloudhis::platform::SystemScope;
 use cloudhis::platform::consumers::Handler;
 use cloudhis::platform::events::{Envelope, outbox};
@@ -36,7 +36,12 @@ pub const EXAMPLE_ENTRIES: i64 = 10;
 /// docs/accounts.md, "Worked example": two visits, an up referral with 10% fee sharing, a drug
 /// transfer from the county pharmacy to the village clinic, and a refund.
 pub async fn worked_example(app: &TestApp) -> Example {
-    let village_doc = app.login("village.doctor").await;
+    worked_example_in(app, "demo-county").await
+}
+
+/// The worked example in the community `tenant` (a copy of the demo file).
+pub async fn worked_example_in(app: &TestApp, tenant: &str) -> Example {
+    let village_doc = app.login_in(tenant, "village.doctor").await;
     let ids = app.institutions(&village_doc).await;
     let (village, county) = (ids["v-dongguan"], ids["county-hospital"]);
 
@@ -54,12 +59,12 @@ pub async fn worked_example(app: &TestApp) -> Example {
         .await;
     assert_eq!(up.status, 201, "{}", up.text);
     let referral = up.body["id"].as_str().unwrap().to_string();
-    let coordinator = app.login("coordinator").await;
+    let coordinator = app.login_in(tenant, "coordinator").await;
     for step in ["accept", "arrive"] {
         let r = app.post(&format!("/api/v1/referrals/{referral}/{step}"), &coordinator.token, json!({})).await;
         assert_eq!(r.status, 200, "{step}: {}", r.text);
     }
-    let county_doc = app.login("county.doctor").await;
+    let county_doc = app.login_in(tenant, "county.doctor").await;
     let reg = app
         .post(
             "/api/v1/patients",
@@ -88,7 +93,7 @@ pub async fn worked_example(app: &TestApp) -> Example {
     assert_eq!(bill.status, 200, "{}", bill.text);
     // registration 100 (C, self-paid) + specialist consultation 2500 (B, 55% at the county).
     assert_eq!((bill.body["total_fen"].as_i64(), bill.body["insurance_fen"].as_i64()), (Some(2600), Some(1375)));
-    let cashier = app.login("county.cashier").await;
+    let cashier = app.login_in(tenant, "county.cashier").await;
     let pay = app
         .post(
             &format!("/api/v1/bills/{}/payments", bill.body["id"].as_str().unwrap()),
@@ -103,7 +108,7 @@ pub async fn worked_example(app: &TestApp) -> Example {
     assert_eq!(done.status, 200, "{}", done.text);
 
     // 3. The county pharmacy supplies the village clinic: 100 amlodipine at 35 fen.
-    let pharmacist = app.login("county.pharmacist").await;
+    let pharmacist = app.login_in(tenant, "county.pharmacist").await;
     let t = app
         .post(
             "/api/v1/pharmacy/transfers",
@@ -339,22 +344,103 @@ async fn all_balances(app: &TestApp) -> BTreeMap<(Uuid, String), i64> {
     out
 }
 
-/// A journal line written straight into the database, past the application.
-fn stray_line(tenant: Uuid, institution: Uuid, period: &str, debit: i64) -> journal_line::ActiveModel {
-    let id = Uuid::now_v7();
-    journal_line::ActiveModel {
+/// A balanced journal entry written straight into the database, past the application: `fen`
+/// debited to `debit` and credited to `credit`, optionally against a member institution.
+#[allow(clippy::too_many_arguments)]
+async fn stray_entry(
+    app: &TestApp,
+    tenant: Uuid,
+    institution: Uuid,
+    counterparty: Option<Uuid>,
+    period: &str,
+    debit: &str,
+    credit: &str,
+    fen: i64,
+) -> Result<(), sea_orm::DbErr> {
+    use cloudhis::accounts::entity::journal_entry;
+    use sea_orm::TransactionTrait;
+    let owner = app.owner_connection().await;
+    let tx = owner.begin().await?;
+    let entry = Uuid::now_v7();
+    journal_entry::ActiveModel {
         tenant_id: Set(tenant),
-        id: Set(id),
-        entry_id: Set(id),
+        id: Set(entry),
         institution_id: Set(institution),
         period: Set(period.into()),
-        account_code: Set("1001".into()),
-        debit_fen: Set(debit),
-        credit_fen: Set(0),
-        counterparty_id: Set(None),
-        person_id: Set(None),
+        event_id: Set(Uuid::now_v7()),
+        event_type: Set("manual.adjustment".into()),
         source_id: Set(None),
+        person_id: Set(None),
+        counterparty_id: Set(counterparty),
+        description: Set("stray".into()),
+        occurred_at: Set(Utc::now()),
+        posted_at: Set(Utc::now()),
+        late_from_period: Set(None),
     }
+    .insert(&tx)
+    .await?;
+    for (account, d, c) in [(debit, fen, 0), (credit, 0, fen)] {
+        journal_line::ActiveModel {
+            tenant_id: Set(tenant),
+            id: Set(Uuid::now_v7()),
+            entry_id: Set(entry),
+            institution_id: Set(institution),
+            period: Set(period.into()),
+            account_code: Set(account.into()),
+            debit_fen: Set(d),
+            credit_fen: Set(c),
+            counterparty_id: Set(counterparty),
+            person_id: Set(None),
+            source_id: Set(None),
+        }
+        .insert(&tx)
+        .await?;
+    }
+    tx.commit().await
+}
+
+/// An event written into the outbox past the application, as a producer would: unpublished
+/// (the relay delivers it to the consumers) or already published (the relay passes it by, so
+/// no consumer ever sees it: a lost delivery).
+async fn inject(
+    app: &TestApp,
+    tenant: Uuid,
+    event_type: &str,
+    at: chrono::DateTime<Utc>,
+    payload: Value,
+    published: bool,
+) -> Uuid {
+    let owner = app.owner_connection().await;
+    let backend = owner.get_database_backend();
+    let seq = if backend == sea_orm::DbBackend::Sqlite {
+        let row = owner
+            .query_one_raw(Statement::from_string(backend, "SELECT COALESCE(MAX(seq), 0) + 1 AS n FROM outbox"))
+            .await
+            .unwrap()
+            .unwrap();
+        Set(Some(row.try_get::<i64>("", "n").unwrap()))
+    } else {
+        sea_orm::ActiveValue::NotSet
+    };
+    let id = Uuid::now_v7();
+    outbox::ActiveModel {
+        seq,
+        tenant_id: Set(tenant),
+        id: Set(id),
+        event_type: Set(event_type.into()),
+        version: Set(1),
+        aggregate_id: Set(payload["bill"].as_str().and_then(|b| b.parse().ok()).unwrap_or_else(Uuid::now_v7)),
+        actor_user_id: Set(None),
+        occurred_at: Set(at),
+        payload: Set(payload),
+        published_at: Set(published.then(Utc::now)),
+        attempts: Set(0),
+        last_error: Set(None),
+    }
+    .insert(&owner)
+    .await
+    .unwrap();
+    id
 }
 
 async fn published(app: &TestApp, tenant: Uuid) -> Vec<Envelope> {
@@ -402,16 +488,24 @@ async fn delivering_every_event_twice_changes_nothing_and_a_rebuild_gives_the_sa
     assert!(cloudhis::accounts::service::verify_replay(&app.state.db, ex.tenant).await.unwrap().is_empty());
 
     // A ledger that drifts from its events is caught: an entry the events do not explain.
-    let owner = app.owner_connection().await;
-    stray_line(ex.tenant, ex.village, &cloudhis::accounts::domain::period_of(Utc::now()), 999)
-        .insert(&owner)
-        .await
-        .unwrap();
+    let period = cloudhis::accounts::domain::period_of(Utc::now());
+    stray_entry(&app, ex.tenant, ex.village, None, &period, "1001", "4001", 999).await.unwrap();
     let diffs = cloudhis::accounts::service::verify_replay(&app.state.db, ex.tenant).await.unwrap();
-    assert_eq!(diffs, vec![(ex.village, "1001".to_string(), 999, 0)]);
+    let diff = |account: &str, stored_fen: i64, rebuilt_fen: i64| ReplayDiff {
+        institution: ex.village,
+        period: period.clone(),
+        account: account.into(),
+        stored_fen,
+        rebuilt_fen,
+    };
+    // The village's outpatient revenue is 1,100 fen by its events, 2,099 in the journal.
+    assert_eq!(diffs, vec![diff("1001", 999, 0), diff("4001", -2099, -1100)]);
     let out = app.cli(&["accounts", "verify-replay"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stdout).contains("v-dongguan 1001: stored 999 fen, rebuilt 0 fen"));
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .contains(&format!("v-dongguan {period} 1001: stored 999 fen, rebuilt 0 fen"))
+    );
 }
 
 /// Waits until a consumer's queue on RabbitMQ is empty, then a little longer for what it holds.
@@ -511,9 +605,31 @@ async fn a_closed_month_takes_nothing_new_and_a_late_event_posts_to_the_next_ope
     let app = spawn_app().await;
     app.load_demo().await;
     let finance = app.login("finance").await;
+    let village_doc = app.login("village.doctor").await;
     let village = app.institutions(&finance).await["v-dongguan"];
     let last = previous_month();
     let this = cloudhis::accounts::domain::period_of(Utc::now());
+    let last_month_day = (cloudhis::accounts::domain::china(Utc::now()).with_day(1).unwrap()
+        - chrono::Duration::days(10))
+    .with_timezone(&Utc);
+
+    // A patient visits this month; a charge of theirs from last month arrives before the close.
+    let visit = full_visit(&app, &village_doc, 41).await;
+    let bill = Uuid::now_v7();
+    inject(
+        &app,
+        finance.tenant_id,
+        "billing.charge_posted",
+        last_month_day,
+        json!({"institution": village, "bill": bill, "person": visit.person, "charges": [
+            {"charge": Uuid::now_v7(), "kind": "fee", "amount_fen": 500, "insurance_fen": 200, "self_pay_fen": 300}]}),
+        false,
+    )
+    .await;
+    caught_up(&app, 4).await;
+    let before = app.get(&format!("/api/v1/accounts/trial-balance?from={last}&to={last}"), &finance.token).await;
+    let before = balances(&before.body["rows"], "balance_fen");
+    assert_eq!(before, map(&[("1211", 200), ("1212", 300), ("4001", -500)]));
 
     let r = app.post("/api/v1/accounts/periods/close", &finance.token, json!({"period": last})).await;
     assert_eq!(r.status, 200, "{}", r.text);
@@ -531,54 +647,60 @@ async fn a_closed_month_takes_nothing_new_and_a_late_event_posts_to_the_next_ope
     let periods = app.get("/api/v1/accounts/periods", &finance.token).await;
     assert_eq!(periods.body[0]["period"], last.as_str());
 
-    // An event of the closed month arrives late (a replica that was down, say).
-    let last_month_day =
-        cloudhis::accounts::domain::china(Utc::now()).with_day(1).unwrap() - chrono::Duration::days(10);
-    let owner = app.owner_connection().await;
-    let backend = owner.get_database_backend();
-    let seq = if backend == sea_orm::DbBackend::Sqlite {
-        let row = owner
-            .query_one_raw(Statement::from_string(backend, "SELECT COALESCE(MAX(seq), 0) + 1 AS n FROM outbox"))
-            .await
-            .unwrap()
-            .unwrap();
-        Set(Some(row.try_get::<i64>("", "n").unwrap()))
-    } else {
-        sea_orm::ActiveValue::NotSet
-    };
-    let late = Uuid::now_v7();
-    outbox::ActiveModel {
-        seq,
-        tenant_id: Set(finance.tenant_id),
-        id: Set(late),
-        event_type: Set("pharmacy.dispensed".into()),
-        version: Set(1),
-        aggregate_id: Set(Uuid::now_v7()),
-        actor_user_id: Set(None),
-        occurred_at: Set(last_month_day.with_timezone(&Utc)),
-        payload: Set(json!({"institution": village, "prescription": Uuid::now_v7(), "value_fen": 700})),
-        published_at: Set(None),
-        attempts: Set(0),
-        last_error: Set(None),
-    }
-    .insert(&owner)
-    .await
-    .unwrap();
-    caught_up(&app, 1).await;
+    // A payment of the closed month arrives late (a replica that was down, say).
+    let late = inject(
+        &app,
+        finance.tenant_id,
+        "billing.payment_received",
+        last_month_day,
+        json!({"institution": village, "bill": bill, "payment": Uuid::now_v7(), "person": visit.person,
+               "amount_fen": 300, "method": "cash"}),
+        false,
+    )
+    .await;
+    caught_up(&app, 5).await;
     let entries = app.get("/api/v1/accounts/entries", &finance.token).await;
     assert_eq!(entries.status, 200, "{}", entries.text);
-    let e = &entries.body[0];
-    assert_eq!(e["event_id"], late.to_string());
+    let e = entries.body.as_array().unwrap().iter().find(|e| e["event_id"] == late.to_string()).unwrap();
     assert_eq!((e["period"].as_str(), e["late_from_period"].as_str()), (Some(this.as_str()), Some(last.as_str())));
     let closed = app.get(&format!("/api/v1/accounts/trial-balance?from={last}&to={last}"), &finance.token).await;
-    assert_eq!(closed.body["rows"], json!([]), "the closed month is as it was");
+    assert_eq!(balances(&closed.body["rows"], "balance_fen"), before, "the closed month is as it was");
     let now = app.get(&format!("/api/v1/accounts/trial-balance?institution_id={village}"), &finance.token).await;
-    assert_eq!(balances(&now.body["rows"], "balance_fen"), map(&[("1301", -700), ("5001", 700)]));
+    let now = balances(&now.body["rows"], "balance_fen");
+    // This month: the visit (paid in full by mobile) and the late cash payment of last month's charge.
+    assert_eq!((now.get("1001").copied(), now.get("1212").copied()), (Some(300), Some(-300)), "{now:?}");
+    // A replay counts the late payment in its own month.
+    assert!(cloudhis::accounts::service::verify_replay(&app.state.db, finance.tenant_id).await.unwrap().is_empty());
 
-    // The database itself refuses a row in the closed month, whoever writes it.
-    let refused = stray_line(finance.tenant_id, village, &last, 1).insert(&owner).await;
+    // The patient's statement for any range: last month alone, then this month with what was
+    // owed before it.
+    let ps = |q: String| {
+        let (app, token, person) = (&app, finance.token.clone(), visit.person.clone());
+        async move { app.get(&format!("/api/v1/accounts/patients/{person}/statement?{q}"), &token).await }
+    };
+    let old = ps(format!("from={last}&to={last}")).await;
+    assert_eq!(old.status, 200, "{}", old.text);
+    assert_eq!(
+        (old.body["opening_balance_fen"].as_i64(), old.body["charged_fen"].as_i64(), old.body["balance_fen"].as_i64()),
+        (Some(0), Some(300), Some(300))
+    );
+    assert_eq!(old.body["lines"].as_array().unwrap().len(), 1);
+    let cur = ps(format!("from={this}&to={this}")).await;
+    assert_eq!(cur.body["opening_balance_fen"], 300);
+    assert_eq!(cur.body["balance_fen"], 0, "the late payment settles last month's charge: {}", cur.text);
+    let wrong = ps("from=2026-05&to=2026-04".into()).await;
+    assert_eq!((wrong.status.as_u16(), wrong.code()), (422, "period_invalid"));
+
+    // The database itself refuses a row in the closed month, whoever writes it,
+    let refused = stray_entry(&app, finance.tenant_id, village, None, &last, "1001", "4001", 1).await;
     assert!(refused.is_err(), "a closed period takes no rows");
-    // And journal rows are never changed.
+    // keeps the month closed,
+    let owner = app.owner_connection().await;
+    let backend = owner.get_database_backend();
+    for sql in ["UPDATE ledger_periods SET status = 'open'", "DELETE FROM ledger_periods"] {
+        assert!(owner.execute_raw(Statement::from_string(backend, sql)).await.is_err(), "{sql}");
+    }
+    // and never changes a journal row.
     let changed =
         owner.execute_raw(Statement::from_string(backend, "UPDATE journal_lines SET debit_fen = debit_fen + 1")).await;
     assert!(changed.is_err(), "journal lines are immutable");
@@ -640,4 +762,270 @@ async fn finance_sees_the_books_the_bureau_sees_totals_and_clinicians_see_nothin
         count(&app, "SELECT count(*) FROM audit_log WHERE action = 'accounts.patient_statement'").await == before + 1
     })
     .await;
+}
+
+#[tokio::test]
+async fn reconciliation_names_a_lost_delivery_and_an_entry_billing_never_made() {
+    let app = spawn_app().await;
+    app.load_demo().await;
+    let finance = app.login("finance").await;
+    let doctor = app.login("village.doctor").await;
+    let village = app.institutions(&finance).await["v-dongguan"];
+    let visit = full_visit(&app, &doctor, 42).await;
+    caught_up(&app, 3).await;
+
+    // A payment billing recorded whose event never reached the ledger (published, then lost).
+    let lost_payment = Uuid::now_v7();
+    let owner = app.owner_connection().await;
+    let backend = owner.get_database_backend();
+    let copy = "INSERT INTO payments (tenant_id, id, bill_id, institution_id, method, amount_fen, refunded_fen,
+                                      receipt_no, paid_at, cashier_id)
+                SELECT tenant_id, $1, bill_id, institution_id, method, 77, 0, 'LOST-1', paid_at, cashier_id
+                  FROM payments WHERE id = $2";
+    let copy =
+        if backend == sea_orm::DbBackend::Sqlite { copy.replace("$1", "?").replace("$2", "?") } else { copy.into() };
+    let payment: Uuid = visit.payment.parse().unwrap();
+    owner
+        .execute_raw(Statement::from_sql_and_values(backend, copy, [lost_payment.into(), payment.into()]))
+        .await
+        .unwrap();
+    let lost = inject(
+        &app,
+        finance.tenant_id,
+        "billing.payment_received",
+        Utc::now(),
+        json!({"institution": village, "bill": visit.bill, "payment": lost_payment, "amount_fen": 77, "method": "mobile"}),
+        true,
+    )
+    .await;
+    // And an event for a payment billing never made, which the ledger posts.
+    let phantom = Uuid::now_v7();
+    let extra = inject(
+        &app,
+        finance.tenant_id,
+        "billing.payment_received",
+        Utc::now(),
+        json!({"institution": village, "bill": visit.bill, "payment": phantom, "amount_fen": 55, "method": "cash"}),
+        false,
+    )
+    .await;
+    caught_up(&app, 4).await;
+
+    let mut found = Vec::new();
+    for day in days() {
+        let r = app
+            .get(&format!("/api/v1/accounts/reconciliation?day={day}&institution_id={village}"), &finance.token)
+            .await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        found.extend(r.body["institutions"][0]["differences"].as_array().unwrap().iter().cloned());
+    }
+    assert_eq!(
+        found,
+        vec![
+            json!({"kind": "extra_in_ledger", "document": "unknown", "document_id": phantom,
+                   "billing_fen": 0, "ledger_fen": 55, "event_id": extra}),
+            json!({"kind": "missing_in_ledger", "document": "payment", "document_id": lost_payment,
+                   "billing_fen": 77, "ledger_fen": 0, "event_id": lost}),
+        ]
+    );
+}
+
+#[tokio::test]
+async fn an_internal_balance_only_one_side_records_is_not_eliminated() {
+    let app = spawn_app().await;
+    app.load_demo().await;
+    let ex = worked_example(&app).await;
+    let finance = app.login("finance").await;
+    // The village books 400 fen more receivable from the county (and internal revenue) than the
+    // county owes it: a one-sided internal entry.
+    let period = cloudhis::accounts::domain::period_of(Utc::now());
+    stray_entry(&app, ex.tenant, ex.village, Some(ex.county), &period, "1401", "4101", 400).await.unwrap();
+    let cons = app.get("/api/v1/accounts/consolidated", &finance.token).await;
+    assert_eq!(cons.status, 200, "{}", cons.text);
+    let lines = &cons.body["lines"];
+    // Only what both sides record is eliminated: 3,500 + 260 of receivable and payable, 260 of
+    // revenue and expense; the village's extra 400 stays in the consolidated figures.
+    assert_eq!(
+        balances(lines, "elimination_fen"),
+        map(&[("1401", -3760), ("2401", 3760), ("4101", 260), ("5101", -260)])
+    );
+    let consolidated = balances(lines, "consolidated_fen");
+    assert_eq!((consolidated.get("1401"), consolidated.get("4101")), (Some(&400), Some(&-400)));
+    assert_eq!(cons.body["unmatched_fen"], 800, "400 of receivable and 400 of revenue without a counterpart");
+}
+
+#[tokio::test]
+async fn a_community_with_its_own_chart_and_fee_share_posts_by_them() {
+    let app = spawn_app().await;
+    // The demo community under another code, first with the default chart...
+    let text = cloudhis::cli::DEMO_TENANT.replace("\"demo-county\"", "\"west-county\"");
+    let apply = |text: String| {
+        let state = app.state.clone();
+        async move {
+            let spec = cloudhis::tenancy::file::parse("west-county.toml", &text).unwrap();
+            let report = cloudhis::tenancy::service::apply(&state.db, &spec).await.unwrap();
+            state.authz.changed(report.tenant_id).await;
+            report
+        }
+    };
+    let first = apply(text.clone()).await;
+    cloudhis::pharmacy::service::seed_demo_stock(&app.state.db, first.tenant_id).await.unwrap();
+    // ...then with its cash, internal revenue and expense accounts renumbered and a 5% share.
+    let renumbered = text
+        .replace("code = \"1001\"", "code = \"100101\"")
+        .replace("code = \"4101\"", "code = \"410101\"")
+        .replace("code = \"5101\"", "code = \"510101\"")
+        .replace("referral_fee_share = 0.10", "referral_fee_share = 0.05");
+    let second = apply(renumbered).await;
+    for code in ["1001", "4101", "5101"] {
+        assert!(
+            second.updated.iter().any(|u| u == &format!("account {code} (retired: no longer in the file)")),
+            "{:?}",
+            second.updated
+        );
+    }
+    let ex = worked_example_in(&app, "west-county").await;
+    let finance = app.login_in("west-county", "finance").await;
+    let chart = app.get("/api/v1/accounts/chart", &finance.token).await;
+    let cash: Vec<&Value> = chart.body.as_array().unwrap().iter().filter(|a| a["role"] == "cash").collect();
+    assert_eq!(cash.len(), 1, "one account per role: {}", chart.text);
+    assert_eq!(cash[0]["code"], "100101");
+
+    // 5% of the county's first-visit revenue of 2,600 fen: 130, under the community's codes.
+    let c = trial_balance(&app, &finance, Some(ex.county)).await;
+    assert_eq!(
+        balances(&c["rows"], "balance_fen"),
+        map(&[
+            ("100101", 1225),
+            ("1211", 1375),
+            ("1301", -3500),
+            ("1401", 3500),
+            ("2401", -130),
+            ("4001", -2600),
+            ("510101", 130)
+        ])
+    );
+    let v = trial_balance(&app, &finance, Some(ex.village)).await;
+    let v = balances(&v["rows"], "balance_fen");
+    assert_eq!((v.get("410101"), v.get("1401"), v.get("4101")), (Some(&-130), Some(&130), None));
+    assert!(cloudhis::accounts::service::verify_replay(&app.state.db, ex.tenant).await.unwrap().is_empty());
+}
+
+/// Any business event the ledger follows, between `institutions`, with amounts as billing,
+/// pharmacy and referrals would produce them.
+fn any_event(tenant: Uuid, institutions: Vec<Uuid>) -> impl proptest::strategy::Strategy<Value = Envelope> {
+    use proptest::prelude::*;
+    let env = move |event_type: &str, payload: Value| Envelope {
+        id: Uuid::now_v7(),
+        event_type: event_type.into(),
+        version: 1,
+        tenant,
+        occurred_at: Utc::now(),
+        actor: None,
+        aggregate: Uuid::now_v7(),
+        payload,
+    };
+    let inst = prop::sample::select(institutions);
+    let method = prop::sample::select(vec!["cash", "card", "mobile"]);
+    prop_oneof![
+        (inst.clone(), prop::collection::vec((any::<bool>(), 1i64..1_000_000, 0i64..=10_000), 1..5)).prop_map(
+            move |(i, lines)| {
+                let charges: Vec<Value> = lines
+                    .into_iter()
+                    .map(|(drug, amount, bp)| {
+                        let ins = amount * bp / 10_000;
+                        json!({"charge": Uuid::now_v7(), "kind": if drug {"drug"} else {"fee"}, "amount_fen": amount,
+                               "insurance_fen": ins, "self_pay_fen": amount - ins})
+                    })
+                    .collect();
+                env("billing.charge_posted", json!({"institution": i, "bill": Uuid::now_v7(), "charges": charges}))
+            }
+        ),
+        (inst.clone(), method.clone(), 1i64..1_000_000).prop_map(move |(i, m, a)| env(
+            "billing.payment_received",
+            json!({"institution": i, "payment": Uuid::now_v7(), "amount_fen": a, "method": m})
+        )),
+        (inst.clone(), method, 1i64..1_000_000).prop_map(move |(i, m, a)| env(
+            "billing.refund_issued",
+            json!({"institution": i, "refund": Uuid::now_v7(), "amount_fen": a, "method": m})
+        )),
+        (inst.clone(), 0i64..1_000_000)
+            .prop_map(move |(i, v)| env("pharmacy.dispensed", json!({"institution": i, "value_fen": v}))),
+        (inst.clone(), inst.clone(), 1i64..10_000_000).prop_filter("two institutions", |(a, b, _)| a != b).prop_map(
+            move |(a, b, v)| env(
+                "pharmacy.transferred",
+                json!({"from_institution": a, "to_institution": b, "value_fen": v, "transfer": Uuid::now_v7()})
+            )
+        ),
+        (inst.clone(), inst, 0i64..1_000_000).prop_filter("two institutions", |(a, b, _)| a != b).prop_map(
+            move |(to, from, revenue)| env(
+                "referrals.completed",
+                json!({"direction": "up", "to_institution": to, "from_institution": from, "person": Uuid::now_v7(),
+                       "decided_at": Utc::now(), "first_visit_revenue_fen": revenue})
+            )
+        ),
+    ]
+}
+
+/// The balance property, through the ledger consumer, the database and the statements API: any
+/// sequence of charges, payments, refunds, dispensing, transfers and fee shares posts balanced
+/// entries, keeps every institution's trial balance and the community's at zero with every
+/// internal balance eliminated, and delivering any of the events again changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_sequence_of_events_keeps_every_entry_and_trial_balance_at_zero_even_delivered_twice() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let app = spawn_app().await;
+    app.load_demo().await;
+    let finance = app.login("finance").await;
+    let ids = app.institutions(&finance).await;
+    let members = vec![ids["county-hospital"], ids["th-dongguan"], ids["v-dongguan"]];
+    let handlers: Vec<std::sync::Arc<dyn Handler>> = vec![std::sync::Arc::new(Ledger)];
+    let runtime = tokio::runtime::Handle::current();
+    let strategy = (
+        prop::collection::vec(any_event(finance.tenant_id, members.clone()), 1..20),
+        prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+    );
+    let mut runner = TestRunner::new(Config { cases: 24, failure_persistence: None, ..Config::default() });
+    runner
+        .run(&strategy, |(events, again)| {
+            tokio::task::block_in_place(|| {
+                runtime.block_on(async {
+                    for e in &events {
+                        let failed = cloudhis::platform::consumers::dispatch_local(&app.state.db, &handlers, e).await;
+                        assert!(failed.is_empty(), "{failed:?}");
+                    }
+                    let unbalanced = count(
+                        &app,
+                        "SELECT count(*) FROM (SELECT entry_id FROM journal_lines GROUP BY entry_id
+                                               HAVING SUM(debit_fen) <> SUM(credit_fen)) x",
+                    )
+                    .await;
+                    assert_eq!(unbalanced, 0, "every entry sums to zero");
+                    for i in members.iter().copied().map(Some).chain([None]) {
+                        trial_balance(&app, &finance, i).await; // asserts `balanced`
+                    }
+                    let cons = app.get("/api/v1/accounts/consolidated", &finance.token).await;
+                    assert_eq!(cons.body["unmatched_fen"], 0, "{}", cons.text);
+                    for l in cons.body["lines"].as_array().unwrap() {
+                        if ["1401", "2401", "4101", "5101"].contains(&l["account"].as_str().unwrap()) {
+                            assert_eq!(l["consolidated_fen"], 0, "internal balances eliminate: {l}");
+                        }
+                    }
+                    let before = all_balances(&app).await;
+                    for i in &again {
+                        let e = i.get(&events);
+                        assert!(
+                            cloudhis::platform::consumers::dispatch_local(&app.state.db, &handlers, e).await.is_empty()
+                        );
+                        let mut tx = app.state.db.begin(&SystemScope { tenant: e.tenant }).await.unwrap();
+                        Ledger.handle(&mut tx, e).await.unwrap();
+                        tx.commit().await.unwrap();
+                    }
+                    assert_eq!(all_balances(&app).await, before, "a second delivery changes nothing");
+                })
+            });
+            Ok(())
+        })
+        .unwrap();
 }
