@@ -201,7 +201,7 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let (token, doctor) = login("village.doctor").await?;
-    let as_of = cloudhis::followups::service::today();
+    let as_of = cloudhis::followups::service::today(&state);
     let mut rng = StdRng::seed_from_u64(2026);
     let (mut rows, mut visits) = (Vec::new(), Vec::new());
     for (i, person) in persons.iter().take(enrolled + others).enumerate() {

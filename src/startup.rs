@@ -89,7 +89,17 @@ pub async fn connect(config: Config) -> anyhow::Result<AppState> {
     let keys = TokenKeys::new(&config.secret.0);
     let pii = crate::platform::pii::PiiCipher::new(&config.pii_key.0);
     let (jobs, workers) = (config.job_interval, config.workers);
-    let state = AppState::new(StateInner { config, db, cache, bus, authz, keys, pii, metrics: Metrics::new() });
+    let state = AppState::new(StateInner {
+        config,
+        db,
+        cache,
+        bus,
+        authz,
+        keys,
+        pii,
+        metrics: Metrics::new(),
+        clock: Default::default(),
+    });
     if workers {
         crate::referrals::service::spawn_expiry_job(state.clone(), jobs);
     }

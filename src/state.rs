@@ -23,6 +23,7 @@ pub struct StateInner {
     pub keys: TokenKeys,
     pub pii: PiiCipher,
     pub metrics: Metrics,
+    pub clock: crate::platform::clock::Clock,
 }
 
 impl AppState {

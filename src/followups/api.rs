@@ -171,11 +171,11 @@ pub struct EnrollmentDto {
     pub close_reason: Option<String>,
 }
 
-fn enrollment_dto(e: enrollment::Model, person: &Contact, doctor_name: String) -> EnrollmentDto {
+fn enrollment_dto(today: NaiveDate, e: enrollment::Model, person: &Contact, doctor_name: String) -> EnrollmentDto {
     EnrollmentDto {
         id: e.id,
         person_id: e.person_id,
-        patient: brief(person, service::today()),
+        patient: brief(person, today),
         disease: e.disease,
         diagnosis_code: e.diagnosis_code,
         diagnosed_on: e.diagnosed_on,
@@ -389,6 +389,7 @@ fn hundred() -> u64 {
 }
 
 fn worklist_query(
+    today: NaiveDate,
     as_of: Option<NaiveDate>,
     doctor_id: Option<Uuid>,
     disease: Option<DiseaseDto>,
@@ -397,7 +398,7 @@ fn worklist_query(
     offset: u64,
 ) -> WorklistQuery {
     WorklistQuery {
-        as_of: as_of.unwrap_or_else(service::today),
+        as_of: as_of.unwrap_or(today),
         doctor: doctor_id,
         disease: disease.map(DiseaseDto::disease),
         category: category.map(|c| match c {
@@ -438,10 +439,16 @@ impl FollowupsApi {
         )
         .await?;
         let v = service::get(&state, &auth.0, e.id).await?;
-        Ok(EnrollmentCreated::Created(Json(enrollment_dto(v.enrollment, &v.person, v.doctor_name))))
+        Ok(EnrollmentCreated::Created(Json(enrollment_dto(
+            service::today(&state),
+            v.enrollment,
+            &v.person,
+            v.doctor_name,
+        ))))
     }
 
-    /// This institution's registry (active enrollments unless include_closed), newest first
+    /// This institution's registry (active enrollments unless include_closed; only those with a
+    /// referral proposed when flagged), newest first
     #[oai(path = "/enrollments", method = "get", operation_id = "followups_enrollments")]
     #[allow(clippy::too_many_arguments)] // poem-openapi takes each query parameter as an argument
     async fn enrollments(
@@ -451,6 +458,7 @@ impl FollowupsApi {
         disease: Query<Option<DiseaseDto>>,
         doctor_id: Query<Option<Uuid>>,
         #[oai(default)] include_closed: Query<bool>,
+        #[oai(default)] flagged: Query<bool>,
         #[oai(default = "hundred", validator(minimum(value = "1"), maximum(value = "1000")))] limit: Query<u64>,
         #[oai(default, validator(maximum(value = "1000000")))] offset: Query<u64>,
     ) -> Result<EnrollmentsResponse, AppError> {
@@ -461,13 +469,14 @@ impl FollowupsApi {
                 disease: disease.0.map(DiseaseDto::disease),
                 doctor: doctor_id.0,
                 include_closed: include_closed.0,
-                flagged_only: false,
+                flagged_only: flagged.0,
                 limit: limit.0,
                 offset: offset.0,
             },
         )
         .await?;
-        Ok(EnrollmentsResponse::Ok(Json(rows.into_iter().map(|(e, c, d)| enrollment_dto(e, &c, d)).collect())))
+        let today = service::today(&state);
+        Ok(EnrollmentsResponse::Ok(Json(rows.into_iter().map(|(e, c, d)| enrollment_dto(today, e, &c, d)).collect())))
     }
 
     /// One enrollment with its follow-ups (audited)
@@ -480,7 +489,7 @@ impl FollowupsApi {
     ) -> Result<EnrollmentDetailResponse, AppError> {
         let v = service::get(&state, &auth.0, id.0).await?;
         Ok(EnrollmentDetailResponse::Ok(Json(EnrollmentDetail {
-            enrollment: enrollment_dto(v.enrollment, &v.person, v.doctor_name),
+            enrollment: enrollment_dto(service::today(&state), v.enrollment, &v.person, v.doctor_name),
             followups: v.visits.into_iter().map(Into::into).collect(),
         })))
     }
@@ -535,7 +544,7 @@ impl FollowupsApi {
         let v = service::get(&state, &auth.0, r.enrollment.id).await?;
         Ok(FollowupCreated::Created(Json(FollowupRecorded {
             followup: r.visit.into(),
-            enrollment: enrollment_dto(v.enrollment, &v.person, v.doctor_name),
+            enrollment: enrollment_dto(service::today(&state), v.enrollment, &v.person, v.doctor_name),
             flag: r.flag.map(|f| f.as_str().to_string()),
             referral_id: r.referral_id,
         })))
@@ -552,7 +561,7 @@ impl FollowupsApi {
         #[oai(validator(minimum(value = "1990"), maximum(value = "2200")))] year: Query<Option<i32>>,
     ) -> Result<StatusResponse, AppError> {
         use chrono::Datelike;
-        let year = year.0.unwrap_or_else(|| service::today().year());
+        let year = year.0.unwrap_or_else(|| service::today(&state).year());
         let s = service::status(&state, &auth.0, id.0, year).await?;
         Ok(StatusResponse::Ok(Json(ManagementStatusDto {
             enrollment_id: id.0,
@@ -582,7 +591,7 @@ impl FollowupsApi {
         };
         service::close(&state, &auth.0, id.0, reason).await?;
         let v = service::get(&state, &auth.0, id.0).await?;
-        Ok(EnrollmentResponse::Ok(Json(enrollment_dto(v.enrollment, &v.person, v.doctor_name))))
+        Ok(EnrollmentResponse::Ok(Json(enrollment_dto(service::today(&state), v.enrollment, &v.person, v.doctor_name))))
     }
 
     /// The worklist for a day (default today, China time) of this institution or one doctor:
@@ -600,7 +609,8 @@ impl FollowupsApi {
         #[oai(default = "hundred", validator(minimum(value = "1"), maximum(value = "1000")))] limit: Query<u64>,
         #[oai(default, validator(maximum(value = "1000000")))] offset: Query<u64>,
     ) -> Result<WorklistResponse, AppError> {
-        let q = worklist_query(as_of.0, doctor_id.0, disease.0, category.0, limit.0, offset.0);
+        let q = worklist_query(service::today(&state), as_of.0, doctor_id.0, disease.0, category.0, limit.0, offset.0);
+        let today = service::today(&state);
         let w = service::worklist(&state, &auth.0, q).await?;
         let count = |c: Category| w.counts.get(&c).copied().unwrap_or(0) as i64;
         Ok(WorklistResponse::Ok(Json(WorklistDto {
@@ -619,7 +629,7 @@ impl FollowupsApi {
                 .map(|i| WorkItemDto {
                     category: i.category.as_str().into(),
                     days_overdue: i.days_overdue,
-                    enrollment: enrollment_dto(i.enrollment, &i.person, i.doctor_name),
+                    enrollment: enrollment_dto(today, i.enrollment, &i.person, i.doctor_name),
                 })
                 .collect(),
         })))
@@ -636,7 +646,7 @@ impl FollowupsApi {
         disease: Query<Option<DiseaseDto>>,
         category: Query<Option<CategoryDto>>,
     ) -> Result<CsvResponse, AppError> {
-        let q = worklist_query(as_of.0, doctor_id.0, disease.0, category.0, 100_000, 0);
+        let q = worklist_query(service::today(&state), as_of.0, doctor_id.0, disease.0, category.0, 100_000, 0);
         let day = q.as_of;
         let bytes = service::worklist_csv(&state, &auth.0, q).await?;
         Ok(CsvResponse::Ok(Binary(bytes), format!("attachment; filename=\"followup-worklist-{day}.csv\"")))

@@ -229,11 +229,12 @@ pub fn default_next(visit_on: NaiveDate, classification: Classification, interva
 /// Where a patient stands on a worklist for day `as_of`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Category {
-    /// Due before `as_of`.
+    /// Followed up before, and due before `as_of`.
     Overdue,
-    /// Due from `as_of` to the end of its week (Sunday).
+    /// Followed up before, and due from `as_of` to the end of its week (Sunday).
     DueThisWeek,
-    /// Enrolled, not yet seen once, and not due yet.
+    /// Enrolled and not yet seen once, whenever the first follow-up is due (the item's days
+    /// overdue say which of them are late).
     NeverFollowedUp,
 }
 
@@ -268,12 +269,12 @@ pub fn week_end(day: NaiveDate) -> NaiveDate {
 
 /// The worklist category of an active enrollment on `as_of`; `None` when nothing is due.
 pub fn category(next_due: NaiveDate, visits: i32, as_of: NaiveDate) -> Option<Category> {
-    if next_due < as_of {
+    if visits == 0 {
+        Some(Category::NeverFollowedUp)
+    } else if next_due < as_of {
         Some(Category::Overdue)
     } else if next_due <= week_end(as_of) {
         Some(Category::DueThisWeek)
-    } else if visits == 0 {
-        Some(Category::NeverFollowedUp)
     } else {
         None
     }
@@ -397,7 +398,10 @@ mod tests {
         assert_eq!(week_end(d("2026-06-15")), d("2026-06-21"));
         assert_eq!(category(d("2026-06-09"), 3, today), Some(Category::Overdue));
         assert_eq!(category(d("2026-06-10"), 3, today), Some(Category::DueThisWeek));
-        assert_eq!(category(d("2026-06-14"), 0, today), Some(Category::DueThisWeek));
+        assert_eq!(category(d("2026-06-14"), 1, today), Some(Category::DueThisWeek));
+        // Never seen: never followed up, whether late, due this week or later.
+        assert_eq!(category(d("2026-04-01"), 0, today), Some(Category::NeverFollowedUp));
+        assert_eq!(category(d("2026-06-14"), 0, today), Some(Category::NeverFollowedUp));
         assert_eq!(category(d("2026-06-15"), 0, today), Some(Category::NeverFollowedUp));
         assert_eq!(category(d("2026-06-15"), 1, today), None);
     }

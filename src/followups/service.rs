@@ -32,9 +32,9 @@ use crate::state::AppState;
 pub const ACTIVE: &str = "active";
 pub const CLOSED: &str = "closed";
 
-/// Today in China (dates of visits and plans are China dates).
-pub fn today() -> NaiveDate {
-    crate::accounts::domain::china(Utc::now()).date_naive()
+/// Today in China (dates of visits and plans are China dates), by the application's clock.
+pub fn today(state: &AppState) -> NaiveDate {
+    state.clock.china_today()
 }
 
 /// The tenant's follow-up interval in days: `[settings.followups] interval_days`, quarterly
@@ -54,8 +54,8 @@ fn unprocessable(code: &'static str, field: &'static str, message: impl Into<Str
     AppError::unprocessable(code, message).with_details(json!({ "field": field }))
 }
 
-fn not_in_future(day: NaiveDate, field: &'static str) -> AppResult<()> {
-    if day > today() {
+fn not_in_future(today: NaiveDate, day: NaiveDate, field: &'static str) -> AppResult<()> {
+    if day > today {
         return Err(unprocessable("date_in_future", field, format!("{field} cannot be later than today")));
     }
     Ok(())
@@ -78,9 +78,9 @@ pub struct EnrollInput {
 /// after enrollment. One active enrollment per person and disease in the whole community.
 pub async fn enroll(state: &AppState, ctx: &RequestCtx, input: EnrollInput) -> AppResult<enrollment::Model> {
     ctx.require(Perm::FollowupWrite)?;
-    not_in_future(input.diagnosed_on, "diagnosed_on")?;
-    let enrolled_on = input.enrolled_on.unwrap_or_else(today);
-    not_in_future(enrolled_on, "enrolled_on")?;
+    not_in_future(today(state), input.diagnosed_on, "diagnosed_on")?;
+    let enrolled_on = input.enrolled_on.unwrap_or_else(|| today(state));
+    not_in_future(today(state), enrolled_on, "enrolled_on")?;
     if enrolled_on < input.diagnosed_on {
         return Err(unprocessable("date_invalid", "enrolled_on", "enrollment cannot precede the diagnosis"));
     }
@@ -229,9 +229,9 @@ pub struct Recorded {
     pub flag: Option<Flag>,
 }
 
-fn check_visit(disease: Disease, input: &VisitInput) -> AppResult<()> {
+fn check_visit(today: NaiveDate, disease: Disease, input: &VisitInput) -> AppResult<()> {
     check(disease, &input.measures).map_err(|e| unprocessable(e.code, e.field, e.message))?;
-    not_in_future(input.visit_on, "visit_on")?;
+    not_in_future(today, input.visit_on, "visit_on")?;
     if input.symptoms.len() > 20 || input.symptoms.iter().any(|s| s.trim().is_empty() || s.chars().count() > 50) {
         return Err(unprocessable("text_invalid", "symptoms", "up to 20 symptoms of 1 to 50 characters"));
     }
@@ -290,7 +290,7 @@ pub async fn record_visit(state: &AppState, ctx: &RequestCtx, id: Uuid, input: V
     let mut tx = state.db.begin(ctx).await?;
     let e = own_enrollment(&tx, ctx, id, true).await?;
     let disease = Disease::parse(&e.disease).ok_or_else(|| AppError::internal(anyhow::anyhow!("unknown disease")))?;
-    check_visit(disease, &input)?;
+    check_visit(today(state), disease, &input)?;
     if e.status != ACTIVE {
         return Err(AppError::conflict("enrollment_closed", "this enrollment is closed"));
     }
@@ -331,17 +331,16 @@ pub async fn record_visit(state: &AppState, ctx: &RequestCtx, id: Uuid, input: V
             Some(r) if crate::referrals::service::is_draft(&tx, r).await? => Some(r),
             _ => None,
         };
+        let reason = referral_reason(disease, f, &input.measures, &dangers);
         referral = match open {
-            Some(r) => Some(r),
-            None => crate::referrals::service::propose_up(
-                &mut tx,
-                ctx,
-                e.person_id,
-                referral_reason(disease, f, &input.measures, &dangers),
-                f.urgent(),
-            )
-            .await?
-            .map(|r| r.id),
+            // The open draft now says what this follow-up found (a danger value makes it urgent).
+            Some(r) => {
+                crate::referrals::service::refresh_draft(&tx, r, reason, f.urgent()).await?;
+                Some(r)
+            }
+            None => crate::referrals::service::propose_up(&mut tx, ctx, e.person_id, reason, f.urgent())
+                .await?
+                .map(|r| r.id),
         };
     }
     let now = Utc::now();
@@ -543,15 +542,24 @@ pub async fn worklist(state: &AppState, ctx: &RequestCtx, q: WorklistQuery) -> A
         s = s.filter(enrollment::Column::Disease.eq(d.as_str()));
     }
     let rows = s.order_by_asc(enrollment::Column::NextDue).order_by_asc(enrollment::Column::Id).all(&*tx).await?;
+    // Flagged patients (a referral proposed) count whenever they are due: the doctor acts now.
+    let mut f = enrollment::Entity::find()
+        .filter(enrollment::Column::TenantId.eq(ctx.tenant))
+        .filter(enrollment::Column::InstitutionId.eq(ctx.institution))
+        .filter(enrollment::Column::Status.eq(ACTIVE))
+        .filter(enrollment::Column::Flag.is_not_null());
+    if let Some(d) = q.doctor {
+        f = f.filter(enrollment::Column::DoctorId.eq(d));
+    }
+    if let Some(d) = q.disease {
+        f = f.filter(enrollment::Column::Disease.eq(d.as_str()));
+    }
+    let flagged = sea_orm::PaginatorTrait::count(f, &*tx).await? as usize;
     let mut counts: HashMap<Category, usize> = Category::ALL.iter().map(|c| (*c, 0)).collect();
-    let mut flagged = 0;
     let mut listed: Vec<(Category, enrollment::Model)> = Vec::new();
     for e in rows {
         let Some(c) = category(e.next_due, e.visits, q.as_of) else { continue };
         *counts.entry(c).or_default() += 1;
-        if e.flag.is_some() {
-            flagged += 1;
-        }
         if q.category.is_none_or(|want| want == c) {
             listed.push((c, e));
         }
@@ -658,7 +666,7 @@ pub async fn close(state: &AppState, ctx: &RequestCtx, id: Uuid, reason: &str) -
     let person = e.person_id;
     let mut am = e.into_active_model();
     am.status = Set(CLOSED.into());
-    am.closed_on = Set(Some(today()));
+    am.closed_on = Set(Some(today(state)));
     am.close_reason = Set(Some(reason.into()));
     am.updated_at = Set(Utc::now());
     let e = am.update(&*tx).await?;

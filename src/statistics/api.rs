@@ -120,8 +120,7 @@ pub enum XlsxExport {
     Ok(Binary<Vec<u8>>, #[oai(header = "Content-Disposition")] String),
 }
 
-pub fn period(from: Option<NaiveDate>, to: Option<NaiveDate>) -> (NaiveDate, NaiveDate) {
-    let today = crate::followups::service::today();
+pub fn period(today: NaiveDate, from: Option<NaiveDate>, to: Option<NaiveDate>) -> (NaiveDate, NaiveDate) {
     let to = to.unwrap_or(today);
     let from = from.unwrap_or_else(|| NaiveDate::from_ymd_opt(to.year(), 1, 1).expect("1 January exists"));
     (from, to)
@@ -205,7 +204,7 @@ impl StatisticsApi {
         to: Query<Option<NaiveDate>>,
         institution_id: Query<Option<Uuid>>,
     ) -> Result<KpiResponse, AppError> {
-        let (from, to) = period(from.0, to.0);
+        let (from, to) = period(state.clock.china_today(), from.0, to.0);
         let r = service::report(&state, &auth.0, from, to, institution_id.0).await?;
         Ok(KpiResponse::Ok(Json(to_dto(r))))
     }
@@ -226,7 +225,7 @@ impl StatisticsApi {
         let Some(pos) = KPIS.iter().position(|(c, ..)| *c == kpi.0) else {
             return Err(AppError::unprocessable("kpi_unknown", "no such KPI; see /statistics/kpis for the codes"));
         };
-        let (from, to) = period(from.0, to.0);
+        let (from, to) = period(state.clock.china_today(), from.0, to.0);
         let (g, gname) = match grain.0.unwrap_or(GrainDto::Month) {
             GrainDto::Day => (Grain::Day, "day"),
             GrainDto::Week => (Grain::Week, "week"),
@@ -265,7 +264,7 @@ impl StatisticsApi {
         to: Query<Option<NaiveDate>>,
         institution_id: Query<Option<Uuid>>,
     ) -> Result<CsvExport, AppError> {
-        let (from, to) = period(from.0, to.0);
+        let (from, to) = period(state.clock.china_today(), from.0, to.0);
         let r = to_dto(service::report(&state, &auth.0, from, to, institution_id.0).await?);
         Ok(CsvExport::Ok(Binary(csv(&r)), format!("attachment; filename=\"kpis-{from}-{to}.csv\"")))
     }
@@ -280,7 +279,7 @@ impl StatisticsApi {
         to: Query<Option<NaiveDate>>,
         institution_id: Query<Option<Uuid>>,
     ) -> Result<XlsxExport, AppError> {
-        let (from, to) = period(from.0, to.0);
+        let (from, to) = period(state.clock.china_today(), from.0, to.0);
         let r = to_dto(service::report(&state, &auth.0, from, to, institution_id.0).await?);
         Ok(XlsxExport::Ok(Binary(xlsx(&r)?), format!("attachment; filename=\"kpis-{from}-{to}.xlsx\"")))
     }

@@ -32,7 +32,7 @@ struct Parsed {
     institution: Option<Uuid>,
 }
 
-fn parse(f: &Filter) -> Result<Parsed, AppError> {
+fn parse(today: NaiveDate, f: &Filter) -> Result<Parsed, AppError> {
     let date = |s: &Option<String>| -> Result<Option<NaiveDate>, AppError> {
         match s.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
             None => Ok(None),
@@ -41,7 +41,7 @@ fn parse(f: &Filter) -> Result<Parsed, AppError> {
                 .map_err(|_| AppError::unprocessable("period_invalid", "dates are YYYY-MM-DD")),
         }
     };
-    let (from, to) = stats_api::period(date(&f.from)?, date(&f.to)?);
+    let (from, to) = stats_api::period(today, date(&f.from)?, date(&f.to)?);
     let institution = match f.institution.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => {
@@ -140,7 +140,7 @@ async fn build(state: &AppState, p: Page, f: &Filter) -> Result<Response, (Local
     let l = p.l;
     let fail = |e: AppError| (l, e);
     p.ctx.require(Perm::StatisticsRead).map_err(fail)?;
-    let q = parse(f).map_err(fail)?;
+    let q = parse(state.clock.china_today(), f).map_err(fail)?;
     let report = stats::report(state, &p.ctx, q.from, q.to, q.institution).await.map_err(fail)?;
     let span = (q.to - q.from).num_days();
     let grain = if span <= 31 {
@@ -264,7 +264,7 @@ async fn export(req: &Request, state: &AppState, f: &Filter, xlsx: bool) -> Resp
     let p = signed_in!(req, state);
     let l = p.l;
     let made = async {
-        let q = parse(f)?;
+        let q = parse(state.clock.china_today(), f)?;
         let r = stats_api::to_dto(stats::report(state, &p.ctx, q.from, q.to, q.institution).await?);
         let (bytes, ext, mime) = if xlsx {
             (stats_api::xlsx(&r)?, "xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")

@@ -56,7 +56,7 @@ fn query(as_of: NaiveDate) -> WorklistQuery {
 pub async fn worklist(req: &Request, state: Data<&AppState>) -> Response {
     let p = signed_in!(req, &state);
     let l = p.l;
-    let as_of = followups::today();
+    let as_of = followups::today(&state);
     let list = match followups::worklist(&state, &p.ctx, query(as_of)).await {
         Ok(list) => list,
         Err(e) => return error_page(l, &e, "/app/"),
@@ -104,7 +104,7 @@ pub async fn worklist(req: &Request, state: Data<&AppState>) -> Response {
 #[handler]
 pub async fn worklist_csv(req: &Request, state: Data<&AppState>) -> Response {
     let p = signed_in!(req, &state);
-    let as_of = followups::today();
+    let as_of = followups::today(&state);
     match followups::worklist_csv(&state, &p.ctx, query(as_of)).await {
         Ok(bytes) => Response::builder()
             .content_type("text/csv; charset=utf-8")
@@ -178,7 +178,7 @@ pub async fn enrollment(req: &Request, state: Data<&AppState>, id: Path<String>)
         flag: e.flag.as_deref().map(|f| l.t(&format!("fu-flag-{f}"))).unwrap_or_default(),
         referral: e.referral_id,
         past,
-        today: followups::today(),
+        today: followups::today(&state),
         l,
         p,
     };
@@ -213,7 +213,7 @@ pub async fn record(req: &Request, state: Data<&AppState>, id: Path<String>, for
     let f = form.0;
     let done = async {
         p.check_csrf(&f.csrf)?;
-        let visit_on: NaiveDate = num("visit_on", &f.visit_on)?.unwrap_or_else(followups::today);
+        let visit_on: NaiveDate = num("visit_on", &f.visit_on)?.unwrap_or_else(|| followups::today(&state));
         let input = VisitInput {
             visit_on,
             measures: Measures {

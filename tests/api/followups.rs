@@ -35,6 +35,17 @@ async fn follow_up(app: &TestApp, doc: &Session, enrollment: &str, body: Value) 
     r.body
 }
 
+/// 09:00 China time on `day`, as an instant to freeze the application's clock at.
+fn frozen(day: &str) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::parse_from_rfc3339(&format!("{day}T09:00:00+08:00")).unwrap().with_timezone(&chrono::Utc)
+}
+
+/// A follow-up's status and error code, whatever they are.
+async fn follow_up_status(app: &TestApp, doc: &Session, enrollment: &str, body: Value) -> (u16, String) {
+    let r = app.post(&format!("/api/v1/followups/enrollments/{enrollment}/followups"), &doc.token, body).await;
+    (r.status.as_u16(), r.code().to_string())
+}
+
 fn bp(day: &str, s: i32, d: i32) -> Value {
     json!({"visit_on": day, "systolic": s, "diastolic": d, "adherence": "regular", "salt": "moderate",
            "smoking_per_day": 0, "exercise_minutes_per_week": 150, "symptoms": ["头晕"]})
@@ -133,6 +144,14 @@ async fn two_uncontrolled_follow_ups_in_a_row_propose_a_draft_referral_up() {
     let three = follow_up(&app, &doc, &id, bp("2026-05-29", 160, 95)).await;
     assert_eq!(three["referral_id"], referral.as_str());
     assert_eq!(count(&app, "SELECT count(*) FROM referrals").await, 1);
+    // A danger value while the routine draft is still unsent: the same draft, now urgent and
+    // saying what was found.
+    let four = follow_up(&app, &doc, &id, bp("2026-06-05", 185, 112)).await;
+    assert_eq!((four["flag"].as_str(), four["referral_id"].as_str()), (Some("danger"), Some(referral.as_str())));
+    let r = app.get(&format!("/api/v1/referrals/{referral}"), &doc.token).await;
+    assert_eq!((r.body["status"].as_str(), r.body["urgency"].as_str()), (Some("draft"), Some("urgent")));
+    assert!(r.body["reason"].as_str().unwrap().contains("185/112"), "{}", r.text);
+    assert_eq!(count(&app, "SELECT count(*) FROM referrals").await, 1);
 
     // The doctor sends it: it becomes a real request in the township's inbox.
     let sent = app.post(&format!("/api/v1/referrals/{referral}/submit"), &doc.token, json!({})).await;
@@ -142,7 +161,7 @@ async fn two_uncontrolled_follow_ups_in_a_row_propose_a_draft_referral_up() {
     // The flag is on the doctor's list.
     let list = app.get("/api/v1/followups/worklist?as_of=2026-06-20", &doc.token).await;
     assert_eq!(list.body["counts"]["flagged"], 1, "{}", list.text);
-    assert_eq!(list.body["items"][0]["enrollment"]["flag"], "uncontrolled_twice");
+    assert_eq!(list.body["items"][0]["enrollment"]["flag"], "danger");
 }
 
 #[tokio::test]
@@ -180,6 +199,52 @@ async fn a_danger_value_is_accepted_and_proposes_an_urgent_draft_at_once() {
     assert_eq!(r["followup"]["danger_reasons"], json!(["systolic_180", "diastolic_110"]));
     assert_eq!(r["flag"], "danger");
     assert_ne!(r["referral_id"].as_str(), Some(referral), "each registry proposes its own referral");
+
+    // Flagged on the doctor's list at once, even when the next follow-up is months away.
+    let calm = resident(&app, &doc, "钱文华", "19610203", 4).await;
+    let later =
+        enroll(&app, &doc, json!({"person_id": calm, "disease": "hypertension", "diagnosed_on": "2024-11-01"})).await;
+    let mut body = bp("2026-06-02", 182, 100);
+    body["next_on"] = json!("2027-05-20");
+    let r = follow_up(&app, &doc, later["id"].as_str().unwrap(), body).await;
+    assert_eq!(r["flag"], "danger");
+    let list = app.get("/api/v1/followups/worklist", &doc.token).await;
+    assert_eq!(list.body["counts"]["flagged"], 3, "{}", list.text);
+    let flagged = app.get("/api/v1/followups/enrollments?flagged=true", &doc.token).await;
+    assert_eq!(flagged.status, 200, "{}", flagged.text);
+    let mut names: Vec<&str> =
+        flagged.body.as_array().unwrap().iter().map(|e| e["patient"]["name"].as_str().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["赵德明", "赵德明", "钱文华"]);
+    assert!(flagged.body.as_array().unwrap().iter().all(|e| e["flag"] == "danger"));
+}
+
+#[tokio::test]
+async fn a_community_sets_its_own_follow_up_interval() {
+    let app = spawn_app().await;
+    // The demo community under another code, planning follow-ups every 60 days.
+    let text = cloudhis::cli::DEMO_TENANT
+        .replace("\"demo-county\"", "\"west-county\"")
+        .replace("interval_days = 90", "interval_days = 60");
+    let spec = cloudhis::tenancy::file::parse("west-county.toml", &text).unwrap();
+    let report = cloudhis::tenancy::service::apply(&app.state.db, &spec).await.unwrap();
+    app.state.authz.changed(report.tenant_id).await;
+    let doc = app.login_in("west-county", "village.doctor").await;
+    let person = resident(&app, &doc, "孙立平", "19590909", 5).await;
+    let e = enroll(
+        &app,
+        &doc,
+        json!({"person_id": person, "disease": "hypertension", "diagnosed_on": "2025-06-01", "enrolled_on": "2025-06-15"}),
+    )
+    .await;
+    assert_eq!(e["next_due"], "2025-08-14", "60 days after enrollment");
+    let r = follow_up(&app, &doc, e["id"].as_str().unwrap(), bp("2025-08-10", 132, 82)).await;
+    assert_eq!(r["followup"]["next_on"], "2025-10-09", "controlled: the next in 60 days");
+
+    // An interval outside a week to a year is refused with the file, naming the setting.
+    let bad = text.replace("interval_days = 60", "interval_days = 5");
+    let err = cloudhis::tenancy::file::parse("west-county.toml", &bad).unwrap_err().to_string();
+    assert!(err.contains("interval_days is a whole number of days from 7 to 366"), "{err}");
 }
 
 #[tokio::test]
@@ -296,6 +361,8 @@ const AS_OF: &str = "2026-06-10";
 async fn the_worklist_of_a_frozen_day_matches_the_hand_computed_one() {
     let app = spawn_app().await;
     app.load_demo().await;
+    // The application's clock stops at 09:00 on the day, China time: "today" is AS_OF everywhere.
+    app.state.clock.freeze(frozen(AS_OF));
     let doc = app.login("village.doctor").await;
     let ids = app.institutions(&doc).await;
     // A second doctor at the clinic, responsible for one patient.
@@ -312,19 +379,19 @@ async fn the_worklist_of_a_frozen_day_matches_the_hand_computed_one() {
     let mut enrollment = std::collections::HashMap::new();
     // name, enrolled_on, follow-up (day, next_on) or none, doctor.
     let plan: [Planned; 8] = [
-        // A: never seen, due 2026-04-05: 66 days overdue.
+        // A: never seen, due 2026-04-05 (66 days ago): never followed up.
         ("甲", "2026-01-05", None, false),
         // B: seen 03-12, next 06-09: 1 day overdue.
         ("乙", "2026-03-01", Some(("2026-03-12", "2026-06-09")), false),
         // C: seen 03-15, next 06-10: due this week (today).
         ("丙", "2026-02-01", Some(("2026-03-15", "2026-06-10")), false),
-        // D: never seen, due 06-18: not due this week, listed as never followed up.
+        // D: never seen, due 06-18: never followed up.
         ("丁", "2026-03-20", None, false),
-        // E: never seen, due Sunday 06-14: due this week.
+        // E: never seen, due Sunday 06-14: never followed up.
         ("戊", "2026-03-16", None, false),
         // F: seen 04-01, next Monday 06-15: not listed.
         ("己", "2026-02-01", Some(("2026-04-01", "2026-06-15")), false),
-        // G: never seen, due 04-10: 61 days overdue, the other doctor's patient.
+        // G: never seen, due 04-10 (61 days ago): never followed up, the other doctor's patient.
         ("庚", "2026-01-10", None, true),
         // H: never seen, due 04-01, but closed (moved away): not listed.
         ("辛", "2026-01-01", None, false),
@@ -363,10 +430,10 @@ async fn the_worklist_of_a_frozen_day_matches_the_hand_computed_one() {
     )
     .await;
 
-    let list = app.get(&format!("/api/v1/followups/worklist?as_of={AS_OF}"), &doc.token).await;
+    let list = app.get("/api/v1/followups/worklist", &doc.token).await;
     assert_eq!(list.status, 200, "{}", list.text);
     assert_eq!((list.body["as_of"].as_str(), list.body["week_end"].as_str()), (Some(AS_OF), Some("2026-06-14")));
-    assert_eq!(list.body["counts"], json!({"overdue": 3, "due_this_week": 2, "never_followed_up": 1, "flagged": 0}));
+    assert_eq!(list.body["counts"], json!({"overdue": 1, "due_this_week": 1, "never_followed_up": 4, "flagged": 0}));
     let rows: Vec<(String, String, i64)> = list.body["items"]
         .as_array()
         .unwrap()
@@ -380,49 +447,45 @@ async fn the_worklist_of_a_frozen_day_matches_the_hand_computed_one() {
         })
         .collect();
     let expected = [
-        ("张甲", "overdue", 66),
-        ("张庚", "overdue", 61),
         ("张乙", "overdue", 1),
         ("张丙", "due_this_week", 0),
-        ("张戊", "due_this_week", 0),
+        ("张甲", "never_followed_up", 66),
+        ("张庚", "never_followed_up", 61),
+        ("张戊", "never_followed_up", 0),
         ("张丁", "never_followed_up", 0),
     ];
     assert_eq!(rows, expected.map(|(n, c, d)| (n.to_string(), c.to_string(), d)).to_vec());
 
     // One doctor's list leaves the other doctor's patient out.
-    let mine =
-        app.get(&format!("/api/v1/followups/worklist?as_of={AS_OF}&doctor_id={}", doc.user_id), &doc.token).await;
+    let mine = app.get(&format!("/api/v1/followups/worklist?doctor_id={}", doc.user_id), &doc.token).await;
     let names: Vec<&str> = mine.body["items"]
         .as_array()
         .unwrap()
         .iter()
         .map(|i| i["enrollment"]["patient"]["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["张甲", "张乙", "张丙", "张戊", "张丁"]);
-    let theirs =
-        app.get(&format!("/api/v1/followups/worklist?as_of={AS_OF}&doctor_id={other_doctor}"), &doc.token).await;
+    assert_eq!(names, ["张乙", "张丙", "张甲", "张戊", "张丁"]);
+    let theirs = app.get(&format!("/api/v1/followups/worklist?doctor_id={other_doctor}"), &doc.token).await;
     assert_eq!(theirs.body["total"], 1);
     assert_eq!(theirs.body["items"][0]["enrollment"]["doctor_name"], "刘医生");
     // A category, and a page of it.
-    let overdue = app
-        .get(&format!("/api/v1/followups/worklist?as_of={AS_OF}&category=overdue&limit=2&offset=1"), &doc.token)
-        .await;
-    assert_eq!(overdue.body["total"], 3);
+    let overdue = app.get("/api/v1/followups/worklist?category=never_followed_up&limit=2&offset=1", &doc.token).await;
+    assert_eq!(overdue.body["total"], 4);
     let names: Vec<&str> = overdue.body["items"]
         .as_array()
         .unwrap()
         .iter()
         .map(|i| i["enrollment"]["patient"]["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["张庚", "张乙"]);
-    // A week later (Wednesday 17th): C, E and F have fallen overdue too, D is due this week.
+    assert_eq!(names, ["张庚", "张戊"]);
+    // Any other day can be asked for: a week later (Wednesday 17th) B, C and F are overdue.
     let later = app.get("/api/v1/followups/worklist?as_of=2026-06-17", &doc.token).await;
-    assert_eq!(later.body["counts"], json!({"overdue": 6, "due_this_week": 1, "never_followed_up": 0, "flagged": 0}));
+    assert_eq!(later.body["counts"], json!({"overdue": 3, "due_this_week": 0, "never_followed_up": 4, "flagged": 0}));
 
     // The CSV for Excel: BOM, Chinese headers, the same rows.
     let csv = app
         .client
-        .get(format!("{}/api/v1/followups/worklist.csv?as_of={AS_OF}", app.base))
+        .get(format!("{}/api/v1/followups/worklist.csv", app.base))
         .bearer_auth(&doc.token)
         .send()
         .await
@@ -439,11 +502,17 @@ async fn the_worklist_of_a_frozen_day_matches_the_hand_computed_one() {
         "类别,姓名,性别,年龄,联系电话,病种,责任医生,下次随访日期,逾期天数,末次随访日期,随访次数,末次随访评价,标记"
     );
     assert_eq!(lines.len(), 7, "{text}");
-    assert!(lines[1].starts_with("已逾期,张甲,男,63,139000"), "{}", lines[1]);
-    assert!(lines[1].contains(",高血压,张卫东,2026-04-05,66,,0,,"), "{}", lines[1]);
-    assert!(lines[4].starts_with("本周到期,张丙,"), "{}", lines[4]);
-    assert!(lines[4].contains(",2026-03-15,1,控制满意,"), "{}", lines[4]);
+    assert!(lines[1].starts_with("已逾期,张乙,"), "{}", lines[1]);
+    assert!(lines[2].starts_with("本周到期,张丙,"), "{}", lines[2]);
+    assert!(lines[2].contains(",2026-03-15,1,控制满意,"), "{}", lines[2]);
+    assert!(lines[3].starts_with("从未随访,张甲,男,63,139000"), "{}", lines[3]);
+    assert!(lines[3].contains(",高血压,张卫东,2026-04-05,66,,0,,"), "{}", lines[3]);
     assert!(lines[6].starts_with("从未随访,张丁,"), "{}", lines[6]);
+
+    // And the clock decides what "the future" is: a follow-up dated tomorrow is refused.
+    let tomorrow = follow_up_status(&app, &doc, &enrollment["张乙"], bp("2026-06-11", 130, 80)).await;
+    assert_eq!(tomorrow, (422, "date_in_future".to_string()));
+    assert_eq!(follow_up_status(&app, &doc, &enrollment["张乙"], bp(AS_OF, 130, 80)).await.0, 201);
 }
 
 #[tokio::test]

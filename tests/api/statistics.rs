@@ -141,7 +141,7 @@ pub(crate) async fn world(app: &TestApp) -> World {
     assert_eq!(out.status, 201, "{}", out.text);
 
     // The registry: five patients seen four times in the last year, the sixth twice.
-    let today = cloudhis::followups::service::today();
+    let today = cloudhis::followups::service::today(&app.state);
     let day = |ago: i64| (today - chrono::Duration::days(ago)).to_string();
     let mut enrollment = String::new();
     for (i, p) in persons.iter().take(6).enumerate() {
@@ -254,7 +254,7 @@ async fn every_kpi_of_a_known_world_is_exactly_the_hand_computed_value() {
     // Looking back to 50 days ago: the last follow-ups (10 days ago) are after it, so the
     // window holds three of the four (300, 200, 100 days ago; one for the sixth patient), all
     // controlled: nobody has four, everybody managed is controlled.
-    let today = cloudhis::followups::service::today();
+    let today = cloudhis::followups::service::today(&app.state);
     let back = today - chrono::Duration::days(50);
     let earlier = app
         .get(&format!("/api/v1/statistics/kpis?from={}&to={back}", back - chrono::Duration::days(30)), &bureau.token)
