@@ -232,6 +232,7 @@ async fn main() -> anyhow::Result<()> {
         ("one doctor's worklist, first page (100)", format!("{base}/worklist?doctor_id={doctor}")),
         ("overdue only, third page (100)", format!("{base}/worklist?category=overdue&offset=200")),
         ("institution worklist, 1,000 rows", format!("{base}/worklist?limit=1000")),
+        ("overdue only, every row (up to 1,000)", format!("{base}/worklist?category=overdue&limit=1000")),
         ("CSV export, every listed patient", format!("{base}/worklist.csv")),
     ];
     let mut out = Vec::new();

@@ -524,62 +524,106 @@ pub struct Worklist {
     pub items: Vec<WorkItem>,
 }
 
+#[derive(Debug, sea_orm::FromQueryResult)]
+struct CategoryCount {
+    category: String,
+    n: i64,
+    flagged: i64,
+}
+
 /// The worklist of the caller's institution (or one doctor's) for day `as_of`: overdue first
-/// (longest overdue first), then due this week, then enrolled and never followed up.
+/// (longest overdue first), then due this week, then enrolled and never followed up, each by
+/// due date. Categories, counts and the page are worked out in the database, so a request costs
+/// what its page holds, not what the registry holds.
 pub async fn worklist(state: &AppState, ctx: &RequestCtx, q: WorklistQuery) -> AppResult<Worklist> {
     ctx.require(Perm::FollowupRead)?;
     let end = week_end(q.as_of);
     let tx = state.db.begin(ctx).await?;
-    let mut s = enrollment::Entity::find()
-        .filter(enrollment::Column::TenantId.eq(ctx.tenant))
-        .filter(enrollment::Column::InstitutionId.eq(ctx.institution))
-        .filter(enrollment::Column::Status.eq(ACTIVE))
-        .filter(Condition::any().add(enrollment::Column::NextDue.lte(end)).add(enrollment::Column::Visits.eq(0)));
+    // One pass over the scope's active enrollments: each category's size, and the flagged
+    // patients (a referral proposed) whenever they are due.
+    let mut sql = String::from(
+        "SELECT CASE WHEN visits = 0 THEN 'never_followed_up' WHEN next_due < ? THEN 'overdue'
+                     WHEN next_due <= ? THEN 'due_this_week' ELSE 'later' END AS category,
+                CAST(COUNT(*) AS BIGINT) AS n,
+                CAST(SUM(CASE WHEN flag IS NOT NULL THEN 1 ELSE 0 END) AS BIGINT) AS flagged
+           FROM chronic_enrollments
+          WHERE tenant_id = ? AND institution_id = ? AND status = ?",
+    );
+    let mut values: Vec<sea_orm::Value> =
+        vec![q.as_of.into(), end.into(), ctx.tenant.into(), ctx.institution.into(), ACTIVE.into()];
     if let Some(d) = q.doctor {
-        s = s.filter(enrollment::Column::DoctorId.eq(d));
+        sql.push_str(" AND doctor_id = ?");
+        values.push(d.into());
     }
     if let Some(d) = q.disease {
-        s = s.filter(enrollment::Column::Disease.eq(d.as_str()));
+        sql.push_str(" AND disease = ?");
+        values.push(d.as_str().into());
     }
-    let rows = s.order_by_asc(enrollment::Column::NextDue).order_by_asc(enrollment::Column::Id).all(&*tx).await?;
-    // Flagged patients (a referral proposed) count whenever they are due: the doctor acts now.
-    let mut f = enrollment::Entity::find()
-        .filter(enrollment::Column::TenantId.eq(ctx.tenant))
-        .filter(enrollment::Column::InstitutionId.eq(ctx.institution))
-        .filter(enrollment::Column::Status.eq(ACTIVE))
-        .filter(enrollment::Column::Flag.is_not_null());
-    if let Some(d) = q.doctor {
-        f = f.filter(enrollment::Column::DoctorId.eq(d));
-    }
-    if let Some(d) = q.disease {
-        f = f.filter(enrollment::Column::Disease.eq(d.as_str()));
-    }
-    let flagged = sea_orm::PaginatorTrait::count(f, &*tx).await? as usize;
+    sql.push_str(" GROUP BY 1");
+    let sizes: Vec<CategoryCount> = crate::platform::db::query_all(&tx, &sql, values).await?;
     let mut counts: HashMap<Category, usize> = Category::ALL.iter().map(|c| (*c, 0)).collect();
-    let mut listed: Vec<(Category, enrollment::Model)> = Vec::new();
-    for e in rows {
-        let Some(c) = category(e.next_due, e.visits, q.as_of) else { continue };
-        *counts.entry(c).or_default() += 1;
-        if q.category.is_none_or(|want| want == c) {
-            listed.push((c, e));
+    for c in &sizes {
+        if let Some(cat) = Category::parse(&c.category) {
+            counts.insert(cat, c.n as usize);
         }
     }
-    // Stable: within a category, by due date (the query's order).
-    listed.sort_by_key(|(c, _)| *c);
-    let total = listed.len();
-    let page: Vec<(Category, enrollment::Model)> =
-        listed.into_iter().skip(q.offset as usize).take(q.limit as usize).collect();
-    let cats: HashMap<Uuid, Category> = page.iter().map(|(c, e)| (e.id, *c)).collect();
-    let viewed = views(&tx, ctx, state, page.into_iter().map(|(_, e)| e).collect()).await?;
+    let flagged = sizes.iter().map(|c| c.flagged).sum::<i64>() as usize;
+    let total = match q.category {
+        Some(c) => counts[&c],
+        None => counts.values().sum(),
+    };
+
+    // The page: the category's rule as a condition, the list's order as a sort.
+    use enrollment::Column as C;
+    let due = |c: Category| -> Condition {
+        match c {
+            Category::Overdue => Condition::all().add(C::Visits.gt(0)).add(C::NextDue.lt(q.as_of)),
+            Category::DueThisWeek => {
+                Condition::all().add(C::Visits.gt(0)).add(C::NextDue.gte(q.as_of)).add(C::NextDue.lte(end))
+            }
+            Category::NeverFollowedUp => Condition::all().add(C::Visits.eq(0)),
+        }
+    };
+    let wanted = match q.category {
+        Some(c) => due(c),
+        None => Category::ALL.iter().fold(Condition::any(), |any, c| any.add(due(*c))),
+    };
+    let mut page = enrollment::Entity::find()
+        .filter(C::TenantId.eq(ctx.tenant))
+        .filter(C::InstitutionId.eq(ctx.institution))
+        .filter(C::Status.eq(ACTIVE))
+        .filter(wanted);
+    if let Some(d) = q.doctor {
+        page = page.filter(C::DoctorId.eq(d));
+    }
+    if let Some(d) = q.disease {
+        page = page.filter(C::Disease.eq(d.as_str()));
+    }
+    // Dates are compared as ISO text on SQLite and as dates on PostgreSQL; the literal is a
+    // formatted date, never caller text.
+    let rank =
+        format!("CASE WHEN visits = 0 THEN 2 WHEN next_due < '{}' THEN 0 ELSE 1 END", q.as_of.format("%Y-%m-%d"));
+    let rows = page
+        .order_by_asc(sea_orm::sea_query::Expr::cust(rank))
+        .order_by_asc(C::NextDue)
+        .order_by_asc(C::Id)
+        .offset(q.offset)
+        .limit(q.limit)
+        .all(&*tx)
+        .await?;
+    let viewed = views(&tx, ctx, state, rows).await?;
     tx.rollback().await?;
     let items = viewed
         .into_iter()
-        .map(|(e, person, doctor_name)| WorkItem {
-            category: cats[&e.id],
-            days_overdue: (q.as_of - e.next_due).num_days().max(0),
-            enrollment: e,
-            person,
-            doctor_name,
+        .filter_map(|(e, person, doctor_name)| {
+            let c = category(e.next_due, e.visits, q.as_of)?;
+            Some(WorkItem {
+                category: c,
+                days_overdue: (q.as_of - e.next_due).num_days().max(0),
+                enrollment: e,
+                person,
+                doctor_name,
+            })
         })
         .collect();
     Ok(Worklist { as_of: q.as_of, week_end: end, counts, flagged, total, items })

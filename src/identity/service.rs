@@ -534,9 +534,10 @@ pub async fn display_names(tx: &Tx, ids: &[Uuid]) -> AppResult<HashMap<Uuid, Str
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
+    let unique: std::collections::BTreeSet<Uuid> = ids.iter().copied().collect();
     Ok(user::Entity::find()
         .filter(user::Column::TenantId.eq(tx.tenant()))
-        .filter(user::Column::Id.is_in(ids.to_vec()))
+        .filter(user::Column::Id.is_in(unique))
         .all(&**tx)
         .await?
         .into_iter()

@@ -1016,16 +1016,30 @@ pub async fn contacts_of(
         return Ok(HashMap::new());
     }
     let full = ctx.can(Perm::PatientIdentifiers);
-    Ok(person::Entity::find()
+    let unique: Vec<Uuid> = ids.iter().copied().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+    // Only the columns a contact needs: lists ask for hundreds of persons at once.
+    type Row = (Uuid, String, Option<String>, Option<chrono::NaiveDate>, Option<i32>, Option<String>);
+    let rows: Vec<Row> = person::Entity::find()
+        .select_only()
+        .columns([
+            person::Column::Id,
+            person::Column::Name,
+            person::Column::Sex,
+            person::Column::BirthDate,
+            person::Column::BirthYear,
+            person::Column::PhoneEnc,
+        ])
         .filter(person::Column::TenantId.eq(tx.tenant()))
-        .filter(person::Column::Id.is_in(ids.to_vec()))
+        .filter(person::Column::Id.is_in(unique))
+        .into_tuple()
         .all(&**tx)
-        .await?
+        .await?;
+    Ok(rows
         .into_iter()
-        .map(|p| {
+        .map(|(id, name, sex, birth_date, birth_year, phone_enc)| {
             let phone =
-                p.phone_enc.as_deref().and_then(|e| cipher.decrypt(e)).map(|v| if full { v } else { mask_phone(&v) });
-            (p.id, Contact { name: p.name, sex: p.sex, birth_date: p.birth_date, birth_year: p.birth_year, phone })
+                phone_enc.as_deref().and_then(|e| cipher.decrypt(e)).map(|v| if full { v } else { mask_phone(&v) });
+            (id, Contact { name, sex, birth_date, birth_year, phone })
         })
         .collect())
 }
