@@ -8,6 +8,7 @@ mod audit;
 mod auth;
 mod errors;
 mod followups;
+mod fuzz;
 mod isolation;
 mod patients;
 mod platform;
