@@ -517,7 +517,9 @@ impl AccountsApi {
         from: Query<Option<String>>,
         to: Query<Option<String>>,
     ) -> Result<PatientStatementResponse, AppError> {
-        let range = (from.0.is_some() || to.0.is_some()).then(|| range(from.0, to.0));
+        // Only `to`: everything up to it.
+        let from = if from.0.is_none() && to.0.is_some() { Some("1900-01".to_string()) } else { from.0 };
+        let range = (from.is_some() || to.0.is_some()).then(|| range(from, to.0));
         let range = range.as_ref().map(|(f, t)| (f.as_str(), t.as_str()));
         Ok(PatientStatementResponse::Ok(Json(service::patient_statement(&state, &auth.0, id.0, range).await?.into())))
     }

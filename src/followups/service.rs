@@ -332,15 +332,16 @@ pub async fn record_visit(state: &AppState, ctx: &RequestCtx, id: Uuid, input: V
             _ => None,
         };
         let reason = referral_reason(disease, f, &input.measures, &dangers);
-        referral = match open {
-            // The open draft now says what this follow-up found (a danger value makes it urgent).
-            Some(r) => {
-                crate::referrals::service::refresh_draft(&tx, r, reason, f.urgent()).await?;
-                Some(r)
-            }
-            None => crate::referrals::service::propose_up(&mut tx, ctx, e.person_id, reason, f.urgent())
-                .await?
-                .map(|r| r.id),
+        // The open draft now says what this follow-up found (a danger value makes it urgent);
+        // if it was sent meanwhile, a new draft is proposed.
+        let refreshed = match open {
+            Some(r) => crate::referrals::service::refresh_draft(&tx, r, reason.clone(), f.urgent()).await?,
+            None => false,
+        };
+        referral = if refreshed {
+            open
+        } else {
+            crate::referrals::service::propose_up(&mut tx, ctx, e.person_id, reason, f.urgent()).await?.map(|r| r.id)
         };
     }
     let now = Utc::now();

@@ -110,16 +110,23 @@ pub async fn is_draft(tx: &Tx, id: Uuid) -> AppResult<bool> {
 
 /// Brings a draft up to date with a later finding: its reason becomes the finding's, and it
 /// becomes urgent when the finding is (never the other way: a danger value stays urgent).
-pub async fn refresh_draft(tx: &Tx, id: Uuid, reason: String, urgent: bool) -> AppResult<()> {
+/// False when it is no longer a draft (sent or dropped meanwhile): nothing is changed then.
+pub async fn refresh_draft(tx: &Tx, id: Uuid, reason: String, urgent: bool) -> AppResult<bool> {
+    use sea_orm::sea_query::Expr;
     check_text("reason", &reason, 1000)?;
-    let Some(r) = referral::Entity::find_by_id((tx.tenant(), id)).one(&**tx).await? else { return Ok(()) };
-    let urgency = if urgent { "urgent".to_string() } else { r.urgency.clone() };
-    let mut am = r.into_active_model();
-    am.reason = Set(reason);
-    am.urgency = Set(urgency);
-    am.updated_at = Set(chrono::Utc::now());
-    am.update(&**tx).await?;
-    Ok(())
+    let mut update = referral::Entity::update_many()
+        .col_expr(referral::Column::Reason, Expr::value(reason))
+        .col_expr(referral::Column::UpdatedAt, Expr::value(chrono::Utc::now()));
+    if urgent {
+        update = update.col_expr(referral::Column::Urgency, Expr::value("urgent"));
+    }
+    let done = update
+        .filter(referral::Column::TenantId.eq(tx.tenant()))
+        .filter(referral::Column::Id.eq(id))
+        .filter(referral::Column::Status.eq(Status::Draft.as_str()))
+        .exec(&**tx)
+        .await?;
+    Ok(done.rows_affected == 1)
 }
 
 /// Creates a referral in the caller's transaction.

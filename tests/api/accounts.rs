@@ -688,6 +688,8 @@ async fn a_closed_month_takes_nothing_new_and_a_late_event_posts_to_the_next_ope
     let cur = ps(format!("from={this}&to={this}")).await;
     assert_eq!(cur.body["opening_balance_fen"], 300);
     assert_eq!(cur.body["balance_fen"], 0, "the late payment settles last month's charge: {}", cur.text);
+    let upto = ps(format!("to={last}")).await;
+    assert_eq!((upto.status.as_u16(), upto.body["charged_fen"].as_i64()), (200, Some(300)), "{}", upto.text);
     let wrong = ps("from=2026-05&to=2026-04".into()).await;
     assert_eq!((wrong.status.as_u16(), wrong.code()), (422, "period_invalid"));
 
