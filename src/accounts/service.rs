@@ -214,8 +214,14 @@ impl Handler for Ledger {
             return Ok(());
         }
         let chart = chart(tx).await?;
-        let tenant = crate::tenancy::service::get_tenant(&**tx, tx.tenant()).await?;
-        let drafts = drafts_of(&chart, fee_share_bp(&tenant.settings), event)?;
+        // Only fee sharing needs the tenant's settings; other events skip the read.
+        let share = match event.event_type.as_str() {
+            "referrals.completed" => {
+                fee_share_bp(&crate::tenancy::service::get_tenant(&**tx, tx.tenant()).await?.settings)
+            }
+            _ => 0,
+        };
+        let drafts = drafts_of(&chart, share, event)?;
         write(tx, event, drafts).await
     }
 }

@@ -609,8 +609,8 @@ impl FollowupsApi {
         #[oai(default = "hundred", validator(minimum(value = "1"), maximum(value = "1000")))] limit: Query<u64>,
         #[oai(default, validator(maximum(value = "1000000")))] offset: Query<u64>,
     ) -> Result<WorklistResponse, AppError> {
-        let q = worklist_query(service::today(&state), as_of.0, doctor_id.0, disease.0, category.0, limit.0, offset.0);
         let today = service::today(&state);
+        let q = worklist_query(today, as_of.0, doctor_id.0, disease.0, category.0, limit.0, offset.0);
         let w = service::worklist(&state, &auth.0, q).await?;
         let count = |c: Category| w.counts.get(&c).copied().unwrap_or(0) as i64;
         Ok(WorklistResponse::Ok(Json(WorklistDto {

@@ -861,16 +861,7 @@ async fn a_community_with_its_own_chart_and_fee_share_posts_by_them() {
     let app = spawn_app().await;
     // The demo community under another code, first with the default chart...
     let text = cloudhis::cli::DEMO_TENANT.replace("\"demo-county\"", "\"west-county\"");
-    let apply = |text: String| {
-        let state = app.state.clone();
-        async move {
-            let spec = cloudhis::tenancy::file::parse("west-county.toml", &text).unwrap();
-            let report = cloudhis::tenancy::service::apply(&state.db, &spec).await.unwrap();
-            state.authz.changed(report.tenant_id).await;
-            report
-        }
-    };
-    let first = apply(text.clone()).await;
+    let first = app.apply_tenant_file(&text).await;
     cloudhis::pharmacy::service::seed_demo_stock(&app.state.db, first.tenant_id).await.unwrap();
     // ...then with its cash, internal revenue and expense accounts renumbered and a 5% share.
     let renumbered = text
@@ -878,7 +869,7 @@ async fn a_community_with_its_own_chart_and_fee_share_posts_by_them() {
         .replace("code = \"4101\"", "code = \"410101\"")
         .replace("code = \"5101\"", "code = \"510101\"")
         .replace("referral_fee_share = 0.10", "referral_fee_share = 0.05");
-    let second = apply(renumbered).await;
+    let second = app.apply_tenant_file(&renumbered).await;
     for code in ["1001", "4101", "5101"] {
         assert!(
             second.updated.iter().any(|u| u == &format!("account {code} (retired: no longer in the file)")),

@@ -226,9 +226,7 @@ async fn a_community_sets_its_own_follow_up_interval() {
     let text = cloudhis::cli::DEMO_TENANT
         .replace("\"demo-county\"", "\"west-county\"")
         .replace("interval_days = 90", "interval_days = 60");
-    let spec = cloudhis::tenancy::file::parse("west-county.toml", &text).unwrap();
-    let report = cloudhis::tenancy::service::apply(&app.state.db, &spec).await.unwrap();
-    app.state.authz.changed(report.tenant_id).await;
+    app.apply_tenant_file(&text).await;
     let doc = app.login_in("west-county", "village.doctor").await;
     let person = resident(&app, &doc, "孙立平", "19590909", 5).await;
     let e = enroll(

@@ -201,11 +201,17 @@ impl TestApp {
     /// Applies the demo tenant under another code: a second, separate community.
     pub async fn load_other_tenant(&self, code: &str) -> Uuid {
         let text = cloudhis::cli::DEMO_TENANT.replace("\"demo-county\"", &format!("\"{code}\""));
-        let spec = cloudhis::tenancy::file::parse("other.toml", &text).unwrap();
+        let tenant = self.apply_tenant_file(&text).await.tenant_id;
+        cloudhis::pharmacy::service::seed_demo_stock(&self.state.db, tenant).await.unwrap();
+        tenant
+    }
+
+    /// Applies a tenant file's text, as `cloudhis tenants apply` would.
+    pub async fn apply_tenant_file(&self, text: &str) -> cloudhis::tenancy::service::ApplyReport {
+        let spec = cloudhis::tenancy::file::parse("tenant.toml", text).unwrap();
         let report = cloudhis::tenancy::service::apply(&self.state.db, &spec).await.unwrap();
         self.state.authz.changed(report.tenant_id).await;
-        cloudhis::pharmacy::service::seed_demo_stock(&self.state.db, report.tenant_id).await.unwrap();
-        report.tenant_id
+        report
     }
 
     pub async fn request(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> Resp {
