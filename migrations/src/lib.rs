@@ -22,6 +22,7 @@ mod m20261128_000013_followups_tables;
 mod m20261128_000014_statistics_tables;
 mod m20261128_000015_statistics_indexes;
 mod m20261128_000016_accounts_guards;
+mod m20261128_000017_platform_rls_initplan;
 
 pub struct Migrator;
 
@@ -45,6 +46,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000014_statistics_tables::Migration),
             Box::new(m20261128_000015_statistics_indexes::Migration),
             Box::new(m20261128_000016_accounts_guards::Migration),
+            Box::new(m20261128_000017_platform_rls_initplan::Migration),
         ]
     }
 }
