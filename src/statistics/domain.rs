@@ -94,18 +94,37 @@ pub fn over(value: f64, patients: i64) -> Cell {
     }
 }
 
-/// Nearest-rank quantile (`q` in 0..=1) of per-patient values.
-pub fn quantile(values: &[i64], q: f64) -> Cell {
-    if values.is_empty() {
+/// Values and how many times each occurs (minutes to a decision, say): a whole year's
+/// decisions are a few hundred distinct minutes, not tens of thousands of values to copy and sort.
+pub type Histogram = std::collections::BTreeMap<i64, i64>;
+
+/// The histogram of `values`.
+pub fn histogram(values: &[i64]) -> Histogram {
+    let mut h = Histogram::new();
+    for v in values {
+        *h.entry(*v).or_default() += 1;
+    }
+    h
+}
+
+/// Nearest-rank quantile (`q` in 0..=1) of per-patient values, given as a histogram.
+pub fn quantile(values: &Histogram, q: f64) -> Cell {
+    let n: i64 = values.values().sum();
+    if n == 0 {
         return Cell::Empty;
     }
-    if small(values.len() as i64) {
+    if small(n) {
         return Cell::Suppressed;
     }
-    let mut v = values.to_vec();
-    v.sort_unstable();
-    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len());
-    Cell::Value(v[rank - 1] as f64)
+    let rank = ((q * n as f64).ceil() as i64).clamp(1, n);
+    let mut seen = 0;
+    for (value, count) in values {
+        seen += count;
+        if seen >= rank {
+            return Cell::Value(*value as f64);
+        }
+    }
+    unreachable!("the rank is at most the number of values")
 }
 
 /// Registry figures of one disease at the end of a period.
@@ -131,7 +150,7 @@ pub struct Inputs {
     pub referrals_up: i64,
     pub referrals_down: i64,
     /// Minutes from request to decision, per referral received and decided in the period.
-    pub decision_minutes: Vec<i64>,
+    pub decision_minutes: Histogram,
     /// Up-referrals accepted in the period, and those of them whose loop closed (completed with
     /// a summary, or referred back down).
     pub loop_accepted: i64,
@@ -149,7 +168,9 @@ impl Inputs {
         self.referrals_out += o.referrals_out;
         self.referrals_up += o.referrals_up;
         self.referrals_down += o.referrals_down;
-        self.decision_minutes.extend_from_slice(&o.decision_minutes);
+        for (minutes, n) in &o.decision_minutes {
+            *self.decision_minutes.entry(*minutes).or_default() += n;
+        }
         self.loop_accepted += o.loop_accepted;
         self.loop_closed += o.loop_closed;
         for (a, b) in [(&mut self.hypertension, &o.hypertension), (&mut self.diabetes, &o.diabetes)] {
@@ -305,7 +326,7 @@ mod tests {
         assert_eq!(rate(0, 10), Cell::Value(0.0));
         assert_eq!(rate(10, 4), Cell::Suppressed);
         assert_eq!(rate(0, 0), Cell::Empty);
-        assert_eq!(quantile(&[10, 20, 30, 40], 0.5), Cell::Suppressed);
+        assert_eq!(quantile(&histogram(&[10, 20, 30, 40]), 0.5), Cell::Suppressed);
         assert_eq!(Cell::Suppressed.text(Unit::Percent), "<5");
         assert_eq!(Cell::Value(0.8333).text(Unit::Percent), "83.3%");
         assert_eq!(Cell::Value(2345.0).text(Unit::Yuan), "23.45");
@@ -314,9 +335,13 @@ mod tests {
     #[test]
     fn quantiles_are_nearest_rank() {
         let v = [5, 1, 4, 2, 3, 10, 9, 8, 7, 6];
-        assert_eq!(quantile(&v, 0.5), Cell::Value(5.0));
-        assert_eq!(quantile(&v, 0.9), Cell::Value(9.0));
-        assert_eq!(quantile(&[7, 7, 7, 7, 7], 0.9), Cell::Value(7.0));
+        assert_eq!(quantile(&histogram(&v), 0.5), Cell::Value(5.0));
+        assert_eq!(quantile(&histogram(&v), 0.9), Cell::Value(9.0));
+        assert_eq!(quantile(&histogram(&[7, 7, 7, 7, 7]), 0.9), Cell::Value(7.0));
+        assert_eq!(quantile(&histogram(&[3, 1, 1, 2, 2, 2, 9, 9, 9, 9]), 0.5), Cell::Value(2.0));
+        assert_eq!(quantile(&histogram(&[3, 1, 1, 2, 2, 2, 9, 9, 9, 9]), 0.6), Cell::Value(3.0));
+        assert_eq!(quantile(&histogram(&[3, 1, 1, 2, 2, 2, 9, 9, 9, 9]), 0.0), Cell::Value(1.0));
+        assert_eq!(quantile(&histogram(&[]), 0.5), Cell::Empty);
     }
 
     #[test]
@@ -347,7 +372,7 @@ mod tests {
             referrals_out: 10,
             referrals_up: 20,
             referrals_down: 10,
-            decision_minutes: vec![30, 60, 90, 120, 150, 600],
+            decision_minutes: histogram(&[30, 60, 90, 120, 150, 600]),
             loop_accepted: 10,
             loop_closed: 8,
             hypertension: Registry { registered: 50, standard: 30, managed: 40, controlled: 20 },

@@ -766,7 +766,7 @@ async fn add_decided(tx: &Tx, from: NaiveDate, to: NaiveDate, out: &mut HashMap<
     let (start, end) = instants(from, to);
     for r in referrals_decided(tx, start, end).await? {
         let i = out.entry(r.institution_id).or_default();
-        i.decision_minutes.extend(std::iter::repeat_n(r.minutes, r.n as usize));
+        *i.decision_minutes.entry(r.minutes).or_default() += r.n;
         i.loop_accepted += r.accepted;
         i.loop_closed += r.closed;
     }
