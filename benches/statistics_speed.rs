@@ -206,7 +206,8 @@ async fn main() -> anyhow::Result<()> {
     }
     // The rollups: rebuilt from the source tables unless `--reuse-rollups` and already there.
     let reuse = std::env::args().any(|a| a == "--reuse-rollups")
-        && scalar(&owner, &format!("SELECT count(*) FROM stat_daily WHERE tenant_id = '{t}'")).await? > 0;
+        && scalar(&owner, &format!("SELECT count(*) FROM stat_daily WHERE tenant_id = '{t}'")).await? > 0
+        && scalar(&owner, &format!("SELECT count(*) FROM stat_registry WHERE tenant_id = '{t}'")).await? > 0;
     let t0 = Instant::now();
     let rebuilt = if reuse {
         cloudhis::statistics::service::RebuildReport {
@@ -221,7 +222,7 @@ async fn main() -> anyhow::Result<()> {
     let rebuild_secs = if reuse { 0.0 } else { t0.elapsed().as_secs_f64() };
     owner
         .execute_unprepared(
-            "ANALYZE stat_daily; ANALYZE stat_referrals; ANALYZE stat_enrollments; ANALYZE stat_followups",
+            "ANALYZE stat_daily; ANALYZE stat_referrals; ANALYZE stat_enrollments; ANALYZE stat_followups; ANALYZE stat_registry",
         )
         .await?;
 
@@ -347,7 +348,7 @@ async fn main() -> anyhow::Result<()> {
     println!("## Statistics dashboard (postgres)");
     println!();
     println!(
-        "{} persons, {} encounters and charges, {} referrals, {} enrollments, {} follow-ups; load {:.0} s (0 = already loaded); rebuild of the rollups {:.1} s ({} daily rows)",
+        "{} persons, {} encounters and charges, {} referrals, {} enrollments, {} follow-ups; load {:.0} s (0 = already loaded); rebuild of the rollups {:.1} s ({} daily rows, {} registry step rows)",
         scalar(&owner, &format!("SELECT count(*) FROM persons WHERE tenant_id = '{t}'")).await?,
         scalar(&owner, &format!("SELECT count(*) FROM encounters WHERE tenant_id = '{t}'")).await?,
         rebuilt.referrals,
@@ -355,7 +356,8 @@ async fn main() -> anyhow::Result<()> {
         rebuilt.followups,
         load_secs,
         rebuild_secs,
-        rebuilt.daily_rows
+        rebuilt.daily_rows,
+        scalar(&owner, &format!("SELECT count(*) FROM stat_registry WHERE tenant_id = '{t}'")).await?
     );
     println!();
     println!("| from the rollups, through the API | n | p50 | p99 |");

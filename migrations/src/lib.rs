@@ -23,6 +23,7 @@ mod m20261128_000014_statistics_tables;
 mod m20261128_000015_statistics_indexes;
 mod m20261128_000016_accounts_guards;
 mod m20261128_000017_platform_rls_initplan;
+mod m20261128_000018_statistics_registry_steps;
 
 pub struct Migrator;
 
@@ -47,6 +48,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000015_statistics_indexes::Migration),
             Box::new(m20261128_000016_accounts_guards::Migration),
             Box::new(m20261128_000017_platform_rls_initplan::Migration),
+            Box::new(m20261128_000018_statistics_registry_steps::Migration),
         ]
     }
 }

@@ -267,6 +267,58 @@ pub fn window_start(end: NaiveDate) -> NaiveDate {
     end - Duration::days(365)
 }
 
+/// What the registry figures know of one enrollment once its latest follow-up is past.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EnrollmentSummary {
+    pub enrolled_on: NaiveDate,
+    pub closed_on: Option<NaiveDate>,
+    pub last_visit_on: Option<NaiveDate>,
+    /// The fourth latest follow-up.
+    pub fourth_visit_on: Option<NaiveDate>,
+    pub last_controlled: bool,
+}
+
+/// The enrollment's part in the registry figures as steps: `(day, [registered, managed,
+/// standard, controlled])`, each +1 where it starts counting and -1 where it stops, so that the
+/// figures as at any day on or after its latest follow-up are the sum of the steps up to that
+/// day. As at `to`: registered if enrolled by `to` and not closed by it; managed if its latest
+/// follow-up lies in the window (`window_start(to)`, `to`], that is until 365 days after it;
+/// standard likewise for its fourth latest; controlled if managed and controlled at the latest.
+/// Days before its latest follow-up are the look-back's (`registry_sums_back`), not these steps'.
+pub fn registry_steps(e: &EnrollmentSummary) -> Vec<(NaiveDate, [i64; 4])> {
+    let start = e.last_visit_on.map_or(e.enrolled_on, |last| last.max(e.enrolled_on));
+    let until = |end: Option<NaiveDate>| match (end, e.closed_on) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let expiry = |d: NaiveDate| d + Duration::days(365);
+    let mut steps = Vec::new();
+    let mut span = |k: usize, end: Option<NaiveDate>| {
+        if end.is_some_and(|end| end <= start) {
+            return;
+        }
+        let mut up = [0; 4];
+        up[k] = 1;
+        steps.push((start, up));
+        if let Some(end) = end {
+            let mut down = [0; 4];
+            down[k] = -1;
+            steps.push((end, down));
+        }
+    };
+    span(0, e.closed_on);
+    if let Some(last) = e.last_visit_on {
+        span(1, until(Some(expiry(last))));
+        if e.last_controlled {
+            span(3, until(Some(expiry(last))));
+        }
+    }
+    if let Some(fourth) = e.fourth_visit_on {
+        span(2, until(Some(expiry(fourth))));
+    }
+    steps
+}
+
 /// Time-series buckets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Grain {
@@ -330,6 +382,47 @@ mod tests {
         assert_eq!(Cell::Suppressed.text(Unit::Percent), "<5");
         assert_eq!(Cell::Value(0.8333).text(Unit::Percent), "83.3%");
         assert_eq!(Cell::Value(2345.0).text(Unit::Yuan), "23.45");
+    }
+
+    proptest::proptest! {
+        /// The registry steps summed up to any day on or after the latest follow-up give what
+        /// the rule says of that enrollment on that day.
+        #[test]
+        fn registry_steps_sum_to_the_rule_on_any_later_day(
+            enrolled in 0i64..800,
+            closed in proptest::option::of(0i64..1500),
+            visits in proptest::option::of((0i64..800, 0i64..600)),
+            controlled: bool,
+            after in 0i64..900,
+        ) {
+            let day = |n: i64| d("2024-01-01") + Duration::days(n);
+            let (last, fourth) = match visits {
+                Some((last, back)) => (Some(day(last)), (back < 500).then(|| day(last - back))),
+                None => (None, None),
+            };
+            let e = EnrollmentSummary {
+                enrolled_on: day(enrolled),
+                closed_on: closed.map(day),
+                last_visit_on: last,
+                fourth_visit_on: fourth,
+                last_controlled: controlled,
+            };
+            let to = last.unwrap_or(day(0)) + Duration::days(after);
+            let mut sum = [0i64; 4];
+            for (at, step) in registry_steps(&e) {
+                if at <= to {
+                    for k in 0..4 {
+                        sum[k] += step[k];
+                    }
+                }
+            }
+            let window = window_start(to);
+            let registered = e.enrolled_on <= to && e.closed_on.is_none_or(|c| c > to);
+            let managed = registered && last.is_some_and(|l| l > window);
+            let standard = registered && fourth.is_some_and(|f| f > window);
+            let expected = [registered, managed, standard, managed && controlled].map(i64::from);
+            proptest::prop_assert_eq!(sum, expected, "{:?} as at {}", e, to);
+        }
     }
 
     #[test]

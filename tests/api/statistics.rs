@@ -312,7 +312,7 @@ async fn a_rebuild_equals_the_event_kept_rollups_and_a_shuffled_duplicated_repla
     // Empty the rollups, then replay every event in a random order, a third of them twice.
     let owner = app.owner_connection().await;
     use sea_orm::ConnectionTrait;
-    for t in ["stat_daily", "stat_referrals", "stat_enrollments", "stat_followups"] {
+    for t in ["stat_daily", "stat_referrals", "stat_enrollments", "stat_followups", "stat_registry"] {
         owner.execute_unprepared(&format!("DELETE FROM {t}")).await.unwrap();
     }
     owner.execute_unprepared("DELETE FROM processed_events WHERE consumer = 'statistics'").await.unwrap();
