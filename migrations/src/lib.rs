@@ -25,6 +25,9 @@ mod m20261128_000016_accounts_guards;
 mod m20261128_000017_platform_rls_initplan;
 mod m20261128_000018_statistics_registry_steps;
 
+/// The registry steps of the enrollment summaries already there, as SQL (migration 18 runs it).
+pub use m20261128_000018_statistics_registry_steps::fill_sql as registry_steps_fill_sql;
+
 pub struct Migrator;
 
 #[async_trait::async_trait]

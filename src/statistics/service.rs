@@ -151,14 +151,13 @@ fn summary_of(newest_first: &[(NaiveDate, bool)]) -> (Option<NaiveDate>, Option<
     (newest_first.first().map(|f| f.0), newest_first.get(3).map(|f| f.0), newest_first.first().is_some_and(|f| f.1))
 }
 
-async fn refresh_summary(tx: &Tx, enrollment: Uuid) -> AppResult<()> {
+/// Brings an enrollment's summary up to date with its follow-ups and returns the row as it now
+/// is. Its registry steps are the caller's to move (once, from what was written before).
+async fn summarise(tx: &Tx, e: stat_enrollment::Model) -> AppResult<stat_enrollment::Model> {
     use sea_orm::{QueryOrder, QuerySelect};
-    let Some(e) = stat_enrollment::Entity::find_by_id((tx.tenant(), enrollment)).one(&**tx).await? else {
-        return Ok(());
-    };
     let recent: Vec<(NaiveDate, bool)> = stat_followup::Entity::find()
         .filter(stat_followup::Column::TenantId.eq(tx.tenant()))
-        .filter(stat_followup::Column::EnrollmentId.eq(enrollment))
+        .filter(stat_followup::Column::EnrollmentId.eq(e.enrollment_id))
         .order_by_desc(stat_followup::Column::VisitOn)
         .order_by_desc(stat_followup::Column::Controlled)
         .limit(4)
@@ -168,16 +167,14 @@ async fn refresh_summary(tx: &Tx, enrollment: Uuid) -> AppResult<()> {
         .map(|f| (f.visit_on, f.controlled))
         .collect();
     let (last, fourth, controlled) = summary_of(&recent);
-    if (e.last_visit_on, e.fourth_visit_on, e.last_controlled) != (last, fourth, controlled) {
-        let old = e.clone();
-        let mut am = e.into_active_model();
-        am.last_visit_on = Set(last);
-        am.fourth_visit_on = Set(fourth);
-        am.last_controlled = Set(controlled);
-        let new = am.update(&**tx).await?;
-        move_registry_steps(tx, Some(&old), Some(&new)).await?;
+    if (e.last_visit_on, e.fourth_visit_on, e.last_controlled) == (last, fourth, controlled) {
+        return Ok(e);
     }
-    Ok(())
+    let mut am = e.into_active_model();
+    am.last_visit_on = Set(last);
+    am.fourth_visit_on = Set(fourth);
+    am.last_controlled = Set(controlled);
+    Ok(am.update(&**tx).await?)
 }
 
 fn summary(e: &stat_enrollment::Model) -> EnrollmentSummary {
@@ -262,9 +259,11 @@ async fn upsert_enrollment(tx: &Tx, row: stat_enrollment::Model) -> AppResult<()
         }
         None => {
             let inserted = row.into_active_model().insert(&**tx).await?;
-            move_registry_steps(tx, None, Some(&inserted)).await?;
-            // Its follow-ups may have arrived first.
-            refresh_summary(tx, id).await?;
+            // Its follow-ups may have arrived first. Its steps are written once, from the final
+            // row: two passes would write days out of order and could deadlock with another
+            // enrollment's pass over the same days.
+            let now = summarise(tx, inserted).await?;
+            move_registry_steps(tx, None, Some(&now)).await?;
         }
     }
     Ok(())
@@ -276,7 +275,12 @@ async fn insert_followup(tx: &Tx, row: stat_followup::Model) -> AppResult<()> {
     tx.lock_keys(LOCK_CLASS, &[enrollment]).await?;
     if stat_followup::Entity::find_by_id((row.tenant_id, row.visit_id)).one(&**tx).await?.is_none() {
         row.into_active_model().insert(&**tx).await?;
-        refresh_summary(tx, enrollment).await?;
+        if let Some(before) = stat_enrollment::Entity::find_by_id((tx.tenant(), enrollment)).one(&**tx).await? {
+            let now = summarise(tx, before.clone()).await?;
+            if now != before {
+                move_registry_steps(tx, Some(&before), Some(&now)).await?;
+            }
+        }
     }
     Ok(())
 }
