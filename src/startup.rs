@@ -126,7 +126,8 @@ pub fn routes(state: AppState) -> impl poem::Endpoint<Output = poem::Response> {
     let api = openapi_service();
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
-    let boundary = Boundary { metrics: state.metrics.clone(), max_body_bytes: state.config.max_body_bytes };
+    let methods = std::sync::Arc::new(crate::platform::http::RouteMethods::from_spec(&api.spec()));
+    let boundary = Boundary { metrics: state.metrics.clone(), max_body_bytes: state.config.max_body_bytes, methods };
     Route::new()
         .at("/healthz", get(healthz))
         .at("/readyz", get(readyz))

@@ -174,6 +174,7 @@ impl ApiResponse for AppError {
             (404, "No such resource in this tenant"),
             (409, "Conflicts with the current state"),
             (413, "Request body too large"),
+            (415, "The request body is not application/json"),
             (422, "Well-formed but invalid"),
             (429, "Too many attempts"),
             (500, "Unexpected error (details are logged, not returned)"),

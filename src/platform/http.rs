@@ -18,12 +18,18 @@ pub struct RequestId(pub String);
 pub struct Boundary {
     pub metrics: Metrics,
     pub max_body_bytes: usize,
+    pub methods: std::sync::Arc<RouteMethods>,
 }
 
 impl<E: Endpoint> Middleware<E> for Boundary {
     type Output = BoundaryEndpoint<E>;
     fn transform(&self, ep: E) -> Self::Output {
-        BoundaryEndpoint { inner: ep, metrics: self.metrics.clone(), max_body_bytes: self.max_body_bytes }
+        BoundaryEndpoint {
+            inner: ep,
+            metrics: self.metrics.clone(),
+            max_body_bytes: self.max_body_bytes,
+            methods: self.methods.clone(),
+        }
     }
 }
 
@@ -31,6 +37,109 @@ pub struct BoundaryEndpoint<E> {
     inner: E,
     metrics: Metrics,
     max_body_bytes: usize,
+    methods: std::sync::Arc<RouteMethods>,
+}
+
+/// The methods of each path of the OpenAPI document, for the `Allow` header of a 405 (RFC 9110
+/// requires it). A path matches a template segment by segment, `{param}` matching any one
+/// segment; of several matches the one with the most literal segments wins, as in the router
+/// (`/patients/search` is not `/patients/{id}`).
+///
+/// It also keeps each operation's JSON request-body schema: the framework turns a JSON number or
+/// boolean into text where a string is expected (`{"name": false}` searched for "false"), so the
+/// boundary refuses such bodies itself ([`RouteMethods::not_a_string`]; found by schemathesis).
+#[derive(Debug, Default)]
+pub struct RouteMethods {
+    routes: Vec<Route>,
+    schemas: serde_json::Map<String, serde_json::Value>,
+}
+
+#[derive(Debug)]
+struct Route {
+    template: Vec<String>,
+    methods: String,
+    /// Request-body schema per upper-case method.
+    bodies: Vec<(String, serde_json::Value)>,
+}
+
+impl RouteMethods {
+    /// From the served document's JSON.
+    pub fn from_spec(spec: &str) -> Self {
+        let doc: serde_json::Value = serde_json::from_str(spec).unwrap_or_default();
+        let mut routes = Vec::new();
+        for (path, ops) in doc["paths"].as_object().into_iter().flatten() {
+            let ops = ops.as_object().into_iter().flatten();
+            let mut methods: Vec<String> = ops.clone().map(|(m, _)| m.to_ascii_uppercase()).collect();
+            methods.sort();
+            let bodies = ops
+                .filter_map(|(m, op)| {
+                    let content = op["requestBody"]["content"].as_object()?;
+                    let (_, media) = content.iter().find(|(t, _)| t.starts_with("application/json"))?;
+                    Some((m.to_ascii_uppercase(), media["schema"].clone()))
+                })
+                .collect();
+            routes.push(Route {
+                template: path.split('/').map(str::to_owned).collect(),
+                methods: methods.join(", "),
+                bodies,
+            });
+        }
+        let schemas = doc["components"]["schemas"].as_object().cloned().unwrap_or_default();
+        RouteMethods { routes, schemas }
+    }
+
+    fn route(&self, path: &str) -> Option<&Route> {
+        let parts: Vec<&str> = path.split('/').collect();
+        self.routes
+            .iter()
+            .filter(|r| {
+                r.template.len() == parts.len()
+                    && r.template.iter().zip(&parts).all(|(t, p)| t == p || (t.starts_with('{') && !p.is_empty()))
+            })
+            .max_by_key(|r| r.template.iter().filter(|t| !t.starts_with('{')).count())
+    }
+
+    pub fn allowed(&self, path: &str) -> Option<&str> {
+        self.route(path).map(|r| r.methods.as_str())
+    }
+
+    /// Where a JSON body holds a number or boolean that its operation's schema says is a
+    /// string, the path of the first such value (`lines[0].drug_code`).
+    pub fn not_a_string(&self, method: &str, path: &str, body: &[u8]) -> Option<String> {
+        let schema = &self.route(path)?.bodies.iter().find(|(m, _)| m == method)?.1;
+        let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+        self.check(schema, &value, String::new(), 0)
+    }
+
+    fn check(&self, schema: &serde_json::Value, value: &serde_json::Value, at: String, depth: u8) -> Option<String> {
+        use serde_json::Value;
+        if depth > 32 {
+            return None;
+        }
+        if let Some(name) = schema["$ref"].as_str().and_then(|r| r.strip_prefix("#/components/schemas/")) {
+            return self.check(self.schemas.get(name)?, value, at, depth + 1);
+        }
+        if let Some(all) = schema["allOf"].as_array() {
+            return all.iter().find_map(|s| self.check(s, value, at.clone(), depth + 1));
+        }
+        match (schema["type"].as_str(), value) {
+            (Some("string"), Value::Number(_) | Value::Bool(_)) => Some(if at.is_empty() { "body".into() } else { at }),
+            (_, Value::Object(fields)) => fields.iter().find_map(|(k, v)| {
+                // A map's keys are data, not field names: they are not echoed.
+                let (field, name) = match schema["properties"].get(k) {
+                    Some(field) => (field, k.as_str()),
+                    None => (schema.get("additionalProperties")?, "*"),
+                };
+                let at = if at.is_empty() { name.to_owned() } else { format!("{at}.{name}") };
+                self.check(field, v, at, depth + 1)
+            }),
+            (_, Value::Array(items)) => {
+                let item = schema.get("items")?;
+                items.iter().enumerate().find_map(|(i, v)| self.check(item, v, format!("{at}[{i}]"), depth + 1))
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Routes outside the OpenAPI document, named for metrics; anything else unmatched is `other`,
@@ -72,7 +181,7 @@ impl<E: Endpoint> Endpoint for BoundaryEndpoint<E> {
         let started = Instant::now();
         let max = self.max_body_bytes;
         let result = async {
-            if let Some(resp) = limit_body(&mut req, max).await {
+            if let Some(resp) = limit_body(&mut req, max, &self.methods).await {
                 return (None, resp);
             }
             match self.inner.call(req).await {
@@ -102,6 +211,12 @@ impl<E: Endpoint> Endpoint for BoundaryEndpoint<E> {
                 "request finished"
             )
         });
+        if status == 405
+            && let Some(allowed) = self.methods.allowed(&path)
+            && let Ok(v) = HeaderValue::from_str(allowed)
+        {
+            resp.headers_mut().insert(header::ALLOW, v);
+        }
         let headers = resp.headers_mut();
         if let Ok(v) = HeaderValue::from_str(&request_id) {
             headers.insert("x-request-id", v);
@@ -130,7 +245,7 @@ fn has_nul(body: &[u8], form: bool) -> bool {
 /// Refuses bodies over `max` bytes with 413: by Content-Length when given, otherwise by reading
 /// at most `max + 1` bytes of a chunked body. A body carrying a NUL character gets 422
 /// `text_nul`.
-async fn limit_body(req: &mut Request, max: usize) -> Option<Response> {
+async fn limit_body(req: &mut Request, max: usize, methods: &RouteMethods) -> Option<Response> {
     if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE)
         && req.headers().get(header::CONTENT_LENGTH).is_none()
         && req.headers().get(header::TRANSFER_ENCODING).is_none()
@@ -165,6 +280,19 @@ async fn limit_body(req: &mut Request, max: usize) -> Option<Response> {
             },
         )),
         Ok(bytes) => {
+            let json = req.content_type().is_some_and(|c| c.starts_with("application/json"));
+            let mistyped =
+                if json { methods.not_a_string(req.method().as_str(), req.uri().path(), &bytes) } else { None };
+            if let Some(field) = mistyped {
+                return Some(json_response(
+                    poem::http::StatusCode::BAD_REQUEST,
+                    &ErrorBody {
+                        code: "malformed_body".into(),
+                        message: format!("{field}: expected a string"),
+                        details: None,
+                    },
+                ));
+            }
             req.set_body(Body::from(bytes));
             None
         }

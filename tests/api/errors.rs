@@ -198,6 +198,52 @@ async fn unknown_routes_and_methods_get_json_problems() {
     assert_eq!((r.status.as_u16(), r.code()), (404, "not_found"));
     let r = app.request(Method::PATCH, "/api/v1/auth/login", None, None).await;
     assert_eq!((r.status.as_u16(), r.code()), (405, "method_not_allowed"));
+    // A 405 says which methods the path has (RFC 9110; found by schemathesis): a literal path
+    // wins over a template that also matches it, as in the router.
+    let client = reqwest::Client::new();
+    for (method, path, allowed) in [
+        ("PATCH", "/api/v1/auth/login".to_string(), "POST"),
+        ("TRACE", "/api/v1/accounts/chart".to_string(), "GET"),
+        ("DELETE", "/api/v1/patients/search".to_string(), "POST"),
+        ("DELETE", format!("/api/v1/patients/{}", uuid::Uuid::now_v7()), "GET"),
+    ] {
+        let r = client
+            .request(Method::from_bytes(method.as_bytes()).unwrap(), format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 405, "{method} {path}");
+        assert_eq!(r.headers()["allow"], allowed, "{method} {path}");
+    }
+}
+
+/// The framework would read a JSON number or boolean as text where the document says string
+/// (`{"name": false}` searched for "false"); the boundary refuses it with the field's path
+/// (found by schemathesis).
+#[tokio::test]
+async fn a_number_or_boolean_where_the_document_says_string_is_refused() {
+    let app = spawn_app().await;
+    let client = reqwest::Client::new();
+    let id = uuid::Uuid::now_v7();
+    for (path, body, field) in [
+        ("/api/v1/patients/search".to_string(), json!({"name": false}), "name"),
+        ("/api/v1/patients/search".to_string(), json!({"phone": 13800138000u64}), "phone"),
+        (
+            format!("/api/v1/encounters/{id}/prescriptions"),
+            json!({"lines": [{"drug_code": "X1", "dose": 1.0, "dose_unit": "mg", "frequency": "qd", "days": 1, "quantity": 1},
+                             {"drug_code": 42, "dose": 1.0, "dose_unit": "mg", "frequency": "qd", "days": 1, "quantity": 1}]}),
+            "lines[1].drug_code",
+        ),
+    ] {
+        let r = client.post(format!("{}{path}", app.base)).json(&body).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 400, "{path} {body}");
+        let b: Value = r.json().await.unwrap();
+        assert_eq!(b["code"], "malformed_body");
+        assert_eq!(b["message"], format!("{field}: expected a string"));
+    }
+    // Numbers where the document says number still pass the boundary (then need a login).
+    let r = client.post(format!("{}/api/v1/patients/search", app.base)).json(&json!({"page": 1})).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
 }
 
 #[tokio::test]
