@@ -9,7 +9,7 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use uuid::Uuid;
 
 use super::domain::{EncounterKind, Vitals};
-use super::entity::{addendum, allergy, diagnosis, encounter, vital_sign};
+use super::entity::{addendum, allergy, break_glass, diagnosis, encounter, vital_sign};
 use super::service::{self, EncounterView, OpenInput};
 use crate::api::ApiTags;
 use crate::billing::api::BillDto;
@@ -328,6 +328,36 @@ pub enum IcdResponse {
     Ok(Json<Vec<IcdDto>>),
 }
 
+/// Break-glass: why the record of a person not registered here must be read now.
+#[derive(Object, Debug)]
+pub struct BreakGlassRequest {
+    /// The written reason (10 to 500 characters), kept with the declaration.
+    #[oai(validator(max_length = 500))]
+    pub reason: String,
+}
+
+/// An open break-glass declaration.
+#[derive(Object, Debug, Clone)]
+pub struct BreakGlassDto {
+    pub id: Uuid,
+    pub person_id: Uuid,
+    pub opened_at: DateTime<Utc>,
+    /// The summary is open to the declaring clinician, at this institution, until then.
+    pub expires_at: DateTime<Utc>,
+}
+
+impl From<break_glass::Model> for BreakGlassDto {
+    fn from(b: break_glass::Model) -> Self {
+        Self { id: b.id, person_id: b.person_id, opened_at: b.opened_at, expires_at: b.expires_at }
+    }
+}
+
+#[derive(ApiResponse)]
+pub enum BreakGlassCreated {
+    #[oai(status = 201)]
+    Created(Json<BreakGlassDto>),
+}
+
 #[derive(ApiResponse)]
 pub enum SummaryResponse {
     #[oai(status = 200)]
@@ -474,7 +504,19 @@ impl ClinicalApi {
         )))
     }
 
-    /// The person's record across the whole community (for an institution where they are registered; audited)
+    /// Break-glass: open the community summary of a person not registered here, with a written reason (doctors; 4 hours; audited)
+    #[oai(path = "/patients/:id/break-glass", method = "post", operation_id = "patients_break_glass")]
+    async fn break_glass(
+        &self,
+        state: Data<&AppState>,
+        auth: Auth,
+        id: Path<Uuid>,
+        body: Json<BreakGlassRequest>,
+    ) -> Result<BreakGlassCreated, AppError> {
+        Ok(BreakGlassCreated::Created(Json(service::break_glass(&state, &auth.0, id.0, &body.0.reason).await?.into())))
+    }
+
+    /// The person's record across the whole community (for an institution where they are registered, or under break-glass; audited)
     #[oai(path = "/patients/:id/summary", method = "get", operation_id = "patients_summary")]
     async fn summary(&self, state: Data<&AppState>, auth: Auth, id: Path<Uuid>) -> Result<SummaryResponse, AppError> {
         let s = service::community_summary(&state, &auth.0, id.0).await?;

@@ -13,7 +13,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::domain::{EncounterKind, Vitals};
-use super::entity::{addendum, allergy, diagnosis, encounter, vital_sign};
+use super::entity::{addendum, allergy, break_glass, diagnosis, encounter, vital_sign};
 use super::icd10;
 use crate::audit::{Outcome, Purpose};
 use crate::identity::ctx::{Perm, RequestCtx};
@@ -404,11 +404,15 @@ pub struct CommunitySummary {
 pub async fn community_summary(state: &AppState, ctx: &RequestCtx, person: Uuid) -> AppResult<CommunitySummary> {
     ctx.require(Perm::EncounterRead)?;
     let mut tx = state.db.begin(ctx).await?;
-    if !crate::patients::service::registered_at(&tx, person, ctx.institution).await? {
+    let purpose = if crate::patients::service::registered_at(&tx, person, ctx.institution).await? {
+        Purpose::Treatment
+    } else if open_break_glass(&tx, ctx, person).await?.is_some() {
+        Purpose::BreakGlass
+    } else {
         tx.audit(ctx.audit("patient.summary", "person", Purpose::Treatment).resource(person).outcome(Outcome::Denied));
         tx.commit().await?;
         return Err(AppError::not_found("person_not_found", "no such person registered at your institution"));
-    }
+    };
     let ids = crate::patients::service::person_and_merged(&tx, person).await?;
     let names: std::collections::HashMap<Uuid, String> =
         crate::tenancy::service::list_institutions(&tx).await?.into_iter().map(|i| (i.id, i.name)).collect();
@@ -455,9 +459,78 @@ pub async fn community_summary(state: &AppState, ctx: &RequestCtx, person: Uuid)
         recent_vitals,
         medications,
     };
-    tx.audit(ctx.audit("patient.summary", "person", Purpose::Treatment).resource(person).subject(person));
+    tx.audit(ctx.audit("patient.summary", "person", purpose).resource(person).subject(person));
     tx.commit().await?;
     Ok(summary)
+}
+
+/// How long a break-glass declaration opens the summary for.
+pub const BREAK_GLASS_HOURS: i64 = 4;
+
+/// Validates a break-glass reason: written out (10 to 500 characters once trimmed).
+pub fn break_glass_reason(reason: &str) -> AppResult<&str> {
+    let reason = reason.trim();
+    let n = reason.chars().count();
+    if !(10..=500).contains(&n) {
+        return Err(AppError::unprocessable(
+            "break_glass_reason_required",
+            "break-glass needs a written reason of 10 to 500 characters",
+        ));
+    }
+    Ok(reason)
+}
+
+/// Break-glass (紧急访问): a clinician declares, with a written reason, that they must read the
+/// record of a person not registered at their institution. The declaration opens that person's
+/// community summary to this clinician at this institution for [`BREAK_GLASS_HOURS`]; it and
+/// every read under it are audited with purpose `break_glass`.
+pub async fn break_glass(
+    state: &AppState,
+    ctx: &RequestCtx,
+    person: Uuid,
+    reason: &str,
+) -> AppResult<break_glass::Model> {
+    ctx.require(Perm::BreakGlass)?;
+    let reason = break_glass_reason(reason)?;
+    let mut tx = state.db.begin(ctx).await?;
+    let found = crate::patients::service::find_person_any(&tx, person).await;
+    if let Err(e) = found {
+        tx.audit(
+            ctx.audit("patient.break_glass", "person", Purpose::BreakGlass).resource(person).outcome(Outcome::Denied),
+        );
+        tx.commit().await?;
+        return Err(e);
+    }
+    let now = Utc::now();
+    let row = break_glass::ActiveModel {
+        tenant_id: Set(ctx.tenant),
+        id: Set(Uuid::now_v7()),
+        user_id: Set(ctx.user),
+        institution_id: Set(ctx.institution),
+        person_id: Set(person),
+        reason: Set(reason.to_string()),
+        opened_at: Set(now),
+        expires_at: Set(now + Duration::hours(BREAK_GLASS_HOURS)),
+    }
+    .insert(&*tx)
+    .await?;
+    tx.audit(
+        ctx.audit("patient.break_glass", "break_glass_access", Purpose::BreakGlass).resource(row.id).subject(person),
+    );
+    tx.commit().await?;
+    Ok(row)
+}
+
+/// The caller's break-glass declaration for `person` still open at their institution, if any.
+async fn open_break_glass(tx: &Tx, ctx: &RequestCtx, person: Uuid) -> AppResult<Option<break_glass::Model>> {
+    Ok(break_glass::Entity::find()
+        .filter(break_glass::Column::TenantId.eq(ctx.tenant))
+        .filter(break_glass::Column::UserId.eq(ctx.user))
+        .filter(break_glass::Column::InstitutionId.eq(ctx.institution))
+        .filter(break_glass::Column::PersonId.eq(person))
+        .filter(break_glass::Column::ExpiresAt.gt(Utc::now()))
+        .one(&**tx)
+        .await?)
 }
 
 /// The clinical snapshot a referral carries: diagnoses (of the source encounter, or the most

@@ -29,6 +29,8 @@ pub enum Perm {
     /// See resident ID, phone and insurance numbers unmasked.
     PatientIdentifiers,
     PatientMerge,
+    /// Open another institution's person's community summary with a written reason.
+    BreakGlass,
     EncounterRead,
     EncounterWrite,
     Prescribe,
@@ -53,7 +55,7 @@ pub enum Perm {
 }
 
 impl Perm {
-    pub const ALL: [Perm; 26] = [
+    pub const ALL: [Perm; 27] = [
         Self::InstitutionRead,
         Self::StaffRead,
         Self::StaffWrite,
@@ -63,6 +65,7 @@ impl Perm {
         Self::PatientWrite,
         Self::PatientIdentifiers,
         Self::PatientMerge,
+        Self::BreakGlass,
         Self::EncounterRead,
         Self::EncounterWrite,
         Self::Prescribe,
@@ -93,6 +96,7 @@ impl Perm {
             Self::PatientWrite => ("patient", "write"),
             Self::PatientIdentifiers => ("patient", "identifiers"),
             Self::PatientMerge => ("patient", "merge"),
+            Self::BreakGlass => ("patient", "break_glass"),
             Self::EncounterRead => ("encounter", "read"),
             Self::EncounterWrite => ("encounter", "write"),
             Self::Prescribe => ("prescription", "write"),
