@@ -469,7 +469,7 @@ pub async fn list(
     q: ListQuery,
 ) -> AppResult<Vec<(enrollment::Model, Contact, String)>> {
     ctx.require(Perm::FollowupRead)?;
-    let tx = state.db.begin(ctx).await?;
+    let mut tx = state.db.begin(ctx).await?;
     let mut s = enrollment::Entity::find()
         .filter(enrollment::Column::TenantId.eq(ctx.tenant))
         .filter(enrollment::Column::InstitutionId.eq(ctx.institution));
@@ -493,8 +493,17 @@ pub async fn list(
         .all(&*tx)
         .await?;
     let out = views(&tx, ctx, state, rows).await?;
-    tx.rollback().await?;
+    audit_shown(&mut tx, ctx, "followups.list", out.iter().map(|(e, _, _)| e.person_id));
+    tx.commit().await?;
     Ok(out)
+}
+
+/// One audit row per person a list shows (the list is a read of each of them).
+fn audit_shown(tx: &mut Tx, ctx: &RequestCtx, action: &'static str, persons: impl IntoIterator<Item = Uuid>) {
+    let mut seen = std::collections::HashSet::new();
+    for p in persons.into_iter().filter(|p| seen.insert(*p)) {
+        tx.audit(ctx.audit(action, "person", Purpose::Treatment).resource(p).subject(p));
+    }
 }
 
 pub struct WorklistQuery {
@@ -537,9 +546,19 @@ struct CategoryCount {
 /// due date. Categories, counts and the page are worked out in the database, so a request costs
 /// what its page holds, not what the registry holds.
 pub async fn worklist(state: &AppState, ctx: &RequestCtx, q: WorklistQuery) -> AppResult<Worklist> {
+    worklist_audited(state, ctx, q, "followups.worklist").await
+}
+
+/// The worklist, with one audit row under `action` for each patient on the page.
+async fn worklist_audited(
+    state: &AppState,
+    ctx: &RequestCtx,
+    q: WorklistQuery,
+    action: &'static str,
+) -> AppResult<Worklist> {
     ctx.require(Perm::FollowupRead)?;
     let end = week_end(q.as_of);
-    let tx = state.db.begin(ctx).await?;
+    let mut tx = state.db.begin(ctx).await?;
     // One pass over the scope's active enrollments: each category's size, and the flagged
     // patients (a referral proposed) whenever they are due.
     let mut sql = String::from(
@@ -613,7 +632,8 @@ pub async fn worklist(state: &AppState, ctx: &RequestCtx, q: WorklistQuery) -> A
         .all(&*tx)
         .await?;
     let viewed = views(&tx, ctx, state, rows).await?;
-    tx.rollback().await?;
+    audit_shown(&mut tx, ctx, action, viewed.iter().map(|(e, _, _)| e.person_id));
+    tx.commit().await?;
     let items = viewed
         .into_iter()
         .filter_map(|(e, person, doctor_name)| {
@@ -639,9 +659,10 @@ fn sex_zh(s: Option<&str>) -> &'static str {
 }
 
 /// The worklist as CSV for Excel: UTF-8 with a byte-order mark, Chinese headers, one row per
-/// patient. The export is audited, as it takes patient data out of the system.
+/// patient. The export is audited (`followups.export`, one row per patient in it), as it takes
+/// patient data out of the system.
 pub async fn worklist_csv(state: &AppState, ctx: &RequestCtx, q: WorklistQuery) -> AppResult<Vec<u8>> {
-    let list = worklist(state, ctx, q).await?;
+    let list = worklist_audited(state, ctx, q, "followups.export").await?;
     const HEADER: [&str; 13] = [
         "类别",
         "姓名",
@@ -683,9 +704,6 @@ pub async fn worklist_csv(state: &AppState, ctx: &RequestCtx, q: WorklistQuery) 
         ];
         rows.push(row.to_vec());
     }
-    let mut tx = state.db.begin(ctx).await?;
-    tx.audit(ctx.audit("followups.export", "worklist", Purpose::Treatment).resource(ctx.institution));
-    tx.commit().await?;
     Ok(crate::platform::csv::document(rows))
 }
 
@@ -731,7 +749,7 @@ pub async fn close(state: &AppState, ctx: &RequestCtx, id: Uuid, reason: &str) -
 /// Open enrollment suggestions at the caller's institution, newest first.
 pub async fn suggestions(state: &AppState, ctx: &RequestCtx) -> AppResult<Vec<(enrollment_suggestion::Model, String)>> {
     ctx.require(Perm::FollowupRead)?;
-    let tx = state.db.begin(ctx).await?;
+    let mut tx = state.db.begin(ctx).await?;
     let rows = enrollment_suggestion::Entity::find()
         .filter(enrollment_suggestion::Column::TenantId.eq(ctx.tenant))
         .filter(enrollment_suggestion::Column::InstitutionId.eq(ctx.institution))
@@ -741,7 +759,8 @@ pub async fn suggestions(state: &AppState, ctx: &RequestCtx) -> AppResult<Vec<(e
         .all(&*tx)
         .await?;
     let names = crate::patients::service::names_of(&tx, &rows.iter().map(|s| s.person_id).collect::<Vec<_>>()).await?;
-    tx.rollback().await?;
+    audit_shown(&mut tx, ctx, "followups.suggestions", rows.iter().map(|s| s.person_id));
+    tx.commit().await?;
     Ok(rows
         .into_iter()
         .map(|s| {
