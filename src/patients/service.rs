@@ -229,8 +229,12 @@ async fn registrations_of(tx: &Tx, persons: &[Uuid]) -> AppResult<HashMap<Uuid, 
     Ok(out)
 }
 
+/// A person as the caller may see them. Identifiers (resident ID, phone, insurance number) are
+/// shown in full only to a role holding `patient.identifiers` at an institution where the person
+/// is registered; anyone else, searching the community's index, sees them masked.
 fn view(p: &person::Model, regs: Vec<RegistrationView>, ctx: &RequestCtx, cipher: &PiiCipher) -> PersonView {
-    let full = ctx.can(Perm::PatientIdentifiers);
+    let registered_here = regs.iter().any(|r| r.institution_id == ctx.institution);
+    let full = registered_here && ctx.can(Perm::PatientIdentifiers);
     let reveal = |enc: &Option<String>, mask: fn(&str) -> String| {
         enc.as_deref().and_then(|e| cipher.decrypt(e)).map(|v| if full { v } else { mask(&v) })
     };
@@ -246,7 +250,7 @@ fn view(p: &person::Model, regs: Vec<RegistrationView>, ctx: &RequestCtx, cipher
         address_division: p.division_code.clone(),
         status: p.status.clone(),
         replaced_by: p.replaced_by,
-        registered_here: regs.iter().any(|r| r.institution_id == ctx.institution),
+        registered_here,
         registrations: regs,
     }
 }
@@ -258,8 +262,18 @@ async fn views(tx: &Tx, ctx: &RequestCtx, cipher: &PiiCipher, persons: &[person:
 }
 
 fn audit_reads(tx: &mut Tx, ctx: &RequestCtx, action: &'static str, persons: impl IntoIterator<Item = Uuid>) {
+    audit_reads_for(tx, ctx, action, Purpose::Treatment, persons)
+}
+
+fn audit_reads_for(
+    tx: &mut Tx,
+    ctx: &RequestCtx,
+    action: &'static str,
+    purpose: Purpose,
+    persons: impl IntoIterator<Item = Uuid>,
+) {
     for id in persons {
-        tx.audit(ctx.audit(action, "person", Purpose::Treatment).resource(id).subject(id));
+        tx.audit(ctx.audit(action, "person", purpose).resource(id).subject(id));
     }
 }
 
@@ -868,7 +882,8 @@ pub async fn duplicates(state: &AppState, ctx: &RequestCtx, status: &str, limit:
             })
         })
         .collect();
-    audit_reads(&mut tx, ctx, "patient.review", views.keys().copied());
+    // The MPI steward's review of the duplicate queue is administration, not care.
+    audit_reads_for(&mut tx, ctx, "patient.review", Purpose::Administration, views.keys().copied());
     tx.commit().await?;
     Ok(out)
 }

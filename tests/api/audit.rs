@@ -36,10 +36,16 @@ async fn audit_verify_passes_after_a_normal_run_and_names_an_edited_row() {
         .map(|(a, o)| (a.to_string(), o.to_string()))
     );
 
+    // Reading the trail is itself recorded, after the rows it returned.
+    let again = app.get("/api/v1/audit/events?limit=1", &admin.token).await;
+    assert_eq!(again.body[0]["action"], "audit.read");
+    assert_eq!(again.body[0]["purpose"], "administration");
+    assert_eq!(again.body[0]["actor_user_id"], admin.user_id.to_string());
+
     let ok = app.cli(&["audit", "verify"]);
     let out = String::from_utf8_lossy(&ok.stdout);
     assert!(ok.status.success(), "{out} {}", String::from_utf8_lossy(&ok.stderr));
-    assert!(out.contains("demo-county: 5 rows checked") && out.contains("audit chain intact"), "{out}");
+    assert!(out.contains("demo-county: 7 rows checked") && out.contains("audit chain intact"), "{out}");
 
     // Tamper with row 2 (the first login) as the database owner.
     let owner = app.owner_connection().await;

@@ -8,8 +8,25 @@ use uuid::Uuid;
 
 use crate::helpers::{Session, TestApp, spawn_app};
 
+/// Every demo account (tenants/demo-county.toml): between them they hold every role.
+pub const DEMO_USERS: [&str; 13] = [
+    "admin",
+    "county.admin",
+    "county.doctor",
+    "coordinator",
+    "county.pharmacist",
+    "county.cashier",
+    "finance",
+    "township.doctor",
+    "township.admin",
+    "village.doctor",
+    "village.doctor2",
+    "village.roving",
+    "bureau",
+];
+
 /// Every (method, path template) in the OpenAPI document.
-fn operations() -> Vec<(Method, String)> {
+pub fn operations() -> Vec<(Method, String)> {
     let spec: Value = serde_json::from_str(&cloudhis::startup::openapi_service().spec()).unwrap();
     let mut ops = Vec::new();
     for (path, item) in spec["paths"].as_object().unwrap() {
@@ -20,19 +37,19 @@ fn operations() -> Vec<(Method, String)> {
     ops
 }
 
-struct Ids {
-    institution: Uuid,
-    user: Uuid,
-    person: Uuid,
-    merge: Uuid,
-    pair: Uuid,
-    visit: Option<crate::visit::Visit>,
-    referral: Option<String>,
-    enrollment: Option<String>,
-    suggestion: Option<String>,
+pub struct Ids {
+    pub institution: Uuid,
+    pub user: Uuid,
+    pub person: Uuid,
+    pub merge: Uuid,
+    pub pair: Uuid,
+    pub visit: Option<crate::visit::Visit>,
+    pub referral: Option<String>,
+    pub enrollment: Option<String>,
+    pub suggestion: Option<String>,
 }
 
-async fn ids_of(app: &TestApp, admin: &Session, institution_code: &str) -> Ids {
+pub async fn ids_of(app: &TestApp, admin: &Session, institution_code: &str) -> Ids {
     let institution = app.institutions(admin).await[institution_code];
     let staff = app.get(&format!("/api/v1/institutions/{institution}/staff"), &admin.token).await;
     assert_eq!(staff.status, 200, "{}", staff.text);
@@ -51,7 +68,7 @@ async fn ids_of(app: &TestApp, admin: &Session, institution_code: &str) -> Ids {
 }
 
 /// Gives a community persons, a duplicate pair in its queue and a merge, through its own admin.
-async fn patient_ids(app: &TestApp, admin: &Session, ids: &mut Ids) {
+pub async fn patient_ids(app: &TestApp, admin: &Session, ids: &mut Ids) {
     let db = &app.state.db;
     cloudhis::patients::seed::seed(db, &app.state.pii, admin.tenant_id, 120, 0.25, 3).await.unwrap();
     let w = cloudhis::patients::matching::MatchWeights::default();
@@ -72,8 +89,57 @@ async fn patient_ids(app: &TestApp, admin: &Session, ids: &mut Ids) {
     ids.person = list[1]["a"]["id"].as_str().unwrap().parse().unwrap();
 }
 
+/// Every kind of object an id-taking operation names, made in `institution` by `doctor` (a
+/// village doctor who is also pharmacist, cashier and institution admin there): a whole visit, a
+/// referral up to `refer_to`, the follow-up suggestion the visit raises and an enrollment; plus
+/// the community's duplicate pair and merge, made by its administrator.
+pub async fn objects_of(
+    app: &TestApp,
+    admin: &Session,
+    doctor: &Session,
+    institution: &str,
+    refer_to: &str,
+    seq: u32,
+) -> Ids {
+    let mut ids = ids_of(app, admin, institution).await;
+    patient_ids(app, admin, &mut ids).await;
+    let visit = crate::visit::full_visit(app, doctor, seq).await;
+    let to = app.institutions(admin).await[refer_to];
+    let referral = app
+        .post(
+            "/api/v1/referrals",
+            &doctor.token,
+            json!({"person_id": visit.person, "direction": "up", "to_institution_id": to, "reason": "血压控制不佳"}),
+        )
+        .await;
+    assert_eq!(referral.status, 201, "{}", referral.text);
+    ids.referral = Some(referral.body["id"].as_str().unwrap().to_string());
+    // The visit closed with hypertension: a suggestion to enroll, then the enrollment.
+    let mut suggestion = None;
+    for _ in 0..200 {
+        let s = app.get("/api/v1/followups/suggestions", &doctor.token).await;
+        if let Some(id) = s.body[0]["id"].as_str() {
+            suggestion = Some(id.to_string());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    ids.suggestion = Some(suggestion.expect("a closed hypertension visit raises a suggestion"));
+    let enrolled = app
+        .post(
+            "/api/v1/followups/enrollments",
+            &doctor.token,
+            json!({"person_id": visit.person, "disease": "hypertension", "diagnosed_on": "2025-01-01"}),
+        )
+        .await;
+    assert_eq!(enrolled.status, 201, "{}", enrolled.text);
+    ids.enrollment = Some(enrolled.body["id"].as_str().unwrap().to_string());
+    ids.visit = Some(visit);
+    ids
+}
+
 /// Fills a path template with `ids`; `None` for templates this matrix does not know yet.
-fn fill(template: &str, ids: &Ids) -> Option<String> {
+pub fn fill(template: &str, ids: &Ids) -> Option<String> {
     let path = match template {
         "/api/v1/institutions/{id}" | "/api/v1/institutions/{id}/staff" => {
             template.replace("{id}", &ids.institution.to_string())
@@ -89,6 +155,7 @@ fn fill(template: &str, ids: &Ids) -> Option<String> {
             template.replace("{id}", &ids.pair.to_string())
         }
         "/api/v1/patients/{id}/summary"
+        | "/api/v1/patients/{id}/break-glass"
         | "/api/v1/patients/{id}/allergies"
         | "/api/v1/accounts/patients/{id}/statement" => template.replace("{id}", &ids.visit.as_ref()?.person),
         t if t.starts_with("/api/v1/encounters/{id}") => t.replace("{id}", &ids.visit.as_ref()?.encounter),
@@ -103,7 +170,7 @@ fn fill(template: &str, ids: &Ids) -> Option<String> {
     Some(path)
 }
 
-fn valid_body(method: &Method, template: &str) -> Option<Value> {
+pub fn valid_body(method: &Method, template: &str) -> Option<Value> {
     match (method.as_str(), template) {
         ("POST", "/api/v1/institutions/{id}/staff") => Some(json!({
             "username": "intruder", "display_name": "入侵者", "password": "Intrude@2026", "roles": ["village_doctor"]
@@ -127,48 +194,18 @@ async fn another_tenants_ids_are_404_for_every_operation() {
     app.load_other_tenant("other-county").await;
     let mine = app.login("admin").await;
     let theirs = app.login_in("other-county", "admin").await;
-    let mut their_ids = ids_of(&app, &theirs, "v-dongguan").await;
-    patient_ids(&app, &theirs, &mut their_ids).await;
     let their_doctor = app.login_in("other-county", "village.doctor").await;
-    their_ids.visit = Some(crate::visit::full_visit(&app, &their_doctor, 7).await);
-    let their_township = app.institutions(&theirs).await["th-dongguan"];
-    let referral = app
-        .post(
-            "/api/v1/referrals",
-            &their_doctor.token,
-            json!({"person_id": their_ids.visit.as_ref().unwrap().person, "direction": "up",
-                   "to_institution_id": their_township, "reason": "血压控制不佳"}),
-        )
-        .await;
-    assert_eq!(referral.status, 201, "{}", referral.text);
-    their_ids.referral = Some(referral.body["id"].as_str().unwrap().to_string());
-    // Their visit closed with hypertension: a suggestion to enroll, then the enrollment.
-    let mut suggestion = None;
-    for _ in 0..200 {
-        let s = app.get("/api/v1/followups/suggestions", &their_doctor.token).await;
-        if let Some(id) = s.body[0]["id"].as_str() {
-            suggestion = Some(id.to_string());
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
-    their_ids.suggestion = Some(suggestion.expect("their closed hypertension visit raises a suggestion"));
-    let enrolled = app
-        .post(
-            "/api/v1/followups/enrollments",
-            &their_doctor.token,
-            json!({"person_id": their_ids.visit.as_ref().unwrap().person, "disease": "hypertension", "diagnosed_on": "2025-01-01"}),
-        )
-        .await;
-    assert_eq!(enrolled.status, 201, "{}", enrolled.text);
-    their_ids.enrollment = Some(enrolled.body["id"].as_str().unwrap().to_string());
+    let their_ids = objects_of(&app, &theirs, &their_doctor, "v-dongguan", "th-dongguan", 7).await;
     assert_ne!(mine.tenant_id, theirs.tenant_id, "two separate communities");
 
-    // Tenant A's administrator and its village doctor between them hold every permission; a role
-    // without an operation's permission is refused before any lookup (403), the role that has it
-    // finds nothing (404).
-    let my_doctor = app.login("village.doctor").await;
-    let mut checked = 0;
+    // Every demo account of tenant A, so every role: a role without an operation's permission is
+    // refused before any lookup (403), a role that has it finds nothing (404). Across tenants no
+    // path is allowed, not even the institution tree.
+    let mut callers = Vec::new();
+    for name in DEMO_USERS {
+        callers.push((name, app.login(name).await));
+    }
+    let (mut operations_checked, mut attempts) = (0, 0);
     for (method, template) in operations() {
         if !template.contains('{') {
             continue;
@@ -176,22 +213,41 @@ async fn another_tenants_ids_are_404_for_every_operation() {
         let path = fill(&template, &their_ids)
             .unwrap_or_else(|| panic!("{method} {template} takes an id but has no entry in the isolation matrix"));
         let mut found_404 = false;
-        for who in [&mine, &my_doctor] {
+        for (name, who) in &callers {
             let r = app.request(method.clone(), &path, Some(&who.token), valid_body(&method, &template)).await;
-            assert!(r.status == 404 || r.status == 403, "{method} {path} from tenant A: {} {}", r.status, r.text);
+            assert!(
+                r.status == 404 || r.status == 403,
+                "{name}: {method} {path} from tenant A: {} {}",
+                r.status,
+                r.text
+            );
+            crate::bola::assert_no_identity(name, &format!("{method} {path}"), &r.text, 7);
             if r.status == 404 {
-                assert!(r.code().ends_with("not_found"), "{method} {template}: {}", r.text);
+                assert!(r.code().ends_with("not_found"), "{name}: {method} {template}: {}", r.text);
                 found_404 = true;
             }
+            attempts += 1;
         }
         assert!(found_404, "{method} {template}: someone in tenant A must hold the permission and still find nothing");
-        checked += 1;
+        operations_checked += 1;
     }
-    assert!(checked >= 6, "matrix covered {checked} operations");
-
-    // Nothing leaked into lists either.
-    let all = app.get("/api/v1/institutions", &mine.token).await;
-    assert!(!all.text.contains(&their_ids.institution.to_string()));
+    // Nothing of theirs in any list either.
+    let (lists, list_reads) = crate::bola::lists_hide(
+        &app,
+        &callers,
+        &their_ids,
+        &[("admin", "/api/v1/audit/events", crate::bola::AUDIT_NAMES_ATTEMPTS)],
+        true,
+        7,
+    )
+    .await;
+    eprintln!(
+        "cross-tenant matrix: {operations_checked} id-taking operations and {lists} lists, {} accounts, \
+         {attempts} + {list_reads} attempts, 0 leaks",
+        callers.len()
+    );
+    assert!(operations_checked >= 40, "matrix covered {operations_checked} operations");
+    assert_ne!(mine.tenant_id, Uuid::nil());
     // And the intruder account was not created over there.
     let staff = app.get(&format!("/api/v1/institutions/{}/staff", their_ids.institution), &theirs.token).await;
     assert!(!staff.text.contains("intruder"));

@@ -5,7 +5,9 @@ mod helpers;
 
 mod accounts;
 mod audit;
+mod audit_completeness;
 mod auth;
+mod bola;
 mod errors;
 mod followups;
 mod fuzz;
