@@ -127,7 +127,13 @@ pub fn routes(state: AppState) -> impl poem::Endpoint<Output = poem::Response> {
     let spec = api.spec_endpoint();
     let docs = api.swagger_ui();
     let methods = std::sync::Arc::new(crate::platform::http::RouteMethods::from_spec(&api.spec()));
-    let boundary = Boundary { metrics: state.metrics.clone(), max_body_bytes: state.config.max_body_bytes, methods };
+    let boundary = Boundary {
+        metrics: state.metrics.clone(),
+        max_body_bytes: state.config.max_body_bytes,
+        methods,
+        db: state.db.clone(),
+        hsts: state.config.cookie_secure,
+    };
     Route::new()
         .at("/healthz", get(healthz))
         .at("/readyz", get(readyz))

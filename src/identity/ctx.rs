@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::domain::Role;
 use crate::audit::{AuditEntry, Purpose};
-use crate::platform::http::RequestId;
+use crate::platform::http::{Refusal, Refusals, RequestId};
 use crate::platform::{AppError, AppResult, TenantScope};
 use crate::state::AppState;
 
@@ -129,6 +129,8 @@ pub struct RequestCtx {
     pub session_expires: i64,
     pub request_id: Option<String>,
     enforcer: Arc<Enforcer>,
+    /// Where a refused permission is reported for the boundary to audit (absent outside HTTP).
+    refusals: Option<Refusals>,
 }
 
 impl std::fmt::Debug for RequestCtx {
@@ -162,7 +164,17 @@ impl RequestCtx {
             .iter()
             .filter_map(|r| Role::parse(r))
             .collect();
-        Self { tenant, user, institution, roles, session: session.0, session_expires: session.1, request_id, enforcer }
+        Self {
+            tenant,
+            user,
+            institution,
+            roles,
+            session: session.0,
+            session_expires: session.1,
+            request_id,
+            enforcer,
+            refusals: None,
+        }
     }
 
     /// Whether the caller holds `perm` in `institution`.
@@ -191,6 +203,7 @@ impl RequestCtx {
             Ok(())
         } else {
             let (obj, act) = perm.object_action();
+            self.refused(self.institution, obj, act);
             Err(AppError::forbidden("forbidden", format!("your roles here do not allow {obj}.{act}")))
         }
     }
@@ -201,7 +214,21 @@ impl RequestCtx {
             Ok(())
         } else {
             let (obj, act) = perm.object_action();
+            self.refused(institution, obj, act);
             Err(AppError::forbidden("institution_forbidden", format!("you may not do {obj}.{act} in that institution")))
+        }
+    }
+
+    /// Reports this request's permission refusals to the HTTP boundary, which audits them.
+    pub fn reporting_to(mut self, req: &Request) -> Self {
+        self.refusals = req.data::<Refusals>().cloned();
+        self
+    }
+
+    /// Reports a refusal for the audit trail (written by the HTTP boundary with the 403).
+    fn refused(&self, institution: Uuid, obj: &str, act: &str) {
+        if let Some(r) = &self.refusals {
+            r.record(Refusal { tenant: self.tenant, user: self.user, institution, permission: format!("{obj}.{act}") });
         }
     }
 
@@ -221,7 +248,7 @@ pub struct Auth(pub RequestCtx);
 async fn authenticate(req: &Request, bearer: Bearer) -> poem::Result<RequestCtx> {
     let state = req.data::<AppState>().expect("AppState is installed on every route");
     let request_id = req.data::<RequestId>().map(|r| r.0.clone());
-    let ctx = super::service::authenticate(state, &bearer.token, request_id).await?;
+    let ctx = super::service::authenticate(state, &bearer.token, request_id).await?.reporting_to(req);
     let span = tracing::Span::current();
     span.record("tenant.id", tracing::field::display(ctx.tenant));
     span.record("user.id", tracing::field::display(ctx.user));

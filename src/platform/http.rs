@@ -1,5 +1,6 @@
 //! The HTTP boundary shared by every route: request ids, the request span that logs carry, body
-//! size limits, the JSON problem body for every error, security headers, access log and metrics.
+//! size limits, the JSON problem body for every error, security headers, access log and metrics,
+//! and the audit row of every permission refusal.
 
 use std::time::Instant;
 
@@ -11,6 +12,35 @@ use tracing::{Instrument, field};
 use crate::platform::error::{ErrorBody, error_to_response, json_response};
 use crate::platform::metrics::Metrics;
 
+/// A permission refusal of this request: who was refused which permission where. The
+/// authorisation check (`identity::ctx::RequestCtx::require`) fills it; the boundary writes one
+/// audit row (`access.denied`, outcome denied) for a 403 that carries one.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub tenant: uuid::Uuid,
+    pub user: uuid::Uuid,
+    pub institution: uuid::Uuid,
+    /// The permission refused, `object.action`.
+    pub permission: String,
+}
+
+/// The slot a request's [`Refusal`] is put in, shared between the boundary and the request
+/// context through request data.
+#[derive(Debug, Clone, Default)]
+pub struct Refusals(pub std::sync::Arc<std::sync::Mutex<Option<Refusal>>>);
+
+impl Refusals {
+    pub fn record(&self, refusal: Refusal) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(refusal);
+        }
+    }
+
+    fn take(&self) -> Option<Refusal> {
+        self.0.lock().ok().and_then(|mut s| s.take())
+    }
+}
+
 /// The request id of the current request, available to handlers as request data.
 #[derive(Debug, Clone)]
 pub struct RequestId(pub String);
@@ -19,6 +49,10 @@ pub struct Boundary {
     pub metrics: Metrics,
     pub max_body_bytes: usize,
     pub methods: std::sync::Arc<RouteMethods>,
+    /// Where permission refusals are audited.
+    pub db: crate::platform::Db,
+    /// Served behind TLS: responses carry `Strict-Transport-Security`.
+    pub hsts: bool,
 }
 
 impl<E: Endpoint> Middleware<E> for Boundary {
@@ -29,6 +63,8 @@ impl<E: Endpoint> Middleware<E> for Boundary {
             metrics: self.metrics.clone(),
             max_body_bytes: self.max_body_bytes,
             methods: self.methods.clone(),
+            db: self.db.clone(),
+            hsts: self.hsts,
         }
     }
 }
@@ -38,6 +74,8 @@ pub struct BoundaryEndpoint<E> {
     metrics: Metrics,
     max_body_bytes: usize,
     methods: std::sync::Arc<RouteMethods>,
+    db: crate::platform::Db,
+    hsts: bool,
 }
 
 /// The methods of each path of the OpenAPI document, for the `Allow` header of a 405 (RFC 9110
@@ -168,6 +206,8 @@ impl<E: Endpoint> Endpoint for BoundaryEndpoint<E> {
             .map(str::to_owned)
             .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
         req.set_data(RequestId(request_id.clone()));
+        let refusals = Refusals::default();
+        req.set_data(refusals.clone());
         let method = req.method().clone();
         let path = req.uri().path().to_owned();
         let span = tracing::info_span!(
@@ -211,6 +251,11 @@ impl<E: Endpoint> Endpoint for BoundaryEndpoint<E> {
                 "request finished"
             )
         });
+        if status == 403
+            && let Some(refusal) = refusals.take()
+        {
+            audit_refusal(&self.db, refusal, &method, route, &request_id).instrument(span.clone()).await;
+        }
         if status == 405
             && let Some(allowed) = self.methods.allowed(&path)
             && let Ok(v) = HeaderValue::from_str(allowed)
@@ -222,11 +267,45 @@ impl<E: Endpoint> Endpoint for BoundaryEndpoint<E> {
             headers.insert("x-request-id", v);
         }
         headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+        // Pages set their own policy (web::html); JSON may load nothing and be framed by nothing.
+        let json = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.contains("json"));
+        if json && !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+            headers.insert(
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+            );
+        }
+        if self.hsts {
+            headers.insert(
+                header::STRICT_TRANSPORT_SECURITY,
+                HeaderValue::from_static("max-age=31536000; includeSubDomains"),
+            );
+        }
         headers.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
         if !headers.contains_key(header::CACHE_CONTROL) {
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         }
         Ok(resp)
+    }
+}
+
+/// Writes the audit row of a permission refusal (MLPS level 3 records denied attempts): the
+/// operation and the permission it needed, never the request's data. A failure to write is
+/// logged; the caller has their 403 either way.
+async fn audit_refusal(db: &crate::platform::Db, r: Refusal, method: &Method, route: &str, request_id: &str) {
+    let write = async {
+        let mut tx = db.begin(&crate::platform::SystemScope { tenant: r.tenant }).await?;
+        tx.audit(
+            crate::audit::AuditEntry::new("access.denied", "operation", crate::audit::Purpose::Authentication)
+                .actor(r.user, r.institution)
+                .resource(format!("{method} {route} needs {}", r.permission))
+                .outcome(crate::audit::Outcome::Denied)
+                .request(Some(request_id)),
+        );
+        tx.commit().await
+    };
+    if let Err(e) = write.await {
+        tracing::error!(error = %e, "could not audit a permission refusal");
     }
 }
 

@@ -92,7 +92,7 @@ impl Page {
         };
         let request_id = req.data::<RequestId>().map(|r| r.0.clone());
         let ctx = match identity::authenticate(state, &token, request_id).await {
-            Ok(ctx) => ctx,
+            Ok(ctx) => ctx.reporting_to(req),
             Err(AppError::Unauthenticated) => return Err(see_other("/app/login")),
             Err(e) => return Err(error_page(l, &e, "/app/login")),
         };

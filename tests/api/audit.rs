@@ -107,3 +107,76 @@ async fn the_app_cannot_rewrite_history() {
     assert!(msg.contains("append-only") || msg.contains("permission denied"), "{msg}");
     assert!(app.state.db.raw().execute_unprepared("DELETE FROM audit_log").await.is_err());
 }
+
+#[derive(Debug, sea_orm::FromQueryResult)]
+struct DeniedRow {
+    action: String,
+    outcome: String,
+    resource_id: Option<String>,
+    institution_id: Option<uuid::Uuid>,
+    actor_user_id: Option<uuid::Uuid>,
+}
+
+async fn rows_of_request(app: &crate::helpers::TestApp, r: &crate::helpers::Resp) -> Vec<DeniedRow> {
+    use sea_orm::FromQueryResult;
+    let owner = app.owner_connection().await;
+    let backend = owner.get_database_backend();
+    let id = r.headers["x-request-id"].to_str().unwrap().to_string();
+    let sql = if backend == sea_orm::DbBackend::Postgres {
+        "SELECT action, outcome, resource_id, institution_id, actor_user_id FROM audit_log WHERE request_id = $1"
+    } else {
+        "SELECT action, outcome, resource_id, institution_id, actor_user_id FROM audit_log WHERE request_id = ?"
+    };
+    DeniedRow::find_by_statement(sea_orm::Statement::from_sql_and_values(backend, sql, [id.into()]))
+        .all(&owner)
+        .await
+        .unwrap()
+}
+
+/// MLPS level 3 records denied attempts: a request refused for want of a permission leaves one
+/// `access.denied` row naming the operation and the permission, never the request's data.
+#[tokio::test]
+async fn a_permission_refusal_is_audited_with_the_operation_and_permission() {
+    let app = spawn_app().await;
+    app.load_demo().await;
+    let doctor = app.login("county.doctor").await;
+    let r = app.get("/api/v1/audit/events", &doctor.token).await;
+    assert_eq!((r.status.as_u16(), r.code()), (403, "forbidden"));
+    let rows = rows_of_request(&app, &r).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!((rows[0].action.as_str(), rows[0].outcome.as_str()), ("access.denied", "denied"));
+    assert_eq!(rows[0].resource_id.as_deref(), Some("GET audit_list needs audit.read"));
+    assert_eq!(rows[0].actor_user_id, Some(doctor.user_id));
+    assert_eq!(rows[0].institution_id, Some(doctor.institution_id));
+
+    // In another institution: the row names the institution the caller reached for.
+    let village = app.login("village.doctor").await;
+    let admin = app.login("admin").await;
+    let xihe = app.institutions(&admin).await["v-xihe"];
+    let body = serde_json::json!({"username": "intruder", "display_name": "入侵者", "password": "Intrude@2026", "roles": ["cashier"]});
+    let r = app.post(&format!("/api/v1/institutions/{xihe}/staff"), &village.token, body).await;
+    assert_eq!((r.status.as_u16(), r.code()), (403, "institution_forbidden"));
+    let rows = rows_of_request(&app, &r).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].resource_id.as_deref(), Some("POST staff_create needs staff.write"));
+    assert_eq!(rows[0].institution_id, Some(xihe));
+    assert!(!rows[0].resource_id.as_deref().unwrap().contains("intruder"));
+
+    // A refusal a service audits itself (no referral grant) is not written twice.
+    let v = crate::visit::full_visit(&app, &village, 4).await;
+    let county = app.institutions(&admin).await["county-hospital"];
+    let referral = app
+        .post(
+            "/api/v1/referrals",
+            &village.token,
+            serde_json::json!({"person_id": v.person, "direction": "up", "to_institution_id": county, "reason": "转诊"}),
+        )
+        .await;
+    let coordinator = app.login("coordinator").await;
+    let records = app
+        .get(&format!("/api/v1/referrals/{}/records", referral.body["id"].as_str().unwrap()), &coordinator.token)
+        .await;
+    assert_eq!((records.status.as_u16(), records.code()), (403, "grant_missing"));
+    let rows = rows_of_request(&app, &records).await;
+    assert_eq!(rows.iter().map(|r| r.action.as_str()).collect::<Vec<_>>(), ["referral.records"], "{rows:?}");
+}

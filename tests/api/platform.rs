@@ -318,3 +318,28 @@ fn every_variable_the_app_reads_is_set_in_the_kubernetes_deployment() {
         secrets.iter().filter(|k| !reads.contains(*k) && *k != "MIGRATE_DATABASE_URL").collect();
     assert!(unknown.is_empty(), "in the Secret but never read: {unknown:?}");
 }
+
+/// Security headers: JSON may load and be framed by nothing, nothing is sniffed or cached, and
+/// behind TLS (`CLOUDHIS_COOKIE_SECURE=true`) browsers are told to use HTTPS only.
+#[tokio::test]
+async fn responses_carry_security_headers_and_hsts_behind_tls() {
+    let app = spawn_app().await;
+    let r = app.request(Method::GET, "/api/v1/auth/session", None, None).await;
+    assert_eq!(r.status, 401);
+    let h = |name: &str| r.headers.get(name).map(|v| v.to_str().unwrap().to_string());
+    assert_eq!(h("content-security-policy").as_deref(), Some("default-src 'none'; frame-ancestors 'none'"));
+    assert_eq!(h("x-content-type-options").as_deref(), Some("nosniff"));
+    assert_eq!(h("referrer-policy").as_deref(), Some("no-referrer"));
+    assert_eq!(h("cache-control").as_deref(), Some("no-store"));
+    assert_eq!(h("strict-transport-security"), None, "no HSTS over plain HTTP");
+    // Pages keep their own policy.
+    let page = app.request(Method::GET, "/app/login", None, None).await;
+    let csp = page.headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"), "{csp}");
+
+    let tls = crate::helpers::spawn_app_with(&[("CLOUDHIS_COOKIE_SECURE", "true")]).await;
+    let r = tls.request(Method::GET, "/api/v1/auth/session", None, None).await;
+    assert_eq!(r.headers["strict-transport-security"], "max-age=31536000; includeSubDomains");
+    let page = tls.request(Method::GET, "/app/login", None, None).await;
+    assert_eq!(page.headers["strict-transport-security"], "max-age=31536000; includeSubDomains");
+}
