@@ -29,6 +29,38 @@ pub struct LoginRequest {
     pub password: String,
     /// The institution to act in; defaults to the user's first (lead hospital first).
     pub institution_id: Option<Uuid>,
+    /// The 6-digit one-time code, for an account with a TOTP second factor
+    #[oai(validator(max_length = 10))]
+    pub totp: Option<String>,
+}
+
+/// A one-time code from the authenticator app.
+#[derive(Object)]
+pub struct TotpCodeRequest {
+    #[oai(validator(min_length = 1, max_length = 10))]
+    pub code: String,
+}
+
+/// A new TOTP secret, shown once: scan `uri` (or type `secret`) into an authenticator app, then
+/// confirm with a code.
+#[derive(Object)]
+pub struct TotpSetupDto {
+    /// Base32, for typing in by hand
+    pub secret: String,
+    /// `otpauth://totp/…`, for a QR code
+    pub uri: String,
+}
+
+#[derive(ApiResponse)]
+pub enum TotpSetupResponse {
+    #[oai(status = 201)]
+    Created(Json<TotpSetupDto>),
+}
+
+#[derive(ApiResponse)]
+pub enum TotpDone {
+    #[oai(status = 204)]
+    Done,
 }
 
 #[derive(Object)]
@@ -187,7 +219,8 @@ impl AuthApi {
     ///
     /// A wrong tenant, username or password all get the same 401. After 5 failures within a
     /// minute for one user (or 50 from one address) further attempts get 429 until the minute
-    /// is over.
+    /// is over. An account with a TOTP second factor also needs `totp`: without it 401
+    /// `totp_required`, wrong or reused 401 `totp_invalid` (a failure).
     #[oai(path = "/auth/login", method = "post", operation_id = "auth_login")]
     async fn login(
         &self,
@@ -206,6 +239,7 @@ impl AuthApi {
                 password: body.password,
                 institution_id: body.institution_id,
                 client_ip,
+                totp: body.totp,
             },
         )
         .await?;
@@ -215,6 +249,37 @@ impl AuthApi {
             state.config.session_ttl.as_secs() as i64,
         );
         Ok(LoginResponse::Ok(Json(view.into()), cookie))
+    }
+
+    /// Start a TOTP second factor for the caller (administrators); confirm it with a code
+    #[oai(path = "/auth/totp", method = "post", operation_id = "auth_totp_setup")]
+    async fn totp_setup(&self, state: Data<&AppState>, auth: Auth) -> Result<TotpSetupResponse, AppError> {
+        let s = service::totp_setup(&state, &auth.0).await?;
+        Ok(TotpSetupResponse::Created(Json(TotpSetupDto { secret: s.secret, uri: s.uri })))
+    }
+
+    /// Confirm the pending TOTP secret with a current code: from then on logins need a code
+    #[oai(path = "/auth/totp/confirm", method = "post", operation_id = "auth_totp_confirm")]
+    async fn totp_confirm(
+        &self,
+        state: Data<&AppState>,
+        auth: Auth,
+        body: Json<TotpCodeRequest>,
+    ) -> Result<TotpDone, AppError> {
+        service::totp_confirm(&state, &auth.0, &body.0.code).await?;
+        Ok(TotpDone::Done)
+    }
+
+    /// Turn the caller's TOTP second factor off, with a current code
+    #[oai(path = "/auth/totp/disable", method = "post", operation_id = "auth_totp_disable")]
+    async fn totp_disable(
+        &self,
+        state: Data<&AppState>,
+        auth: Auth,
+        body: Json<TotpCodeRequest>,
+    ) -> Result<TotpDone, AppError> {
+        service::totp_disable(&state, &auth.0, &body.0.code).await?;
+        Ok(TotpDone::Done)
     }
 
     /// Log out: revoke this session's token

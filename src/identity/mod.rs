@@ -9,6 +9,7 @@ pub(crate) mod entity;
 pub mod password;
 pub mod service;
 pub mod token;
+pub mod totp;
 
 pub use ctx::{Auth, Perm, RequestCtx};
 pub use domain::Role;

@@ -10,8 +10,9 @@ use uuid::Uuid;
 
 use super::ctx::{Perm, RequestCtx};
 use super::domain::{Role, check_password_strength, check_username};
-use super::entity::{role_binding, user};
+use super::entity::{role_binding, user, user_totp};
 use super::password;
+use super::totp;
 use crate::audit::{AuditEntry, Outcome, Purpose};
 use crate::platform::{AppError, AppResult, Db, SystemScope, TenantScope, Tx};
 use crate::state::AppState;
@@ -42,6 +43,8 @@ pub struct LoginInput {
     pub password: String,
     pub institution_id: Option<Uuid>,
     pub client_ip: String,
+    /// The current code of the account's TOTP second factor, when it has one.
+    pub totp: Option<String>,
 }
 
 const WINDOW: Duration = Duration::from_secs(60);
@@ -75,6 +78,17 @@ pub async fn login(state: &AppState, input: LoginInput) -> AppResult<SessionView
     let (addr_failures, addr_reset) = state.cache.count(&addr_key).await?;
     if user_failures >= max || addr_failures >= max * ADDRESS_FACTOR {
         let wait = user_reset.max(addr_reset).as_secs().max(1);
+        // Recorded in the community's trail when the community exists (an unknown code has no
+        // trail to write to; the access log has the request).
+        if let Some(tenant) = crate::tenancy::service::find_tenant_by_code(&state.db, &input.tenant).await? {
+            let mut tx = state.db.begin(&SystemScope { tenant: tenant.id }).await?;
+            tx.audit(
+                AuditEntry::new("auth.login", "session", Purpose::Authentication)
+                    .resource("rate_limited")
+                    .outcome(Outcome::Denied),
+            );
+            tx.commit().await?;
+        }
         return Err(AppError::RateLimited { retry_after_secs: wait });
     }
 
@@ -104,6 +118,42 @@ pub async fn login(state: &AppState, input: LoginInput) -> AppResult<SessionView
         fail(state, &user_key, &addr_key).await?;
         return Err(AppError::InvalidCredentials);
     };
+    if let Some(guard) = enabled_totp(&tx, user.id).await? {
+        let code = input.totp.as_deref().map(str::trim).filter(|c| !c.is_empty());
+        let refused = match code {
+            None => Some(AppError::SecondFactor {
+                code: "totp_required",
+                message: "this account needs its one-time code (totp)".into(),
+            }),
+            Some(code) => {
+                let secret = totp_secret(state, &guard)?;
+                match totp::verify(&secret, code, Utc::now().timestamp(), guard.last_step) {
+                    None => Some(AppError::SecondFactor {
+                        code: "totp_invalid",
+                        message: "the one-time code is wrong or already used".into(),
+                    }),
+                    Some(step) => {
+                        let mut am = guard.into_active_model();
+                        am.last_step = Set(Some(step));
+                        am.update(&*tx).await?;
+                        None
+                    }
+                }
+            }
+        };
+        if let Some(err) = refused {
+            tx.audit(
+                AuditEntry::new("auth.login", "session", Purpose::Authentication)
+                    .resource(err.code())
+                    .outcome(Outcome::Denied),
+            );
+            tx.commit().await?;
+            if err.code() == "totp_invalid" {
+                fail(state, &user_key, &addr_key).await?;
+            }
+            return Err(err);
+        }
+    }
     state.cache.delete(&user_key).await?;
 
     let memberships = memberships(&tx, user.id).await?;
@@ -143,6 +193,94 @@ pub async fn login(state: &AppState, input: LoginInput) -> AppResult<SessionView
         roles,
         memberships,
     })
+}
+
+/// The account's confirmed TOTP second factor, if it has one.
+async fn enabled_totp(tx: &Tx, user: Uuid) -> AppResult<Option<user_totp::Model>> {
+    Ok(user_totp::Entity::find_by_id((tx.tenant(), user)).one(&**tx).await?.filter(|t| t.enabled_at.is_some()))
+}
+
+fn totp_secret(state: &AppState, t: &user_totp::Model) -> AppResult<Vec<u8>> {
+    let hex = state
+        .pii
+        .decrypt(&t.secret_enc)
+        .ok_or_else(|| AppError::Internal(anyhow::anyhow!("a TOTP secret does not decrypt with the PII key")))?;
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2).unwrap_or("zz"), 16))
+        .collect::<Result<_, _>>()
+        .map_err(|_| AppError::Internal(anyhow::anyhow!("a TOTP secret is malformed")))
+}
+
+/// A new TOTP secret for the caller, to be confirmed with a code before it guards logins.
+pub struct TotpSetup {
+    pub secret: String,
+    pub uri: String,
+}
+
+/// Starts (or restarts) the caller's TOTP second factor: administrators only (a role with
+/// `staff.write`), and not while one is confirmed (disable it first).
+pub async fn totp_setup(state: &AppState, ctx: &RequestCtx) -> AppResult<TotpSetup> {
+    ctx.require(Perm::StaffWrite)?;
+    let mut tx = state.db.begin(ctx).await?;
+    let existing = user_totp::Entity::find_by_id((ctx.tenant, ctx.user)).one(&*tx).await?;
+    if existing.as_ref().is_some_and(|t| t.enabled_at.is_some()) {
+        return Err(AppError::conflict("totp_enabled", "a second factor is already on; disable it first"));
+    }
+    let secret = totp::new_secret();
+    let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    let row = user_totp::ActiveModel {
+        tenant_id: Set(ctx.tenant),
+        user_id: Set(ctx.user),
+        secret_enc: Set(state.pii.encrypt(&hex)),
+        created_at: Set(Utc::now()),
+        enabled_at: Set(None),
+        last_step: Set(None),
+    };
+    match existing {
+        Some(_) => row.update(&*tx).await?,
+        None => row.insert(&*tx).await?,
+    };
+    let user = user::Entity::find_by_id((ctx.tenant, ctx.user)).one(&*tx).await?.ok_or(AppError::Unauthenticated)?;
+    let tenant = crate::tenancy::service::get_tenant(&*tx, ctx.tenant).await?;
+    tx.audit(ctx.audit("auth.totp_setup", "user", Purpose::Authentication).resource(ctx.user));
+    tx.commit().await?;
+    let b32 = totp::base32(&secret);
+    let uri = totp::uri(&b32, &format!("cloudhis {}", tenant.code), &user.username);
+    Ok(TotpSetup { secret: b32, uri })
+}
+
+/// Confirms the caller's pending TOTP secret with a current code: from then on it guards logins.
+pub async fn totp_confirm(state: &AppState, ctx: &RequestCtx, code: &str) -> AppResult<()> {
+    let mut tx = state.db.begin(ctx).await?;
+    let pending = user_totp::Entity::find_by_id((ctx.tenant, ctx.user))
+        .one(&*tx)
+        .await?
+        .filter(|t| t.enabled_at.is_none())
+        .ok_or_else(|| AppError::conflict("totp_not_pending", "start the set-up first (POST /auth/totp)"))?;
+    let Some(step) = totp::verify(&totp_secret(state, &pending)?, code, Utc::now().timestamp(), None) else {
+        return Err(AppError::unprocessable("totp_invalid", "the one-time code is wrong; check the phone's clock"));
+    };
+    let mut am = pending.into_active_model();
+    am.enabled_at = Set(Some(Utc::now()));
+    am.last_step = Set(Some(step));
+    am.update(&*tx).await?;
+    tx.audit(ctx.audit("auth.totp_enable", "user", Purpose::Authentication).resource(ctx.user));
+    tx.commit().await
+}
+
+/// Turns the caller's second factor off, with a current code.
+pub async fn totp_disable(state: &AppState, ctx: &RequestCtx, code: &str) -> AppResult<()> {
+    let mut tx = state.db.begin(ctx).await?;
+    let guard = enabled_totp(&tx, ctx.user)
+        .await?
+        .ok_or_else(|| AppError::conflict("totp_not_enabled", "this account has no second factor"))?;
+    if totp::verify(&totp_secret(state, &guard)?, code, Utc::now().timestamp(), guard.last_step).is_none() {
+        return Err(AppError::unprocessable("totp_invalid", "the one-time code is wrong or already used"));
+    }
+    user_totp::Entity::delete_by_id((ctx.tenant, ctx.user)).exec(&*tx).await?;
+    tx.audit(ctx.audit("auth.totp_disable", "user", Purpose::Authentication).resource(ctx.user));
+    tx.commit().await
 }
 
 async fn fail(state: &AppState, user_key: &str, addr_key: &str) -> AppResult<()> {

@@ -180,6 +180,9 @@ struct LoginForm {
     tenant: String,
     username: String,
     password: String,
+    /// The one-time code, for an account with a second factor.
+    #[serde(default)]
+    totp: String,
 }
 
 #[handler]
@@ -196,6 +199,7 @@ async fn login_submit(req: &Request, state: Data<&AppState>, form: Form<LoginFor
         password: f.password,
         institution_id: None,
         client_ip,
+        totp: Some(f.totp.trim().to_string()).filter(|c| !c.is_empty()),
     };
     match identity::login(&state, input).await {
         Ok(view) => {
@@ -208,6 +212,8 @@ async fn login_submit(req: &Request, state: Data<&AppState>, form: Form<LoginFor
         Err(e) => {
             let error = match &e {
                 AppError::InvalidCredentials => l.t("login-failed"),
+                e if e.code() == "totp_required" => l.t("login-totp-required"),
+                e if e.code() == "totp_invalid" => l.t("login-totp-invalid"),
                 AppError::RateLimited { retry_after_secs } => {
                     l.t_with("login-locked", &[("seconds", retry_after_secs.to_string())])
                 }

@@ -148,3 +148,92 @@ async fn login_straight_into_a_chosen_institution() {
     assert_eq!(r.status, 200);
     assert_eq!(r.body["institution_id"], ids["v-shiqiao"].to_string());
 }
+
+/// The code an authenticator app would show now for `secret` (base32), `offset` steps away.
+fn totp_now(secret: &str, offset: i64) -> String {
+    let mut bits = 0u64;
+    let mut n = 0;
+    let mut bytes = Vec::new();
+    for c in secret.chars() {
+        bits = (bits << 5) | "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567".find(c).unwrap() as u64;
+        n += 5;
+        if n >= 8 {
+            bytes.push((bits >> (n - 8)) as u8);
+            n -= 8;
+        }
+    }
+    let step = chrono::Utc::now().timestamp() / cloudhis::identity::totp::STEP + offset;
+    format!("{:06}", cloudhis::identity::totp::code_at(&bytes, step))
+}
+
+/// MLPS level 3: an optional TOTP second factor for administrators. Once confirmed, a login
+/// needs the current code, which works once; a wrong code counts as a failed attempt.
+#[tokio::test]
+async fn administrators_may_add_a_totp_second_factor_that_logins_then_need() {
+    let app = spawn_app().await;
+    app.load_demo().await;
+    // Not for roles without staff administration.
+    let doctor = app.login("county.doctor").await;
+    let r = app.request(Method::POST, "/api/v1/auth/totp", Some(&doctor.token), None).await;
+    assert_eq!((r.status.as_u16(), r.code()), (403, "forbidden"));
+
+    let admin = app.login("admin").await;
+    let setup = app.request(Method::POST, "/api/v1/auth/totp", Some(&admin.token), None).await;
+    assert_eq!(setup.status, 201, "{}", setup.text);
+    let secret = setup.body["secret"].as_str().unwrap().to_string();
+    assert_eq!(secret.len(), 32);
+    assert!(setup.body["uri"].as_str().unwrap().starts_with("otpauth://totp/cloudhis%20demo-county:admin?secret="));
+    // Until confirmed it guards nothing; a wrong code does not confirm it.
+    assert_eq!(app.try_login("demo-county", "admin", PASSWORD).await.status, 200);
+    let wrong = app.post("/api/v1/auth/totp/confirm", &admin.token, json!({"code": "12345x"})).await;
+    assert_eq!((wrong.status.as_u16(), wrong.code()), (422, "totp_invalid"), "{}", wrong.text);
+    // Confirmed with the previous step's code (within the drift window), so the current one is
+    // still unused for the login below.
+    let ok = app.post("/api/v1/auth/totp/confirm", &admin.token, json!({"code": totp_now(&secret, -1)})).await;
+    assert_eq!(ok.status, 204, "{}", ok.text);
+    let again = app.request(Method::POST, "/api/v1/auth/totp", Some(&admin.token), None).await;
+    assert_eq!((again.status.as_u16(), again.code()), (409, "totp_enabled"));
+
+    let login = |totp: Option<String>| {
+        let mut body = json!({"tenant": "demo-county", "username": "admin", "password": PASSWORD});
+        if let Some(t) = totp {
+            body["totp"] = json!(t);
+        }
+        app.request(Method::POST, "/api/v1/auth/login", None, Some(body))
+    };
+    let missing = login(None).await;
+    assert_eq!((missing.status.as_u16(), missing.code()), (401, "totp_required"));
+    let bad = login(Some("12345x".into())).await;
+    assert_eq!((bad.status.as_u16(), bad.code()), (401, "totp_invalid"));
+    // The current code logs in, once.
+    let current = totp_now(&secret, 0);
+    let good = login(Some(current.clone())).await;
+    assert_eq!(good.status, 200, "{}", good.text);
+    let replay = login(Some(current)).await;
+    assert_eq!((replay.status.as_u16(), replay.code()), (401, "totp_invalid"), "a code works once");
+    // A wrong password is still just a wrong password.
+    let r = app.try_login("demo-county", "admin", "Wrong@2026").await;
+    assert_eq!((r.status.as_u16(), r.code()), (401, "invalid_credentials"));
+
+    // The secret is stored encrypted.
+    use sea_orm::ConnectionTrait;
+    let owner = app.owner_connection().await;
+    let rows = owner
+        .query_all_raw(sea_orm::Statement::from_string(
+            owner.get_database_backend(),
+            "SELECT secret_enc FROM user_totp",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    let stored: String = rows[0].try_get("", "secret_enc").unwrap();
+    assert!(!stored.contains(&secret) && !stored.to_lowercase().contains(&secret.to_lowercase()));
+
+    // Disabling needs a current, unused code; then the password alone works again.
+    let session = good.body["token"].as_str().unwrap().to_string();
+    let off = app.post("/api/v1/auth/totp/disable", &session, json!({"code": totp_now(&secret, -1)})).await;
+    assert_eq!((off.status.as_u16(), off.code()), (422, "totp_invalid"), "a step before the last used: {}", off.text);
+    let off = app.post("/api/v1/auth/totp/disable", &session, json!({"code": totp_now(&secret, 1)})).await;
+    assert_eq!(off.status, 204, "{}", off.text);
+    assert_eq!(app.try_login("demo-county", "admin", PASSWORD).await.status, 200);
+}

@@ -1,2 +1,3 @@
 pub mod role_binding;
 pub mod user;
+pub mod user_totp;

@@ -16,6 +16,9 @@ login-submit = Log in
 login-failed = The community code, username or password is wrong.
 login-locked = Too many attempts. Try again in { $seconds } seconds.
 login-no-roles = This account holds no role in any institution. Ask your administrator.
+login-totp = One-time code (if two-factor login is on)
+login-totp-required = This account uses two-factor login: enter the 6-digit code from your authenticator app.
+login-totp-invalid = The one-time code is wrong or already used: enter the current code from your authenticator app.
 
 choose-title = Choose an institution
 choose-intro = You work in several institutions. Choose the one for this session.

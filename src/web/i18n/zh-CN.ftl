@@ -16,6 +16,9 @@ login-submit = 登录
 login-failed = 医共体代码、用户名或密码不正确。
 login-locked = 尝试次数过多，请 { $seconds } 秒后再试。
 login-no-roles = 该账号在任何机构都没有角色，请联系管理员。
+login-totp = 动态验证码（已开启双因素认证时填写）
+login-totp-required = 该账号已开启双因素认证，请输入验证器中的 6 位动态验证码。
+login-totp-invalid = 动态验证码不正确或已使用，请输入验证器中当前的验证码。
 
 choose-title = 选择机构
 choose-intro = 您在多个机构工作，请选择本次登录使用的机构。
