@@ -124,7 +124,7 @@ pub enum AuditCommand {
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Command::Openapi = cli.command {
-        println!("{}", startup::openapi_service().spec());
+        println!("{}", startup::openapi_document());
         return Ok(ExitCode::SUCCESS);
     }
     let loaded = Config::from_env()?;

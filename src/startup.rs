@@ -121,12 +121,107 @@ pub fn openapi_service() -> OpenApiService<impl poem_openapi::OpenApi, ()> {
         .description("County-township-village integrated cloud HIS. 县乡村一体化云HIS。")
 }
 
+/// (operation, response statuses, target operations, target path parameter, runtime expression)
+type Link = (&'static str, &'static [&'static str], &'static [&'static str], &'static str, &'static str);
+
+/// Where a created object's id leads (OpenAPI links): (operation, status, target operations,
+/// the target's path parameter, where the id is in the response). Clients and Schemathesis's
+/// stateful phase follow them from a create to what can be done with the result.
+const LINKS: &[Link] = &[
+    (
+        "patients_register",
+        &["200", "201"],
+        &[
+            "patients_get",
+            "patients_summary",
+            "patients_allergies_add",
+            "patients_break_glass",
+            "accounts_patient_statement",
+        ],
+        "id",
+        "$response.body#/person/id",
+    ),
+    (
+        "encounters_open",
+        &["201"],
+        &[
+            "encounters_get",
+            "encounters_vitals",
+            "encounters_diagnose",
+            "encounters_notes",
+            "encounters_prescribe",
+            "encounters_charge",
+            "encounters_close",
+            "encounters_addendum",
+        ],
+        "id",
+        "$response.body#/id",
+    ),
+    ("encounters_prescribe", &["201"], &["prescriptions_get", "prescriptions_dispense"], "id", "$response.body#/id"),
+    ("encounters_charge", &["200"], &["bills_get", "bills_pay"], "id", "$response.body#/id"),
+    ("bills_pay", &["201"], &["payments_refund"], "id", "$response.body#/id"),
+    (
+        "referrals_create",
+        &["201"],
+        &[
+            "referrals_get",
+            "referrals_submit",
+            "referrals_accept",
+            "referrals_reject",
+            "referrals_arrive",
+            "referrals_complete",
+            "referrals_cancel",
+            "referrals_refer_down",
+            "referrals_records",
+        ],
+        "id",
+        "$response.body#/id",
+    ),
+    (
+        "followups_enroll",
+        &["201"],
+        &["followups_enrollment", "followups_record", "followups_status", "followups_close"],
+        "id",
+        "$response.body#/id",
+    ),
+    ("staff_create", &["201"], &["users_get"], "id", "$response.body#/id"),
+    ("patients_merge", &["201"], &["patients_unmerge"], "id", "$response.body#/merge_id"),
+    ("patients_duplicates_merge", &["201"], &["patients_unmerge"], "id", "$response.body#/merge_id"),
+];
+
+/// The OpenAPI document as served (`/api/openapi.json`, `cloudhis openapi`): poem-openapi's,
+/// with the links of [`LINKS`] added to the responses they start from.
+pub fn openapi_document() -> String {
+    let mut doc: serde_json::Value =
+        serde_json::from_str(&openapi_service().spec()).expect("poem-openapi writes valid JSON");
+    let paths = doc["paths"].as_object_mut().expect("the document has paths");
+    for (from, statuses, targets, param, expr) in LINKS {
+        let op = paths
+            .values_mut()
+            .flat_map(|item| item.as_object_mut().into_iter().flat_map(|m| m.values_mut()))
+            .find(|o| o["operationId"] == *from)
+            .unwrap_or_else(|| panic!("link source {from} is not an operation"));
+        for status in *statuses {
+            let links = serde_json::Map::from_iter(
+                targets
+                    .iter()
+                    .map(|t| (t.to_string(), serde_json::json!({ "operationId": t, "parameters": { *param: expr } }))),
+            );
+            op["responses"][*status]["links"] = serde_json::Value::Object(links);
+        }
+    }
+    doc.to_string()
+}
+
 /// The whole HTTP surface.
 pub fn routes(state: AppState) -> impl poem::Endpoint<Output = poem::Response> {
     let api = openapi_service();
-    let spec = api.spec_endpoint();
+    let document = openapi_document();
+    let spec = poem::endpoint::make_sync(move |_| {
+        poem::Response::builder().content_type("application/json; charset=utf-8").body(document.clone())
+    });
     let docs = api.swagger_ui();
-    let methods = std::sync::Arc::new(crate::platform::http::RouteMethods::from_spec(&api.spec()));
+    let methods = std::sync::Arc::new(crate::platform::http::RouteMethods::from_spec(&openapi_document()));
     let boundary = Boundary {
         metrics: state.metrics.clone(),
         max_body_bytes: state.config.max_body_bytes,
@@ -138,7 +233,7 @@ pub fn routes(state: AppState) -> impl poem::Endpoint<Output = poem::Response> {
         .at("/healthz", get(healthz))
         .at("/readyz", get(readyz))
         .at("/metrics", get(metrics))
-        .at("/api/openapi.json", spec)
+        .at("/api/openapi.json", get(spec))
         .nest("/api/docs", docs)
         .nest("/app", crate::web::routes())
         // The API's routes are absolute (`/api/v1/...`); the bare address opens the browser app.

@@ -18,6 +18,9 @@ use crate::platform::{AppResult, Db, SystemScope};
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// Appends `entries` to `tenant`'s chain inside `conn`'s transaction.
+/// Rows per INSERT statement.
+const CHUNK: usize = 16;
+
 pub async fn append(conn: &DatabaseTransaction, tenant: Uuid, entries: Vec<AuditEntry>) -> AppResult<()> {
     let (mut seq, mut prev) = lock_head(conn, tenant).await?;
     let now = Utc::now().trunc_subsecs(6);
@@ -45,7 +48,15 @@ pub async fn append(conn: &DatabaseTransaction, tenant: Uuid, entries: Vec<Audit
         prev = row.hash.clone();
         rows.push(audit_log::ActiveModel::from(row));
     }
-    audit_log::Entity::insert_many(rows).exec(conn).await?;
+    // In statements of at most CHUNK rows (about 6 KiB of parameters). Over TCP, sqlx (which does
+    // not set TCP_NODELAY) stalls about 40 ms on any statement whose message outgrows its 8 KiB
+    // write buffer: one INSERT of a 100-patient worklist's rows took the page from 16 to 52 ms,
+    // 48-row chunks cost 40 ms each. Fixed-size chunks also keep the statement cache to a
+    // handful of shapes instead of one per list length.
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        audit_log::Entity::insert_many(rows.by_ref().take(CHUNK)).exec(conn).await?;
+    }
     audit_head::Entity::update_many()
         .col_expr(audit_head::Column::Seq, seq.into())
         .col_expr(audit_head::Column::Hash, prev.into())

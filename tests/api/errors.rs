@@ -15,7 +15,7 @@ struct Op {
 }
 
 fn operations() -> Vec<Op> {
-    let spec: Value = serde_json::from_str(&cloudhis::startup::openapi_service().spec()).unwrap();
+    let spec: Value = serde_json::from_str(&cloudhis::startup::openapi_document()).unwrap();
     let mut ops = Vec::new();
     for (path, item) in spec["paths"].as_object().unwrap() {
         for (method, op) in item.as_object().unwrap() {

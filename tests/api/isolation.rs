@@ -27,7 +27,7 @@ pub const DEMO_USERS: [&str; 13] = [
 
 /// Every (method, path template) in the OpenAPI document.
 pub fn operations() -> Vec<(Method, String)> {
-    let spec: Value = serde_json::from_str(&cloudhis::startup::openapi_service().spec()).unwrap();
+    let spec: Value = serde_json::from_str(&cloudhis::startup::openapi_document()).unwrap();
     let mut ops = Vec::new();
     for (path, item) in spec["paths"].as_object().unwrap() {
         for method in item.as_object().unwrap().keys() {
