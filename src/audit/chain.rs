@@ -17,10 +17,10 @@ use crate::platform::{AppResult, Db, SystemScope};
 
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// Appends `entries` to `tenant`'s chain inside `conn`'s transaction.
 /// Rows per INSERT statement.
 const CHUNK: usize = 16;
 
+/// Appends `entries` to `tenant`'s chain inside `conn`'s transaction.
 pub async fn append(conn: &DatabaseTransaction, tenant: Uuid, entries: Vec<AuditEntry>) -> AppResult<()> {
     let (mut seq, mut prev) = lock_head(conn, tenant).await?;
     let now = Utc::now().trunc_subsecs(6);

@@ -663,6 +663,10 @@ fn sex_zh(s: Option<&str>) -> &'static str {
 /// patient data out of the system.
 pub async fn worklist_csv(state: &AppState, ctx: &RequestCtx, q: WorklistQuery) -> AppResult<Vec<u8>> {
     let list = worklist_audited(state, ctx, q, "followups.export").await?;
+    // The export itself, even of an empty list (the rows above name each patient in it).
+    let mut tx = state.db.begin(ctx).await?;
+    tx.audit(ctx.audit("followups.export", "worklist", Purpose::Treatment).resource(ctx.institution));
+    tx.commit().await?;
     const HEADER: [&str; 13] = [
         "类别",
         "姓名",

@@ -41,6 +41,15 @@ pub struct TotpCodeRequest {
     pub code: String,
 }
 
+/// Turning the second factor off needs the password as well as a current code.
+#[derive(Object)]
+pub struct TotpDisableRequest {
+    #[oai(validator(min_length = 1, max_length = 128))]
+    pub password: String,
+    #[oai(validator(min_length = 1, max_length = 10))]
+    pub code: String,
+}
+
 /// A new TOTP secret, shown once: scan `uri` (or type `secret`) into an authenticator app, then
 /// confirm with a code.
 #[derive(Object)]
@@ -270,15 +279,16 @@ impl AuthApi {
         Ok(TotpDone::Done)
     }
 
-    /// Turn the caller's TOTP second factor off, with a current code
+    /// Turn the caller's TOTP second factor off, with the password and a current code (wrong attempts count toward the lockout)
     #[oai(path = "/auth/totp/disable", method = "post", operation_id = "auth_totp_disable")]
     async fn totp_disable(
         &self,
         state: Data<&AppState>,
         auth: Auth,
-        body: Json<TotpCodeRequest>,
+        body: Json<TotpDisableRequest>,
     ) -> Result<TotpDone, AppError> {
-        service::totp_disable(&state, &auth.0, &body.0.code).await?;
+        let b = body.0;
+        service::totp_disable(&state, &auth.0, b.password, &b.code).await?;
         Ok(TotpDone::Done)
     }
 

@@ -79,8 +79,10 @@ pub async fn login(state: &AppState, input: LoginInput) -> AppResult<SessionView
     if user_failures >= max || addr_failures >= max * ADDRESS_FACTOR {
         let wait = user_reset.max(addr_reset).as_secs().max(1);
         // Recorded in the community's trail when the community exists (an unknown code has no
-        // trail to write to; the access log has the request).
-        if let Some(tenant) = crate::tenancy::service::find_tenant_by_code(&state.db, &input.tenant).await? {
+        // trail to write to; the access log has the request), once per account and window, so
+        // a flood of refused attempts does not become a flood of audit writes.
+        let first = state.cache.hit(&format!("login:limited:{}:{}", input.tenant, input.username), WINDOW).await? == 1;
+        if first && let Some(tenant) = crate::tenancy::service::find_tenant_by_code(&state.db, &input.tenant).await? {
             let mut tx = state.db.begin(&SystemScope { tenant: tenant.id }).await?;
             tx.audit(
                 AuditEntry::new("auth.login", "session", Purpose::Authentication)
@@ -127,23 +129,20 @@ pub async fn login(state: &AppState, input: LoginInput) -> AppResult<SessionView
             }),
             Some(code) => {
                 let secret = totp_secret(state, &guard)?;
-                match totp::verify(&secret, code, Utc::now().timestamp(), guard.last_step) {
-                    None => Some(AppError::SecondFactor {
+                let step = totp::verify(&secret, code, Utc::now().timestamp(), guard.last_step);
+                match step {
+                    Some(step) if use_step(&tx, user.id, step).await? => None,
+                    _ => Some(AppError::SecondFactor {
                         code: "totp_invalid",
                         message: "the one-time code is wrong or already used".into(),
                     }),
-                    Some(step) => {
-                        let mut am = guard.into_active_model();
-                        am.last_step = Set(Some(step));
-                        am.update(&*tx).await?;
-                        None
-                    }
                 }
             }
         };
         if let Some(err) = refused {
             tx.audit(
                 AuditEntry::new("auth.login", "session", Purpose::Authentication)
+                    .actor(user.id, input.institution_id.unwrap_or_default())
                     .resource(err.code())
                     .outcome(Outcome::Denied),
             );
@@ -193,6 +192,20 @@ pub async fn login(state: &AppState, input: LoginInput) -> AppResult<SessionView
         roles,
         memberships,
     })
+}
+
+/// Marks `step` used, unless it (or a later one) already was: a conditional update, so two
+/// logins racing with one code cannot both win.
+async fn use_step(tx: &Tx, user: Uuid, step: i64) -> AppResult<bool> {
+    use sea_orm::sea_query::Condition;
+    let done = user_totp::Entity::update_many()
+        .col_expr(user_totp::Column::LastStep, Some(step).into())
+        .filter(user_totp::Column::TenantId.eq(tx.tenant()))
+        .filter(user_totp::Column::UserId.eq(user))
+        .filter(Condition::any().add(user_totp::Column::LastStep.is_null()).add(user_totp::Column::LastStep.lt(step)))
+        .exec(&**tx)
+        .await?;
+    Ok(done.rows_affected == 1)
 }
 
 /// The account's confirmed TOTP second factor, if it has one.
@@ -269,14 +282,34 @@ pub async fn totp_confirm(state: &AppState, ctx: &RequestCtx, code: &str) -> App
     tx.commit().await
 }
 
-/// Turns the caller's second factor off, with a current code.
-pub async fn totp_disable(state: &AppState, ctx: &RequestCtx, code: &str) -> AppResult<()> {
+/// Turns the caller's second factor off, with the account's password and a current code (a
+/// stolen session alone cannot remove it). Wrong attempts count toward the login lockout and
+/// are audited.
+pub async fn totp_disable(state: &AppState, ctx: &RequestCtx, password_given: String, code: &str) -> AppResult<()> {
     let mut tx = state.db.begin(ctx).await?;
     let guard = enabled_totp(&tx, ctx.user)
         .await?
         .ok_or_else(|| AppError::conflict("totp_not_enabled", "this account has no second factor"))?;
-    if totp::verify(&totp_secret(state, &guard)?, code, Utc::now().timestamp(), guard.last_step).is_none() {
-        return Err(AppError::unprocessable("totp_invalid", "the one-time code is wrong or already used"));
+    let user = user::Entity::find_by_id((ctx.tenant, ctx.user)).one(&*tx).await?.ok_or(AppError::Unauthenticated)?;
+    let tenant = crate::tenancy::service::get_tenant(&*tx, ctx.tenant).await?;
+    let user_key = format!("login:user:{}:{}", tenant.code, user.username);
+    let (failures, reset) = state.cache.count(&user_key).await?;
+    if failures >= state.config.login_max_failures {
+        return Err(AppError::RateLimited { retry_after_secs: reset.as_secs().max(1) });
+    }
+    let password_ok = password::verify(password_given, user.password_hash.clone()).await;
+    let step = totp::verify(&totp_secret(state, &guard)?, code, Utc::now().timestamp(), guard.last_step);
+    let ok = match step {
+        Some(step) if password_ok => use_step(&tx, ctx.user, step).await?,
+        _ => false,
+    };
+    if !ok {
+        tx.audit(
+            ctx.audit("auth.totp_disable", "user", Purpose::Authentication).resource(ctx.user).outcome(Outcome::Denied),
+        );
+        tx.commit().await?;
+        state.cache.hit(&user_key, WINDOW).await?;
+        return Err(AppError::unprocessable("totp_invalid", "the password or the one-time code is wrong"));
     }
     user_totp::Entity::delete_by_id((ctx.tenant, ctx.user)).exec(&*tx).await?;
     tx.audit(ctx.audit("auth.totp_disable", "user", Purpose::Authentication).resource(ctx.user));

@@ -50,7 +50,8 @@ pub fn code_at(secret: &[u8], step: i64) -> u32 {
 /// The step a code was accepted at, if `code` (6 digits) matches a step within [`DRIFT`] of
 /// `now` (seconds since the epoch) and later than `last_used`, so a code works once.
 pub fn verify(secret: &[u8], code: &str, now: i64, last_used: Option<i64>) -> Option<i64> {
-    let code = code.trim();
+    // Apps show the code as "123 456".
+    let code: String = code.chars().filter(|c| !c.is_whitespace()).collect();
     if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -131,6 +132,8 @@ mod tests {
         assert_eq!(verify(&secret, &code(step - 2), now, None), None, "too old");
         assert_eq!(verify(&secret, &code(step), now, Some(step)), None, "already used");
         assert_eq!(verify(&secret, &code(step + 1), now, Some(step)), Some(step + 1));
+        let spaced = format!("{} {}", &code(step)[..3], &code(step)[3..]);
+        assert_eq!(verify(&secret, &spaced, now, None), Some(step), "as apps show it");
         for bad in ["", "12345", "1234567", "12a456", " "] {
             assert_eq!(verify(&secret, bad, now, None), None, "{bad:?}");
         }

@@ -120,7 +120,42 @@ struct Row {
 struct Driver<'a> {
     app: &'a TestApp,
     calls: Vec<(String, String, String, Uuid)>,
+    /// For list reads: the persons each response showed, by request id.
+    shown: BTreeMap<String, BTreeSet<Uuid>>,
 }
+
+/// The persons a JSON response shows: every `person_id`, and the id of every person view (an
+/// object with `registrations`).
+fn persons_in(v: &Value, out: &mut BTreeSet<Uuid>) {
+    match v {
+        Value::Object(o) => {
+            if let Some(id) = o.get("person_id").and_then(Value::as_str).and_then(|s| s.parse().ok()) {
+                out.insert(id);
+            }
+            if o.contains_key("registrations")
+                && let Some(id) = o.get("id").and_then(Value::as_str).and_then(|s| s.parse().ok())
+            {
+                out.insert(id);
+            }
+            o.values().for_each(|x| persons_in(x, out));
+        }
+        Value::Array(a) => a.iter().for_each(|x| persons_in(x, out)),
+        _ => {}
+    }
+}
+
+/// List reads: one audit row per person shown is the rule these are checked against.
+const LISTS: &[&str] = &[
+    "GET /api/v1/encounters",
+    "GET /api/v1/followups/enrollments",
+    "GET /api/v1/followups/suggestions",
+    "GET /api/v1/followups/worklist",
+    "GET /api/v1/patients/duplicates",
+    "GET /api/v1/referrals/inbox",
+    "GET /api/v1/referrals/sent",
+    "POST /api/v1/patients/$match",
+    "POST /api/v1/patients/search",
+];
 
 impl Driver<'_> {
     /// Calls `method path` (an instance of `template`) as `who`; it must succeed. `subject` is
@@ -137,7 +172,13 @@ impl Driver<'_> {
         let r = self.app.request(method.clone(), path, Some(&who.token), body).await;
         assert!(r.status.is_success(), "{method} {path}: {} {}", r.status, r.text);
         let request_id = r.headers["x-request-id"].to_str().unwrap().to_string();
-        self.calls.push((format!("{method} {template}"), request_id, path.to_string(), subject.parse().unwrap()));
+        let op = format!("{method} {template}");
+        if LISTS.contains(&op.as_str()) {
+            let mut shown = BTreeSet::new();
+            persons_in(&r.body, &mut shown);
+            self.shown.insert(request_id.clone(), shown);
+        }
+        self.calls.push((op, request_id, path.to_string(), subject.parse().unwrap()));
         r
     }
 }
@@ -172,7 +213,7 @@ async fn every_operation_on_patient_data_writes_an_audit_row_with_its_subject_an
     let finance = app.login("finance").await;
     let admin = app.login("admin").await;
     let ids = app.institutions(&admin).await;
-    let mut d = Driver { app: &app, calls: Vec::new() };
+    let mut d = Driver { app: &app, calls: Vec::new(), shown: BTreeMap::new() };
     let (get, post, put) = (Method::GET, Method::POST, Method::PUT);
 
     // The visit, step by step.
@@ -487,6 +528,7 @@ async fn every_operation_on_patient_data_writes_an_audit_row_with_its_subject_an
     let owner = app.owner_connection().await;
     let backend = owner.get_database_backend();
     let mut driven: BTreeMap<String, usize> = BTreeMap::new();
+    let mut lists_checked = 0;
     for (op, request_id, path, subject) in &d.calls {
         let (_, _, action, purpose) = PHI
             .iter()
@@ -511,6 +553,14 @@ async fn every_operation_on_patient_data_writes_an_audit_row_with_its_subject_an
                 && r.subject_person_id == Some(*subject)),
             "{op} ({path}) wrote no `{action}` row for its subject with purpose `{purpose}`: {rows:?}"
         );
+        // A list read writes one row per person it showed, no more and no fewer.
+        if let Some(shown) = d.shown.get(request_id) {
+            let audited: BTreeSet<Uuid> =
+                rows.iter().filter(|r| r.action == *action).filter_map(|r| r.subject_person_id).collect();
+            assert!(shown.contains(subject), "{op} ({path}) did not show the person it was driven for");
+            assert_eq!(&audited, shown, "{op} ({path}): audited persons differ from those shown");
+            lists_checked += 1;
+        }
         *driven.entry(op.clone()).or_default() += 1;
     }
     for (m, t, _, _) in PHI {
@@ -519,8 +569,10 @@ async fn every_operation_on_patient_data_writes_an_audit_row_with_its_subject_an
             "{m} {t} touches patient data but this test does not drive it"
         );
     }
+    assert_eq!(lists_checked, LISTS.len(), "every list read was checked person by person");
     eprintln!(
-        "audit completeness: {} operations classed ({} touch patient data, {} do not), {} calls checked",
+        "audit completeness: {} operations classed ({} touch patient data, {} do not), {} calls checked, \
+         {lists_checked} list reads person by person",
         classed.len(),
         PHI.len(),
         NOT_PHI.len(),

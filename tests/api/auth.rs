@@ -73,6 +73,18 @@ async fn sixth_wrong_attempt_within_a_minute_is_rate_limited() {
     assert_eq!(right.status, 429);
     // Other users are not affected.
     assert_eq!(app.try_login("demo-county", "village.doctor2", PASSWORD).await.status, 200);
+    // The lockout is in the trail once per window, however many attempts it refused.
+    use sea_orm::{ConnectionTrait, Statement};
+    let owner = app.owner_connection().await;
+    let rows = owner
+        .query_all_raw(Statement::from_string(
+            owner.get_database_backend(),
+            "SELECT outcome FROM audit_log WHERE action = 'auth.login' AND resource_id = 'rate_limited'",
+        ))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].try_get::<String>("", "outcome").unwrap(), "denied");
 }
 
 #[tokio::test]
@@ -229,11 +241,58 @@ async fn administrators_may_add_a_totp_second_factor_that_logins_then_need() {
     let stored: String = rows[0].try_get("", "secret_enc").unwrap();
     assert!(!stored.contains(&secret) && !stored.to_lowercase().contains(&secret.to_lowercase()));
 
-    // Disabling needs a current, unused code; then the password alone works again.
+    // Refusals are in the trail, naming the account.
+    {
+        use sea_orm::{ConnectionTrait, Statement};
+        let owner = app.owner_connection().await;
+        let rows = owner
+            .query_all_raw(Statement::from_string(
+                owner.get_database_backend(),
+                "SELECT resource_id, actor_user_id FROM audit_log WHERE action = 'auth.login' \
+                 AND outcome = 'denied' AND resource_id LIKE 'totp%' ORDER BY seq",
+            ))
+            .await
+            .unwrap();
+        let denied: Vec<(String, uuid::Uuid)> = rows
+            .iter()
+            .map(|r| (r.try_get("", "resource_id").unwrap(), r.try_get("", "actor_user_id").unwrap()))
+            .collect();
+        let expected = ["totp_required", "totp_invalid", "totp_invalid"].map(|c| (c.to_string(), admin.user_id));
+        assert_eq!(denied, expected, "missing, wrong, replayed");
+    }
+
+    // Disabling needs the password and a current, unused code; then the password alone works.
     let session = good.body["token"].as_str().unwrap().to_string();
-    let off = app.post("/api/v1/auth/totp/disable", &session, json!({"code": totp_now(&secret, -1)})).await;
+    let off = app
+        .post("/api/v1/auth/totp/disable", &session, json!({"password": PASSWORD, "code": totp_now(&secret, -1)}))
+        .await;
     assert_eq!((off.status.as_u16(), off.code()), (422, "totp_invalid"), "a step before the last used: {}", off.text);
-    let off = app.post("/api/v1/auth/totp/disable", &session, json!({"code": totp_now(&secret, 1)})).await;
+    let off = app
+        .post("/api/v1/auth/totp/disable", &session, json!({"password": "Wrong@2026", "code": totp_now(&secret, 1)}))
+        .await;
+    assert_eq!((off.status.as_u16(), off.code()), (422, "totp_invalid"), "a stolen session alone cannot: {}", off.text);
+    let off = app
+        .post("/api/v1/auth/totp/disable", &session, json!({"password": PASSWORD, "code": totp_now(&secret, 1)}))
+        .await;
     assert_eq!(off.status, 204, "{}", off.text);
     assert_eq!(app.try_login("demo-county", "admin", PASSWORD).await.status, 200);
+}
+
+/// Wrong one-time codes count toward the login lockout like wrong passwords.
+#[tokio::test]
+async fn wrong_totp_codes_lock_the_account_out() {
+    let app = spawn_app().await;
+    app.load_demo().await;
+    let admin = app.login("admin").await;
+    let setup = app.request(Method::POST, "/api/v1/auth/totp", Some(&admin.token), None).await;
+    let secret = setup.body["secret"].as_str().unwrap().to_string();
+    let ok = app.post("/api/v1/auth/totp/confirm", &admin.token, json!({"code": totp_now(&secret, 0)})).await;
+    assert_eq!(ok.status, 204, "{}", ok.text);
+    let body = json!({"tenant": "demo-county", "username": "admin", "password": PASSWORD, "totp": "12345x"});
+    for i in 1..=5 {
+        let r = app.request(Method::POST, "/api/v1/auth/login", None, Some(body.clone())).await;
+        assert_eq!((r.status.as_u16(), r.code()), (401, "totp_invalid"), "attempt {i}");
+    }
+    let locked = app.request(Method::POST, "/api/v1/auth/login", None, Some(body)).await;
+    assert_eq!((locked.status.as_u16(), locked.code()), (429, "too_many_attempts"));
 }

@@ -181,7 +181,8 @@ pub fn valid_body_json(template: &str) -> serde_json::Value {
         }
         "/api/v1/referrals/{id}/down" => json!({"discharge_summary": "出院小结", "rehab_plan": "康复计划"}),
         "/api/v1/accounts/periods/close" => json!({"period": "2020-01"}),
-        "/api/v1/auth/totp/confirm" | "/api/v1/auth/totp/disable" => json!({"code": "123456"}),
+        "/api/v1/auth/totp/confirm" => json!({"code": "123456"}),
+        "/api/v1/auth/totp/disable" => json!({"password": "Some@2026x", "code": "123456"}),
         "/api/v1/followups/enrollments" => {
             json!({"person_id": uuid::Uuid::nil(), "disease": "hypertension", "diagnosed_on": "2025-01-01"})
         }
