@@ -217,11 +217,11 @@ pub fn openapi_document() -> String {
 pub fn routes(state: AppState) -> impl poem::Endpoint<Output = poem::Response> {
     let api = openapi_service();
     let document = openapi_document();
+    let methods = std::sync::Arc::new(crate::platform::http::RouteMethods::from_spec(&document));
     let spec = poem::endpoint::make_sync(move |_| {
         poem::Response::builder().content_type("application/json; charset=utf-8").body(document.clone())
     });
     let docs = api.swagger_ui();
-    let methods = std::sync::Arc::new(crate::platform::http::RouteMethods::from_spec(&openapi_document()));
     let boundary = Boundary {
         metrics: state.metrics.clone(),
         max_body_bytes: state.config.max_body_bytes,

@@ -339,10 +339,7 @@ pub async fn list(
         q = q.filter(encounter::Column::OpenedAt.gte(s));
     }
     let rows = q.order_by_desc(encounter::Column::OpenedAt).limit(limit).all(&*tx).await?;
-    let persons: HashSet<Uuid> = rows.iter().map(|e| e.person_id).collect();
-    for p in persons {
-        tx.audit(ctx.audit("encounter.list", "person", Purpose::Treatment).resource(p).subject(p));
-    }
+    ctx.audit_reads(&mut tx, "encounter.list", Purpose::Treatment, rows.iter().map(|e| e.person_id));
     tx.commit().await?;
     Ok(rows)
 }

@@ -493,17 +493,9 @@ pub async fn list(
         .all(&*tx)
         .await?;
     let out = views(&tx, ctx, state, rows).await?;
-    audit_shown(&mut tx, ctx, "followups.list", out.iter().map(|(e, _, _)| e.person_id));
+    ctx.audit_reads(&mut tx, "followups.list", Purpose::Treatment, out.iter().map(|(e, _, _)| e.person_id));
     tx.commit().await?;
     Ok(out)
-}
-
-/// One audit row per person a list shows (the list is a read of each of them).
-fn audit_shown(tx: &mut Tx, ctx: &RequestCtx, action: &'static str, persons: impl IntoIterator<Item = Uuid>) {
-    let mut seen = std::collections::HashSet::new();
-    for p in persons.into_iter().filter(|p| seen.insert(*p)) {
-        tx.audit(ctx.audit(action, "person", Purpose::Treatment).resource(p).subject(p));
-    }
 }
 
 pub struct WorklistQuery {
@@ -632,7 +624,7 @@ async fn worklist_audited(
         .all(&*tx)
         .await?;
     let viewed = views(&tx, ctx, state, rows).await?;
-    audit_shown(&mut tx, ctx, action, viewed.iter().map(|(e, _, _)| e.person_id));
+    ctx.audit_reads(&mut tx, action, Purpose::Treatment, viewed.iter().map(|(e, _, _)| e.person_id));
     tx.commit().await?;
     let items = viewed
         .into_iter()
@@ -763,7 +755,7 @@ pub async fn suggestions(state: &AppState, ctx: &RequestCtx) -> AppResult<Vec<(e
         .all(&*tx)
         .await?;
     let names = crate::patients::service::names_of(&tx, &rows.iter().map(|s| s.person_id).collect::<Vec<_>>()).await?;
-    audit_shown(&mut tx, ctx, "followups.suggestions", rows.iter().map(|s| s.person_id));
+    ctx.audit_reads(&mut tx, "followups.suggestions", Purpose::Treatment, rows.iter().map(|s| s.person_id));
     tx.commit().await?;
     Ok(rows
         .into_iter()

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use super::domain::Role;
 use crate::audit::{AuditEntry, Purpose};
 use crate::platform::http::{Refusal, Refusals, RequestId};
-use crate::platform::{AppError, AppResult, TenantScope};
+use crate::platform::{AppError, AppResult, TenantScope, Tx};
 use crate::state::AppState;
 
 /// What a caller may do: (object, action) pairs named in `authz/policy.csv`.
@@ -229,6 +229,21 @@ impl RequestCtx {
     fn refused(&self, institution: Uuid, obj: &str, act: &str) {
         if let Some(r) = &self.refusals {
             r.record(Refusal { tenant: self.tenant, user: self.user, institution, permission: format!("{obj}.{act}") });
+        }
+    }
+
+    /// Audits a read of persons: one row per distinct person shown, naming them (a list is a
+    /// read of each person on it).
+    pub fn audit_reads(
+        &self,
+        tx: &mut Tx,
+        action: &'static str,
+        purpose: Purpose,
+        persons: impl IntoIterator<Item = Uuid>,
+    ) {
+        let mut seen = std::collections::HashSet::new();
+        for p in persons.into_iter().filter(|p| seen.insert(*p)) {
+            tx.audit(self.audit(action, "person", purpose).resource(p).subject(p));
         }
     }
 

@@ -261,22 +261,6 @@ async fn views(tx: &Tx, ctx: &RequestCtx, cipher: &PiiCipher, persons: &[person:
     Ok(persons.iter().map(|p| view(p, regs.remove(&p.id).unwrap_or_default(), ctx, cipher)).collect())
 }
 
-fn audit_reads(tx: &mut Tx, ctx: &RequestCtx, action: &'static str, persons: impl IntoIterator<Item = Uuid>) {
-    audit_reads_for(tx, ctx, action, Purpose::Treatment, persons)
-}
-
-fn audit_reads_for(
-    tx: &mut Tx,
-    ctx: &RequestCtx,
-    action: &'static str,
-    purpose: Purpose,
-    persons: impl IntoIterator<Item = Uuid>,
-) {
-    for id in persons {
-        tx.audit(ctx.audit(action, "person", purpose).resource(id).subject(id));
-    }
-}
-
 /// `$match`: ranked candidates, nothing created.
 pub async fn match_only(state: &AppState, ctx: &RequestCtx, d: &Demographics) -> AppResult<Vec<CandidateView>> {
     ctx.require(Perm::PatientRead)?;
@@ -284,7 +268,7 @@ pub async fn match_only(state: &AppState, ctx: &RequestCtx, d: &Demographics) ->
     let w = weights(&tx).await?;
     let cands = find_candidates(&tx, &state.pii, &d.to_match_record(), &w, None).await?;
     let out = candidate_views(&tx, ctx, &state.pii, cands).await?;
-    audit_reads(&mut tx, ctx, "patient.match", out.iter().map(|c| c.person.id));
+    ctx.audit_reads(&mut tx, "patient.match", Purpose::Treatment, out.iter().map(|c| c.person.id));
     tx.commit().await?;
     Ok(out)
 }
@@ -346,7 +330,7 @@ async fn register_once(state: &AppState, ctx: &RequestCtx, input: &RegisterInput
             Some(c) if c.grade == Grade::Probable && input.create_new_reason.is_none() => {
                 let probable: Vec<Candidate> = cands.into_iter().filter(|c| c.grade >= Grade::Probable).collect();
                 let shown = candidate_views(&tx, ctx, cipher, probable).await?;
-                audit_reads(&mut tx, ctx, "patient.match", shown.iter().map(|c| c.person.id));
+                ctx.audit_reads(&mut tx, "patient.match", Purpose::Treatment, shown.iter().map(|c| c.person.id));
                 tx.commit().await?;
                 return Err(probable_match(shown));
             }
@@ -601,7 +585,7 @@ pub async fn get(state: &AppState, ctx: &RequestCtx, id: Uuid) -> AppResult<Pers
         tx.commit().await?;
         return Err(AppError::not_found("person_not_found", "no such person registered at your institution"));
     }
-    audit_reads(&mut tx, ctx, "patient.read", [id]);
+    ctx.audit_reads(&mut tx, "patient.read", Purpose::Treatment, [id]);
     tx.commit().await?;
     Ok(v)
 }
@@ -669,7 +653,7 @@ pub async fn search(state: &AppState, ctx: &RequestCtx, q: SearchInput) -> AppRe
     let more = rows.len() as u64 > q.page_size;
     rows.truncate(q.page_size as usize);
     let out = views(&tx, ctx, cipher, &rows).await?;
-    audit_reads(&mut tx, ctx, "patient.search", out.iter().map(|p| p.id));
+    ctx.audit_reads(&mut tx, "patient.search", Purpose::Treatment, out.iter().map(|p| p.id));
     tx.commit().await?;
     Ok((out, more))
 }
@@ -883,7 +867,7 @@ pub async fn duplicates(state: &AppState, ctx: &RequestCtx, status: &str, limit:
         })
         .collect();
     // The MPI steward's review of the duplicate queue is administration, not care.
-    audit_reads_for(&mut tx, ctx, "patient.review", Purpose::Administration, views.keys().copied());
+    ctx.audit_reads(&mut tx, "patient.review", Purpose::Administration, views.keys().copied());
     tx.commit().await?;
     Ok(out)
 }

@@ -618,11 +618,9 @@ pub async fn list(
         q = q.filter(referral::Column::Status.eq(s.as_str()));
     }
     let rows = q.order_by_desc(referral::Column::CreatedAt).limit(limit).all(&*tx).await?;
-    let persons: std::collections::HashSet<Uuid> = rows.iter().map(|r| r.person_id).collect();
+    let persons: Vec<Uuid> = rows.iter().map(|r| r.person_id).collect();
     let out = views(&tx, rows, false).await?;
-    for p in persons {
-        tx.audit(ctx.audit("referral.list", "person", Purpose::Referral).resource(p).subject(p));
-    }
+    ctx.audit_reads(&mut tx, "referral.list", Purpose::Referral, persons);
     tx.commit().await?;
     Ok(out)
 }

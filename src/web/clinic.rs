@@ -93,9 +93,7 @@ struct ClinicPage {
 async fn names(state: &AppState, p: &Page, ids: &[Uuid]) -> Result<HashMap<Uuid, String>, AppError> {
     let mut tx = state.db.begin(&p.ctx).await?;
     let names = patients::names_of(&tx, ids).await?;
-    for id in names.keys() {
-        tx.audit(p.ctx.audit("patient.list", "person", Purpose::Treatment).resource(*id).subject(*id));
-    }
+    p.ctx.audit_reads(&mut tx, "patient.list", Purpose::Treatment, names.keys().copied());
     tx.commit().await?;
     Ok(names)
 }

@@ -108,29 +108,37 @@ async fn the_app_cannot_rewrite_history() {
     assert!(app.state.db.raw().execute_unprepared("DELETE FROM audit_log").await.is_err());
 }
 
+/// One audit row, as the tests that find rows by request id read it.
 #[derive(Debug, sea_orm::FromQueryResult)]
-struct DeniedRow {
-    action: String,
-    outcome: String,
-    resource_id: Option<String>,
-    institution_id: Option<uuid::Uuid>,
-    actor_user_id: Option<uuid::Uuid>,
+pub struct AuditRow {
+    pub action: String,
+    pub purpose: String,
+    pub outcome: String,
+    pub resource_id: Option<String>,
+    pub institution_id: Option<uuid::Uuid>,
+    pub actor_user_id: Option<uuid::Uuid>,
+    pub subject_person_id: Option<uuid::Uuid>,
 }
 
-async fn rows_of_request(app: &crate::helpers::TestApp, r: &crate::helpers::Resp) -> Vec<DeniedRow> {
+/// The audit rows a request wrote, found by its `x-request-id`.
+pub async fn rows_of_request_id(app: &crate::helpers::TestApp, request_id: &str) -> Vec<AuditRow> {
     use sea_orm::FromQueryResult;
     let owner = app.owner_connection().await;
     let backend = owner.get_database_backend();
-    let id = r.headers["x-request-id"].to_str().unwrap().to_string();
+    let columns = "action, purpose, outcome, resource_id, institution_id, actor_user_id, subject_person_id";
     let sql = if backend == sea_orm::DbBackend::Postgres {
-        "SELECT action, outcome, resource_id, institution_id, actor_user_id FROM audit_log WHERE request_id = $1"
+        format!("SELECT {columns} FROM audit_log WHERE request_id = $1")
     } else {
-        "SELECT action, outcome, resource_id, institution_id, actor_user_id FROM audit_log WHERE request_id = ?"
+        format!("SELECT {columns} FROM audit_log WHERE request_id = ?")
     };
-    DeniedRow::find_by_statement(sea_orm::Statement::from_sql_and_values(backend, sql, [id.into()]))
+    AuditRow::find_by_statement(sea_orm::Statement::from_sql_and_values(backend, sql, [request_id.into()]))
         .all(&owner)
         .await
         .unwrap()
+}
+
+async fn rows_of_request(app: &crate::helpers::TestApp, r: &crate::helpers::Resp) -> Vec<AuditRow> {
+    rows_of_request_id(app, r.headers["x-request-id"].to_str().unwrap()).await
 }
 
 /// MLPS level 3 records denied attempts: a request refused for want of a permission leaves one

@@ -6,7 +6,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use reqwest::Method;
-use sea_orm::{FromQueryResult, Statement};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -107,14 +106,6 @@ const NOT_PHI: &[(&str, &str, &str)] = &[
     ("GET", "/api/v1/statistics/series", "aggregates; cells under five suppressed"),
     ("GET", "/api/v1/users/{id}", "staff, not patients"),
 ];
-
-#[derive(Debug, FromQueryResult)]
-struct Row {
-    action: String,
-    purpose: String,
-    outcome: String,
-    subject_person_id: Option<Uuid>,
-}
 
 /// Drives operations and remembers, for each, its request id and the person it touched.
 struct Driver<'a> {
@@ -525,8 +516,6 @@ async fn every_operation_on_patient_data_writes_an_audit_row_with_its_subject_an
     .await;
 
     // Every patient-data operation was driven, and each call left its row.
-    let owner = app.owner_connection().await;
-    let backend = owner.get_database_backend();
     let mut driven: BTreeMap<String, usize> = BTreeMap::new();
     let mut lists_checked = 0;
     for (op, request_id, path, subject) in &d.calls {
@@ -534,18 +523,7 @@ async fn every_operation_on_patient_data_writes_an_audit_row_with_its_subject_an
             .iter()
             .find(|(m, t, _, _)| format!("{m} {t}") == *op)
             .unwrap_or_else(|| panic!("{op} is driven but not classed as touching patient data"));
-        let rows = Row::find_by_statement(Statement::from_sql_and_values(
-            backend,
-            if backend == sea_orm::DbBackend::Postgres {
-                "SELECT action, purpose, outcome, subject_person_id FROM audit_log WHERE request_id = $1"
-            } else {
-                "SELECT action, purpose, outcome, subject_person_id FROM audit_log WHERE request_id = ?"
-            },
-            [request_id.clone().into()],
-        ))
-        .all(&owner)
-        .await
-        .unwrap();
+        let rows = crate::audit::rows_of_request_id(&app, request_id).await;
         assert!(
             rows.iter().any(|r| r.action == *action
                 && r.purpose == *purpose
