@@ -151,8 +151,8 @@ async fn main() -> anyhow::Result<()> {
     let state = app.state().clone();
     let port = app.port();
     tokio::spawn(app.run_until_stopped());
-    let spec = cloudhis::tenancy::file::parse("demo", cloudhis::cli::DEMO_TENANT)?;
-    let tenant = cloudhis::tenancy::service::apply(&state.db, &spec).await?.tenant_id;
+    let spec = cloudhis::onboarding::parse("demo", cloudhis::cli::DEMO_TENANT)?;
+    let tenant = cloudhis::onboarding::apply(&state.db, &spec).await?.tenant_id;
     state.authz.changed(tenant).await;
     let tx = state.db.begin(&SystemScope { tenant }).await?;
     let institutions = cloudhis::tenancy::service::list_institutions(&tx).await?;

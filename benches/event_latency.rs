@@ -77,8 +77,8 @@ async fn main() -> anyhow::Result<()> {
     let app = Application::build(config).await?;
     let state = app.state().clone();
     tokio::spawn(app.run_until_stopped());
-    let spec = cloudhis::tenancy::file::parse("demo", cloudhis::cli::DEMO_TENANT)?;
-    let tenant = cloudhis::tenancy::service::apply(&state.db, &spec).await?.tenant_id;
+    let spec = cloudhis::onboarding::parse("demo", cloudhis::cli::DEMO_TENANT)?;
+    let tenant = cloudhis::onboarding::apply(&state.db, &spec).await?.tenant_id;
     let tx = state.db.begin(&SystemScope { tenant }).await?;
     let inst = cloudhis::tenancy::service::institution_ids(&tx).await?;
     tx.rollback().await?;
@@ -86,7 +86,7 @@ async fn main() -> anyhow::Result<()> {
     // Let the consumers declare their queues before the first event.
     tokio::time::sleep(Duration::from_secs(2)).await;
 
-    let emit_one = move |state: cloudhis::state::AppState, from: Uuid, to: Uuid| async move {
+    let emit_one = move |state: cloudhis::platform::state::AppState, from: Uuid, to: Uuid| async move {
         let mut tx = state.db.begin(&SystemScope { tenant }).await?;
         let id = Uuid::now_v7();
         tx.emit(

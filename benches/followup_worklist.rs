@@ -157,8 +157,8 @@ async fn main() -> anyhow::Result<()> {
     let state = app.state().clone();
     let port = app.port();
     tokio::spawn(app.run_until_stopped());
-    let spec = cloudhis::tenancy::file::parse("demo", cloudhis::cli::DEMO_TENANT)?;
-    let tenant = cloudhis::tenancy::service::apply(&state.db, &spec).await?.tenant_id;
+    let spec = cloudhis::onboarding::parse("demo", cloudhis::cli::DEMO_TENANT)?;
+    let tenant = cloudhis::onboarding::apply(&state.db, &spec).await?.tenant_id;
     state.authz.changed(tenant).await;
 
     // Residents of the county, then enrollments: `enrolled` at 东关村卫生室, `others` elsewhere.

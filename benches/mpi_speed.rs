@@ -97,8 +97,8 @@ async fn main() -> anyhow::Result<()> {
     let port = app.port();
     tokio::spawn(app.run_until_stopped());
 
-    let spec = cloudhis::tenancy::file::parse("demo", cloudhis::cli::DEMO_TENANT)?;
-    let report = cloudhis::tenancy::service::apply(&state.db, &spec).await?;
+    let spec = cloudhis::onboarding::parse("demo", cloudhis::cli::DEMO_TENANT)?;
+    let report = cloudhis::onboarding::apply(&state.db, &spec).await?;
     let tenant = report.tenant_id;
     state.authz.changed(tenant).await;
     let loaded = cloudhis::patients::seed::persons_count(&state.db, tenant).await? as usize;

@@ -64,8 +64,8 @@ async fn main() -> anyhow::Result<()> {
     let state = app.state().clone();
     let port = app.port();
     tokio::spawn(app.run_until_stopped());
-    let spec = cloudhis::tenancy::file::parse("demo", cloudhis::cli::DEMO_TENANT)?;
-    let report = cloudhis::tenancy::service::apply(&state.db, &spec).await?;
+    let spec = cloudhis::onboarding::parse("demo", cloudhis::cli::DEMO_TENANT)?;
+    let report = cloudhis::onboarding::apply(&state.db, &spec).await?;
     state.authz.changed(report.tenant_id).await;
     let persons = cloudhis::patients::seed::persons_count(&state.db, report.tenant_id).await?;
     anyhow::ensure!(persons >= 100_000, "load the MPI first: cargo bench --bench mpi_speed -- --backend postgres");

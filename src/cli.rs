@@ -5,10 +5,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+use crate::onboarding;
 use crate::platform::config::Config;
 use crate::platform::{Db, telemetry};
 use crate::startup::{self, Application};
-use crate::tenancy::{file, service as tenancy};
+use crate::tenancy::domain::ApplyReport;
+use crate::tenancy::service as tenancy;
 
 /// The demo community, also compiled in so the binary works from any directory.
 pub const DEMO_TENANT: &str = include_str!("../tenants/demo-county.toml");
@@ -156,7 +158,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tenants { command: TenantsCommand::Apply { file: path } } => {
             let text =
                 std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-            let spec = match file::parse(&path.display().to_string(), &text) {
+            let spec = match onboarding::parse(&path.display().to_string(), &text) {
                 Ok(spec) => spec,
                 Err(e) => {
                     eprintln!("{e}");
@@ -164,7 +166,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             let state = startup::connect(config).await?;
-            let report = tenancy::apply(&state.db, &spec).await?;
+            let report = onboarding::apply(&state.db, &spec).await?;
             if report.changed() {
                 state.authz.changed(report.tenant_id).await;
             }
@@ -268,7 +270,7 @@ async fn accounts(config: Config, command: AccountsCommand) -> anyhow::Result<Ex
         |id: uuid::Uuid| institutions.iter().find(|i| i.id == id).map(|i| i.code.clone()).unwrap_or(id.to_string());
     match command {
         AccountsCommand::Reconcile { day, institution, .. } => {
-            let day = day.unwrap_or_else(|| crate::accounts::domain::china(chrono::Utc::now()).date_naive());
+            let day = day.unwrap_or_else(|| crate::platform::clock::china_date(chrono::Utc::now()));
             let id = match institution {
                 Some(c) => Some(
                     institutions
@@ -329,7 +331,7 @@ async fn accounts(config: Config, command: AccountsCommand) -> anyhow::Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_report(code: &str, report: &tenancy::ApplyReport) {
+fn print_report(code: &str, report: &ApplyReport) {
     if !report.changed() {
         println!("tenant {code}: no changes ({} items unchanged)", report.unchanged);
         return;
@@ -349,10 +351,10 @@ fn print_report(code: &str, report: &tenancy::ApplyReport) {
 }
 
 /// Applies the demo tenant (from `tenants/` when run from the repo, else the compiled-in copy).
-pub async fn load_demo(state: &crate::state::AppState) -> anyhow::Result<()> {
+pub async fn load_demo(state: &crate::platform::state::AppState) -> anyhow::Result<()> {
     let text = std::fs::read_to_string(DEMO_TENANT_PATH).unwrap_or_else(|_| DEMO_TENANT.to_string());
-    let spec = file::parse(DEMO_TENANT_PATH, &text)?;
-    let report = tenancy::apply(&state.db, &spec).await?;
+    let spec = onboarding::parse(DEMO_TENANT_PATH, &text)?;
+    let report = onboarding::apply(&state.db, &spec).await?;
     if report.changed() {
         state.authz.changed(report.tenant_id).await;
     }

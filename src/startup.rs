@@ -10,14 +10,14 @@ use poem_openapi::OpenApiService;
 use serde_json::json;
 
 use crate::identity::authz::Authz;
-use crate::identity::token::TokenKeys;
 use crate::platform::Db;
 use crate::platform::bus::Bus;
 use crate::platform::cache::Cache;
 use crate::platform::config::{Config, DbKind, redact_url};
 use crate::platform::http::Boundary;
 use crate::platform::metrics::Metrics;
-use crate::state::{AppState, StateInner};
+use crate::platform::state::{AppState, StateInner};
+use crate::platform::token::TokenKeys;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 

@@ -12,10 +12,10 @@ use uuid::Uuid;
 use super::domain::{Chart, period_of};
 use super::entity::{journal_line, ledger_period};
 use super::service::{self, BalanceRow, Consolidated, Difference, EntryView, IncomeStatement, PatientStatement};
-use crate::api::ApiTags;
 use crate::identity::ctx::Auth;
 use crate::platform::AppError;
-use crate::state::AppState;
+use crate::platform::api_tags::ApiTags;
+use crate::platform::state::AppState;
 
 #[derive(Object, Debug)]
 pub struct LedgerAccountDto {
@@ -534,7 +534,7 @@ impl AccountsApi {
         day: Query<Option<NaiveDate>>,
         institution_id: Query<Option<Uuid>>,
     ) -> Result<ReconciliationResponse, AppError> {
-        let day = day.0.unwrap_or_else(|| super::domain::china(Utc::now()).date_naive());
+        let day = day.0.unwrap_or_else(|| crate::platform::clock::china_date(Utc::now()));
         let result = service::reconcile(&state, &auth.0, institution_id.0, day).await?;
         let reconciled = result.iter().all(|(_, d)| d.is_empty());
         Ok(ReconciliationResponse::Ok(Json(ReconciliationDto {

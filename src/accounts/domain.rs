@@ -15,10 +15,11 @@
 //!
 //! Money is integer fen; every entry's debits equal its credits.
 
-use chrono::{DateTime, FixedOffset, Utc};
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use uuid::Uuid;
 
+use crate::platform::clock::china;
 use crate::platform::events::Envelope;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
@@ -417,10 +418,6 @@ pub fn share_of(amount_fen: i64, basis_points: i64) -> i64 {
 }
 
 /// Accounting periods and days follow China Standard Time.
-pub fn china(t: DateTime<Utc>) -> DateTime<FixedOffset> {
-    t.with_timezone(&FixedOffset::east_opt(8 * 3600).expect("valid offset"))
-}
-
 pub fn period_of(t: DateTime<Utc>) -> String {
     china(t).format("%Y-%m").to_string()
 }

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use chrono::{DateTime, NaiveDate, TimeZone, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set};
 use uuid::Uuid;
 
@@ -13,13 +13,14 @@ use super::domain::{
     Account, Chart, Draft, Kind, Role, fee_share, next_period, period_of, post, share_of, valid_period,
 };
 use super::entity::{journal_entry, journal_line, ledger_account, ledger_period};
-use crate::audit::Purpose;
 use crate::identity::ctx::{Perm, RequestCtx};
+use crate::platform::audit::Purpose;
+use crate::platform::clock::china_day;
 use crate::platform::consumers::Handler;
 use crate::platform::events::Envelope;
+use crate::platform::state::AppState;
 use crate::platform::{AppError, AppResult, Db, SystemScope, Tx};
-use crate::state::AppState;
-use crate::tenancy::service::ApplyReport;
+use crate::tenancy::domain::ApplyReport;
 
 /// The tenant's chart: the accounts table, or the default until a tenant file sets one.
 pub async fn chart(tx: &Tx) -> AppResult<Chart> {
@@ -647,13 +648,6 @@ pub struct Difference {
     pub ledger_fen: i64,
     /// The event that should have posted it, or that did.
     pub event_id: Option<Uuid>,
-}
-
-/// Start and end (exclusive) of a China Standard Time day.
-pub fn china_day(day: NaiveDate) -> (DateTime<Utc>, DateTime<Utc>) {
-    let tz = chrono::FixedOffset::east_opt(8 * 3600).expect("valid offset");
-    let start = tz.from_local_datetime(&day.and_hms_opt(0, 0, 0).expect("midnight")).unwrap().with_timezone(&Utc);
-    (start, start + chrono::Duration::days(1))
 }
 
 /// Checks that one institution's billing of one day equals its ledger: every charge, payment

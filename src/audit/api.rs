@@ -8,10 +8,10 @@ use poem_openapi::{ApiResponse, Object, OpenApi};
 use uuid::Uuid;
 
 use super::service;
-use crate::api::ApiTags;
 use crate::identity::ctx::Auth;
 use crate::platform::AppError;
-use crate::state::AppState;
+use crate::platform::api_tags::ApiTags;
+use crate::platform::state::AppState;
 
 #[derive(Debug, Clone, Object)]
 pub struct AuditEventDto {

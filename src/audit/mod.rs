@@ -1,11 +1,9 @@
-//! Audit: the append-only, hash-chained log of access to patient data and of security events.
-//! One chain per tenant; rows are appended inside the transaction whose work they record.
+//! Audit: reading and verifying the append-only, hash-chained log of access to patient data and
+//! of security events. Rows are written by `platform::audit` inside the transaction whose work
+//! they record; this context serves the trail to administrators and checks the chains.
 
 pub mod api;
-mod chain;
-pub mod domain;
-pub(crate) mod entity;
 pub mod service;
+mod verify;
 
-pub use chain::{VerifyReport, append, verify};
-pub use domain::{AuditEntry, Outcome, Purpose};
+pub use verify::{BrokenLink, VerifyReport, verify};

@@ -3,9 +3,9 @@
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
-use super::Purpose;
-use super::entity::audit_log;
 use crate::identity::ctx::{Perm, RequestCtx};
+use crate::platform::audit::Purpose;
+use crate::platform::audit::entity::audit_log;
 use crate::platform::{AppResult, Db};
 
 pub async fn list(

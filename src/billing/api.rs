@@ -9,10 +9,10 @@ use uuid::Uuid;
 
 use super::entity::{charge, fee_item, payment, refund};
 use super::service::{self, BillView, FeeLine};
-use crate::api::ApiTags;
 use crate::identity::ctx::Auth;
 use crate::platform::AppError;
-use crate::state::AppState;
+use crate::platform::api_tags::ApiTags;
+use crate::platform::state::AppState;
 
 #[derive(Object, Debug)]
 pub struct FeeItemDto {

@@ -7,35 +7,8 @@ use std::collections::HashMap;
 
 use serde::Deserialize;
 
+pub use crate::pharmacy::domain::InsuranceCategory;
 use crate::tenancy::InstitutionKind;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum InsuranceCategory {
-    /// 甲类: fully within the insurance catalogue
-    A,
-    /// 乙类: partly
-    B,
-    /// 丙类: outside it, self-paid
-    C,
-}
-
-impl InsuranceCategory {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "A" | "甲" => Some(Self::A),
-            "B" | "乙" => Some(Self::B),
-            "C" | "丙" => Some(Self::C),
-            _ => None,
-        }
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::A => "A",
-            Self::B => "B",
-            Self::C => "C",
-        }
-    }
-}
 
 /// Reimbursement rates in basis points (1/10000), by institution kind and category.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,6 +78,19 @@ impl Reimbursement {
 /// `12.50` from 1250 fen, for receipts and messages.
 pub fn yuan(fen: i64) -> String {
     format!("{}{}.{:02}", if fen < 0 { "-" } else { "" }, fen.abs() / 100, fen.abs() % 100)
+}
+
+/// Fee categories, and a fee of a tenant file's schedule, validated (`onboarding::file`).
+pub const FEE_CATEGORIES: [&str; 5] = ["registration", "consultation", "procedure", "lab", "other"];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeeSpec {
+    pub code: String,
+    pub name: String,
+    pub name_en: Option<String>,
+    pub category: String,
+    pub price_fen: i64,
+    pub insurance: InsuranceCategory,
 }
 
 #[cfg(test)]

@@ -13,14 +13,13 @@ use sea_orm::{
 use serde_json::json;
 use uuid::Uuid;
 
-use super::domain::{InsuranceCategory, Reimbursement};
+use super::domain::{FeeSpec, InsuranceCategory, Reimbursement};
 use super::entity::{bill, charge, fee_item, payment, refund};
-use crate::audit::Purpose;
 use crate::identity::ctx::{Perm, RequestCtx};
+use crate::platform::audit::Purpose;
+use crate::platform::state::AppState;
 use crate::platform::{AppError, AppResult, Tx};
-use crate::state::AppState;
-use crate::tenancy::file::FeeSpec;
-use crate::tenancy::service::ApplyReport;
+use crate::tenancy::domain::ApplyReport;
 
 pub const METHODS: [&str; 3] = ["cash", "card", "mobile"];
 /// The largest single charge line: 10 million yuan, far above any outpatient item.

@@ -10,13 +10,11 @@ use uuid::Uuid;
 
 use super::domain::{EncounterKind, Vitals};
 use super::entity::{addendum, allergy, break_glass, diagnosis, encounter, vital_sign};
-use super::service::{self, EncounterView, OpenInput};
-use crate::api::ApiTags;
-use crate::billing::api::BillDto;
+use super::service::{self, OpenInput};
 use crate::identity::ctx::Auth;
-use crate::pharmacy::api::PrescriptionDto;
 use crate::platform::AppError;
-use crate::state::AppState;
+use crate::platform::api_tags::ApiTags;
+use crate::platform::state::AppState;
 
 #[derive(Object, Debug)]
 pub struct OpenEncounterRequest {
@@ -194,31 +192,6 @@ impl From<addendum::Model> for AddendumDto {
 }
 
 #[derive(Object, Debug)]
-pub struct EncounterDetail {
-    #[oai(flatten)]
-    pub encounter: EncounterDto,
-    pub vitals: Vec<VitalsDto>,
-    pub diagnoses: Vec<DiagnosisDto>,
-    pub addenda: Vec<AddendumDto>,
-    pub prescriptions: Vec<PrescriptionDto>,
-    #[oai(skip_serializing_if_is_none)]
-    pub bill: Option<BillDto>,
-}
-
-impl From<EncounterView> for EncounterDetail {
-    fn from(v: EncounterView) -> Self {
-        Self {
-            encounter: v.encounter.into(),
-            vitals: v.vitals.into_iter().map(Into::into).collect(),
-            diagnoses: v.diagnoses.into_iter().map(Into::into).collect(),
-            addenda: v.addenda.into_iter().map(Into::into).collect(),
-            prescriptions: v.prescriptions.into_iter().map(Into::into).collect(),
-            bill: v.bill.map(Into::into),
-        }
-    }
-}
-
-#[derive(Object, Debug)]
 pub struct AllergyRequest {
     /// A drug code, or a drug class such as `penicillin`
     #[oai(validator(min_length = 1, max_length = 64))]
@@ -263,17 +236,6 @@ pub struct SummaryEncounterDto {
     pub diagnoses: Vec<DiagnosisDto>,
 }
 
-#[derive(Object, Debug)]
-pub struct CommunitySummaryDto {
-    pub person_id: Uuid,
-    pub allergies: Vec<AllergyDto>,
-    /// Newest first, every institution of the community
-    pub encounters: Vec<SummaryEncounterDto>,
-    pub recent_vitals: Vec<VitalsDto>,
-    /// Prescriptions of the last 180 days
-    pub medications: Vec<PrescriptionDto>,
-}
-
 #[derive(ApiResponse)]
 pub enum EncounterResponse {
     #[oai(status = 200)]
@@ -284,12 +246,6 @@ pub enum EncounterResponse {
 pub enum EncounterCreated {
     #[oai(status = 201)]
     Created(Json<EncounterDto>),
-}
-
-#[derive(ApiResponse)]
-pub enum EncounterDetailResponse {
-    #[oai(status = 200)]
-    Ok(Json<EncounterDetail>),
 }
 
 #[derive(ApiResponse)]
@@ -358,12 +314,6 @@ pub enum BreakGlassCreated {
     Created(Json<BreakGlassDto>),
 }
 
-#[derive(ApiResponse)]
-pub enum SummaryResponse {
-    #[oai(status = 200)]
-    Ok(Json<CommunitySummaryDto>),
-}
-
 pub struct ClinicalApi;
 
 #[OpenApi(prefix_path = "/api/v1", tag = "ApiTags::Clinical")]
@@ -408,17 +358,6 @@ impl ClinicalApi {
     ) -> Result<EncounterListResponse, AppError> {
         let rows = service::list(&state, &auth.0, person_id.0, since.0, limit.0).await?;
         Ok(EncounterListResponse::Ok(Json(rows.into_iter().map(Into::into).collect())))
-    }
-
-    /// An encounter with its vitals, diagnoses, addenda, prescriptions and bill
-    #[oai(path = "/encounters/:id", method = "get", operation_id = "encounters_get")]
-    async fn get(
-        &self,
-        state: Data<&AppState>,
-        auth: Auth,
-        id: Path<Uuid>,
-    ) -> Result<EncounterDetailResponse, AppError> {
-        Ok(EncounterDetailResponse::Ok(Json(service::get(&state, &auth.0, id.0).await?.into())))
     }
 
     /// Record vital signs (impossible values get 422 `vital_out_of_range`)
@@ -514,27 +453,6 @@ impl ClinicalApi {
         body: Json<BreakGlassRequest>,
     ) -> Result<BreakGlassCreated, AppError> {
         Ok(BreakGlassCreated::Created(Json(service::break_glass(&state, &auth.0, id.0, &body.0.reason).await?.into())))
-    }
-
-    /// The person's record across the whole community (for an institution where they are registered, or under break-glass; audited)
-    #[oai(path = "/patients/:id/summary", method = "get", operation_id = "patients_summary")]
-    async fn summary(&self, state: Data<&AppState>, auth: Auth, id: Path<Uuid>) -> Result<SummaryResponse, AppError> {
-        let s = service::community_summary(&state, &auth.0, id.0).await?;
-        Ok(SummaryResponse::Ok(Json(CommunitySummaryDto {
-            person_id: s.person_id,
-            allergies: s.allergies.into_iter().map(Into::into).collect(),
-            encounters: s
-                .encounters
-                .into_iter()
-                .map(|e| SummaryEncounterDto {
-                    encounter: e.encounter.into(),
-                    institution_name: e.institution_name,
-                    diagnoses: e.diagnoses.into_iter().map(Into::into).collect(),
-                })
-                .collect(),
-            recent_vitals: s.recent_vitals.into_iter().map(Into::into).collect(),
-            medications: s.medications.into_iter().map(Into::into).collect(),
-        })))
     }
 
     /// Search the ICD-10 catalog by code, Chinese name or pinyin initials (`gxy`)

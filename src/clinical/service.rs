@@ -15,10 +15,10 @@ use uuid::Uuid;
 use super::domain::{EncounterKind, Vitals};
 use super::entity::{addendum, allergy, break_glass, diagnosis, encounter, vital_sign};
 use super::icd10;
-use crate::audit::{Outcome, Purpose};
 use crate::identity::ctx::{Perm, RequestCtx};
+use crate::platform::audit::{Outcome, Purpose};
+use crate::platform::state::AppState;
 use crate::platform::{AppError, AppResult, Tx};
-use crate::state::AppState;
 
 pub const OPEN: &str = "open";
 pub const CLOSED: &str = "closed";
@@ -269,54 +269,45 @@ pub async fn add_addendum(state: &AppState, ctx: &RequestCtx, id: Uuid, text: &s
     Ok(row)
 }
 
+/// An encounter with what was recorded in it: the clinical part of a visit's view (the
+/// `visit` workflow adds its prescriptions and bill).
 #[derive(Debug, Clone)]
-pub struct EncounterView {
+pub struct EncounterRecord {
     pub encounter: encounter::Model,
     pub vitals: Vec<vital_sign::Model>,
     pub diagnoses: Vec<diagnosis::Model>,
     pub addenda: Vec<addendum::Model>,
-    pub prescriptions: Vec<crate::pharmacy::service::PrescriptionView>,
-    pub bill: Option<crate::billing::service::BillView>,
 }
 
-pub async fn get(state: &AppState, ctx: &RequestCtx, id: Uuid) -> AppResult<EncounterView> {
-    ctx.require(Perm::EncounterRead)?;
-    let mut tx = state.db.begin(ctx).await?;
-    let e = match own_encounter(&tx, ctx, id).await {
-        Ok(e) => e,
-        Err(err) => {
-            tx.audit(
-                ctx.audit("encounter.read", "encounter", Purpose::Treatment).resource(id).outcome(Outcome::Denied),
-            );
-            tx.commit().await?;
-            return Err(err);
-        }
-    };
+/// What was recorded in an encounter: vitals and addenda in the order they were written.
+pub async fn record_of(tx: &Tx, encounter: encounter::Model) -> AppResult<EncounterRecord> {
+    let id = encounter.id;
     let vitals = vital_sign::Entity::find()
-        .filter(vital_sign::Column::TenantId.eq(ctx.tenant))
+        .filter(vital_sign::Column::TenantId.eq(tx.tenant()))
         .filter(vital_sign::Column::EncounterId.eq(id))
         .order_by_asc(vital_sign::Column::RecordedAt)
-        .all(&*tx)
+        .all(&**tx)
         .await?;
     let addenda = addendum::Entity::find()
-        .filter(addendum::Column::TenantId.eq(ctx.tenant))
+        .filter(addendum::Column::TenantId.eq(tx.tenant()))
         .filter(addendum::Column::EncounterId.eq(id))
         .order_by_asc(addendum::Column::CreatedAt)
-        .all(&*tx)
+        .all(&**tx)
         .await?;
-    let view = EncounterView {
-        diagnoses: diagnoses_of(&tx, id).await?,
-        prescriptions: crate::pharmacy::service::prescriptions_of(&tx, id).await?,
-        bill: crate::billing::service::bill_of_encounter(&tx, id).await?,
-        vitals,
-        addenda,
-        encounter: e,
-    };
-    tx.audit(
-        ctx.audit("encounter.read", "encounter", Purpose::Treatment).resource(id).subject(view.encounter.person_id),
-    );
-    tx.commit().await?;
-    Ok(view)
+    Ok(EncounterRecord { diagnoses: diagnoses_of(tx, id).await?, vitals, addenda, encounter })
+}
+
+/// A person's (and their merged records') most recent encounters at one institution.
+pub async fn encounters_at(tx: &Tx, person: Uuid, institution: Uuid, limit: u64) -> AppResult<Vec<encounter::Model>> {
+    let ids = crate::patients::service::person_and_merged(tx, person).await?;
+    Ok(encounter::Entity::find()
+        .filter(encounter::Column::TenantId.eq(tx.tenant()))
+        .filter(encounter::Column::PersonId.is_in(ids))
+        .filter(encounter::Column::InstitutionId.eq(institution))
+        .order_by_desc(encounter::Column::OpenedAt)
+        .limit(limit)
+        .all(&**tx)
+        .await?)
 }
 
 /// The caller's institution's encounters, newest first, optionally for one person or since a time.
@@ -387,63 +378,56 @@ pub struct SummaryEncounter {
     pub diagnoses: Vec<diagnosis::Model>,
 }
 
+/// The clinical part of a person's community summary: allergies, the latest encounters at every
+/// institution with their diagnoses, and recent vitals, over the person and their merged records.
 #[derive(Debug, Clone)]
-pub struct CommunitySummary {
-    pub person_id: Uuid,
+pub struct ClinicalSummary {
     pub allergies: Vec<allergy::Model>,
     pub encounters: Vec<SummaryEncounter>,
     pub recent_vitals: Vec<vital_sign::Model>,
-    pub medications: Vec<crate::pharmacy::service::PrescriptionView>,
 }
 
-/// The person's record across the whole community, for a clinician whose institution has the
-/// person registered. Every read is audited, refusals included.
-pub async fn community_summary(state: &AppState, ctx: &RequestCtx, person: Uuid) -> AppResult<CommunitySummary> {
-    ctx.require(Perm::EncounterRead)?;
-    let mut tx = state.db.begin(ctx).await?;
-    let purpose = if crate::patients::service::registered_at(&tx, person, ctx.institution).await? {
-        Purpose::Treatment
-    } else if open_break_glass(&tx, ctx, person).await?.is_some() {
-        Purpose::BreakGlass
+/// Why the caller may read a person's community summary: registered at the caller's institution
+/// (treatment), or an open break-glass declaration; `None` if neither.
+pub async fn summary_purpose(tx: &Tx, ctx: &RequestCtx, person: Uuid) -> AppResult<Option<Purpose>> {
+    Ok(if crate::patients::service::registered_at(tx, person, ctx.institution).await? {
+        Some(Purpose::Treatment)
+    } else if open_break_glass(tx, ctx, person).await?.is_some() {
+        Some(Purpose::BreakGlass)
     } else {
-        tx.audit(ctx.audit("patient.summary", "person", Purpose::Treatment).resource(person).outcome(Outcome::Denied));
-        tx.commit().await?;
-        return Err(AppError::not_found("person_not_found", "no such person registered at your institution"));
-    };
-    let ids = crate::patients::service::person_and_merged(&tx, person).await?;
+        None
+    })
+}
+
+pub async fn clinical_summary(tx: &Tx, ids: &[Uuid]) -> AppResult<ClinicalSummary> {
     let names: std::collections::HashMap<Uuid, String> =
-        crate::tenancy::service::list_institutions(&tx).await?.into_iter().map(|i| (i.id, i.name)).collect();
+        crate::tenancy::service::list_institutions(tx).await?.into_iter().map(|i| (i.id, i.name)).collect();
     let encounters = encounter::Entity::find()
-        .filter(encounter::Column::TenantId.eq(ctx.tenant))
-        .filter(encounter::Column::PersonId.is_in(ids.clone()))
+        .filter(encounter::Column::TenantId.eq(tx.tenant()))
+        .filter(encounter::Column::PersonId.is_in(ids.to_vec()))
         .order_by_desc(encounter::Column::OpenedAt)
         .limit(50)
-        .all(&*tx)
+        .all(&**tx)
         .await?;
     let enc_ids: Vec<Uuid> = encounters.iter().map(|e| e.id).collect();
     let diagnoses = diagnosis::Entity::find()
-        .filter(diagnosis::Column::TenantId.eq(ctx.tenant))
+        .filter(diagnosis::Column::TenantId.eq(tx.tenant()))
         .filter(diagnosis::Column::EncounterId.is_in(enc_ids))
-        .all(&*tx)
+        .all(&**tx)
         .await?;
     let recent_vitals = vital_sign::Entity::find()
-        .filter(vital_sign::Column::TenantId.eq(ctx.tenant))
-        .filter(vital_sign::Column::PersonId.is_in(ids.clone()))
+        .filter(vital_sign::Column::TenantId.eq(tx.tenant()))
+        .filter(vital_sign::Column::PersonId.is_in(ids.to_vec()))
         .order_by_desc(vital_sign::Column::RecordedAt)
         .limit(10)
-        .all(&*tx)
+        .all(&**tx)
         .await?;
     let allergies = allergy::Entity::find()
-        .filter(allergy::Column::TenantId.eq(ctx.tenant))
-        .filter(allergy::Column::PersonId.is_in(ids.clone()))
-        .all(&*tx)
+        .filter(allergy::Column::TenantId.eq(tx.tenant()))
+        .filter(allergy::Column::PersonId.is_in(ids.to_vec()))
+        .all(&**tx)
         .await?;
-    let mut medications = Vec::new();
-    for id in &ids {
-        medications.extend(crate::pharmacy::service::medications_of(&tx, *id, Utc::now() - Duration::days(180)).await?);
-    }
-    let summary = CommunitySummary {
-        person_id: person,
+    Ok(ClinicalSummary {
         allergies,
         encounters: encounters
             .into_iter()
@@ -454,11 +438,7 @@ pub async fn community_summary(state: &AppState, ctx: &RequestCtx, person: Uuid)
             })
             .collect(),
         recent_vitals,
-        medications,
-    };
-    tx.audit(ctx.audit("patient.summary", "person", purpose).resource(person).subject(person));
-    tx.commit().await?;
-    Ok(summary)
+    })
 }
 
 /// How long a break-glass declaration opens the summary for.
@@ -530,14 +510,15 @@ async fn open_break_glass(tx: &Tx, ctx: &RequestCtx, person: Uuid) -> AppResult<
         .await?)
 }
 
-/// The clinical snapshot a referral carries: diagnoses (of the source encounter, or the most
-/// recent at this institution), current medicines, recent vitals and allergies.
-pub async fn referral_snapshot(
+/// The clinical findings a referral carries (its `referrals` snapshot adds the medicines):
+/// diagnoses of the source encounter (or of the three most recent at this institution), recent
+/// vitals and allergies, as JSON.
+pub async fn referral_findings(
     tx: &Tx,
     person: Uuid,
     institution: Uuid,
     source_encounter: Option<Uuid>,
-) -> AppResult<serde_json::Value> {
+) -> AppResult<serde_json::Map<String, serde_json::Value>> {
     let ids = crate::patients::service::person_and_merged(tx, person).await?;
     let encounters: Vec<encounter::Model> = match source_encounter {
         Some(e) => encounter::Entity::find_by_id((tx.tenant(), e))
@@ -548,16 +529,7 @@ pub async fn referral_snapshot(
             .ok_or_else(|| {
                 AppError::unprocessable("encounter_invalid", "the source encounter is not this person's visit here")
             })?,
-        None => {
-            encounter::Entity::find()
-                .filter(encounter::Column::TenantId.eq(tx.tenant()))
-                .filter(encounter::Column::PersonId.is_in(ids.clone()))
-                .filter(encounter::Column::InstitutionId.eq(institution))
-                .order_by_desc(encounter::Column::OpenedAt)
-                .limit(3)
-                .all(&**tx)
-                .await?
-        }
+        None => encounters_at(tx, person, institution, 3).await?,
     };
     let enc_ids: Vec<Uuid> = encounters.iter().map(|e| e.id).collect();
     let diagnoses = diagnosis::Entity::find()
@@ -573,69 +545,21 @@ pub async fn referral_snapshot(
         .limit(3)
         .all(&**tx)
         .await?;
-    let mut medicines = Vec::new();
-    for id in &ids {
-        for p in crate::pharmacy::service::medications_of(tx, *id, Utc::now() - Duration::days(90)).await? {
-            if p.prescription.institution_id != institution {
-                continue;
-            }
-            for (l, d) in p.lines {
-                medicines.push(serde_json::json!({
-                    "drug_code": d.code, "name": format!("{} {}", d.name, d.strength),
-                    "dose": l.dose, "dose_unit": l.dose_unit, "frequency": l.frequency, "days": l.days,
-                    "prescribed_at": p.prescription.created_at,
-                }));
-            }
-        }
-    }
     let allergies: Vec<String> = allergens_of(tx, person).await?.into_iter().collect();
-    Ok(serde_json::json!({
+    let serde_json::Value::Object(map) = serde_json::json!({
         "diagnoses": diagnoses.iter().map(|d| {
             let icd = icd10::lookup(&d.code);
             serde_json::json!({"code": d.code, "name": icd.map(|i| i.name), "primary": d.is_primary})
         }).collect::<Vec<_>>(),
-        "medicines": medicines,
         "vitals": vitals.iter().map(|v| serde_json::json!({
             "recorded_at": v.recorded_at, "systolic": v.systolic, "diastolic": v.diastolic, "pulse": v.pulse,
             "temperature": v.temperature, "weight_kg": v.weight_kg, "fasting_glucose": v.fasting_glucose,
         })).collect::<Vec<_>>(),
         "allergies": allergies,
-    }))
-}
-
-/// A person's encounters at one institution, whole (for a referral grant's reader).
-pub async fn records_at(tx: &Tx, person: Uuid, institution: Uuid) -> AppResult<Vec<EncounterView>> {
-    let ids = crate::patients::service::person_and_merged(tx, person).await?;
-    let encounters = encounter::Entity::find()
-        .filter(encounter::Column::TenantId.eq(tx.tenant()))
-        .filter(encounter::Column::PersonId.is_in(ids))
-        .filter(encounter::Column::InstitutionId.eq(institution))
-        .order_by_desc(encounter::Column::OpenedAt)
-        .limit(50)
-        .all(&**tx)
-        .await?;
-    let mut out = Vec::with_capacity(encounters.len());
-    for e in encounters {
-        let vitals = vital_sign::Entity::find()
-            .filter(vital_sign::Column::TenantId.eq(tx.tenant()))
-            .filter(vital_sign::Column::EncounterId.eq(e.id))
-            .all(&**tx)
-            .await?;
-        let addenda = addendum::Entity::find()
-            .filter(addendum::Column::TenantId.eq(tx.tenant()))
-            .filter(addendum::Column::EncounterId.eq(e.id))
-            .all(&**tx)
-            .await?;
-        out.push(EncounterView {
-            diagnoses: diagnoses_of(tx, e.id).await?,
-            prescriptions: crate::pharmacy::service::prescriptions_of(tx, e.id).await?,
-            bill: None,
-            vitals,
-            addenda,
-            encounter: e,
-        });
-    }
-    Ok(out)
+    }) else {
+        unreachable!("a json! object literal is an object")
+    };
+    Ok(map)
 }
 
 /// Closed encounters per China day (of opening), institution and kind: the source statistics

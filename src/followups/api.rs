@@ -9,14 +9,14 @@ use poem_openapi::payload::{Binary, Json};
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use uuid::Uuid;
 
-use super::domain::{Category, Classification, Disease, Measures};
+use super::domain::{Category, Disease};
 use super::entity::{enrollment, followup_visit};
-use super::service::{self, EnrollInput, ListQuery, VisitInput, WorklistQuery};
-use crate::api::ApiTags;
+use super::service::{self, EnrollInput, ListQuery, WorklistQuery};
 use crate::identity::ctx::Auth;
 use crate::patients::service::Contact;
 use crate::platform::AppError;
-use crate::state::AppState;
+use crate::platform::api_tags::ApiTags;
+use crate::platform::state::AppState;
 
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
 #[oai(rename_all = "snake_case")]
@@ -171,7 +171,7 @@ pub struct EnrollmentDto {
     pub close_reason: Option<String>,
 }
 
-fn enrollment_dto(today: NaiveDate, e: enrollment::Model, person: &Contact, doctor_name: String) -> EnrollmentDto {
+pub fn enrollment_dto(today: NaiveDate, e: enrollment::Model, person: &Contact, doctor_name: String) -> EnrollmentDto {
     EnrollmentDto {
         id: e.id,
         person_id: e.person_id,
@@ -491,62 +491,6 @@ impl FollowupsApi {
         Ok(EnrollmentDetailResponse::Ok(Json(EnrollmentDetail {
             enrollment: enrollment_dto(service::today(&state), v.enrollment, &v.person, v.doctor_name),
             followups: v.visits.into_iter().map(Into::into).collect(),
-        })))
-    }
-
-    /// Record a follow-up. Impossible values are refused (422); danger values are accepted and
-    /// flagged, and a draft up-referral is proposed for them or for a second uncontrolled
-    /// follow-up in a row
-    #[oai(path = "/enrollments/:id/followups", method = "post", operation_id = "followups_record")]
-    async fn record(
-        &self,
-        state: Data<&AppState>,
-        auth: Auth,
-        id: Path<Uuid>,
-        body: Json<FollowupRequest>,
-    ) -> Result<FollowupCreated, AppError> {
-        let b = body.0;
-        let r = service::record_visit(
-            &state,
-            &auth.0,
-            id.0,
-            VisitInput {
-                visit_on: b.visit_on,
-                measures: Measures { systolic: b.systolic, diastolic: b.diastolic, glucose: b.glucose },
-                symptoms: b.symptoms,
-                adherence: match b.adherence {
-                    AdherenceDto::Regular => "regular",
-                    AdherenceDto::Intermittent => "intermittent",
-                    AdherenceDto::None => "none",
-                }
-                .into(),
-                smoking_per_day: b.smoking_per_day,
-                salt: b.salt.map(|s| {
-                    match s {
-                        SaltDto::Light => "light",
-                        SaltDto::Moderate => "moderate",
-                        SaltDto::Heavy => "heavy",
-                    }
-                    .into()
-                }),
-                exercise_minutes_per_week: b.exercise_minutes_per_week,
-                classification: b.classification.map(|c| match c {
-                    ClassificationDto::Controlled => Classification::Controlled,
-                    ClassificationDto::Uncontrolled => Classification::Uncontrolled,
-                    ClassificationDto::AdverseReaction => Classification::AdverseReaction,
-                    ClassificationDto::Complication => Classification::Complication,
-                }),
-                next_on: b.next_on,
-                notes: b.notes,
-            },
-        )
-        .await?;
-        let v = service::get(&state, &auth.0, r.enrollment.id).await?;
-        Ok(FollowupCreated::Created(Json(FollowupRecorded {
-            followup: r.visit.into(),
-            enrollment: enrollment_dto(service::today(&state), v.enrollment, &v.person, v.doctor_name),
-            flag: r.flag.map(|f| f.as_str().to_string()),
-            referral_id: r.referral_id,
         })))
     }
 

@@ -21,13 +21,13 @@ use super::domain::{
     kpi_controlled, measured_control, next_streak, week_end, year_status,
 };
 use super::entity::{enrollment, enrollment_suggestion, followup_visit};
-use crate::audit::Purpose;
 use crate::identity::ctx::{Perm, RequestCtx};
 use crate::patients::service::Contact;
+use crate::platform::audit::Purpose;
 use crate::platform::consumers::Handler;
 use crate::platform::events::Envelope;
+use crate::platform::state::AppState;
 use crate::platform::{AppError, AppResult, Tx};
-use crate::state::AppState;
 
 pub const ACTIVE: &str = "active";
 pub const CLOSED: &str = "closed";
@@ -282,34 +282,58 @@ fn referral_reason(disease: Disease, f: Flag, m: &Measures, dangers: &[&str]) ->
     format!("{}患者{}，{}，建议上级医院诊治。", disease.label_zh(), why, values.join("，"))
 }
 
-/// Records a follow-up of an enrollment of this institution. A danger value, the second
-/// uncontrolled follow-up in a row, or a complication flags the patient on the doctor's list and
-/// proposes a draft up-referral (reusing the open draft if there is one).
-pub async fn record_visit(state: &AppState, ctx: &RequestCtx, id: Uuid, input: VisitInput) -> AppResult<Recorded> {
-    ctx.require(Perm::FollowupWrite)?;
-    let mut tx = state.db.begin(ctx).await?;
-    let e = own_enrollment(&tx, ctx, id, true).await?;
+/// A follow-up checked and worked out, ready to be written: how it classifies, whether it flags
+/// the patient, and when the next one is due. Made by [`plan_visit`], written by
+/// [`write_visit`]; between the two the `escalation` workflow drafts the up-referral a flag asks
+/// for.
+pub struct VisitPlan {
+    enrollment: enrollment::Model,
+    disease: Disease,
+    input: VisitInput,
+    classification: Classification,
+    streak: i32,
+    dangers: Vec<&'static str>,
+    flagged: Option<Flag>,
+    next_on: NaiveDate,
+}
+
+/// What a flagged follow-up asks of referrals: a draft up-referral with this reason, reusing the
+/// enrollment's open draft if it still is one.
+pub struct ReferralRequest {
+    pub person: Uuid,
+    pub open_draft: Option<Uuid>,
+    pub reason: String,
+    pub urgent: bool,
+}
+
+impl VisitPlan {
+    /// The up-referral this follow-up proposes: `None` unless it flags the patient (a danger
+    /// value, the second uncontrolled follow-up in a row, or a complication).
+    pub fn referral_request(&self) -> Option<ReferralRequest> {
+        let f = self.flagged?;
+        Some(ReferralRequest {
+            person: self.enrollment.person_id,
+            open_draft: self.enrollment.referral_id,
+            reason: referral_reason(self.disease, f, &self.input.measures, &self.dangers),
+            urgent: f.urgent(),
+        })
+    }
+}
+
+/// Checks a follow-up of an enrollment of the caller's institution (locked for the rest of the
+/// transaction) and works out what it means.
+pub async fn plan_visit(
+    state: &AppState,
+    ctx: &RequestCtx,
+    tx: &Tx,
+    id: Uuid,
+    input: VisitInput,
+) -> AppResult<VisitPlan> {
+    let e = own_enrollment(tx, ctx, id, true).await?;
     let disease = Disease::parse(&e.disease).ok_or_else(|| AppError::internal(anyhow::anyhow!("unknown disease")))?;
     check_visit(today(state), disease, &input)?;
-    if e.status != ACTIVE {
-        return Err(AppError::conflict("enrollment_closed", "this enrollment is closed"));
-    }
-    if input.visit_on < e.diagnosed_on {
-        return Err(unprocessable("date_invalid", "visit_on", "a follow-up cannot precede the diagnosis"));
-    }
-    if let Some(last) = e.last_visit_on {
-        if input.visit_on == last {
-            return Err(AppError::conflict("followup_exists", "a follow-up is already recorded for that day"));
-        }
-        if input.visit_on < last {
-            return Err(unprocessable(
-                "followup_out_of_order",
-                "visit_on",
-                "a follow-up cannot be dated before the last one recorded",
-            ));
-        }
-    }
-    let contact = crate::patients::service::contacts_of(&tx, ctx, &state.pii, &[e.person_id]).await?;
+    check_sequence(&e, input.visit_on)?;
+    let contact = crate::patients::service::contacts_of(tx, ctx, &state.pii, &[e.person_id]).await?;
     let age = contact.get(&e.person_id).and_then(|c| c.age_on(input.visit_on));
     let measured = measured_control(disease, &input.measures, age);
     let classification = input.classification.unwrap_or(measured);
@@ -324,26 +348,40 @@ pub async fn record_visit(state: &AppState, ctx: &RequestCtx, id: Uuid, input: V
     let streak = next_streak(e.uncontrolled_streak, classification);
     let flagged = flag(classification, streak, &dangers);
     let next_on = input.next_on.unwrap_or_else(|| default_next(input.visit_on, classification, e.interval_days));
+    Ok(VisitPlan { enrollment: e, disease, input, classification, streak, dangers, flagged, next_on })
+}
 
-    let mut referral = None;
-    if let Some(f) = flagged {
-        let open = match e.referral_id {
-            Some(r) if crate::referrals::service::is_draft(&tx, r).await? => Some(r),
-            _ => None,
-        };
-        let reason = referral_reason(disease, f, &input.measures, &dangers);
-        // The open draft now says what this follow-up found (a danger value makes it urgent);
-        // if it was sent meanwhile, a new draft is proposed.
-        let refreshed = match open {
-            Some(r) => crate::referrals::service::refresh_draft(&tx, r, reason.clone(), f.urgent()).await?,
-            None => false,
-        };
-        referral = if refreshed {
-            open
-        } else {
-            crate::referrals::service::propose_up(&mut tx, ctx, e.person_id, reason, f.urgent()).await?.map(|r| r.id)
-        };
+/// An open enrollment takes one follow-up a day, in date order, none before the diagnosis.
+fn check_sequence(e: &enrollment::Model, visit_on: NaiveDate) -> AppResult<()> {
+    if e.status != ACTIVE {
+        return Err(AppError::conflict("enrollment_closed", "this enrollment is closed"));
     }
+    if visit_on < e.diagnosed_on {
+        return Err(unprocessable("date_invalid", "visit_on", "a follow-up cannot precede the diagnosis"));
+    }
+    match e.last_visit_on {
+        Some(last) if visit_on == last => {
+            Err(AppError::conflict("followup_exists", "a follow-up is already recorded for that day"))
+        }
+        Some(last) if visit_on < last => Err(unprocessable(
+            "followup_out_of_order",
+            "visit_on",
+            "a follow-up cannot be dated before the last one recorded",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Writes a planned follow-up and what it changes in the enrollment: the visit row, the counts,
+/// the flag and the next due date, with its event and audit row. `referral` is the draft the
+/// follow-up proposed, if any.
+pub async fn write_visit(
+    tx: &mut Tx,
+    ctx: &RequestCtx,
+    plan: VisitPlan,
+    referral: Option<Uuid>,
+) -> AppResult<Recorded> {
+    let VisitPlan { enrollment: e, disease, input, classification, streak, dangers, flagged, next_on } = plan;
     let now = Utc::now();
     let visit = followup_visit::ActiveModel {
         tenant_id: Set(ctx.tenant),
@@ -370,7 +408,7 @@ pub async fn record_visit(state: &AppState, ctx: &RequestCtx, id: Uuid, input: V
         recorded_by: Set(ctx.user),
         recorded_at: Set(now),
     }
-    .insert(&*tx)
+    .insert(&**tx)
     .await?;
     let mut am = e.into_active_model();
     am.visits = Set(am.visits.clone().unwrap() + 1);
@@ -384,7 +422,7 @@ pub async fn record_visit(state: &AppState, ctx: &RequestCtx, id: Uuid, input: V
         am.referral_id = Set(referral);
     }
     am.updated_at = Set(now);
-    let e = am.update(&*tx).await?;
+    let e = am.update(&**tx).await?;
     tx.emit(
         Some(ctx.user),
         "followups.visit_recorded",
@@ -399,7 +437,6 @@ pub async fn record_visit(state: &AppState, ctx: &RequestCtx, id: Uuid, input: V
     )
     .await?;
     tx.audit(ctx.audit("followups.visit", "enrollment", Purpose::Treatment).resource(e.id).subject(e.person_id));
-    tx.commit().await?;
     Ok(Recorded { visit, enrollment: e, referral_id: referral, flag: flagged })
 }
 
@@ -864,7 +901,7 @@ impl Handler for Suggest {
                 disease: Set(disease.as_str().into()),
                 diagnosis_code: Set(d.code.trim().to_ascii_uppercase()),
                 encounter_id: Set(encounter),
-                diagnosed_on: Set(crate::accounts::domain::china(closed_at).date_naive()),
+                diagnosed_on: Set(crate::platform::clock::china_date(closed_at)),
                 status: Set("open".into()),
                 created_at: Set(Utc::now()),
                 resolved_at: Set(None),

@@ -11,10 +11,10 @@ use uuid::Uuid;
 use super::ctx::Auth;
 use super::domain::Role;
 use super::service::{self, LoginInput, Membership, NewStaff, SessionView, StaffMember};
-use crate::api::ApiTags;
+use crate::identity::institutions::{InstitutionDto, TenantDto};
 use crate::platform::AppError;
-use crate::state::AppState;
-use crate::tenancy::api::{InstitutionDto, TenantDto};
+use crate::platform::api_tags::ApiTags;
+use crate::platform::state::AppState;
 
 pub const SESSION_COOKIE: &str = "cloudhis_session";
 

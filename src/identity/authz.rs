@@ -97,6 +97,16 @@ impl Authz {
     }
 }
 
+#[async_trait::async_trait]
+impl crate::platform::state::Authorizer for Authz {
+    async fn enforcer(&self, tenant: Uuid) -> AppResult<Arc<Enforcer>> {
+        Authz::enforcer(self, tenant).await
+    }
+    async fn changed(&self, tenant: Uuid) {
+        Authz::changed(self, tenant).await
+    }
+}
+
 pub async fn new_enforcer(policy: String) -> AppResult<Enforcer> {
     let model =
         DefaultModel::from_str(MODEL).await.map_err(|e| AppError::internal(anyhow::anyhow!("casbin model: {e}")))?;

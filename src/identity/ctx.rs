@@ -11,10 +11,10 @@ use poem_openapi::auth::Bearer;
 use uuid::Uuid;
 
 use super::domain::Role;
-use crate::audit::{AuditEntry, Purpose};
+use crate::platform::audit::{AuditEntry, Purpose};
 use crate::platform::http::{Refusal, Refusals, RequestId};
+use crate::platform::state::AppState;
 use crate::platform::{AppError, AppResult, TenantScope, Tx};
-use crate::state::AppState;
 
 /// What a caller may do: (object, action) pairs named in `authz/policy.csv`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

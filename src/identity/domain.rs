@@ -1,5 +1,7 @@
 //! Identity value types: roles and where they may be held, usernames, password rules.
 
+use std::fmt;
+
 use crate::tenancy::InstitutionKind;
 
 #[derive(
@@ -104,6 +106,37 @@ pub fn check_password_strength(password: &str, username: &str) -> Result<(), Str
         return Err("must not contain the username".into());
     }
     Ok(())
+}
+
+/// A user of a tenant file, validated (`onboarding::file`).
+#[derive(Debug, Clone)]
+pub enum Credential {
+    /// A plain password (demo files); stored hashed, re-hashed only when it changes.
+    Plain(String),
+    /// An argon2id PHC string, stored as is.
+    Hash(String),
+}
+
+#[derive(Clone)]
+pub struct UserSpec {
+    pub username: String,
+    pub display_name: String,
+    pub credential: Credential,
+    pub active: bool,
+    pub roles: Vec<RoleAt>,
+}
+
+/// A role a tenant file binds at an institution, named by its code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoleAt {
+    pub institution: String,
+    pub role: Role,
+}
+
+impl fmt::Debug for UserSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserSpec").field("username", &self.username).field("roles", &self.roles).finish()
+    }
 }
 
 #[cfg(test)]

@@ -6,9 +6,9 @@ pub mod authz;
 pub mod ctx;
 pub mod domain;
 pub(crate) mod entity;
+pub mod institutions;
 pub mod password;
 pub mod service;
-pub mod token;
 pub mod totp;
 
 pub use ctx::{Auth, Perm, RequestCtx};

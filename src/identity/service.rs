@@ -9,15 +9,15 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, Query
 use uuid::Uuid;
 
 use super::ctx::{Perm, RequestCtx};
-use super::domain::{Role, check_password_strength, check_username};
+use super::domain::{Credential, Role, RoleAt, UserSpec, check_password_strength, check_username};
 use super::entity::{role_binding, user, user_totp};
 use super::password;
 use super::totp;
-use crate::audit::{AuditEntry, Outcome, Purpose};
+use crate::platform::audit::{AuditEntry, Outcome, Purpose};
+use crate::platform::state::AppState;
 use crate::platform::{AppError, AppResult, Db, SystemScope, TenantScope, Tx};
-use crate::state::AppState;
-use crate::tenancy::file::{Credential, UserSpec};
-use crate::tenancy::service::{ApplyReport, InstitutionInfo, TenantInfo};
+use crate::tenancy::domain::ApplyReport;
+use crate::tenancy::service::{InstitutionInfo, TenantInfo};
 
 /// One institution a user works in, with the roles held there.
 #[derive(Debug, Clone)]
@@ -185,7 +185,7 @@ pub async fn login(state: &AppState, input: LoginInput) -> AppResult<SessionView
     tracing::info!(tenant.id = %tenant.id, user.id = %user.id, institution.id = %institution, "login");
     Ok(SessionView {
         token: Some(token),
-        expires_at: super::token::expires_at(&claims),
+        expires_at: crate::platform::token::expires_at(&claims),
         user,
         tenant,
         institution,
@@ -348,7 +348,7 @@ pub async fn switch_institution(state: &AppState, ctx: &RequestCtx, institution:
     tx.audit(ctx.audit("auth.switch_institution", "session", Purpose::Authentication).resource(claims.jti));
     tx.commit().await?;
     view.token = Some(token);
-    view.expires_at = super::token::expires_at(&claims);
+    view.expires_at = crate::platform::token::expires_at(&claims);
     view.institution = institution;
     Ok(view)
 }
@@ -687,7 +687,7 @@ pub async fn apply_users(
                 row.id
             }
         };
-        for (inst_code, role) in &spec.roles {
+        for RoleAt { institution: inst_code, role } in &spec.roles {
             let inst = institutions[inst_code];
             if bindings.contains(&(user_id, inst, role.as_str().to_string())) {
                 report.unchanged += 1;

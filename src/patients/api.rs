@@ -13,10 +13,10 @@ use uuid::Uuid;
 use super::domain::{Demographics, RawDemographics};
 use super::matching::Grade;
 use super::service::{self, CandidateView, PersonView, RegisterInput};
-use crate::api::ApiTags;
 use crate::identity::ctx::Auth;
 use crate::platform::AppError;
-use crate::state::AppState;
+use crate::platform::api_tags::ApiTags;
+use crate::platform::state::AppState;
 
 #[derive(Object, Debug)]
 pub struct DemographicsDto {

@@ -16,7 +16,7 @@ use super::matching::MatchRecord;
 use super::names::NameKey;
 use super::service::new_person_row;
 use super::synth::{SynthConfig, SynthRecord, generate};
-use crate::audit::{AuditEntry, Purpose};
+use crate::platform::audit::{AuditEntry, Purpose};
 use crate::platform::pii::PiiCipher;
 use crate::platform::{AppError, AppResult, Db, SystemScope};
 use crate::tenancy::InstitutionKind;

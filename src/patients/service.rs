@@ -15,11 +15,11 @@ use super::domain::{Demographics, mask_insurance, mask_phone, phone_tail, record
 use super::entity::{duplicate_candidate, person, person_merge, registration};
 use super::matching::{Birth, Comparison, Grade, MatchRecord, MatchWeights, score};
 use super::names::{NameKey, is_initials_query};
-use crate::audit::{AuditEntry, Purpose};
 use crate::identity::ctx::{Perm, RequestCtx};
+use crate::platform::audit::{AuditEntry, Purpose};
 use crate::platform::pii::PiiCipher;
+use crate::platform::state::AppState;
 use crate::platform::{AppError, AppResult, Tx};
-use crate::state::AppState;
 
 pub const ACTIVE: &str = "active";
 pub const MERGED: &str = "merged";
@@ -580,7 +580,7 @@ pub async fn get(state: &AppState, ctx: &RequestCtx, id: Uuid) -> AppResult<Pers
             ctx.audit("patient.read", "person", Purpose::Treatment)
                 .resource(id)
                 .subject(id)
-                .outcome(crate::audit::Outcome::Denied),
+                .outcome(crate::platform::audit::Outcome::Denied),
         );
         tx.commit().await?;
         return Err(AppError::not_found("person_not_found", "no such person registered at your institution"));

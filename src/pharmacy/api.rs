@@ -1,7 +1,5 @@
 //! Pharmacy API: the formulary, stock (receive, adjust, transfer), prescriptions and dispensing.
 
-use std::collections::HashMap;
-
 use chrono::{DateTime, NaiveDate, Utc};
 use poem::web::Data;
 use poem_openapi::param::{Path, Query};
@@ -12,10 +10,10 @@ use uuid::Uuid;
 use super::domain::{Frequency, LineRequest};
 use super::entity::stock_batch;
 use super::service::{self, PrescriptionView, Receipt};
-use crate::api::ApiTags;
 use crate::identity::ctx::Auth;
 use crate::platform::AppError;
-use crate::state::AppState;
+use crate::platform::api_tags::ApiTags;
+use crate::platform::state::AppState;
 
 #[derive(Object, Debug, Clone)]
 pub struct DrugDto {
@@ -385,33 +383,5 @@ impl PharmacyApi {
     #[oai(path = "/prescriptions/:id", method = "get", operation_id = "prescriptions_get")]
     async fn get(&self, state: Data<&AppState>, auth: Auth, id: Path<Uuid>) -> Result<PrescriptionResponse, AppError> {
         Ok(PrescriptionResponse::Ok(Json(service::get_prescription(&state, &auth.0, id.0).await?.into())))
-    }
-
-    /// Dispense a paid prescription from stock
-    #[oai(path = "/prescriptions/:id/dispense", method = "post", operation_id = "prescriptions_dispense")]
-    async fn dispense(
-        &self,
-        state: Data<&AppState>,
-        auth: Auth,
-        id: Path<Uuid>,
-        body: Json<DispenseRequest>,
-    ) -> Result<DispenseResponse, AppError> {
-        let pinned: HashMap<Uuid, Uuid> = body.0.batches.into_iter().map(|p| (p.line_id, p.batch_id)).collect();
-        let lines = service::dispense(&state, &auth.0, id.0, pinned).await?;
-        Ok(DispenseResponse::Ok(Json(
-            lines
-                .into_iter()
-                .map(|l| DispensedLineDto {
-                    line_id: l.line_id,
-                    drug_code: l.drug_code,
-                    quantity: l.quantity,
-                    batches: l
-                        .batches
-                        .into_iter()
-                        .map(|(b, lot, expiry, n)| DispensedBatchDto { batch_id: b, lot, expiry, quantity: n })
-                        .collect(),
-                })
-                .collect(),
-        )))
     }
 }

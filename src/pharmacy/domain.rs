@@ -81,6 +81,50 @@ pub fn check_line(l: &LineRequest, chronic: bool, index: usize) -> Result<(), Ap
     Ok(())
 }
 
+/// A drug's (or a service's) class in the national insurance catalogue (医保目录), which decides
+/// the insured share of its price.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum InsuranceCategory {
+    /// 甲类: fully within the insurance catalogue
+    A,
+    /// 乙类: partly
+    B,
+    /// 丙类: outside it, self-paid
+    C,
+}
+
+impl InsuranceCategory {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "A" | "甲" => Some(Self::A),
+            "B" | "乙" => Some(Self::B),
+            "C" | "丙" => Some(Self::C),
+            _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::A => "A",
+            Self::B => "B",
+            Self::C => "C",
+        }
+    }
+}
+
+/// A drug of a tenant file's community formulary, validated (`onboarding::file`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrugSpec {
+    pub code: String,
+    pub name: String,
+    pub name_en: Option<String>,
+    pub form: String,
+    pub strength: String,
+    pub unit: String,
+    pub price_fen: i64,
+    pub insurance: InsuranceCategory,
+    pub allergen_class: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,16 +13,15 @@ use sea_orm::{
 use serde_json::json;
 use uuid::Uuid;
 
-use super::domain::{LineRequest, check_line};
+use super::domain::{DrugSpec, LineRequest, check_line};
 use super::entity::{
     drug, institution_drug, prescription, prescription_line, stock_batch, stock_movement, stock_transfer,
 };
-use crate::audit::Purpose;
 use crate::identity::ctx::{Perm, RequestCtx};
+use crate::platform::audit::Purpose;
+use crate::platform::state::AppState;
 use crate::platform::{AppError, AppResult, Tx};
-use crate::state::AppState;
-use crate::tenancy::file::DrugSpec;
-use crate::tenancy::service::ApplyReport;
+use crate::tenancy::domain::ApplyReport;
 
 /// Creates or updates the community formulary and each institution's stock list.
 pub async fn apply_formulary(
@@ -672,34 +671,47 @@ async fn own_prescription(tx: &Tx, ctx: &RequestCtx, id: Uuid) -> AppResult<pres
         .ok_or_else(|| AppError::not_found("prescription_not_found", "no such prescription at your institution"))
 }
 
+/// What one batch gave to a dispensed line.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DispensedBatch {
+    #[serde(rename = "batch")]
+    pub batch_id: Uuid,
+    pub lot: String,
+    pub expiry: NaiveDate,
+    pub quantity: i64,
+}
+
 #[derive(Debug, Clone)]
 pub struct DispensedLine {
     pub line_id: Uuid,
     pub drug_code: String,
     pub quantity: i64,
-    pub batches: Vec<(Uuid, String, NaiveDate, i64)>,
+    pub batches: Vec<DispensedBatch>,
 }
 
-/// Dispenses a paid prescription from stock, first expiry first out (or from named batches).
-pub async fn dispense(
-    state: &AppState,
-    ctx: &RequestCtx,
-    id: Uuid,
-    pinned: HashMap<Uuid, Uuid>,
-) -> AppResult<Vec<DispensedLine>> {
-    ctx.require(Perm::Dispense)?;
-    let mut tx = state.db.begin(ctx).await?;
-    let p = own_prescription(&tx, ctx, id).await?;
+/// A prescription of the caller's institution that can still be dispensed, locked for the rest
+/// of the transaction; 409 `prescription_not_dispensable` once dispensed or cancelled.
+pub async fn dispensable_prescription(tx: &Tx, ctx: &RequestCtx, id: Uuid) -> AppResult<prescription::Model> {
+    let p = own_prescription(tx, ctx, id).await?;
     if p.status != "active" {
         return Err(AppError::conflict(
             "prescription_not_dispensable",
             "this prescription was already dispensed or cancelled",
         ));
     }
-    if !crate::billing::service::prescription_paid(&tx, id).await? {
-        return Err(AppError::conflict("not_paid", "the prescription's charges must be paid before dispensing"));
-    }
-    let mut view = views_of(&tx, vec![p.clone()]).await?.remove(0);
+    Ok(p)
+}
+
+/// Dispenses `p` from stock in `tx`, first expiry first out (or from the batches pinned per
+/// line). The caller has checked that it may be dispensed (`visit::service::dispense`: paid).
+pub async fn dispense_in(
+    tx: &mut Tx,
+    ctx: &RequestCtx,
+    p: prescription::Model,
+    pinned: HashMap<Uuid, Uuid>,
+) -> AppResult<Vec<DispensedLine>> {
+    let id = p.id;
+    let mut view = views_of(tx, vec![p.clone()]).await?.remove(0);
     // Lock batches in one global order (drug code), so two dispenses cannot deadlock.
     view.lines.sort_by(|a, b| a.0.drug_code.cmp(&b.0.drug_code));
     // Claim the prescription first: a concurrent second dispense finds it no longer active.
@@ -711,23 +723,22 @@ pub async fn dispense(
             Condition::all().add(prescription::Column::TenantId.eq(ctx.tenant)).add(prescription::Column::Id.eq(id)),
         )
         .filter(prescription::Column::Status.eq("active"))
-        .exec(&*tx)
+        .exec(&**tx)
         .await?;
     if claimed.rows_affected != 1 {
         return Err(AppError::conflict("prescription_not_dispensable", "this prescription was already dispensed"));
     }
     let mut out = Vec::new();
     let mut value_fen = 0i64;
-    for (line, drug) in &view.lines {
-        let taken = take(&tx, ctx.institution, &line.drug_code, line.quantity, pinned.get(&line.id).copied())
+    for (line, _drug) in &view.lines {
+        let taken = take(tx, ctx.institution, &line.drug_code, line.quantity, pinned.get(&line.id).copied())
             .await
             .map_err(|e| e.with_details(json!({ "line_id": line.id, "drug_code": line.drug_code })))?;
         let mut batches = Vec::new();
         for (b, n) in taken {
-            movement(&tx, &b, -n, "dispense", None, Some(id), ctx.user).await?;
-            batches.push((b.id, b.lot.clone(), b.expiry, n));
+            movement(tx, &b, -n, "dispense", None, Some(id), ctx.user).await?;
+            batches.push(DispensedBatch { batch_id: b.id, lot: b.lot.clone(), expiry: b.expiry, quantity: n });
         }
-        let _ = drug;
         value_fen += line.quantity * line.unit_price_fen;
         out.push(DispensedLine {
             line_id: line.id,
@@ -744,14 +755,12 @@ pub async fn dispense(
             "prescription": id, "encounter": p.encounter_id, "institution": ctx.institution, "person": p.person_id,
             "value_fen": value_fen,
             "lines": out.iter().map(|l| json!({
-                "drug_code": l.drug_code, "quantity": l.quantity,
-                "batches": l.batches.iter().map(|(b, lot, exp, n)| json!({"batch": b, "lot": lot, "expiry": exp, "quantity": n})).collect::<Vec<_>>(),
+                "drug_code": l.drug_code, "quantity": l.quantity, "batches": l.batches,
             })).collect::<Vec<_>>(),
         }),
     )
     .await?;
     tx.audit(ctx.audit("prescription.dispense", "prescription", Purpose::Treatment).resource(id).subject(p.person_id));
-    tx.commit().await?;
     Ok(out)
 }
 

@@ -16,7 +16,7 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use crate::audit::AuditEntry;
+use crate::platform::audit::AuditEntry;
 use crate::platform::config::{Config, DbKind};
 use crate::platform::error::{AppError, AppResult};
 use migrations::{Migrator, MigratorTrait};
@@ -113,7 +113,7 @@ impl Tx {
 
     pub async fn commit(self) -> AppResult<()> {
         if !self.audit.is_empty() {
-            crate::audit::append(&self.inner, self.tenant, self.audit).await?;
+            crate::platform::audit::chain::append(&self.inner, self.tenant, self.audit).await?;
         }
         self.inner.commit().await?;
         if self.emitted {

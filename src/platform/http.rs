@@ -296,11 +296,15 @@ async fn audit_refusal(db: &crate::platform::Db, r: Refusal, method: &Method, ro
     let write = async {
         let mut tx = db.begin(&crate::platform::SystemScope { tenant: r.tenant }).await?;
         tx.audit(
-            crate::audit::AuditEntry::new("access.denied", "operation", crate::audit::Purpose::Authentication)
-                .actor(r.user, r.institution)
-                .resource(format!("{method} {route} needs {}", r.permission))
-                .outcome(crate::audit::Outcome::Denied)
-                .request(Some(request_id)),
+            crate::platform::audit::AuditEntry::new(
+                "access.denied",
+                "operation",
+                crate::platform::audit::Purpose::Authentication,
+            )
+            .actor(r.user, r.institution)
+            .resource(format!("{method} {route} needs {}", r.permission))
+            .outcome(crate::platform::audit::Outcome::Denied)
+            .request(Some(request_id)),
         );
         tx.commit().await
     };

@@ -1,6 +1,8 @@
 //! Platform: what every context stands on. Configuration, the tenant-scoped database, the cache,
 //! the event bus, telemetry, metrics, the HTTP boundary and the one application error.
 
+pub mod api_tags;
+pub mod audit;
 pub mod bus;
 pub mod cache;
 pub mod clock;
@@ -13,7 +15,9 @@ pub mod events;
 pub mod http;
 pub mod metrics;
 pub mod pii;
+pub mod state;
 pub mod telemetry;
+pub mod token;
 
 pub use db::{Db, SystemScope, TenantScope, Tx};
 pub use error::{AppError, AppResult};

@@ -16,11 +16,11 @@ use uuid::Uuid;
 use super::domain::{Action, Direction, Status};
 use super::entity::{referral_notification, referral_transition};
 use super::service::{self, CreateInput, DownInput, ReferralView};
-use crate::api::ApiTags;
-use crate::clinical::api::EncounterDetail;
 use crate::identity::ctx::{Auth, Perm};
 use crate::platform::AppError;
-use crate::state::AppState;
+use crate::platform::api_tags::ApiTags;
+use crate::platform::state::AppState;
+use crate::visit::api::EncounterDetail;
 
 #[derive(Enum, Debug, Clone, Copy, PartialEq, Eq)]
 #[oai(rename_all = "snake_case")]

@@ -56,7 +56,7 @@ impl Handler for Notifications {
 /// replica's bus (which sees every replica's events). A slow reader skips what it missed rather
 /// than holding the bus up; pages and clients reload the list on any change anyway.
 pub fn live(
-    state: &crate::state::AppState,
+    state: &crate::platform::state::AppState,
     tenant: Uuid,
     institution: Uuid,
 ) -> futures::stream::BoxStream<'static, std::sync::Arc<Envelope>> {

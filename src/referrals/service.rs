@@ -18,10 +18,10 @@ use uuid::Uuid;
 
 use super::domain::{Action, Direction, Party, Status, next};
 use super::entity::{access_grant, referral, referral_notification, referral_transition};
-use crate::audit::{AuditEntry, Outcome, Purpose};
 use crate::identity::ctx::{Perm, RequestCtx};
+use crate::platform::audit::{AuditEntry, Outcome, Purpose};
+use crate::platform::state::AppState;
 use crate::platform::{AppError, AppResult, Db, SystemScope, Tx};
-use crate::state::AppState;
 use crate::tenancy::InstitutionKind;
 
 /// The tenant's referral settings: `referral_sla_hours` (default 24) and
@@ -74,7 +74,7 @@ pub async fn create(state: &AppState, ctx: &RequestCtx, input: CreateInput) -> A
 /// A proposed up-referral for a person registered at the caller's institution, kept as a draft
 /// for the doctor to review and send: to the institution above (a village clinic's township
 /// centre, a township centre's county hospital). `None` when there is nothing above.
-pub async fn propose_up(
+async fn propose_up(
     tx: &mut Tx,
     ctx: &RequestCtx,
     person: Uuid,
@@ -100,8 +100,28 @@ pub async fn propose_up(
     Ok(Some(create_in(tx, ctx, input).await?))
 }
 
+/// The draft up-referral a flagged follow-up asks for: the open draft brought up to date with
+/// the new finding (a danger value makes it urgent), or, if it was sent or dropped meanwhile,
+/// a new draft. `None` where there is no level above the caller's institution.
+pub async fn draft_up(
+    tx: &mut Tx,
+    ctx: &RequestCtx,
+    open_draft: Option<Uuid>,
+    person: Uuid,
+    reason: String,
+    urgent: bool,
+) -> AppResult<Option<Uuid>> {
+    if let Some(r) = open_draft
+        && is_draft(tx, r).await?
+        && refresh_draft(tx, r, reason.clone(), urgent).await?
+    {
+        return Ok(Some(r));
+    }
+    Ok(propose_up(tx, ctx, person, reason, urgent).await?.map(|r| r.id))
+}
+
 /// Whether a referral is still a draft (nobody has sent or dropped it yet).
-pub async fn is_draft(tx: &Tx, id: Uuid) -> AppResult<bool> {
+async fn is_draft(tx: &Tx, id: Uuid) -> AppResult<bool> {
     Ok(referral::Entity::find_by_id((tx.tenant(), id))
         .one(&**tx)
         .await?
@@ -111,7 +131,7 @@ pub async fn is_draft(tx: &Tx, id: Uuid) -> AppResult<bool> {
 /// Brings a draft up to date with a later finding: its reason becomes the finding's, and it
 /// becomes urgent when the finding is (never the other way: a danger value stays urgent).
 /// False when it is no longer a draft (sent or dropped meanwhile): nothing is changed then.
-pub async fn refresh_draft(tx: &Tx, id: Uuid, reason: String, urgent: bool) -> AppResult<bool> {
+async fn refresh_draft(tx: &Tx, id: Uuid, reason: String, urgent: bool) -> AppResult<bool> {
     use sea_orm::sea_query::Expr;
     check_text("reason", &reason, 1000)?;
     let mut update = referral::Entity::update_many()
@@ -163,9 +183,7 @@ pub async fn create_in(tx: &mut Tx, ctx: &RequestCtx, input: CreateInput) -> App
             ));
         }
     };
-    let snapshot =
-        crate::clinical::service::referral_snapshot(tx, input.person_id, ctx.institution, input.source_encounter)
-            .await?;
+    let snapshot = snapshot(tx, input.person_id, ctx.institution, input.source_encounter).await?;
     let (sla_hours, _) = settings(tx).await?;
     let now = Utc::now();
     let requested = status == Status::Requested;
@@ -253,7 +271,7 @@ pub async fn refer_down(
         ));
     }
     let (sla_hours, _) = settings(&tx).await?;
-    let snapshot = crate::clinical::service::referral_snapshot(&tx, parent.person_id, ctx.institution, None).await?;
+    let snapshot = snapshot(&tx, parent.person_id, ctx.institution, None).await?;
     let now = Utc::now();
     let r = referral::ActiveModel {
         tenant_id: Set(ctx.tenant),
@@ -358,6 +376,36 @@ async fn emit(
     )
     .await?;
     Ok(())
+}
+
+/// The clinical snapshot a referral carries: the sender's findings (diagnoses, recent vitals,
+/// allergies) and the medicines prescribed at the sending institution in the last 90 days.
+async fn snapshot(
+    tx: &Tx,
+    person: Uuid,
+    institution: Uuid,
+    source_encounter: Option<Uuid>,
+) -> AppResult<serde_json::Value> {
+    let mut map = crate::clinical::service::referral_findings(tx, person, institution, source_encounter).await?;
+    let ids = crate::patients::service::person_and_merged(tx, person).await?;
+    let mut medicines = Vec::new();
+    for id in &ids {
+        let since = Utc::now() - chrono::Duration::days(90);
+        for p in crate::pharmacy::service::medications_of(tx, *id, since).await? {
+            if p.prescription.institution_id != institution {
+                continue;
+            }
+            for (l, d) in p.lines {
+                medicines.push(json!({
+                    "drug_code": d.code, "name": format!("{} {}", d.name, d.strength),
+                    "dose": l.dose, "dose_unit": l.dose_unit, "frequency": l.frequency, "days": l.days,
+                    "prescribed_at": p.prescription.created_at,
+                }));
+            }
+        }
+    }
+    map.insert("medicines".into(), serde_json::Value::Array(medicines));
+    Ok(serde_json::Value::Object(map))
 }
 
 /// Moves a referral. `note` is the reason (reject, cancel) or the summary (complete).
@@ -631,7 +679,7 @@ pub async fn records(
     state: &AppState,
     ctx: &RequestCtx,
     id: Uuid,
-) -> AppResult<Vec<crate::clinical::service::EncounterView>> {
+) -> AppResult<Vec<crate::visit::service::EncounterView>> {
     ctx.require(Perm::ReferralRead)?;
     let mut tx = state.db.begin(ctx).await?;
     let r = referral::Entity::find_by_id((ctx.tenant, id))
@@ -664,7 +712,7 @@ pub async fn records(
         tx.commit().await?;
         return Err(err);
     }
-    let records = crate::clinical::service::records_at(&tx, r.person_id, r.from_institution).await?;
+    let records = crate::visit::service::records_at(&tx, r.person_id, r.from_institution).await?;
     tx.audit(ctx.audit("referral.records", "person", Purpose::Referral).resource(r.person_id).subject(r.person_id));
     tx.commit().await?;
     Ok(records)

@@ -11,10 +11,10 @@ use uuid::Uuid;
 
 use super::domain::{Cell, Grain, Inputs, KPIS, Sources, kpis};
 use super::service::{self, Report};
-use crate::api::ApiTags;
 use crate::identity::ctx::Auth;
 use crate::platform::AppError;
-use crate::state::AppState;
+use crate::platform::api_tags::ApiTags;
+use crate::platform::state::AppState;
 
 #[derive(Object, Debug, Clone)]
 pub struct KpiCell {

@@ -12,11 +12,12 @@ use uuid::Uuid;
 use super::domain::{EnrollmentSummary, Inputs, Registry, Sources, registry_steps, window_start};
 use super::entity::{stat_daily, stat_enrollment, stat_followup, stat_referral, stat_registry};
 use crate::identity::ctx::{Perm, RequestCtx};
+use crate::platform::clock::china_day;
 use crate::platform::consumers::Handler;
 use crate::platform::db::DailyCount;
 use crate::platform::events::Envelope;
+use crate::platform::state::AppState;
 use crate::platform::{AppError, AppResult, Db, SystemScope, Tx};
-use crate::state::AppState;
 use crate::tenancy::InstitutionKind;
 use crate::tenancy::service::InstitutionInfo;
 
@@ -26,7 +27,7 @@ const EVENTS: [&str; 4] = ["clinical.encounter_closed", "billing.charge_posted",
 const LOCK_CLASS: i32 = 8;
 
 fn day_of(t: DateTime<Utc>) -> NaiveDate {
-    crate::accounts::domain::china(t).date_naive()
+    crate::platform::clock::china_date(t)
 }
 
 async fn add_daily(tx: &Tx, day: NaiveDate, institution: Uuid, metric: &str, dim: &str, value: i64) -> AppResult<()> {
@@ -858,7 +859,7 @@ async fn add_daily_sums(tx: &Tx, from: NaiveDate, to: NaiveDate, out: &mut HashM
 
 /// The UTC instants bounding the China days `from..=to`.
 fn instants(from: NaiveDate, to: NaiveDate) -> (DateTime<Utc>, DateTime<Utc>) {
-    (crate::accounts::service::china_day(from).0, crate::accounts::service::china_day(to).1)
+    (china_day(from).0, china_day(to).1)
 }
 
 async fn add_sent(tx: &Tx, from: NaiveDate, to: NaiveDate, out: &mut HashMap<Uuid, Inputs>) -> AppResult<()> {

@@ -2,6 +2,8 @@
 
 use std::fmt;
 
+use uuid::Uuid;
+
 /// What an institution is. The tree is county hospital -> township centres -> village clinics;
 /// the health bureau stands beside it and only looks at statistics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -76,6 +78,42 @@ pub fn check_code(s: &str) -> Result<(), String> {
         && s.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
         && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.' || c == '_');
     if ok { Ok(()) } else { Err(format!("code `{s}` must be 1-64 of a-z, 0-9, '-', '_', '.'")) }
+}
+
+/// An institution of a tenant file, validated (`onboarding::file`).
+#[derive(Debug, Clone)]
+pub struct InstitutionSpec {
+    pub code: String,
+    pub name: String,
+    pub name_en: Option<String>,
+    pub kind: InstitutionKind,
+    pub division: DivisionCode,
+    pub parent: Option<String>,
+    pub departments: Vec<DepartmentSpec>,
+    /// Drug codes stocked here; `None` means the whole community formulary.
+    pub formulary: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DepartmentSpec {
+    pub code: String,
+    pub name: String,
+    pub name_en: Option<String>,
+}
+
+/// What applying a tenant file did.
+#[derive(Debug, Clone, Default)]
+pub struct ApplyReport {
+    pub tenant_id: Uuid,
+    pub created: Vec<String>,
+    pub updated: Vec<String>,
+    pub unchanged: usize,
+}
+
+impl ApplyReport {
+    pub fn changed(&self) -> bool {
+        !self.created.is_empty() || !self.updated.is_empty()
+    }
 }
 
 #[cfg(test)]

@@ -1,10 +1,8 @@
-//! Tenancy: medical communities (tenants), their institution tree and departments, and the
-//! tenant files in `tenants/` that define them.
+//! Tenancy: medical communities (tenants), their institution tree and departments. Tenant files
+//! are parsed and applied by `onboarding`, which calls this context for its part.
 
-pub mod api;
 pub mod domain;
 pub(crate) mod entity;
-pub mod file;
 pub mod service;
 
 pub use domain::InstitutionKind;

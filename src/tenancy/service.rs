@@ -1,4 +1,5 @@
-//! Tenancy use cases: applying tenant files, and reading the registry and institution tree.
+//! Tenancy use cases: reading the registry and the institution tree, and writing the parts of
+//! a tenant file that are tenancy's (the registry row, institutions, departments).
 
 use std::collections::HashMap;
 
@@ -8,11 +9,9 @@ use sea_orm::{
 };
 use uuid::Uuid;
 
-use super::domain::InstitutionKind;
+use super::domain::{ApplyReport, InstitutionKind, InstitutionSpec};
 use super::entity::{department, institution, tenant};
-use super::file::TenantSpec;
-use crate::identity::ctx::{Perm, RequestCtx};
-use crate::platform::{AppError, AppResult, Db, SystemScope};
+use crate::platform::{AppError, AppResult, Db, Tx};
 
 /// A tenant as other contexts see it.
 #[derive(Debug, Clone)]
@@ -64,21 +63,6 @@ pub struct DepartmentInfo {
     pub name_en: Option<String>,
 }
 
-/// What applying a tenant file did.
-#[derive(Debug, Clone, Default)]
-pub struct ApplyReport {
-    pub tenant_id: Uuid,
-    pub created: Vec<String>,
-    pub updated: Vec<String>,
-    pub unchanged: usize,
-}
-
-impl ApplyReport {
-    pub fn changed(&self) -> bool {
-        !self.created.is_empty() || !self.updated.is_empty()
-    }
-}
-
 pub async fn list_tenants(db: &Db) -> AppResult<Vec<TenantInfo>> {
     let tx = db.begin_registry().await?;
     let rows = tenant::Entity::find().order_by_asc(tenant::Column::Code).all(&tx).await?;
@@ -102,7 +86,7 @@ pub async fn get_tenant(conn: &impl ConnectionTrait, id: Uuid) -> AppResult<Tena
 }
 
 /// Every institution id of the transaction's tenant.
-pub async fn institution_ids(tx: &crate::platform::Tx) -> AppResult<Vec<Uuid>> {
+pub async fn institution_ids(tx: &Tx) -> AppResult<Vec<Uuid>> {
     Ok(institution::Entity::find()
         .filter(institution::Column::TenantId.eq(tx.tenant()))
         .all(&**tx)
@@ -112,7 +96,7 @@ pub async fn institution_ids(tx: &crate::platform::Tx) -> AppResult<Vec<Uuid>> {
         .collect())
 }
 
-pub async fn list_institutions(tx: &crate::platform::Tx) -> AppResult<Vec<InstitutionInfo>> {
+pub async fn list_institutions(tx: &Tx) -> AppResult<Vec<InstitutionInfo>> {
     Ok(institution::Entity::find()
         .filter(institution::Column::TenantId.eq(tx.tenant()))
         .order_by_asc(institution::Column::Code)
@@ -125,7 +109,7 @@ pub async fn list_institutions(tx: &crate::platform::Tx) -> AppResult<Vec<Instit
 
 /// One institution of the transaction's tenant; 404 for anything else, including another
 /// tenant's id.
-pub async fn get_institution(tx: &crate::platform::Tx, id: Uuid) -> AppResult<InstitutionInfo> {
+pub async fn get_institution(tx: &Tx, id: Uuid) -> AppResult<InstitutionInfo> {
     institution::Entity::find_by_id((tx.tenant(), id))
         .one(&**tx)
         .await?
@@ -133,7 +117,7 @@ pub async fn get_institution(tx: &crate::platform::Tx, id: Uuid) -> AppResult<In
         .ok_or_else(|| AppError::not_found("institution_not_found", "no such institution in this community"))
 }
 
-pub async fn departments_of(tx: &crate::platform::Tx, institution: Uuid) -> AppResult<Vec<DepartmentInfo>> {
+pub async fn departments_of(tx: &Tx, institution: Uuid) -> AppResult<Vec<DepartmentInfo>> {
     Ok(department::Entity::find()
         .filter(department::Column::TenantId.eq(tx.tenant()))
         .filter(department::Column::InstitutionId.eq(institution))
@@ -145,78 +129,68 @@ pub async fn departments_of(tx: &crate::platform::Tx, institution: Uuid) -> AppR
         .collect())
 }
 
-/// The API's view: the whole tree for anyone who may read institutions.
-pub async fn institutions_for(db: &Db, ctx: &RequestCtx) -> AppResult<Vec<InstitutionInfo>> {
-    ctx.require(Perm::InstitutionRead)?;
-    let tx = db.begin(ctx).await?;
-    let list = list_institutions(&tx).await?;
-    tx.rollback().await?;
-    Ok(list)
-}
-
-pub async fn institution_for(db: &Db, ctx: &RequestCtx, id: Uuid) -> AppResult<(InstitutionInfo, Vec<DepartmentInfo>)> {
-    ctx.require(Perm::InstitutionRead)?;
-    let tx = db.begin(ctx).await?;
-    let inst = get_institution(&tx, id).await?;
-    let depts = departments_of(&tx, id).await?;
-    tx.rollback().await?;
-    Ok((inst, depts))
-}
-
-/// Applies a validated tenant file in one transaction: creates what is missing, updates what
-/// differs, and never deletes. Applying the same file twice changes nothing.
-pub async fn apply(db: &Db, spec: &TenantSpec) -> AppResult<ApplyReport> {
-    let existing = find_tenant_by_code(db, &spec.code).await?;
-    let tenant_id = existing.as_ref().map(|t| t.id).unwrap_or_else(Uuid::now_v7);
-    let scope = SystemScope { tenant: tenant_id };
-    // Password hashing is slow: do it before the transaction opens.
-    let credentials = crate::identity::service::prepare_credentials(db, &scope, &spec.users).await?;
-
-    let mut report = ApplyReport { tenant_id, ..Default::default() };
-    let tx = db.begin(&scope).await?;
+/// For tenant files: creates the tenant's registry row, or updates its names and settings.
+pub async fn apply_tenant(
+    tx: &Tx,
+    code: &str,
+    name: &str,
+    name_en: Option<&str>,
+    settings: &serde_json::Value,
+    report: &mut ApplyReport,
+) -> AppResult<()> {
     let now = Utc::now();
-    match tenant::Entity::find_by_id(tenant_id).one(&*tx).await? {
+    match tenant::Entity::find_by_id(tx.tenant()).one(&**tx).await? {
         None => {
             tenant::ActiveModel {
-                id: Set(tenant_id),
-                code: Set(spec.code.clone()),
-                name: Set(spec.name.clone()),
-                name_en: Set(spec.name_en.clone()),
-                settings: Set(spec.settings.clone()),
+                id: Set(tx.tenant()),
+                code: Set(code.to_string()),
+                name: Set(name.to_string()),
+                name_en: Set(name_en.map(str::to_string)),
+                settings: Set(settings.clone()),
                 created_at: Set(now),
                 updated_at: Set(now),
             }
-            .insert(&*tx)
+            .insert(&**tx)
             .await?;
-            report.created.push(format!("tenant {}", spec.code));
+            report.created.push(format!("tenant {code}"));
         }
-        Some(t) if t.name != spec.name || t.name_en != spec.name_en || t.settings != spec.settings => {
+        Some(t) if t.name != name || t.name_en.as_deref() != name_en || &t.settings != settings => {
             let mut am = t.into_active_model();
-            am.name = Set(spec.name.clone());
-            am.name_en = Set(spec.name_en.clone());
-            am.settings = Set(spec.settings.clone());
+            am.name = Set(name.to_string());
+            am.name_en = Set(name_en.map(str::to_string));
+            am.settings = Set(settings.clone());
             am.updated_at = Set(now);
-            am.update(&*tx).await?;
-            report.updated.push(format!("tenant {}", spec.code));
+            am.update(&**tx).await?;
+            report.updated.push(format!("tenant {code}"));
         }
         Some(_) => report.unchanged += 1,
     }
+    Ok(())
+}
 
+/// For tenant files: creates or updates institutions (parents first) and their departments.
+/// Never deletes. Returns every institution's id by code.
+pub async fn apply_institutions(
+    tx: &Tx,
+    institutions: &[InstitutionSpec],
+    report: &mut ApplyReport,
+) -> AppResult<HashMap<String, Uuid>> {
+    let now = Utc::now();
     let existing: HashMap<String, institution::Model> = institution::Entity::find()
-        .filter(institution::Column::TenantId.eq(tenant_id))
-        .all(&*tx)
+        .filter(institution::Column::TenantId.eq(tx.tenant()))
+        .all(&**tx)
         .await?
         .into_iter()
         .map(|i| (i.code.clone(), i))
         .collect();
     let mut ids: HashMap<String, Uuid> = existing.iter().map(|(c, i)| (c.clone(), i.id)).collect();
-    for inst in &spec.institutions {
+    for inst in institutions {
         let parent_id = inst.parent.as_ref().map(|p| ids[p]);
         match existing.get(&inst.code) {
             None => {
                 let id = Uuid::now_v7();
                 institution::ActiveModel {
-                    tenant_id: Set(tenant_id),
+                    tenant_id: Set(tx.tenant()),
                     id: Set(id),
                     code: Set(inst.code.clone()),
                     name: Set(inst.name.clone()),
@@ -227,7 +201,7 @@ pub async fn apply(db: &Db, spec: &TenantSpec) -> AppResult<ApplyReport> {
                     created_at: Set(now),
                     updated_at: Set(now),
                 }
-                .insert(&*tx)
+                .insert(&**tx)
                 .await?;
                 ids.insert(inst.code.clone(), id);
                 report.created.push(format!("institution {}", inst.code));
@@ -246,28 +220,20 @@ pub async fn apply(db: &Db, spec: &TenantSpec) -> AppResult<ApplyReport> {
                 am.division_code = Set(inst.division.as_str().into());
                 am.parent_id = Set(parent_id);
                 am.updated_at = Set(now);
-                am.update(&*tx).await?;
+                am.update(&**tx).await?;
                 report.updated.push(format!("institution {}", inst.code));
             }
             Some(_) => report.unchanged += 1,
         }
-        apply_departments(&tx, ids[&inst.code], inst, &mut report).await?;
+        apply_departments(tx, ids[&inst.code], inst, report).await?;
     }
-
-    crate::identity::service::apply_users(&tx, &ids, &spec.users, &credentials, &mut report).await?;
-    let stock_lists: Vec<(Uuid, Option<Vec<String>>)> =
-        spec.institutions.iter().map(|i| (ids[&i.code], i.formulary.clone())).collect();
-    crate::pharmacy::service::apply_formulary(&tx, &spec.formulary, &stock_lists, &mut report).await?;
-    crate::billing::service::apply_fee_schedule(&tx, &spec.fee_schedule, &mut report).await?;
-    crate::accounts::service::apply_chart(&tx, &spec.chart, &mut report).await?;
-    tx.commit().await?;
-    Ok(report)
+    Ok(ids)
 }
 
 async fn apply_departments(
-    tx: &crate::platform::Tx,
+    tx: &Tx,
     institution_id: Uuid,
-    inst: &super::file::InstitutionSpec,
+    inst: &InstitutionSpec,
     report: &mut ApplyReport,
 ) -> AppResult<()> {
     let existing: HashMap<String, department::Model> = department::Entity::find()

@@ -13,7 +13,7 @@ use super::charts::{Chart, Kind, Point, chart};
 use super::{Locale, Page, error_page, render, signed_in};
 use crate::identity::ctx::Perm;
 use crate::platform::AppError;
-use crate::state::AppState;
+use crate::platform::state::AppState;
 use crate::statistics::domain::{Cell, Grain, Inputs, KPIS, Sources, Unit, kpis};
 use crate::statistics::{api as stats_api, service as stats};
 use crate::tenancy::domain::InstitutionKind;

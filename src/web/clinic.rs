@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 
 use askama::Template;
-use chrono::{TimeZone, Utc};
+use chrono::Utc;
 use poem::http::StatusCode;
 use poem::web::{Data, Form, Json, Path, Query};
 use poem::{IntoResponse, Request, Response, handler};
@@ -15,15 +15,15 @@ use uuid::Uuid;
 
 use super::form::{invalid, num, required};
 use super::{Locale, Page, error_page, render, see_other, signed_in};
-use crate::accounts::domain::china;
-use crate::audit::Purpose;
 use crate::clinical::domain::{EncounterKind, Vitals};
 use crate::clinical::icd10;
 use crate::patients::domain::{Demographics, RawDemographics};
 use crate::patients::service::{self as patients, PersonView, RegisterInput, SearchInput};
 use crate::pharmacy::domain::{Frequency, LineRequest};
 use crate::platform::AppError;
-use crate::state::AppState;
+use crate::platform::audit::Purpose;
+use crate::platform::clock::{china, china_date, china_day};
+use crate::platform::state::AppState;
 
 /// A page handler's body: a response, or an error page going back to `back`.
 type Out = Result<Response, (AppError, String)>;
@@ -99,13 +99,7 @@ async fn names(state: &AppState, p: &Page, ids: &[Uuid]) -> Result<HashMap<Uuid,
 }
 
 async fn today(state: &AppState, p: &Page) -> Result<Vec<VisitRow>, AppError> {
-    let local = china(Utc::now()).date_naive();
-    let midnight = chrono::FixedOffset::east_opt(8 * 3600)
-        .expect("valid offset")
-        .from_local_datetime(&local.and_hms_opt(0, 0, 0).expect("midnight"))
-        .single()
-        .expect("no DST in China")
-        .with_timezone(&Utc);
+    let (midnight, _) = china_day(china_date(Utc::now()));
     let encounters = crate::clinical::service::list(state, &p.ctx, None, Some(midnight), 200).await?;
     let ids: Vec<Uuid> = encounters.iter().map(|e| e.person_id).collect();
     let names = names(state, p, &ids).await?;
@@ -390,7 +384,7 @@ pub async fn visit(req: &Request, state: Data<&AppState>, id: Path<String>) -> R
     let out = async {
         let back = || "/app/clinic".to_string();
         let id = Uuid::parse_str(&id.0).map_err(|_| (not_found(), back()))?;
-        let v = crate::clinical::service::get(&state, &p.ctx, id).await.map_err(|e| (e, back()))?;
+        let v = crate::visit::service::encounter(&state, &p.ctx, id).await.map_err(|e| (e, back()))?;
         let person = patients::get(&state, &p.ctx, v.encounter.person_id).await.map_err(|e| (e, back()))?;
         let e = &v.encounter;
         let vitals = v
@@ -621,7 +615,7 @@ pub async fn visit_step(
             "pay" => {
                 let bill: Uuid = required("bill_id", &f.bill_id)?;
                 // The bill of this visit, not any bill of the institution.
-                let v = crate::clinical::service::get(&state, ctx, id).await?;
+                let v = crate::visit::service::encounter(&state, ctx, id).await?;
                 if v.bill.as_ref().map(|b| b.bill.id) != Some(bill) {
                     return Err(AppError::not_found("bill_not_found", "no such bill on this visit"));
                 }
@@ -633,7 +627,7 @@ pub async fn visit_step(
                 crate::clinical::service::close(&state, ctx, id).await?;
             }
             "refer" => {
-                let v = crate::clinical::service::get(&state, ctx, id).await?;
+                let v = crate::visit::service::encounter(&state, ctx, id).await?;
                 let r = crate::referrals::service::create(
                     &state,
                     ctx,

@@ -16,7 +16,7 @@ use super::{Locale, Page, error_page, render, see_other, signed_in};
 use crate::followups::domain::{Category, Classification, Measures};
 use crate::followups::service::{self as followups, VisitInput, WorklistQuery};
 use crate::platform::AppError;
-use crate::state::AppState;
+use crate::platform::state::AppState;
 
 pub struct Item {
     pub id: Uuid,
@@ -241,7 +241,7 @@ pub async fn record(req: &Request, state: Data<&AppState>, id: Path<String>, for
             next_on: None,
             notes: f.notes.clone().map(|n| n.trim().to_string()).filter(|n| !n.is_empty()),
         };
-        followups::record_visit(&state, &p.ctx, id, input).await?;
+        crate::escalation::service::record_followup(&state, &p.ctx, id, input).await?;
         Ok::<_, AppError>(see_other(&back))
     }
     .await;

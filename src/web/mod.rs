@@ -23,7 +23,7 @@ pub use self::session::{CSRF_COOKIE, Page};
 use crate::identity::domain::Role;
 use crate::identity::service::{self as identity, LoginInput};
 use crate::platform::AppError;
-use crate::state::AppState;
+use crate::platform::state::AppState;
 
 /// The signed-in reader of a page handler, or the handler returns the redirect to the login page.
 macro_rules! signed_in {

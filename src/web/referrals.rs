@@ -15,12 +15,12 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use super::{Locale, Page, error_page, render, see_other, signed_in};
-use crate::accounts::domain::china;
 use crate::identity::ctx::Perm;
 use crate::platform::AppError;
+use crate::platform::clock::china;
+use crate::platform::state::AppState;
 use crate::referrals::domain::{Action, Direction, Status};
 use crate::referrals::service::{self as referrals, DownInput, ReferralView};
-use crate::state::AppState;
 
 /// One line of a referral list.
 pub struct Row {

@@ -13,7 +13,7 @@ use crate::identity::ctx::RequestCtx;
 use crate::identity::service::{self as identity, Membership};
 use crate::platform::AppError;
 use crate::platform::http::RequestId;
-use crate::state::AppState;
+use crate::platform::state::AppState;
 use crate::tenancy::service::InstitutionInfo;
 
 pub const CSRF_COOKIE: &str = "cloudhis_csrf";

@@ -331,8 +331,8 @@ async fn the_worked_example_gives_the_documented_figures() {
 
 /// The China days a test can have touched (two when it ran across midnight there).
 fn days() -> Vec<chrono::NaiveDate> {
-    let now = cloudhis::accounts::domain::china(Utc::now()).date_naive();
-    let earlier = cloudhis::accounts::domain::china(Utc::now() - chrono::Duration::minutes(5)).date_naive();
+    let now = cloudhis::platform::clock::china(Utc::now()).date_naive();
+    let earlier = cloudhis::platform::clock::china(Utc::now() - chrono::Duration::minutes(5)).date_naive();
     if earlier == now { vec![now] } else { vec![earlier, now] }
 }
 
@@ -596,7 +596,7 @@ async fn reconciliation_names_the_event_of_an_injected_mismatch() {
 }
 
 fn previous_month() -> String {
-    let now = cloudhis::accounts::domain::china(Utc::now());
+    let now = cloudhis::platform::clock::china(Utc::now());
     if now.month() == 1 { format!("{}-12", now.year() - 1) } else { format!("{}-{:02}", now.year(), now.month() - 1) }
 }
 
@@ -609,7 +609,7 @@ async fn a_closed_month_takes_nothing_new_and_a_late_event_posts_to_the_next_ope
     let village = app.institutions(&finance).await["v-dongguan"];
     let last = previous_month();
     let this = cloudhis::accounts::domain::period_of(Utc::now());
-    let last_month_day = (cloudhis::accounts::domain::china(Utc::now()).with_day(1).unwrap()
+    let last_month_day = (cloudhis::platform::clock::china(Utc::now()).with_day(1).unwrap()
         - chrono::Duration::days(10))
     .with_timezone(&Utc);
 

@@ -241,7 +241,7 @@ async fn a_community_sets_its_own_follow_up_interval() {
 
     // An interval outside a week to a year is refused with the file, naming the setting.
     let bad = text.replace("interval_days = 60", "interval_days = 5");
-    let err = cloudhis::tenancy::file::parse("west-county.toml", &bad).unwrap_err().to_string();
+    let err = cloudhis::onboarding::parse("west-county.toml", &bad).unwrap_err().to_string();
     assert!(err.contains("interval_days is a whole number of days from 7 to 366"), "{err}");
 }
 

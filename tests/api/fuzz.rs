@@ -94,7 +94,7 @@ proptest! {
 
     #[test]
     fn the_tenant_file_loader_takes_any_edit_of_the_demo_file(text in prop_oneof![mutated_tenant_file(), any::<String>()]) {
-        match cloudhis::tenancy::file::parse("fuzz.toml", &text) {
+        match cloudhis::onboarding::parse("fuzz.toml", &text) {
             Ok(spec) => prop_assert!(!spec.institutions.is_empty()),
             // A refusal names at least one problem, and where it is.
             Err(e) => prop_assert!(!e.problems.is_empty() && e.problems.iter().all(|p| p.starts_with("fuzz.toml"))),

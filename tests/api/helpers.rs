@@ -7,8 +7,8 @@
 use std::collections::HashMap;
 
 use cloudhis::platform::config::Config;
+use cloudhis::platform::state::AppState;
 use cloudhis::startup::Application;
-use cloudhis::state::AppState;
 use reqwest::{Method, StatusCode};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 use serde_json::{Value, json};
@@ -207,9 +207,9 @@ impl TestApp {
     }
 
     /// Applies a tenant file's text, as `cloudhis tenants apply` would.
-    pub async fn apply_tenant_file(&self, text: &str) -> cloudhis::tenancy::service::ApplyReport {
-        let spec = cloudhis::tenancy::file::parse("tenant.toml", text).unwrap();
-        let report = cloudhis::tenancy::service::apply(&self.state.db, &spec).await.unwrap();
+    pub async fn apply_tenant_file(&self, text: &str) -> cloudhis::tenancy::domain::ApplyReport {
+        let spec = cloudhis::onboarding::parse("tenant.toml", text).unwrap();
+        let report = cloudhis::onboarding::apply(&self.state.db, &spec).await.unwrap();
         self.state.authz.changed(report.tenant_id).await;
         report
     }

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod accounts;
+mod architecture;
 mod audit;
 mod audit_completeness;
 mod auth;

@@ -2,14 +2,27 @@
 
 use std::sync::Arc;
 
-use crate::identity::authz::Authz;
-use crate::identity::token::TokenKeys;
+use uuid::Uuid;
+
+use crate::platform::AppResult;
 use crate::platform::Db;
 use crate::platform::bus::Bus;
 use crate::platform::cache::Cache;
 use crate::platform::config::Config;
 use crate::platform::metrics::Metrics;
 use crate::platform::pii::PiiCipher;
+use crate::platform::token::TokenKeys;
+
+/// Where the request context gets its permissions: `identity::authz::Authz`, casbin enforcers
+/// built from the tenant's role bindings. A trait here so that the state every context shares
+/// does not depend on one of them.
+#[async_trait::async_trait]
+pub trait Authorizer: Send + Sync {
+    /// The enforcer for a tenant's current roles.
+    async fn enforcer(&self, tenant: Uuid) -> AppResult<Arc<casbin::Enforcer>>;
+    /// Call after changing a tenant's roles: every replica rebuilds on its next request.
+    async fn changed(&self, tenant: Uuid);
+}
 
 #[derive(Clone)]
 pub struct AppState(Arc<StateInner>);
@@ -19,7 +32,7 @@ pub struct StateInner {
     pub db: Db,
     pub cache: Cache,
     pub bus: Bus,
-    pub authz: Arc<Authz>,
+    pub authz: Arc<dyn Authorizer>,
     pub keys: TokenKeys,
     pub pii: PiiCipher,
     pub metrics: Metrics,

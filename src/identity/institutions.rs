@@ -1,4 +1,5 @@
-//! Institutions API: the community's tree, readable by everyone who works in it.
+//! Institutions API: the community's tree, readable by everyone who works in it. Served here,
+//! above tenancy, because reading it takes the request context.
 
 use poem::web::Data;
 use poem_openapi::param::Path;
@@ -6,12 +7,16 @@ use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use uuid::Uuid;
 
-use super::domain::InstitutionKind;
-use super::service::{self, DepartmentInfo, InstitutionInfo, TenantInfo};
-use crate::api::ApiTags;
 use crate::identity::ctx::Auth;
+use crate::identity::ctx::{Perm, RequestCtx};
 use crate::platform::AppError;
-use crate::state::AppState;
+use crate::platform::api_tags::ApiTags;
+use crate::platform::state::AppState;
+use crate::platform::{AppResult, Db};
+use crate::tenancy::domain::InstitutionKind;
+use crate::tenancy::service::{
+    DepartmentInfo, InstitutionInfo, TenantInfo, departments_of, get_institution, list_institutions,
+};
 
 #[derive(Debug, Clone, Copy, Enum, PartialEq, Eq)]
 #[oai(rename_all = "snake_case")]
@@ -120,7 +125,7 @@ impl InstitutionsApi {
     /// List the institutions of the community
     #[oai(path = "/institutions", method = "get", operation_id = "institutions_list")]
     async fn list(&self, state: Data<&AppState>, auth: Auth) -> Result<ListInstitutionsResponse, AppError> {
-        let list = service::institutions_for(&state.db, &auth.0).await?;
+        let list = institutions_for(&state.db, &auth.0).await?;
         Ok(ListInstitutionsResponse::Ok(Json(list.into_iter().map(Into::into).collect())))
     }
 
@@ -132,10 +137,28 @@ impl InstitutionsApi {
         auth: Auth,
         id: Path<Uuid>,
     ) -> Result<GetInstitutionResponse, AppError> {
-        let (inst, depts) = service::institution_for(&state.db, &auth.0, id.0).await?;
+        let (inst, depts) = institution_for(&state.db, &auth.0, id.0).await?;
         Ok(GetInstitutionResponse::Ok(Json(InstitutionDetail {
             institution: inst.into(),
             departments: depts.into_iter().map(Into::into).collect(),
         })))
     }
+}
+
+/// The API's view: the whole tree for anyone who may read institutions.
+async fn institutions_for(db: &Db, ctx: &RequestCtx) -> AppResult<Vec<InstitutionInfo>> {
+    ctx.require(Perm::InstitutionRead)?;
+    let tx = db.begin(ctx).await?;
+    let list = list_institutions(&tx).await?;
+    tx.rollback().await?;
+    Ok(list)
+}
+
+async fn institution_for(db: &Db, ctx: &RequestCtx, id: Uuid) -> AppResult<(InstitutionInfo, Vec<DepartmentInfo>)> {
+    ctx.require(Perm::InstitutionRead)?;
+    let tx = db.begin(ctx).await?;
+    let inst = get_institution(&tx, id).await?;
+    let depts = departments_of(&tx, id).await?;
+    tx.rollback().await?;
+    Ok((inst, depts))
 }

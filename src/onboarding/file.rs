@@ -8,9 +8,10 @@ use std::fmt;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::domain::{DivisionCode, InstitutionKind, check_code};
-use crate::billing::domain::{InsuranceCategory, Reimbursement};
-use crate::identity::domain::{Role, check_password_strength, check_username};
+use crate::billing::domain::{FEE_CATEGORIES, FeeSpec, InsuranceCategory, Reimbursement};
+use crate::identity::domain::{Credential, Role, RoleAt, UserSpec, check_password_strength, check_username};
+use crate::pharmacy::domain::DrugSpec;
+use crate::tenancy::domain::{DepartmentSpec, DivisionCode, InstitutionKind, InstitutionSpec, check_code};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -134,75 +135,6 @@ pub struct TenantSpec {
     pub chart: crate::accounts::domain::Chart,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DrugSpec {
-    pub code: String,
-    pub name: String,
-    pub name_en: Option<String>,
-    pub form: String,
-    pub strength: String,
-    pub unit: String,
-    pub price_fen: i64,
-    pub insurance: InsuranceCategory,
-    pub allergen_class: Option<String>,
-}
-
-pub const FEE_CATEGORIES: [&str; 5] = ["registration", "consultation", "procedure", "lab", "other"];
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FeeSpec {
-    pub code: String,
-    pub name: String,
-    pub name_en: Option<String>,
-    pub category: String,
-    pub price_fen: i64,
-    pub insurance: InsuranceCategory,
-}
-
-#[derive(Debug, Clone)]
-pub struct InstitutionSpec {
-    pub code: String,
-    pub name: String,
-    pub name_en: Option<String>,
-    pub kind: InstitutionKind,
-    pub division: DivisionCode,
-    pub parent: Option<String>,
-    pub departments: Vec<DepartmentSpec>,
-    /// Drug codes stocked here; `None` means the whole community formulary.
-    pub formulary: Option<Vec<String>>,
-}
-
-#[derive(Debug, Clone)]
-pub struct DepartmentSpec {
-    pub code: String,
-    pub name: String,
-    pub name_en: Option<String>,
-}
-
-#[derive(Debug, Clone)]
-pub enum Credential {
-    /// A plain password (demo files); stored hashed, re-hashed only when it changes.
-    Plain(String),
-    /// An argon2id PHC string, stored as is.
-    Hash(String),
-}
-
-#[derive(Clone)]
-pub struct UserSpec {
-    pub username: String,
-    pub display_name: String,
-    pub credential: Credential,
-    pub active: bool,
-    /// (institution code, role)
-    pub roles: Vec<(String, Role)>,
-}
-
-impl fmt::Debug for UserSpec {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UserSpec").field("username", &self.username).field("roles", &self.roles).finish()
-    }
-}
-
 /// Every problem found in a file, each naming where it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LoadError {
@@ -228,81 +160,142 @@ impl std::error::Error for LoadError {}
 
 const MAX_NAME: usize = 200;
 
-/// Parses and validates a tenant file. `source` names it in messages (usually its path).
+type Span = std::ops::Range<usize>;
+
+/// The problems found so far, each naming the file and the line it is on.
+struct Problems<'a> {
+    source: &'a str,
+    text: &'a str,
+    list: Vec<String>,
+}
+
+impl Problems<'_> {
+    /// A problem at a place in the file.
+    fn at(&mut self, span: Span, what: String) {
+        self.list.push(format!("{}:{}: {what}", self.source, line_of(self.text, span.start)));
+    }
+
+    /// A problem of the file as a whole.
+    fn whole(&mut self, what: &str) {
+        self.list.push(format!("{}: {what}", self.source));
+    }
+
+    /// An empty or overlong name.
+    fn check_name(&mut self, name: &str, span: Span, what: &str) {
+        if name.trim().is_empty() {
+            self.at(span, format!("{what} is empty"));
+        } else if name.chars().count() > MAX_NAME {
+            self.at(span, format!("{what} is longer than {MAX_NAME} characters"));
+        }
+    }
+}
+
+/// Parses and validates a tenant file. `source` names it in messages (usually its path). The
+/// checks run section by section and every problem is kept, so one answer lists them all.
 pub fn parse(source: &str, text: &str) -> Result<TenantSpec, LoadError> {
     let raw: RawFile = toml::from_str(text).map_err(|e| {
         let at = e.span().map(|s| format!(":{}", line_of(text, s.start))).unwrap_or_default();
         LoadError { problems: vec![format!("{source}{at}: {}", e.message())] }
     })?;
-    let mut problems = Vec::new();
-    let mut p = |span: std::ops::Range<usize>, what: String| {
-        problems.push(format!("{source}:{}: {what}", line_of(text, span.start)));
-    };
+    let mut p = Problems { source, text, list: Vec::new() };
+    check_tenant(&raw, &mut p);
+    let (kinds, seen) = check_institutions(&raw.institutions, &mut p);
+    check_parents(&raw.institutions, &kinds, &seen, &mut p);
+    let users = check_users(&raw.users, &kinds, &mut p);
+    let chart = chart_of(&raw.chart_of_accounts, &mut p);
+    check_settings(&raw, &mut p);
+    let drug_codes = check_formulary(&raw.formulary, &mut p);
+    check_fee_schedule(&raw.fee_schedule, &mut p);
+    check_stock_lists(&raw.institutions, &drug_codes, &mut p);
+    if !p.list.is_empty() {
+        return Err(LoadError { problems: p.list });
+    }
+    Ok(spec_of(raw, &kinds, users, chart))
+}
 
-    if let Err(e) = check_code(raw.tenant.code.get_ref()) {
-        p(raw.tenant.code.span(), format!("tenant: {e}"));
-    } else if !raw.tenant.code.get_ref().chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
-        p(raw.tenant.code.span(), "tenant: a tenant code is a-z, 0-9 and '-' only".into());
+/// The tenant's code and name, and the settings sections other contexts read.
+fn check_tenant(raw: &RawFile, p: &mut Problems) {
+    let code = &raw.tenant.code;
+    if let Err(e) = check_code(code.get_ref()) {
+        p.at(code.span(), format!("tenant: {e}"));
+    } else if !code.get_ref().chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+        p.at(code.span(), "tenant: a tenant code is a-z, 0-9 and '-' only".into());
     }
     if let Err(e) = Reimbursement::from_settings(&serde_json::to_value(&raw.settings).unwrap_or_default()) {
-        p(raw.tenant.code.span(), e);
+        p.at(code.span(), e);
     }
     if let Some(m) = raw.settings.get("matching") {
         let json = serde_json::to_value(m).unwrap_or_default();
         if let Err(e) = serde_json::from_value::<crate::patients::matching::MatchWeights>(json) {
-            p(raw.tenant.code.span(), format!("[settings.matching]: {e}"));
+            p.at(code.span(), format!("[settings.matching]: {e}"));
         }
     }
-    check_name(&raw.tenant.name, raw.tenant.code.span(), "tenant: name", &mut p);
+    p.check_name(&raw.tenant.name, code.span(), "tenant: name");
+}
 
-    // Institutions: unique codes, known kinds, valid divisions, parents that exist and fit.
+/// Institutions: unique codes, known kinds, valid divisions, departments. Returns the kind of
+/// each institution whose kind is known, and every code seen.
+fn check_institutions(
+    list: &[RawInstitution],
+    p: &mut Problems,
+) -> (HashMap<String, InstitutionKind>, HashSet<String>) {
     let mut kinds: HashMap<String, InstitutionKind> = HashMap::new();
     let mut seen: HashSet<String> = HashSet::new();
-    for (i, inst) in raw.institutions.iter().enumerate() {
+    for (i, inst) in list.iter().enumerate() {
         let code = inst.code.get_ref().as_str();
         let at = format!("institutions[{i}] `{code}`");
         if let Err(e) = check_code(code) {
-            p(inst.code.span(), format!("{at}: {e}"));
+            p.at(inst.code.span(), format!("{at}: {e}"));
         }
         if !seen.insert(code.to_string()) {
-            p(inst.code.span(), format!("{at}: duplicate institution code `{code}`"));
+            p.at(inst.code.span(), format!("{at}: duplicate institution code `{code}`"));
         }
-        check_name(&inst.name, inst.code.span(), &format!("{at}: name"), &mut p);
+        p.check_name(&inst.name, inst.code.span(), &format!("{at}: name"));
         match InstitutionKind::parse(inst.kind.get_ref()) {
             Some(k) => {
                 kinds.insert(code.to_string(), k);
             }
-            None => p(
-                inst.kind.span(),
-                format!(
-                    "{at}: unknown kind `{}` (expected one of {})",
-                    inst.kind.get_ref(),
-                    InstitutionKind::ALL.map(|k| k.as_str()).join(", ")
-                ),
-            ),
+            None => {
+                let expected = InstitutionKind::ALL.map(|k| k.as_str()).join(", ");
+                p.at(
+                    inst.kind.span(),
+                    format!("{at}: unknown kind `{}` (expected one of {expected})", inst.kind.get_ref()),
+                )
+            }
         }
         if let Err(e) = DivisionCode::parse(inst.division.get_ref()) {
-            p(inst.division.span(), format!("{at}: {e}"));
+            p.at(inst.division.span(), format!("{at}: {e}"));
         }
-        let mut dept_codes = HashSet::new();
-        for (j, d) in inst.departments.iter().enumerate() {
-            let dat = format!("{at} departments[{j}] `{}`", d.code.get_ref());
-            if let Err(e) = check_code(d.code.get_ref()) {
-                p(d.code.span(), format!("{dat}: {e}"));
-            }
-            if !dept_codes.insert(d.code.get_ref()) {
-                p(d.code.span(), format!("{dat}: duplicate department code"));
-            }
-            check_name(&d.name, d.code.span(), &format!("{dat}: name"), &mut p);
+        check_departments(&inst.departments, &at, p);
+    }
+    if !list.iter().any(|i| i.kind.get_ref() == InstitutionKind::CountyHospital.as_str()) {
+        p.whole("the community needs a county_hospital (lead hospital)");
+    }
+    (kinds, seen)
+}
+
+fn check_departments(list: &[RawDepartment], at: &str, p: &mut Problems) {
+    let mut codes = HashSet::new();
+    for (j, d) in list.iter().enumerate() {
+        let dat = format!("{at} departments[{j}] `{}`", d.code.get_ref());
+        if let Err(e) = check_code(d.code.get_ref()) {
+            p.at(d.code.span(), format!("{dat}: {e}"));
         }
+        if !codes.insert(d.code.get_ref()) {
+            p.at(d.code.span(), format!("{dat}: duplicate department code"));
+        }
+        p.check_name(&d.name, d.code.span(), &format!("{dat}: name"));
     }
-    if !raw.institutions.iter().any(|i| i.kind.get_ref() == InstitutionKind::CountyHospital.as_str()) {
-        problems.push(format!("{source}: the community needs a county_hospital (lead hospital)"));
-    }
-    let mut p = |span: std::ops::Range<usize>, what: String| {
-        problems.push(format!("{source}:{}: {what}", line_of(text, span.start)));
-    };
-    for (i, inst) in raw.institutions.iter().enumerate() {
+}
+
+/// Each parent exists and is of a kind this institution may hang under.
+fn check_parents(
+    list: &[RawInstitution],
+    kinds: &HashMap<String, InstitutionKind>,
+    seen: &HashSet<String>,
+    p: &mut Problems,
+) {
+    for (i, inst) in list.iter().enumerate() {
         let code = inst.code.get_ref().as_str();
         let at = format!("institutions[{i}] `{code}`");
         let Some(kind) = kinds.get(code).copied() else { continue };
@@ -312,7 +305,7 @@ pub fn parse(source: &str, text: &str) -> Result<TenantSpec, LoadError> {
                 Some(k) => Some(*k),
                 None => {
                     if !seen.contains(parent.get_ref().as_str()) {
-                        p(parent.span(), format!("{at}: unknown parent `{}`", parent.get_ref()));
+                        p.at(parent.span(), format!("{at}: unknown parent `{}`", parent.get_ref()));
                     }
                     continue;
                 }
@@ -322,72 +315,31 @@ pub fn parse(source: &str, text: &str) -> Result<TenantSpec, LoadError> {
             let span = inst.parent.as_ref().map(|s| s.span()).unwrap_or(inst.kind.span());
             let expected: Vec<&str> =
                 kind.allowed_parents().iter().map(|k| k.map(|k| k.as_str()).unwrap_or("no parent")).collect();
-            p(
-                span,
-                format!(
-                    "{at}: a {kind} cannot have {} as parent (expected {})",
-                    parent_kind.map(|k| format!("a {k}")).unwrap_or("no parent".into()),
-                    expected.join(" or ")
-                ),
-            );
+            let found = parent_kind.map(|k| format!("a {k}")).unwrap_or("no parent".into());
+            p.at(span, format!("{at}: a {kind} cannot have {found} as parent (expected {})", expected.join(" or ")));
         }
     }
+}
 
-    // Users: unique usernames, one credential, roles that exist where they are bound.
+/// Users: unique usernames, one credential, roles that exist where they are bound.
+fn check_users(list: &[RawUser], kinds: &HashMap<String, InstitutionKind>, p: &mut Problems) -> Vec<UserSpec> {
     let mut usernames = HashSet::new();
     let mut users = Vec::new();
-    for (i, u) in raw.users.iter().enumerate() {
+    for (i, u) in list.iter().enumerate() {
         let name = u.username.get_ref();
         let at = format!("users[{i}] `{name}`");
         if let Err(e) = check_username(name) {
-            p(u.username.span(), format!("{at}: {e}"));
+            p.at(u.username.span(), format!("{at}: {e}"));
         }
         if !usernames.insert(name.as_str()) {
-            p(u.username.span(), format!("{at}: duplicate username"));
+            p.at(u.username.span(), format!("{at}: duplicate username"));
         }
-        check_name(&u.display_name, u.username.span(), &format!("{at}: display_name"), &mut p);
-        let credential = match (&u.password, &u.password_hash) {
-            (Some(pw), None) => {
-                if let Err(e) = check_password_strength(pw.get_ref(), name) {
-                    p(pw.span(), format!("{at}: password: {e}"));
-                }
-                Some(Credential::Plain(pw.get_ref().clone()))
-            }
-            (None, Some(h)) => {
-                if !h.get_ref().starts_with("$argon2id$") {
-                    p(h.span(), format!("{at}: password_hash must be an argon2id PHC string"));
-                }
-                Some(Credential::Hash(h.get_ref().clone()))
-            }
-            _ => {
-                p(u.username.span(), format!("{at}: give exactly one of `password` or `password_hash`"));
-                None
-            }
-        };
+        p.check_name(&u.display_name, u.username.span(), &format!("{at}: display_name"));
+        let credential = credential_of(u, &at, p);
         if u.roles.is_empty() {
-            p(u.username.span(), format!("{at}: needs at least one role"));
+            p.at(u.username.span(), format!("{at}: needs at least one role"));
         }
-        let mut roles = Vec::new();
-        for r in &u.roles {
-            let Some(role) = Role::parse(r.role.get_ref()) else {
-                p(
-                    r.role.span(),
-                    format!(
-                        "{at}: unknown role `{}` (expected one of {})",
-                        r.role.get_ref(),
-                        Role::ALL.map(|r| r.as_str()).join(", ")
-                    ),
-                );
-                continue;
-            };
-            match kinds.get(r.institution.get_ref().as_str()) {
-                None => p(r.institution.span(), format!("{at}: unknown institution `{}`", r.institution.get_ref())),
-                Some(kind) if !role.allowed_in(*kind) => {
-                    p(r.role.span(), format!("{at}: role `{}` cannot be held at a {kind}", role.as_str()))
-                }
-                Some(_) => roles.push((r.institution.get_ref().clone(), role)),
-            }
-        }
+        let roles = roles_of(&u.roles, kinds, &at, p);
         if let Some(credential) = credential {
             users.push(UserSpec {
                 username: name.clone(),
@@ -398,74 +350,132 @@ pub fn parse(source: &str, text: &str) -> Result<TenantSpec, LoadError> {
             });
         }
     }
+    users
+}
 
-    let chart = chart_of(&raw.chart_of_accounts, &mut p);
+/// Exactly one of a strong plain password or an argon2id hash.
+fn credential_of(u: &RawUser, at: &str, p: &mut Problems) -> Option<Credential> {
+    match (&u.password, &u.password_hash) {
+        (Some(pw), None) => {
+            if let Err(e) = check_password_strength(pw.get_ref(), u.username.get_ref()) {
+                p.at(pw.span(), format!("{at}: password: {e}"));
+            }
+            Some(Credential::Plain(pw.get_ref().clone()))
+        }
+        (None, Some(h)) => {
+            if !h.get_ref().starts_with("$argon2id$") {
+                p.at(h.span(), format!("{at}: password_hash must be an argon2id PHC string"));
+            }
+            Some(Credential::Hash(h.get_ref().clone()))
+        }
+        _ => {
+            p.at(u.username.span(), format!("{at}: give exactly one of `password` or `password_hash`"));
+            None
+        }
+    }
+}
+
+/// Roles that exist, at institutions that exist and may hold them.
+fn roles_of(list: &[RawRole], kinds: &HashMap<String, InstitutionKind>, at: &str, p: &mut Problems) -> Vec<RoleAt> {
+    let mut roles = Vec::new();
+    for r in list {
+        let Some(role) = Role::parse(r.role.get_ref()) else {
+            let expected = Role::ALL.map(|r| r.as_str()).join(", ");
+            p.at(r.role.span(), format!("{at}: unknown role `{}` (expected one of {expected})", r.role.get_ref()));
+            continue;
+        };
+        match kinds.get(r.institution.get_ref().as_str()) {
+            None => p.at(r.institution.span(), format!("{at}: unknown institution `{}`", r.institution.get_ref())),
+            Some(kind) if !role.allowed_in(*kind) => {
+                p.at(r.role.span(), format!("{at}: role `{}` cannot be held at a {kind}", role.as_str()))
+            }
+            Some(_) => roles.push(RoleAt { institution: r.institution.get_ref().clone(), role }),
+        }
+    }
+    roles
+}
+
+/// The settings the follow-up and accounts contexts read, in their plausible ranges.
+fn check_settings(raw: &RawFile, p: &mut Problems) {
+    let span = raw.tenant.code.span();
     if let Some(days) = raw.settings.get("followups").and_then(|f| f.get("interval_days"))
         && !days.as_integer().is_some_and(|d| (7..=366).contains(&d))
     {
-        p(raw.tenant.code.span(), "[settings.followups]: interval_days is a whole number of days from 7 to 366".into());
+        p.at(span.clone(), "[settings.followups]: interval_days is a whole number of days from 7 to 366".into());
     }
     if let Some(share) = raw.settings.get("accounts").and_then(|a| a.get("referral_fee_share"))
         && !share.as_float().or(share.as_integer().map(|i| i as f64)).is_some_and(|v| (0.0..=1.0).contains(&v))
     {
-        p(raw.tenant.code.span(), "[settings.accounts]: referral_fee_share is a fraction from 0 to 1".into());
+        p.at(span, "[settings.accounts]: referral_fee_share is a fraction from 0 to 1".into());
     }
+}
 
-    let mut drug_codes = HashSet::new();
-    for (i, d) in raw.formulary.iter().enumerate() {
+/// The community formulary; returns the drug codes it defines.
+fn check_formulary(list: &[RawDrug], p: &mut Problems) -> HashSet<String> {
+    let mut codes = HashSet::new();
+    for (i, d) in list.iter().enumerate() {
         let at = format!("formulary[{i}] `{}`", d.code.get_ref());
         if let Err(e) = check_code(d.code.get_ref()) {
-            p(d.code.span(), format!("{at}: {e}"));
+            p.at(d.code.span(), format!("{at}: {e}"));
         }
-        if !drug_codes.insert(d.code.get_ref().clone()) {
-            p(d.code.span(), format!("{at}: duplicate drug code"));
+        if !codes.insert(d.code.get_ref().clone()) {
+            p.at(d.code.span(), format!("{at}: duplicate drug code"));
         }
-        check_name(&d.name, d.code.span(), &format!("{at}: name"), &mut p);
+        p.check_name(&d.name, d.code.span(), &format!("{at}: name"));
         if *d.price_fen.get_ref() <= 0 {
-            p(d.price_fen.span(), format!("{at}: price_fen must be a positive number of fen"));
+            p.at(d.price_fen.span(), format!("{at}: price_fen must be a positive number of fen"));
         }
         if InsuranceCategory::parse(d.insurance.get_ref()).is_none() {
-            p(d.insurance.span(), format!("{at}: insurance must be A (甲), B (乙) or C (丙)"));
+            p.at(d.insurance.span(), format!("{at}: insurance must be A (甲), B (乙) or C (丙)"));
         }
     }
-    let mut fee_codes = HashSet::new();
-    for (i, f) in raw.fee_schedule.iter().enumerate() {
+    codes
+}
+
+fn check_fee_schedule(list: &[RawFee], p: &mut Problems) {
+    let mut codes = HashSet::new();
+    for (i, f) in list.iter().enumerate() {
         let at = format!("fee_schedule[{i}] `{}`", f.code.get_ref());
         if let Err(e) = check_code(f.code.get_ref()) {
-            p(f.code.span(), format!("{at}: {e}"));
+            p.at(f.code.span(), format!("{at}: {e}"));
         }
-        if !fee_codes.insert(f.code.get_ref().clone()) {
-            p(f.code.span(), format!("{at}: duplicate fee code"));
+        if !codes.insert(f.code.get_ref().clone()) {
+            p.at(f.code.span(), format!("{at}: duplicate fee code"));
         }
-        check_name(&f.name, f.code.span(), &format!("{at}: name"), &mut p);
+        p.check_name(&f.name, f.code.span(), &format!("{at}: name"));
         if *f.price_fen.get_ref() < 0 {
-            p(f.price_fen.span(), format!("{at}: price_fen must not be negative"));
+            p.at(f.price_fen.span(), format!("{at}: price_fen must not be negative"));
         }
         if !FEE_CATEGORIES.contains(&f.category.get_ref().as_str()) {
-            p(f.category.span(), format!("{at}: category must be one of {}", FEE_CATEGORIES.join(", ")));
+            p.at(f.category.span(), format!("{at}: category must be one of {}", FEE_CATEGORIES.join(", ")));
         }
         if InsuranceCategory::parse(f.insurance.get_ref()).is_none() {
-            p(f.insurance.span(), format!("{at}: insurance must be A (甲), B (乙) or C (丙)"));
+            p.at(f.insurance.span(), format!("{at}: insurance must be A (甲), B (乙) or C (丙)"));
         }
     }
-    for (i, inst) in raw.institutions.iter().enumerate() {
-        if let Some(list) = &inst.formulary {
-            for code in list.get_ref() {
-                if !drug_codes.contains(code) {
-                    p(
-                        list.span(),
-                        format!("institutions[{i}] `{}`: formulary names unknown drug `{code}`", inst.code.get_ref()),
-                    );
-                }
-            }
+}
+
+/// Each institution's stock list names drugs of the community formulary.
+fn check_stock_lists(list: &[RawInstitution], drug_codes: &HashSet<String>, p: &mut Problems) {
+    for (i, inst) in list.iter().enumerate() {
+        let Some(stocked) = &inst.formulary else { continue };
+        for code in stocked.get_ref().iter().filter(|c| !drug_codes.contains(*c)) {
+            p.at(
+                stocked.span(),
+                format!("institutions[{i}] `{}`: formulary names unknown drug `{code}`", inst.code.get_ref()),
+            );
         }
     }
+}
 
-    if !problems.is_empty() {
-        return Err(LoadError { problems });
-    }
-
-    // Parents first: county hospital and bureau, then townships, then villages.
+/// The validated file as a spec, institutions parents first: county hospital and bureau, then
+/// townships, then villages.
+fn spec_of(
+    raw: RawFile,
+    kinds: &HashMap<String, InstitutionKind>,
+    users: Vec<UserSpec>,
+    chart: crate::accounts::domain::Chart,
+) -> TenantSpec {
     let mut institutions: Vec<InstitutionSpec> = raw
         .institutions
         .into_iter()
@@ -489,46 +499,46 @@ pub fn parse(source: &str, text: &str) -> Result<TenantSpec, LoadError> {
         InstitutionKind::TownshipHealthCentre => 1,
         InstitutionKind::VillageClinic => 2,
     });
-    Ok(TenantSpec {
+    TenantSpec {
         code: raw.tenant.code.into_inner(),
         name: raw.tenant.name,
         name_en: raw.tenant.name_en,
         settings: serde_json::to_value(&raw.settings).unwrap_or(serde_json::Value::Null),
         institutions,
         users,
-        formulary: raw
-            .formulary
-            .into_iter()
-            .map(|d| DrugSpec {
-                insurance: InsuranceCategory::parse(d.insurance.get_ref()).expect("validated"),
-                code: d.code.into_inner(),
-                name: d.name,
-                name_en: d.name_en,
-                form: d.form,
-                strength: d.strength,
-                unit: d.unit,
-                price_fen: d.price_fen.into_inner(),
-                allergen_class: d.allergen_class,
-            })
-            .collect(),
+        formulary: raw.formulary.into_iter().map(drug_of).collect(),
         chart,
-        fee_schedule: raw
-            .fee_schedule
-            .into_iter()
-            .map(|f| FeeSpec {
-                insurance: InsuranceCategory::parse(f.insurance.get_ref()).expect("validated"),
-                code: f.code.into_inner(),
-                name: f.name,
-                name_en: f.name_en,
-                category: f.category.into_inner(),
-                price_fen: f.price_fen.into_inner(),
-            })
-            .collect(),
-    })
+        fee_schedule: raw.fee_schedule.into_iter().map(fee_of).collect(),
+    }
+}
+
+fn drug_of(d: RawDrug) -> DrugSpec {
+    DrugSpec {
+        insurance: InsuranceCategory::parse(d.insurance.get_ref()).expect("validated"),
+        code: d.code.into_inner(),
+        name: d.name,
+        name_en: d.name_en,
+        form: d.form,
+        strength: d.strength,
+        unit: d.unit,
+        price_fen: d.price_fen.into_inner(),
+        allergen_class: d.allergen_class,
+    }
+}
+
+fn fee_of(f: RawFee) -> FeeSpec {
+    FeeSpec {
+        insurance: InsuranceCategory::parse(f.insurance.get_ref()).expect("validated"),
+        code: f.code.into_inner(),
+        name: f.name,
+        name_en: f.name_en,
+        category: f.category.into_inner(),
+        price_fen: f.price_fen.into_inner(),
+    }
 }
 
 /// The chart of a file: each account checked, every posting role held exactly once.
-fn chart_of(raw: &[RawAccount], p: &mut impl FnMut(std::ops::Range<usize>, String)) -> crate::accounts::domain::Chart {
+fn chart_of(raw: &[RawAccount], p: &mut Problems) -> crate::accounts::domain::Chart {
     use crate::accounts::domain::{Account, Chart, Kind, Role};
     if raw.is_empty() {
         return Chart::default();
@@ -540,17 +550,17 @@ fn chart_of(raw: &[RawAccount], p: &mut impl FnMut(std::ops::Range<usize>, Strin
             || a.code.get_ref().len() > 20
             || !a.code.get_ref().chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
         {
-            p(a.code.span(), format!("{at}: an account code is 1-20 letters, digits, '.' or '-'"));
+            p.at(a.code.span(), format!("{at}: an account code is 1-20 letters, digits, '.' or '-'"));
         }
-        check_name(&a.name, a.code.span(), &format!("{at}: name"), p);
+        p.check_name(&a.name, a.code.span(), &format!("{at}: name"));
         let kind = Kind::parse(a.kind.get_ref());
         if kind.is_none() {
-            p(a.kind.span(), format!("{at}: kind must be asset, liability, equity, revenue or expense"));
+            p.at(a.kind.span(), format!("{at}: kind must be asset, liability, equity, revenue or expense"));
         }
         let role = a.role.as_ref().map(|r| (Role::parse(r.get_ref()), r));
         if let Some((None, r)) = &role {
             let all: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
-            p(r.span(), format!("{at}: role must be one of {}", all.join(", ")));
+            p.at(r.span(), format!("{at}: role must be one of {}", all.join(", ")));
         }
         let role = role.and_then(|(r, _)| r);
         accounts.push(Account {
@@ -564,22 +574,9 @@ fn chart_of(raw: &[RawAccount], p: &mut impl FnMut(std::ops::Range<usize>, Strin
     }
     let chart = Chart { accounts };
     if let Err(e) = chart.check() {
-        p(raw[0].code.span(), format!("chart_of_accounts: {e}"));
+        p.at(raw[0].code.span(), format!("chart_of_accounts: {e}"));
     }
     chart
-}
-
-fn check_name(
-    name: &str,
-    span: std::ops::Range<usize>,
-    what: &str,
-    p: &mut impl FnMut(std::ops::Range<usize>, String),
-) {
-    if name.trim().is_empty() {
-        p(span, format!("{what} is empty"));
-    } else if name.chars().count() > MAX_NAME {
-        p(span, format!("{what} is longer than {MAX_NAME} characters"));
-    }
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -623,7 +620,7 @@ roles = [{ institution = "town", role = "township_doctor" }]
     fn good_file_parses_parents_first() {
         let spec = parse("t.toml", GOOD).unwrap();
         assert_eq!(spec.institutions[0].code, "county");
-        assert_eq!(spec.users[0].roles, vec![("town".to_string(), Role::TownshipDoctor)]);
+        assert_eq!(spec.users[0].roles, vec![RoleAt { institution: "town".into(), role: Role::TownshipDoctor }]);
     }
 
     #[test]
