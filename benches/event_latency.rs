@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 
 use cloudhis::platform::SystemScope;
 use cloudhis::platform::config::Config;
+use cloudhis::referrals::domain::{Direction, Status, Urgency};
+use cloudhis::referrals::events::{ReferralChange, Requested};
 use cloudhis::startup::Application;
 use sea_orm::{ConnectionTrait, Database, Statement};
-use serde_json::json;
 use uuid::Uuid;
 
 fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -89,13 +90,28 @@ async fn main() -> anyhow::Result<()> {
     let emit_one = move |state: cloudhis::platform::state::AppState, from: Uuid, to: Uuid| async move {
         let mut tx = state.db.begin(&SystemScope { tenant }).await?;
         let id = Uuid::now_v7();
-        tx.emit(
-            None,
-            "referrals.requested",
-            id,
-            json!({ "referral": id, "from_institution": from, "to_institution": to }),
-        )
-        .await?;
+        let now = chrono::Utc::now();
+        let change = ReferralChange {
+            first_visit_revenue_fen: None,
+            referral: id,
+            person: Uuid::now_v7(),
+            direction: Direction::Up,
+            urgency: Urgency::Routine,
+            from_institution: from,
+            to_institution: Some(to),
+            external: false,
+            parent: None,
+            status: Status::Requested,
+            previous_status: None,
+            created_at: now,
+            requested_at: Some(now),
+            sla_due_at: None,
+            decided_at: None,
+            arrived_at: None,
+            completed_at: None,
+            summary: false,
+        };
+        tx.emit(None, id, &Requested(change)).await?;
         tx.commit().await?;
         anyhow::Ok(())
     };

@@ -12,6 +12,7 @@
 use std::time::{Duration, Instant};
 
 use chrono::{Duration as Days, NaiveDate, Utc};
+use cloudhis::followups::domain::{Classification, Disease, EnrollmentStatus};
 use cloudhis::followups::entity::{enrollment, followup_visit};
 use cloudhis::platform::SystemScope;
 use cloudhis::platform::config::Config;
@@ -73,7 +74,11 @@ fn enrollment_row(
             smoking_per_day: Set(None),
             salt: Set(Some("moderate".into())),
             exercise_minutes_per_week: Set(Some(120)),
-            classification: Set(if s < 140 && d < 90 { "controlled" } else { "uncontrolled" }.into()),
+            classification: Set(if s < 140 && d < 90 {
+                Classification::Controlled
+            } else {
+                Classification::Uncontrolled
+            }),
             danger: Set(false),
             danger_reasons: Set(json!([])),
             next_on: Set(day + Days::days(90)),
@@ -93,7 +98,7 @@ fn enrollment_row(
         tenant_id: Set(tenant),
         id: Set(id),
         person_id: Set(person),
-        disease: Set(if rng.random_range(0..100) < 75 { "hypertension" } else { "diabetes" }.into()),
+        disease: Set(if rng.random_range(0..100) < 75 { Disease::Hypertension } else { Disease::Diabetes }),
         diagnosis_code: Set(None),
         diagnosed_on: Set(enrolled_on - Days::days(30)),
         institution_id: Set(institution),
@@ -104,12 +109,12 @@ fn enrollment_row(
         next_due: Set(next_due),
         visits: Set(visits_n),
         last_visit_on: Set(last),
-        last_classification: Set(last.map(|_| "controlled".to_string())),
+        last_classification: Set(last.map(|_| Classification::Controlled)),
         uncontrolled_streak: Set(0),
         flag: Set(None),
         flagged_at: Set(None),
         referral_id: Set(None),
-        status: Set("active".into()),
+        status: Set(EnrollmentStatus::Active),
         closed_on: Set(None),
         close_reason: Set(None),
         created_at: Set(now),

@@ -106,6 +106,19 @@ pub async fn connect(config: Config) -> anyhow::Result<AppState> {
     Ok(state)
 }
 
+/// Every event type the application publishes, with the context that publishes it.
+pub fn event_types() -> Vec<(&'static str, &'static str)> {
+    let by_context: [(&str, &[&str]); 6] = [
+        ("patients", crate::patients::events::TYPES),
+        ("clinical", crate::clinical::events::TYPES),
+        ("pharmacy", crate::pharmacy::events::TYPES),
+        ("billing", crate::billing::events::TYPES),
+        ("referrals", crate::referrals::events::TYPES),
+        ("followups", crate::followups::events::TYPES),
+    ];
+    by_context.into_iter().flat_map(|(context, types)| types.iter().map(move |t| (context, *t))).collect()
+}
+
 /// Every event consumer of the application.
 pub fn handlers() -> Vec<std::sync::Arc<dyn crate::platform::consumers::Handler>> {
     vec![

@@ -19,8 +19,10 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use uuid::Uuid;
 
+use crate::billing::events::{ChargePosted, PaymentReceived, RefundIssued};
+use crate::pharmacy::events::{Dispensed, Transferred};
 use crate::platform::clock::china;
-use crate::platform::events::Envelope;
+use crate::platform::events::{Envelope, Event};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -250,128 +252,105 @@ fn cr(account: &str, fen: i64) -> Line {
 #[error("event {0} cannot be posted: {1}")]
 pub struct PostError(pub String, pub String);
 
-fn field<T: serde::de::DeserializeOwned>(e: &Envelope, key: &str) -> Result<T, PostError> {
-    serde_json::from_value(e.payload[key].clone())
-        .map_err(|_| PostError(e.event_type.clone(), format!("payload field `{key}` is missing or malformed")))
-}
-
-#[derive(Deserialize)]
-struct ChargeLine {
-    charge: Uuid,
-    kind: String,
-    amount_fen: i64,
-    insurance_fen: i64,
-    self_pay_fen: i64,
+fn decode<E: Event>(e: &Envelope) -> Result<E, PostError> {
+    e.decode::<E>().map_err(|err| PostError(e.event_type.clone(), err.to_string()))
 }
 
 fn money_account(chart: &Chart, method: &str) -> String {
     chart.code(if method == "cash" { Role::Cash } else { Role::Bank }).to_string()
 }
 
+/// The event types the ledger posts (with `referrals.completed` for fee sharing).
+pub const POSTED: [&str; 5] =
+    [ChargePosted::TYPE, PaymentReceived::TYPE, RefundIssued::TYPE, Dispensed::TYPE, Transferred::TYPE];
+
 /// The entries an event makes (none for events the ledger does not follow). Referral fee
 /// sharing needs the first visit's revenue, which the caller looks up: see [`fee_share`].
 pub fn post(chart: &Chart, e: &Envelope) -> Result<Vec<Draft>, PostError> {
-    let entry = |institution: Uuid, description, lines: Vec<Line>| Draft {
-        institution,
-        counterparty: None,
-        person: None,
-        source: None,
-        description,
-        lines,
-    };
     let drafts = match e.event_type.as_str() {
-        "billing.charge_posted" => {
-            let charges: Vec<ChargeLine> = field(e, "charges")?;
-            let (ins, own): (i64, i64) =
-                (charges.iter().map(|c| c.insurance_fen).sum(), charges.iter().map(|c| c.self_pay_fen).sum());
-            let mut lines = Vec::new();
-            if ins > 0 {
-                lines.push(dr(chart.code(Role::InsuranceReceivable), ins));
-            }
-            if own > 0 {
-                lines.push(dr(chart.code(Role::PatientReceivable), own));
-            }
-            for c in &charges {
-                if c.insurance_fen + c.self_pay_fen != c.amount_fen {
-                    return Err(PostError(
-                        e.event_type.clone(),
-                        "a charge's shares do not add up to its amount".into(),
-                    ));
-                }
-                let role = if c.kind == "drug" { Role::DrugRevenue } else { Role::OutpatientRevenue };
-                lines.push(Line { source: Some(c.charge), ..cr(chart.code(role), c.amount_fen) });
-            }
-            let mut d = entry(field(e, "institution")?, "门诊收费 / outpatient charges", lines);
-            d.person = field(e, "person").ok();
-            d.source = field(e, "bill").ok();
-            vec![d]
+        ChargePosted::TYPE => vec![charge_entry(chart, decode(e)?).map_err(|m| PostError(e.event_type.clone(), m))?],
+        PaymentReceived::TYPE => {
+            let ev: PaymentReceived = decode(e)?;
+            let lines = vec![
+                dr(&money_account(chart, &ev.method), ev.amount_fen),
+                cr(chart.code(Role::PatientReceivable), ev.amount_fen),
+            ];
+            vec![Draft {
+                person: Some(ev.person),
+                source: Some(ev.payment),
+                ..entry(ev.institution, "收款 / payment", lines)
+            }]
         }
-        "billing.payment_received" => {
-            let amount: i64 = field(e, "amount_fen")?;
-            let method: String = field(e, "method")?;
-            let mut d = entry(
-                field(e, "institution")?,
-                "收款 / payment",
-                vec![dr(&money_account(chart, &method), amount), cr(chart.code(Role::PatientReceivable), amount)],
-            );
-            d.person = field(e, "person").ok();
-            d.source = field(e, "payment").ok();
-            vec![d]
+        RefundIssued::TYPE => {
+            let ev: RefundIssued = decode(e)?;
+            let lines = vec![
+                dr(chart.code(Role::Refunds), ev.amount_fen),
+                cr(&money_account(chart, &ev.method), ev.amount_fen),
+            ];
+            vec![Draft {
+                person: Some(ev.person),
+                source: Some(ev.refund),
+                ..entry(ev.institution, "退费 / refund", lines)
+            }]
         }
-        "billing.refund_issued" => {
-            let amount: i64 = field(e, "amount_fen")?;
-            let method: String = field(e, "method")?;
-            let mut d = entry(
-                field(e, "institution")?,
-                "退费 / refund",
-                vec![dr(chart.code(Role::Refunds), amount), cr(&money_account(chart, &method), amount)],
-            );
-            d.person = field(e, "person").ok();
-            d.source = field(e, "refund").ok();
-            vec![d]
+        Dispensed::TYPE => {
+            let ev: Dispensed = decode(e)?;
+            let lines =
+                vec![dr(chart.code(Role::DrugCost), ev.value_fen), cr(chart.code(Role::DrugInventory), ev.value_fen)];
+            let d = entry(ev.institution, "发药成本 / drugs dispensed", lines);
+            vec![Draft { person: Some(ev.person), source: Some(ev.prescription), ..d }]
         }
-        "pharmacy.dispensed" => {
-            let value: i64 = field(e, "value_fen")?;
-            let mut d = entry(
-                field(e, "institution")?,
-                "发药成本 / drugs dispensed",
-                vec![dr(chart.code(Role::DrugCost), value), cr(chart.code(Role::DrugInventory), value)],
-            );
-            d.person = field(e, "person").ok();
-            d.source = field(e, "prescription").ok();
-            vec![d]
-        }
-        "pharmacy.transferred" => {
-            let value: i64 = field(e, "value_fen")?;
-            let (from, to): (Uuid, Uuid) = (field(e, "from_institution")?, field(e, "to_institution")?);
-            let transfer: Option<Uuid> = field(e, "transfer").ok();
-            vec![
-                Draft {
-                    counterparty: Some(to),
-                    source: transfer,
-                    ..entry(
-                        from,
-                        "药品调拨出库 / drugs transferred out",
-                        vec![
-                            dr(chart.code(Role::InternalReceivable), value),
-                            cr(chart.code(Role::DrugInventory), value),
-                        ],
-                    )
-                },
-                Draft {
-                    counterparty: Some(from),
-                    source: transfer,
-                    ..entry(
-                        to,
-                        "药品调拨入库 / drugs transferred in",
-                        vec![dr(chart.code(Role::DrugInventory), value), cr(chart.code(Role::InternalPayable), value)],
-                    )
-                },
-            ]
-        }
+        Transferred::TYPE => transfer_entries(chart, decode(e)?),
         _ => Vec::new(),
     };
     Ok(drafts.into_iter().filter(|d| d.lines.iter().any(|l| l.debit > 0 || l.credit > 0)).collect())
+}
+
+/// An entry of one institution with no counterparty, person or source document yet.
+fn entry(institution: Uuid, description: &'static str, lines: Vec<Line>) -> Draft {
+    Draft { institution, counterparty: None, person: None, source: None, description, lines }
+}
+
+/// Charges: receivables (insured and self-paid shares) against drug or outpatient revenue.
+fn charge_entry(chart: &Chart, ev: ChargePosted) -> Result<Draft, String> {
+    let (ins, own): (i64, i64) =
+        (ev.charges.iter().map(|c| c.insurance_fen).sum(), ev.charges.iter().map(|c| c.self_pay_fen).sum());
+    let mut lines = Vec::new();
+    if ins > 0 {
+        lines.push(dr(chart.code(Role::InsuranceReceivable), ins));
+    }
+    if own > 0 {
+        lines.push(dr(chart.code(Role::PatientReceivable), own));
+    }
+    for c in &ev.charges {
+        if c.insurance_fen + c.self_pay_fen != c.amount_fen {
+            return Err("a charge's shares do not add up to its amount".into());
+        }
+        let role = if c.kind == "drug" { Role::DrugRevenue } else { Role::OutpatientRevenue };
+        lines.push(Line { source: Some(c.charge), ..cr(chart.code(role), c.amount_fen) });
+    }
+    let d = entry(ev.institution, "门诊收费 / outpatient charges", lines);
+    Ok(Draft { person: Some(ev.person), source: Some(ev.bill), ..d })
+}
+
+/// A transfer between members: out of one pharmacy against an internal receivable, into the
+/// other against an internal payable, each naming the other as counterparty.
+fn transfer_entries(chart: &Chart, ev: Transferred) -> Vec<Draft> {
+    let (from, to, value) = (ev.from_institution, ev.to_institution, ev.value_fen);
+    let out = vec![dr(chart.code(Role::InternalReceivable), value), cr(chart.code(Role::DrugInventory), value)];
+    let into = vec![dr(chart.code(Role::DrugInventory), value), cr(chart.code(Role::InternalPayable), value)];
+    vec![
+        Draft {
+            counterparty: Some(to),
+            source: Some(ev.transfer),
+            ..entry(from, "药品调拨出库 / drugs transferred out", out)
+        },
+        Draft {
+            counterparty: Some(from),
+            source: Some(ev.transfer),
+            ..entry(to, "药品调拨入库 / drugs transferred in", into)
+        },
+    ]
 }
 
 /// Referral fee sharing: the receiver pays the referrer `share_fen` of the first visit's revenue.
@@ -473,9 +452,15 @@ mod tests {
     fn a_charge_whose_shares_do_not_add_up_is_refused() {
         let e = env(
             "billing.charge_posted",
-            json!({"institution": Uuid::nil(), "charges": [
-            {"charge": Uuid::nil(), "kind": "fee", "amount_fen": 100, "insurance_fen": 50, "self_pay_fen": 60}]}),
+            json!({"bill": Uuid::nil(), "encounter": Uuid::nil(), "institution": Uuid::nil(), "person": Uuid::nil(),
+                   "posted_at": Utc::now(), "total_fen": 100, "insurance_fen": 50, "self_pay_fen": 60, "drug_fen": 0,
+                   "charges": [{"charge": Uuid::nil(), "kind": "fee", "item_code": "X", "quantity": 1,
+                                "amount_fen": 100, "insurance_category": "A", "insurance_fen": 50, "self_pay_fen": 60}]}),
         );
-        assert!(post(&Chart::default(), &e).is_err());
+        let err = post(&Chart::default(), &e).unwrap_err();
+        assert!(err.1.contains("do not add up"), "{err}");
+        let partial = env("billing.charge_posted", json!({"institution": Uuid::nil(), "charges": []}));
+        let err = post(&Chart::default(), &partial).unwrap_err();
+        assert!(err.1.contains("unreadable"), "a payload missing fields is refused, never read as zero: {err}");
     }
 }

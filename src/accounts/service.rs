@@ -10,16 +10,18 @@ use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrde
 use uuid::Uuid;
 
 use super::domain::{
-    Account, Chart, Draft, Kind, Role, fee_share, next_period, period_of, post, share_of, valid_period,
+    Account, Chart, Draft, Kind, POSTED, Role, fee_share, next_period, period_of, post, share_of, valid_period,
 };
 use super::entity::{journal_entry, journal_line, ledger_account, ledger_period};
 use crate::identity::ctx::{Perm, RequestCtx};
 use crate::platform::audit::Purpose;
 use crate::platform::clock::china_day;
 use crate::platform::consumers::Handler;
-use crate::platform::events::Envelope;
+use crate::platform::events::{Envelope, Event};
 use crate::platform::state::AppState;
 use crate::platform::{AppError, AppResult, Db, SystemScope, Tx};
+use crate::referrals::domain::Direction;
+use crate::referrals::events::{Completed, ReferralChange};
 use crate::tenancy::domain::ApplyReport;
 
 /// The tenant's chart: the accounts table, or the default until a tenant file sets one.
@@ -163,27 +165,48 @@ async fn write(tx: &Tx, event: &Envelope, drafts: Vec<Draft>) -> AppResult<()> {
     Ok(())
 }
 
-/// What a `referrals.completed` event says fee sharing needs: receiver, referrer, person and
-/// the acceptance time. None when nothing is shared (not an up referral, or never accepted).
-pub fn referral_terms(e: &Envelope) -> Option<(Uuid, Uuid, Uuid, DateTime<Utc>)> {
-    let p = &e.payload;
-    if p["direction"] != "up" {
+/// Who shares what when an up-referral completes: the receiver pays the referrer part of what the
+/// referred person's first visit earned it.
+pub struct FeeShareTerms {
+    pub receiver: Uuid,
+    pub referrer: Uuid,
+    pub person: Uuid,
+    /// When the receiver accepted: the first visit is the first bill after it.
+    pub since: DateTime<Utc>,
+}
+
+/// What a completed referral says fee sharing needs. None when nothing is shared (not an up
+/// referral, or never accepted).
+pub fn referral_terms(c: &ReferralChange) -> Option<FeeShareTerms> {
+    if c.direction != Direction::Up {
         return None;
     }
-    let id = |k: &str| p[k].as_str().and_then(|s| s.parse::<Uuid>().ok());
-    let since = p["decided_at"].as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok())?;
-    Some((id("to_institution")?, id("from_institution")?, id("person")?, since.with_timezone(&Utc)))
+    Some(FeeShareTerms {
+        receiver: c.to_institution?,
+        referrer: c.from_institution,
+        person: c.person,
+        since: c.decided_at?,
+    })
 }
 
 /// The entries one event makes, given the tenant's chart and fee share (basis points): the one
 /// rule the ledger posts by and a replay rebuilds by. Fee sharing shares the receiver's revenue
 /// from the referred person's first visit, which the `referrals.completed` event carries.
 pub fn drafts_of(chart: &Chart, share_bp: i64, event: &Envelope) -> AppResult<Vec<Draft>> {
-    if event.event_type != "referrals.completed" {
-        return post(chart, event).map_err(|e| AppError::internal(anyhow::anyhow!(e)));
+    if event.event_type != Completed::TYPE {
+        return post(chart, event).map_err(|e| {
+            if e.1.contains("unreadable") {
+                AppError::unprocessable(crate::platform::events::UNREADABLE, e.to_string())
+            } else {
+                AppError::internal(anyhow::anyhow!(e))
+            }
+        });
     }
-    let Some((receiver, referrer, person, _)) = referral_terms(event) else { return Ok(Vec::new()) };
-    let revenue = event.payload["first_visit_revenue_fen"].as_i64().unwrap_or(0);
+    let change = event.decode::<Completed>()?.0;
+    let Some(FeeShareTerms { receiver, referrer, person, .. }) = referral_terms(&change) else {
+        return Ok(Vec::new());
+    };
+    let revenue = change.first_visit_revenue_fen.unwrap_or(0);
     if share_bp == 0 || revenue == 0 {
         return Ok(Vec::new());
     }
@@ -201,8 +224,10 @@ impl Handler for Ledger {
         "ledger"
     }
 
-    fn events(&self) -> &'static [&'static str] {
-        &["billing.*", "pharmacy.dispensed", "pharmacy.transferred", "referrals.completed"]
+    fn events(&self) -> Vec<&'static str> {
+        let mut types = POSTED.to_vec();
+        types.push(Completed::TYPE);
+        types
     }
 
     async fn handle(&self, tx: &mut Tx, event: &Envelope) -> AppResult<()> {
@@ -217,9 +242,7 @@ impl Handler for Ledger {
         let chart = chart(tx).await?;
         // Only fee sharing needs the tenant's settings; other events skip the read.
         let share = match event.event_type.as_str() {
-            "referrals.completed" => {
-                fee_share_bp(&crate::tenancy::service::get_tenant(&**tx, tx.tenant()).await?.settings)
-            }
+            Completed::TYPE => fee_share_bp(&crate::tenancy::service::get_tenant(&**tx, tx.tenant()).await?.settings),
             _ => 0,
         };
         let drafts = drafts_of(&chart, share, event)?;
@@ -866,11 +889,7 @@ pub async fn verify_replay(db: &Db, tenant: Uuid) -> AppResult<Vec<ReplayDiff>> 
         vec![tenant.into()],
     )
     .await?;
-    let events = crate::platform::events::published(
-        &tx,
-        &["billing.", "pharmacy.dispensed", "pharmacy.transferred", "referrals.completed"],
-    )
-    .await?;
+    let events = crate::platform::events::published(&tx, &Ledger.events()).await?;
     tx.rollback().await?;
     type Key = (Uuid, String, String);
     let stored: HashMap<Key, i64> =

@@ -4,4 +4,5 @@
 pub mod api;
 pub mod domain;
 pub(crate) mod entity;
+pub mod events;
 pub mod service;

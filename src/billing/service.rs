@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use super::domain::{FeeSpec, InsuranceCategory, Reimbursement};
 use super::entity::{bill, charge, fee_item, payment, refund};
+use super::events;
 use crate::identity::ctx::{Perm, RequestCtx};
 use crate::platform::audit::Purpose;
 use crate::platform::state::AppState;
@@ -294,22 +295,31 @@ pub async fn charge(state: &AppState, ctx: &RequestCtx, encounter_id: Uuid, fees
     am.status = Set(status_of(new_total, new_self, b.paid_fen, b.refunded_fen).into());
     am.updated_at = Set(now);
     let b = am.update(&*tx).await?;
-    tx.emit(
-        Some(ctx.user),
-        "billing.charge_posted",
-        b.id,
-        json!({
-            "bill": b.id, "encounter": encounter_id, "institution": ctx.institution, "person": enc.person_id,
-            "posted_at": now, "total_fen": total, "insurance_fen": insurance, "self_pay_fen": total - insurance,
-            "drug_fen": posted.iter().filter(|c| c.kind == "drug").map(|c| c.amount_fen).sum::<i64>(),
-            "charges": posted.iter().map(|c| json!({
-                "charge": c.id, "kind": c.kind, "item_code": c.item_code, "quantity": c.quantity,
-                "amount_fen": c.amount_fen, "insurance_category": c.insurance_category,
-                "insurance_fen": c.insurance_fen, "self_pay_fen": c.self_pay_fen,
-            })).collect::<Vec<_>>(),
-        }),
-    )
-    .await?;
+    let event = events::ChargePosted {
+        bill: b.id,
+        encounter: encounter_id,
+        institution: ctx.institution,
+        person: enc.person_id,
+        posted_at: now,
+        total_fen: total,
+        insurance_fen: insurance,
+        self_pay_fen: total - insurance,
+        drug_fen: posted.iter().filter(|c| c.kind == "drug").map(|c| c.amount_fen).sum::<i64>(),
+        charges: posted
+            .iter()
+            .map(|c| events::PostedCharge {
+                charge: c.id,
+                kind: c.kind.clone(),
+                item_code: c.item_code.clone(),
+                quantity: c.quantity,
+                amount_fen: c.amount_fen,
+                insurance_category: c.insurance_category.clone(),
+                insurance_fen: c.insurance_fen,
+                self_pay_fen: c.self_pay_fen,
+            })
+            .collect(),
+    };
+    tx.emit(Some(ctx.user), b.id, &event).await?;
     tx.audit(ctx.audit("billing.charge", "bill", Purpose::Treatment).resource(b.id).subject(enc.person_id));
     let view = load(&tx, b).await?;
     tx.commit().await?;
@@ -410,16 +420,19 @@ pub async fn pay(
     am.status = Set(status_of(b.total_fen, b.self_pay_fen, b.paid_fen + amount_fen, b.refunded_fen).into());
     am.updated_at = Set(now);
     am.update(&*tx).await?;
-    tx.emit(
-        Some(ctx.user),
-        "billing.payment_received",
-        bill_id,
-        json!({ "payment": p.id, "bill": bill_id, "encounter": b.encounter_id, "institution": ctx.institution,
-                "person": b.person_id,
-                "amount_fen": amount_fen, "method": method, "receipt_no": p.receipt_no,
-                "bill_insurance_fen": b.insurance_fen, "settled": owed == amount_fen }),
-    )
-    .await?;
+    let event = events::PaymentReceived {
+        payment: p.id,
+        bill: bill_id,
+        encounter: b.encounter_id,
+        institution: ctx.institution,
+        person: b.person_id,
+        amount_fen,
+        method: method.to_string(),
+        receipt_no: p.receipt_no.clone(),
+        bill_insurance_fen: b.insurance_fen,
+        settled: owed == amount_fen,
+    };
+    tx.emit(Some(ctx.user), bill_id, &event).await?;
     tx.audit(ctx.audit("billing.pay", "payment", Purpose::Treatment).resource(p.id).subject(b.person_id));
     tx.commit().await?;
     Ok(p)
@@ -487,14 +500,17 @@ pub async fn refund(
     am.status = Set(status_of(b.total_fen, b.self_pay_fen, b.paid_fen, b.refunded_fen + amount_fen).into());
     am.updated_at = Set(now);
     am.update(&*tx).await?;
-    tx.emit(
-        Some(ctx.user),
-        "billing.refund_issued",
-        b.id,
-        json!({ "refund": r.id, "payment": payment_id, "bill": b.id, "institution": ctx.institution, "person": b.person_id,
-                "amount_fen": amount_fen, "method": p.method, "receipt_no": r.receipt_no }),
-    )
-    .await?;
+    let event = events::RefundIssued {
+        refund: r.id,
+        payment: payment_id,
+        bill: b.id,
+        institution: ctx.institution,
+        person: b.person_id,
+        amount_fen,
+        method: p.method.clone(),
+        receipt_no: r.receipt_no.clone(),
+    };
+    tx.emit(Some(ctx.user), b.id, &event).await?;
     tx.audit(ctx.audit("billing.refund", "refund", Purpose::Treatment).resource(r.id).subject(b.person_id));
     tx.commit().await?;
     Ok(r)

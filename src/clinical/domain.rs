@@ -4,25 +4,19 @@
 
 use crate::platform::AppError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EncounterKind {
-    Outpatient,
-    Emergency,
+crate::string_enum! {
+    /// What kind of visit an encounter is.
+    pub enum EncounterKind {
+        Outpatient = "outpatient",
+        Emergency = "emergency",
+    }
 }
 
-impl EncounterKind {
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "outpatient" => Some(Self::Outpatient),
-            "emergency" => Some(Self::Emergency),
-            _ => None,
-        }
-    }
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Outpatient => "outpatient",
-            Self::Emergency => "emergency",
-        }
+crate::string_enum! {
+    /// Open while the visit is recorded; closed (and immutable, corrected by addenda) after.
+    pub enum EncounterStatus {
+        Open = "open",
+        Closed = "closed",
     }
 }
 

@@ -4,5 +4,6 @@
 pub mod api;
 pub mod domain;
 pub(crate) mod entity;
+pub mod events;
 pub mod icd10;
 pub mod service;

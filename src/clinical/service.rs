@@ -12,16 +12,13 @@ use sea_orm::{
 use serde_json::json;
 use uuid::Uuid;
 
-use super::domain::{EncounterKind, Vitals};
+use super::domain::{EncounterKind, EncounterStatus, Vitals};
 use super::entity::{addendum, allergy, break_glass, diagnosis, encounter, vital_sign};
 use super::icd10;
 use crate::identity::ctx::{Perm, RequestCtx};
 use crate::platform::audit::{Outcome, Purpose};
 use crate::platform::state::AppState;
 use crate::platform::{AppError, AppResult, Tx};
-
-pub const OPEN: &str = "open";
-pub const CLOSED: &str = "closed";
 
 /// An encounter of the caller's institution; 404 for anyone else's.
 pub async fn own_encounter(tx: &Tx, ctx: &RequestCtx, id: Uuid) -> AppResult<encounter::Model> {
@@ -44,7 +41,7 @@ pub async fn open_encounter(tx: &Tx, ctx: &RequestCtx, id: Uuid) -> AppResult<en
         .await?
         .filter(|e| e.institution_id == ctx.institution)
         .ok_or_else(|| AppError::not_found("encounter_not_found", "no such encounter at your institution"))?;
-    if e.status != OPEN {
+    if e.status != EncounterStatus::Open {
         return Err(AppError::conflict("encounter_closed", "the encounter is closed; add an addendum instead"));
     }
     Ok(e)
@@ -94,8 +91,8 @@ pub async fn open(state: &AppState, ctx: &RequestCtx, input: OpenInput) -> AppRe
         person_id: Set(input.person_id),
         department_id: Set(input.department_id),
         clinician_id: Set(ctx.user),
-        kind: Set(input.kind.as_str().into()),
-        status: Set(OPEN.into()),
+        kind: Set(input.kind),
+        status: Set(EncounterStatus::Open),
         chief_complaint: Set(input.chief_complaint),
         notes: Set(None),
         opened_at: Set(now),
@@ -224,22 +221,25 @@ pub async fn close(state: &AppState, ctx: &RequestCtx, id: Uuid) -> AppResult<en
     }
     let now = Utc::now();
     let mut am = e.clone().into_active_model();
-    am.status = Set(CLOSED.into());
+    am.status = Set(EncounterStatus::Closed);
     am.closed_at = Set(Some(now));
     am.closed_by = Set(Some(ctx.user));
     let e = am.update(&*tx).await?;
-    tx.emit(
-        Some(ctx.user),
-        "clinical.encounter_closed",
-        id,
-        json!({
-            "encounter": id, "institution": e.institution_id, "person": e.person_id, "kind": e.kind,
-            "department": e.department_id, "clinician": e.clinician_id,
-            "opened_at": e.opened_at, "closed_at": now,
-            "diagnoses": diagnoses.iter().map(|d| json!({"code": d.code, "primary": d.is_primary})).collect::<Vec<_>>(),
-        }),
-    )
-    .await?;
+    let event = super::events::EncounterClosed {
+        encounter: id,
+        institution: e.institution_id,
+        person: e.person_id,
+        kind: e.kind,
+        department: e.department_id,
+        clinician: e.clinician_id,
+        opened_at: e.opened_at,
+        closed_at: now,
+        diagnoses: diagnoses
+            .iter()
+            .map(|d| super::events::ClosedDiagnosis { code: d.code.clone(), primary: d.is_primary })
+            .collect(),
+    };
+    tx.emit(Some(ctx.user), id, &event).await?;
     tx.audit(ctx.audit("encounter.close", "encounter", Purpose::Treatment).resource(id).subject(e.person_id));
     tx.commit().await?;
     Ok(e)
@@ -566,11 +566,12 @@ pub async fn referral_findings(
 /// rebuild their visit counts from.
 pub async fn stat_visits(tx: &Tx) -> AppResult<Vec<crate::platform::db::DailyCount>> {
     let day = crate::platform::db::china_date_sql(tx.get_database_backend(), "opened_at");
+    let closed = EncounterStatus::Closed;
     crate::platform::db::daily_counts(
         tx,
         &format!(
             "SELECT {day} AS day, institution_id, kind AS dim, CAST(COUNT(*) AS BIGINT) AS value
-               FROM encounters WHERE tenant_id = ? AND status = '{CLOSED}' GROUP BY 1, 2, 3"
+               FROM encounters WHERE tenant_id = ? AND status = '{closed}' GROUP BY 1, 2, 3"
         ),
     )
     .await

@@ -6,26 +6,15 @@
 
 use chrono::{Datelike, Duration, NaiveDate};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Disease {
-    Hypertension,
-    Diabetes,
+crate::string_enum! {
+    /// The chronic diseases with a registry.
+    pub enum Disease {
+        Hypertension = "hypertension",
+        Diabetes = "diabetes",
+    }
 }
 
 impl Disease {
-    pub const ALL: [Disease; 2] = [Self::Hypertension, Self::Diabetes];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Hypertension => "hypertension",
-            Self::Diabetes => "diabetes",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|d| d.as_str() == s)
-    }
-
     pub fn label_zh(self) -> &'static str {
         match self {
             Self::Hypertension => "高血压",
@@ -46,31 +35,25 @@ impl Disease {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Classification {
-    Controlled,
-    Uncontrolled,
-    AdverseReaction,
-    Complication,
+crate::string_enum! {
+    /// An enrollment in a registry: active until closed (moved, died, misdiagnosed, other).
+    pub enum EnrollmentStatus {
+        Active = "active",
+        Closed = "closed",
+    }
+}
+
+crate::string_enum! {
+    /// How a follow-up classifies the patient (the national guide's four classes).
+    pub enum Classification {
+        Controlled = "controlled",
+        Uncontrolled = "uncontrolled",
+        AdverseReaction = "adverse_reaction",
+        Complication = "complication",
+    }
 }
 
 impl Classification {
-    pub const ALL: [Classification; 4] =
-        [Self::Controlled, Self::Uncontrolled, Self::AdverseReaction, Self::Complication];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Controlled => "controlled",
-            Self::Uncontrolled => "uncontrolled",
-            Self::AdverseReaction => "adverse_reaction",
-            Self::Complication => "complication",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|c| c.as_str() == s)
-    }
-
     pub fn label_zh(self) -> &'static str {
         match self {
             Self::Controlled => "控制满意",
@@ -175,26 +158,19 @@ pub fn kpi_controlled(disease: Disease, m: &Measures) -> bool {
     measured_control(disease, m, None) == Classification::Controlled
 }
 
-/// Why a referral up is proposed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flag {
-    /// A danger value at this follow-up: urgent.
-    Danger,
-    /// Uncontrolled at two consecutive follow-ups.
-    UncontrolledTwice,
-    /// A new or worsening complication.
-    Complication,
+crate::string_enum! {
+    /// Why a referral up is proposed.
+    pub enum Flag {
+        /// A danger value at this follow-up: urgent.
+        Danger = "danger",
+        /// Uncontrolled at two consecutive follow-ups.
+        UncontrolledTwice = "uncontrolled_twice",
+        /// A new or worsening complication.
+        Complication = "complication",
+    }
 }
 
 impl Flag {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Danger => "danger",
-            Self::UncontrolledTwice => "uncontrolled_twice",
-            Self::Complication => "complication",
-        }
-    }
-
     pub fn urgent(self) -> bool {
         self == Self::Danger
     }

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use chrono::{DateTime, Duration, NaiveDate, Utc};
+use chrono::{Duration, NaiveDate, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
     QuerySelect, Set,
@@ -17,20 +17,18 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::domain::{
-    Category, Classification, Disease, Flag, Measures, YearStatus, category, check, danger, default_next, flag,
-    kpi_controlled, measured_control, next_streak, week_end, year_status,
+    Category, Classification, Disease, EnrollmentStatus, Flag, Measures, YearStatus, category, check, danger,
+    default_next, flag, kpi_controlled, measured_control, next_streak, week_end, year_status,
 };
 use super::entity::{enrollment, enrollment_suggestion, followup_visit};
+use crate::clinical::events::EncounterClosed;
 use crate::identity::ctx::{Perm, RequestCtx};
 use crate::patients::service::Contact;
 use crate::platform::audit::Purpose;
 use crate::platform::consumers::Handler;
-use crate::platform::events::Envelope;
+use crate::platform::events::{Envelope, Event};
 use crate::platform::state::AppState;
 use crate::platform::{AppError, AppResult, Tx};
-
-pub const ACTIVE: &str = "active";
-pub const CLOSED: &str = "closed";
 
 /// Today in China (dates of visits and plans are China dates), by the application's clock.
 pub fn today(state: &AppState) -> NaiveDate {
@@ -116,7 +114,7 @@ pub async fn enroll(state: &AppState, ctx: &RequestCtx, input: EnrollInput) -> A
         .filter(enrollment::Column::TenantId.eq(ctx.tenant))
         .filter(enrollment::Column::PersonId.eq(input.person_id))
         .filter(enrollment::Column::Disease.eq(input.disease.as_str()))
-        .filter(enrollment::Column::Status.eq(ACTIVE))
+        .filter(enrollment::Column::Status.eq(EnrollmentStatus::Active))
         .one(&*tx)
         .await?;
     if let Some(e) = existing {
@@ -140,7 +138,7 @@ pub async fn enroll(state: &AppState, ctx: &RequestCtx, input: EnrollInput) -> A
         tenant_id: Set(ctx.tenant),
         id: Set(Uuid::now_v7()),
         person_id: Set(input.person_id),
-        disease: Set(input.disease.as_str().into()),
+        disease: Set(input.disease),
         diagnosis_code: Set(code),
         diagnosed_on: Set(input.diagnosed_on),
         institution_id: Set(ctx.institution),
@@ -156,7 +154,7 @@ pub async fn enroll(state: &AppState, ctx: &RequestCtx, input: EnrollInput) -> A
         flag: Set(None),
         flagged_at: Set(None),
         referral_id: Set(None),
-        status: Set(ACTIVE.into()),
+        status: Set(EnrollmentStatus::Active),
         closed_on: Set(None),
         close_reason: Set(None),
         created_at: Set(now),
@@ -174,17 +172,17 @@ pub async fn enroll(state: &AppState, ctx: &RequestCtx, input: EnrollInput) -> A
         .filter(enrollment_suggestion::Column::Status.eq("open"))
         .exec(&*tx)
         .await?;
-    tx.emit(
-        Some(ctx.user),
-        "followups.enrolled",
-        row.id,
-        json!({
-            "enrollment": row.id, "person": row.person_id, "institution": row.institution_id,
-            "doctor": row.doctor_id, "disease": row.disease, "diagnosed_on": row.diagnosed_on,
-            "enrolled_on": row.enrolled_on, "next_due": row.next_due,
-        }),
-    )
-    .await?;
+    let event = super::events::Enrolled {
+        enrollment: row.id,
+        person: row.person_id,
+        institution: row.institution_id,
+        doctor: row.doctor_id,
+        disease: row.disease,
+        diagnosed_on: row.diagnosed_on,
+        enrolled_on: row.enrolled_on,
+        next_due: row.next_due,
+    };
+    tx.emit(Some(ctx.user), row.id, &event).await?;
     tx.audit(ctx.audit("followups.enroll", "enrollment", Purpose::Treatment).resource(row.id).subject(row.person_id));
     tx.commit().await?;
     Ok(row)
@@ -330,7 +328,7 @@ pub async fn plan_visit(
     input: VisitInput,
 ) -> AppResult<VisitPlan> {
     let e = own_enrollment(tx, ctx, id, true).await?;
-    let disease = Disease::parse(&e.disease).ok_or_else(|| AppError::internal(anyhow::anyhow!("unknown disease")))?;
+    let disease = e.disease;
     check_visit(today(state), disease, &input)?;
     check_sequence(&e, input.visit_on)?;
     let contact = crate::patients::service::contacts_of(tx, ctx, &state.pii, &[e.person_id]).await?;
@@ -353,7 +351,7 @@ pub async fn plan_visit(
 
 /// An open enrollment takes one follow-up a day, in date order, none before the diagnosis.
 fn check_sequence(e: &enrollment::Model, visit_on: NaiveDate) -> AppResult<()> {
-    if e.status != ACTIVE {
+    if e.status != EnrollmentStatus::Active {
         return Err(AppError::conflict("enrollment_closed", "this enrollment is closed"));
     }
     if visit_on < e.diagnosed_on {
@@ -399,7 +397,7 @@ pub async fn write_visit(
         smoking_per_day: Set(input.smoking_per_day),
         salt: Set(input.salt.clone()),
         exercise_minutes_per_week: Set(input.exercise_minutes_per_week),
-        classification: Set(classification.as_str().into()),
+        classification: Set(classification),
         danger: Set(!dangers.is_empty()),
         danger_reasons: Set(json!(dangers)),
         next_on: Set(next_on),
@@ -413,29 +411,33 @@ pub async fn write_visit(
     let mut am = e.into_active_model();
     am.visits = Set(am.visits.clone().unwrap() + 1);
     am.last_visit_on = Set(Some(input.visit_on));
-    am.last_classification = Set(Some(classification.as_str().into()));
+    am.last_classification = Set(Some(classification));
     am.uncontrolled_streak = Set(streak);
     am.next_due = Set(next_on);
-    am.flag = Set(flagged.map(|f| f.as_str().to_string()));
+    am.flag = Set(flagged);
     am.flagged_at = Set(flagged.map(|_| now));
     if referral.is_some() {
         am.referral_id = Set(referral);
     }
     am.updated_at = Set(now);
     let e = am.update(&**tx).await?;
-    tx.emit(
-        Some(ctx.user),
-        "followups.visit_recorded",
-        e.id,
-        json!({
-            "enrollment": e.id, "visit": visit.id, "person": e.person_id, "institution": e.institution_id,
-            "disease": e.disease, "visit_on": visit.visit_on, "classification": visit.classification,
-            "controlled": classification == Classification::Controlled, "danger": visit.danger,
-            "flag": e.flag, "referral": referral, "next_on": next_on, "visits": e.visits,
-            "kpi_controlled": kpi_controlled(disease, &input.measures),
-        }),
-    )
-    .await?;
+    let event = super::events::VisitRecorded {
+        enrollment: e.id,
+        visit: visit.id,
+        person: e.person_id,
+        institution: e.institution_id,
+        disease: e.disease,
+        visit_on: visit.visit_on,
+        classification: visit.classification,
+        controlled: classification == Classification::Controlled,
+        danger: visit.danger,
+        flag: e.flag,
+        referral,
+        next_on,
+        visits: e.visits,
+        kpi_controlled: kpi_controlled(disease, &input.measures),
+    };
+    tx.emit(Some(ctx.user), e.id, &event).await?;
     tx.audit(ctx.audit("followups.visit", "enrollment", Purpose::Treatment).resource(e.id).subject(e.person_id));
     Ok(Recorded { visit, enrollment: e, referral_id: referral, flag: flagged })
 }
@@ -517,7 +519,7 @@ pub async fn list(
         s = s.filter(enrollment::Column::DoctorId.eq(d));
     }
     if !q.include_closed {
-        s = s.filter(enrollment::Column::Status.eq(ACTIVE));
+        s = s.filter(enrollment::Column::Status.eq(EnrollmentStatus::Active));
     }
     if q.flagged_only {
         s = s.filter(enrollment::Column::Flag.is_not_null());
@@ -598,8 +600,13 @@ async fn worklist_audited(
            FROM chronic_enrollments
           WHERE tenant_id = ? AND institution_id = ? AND status = ?",
     );
-    let mut values: Vec<sea_orm::Value> =
-        vec![q.as_of.into(), end.into(), ctx.tenant.into(), ctx.institution.into(), ACTIVE.into()];
+    let mut values: Vec<sea_orm::Value> = vec![
+        q.as_of.into(),
+        end.into(),
+        ctx.tenant.into(),
+        ctx.institution.into(),
+        EnrollmentStatus::Active.as_str().into(),
+    ];
     if let Some(d) = q.doctor {
         sql.push_str(" AND doctor_id = ?");
         values.push(d.into());
@@ -640,7 +647,7 @@ async fn worklist_audited(
     let mut page = enrollment::Entity::find()
         .filter(C::TenantId.eq(ctx.tenant))
         .filter(C::InstitutionId.eq(ctx.institution))
-        .filter(C::Status.eq(ACTIVE))
+        .filter(C::Status.eq(EnrollmentStatus::Active))
         .filter(wanted);
     if let Some(d) = q.doctor {
         page = page.filter(C::DoctorId.eq(d));
@@ -720,14 +727,14 @@ pub async fn worklist_csv(state: &AppState, ctx: &RequestCtx, q: WorklistQuery) 
             sex_zh(i.person.sex.as_deref()).to_string(),
             i.person.age_on(list.as_of).map(|a| a.to_string()).unwrap_or_default(),
             i.person.phone.clone().unwrap_or_default(),
-            Disease::parse(&e.disease).map(|d| d.label_zh()).unwrap_or_default().to_string(),
+            e.disease.label_zh().to_string(),
             i.doctor_name.clone(),
             e.next_due.to_string(),
             i.days_overdue.to_string(),
             e.last_visit_on.map(|d| d.to_string()).unwrap_or_default(),
             e.visits.to_string(),
-            e.last_classification.as_deref().and_then(Classification::parse).map(|c| c.label_zh()).unwrap_or("").into(),
-            match e.flag.as_deref() {
+            e.last_classification.map(|c| c.label_zh()).unwrap_or("").into(),
+            match e.flag.map(Flag::as_str) {
                 Some("danger") => "危急值，建议转诊",
                 Some("uncontrolled_twice") => "连续两次控制不满意，建议转诊",
                 Some("complication") => "并发症，建议转诊",
@@ -743,8 +750,7 @@ pub async fn worklist_csv(state: &AppState, ctx: &RequestCtx, q: WorklistQuery) 
 /// A year's management status of one enrollment.
 pub async fn status(state: &AppState, ctx: &RequestCtx, id: Uuid, year: i32) -> AppResult<YearStatus> {
     let view = get(state, ctx, id).await?;
-    let visits: Vec<(NaiveDate, Classification)> =
-        view.visits.iter().filter_map(|v| Classification::parse(&v.classification).map(|c| (v.visit_on, c))).collect();
+    let visits: Vec<(NaiveDate, Classification)> = view.visits.iter().map(|v| (v.visit_on, v.classification)).collect();
     Ok(year_status(year, &visits))
 }
 
@@ -756,24 +762,26 @@ pub async fn close(state: &AppState, ctx: &RequestCtx, id: Uuid, reason: &str) -
     }
     let mut tx = state.db.begin(ctx).await?;
     let e = own_enrollment(&tx, ctx, id, true).await?;
-    if e.status != ACTIVE {
+    if e.status != EnrollmentStatus::Active {
         return Err(AppError::conflict("enrollment_closed", "this enrollment is already closed"));
     }
     let person = e.person_id;
     let mut am = e.into_active_model();
-    am.status = Set(CLOSED.into());
+    am.status = Set(EnrollmentStatus::Closed);
     am.closed_on = Set(Some(today(state)));
     am.close_reason = Set(Some(reason.into()));
     am.updated_at = Set(Utc::now());
     let e = am.update(&*tx).await?;
-    tx.emit(
-        Some(ctx.user),
-        "followups.closed",
-        e.id,
-        json!({ "enrollment": e.id, "person": person, "institution": e.institution_id, "disease": e.disease,
-                "reason": reason, "enrolled_on": e.enrolled_on, "closed_on": e.closed_on }),
-    )
-    .await?;
+    let event = super::events::Closed {
+        enrollment: e.id,
+        person,
+        institution: e.institution_id,
+        disease: e.disease,
+        reason: reason.to_string(),
+        enrolled_on: e.enrolled_on,
+        closed_on: e.closed_on,
+    };
+    tx.emit(Some(ctx.user), e.id, &event).await?;
     tx.audit(ctx.audit("followups.close", "enrollment", Purpose::Treatment).resource(id).subject(person));
     tx.commit().await?;
     Ok(e)
@@ -836,34 +844,18 @@ pub struct Suggest;
 /// Advisory lock class of the suggestion check-then-insert (see `Tx::lock_keys`).
 const SUGGEST_LOCK_CLASS: i32 = 7;
 
-#[derive(serde::Deserialize)]
-struct ClosedDiagnosis {
-    code: String,
-}
-
 #[async_trait::async_trait]
 impl Handler for Suggest {
     fn name(&self) -> &'static str {
         "followups.suggest"
     }
 
-    fn events(&self) -> &'static [&'static str] {
-        &["clinical.encounter_closed"]
+    fn events(&self) -> Vec<&'static str> {
+        vec![EncounterClosed::TYPE]
     }
 
     async fn handle(&self, tx: &mut Tx, event: &Envelope) -> AppResult<()> {
-        let p = &event.payload;
-        let id = |k: &str| p[k].as_str().and_then(|s| s.parse::<Uuid>().ok());
-        let (Some(person), Some(institution), Some(encounter)) = (id("person"), id("institution"), id("encounter"))
-        else {
-            return Err(AppError::internal(anyhow::anyhow!("clinical.encounter_closed without its ids")));
-        };
-        let diagnoses: Vec<ClosedDiagnosis> = serde_json::from_value(p["diagnoses"].clone()).unwrap_or_default();
-        let closed_at = p["closed_at"]
-            .as_str()
-            .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
-            .map(|t| t.with_timezone(&Utc))
-            .unwrap_or(event.occurred_at);
+        let EncounterClosed { person, institution, encounter, diagnoses, closed_at, .. } = event.decode()?;
         // Two encounters of one person closing at once must not both suggest: one at a time.
         tx.lock_keys(SUGGEST_LOCK_CLASS, &[person]).await?;
         let mut seen = Vec::new();
@@ -877,7 +869,7 @@ impl Handler for Suggest {
                 .filter(enrollment::Column::TenantId.eq(tx.tenant()))
                 .filter(enrollment::Column::PersonId.eq(person))
                 .filter(enrollment::Column::Disease.eq(disease.as_str()))
-                .filter(enrollment::Column::Status.eq(ACTIVE))
+                .filter(enrollment::Column::Status.eq(EnrollmentStatus::Active))
                 .one(&**tx)
                 .await?
                 .is_some();
@@ -918,7 +910,7 @@ impl Handler for Suggest {
 pub async fn stat_sources(tx: &Tx) -> AppResult<(Vec<enrollment::Model>, Vec<(followup_visit::Model, String, bool)>)> {
     let enrollments =
         enrollment::Entity::find().filter(enrollment::Column::TenantId.eq(tx.tenant())).all(&**tx).await?;
-    let disease: HashMap<Uuid, String> = enrollments.iter().map(|e| (e.id, e.disease.clone())).collect();
+    let disease: HashMap<Uuid, String> = enrollments.iter().map(|e| (e.id, e.disease.as_str().to_string())).collect();
     let visits = followup_visit::Entity::find()
         .filter(followup_visit::Column::TenantId.eq(tx.tenant()))
         .all(&**tx)

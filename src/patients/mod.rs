@@ -6,6 +6,7 @@ pub mod api;
 pub mod dedup;
 pub mod domain;
 pub(crate) mod entity;
+pub mod events;
 pub mod matching;
 pub mod names;
 pub mod resident_id;

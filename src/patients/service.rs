@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::domain::{Demographics, mask_insurance, mask_phone, phone_tail, record_of, sex_str};
 use super::entity::{duplicate_candidate, person, person_merge, registration};
+use super::events;
 use super::matching::{Birth, Comparison, Grade, MatchRecord, MatchWeights, score};
 use super::names::{NameKey, is_initials_query};
 use crate::identity::ctx::{Perm, RequestCtx};
@@ -437,13 +438,7 @@ async fn create_person(
 ) -> AppResult<person::Model> {
     let row =
         new_person_row(ctx.tenant, ctx.institution, cipher, &d.to_match_record(), Utc::now()).insert(&**tx).await?;
-    tx.emit(
-        Some(ctx.user),
-        "patients.person_created",
-        row.id,
-        json!({ "person": row.id, "institution": ctx.institution }),
-    )
-    .await?;
+    tx.emit(Some(ctx.user), row.id, &events::PersonCreated { person: row.id, institution: ctx.institution }).await?;
     Ok(row)
 }
 
@@ -509,13 +504,8 @@ async fn register_at(tx: &mut Tx, ctx: &RequestCtx, person: Uuid) -> AppResult<(
     }
     .insert(&**tx)
     .await?;
-    tx.emit(
-        Some(ctx.user),
-        "patients.person_registered",
-        person,
-        json!({ "person": person, "institution": ctx.institution, "registration": reg.id }),
-    )
-    .await?;
+    let event = events::PersonRegistered { person, institution: ctx.institution, registration: reg.id };
+    tx.emit(Some(ctx.user), person, &event).await?;
     Ok((reg, true))
 }
 
@@ -749,13 +739,7 @@ pub async fn merge(state: &AppState, ctx: &RequestCtx, survivor: Uuid, merged: U
     }
     .insert(&*tx)
     .await?;
-    tx.emit(
-        Some(ctx.user),
-        "patients.person_merged",
-        survivor,
-        json!({ "merge": id, "survivor": survivor, "merged": merged }),
-    )
-    .await?;
+    tx.emit(Some(ctx.user), survivor, &events::PersonMerged { merge: id, survivor, merged }).await?;
     for subject in [survivor, merged] {
         tx.audit(ctx.audit("patient.merge", "person_merge", Purpose::Administration).resource(id).subject(subject));
     }
@@ -800,13 +784,8 @@ pub async fn unmerge(state: &AppState, ctx: &RequestCtx, merge_id: Uuid, reason:
     am.unmerged_by = Set(Some(ctx.user));
     am.unmerge_reason = Set(Some(reason.to_string()));
     am.update(&*tx).await?;
-    tx.emit(
-        Some(ctx.user),
-        "patients.person_unmerged",
-        m.survivor_id,
-        json!({ "merge": merge_id, "survivor": m.survivor_id, "merged": m.merged_id }),
-    )
-    .await?;
+    let event = events::PersonUnmerged { merge: merge_id, survivor: m.survivor_id, merged: m.merged_id };
+    tx.emit(Some(ctx.user), m.survivor_id, &event).await?;
     for subject in [m.survivor_id, m.merged_id] {
         tx.audit(
             ctx.audit("patient.unmerge", "person_merge", Purpose::Administration).resource(merge_id).subject(subject),

@@ -431,7 +431,7 @@ pub async fn transfer(
         movement(&tx, batch, -n, "transfer_out", None, Some(id), ctx.user).await?;
         let dest = add_to_batch(&tx, to, drug_code, &batch.lot, batch.expiry, *n).await?;
         movement(&tx, &dest, *n, "transfer_in", None, Some(id), ctx.user).await?;
-        lots.push(json!({ "lot": batch.lot, "expiry": batch.expiry, "quantity": n }));
+        lots.push(super::events::TransferredBatch { lot: batch.lot.clone(), expiry: batch.expiry, quantity: *n });
     }
     let value_fen = quantity * drug.price_fen;
     stock_transfer::ActiveModel {
@@ -447,14 +447,16 @@ pub async fn transfer(
     }
     .insert(&*tx)
     .await?;
-    tx.emit(
-        Some(ctx.user),
-        "pharmacy.transferred",
-        id,
-        json!({ "transfer": id, "from_institution": ctx.institution, "to_institution": to, "drug_code": drug_code,
-                "quantity": quantity, "value_fen": value_fen, "batches": lots }),
-    )
-    .await?;
+    let event = super::events::Transferred {
+        transfer: id,
+        from_institution: ctx.institution,
+        to_institution: to,
+        drug_code: drug_code.into(),
+        quantity,
+        value_fen,
+        batches: lots,
+    };
+    tx.emit(Some(ctx.user), id, &event).await?;
     tx.audit(ctx.audit("pharmacy.transfer", "stock_transfer", Purpose::Administration).resource(id));
     tx.commit().await?;
     Ok(TransferView { id, from: ctx.institution, to, drug_code: drug_code.into(), quantity, value_fen })
@@ -672,7 +674,7 @@ async fn own_prescription(tx: &Tx, ctx: &RequestCtx, id: Uuid) -> AppResult<pres
 }
 
 /// What one batch gave to a dispensed line.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DispensedBatch {
     #[serde(rename = "batch")]
     pub batch_id: Uuid,
@@ -747,19 +749,22 @@ pub async fn dispense_in(
             batches,
         });
     }
-    tx.emit(
-        Some(ctx.user),
-        "pharmacy.dispensed",
-        id,
-        json!({
-            "prescription": id, "encounter": p.encounter_id, "institution": ctx.institution, "person": p.person_id,
-            "value_fen": value_fen,
-            "lines": out.iter().map(|l| json!({
-                "drug_code": l.drug_code, "quantity": l.quantity, "batches": l.batches,
-            })).collect::<Vec<_>>(),
-        }),
-    )
-    .await?;
+    let event = super::events::Dispensed {
+        prescription: id,
+        encounter: p.encounter_id,
+        institution: ctx.institution,
+        person: p.person_id,
+        value_fen,
+        lines: out
+            .iter()
+            .map(|l| super::events::DispensedLineEvent {
+                drug_code: l.drug_code.clone(),
+                quantity: l.quantity,
+                batches: l.batches.clone(),
+            })
+            .collect(),
+    };
+    tx.emit(Some(ctx.user), id, &event).await?;
     tx.audit(ctx.audit("prescription.dispense", "prescription", Purpose::Treatment).resource(id).subject(p.person_id));
     Ok(out)
 }

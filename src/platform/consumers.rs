@@ -33,8 +33,9 @@ const CONCURRENCY: usize = 8;
 pub trait Handler: Send + Sync + 'static {
     /// Stable consumer name: the queue and the idempotency key.
     fn name(&self) -> &'static str;
-    /// Routing-key patterns to bind, without the tenant: e.g. `referrals.*`.
-    fn events(&self) -> &'static [&'static str];
+    /// The event types it applies (each context's `events::…::TYPE`); its queue is bound to
+    /// exactly these.
+    fn events(&self) -> Vec<&'static str>;
     /// Applies the event. Runs inside a transaction scoped to the event's tenant.
     async fn handle(&self, tx: &mut Tx, event: &Envelope) -> AppResult<()>;
 }
@@ -84,15 +85,6 @@ pub mod dead_letter {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
-/// Whether `pattern` (`referrals.*`, `#`) matches the event type (`referrals.accepted`).
-pub fn matches(pattern: &str, event_type: &str) -> bool {
-    if pattern == "#" {
-        return true;
-    }
-    let (p, e): (Vec<&str>, Vec<&str>) = (pattern.split('.').collect(), event_type.split('.').collect());
-    p.len() == e.len() && p.iter().zip(&e).all(|(a, b)| *a == "*" || a == b)
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
     Now,
@@ -135,9 +127,18 @@ pub async fn apply(db: &Db, handler: &dyn Handler, event: &Envelope) -> AppResul
     }
 }
 
-/// Keeps an event a consumer could not apply.
+/// Keeps an event a consumer could not apply (once per consumer and event).
 pub async fn dead_letter(db: &Db, consumer: &str, event: &Envelope, error: &str) -> AppResult<()> {
     let tx = db.begin(&SystemScope { tenant: event.tenant }).await?;
+    let kept = dead_letter::Entity::find()
+        .filter(dead_letter::Column::TenantId.eq(event.tenant))
+        .filter(dead_letter::Column::Consumer.eq(consumer))
+        .filter(dead_letter::Column::EventId.eq(event.id))
+        .one(&*tx)
+        .await?;
+    if kept.is_some() {
+        return tx.rollback().await;
+    }
     dead_letter::ActiveModel {
         tenant_id: Set(event.tenant),
         id: Set(Uuid::now_v7()),
@@ -153,16 +154,30 @@ pub async fn dead_letter(db: &Db, consumer: &str, event: &Envelope, error: &str)
     tx.commit().await
 }
 
+/// A consumer that could not apply an event.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub consumer: &'static str,
+    pub error: String,
+    /// Retrying cannot help (the payload is not what its type says): a dead letter at once.
+    pub permanent: bool,
+}
+
+/// Whether an error from a handler can never go away by retrying.
+pub fn is_permanent(e: &AppError) -> bool {
+    e.code() == crate::platform::events::UNREADABLE
+}
+
 /// In-process delivery: every handler that wants the event applies it. Returns the handlers
 /// that failed, with their errors.
-pub async fn dispatch_local(db: &Db, handlers: &[Arc<dyn Handler>], event: &Envelope) -> Vec<(&'static str, String)> {
+pub async fn dispatch_local(db: &Db, handlers: &[Arc<dyn Handler>], event: &Envelope) -> Vec<Failure> {
     let mut failed = Vec::new();
     for h in handlers {
-        if h.events().iter().any(|p| matches(p, &event.event_type))
+        if h.events().contains(&event.event_type.as_str())
             && let Err(e) = apply(db, h.as_ref(), event).await
         {
             tracing::warn!(consumer = h.name(), event.id = %event.id, error = %e, "consumer failed");
-            failed.push((h.name(), format!("{e}")));
+            failed.push(Failure { consumer: h.name(), error: e.to_string(), permanent: is_permanent(&e) });
         }
     }
     failed
@@ -236,11 +251,11 @@ async fn consume(db: &Db, url: &str, prefix: &str, h: Arc<dyn Handler>) -> anyho
         ]),
     )
     .await?;
-    for pattern in h.events() {
+    for event_type in h.events() {
         ch.queue_bind(
             queue.clone().into(),
             exchange.clone().into(),
-            format!("*.{pattern}").into(),
+            format!("*.{event_type}").into(),
             QueueBindOptions::default(),
             FieldTable::default(),
         )
@@ -269,6 +284,17 @@ async fn consume(db: &Db, url: &str, prefix: &str, h: Arc<dyn Handler>) -> anyho
                 Ok(_) => {
                     let _ = delivery.ack(BasicAckOptions::default()).await;
                 }
+                Err(e) if is_permanent(&e) => {
+                    tracing::warn!(consumer = h.name(), event.id = %event.id, error = %e, "unreadable event; dead-lettering");
+                    match dead_letter(&db, h.name(), &event, &e.to_string()).await {
+                        Ok(()) => {
+                            let _ = delivery.ack(BasicAckOptions::default()).await;
+                        }
+                        Err(_) => {
+                            let _ = delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+                        }
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(consumer = h.name(), event.id = %event.id, error = %e, "consumer failed; requeueing");
                     let _ = delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
@@ -279,13 +305,14 @@ async fn consume(db: &Db, url: &str, prefix: &str, h: Arc<dyn Handler>) -> anyho
     Ok(())
 }
 
-/// Records every event of the tenant's outbox that `consumer` follows (`patterns`) as applied:
-/// after a rebuild from the source tables, those events are already counted.
-pub async fn mark_processed(tx: &crate::platform::Tx, consumer: &'static str, patterns: &[&str]) -> AppResult<u64> {
+/// Records every event of the tenant's outbox of the types `consumer` follows as applied: after
+/// a rebuild from the source tables, those events are already counted.
+pub async fn mark_processed(tx: &crate::platform::Tx, consumer: &'static str, types: &[&str]) -> AppResult<u64> {
     use sea_orm::{ConnectionTrait, DbBackend, Statement};
     let backend = tx.get_database_backend();
-    let like: Vec<String> =
-        patterns.iter().map(|p| format!("event_type LIKE '{}'", p.replace('*', "%").replace('\'', ""))).collect();
+    // Event types are the code's own constants (`<context>.<event>`), never input.
+    assert!(types.iter().all(|t| t.chars().all(|c| c.is_ascii_lowercase() || c == '.' || c == '_')));
+    let like: Vec<String> = types.iter().map(|t| format!("event_type = '{t}'")).collect();
     let (t, n) = if backend == DbBackend::Postgres { ("$1", "$2") } else { ("?", "?") };
     let sql = format!(
         "INSERT INTO processed_events (tenant_id, consumer, event_id, processed_at)
@@ -302,17 +329,4 @@ pub async fn mark_processed(tx: &crate::platform::Tx, consumer: &'static str, pa
         vec![Utc::now().into(), tx.tenant().into()]
     };
     Ok(tx.execute_raw(Statement::from_sql_and_values(backend, sql, values)).await?.rows_affected())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::matches;
-
-    #[test]
-    fn patterns() {
-        assert!(matches("referrals.*", "referrals.accepted"));
-        assert!(!matches("referrals.*", "billing.payment_received"));
-        assert!(matches("#", "anything.at_all"));
-        assert!(matches("billing.charge_posted", "billing.charge_posted"));
-    }
 }

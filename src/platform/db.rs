@@ -75,15 +75,15 @@ impl Tx {
     }
 
     /// Writes an event to the outbox in this transaction; it is published after commit.
-    pub async fn emit(
+    pub async fn emit<E: crate::platform::events::Event>(
         &mut self,
         actor: Option<Uuid>,
-        event_type: &'static str,
         aggregate: Uuid,
-        payload: serde_json::Value,
+        event: &E,
     ) -> AppResult<Uuid> {
+        let payload = serde_json::to_value(event).map_err(AppError::internal)?;
         self.emitted = true;
-        crate::platform::events::insert(&self.inner, self.tenant, actor, event_type, aggregate, payload).await
+        crate::platform::events::insert(&self.inner, self.tenant, actor, E::TYPE, aggregate, payload).await
     }
 
     /// Serialises this transaction with every other one that locks any of `keys` (in `class`)

@@ -20,7 +20,7 @@ use tokio::sync::Notify;
 use crate::platform::bus::Bus;
 use crate::platform::config::DbKind;
 use crate::platform::consumers::{self, Handler};
-use crate::platform::{AppResult, Db};
+use crate::platform::{AppError, AppResult, Db};
 
 pub mod outbox {
     use sea_orm::entity::prelude::*;
@@ -50,6 +50,18 @@ pub mod outbox {
     impl ActiveModelBehavior for ActiveModel {}
 }
 
+/// One kind of event a context publishes: a Rust type per event, serialized as the payload, with
+/// its type name beside it. Each context declares its events in its `events.rs`; consumers
+/// subscribe by `TYPE` and read the payload with [`Envelope::decode`].
+pub trait Event: Serialize + serde::de::DeserializeOwned {
+    /// `<context>.<event>`: the event's type, and its routing key after the tenant.
+    const TYPE: &'static str;
+}
+
+/// The error code of an event whose payload is not what its type says: such an event can never
+/// be applied, so it becomes a dead letter at once, with the reason, instead of being retried.
+pub const UNREADABLE: &str = "event_unreadable";
+
 /// The envelope every consumer receives.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
@@ -68,6 +80,40 @@ impl Envelope {
     /// `<tenant>.<context>.<event>`; the event type is already `<context>.<event>`.
     pub fn routing_key(&self) -> String {
         format!("{}.{}", self.tenant, self.event_type)
+    }
+
+    /// An envelope for `event`, as the relay would deliver it (tests, replays, benchmarks).
+    pub fn of<E: Event>(tenant: Uuid, aggregate: Uuid, occurred_at: DateTime<Utc>, event: &E) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            event_type: E::TYPE.into(),
+            version: 1,
+            tenant,
+            occurred_at,
+            actor: None,
+            aggregate,
+            payload: serde_json::to_value(event).expect("an event serializes"),
+        }
+    }
+
+    /// The payload as event `E`. An envelope of another type, or a payload that does not
+    /// deserialize (a missing field, a wrong type), is 422 [`UNREADABLE`] naming what is wrong.
+    pub fn decode<E: Event>(&self) -> AppResult<E> {
+        if self.event_type != E::TYPE {
+            return Err(AppError::unprocessable(
+                UNREADABLE,
+                format!("a {} event was read as {}", self.event_type, E::TYPE),
+            ));
+        }
+        self.decode_payload()
+    }
+
+    /// The payload as `T`, for a type several events share (the referral events' change).
+    pub fn decode_payload<T: serde::de::DeserializeOwned>(&self) -> AppResult<T> {
+        serde_json::from_value(self.payload.clone()).map_err(|e| {
+            let reason = crate::platform::error::sanitize(&e.to_string());
+            AppError::unprocessable(UNREADABLE, format!("the {} payload is unreadable: {reason}", self.event_type))
+        })
     }
 }
 
@@ -151,17 +197,13 @@ pub async fn find_event(
         .map(|e| e.id))
 }
 
-/// Every published event of the tenant whose type starts with one of `prefixes`, in
-/// publication order: the source a rebuild replays.
-pub async fn published(tx: &crate::platform::Tx, prefixes: &[&str]) -> AppResult<Vec<Envelope>> {
-    let mut cond = sea_orm::Condition::any();
-    for p in prefixes {
-        cond = cond.add(outbox::Column::EventType.starts_with(*p));
-    }
+/// Every published event of the tenant of one of `types`, in publication order: the source a
+/// rebuild replays.
+pub async fn published(tx: &crate::platform::Tx, types: &[&str]) -> AppResult<Vec<Envelope>> {
     Ok(outbox::Entity::find()
         .filter(outbox::Column::TenantId.eq(tx.tenant()))
         .filter(outbox::Column::PublishedAt.is_not_null())
-        .filter(cond)
+        .filter(outbox::Column::EventType.is_in(types.iter().copied()))
         .order_by_asc(outbox::Column::Seq)
         .all(&**tx)
         .await?
@@ -234,13 +276,18 @@ async fn relay_local(db: &Db, bus: &Bus, handlers: &[Arc<dyn Handler>]) -> anyho
         let (key, attempts) = ((row.tenant_id, row.id), row.attempts);
         let event = Arc::new(Envelope::from(row));
         let failed = consumers::dispatch_local(db, handlers, &event).await;
+        // An unreadable event cannot be applied by retrying: its dead letter is written at once.
+        for f in failed.iter().filter(|f| f.permanent) {
+            consumers::dead_letter(db, f.consumer, &event, &f.error).await?;
+        }
+        let retry: Vec<&consumers::Failure> = failed.iter().filter(|f| !f.permanent).collect();
         let tx = db.raw().begin().await?;
         if db.kind() == DbKind::Postgres {
             tx.execute_unprepared("SELECT set_config('cloudhis.relay', 'on', true)").await?;
         }
-        if failed.is_empty() || i64::from(attempts) + 1 >= consumers::DELIVERY_LIMIT {
-            for (consumer, error) in &failed {
-                consumers::dead_letter(db, consumer, &event, error).await?;
+        if retry.is_empty() || i64::from(attempts) + 1 >= consumers::DELIVERY_LIMIT {
+            for f in &retry {
+                consumers::dead_letter(db, f.consumer, &event, &f.error).await?;
             }
             mark_sent(&tx, &[key]).await?;
             tx.commit().await?;
@@ -249,7 +296,7 @@ async fn relay_local(db: &Db, bus: &Bus, handlers: &[Arc<dyn Handler>]) -> anyho
         } else {
             outbox::Entity::update_many()
                 .col_expr(outbox::Column::Attempts, (attempts + 1).into())
-                .col_expr(outbox::Column::LastError, failed[0].1.clone().into())
+                .col_expr(outbox::Column::LastError, retry[0].error.clone().into())
                 .filter(outbox::Column::TenantId.eq(key.0))
                 .filter(outbox::Column::Id.eq(key.1))
                 .exec(&tx)

@@ -10,6 +10,7 @@ pub mod config;
 pub mod consumers;
 pub mod csv;
 pub mod db;
+pub mod enums;
 pub mod error;
 pub mod events;
 pub mod http;

@@ -107,7 +107,12 @@ pub struct TransitionDto {
 
 impl From<referral_transition::Model> for TransitionDto {
     fn from(t: referral_transition::Model) -> Self {
-        Self { from_status: t.from_status, to_status: t.to_status, institution_id: t.institution_id, at: t.at }
+        Self {
+            from_status: t.from_status.map(|s| s.as_str().into()),
+            to_status: t.to_status.as_str().into(),
+            institution_id: t.institution_id,
+            at: t.at,
+        }
     }
 }
 
@@ -168,14 +173,14 @@ impl From<ReferralView> for ReferralDto {
             id: r.id,
             person_id: r.person_id,
             person_name: v.person_name,
-            direction: r.direction,
+            direction: r.direction.as_str().into(),
             from_institution_id: r.from_institution,
             from_institution_name: v.from_name,
             to_institution_id: r.to_institution,
             to_institution_name: v.to_name,
             external_hospital: r.external_hospital,
-            status: r.status,
-            urgency: r.urgency,
+            status: r.status.as_str().into(),
+            urgency: r.urgency.as_str().into(),
             reason: r.reason,
             clinical_summary: r.clinical_summary,
             parent_id: r.parent_id,

@@ -5,79 +5,48 @@
 //! receiver does not decide within the tenant's SLA. Rejected, completed, cancelled and expired
 //! are terminal.
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Status {
-    Draft,
-    Requested,
-    Accepted,
-    Rejected,
-    Arrived,
-    Completed,
-    Cancelled,
-    Expired,
+crate::string_enum! {
+    /// Where a referral stands.
+    pub enum Status {
+        Draft = "draft",
+        Requested = "requested",
+        Accepted = "accepted",
+        Rejected = "rejected",
+        Arrived = "arrived",
+        Completed = "completed",
+        Cancelled = "cancelled",
+        Expired = "expired",
+    }
 }
 
 impl Status {
-    pub const ALL: [Status; 8] = [
-        Self::Draft,
-        Self::Requested,
-        Self::Accepted,
-        Self::Rejected,
-        Self::Arrived,
-        Self::Completed,
-        Self::Cancelled,
-        Self::Expired,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Draft => "draft",
-            Self::Requested => "requested",
-            Self::Accepted => "accepted",
-            Self::Rejected => "rejected",
-            Self::Arrived => "arrived",
-            Self::Completed => "completed",
-            Self::Cancelled => "cancelled",
-            Self::Expired => "expired",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|x| x.as_str() == s)
-    }
-
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Rejected | Self::Completed | Self::Cancelled | Self::Expired)
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// Village to township or county, township to county.
-    Up,
-    /// County (or township) back to the grassroots, with a discharge summary and a rehab plan.
-    Down,
-    /// To a hospital outside the county: recorded for the retention KPI.
-    Out,
+crate::string_enum! {
+    /// Which way a referral goes.
+    pub enum Direction {
+        /// Village to township or county, township to county.
+        Up = "up",
+        /// County (or township) back to the grassroots, with a discharge summary and a rehab plan.
+        Down = "down",
+        /// To a hospital outside the county: recorded for the retention KPI.
+        Out = "out",
+    }
 }
 
-impl Direction {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Up => "up",
-            Self::Down => "down",
-            Self::Out => "out",
-        }
-    }
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "up" => Some(Self::Up),
-            "down" => Some(Self::Down),
-            "out" => Some(Self::Out),
-            _ => None,
-        }
+crate::string_enum! {
+    /// How soon the receiver should decide.
+    pub enum Urgency {
+        Routine = "routine",
+        Urgent = "urgent",
     }
 }
+
+use super::events;
+use crate::platform::events::Event;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
@@ -109,13 +78,13 @@ impl Action {
     /// The event this transition publishes: `referrals.<event>`.
     pub fn event(self) -> &'static str {
         match self {
-            Self::Submit => "referrals.requested",
-            Self::Accept => "referrals.accepted",
-            Self::Reject => "referrals.rejected",
-            Self::Arrive => "referrals.arrived",
-            Self::Complete => "referrals.completed",
-            Self::Cancel => "referrals.cancelled",
-            Self::Expire => "referrals.expired",
+            Self::Submit => events::Requested::TYPE,
+            Self::Accept => events::Accepted::TYPE,
+            Self::Reject => events::Rejected::TYPE,
+            Self::Arrive => events::Arrived::TYPE,
+            Self::Complete => events::Completed::TYPE,
+            Self::Cancel => events::Cancelled::TYPE,
+            Self::Expire => events::Expired::TYPE,
         }
     }
 }

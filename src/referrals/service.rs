@@ -16,10 +16,12 @@ use sea_orm::{
 use serde_json::json;
 use uuid::Uuid;
 
-use super::domain::{Action, Direction, Party, Status, next};
+use super::domain::{Action, Direction, Party, Status, Urgency, next};
 use super::entity::{access_grant, referral, referral_notification, referral_transition};
+use super::events;
 use crate::identity::ctx::{Perm, RequestCtx};
 use crate::platform::audit::{AuditEntry, Outcome, Purpose};
+use crate::platform::events::Event;
 use crate::platform::state::AppState;
 use crate::platform::{AppError, AppResult, Db, SystemScope, Tx};
 use crate::tenancy::InstitutionKind;
@@ -122,10 +124,7 @@ pub async fn draft_up(
 
 /// Whether a referral is still a draft (nobody has sent or dropped it yet).
 async fn is_draft(tx: &Tx, id: Uuid) -> AppResult<bool> {
-    Ok(referral::Entity::find_by_id((tx.tenant(), id))
-        .one(&**tx)
-        .await?
-        .is_some_and(|r| r.status == Status::Draft.as_str()))
+    Ok(referral::Entity::find_by_id((tx.tenant(), id)).one(&**tx).await?.is_some_and(|r| r.status == Status::Draft))
 }
 
 /// Brings a draft up to date with a later finding: its reason becomes the finding's, and it
@@ -191,12 +190,12 @@ pub async fn create_in(tx: &mut Tx, ctx: &RequestCtx, input: CreateInput) -> App
         tenant_id: Set(ctx.tenant),
         id: Set(Uuid::now_v7()),
         person_id: Set(input.person_id),
-        direction: Set(input.direction.as_str().into()),
+        direction: Set(input.direction),
         from_institution: Set(ctx.institution),
         to_institution: Set(to),
         external_hospital: Set(external),
-        status: Set(status.as_str().into()),
-        urgency: Set(if input.urgent { "urgent" } else { "routine" }.into()),
+        status: Set(status),
+        urgency: Set(if input.urgent { Urgency::Urgent } else { Urgency::Routine }),
         reason: Set(input.reason.trim().to_string()),
         clinical_summary: Set(json!({ "reason": input.reason.trim(), "clinical": snapshot })),
         source_encounter_id: Set(input.source_encounter),
@@ -223,7 +222,7 @@ pub async fn create_in(tx: &mut Tx, ctx: &RequestCtx, input: CreateInput) -> App
     history(tx, &r, None, Some(ctx)).await?;
     match status {
         Status::Requested => emit(tx, &r, Action::Submit.event(), None, Some(ctx.user)).await?,
-        Status::Completed => emit(tx, &r, "referrals.completed", None, Some(ctx.user)).await?,
+        Status::Completed => emit(tx, &r, events::Completed::TYPE, None, Some(ctx.user)).await?,
         _ => {}
     }
     tx.audit(ctx.audit("referral.create", "referral", Purpose::Referral).resource(r.id).subject(r.person_id));
@@ -253,13 +252,13 @@ pub async fn refer_down(
     check_text("rehab_plan", &input.rehab_plan, 4000)?;
     let mut tx = state.db.begin(ctx).await?;
     let parent = party_referral(&tx, ctx, parent_id).await?;
-    if parent.direction != Direction::Up.as_str() || parent.to_institution != Some(ctx.institution) {
+    if parent.direction != Direction::Up || parent.to_institution != Some(ctx.institution) {
         return Err(AppError::forbidden(
             "referral_wrong_party",
             "only the receiver of an up-referral refers the patient back down",
         ));
     }
-    if !matches!(Status::parse(&parent.status), Some(Status::Arrived | Status::Completed)) {
+    if !matches!(parent.status, Status::Arrived | Status::Completed) {
         return Err(AppError::conflict("referral_invalid_transition", "refer down after the patient has arrived"));
     }
     let to_id = input.to_institution.unwrap_or(parent.from_institution);
@@ -277,12 +276,12 @@ pub async fn refer_down(
         tenant_id: Set(ctx.tenant),
         id: Set(Uuid::now_v7()),
         person_id: Set(parent.person_id),
-        direction: Set(Direction::Down.as_str().into()),
+        direction: Set(Direction::Down),
         from_institution: Set(ctx.institution),
         to_institution: Set(Some(to.id)),
         external_hospital: Set(None),
-        status: Set(Status::Requested.as_str().into()),
-        urgency: Set("routine".into()),
+        status: Set(Status::Requested),
+        urgency: Set(Urgency::Routine),
         reason: Set(DOWN_REASON.into()),
         clinical_summary: Set(json!({ "clinical": snapshot })),
         source_encounter_id: Set(None),
@@ -326,13 +325,13 @@ async fn party_referral(tx: &Tx, ctx: &RequestCtx, id: Uuid) -> AppResult<referr
         .ok_or_else(|| AppError::not_found("referral_not_found", "no such referral for your institution"))
 }
 
-async fn history(tx: &Tx, r: &referral::Model, from: Option<&str>, ctx: Option<&RequestCtx>) -> AppResult<()> {
+async fn history(tx: &Tx, r: &referral::Model, from: Option<Status>, ctx: Option<&RequestCtx>) -> AppResult<()> {
     referral_transition::ActiveModel {
         tenant_id: Set(tx.tenant()),
         id: Set(Uuid::now_v7()),
         referral_id: Set(r.id),
-        from_status: Set(from.map(str::to_owned)),
-        to_status: Set(r.status.clone()),
+        from_status: Set(from),
+        to_status: Set(r.status),
         actor_id: Set(ctx.map(|c| c.user)),
         institution_id: Set(ctx.map(|c| c.institution)),
         at: Set(r.updated_at),
@@ -342,39 +341,44 @@ async fn history(tx: &Tx, r: &referral::Model, from: Option<&str>, ctx: Option<&
     Ok(())
 }
 
-/// The event of a change: ids, statuses and times; never the reasons or summaries (free text).
+/// The event of a change, of type `event` (see `events::TYPES`).
 async fn emit(
     tx: &mut Tx,
     r: &referral::Model,
     event: &'static str,
-    previous: Option<&str>,
+    previous: Option<Status>,
     actor: Option<Uuid>,
 ) -> AppResult<()> {
     // What the receiver earned from the referred person's first visit, as at completion: the
     // base of referral fee sharing, carried by the event so that the ledger posts it (and a
     // replay recomputes it) from the event alone.
-    let first_visit_revenue_fen = match (event, r.direction.as_str(), r.to_institution, r.decided_at) {
-        ("referrals.completed", "up", Some(receiver), Some(since)) => Some(
+    let first_visit_revenue_fen = match (event, r.direction, r.to_institution, r.decided_at) {
+        (events::Completed::TYPE, Direction::Up, Some(receiver), Some(since)) => Some(
             crate::billing::service::first_bill_revenue(tx, receiver, r.person_id, since, chrono::Utc::now()).await?,
         ),
         _ => None,
     };
-    tx.emit(
-        actor,
-        event,
-        r.id,
-        json!({
-            "first_visit_revenue_fen": first_visit_revenue_fen,
-            "referral": r.id, "person": r.person_id, "direction": r.direction, "urgency": r.urgency,
-            "from_institution": r.from_institution, "to_institution": r.to_institution,
-            "external": r.external_hospital.is_some(), "parent": r.parent_id,
-            "status": r.status, "previous_status": previous,
-            "created_at": r.created_at, "requested_at": r.requested_at, "sla_due_at": r.sla_due_at,
-            "decided_at": r.decided_at, "arrived_at": r.arrived_at, "completed_at": r.completed_at,
-            "summary": r.completion_summary.is_some(),
-        }),
-    )
-    .await?;
+    let change = events::ReferralChange {
+        first_visit_revenue_fen,
+        referral: r.id,
+        person: r.person_id,
+        direction: r.direction,
+        urgency: r.urgency,
+        from_institution: r.from_institution,
+        to_institution: r.to_institution,
+        external: r.external_hospital.is_some(),
+        parent: r.parent_id,
+        status: r.status,
+        previous_status: previous,
+        created_at: r.created_at,
+        requested_at: r.requested_at,
+        sla_due_at: r.sla_due_at,
+        decided_at: r.decided_at,
+        arrived_at: r.arrived_at,
+        completed_at: r.completed_at,
+        summary: r.completion_summary.is_some(),
+    };
+    change.emit(tx, actor, event).await?;
     Ok(())
 }
 
@@ -465,8 +469,7 @@ async fn apply(
     ctx: Option<&RequestCtx>,
     grant_days: i64,
 ) -> AppResult<referral::Model> {
-    let current =
-        Status::parse(&r.status).ok_or_else(|| AppError::internal(anyhow::anyhow!("unknown referral status")))?;
+    let current = r.status;
     let Some(to) = next(current, action) else {
         return Err(AppError::conflict(
             "referral_invalid_transition",
@@ -477,9 +480,9 @@ async fn apply(
     let (sla_hours, _) = settings(tx).await?;
     let now = Utc::now();
     let actor = ctx.map(|c| c.user);
-    let previous = r.status.clone();
+    let previous = r.status;
     let mut am = r.clone().into_active_model();
-    am.status = Set(to.as_str().into());
+    am.status = Set(to);
     am.updated_at = Set(now);
     let note = note.map(|n| n.trim().to_string());
     match action {
@@ -506,7 +509,7 @@ async fn apply(
         Action::Expire => am.expired_at = Set(Some(now)),
     }
     let updated = am.update(&**tx).await?;
-    history(tx, &updated, Some(&previous), ctx).await?;
+    history(tx, &updated, Some(previous), ctx).await?;
     // The access grant opens on accept, closes N days after completion, and at once on cancel.
     match action {
         Action::Accept => {
@@ -534,7 +537,7 @@ async fn apply(
         }
         _ => {}
     }
-    emit(tx, &updated, action.event(), Some(&previous), actor).await?;
+    emit(tx, &updated, action.event(), Some(previous), actor).await?;
     Ok(updated)
 }
 
@@ -562,7 +565,7 @@ pub async fn expire_overdue(db: &Db) -> AppResult<usize> {
                 q = q.lock_exclusive();
             }
             let Some(r) = q.one(&*tx).await? else { continue };
-            if r.status != Status::Requested.as_str() || r.sla_due_at.is_none_or(|d| d >= Utc::now()) {
+            if r.status != Status::Requested || r.sla_due_at.is_none_or(|d| d >= Utc::now()) {
                 tx.rollback().await?;
                 continue;
             }
@@ -747,7 +750,7 @@ pub async fn notifications(
 
 /// Seconds left before an undecided referral expires.
 pub fn sla_left(r: &referral::Model, now: DateTime<Utc>) -> Option<i64> {
-    (r.status == Status::Requested.as_str()).then(|| r.sla_due_at.map(|d| (d - now).num_seconds())).flatten()
+    (r.status == Status::Requested).then(|| r.sla_due_at.map(|d| (d - now).num_seconds())).flatten()
 }
 
 /// Every referral of the tenant, and whether it was referred back down: the source statistics
@@ -755,7 +758,7 @@ pub fn sla_left(r: &referral::Model, now: DateTime<Utc>) -> Option<i64> {
 pub async fn stat_referrals(tx: &Tx) -> AppResult<Vec<(referral::Model, bool)>> {
     let all = referral::Entity::find().filter(referral::Column::TenantId.eq(tx.tenant())).all(&**tx).await?;
     let down: std::collections::HashSet<Uuid> =
-        all.iter().filter(|r| r.direction == Direction::Down.as_str()).filter_map(|r| r.parent_id).collect();
+        all.iter().filter(|r| r.direction == Direction::Down).filter_map(|r| r.parent_id).collect();
     Ok(all
         .into_iter()
         .map(|r| {

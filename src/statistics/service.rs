@@ -11,18 +11,30 @@ use uuid::Uuid;
 
 use super::domain::{EnrollmentSummary, Inputs, Registry, Sources, registry_steps, window_start};
 use super::entity::{stat_daily, stat_enrollment, stat_followup, stat_referral, stat_registry};
+use crate::billing::events::ChargePosted;
+use crate::clinical::events::EncounterClosed;
+use crate::followups::domain::Disease;
+use crate::followups::events::{Closed, Enrolled, VisitRecorded};
 use crate::identity::ctx::{Perm, RequestCtx};
 use crate::platform::clock::china_day;
 use crate::platform::consumers::Handler;
 use crate::platform::db::DailyCount;
-use crate::platform::events::Envelope;
+use crate::platform::events::{Envelope, Event};
 use crate::platform::state::AppState;
 use crate::platform::{AppError, AppResult, Db, SystemScope, Tx};
+use crate::referrals::domain::{Direction, Status};
+use crate::referrals::events::{self as referral_events, ReferralChange};
 use crate::tenancy::InstitutionKind;
 use crate::tenancy::service::InstitutionInfo;
 
 pub const CONSUMER: &str = "statistics";
-const EVENTS: [&str; 4] = ["clinical.encounter_closed", "billing.charge_posted", "referrals.*", "followups.*"];
+/// The events the rollups follow.
+pub fn events() -> Vec<&'static str> {
+    let mut types = vec![EncounterClosed::TYPE, ChargePosted::TYPE];
+    types.extend(referral_events::TYPES);
+    types.extend([Enrolled::TYPE, Closed::TYPE, VisitRecorded::TYPE]);
+    types
+}
 /// Advisory lock class of the rollups' read-modify-write rows (see `Tx::lock_keys`).
 const LOCK_CLASS: i32 = 8;
 
@@ -50,48 +62,54 @@ async fn add_daily(tx: &Tx, day: NaiveDate, institution: Uuid, metric: &str, dim
     Ok(())
 }
 
-fn uuid(p: &serde_json::Value, k: &str) -> Option<Uuid> {
-    p[k].as_str().and_then(|s| s.parse().ok())
-}
-fn time(p: &serde_json::Value, k: &str) -> Option<DateTime<Utc>> {
-    p[k].as_str().and_then(|s| DateTime::parse_from_rfc3339(s).ok()).map(|t| t.with_timezone(&Utc))
-}
-fn date(p: &serde_json::Value, k: &str) -> Option<NaiveDate> {
-    p[k].as_str().and_then(|s| s.parse().ok())
-}
-fn bad(e: &Envelope) -> AppError {
-    AppError::internal(anyhow::anyhow!("{} lacks a field statistics need", e.event_type))
-}
-
-/// What a referral row says, from the referral's state: its own fields, order-independent.
-#[allow(clippy::too_many_arguments)]
-fn referral_row(
-    tenant: Uuid,
+/// What statistics keep of a referral, whether read from its event or from the referral.
+struct ReferralFacts {
     id: Uuid,
-    direction: &str,
+    direction: Direction,
     from: Uuid,
     to: Option<Uuid>,
     parent: Option<Uuid>,
-    status: &str,
-    created_at: Option<DateTime<Utc>>,
+    status: Status,
+    created_at: DateTime<Utc>,
     requested_at: Option<DateTime<Utc>>,
     decided_at: Option<DateTime<Utc>>,
     completed_at: Option<DateTime<Utc>>,
     summary: bool,
-) -> stat_referral::Model {
+}
+
+impl From<ReferralChange> for ReferralFacts {
+    fn from(c: ReferralChange) -> Self {
+        Self {
+            id: c.referral,
+            direction: c.direction,
+            from: c.from_institution,
+            to: c.to_institution,
+            parent: c.parent,
+            status: c.status,
+            created_at: c.created_at,
+            requested_at: c.requested_at,
+            decided_at: c.decided_at,
+            completed_at: c.completed_at,
+            summary: c.summary,
+        }
+    }
+}
+
+/// What a referral row says, from the referral's state: its own fields, order-independent.
+fn referral_row(tenant: Uuid, f: ReferralFacts) -> stat_referral::Model {
     stat_referral::Model {
         tenant_id: tenant,
-        referral_id: id,
-        direction: direction.into(),
-        from_institution: from,
-        to_institution: to,
-        parent_id: parent,
+        referral_id: f.id,
+        direction: f.direction.as_str().into(),
+        from_institution: f.from,
+        to_institution: f.to,
+        parent_id: f.parent,
         // A referral out of the county is recorded complete, never requested.
-        requested_at: requested_at.or(if direction == "out" { created_at } else { None }),
-        decided_at,
-        accepted: decided_at.map(|_| status != "rejected"),
-        completed_at,
-        summary,
+        requested_at: f.requested_at.or(if f.direction == Direction::Out { Some(f.created_at) } else { None }),
+        decided_at: f.decided_at,
+        accepted: f.decided_at.map(|_| f.status != Status::Rejected),
+        completed_at: f.completed_at,
+        summary: f.summary,
         referred_down: false,
     }
 }
@@ -295,85 +313,87 @@ impl Handler for Rollup {
         CONSUMER
     }
 
-    fn events(&self) -> &'static [&'static str] {
-        &EVENTS
+    fn events(&self) -> Vec<&'static str> {
+        events()
     }
 
     async fn handle(&self, tx: &mut Tx, e: &Envelope) -> AppResult<()> {
-        let p = &e.payload;
         let tenant = tx.tenant();
         match e.event_type.as_str() {
-            "clinical.encounter_closed" => {
-                let inst = uuid(p, "institution").ok_or_else(|| bad(e))?;
-                let day = day_of(time(p, "opened_at").ok_or_else(|| bad(e))?);
-                add_daily(tx, day, inst, "visits", p["kind"].as_str().unwrap_or("outpatient"), 1).await
+            EncounterClosed::TYPE => {
+                let ev: EncounterClosed = e.decode()?;
+                add_daily(tx, day_of(ev.opened_at), ev.institution, "visits", ev.kind.as_str(), 1).await
             }
-            "billing.charge_posted" => {
-                let inst = uuid(p, "institution").ok_or_else(|| bad(e))?;
-                let day = day_of(time(p, "posted_at").unwrap_or(e.occurred_at));
+            ChargePosted::TYPE => {
+                let ev: ChargePosted = e.decode()?;
                 // Sorted, so two charges of one day and institution upsert their rows in the same
                 // order and cannot deadlock.
                 let mut by_kind: std::collections::BTreeMap<String, i64> = Default::default();
-                for c in p["charges"].as_array().into_iter().flatten() {
-                    *by_kind.entry(c["kind"].as_str().unwrap_or("fee").into()).or_default() +=
-                        c["amount_fen"].as_i64().unwrap_or(0);
+                for c in &ev.charges {
+                    *by_kind.entry(c.kind.clone()).or_default() += c.amount_fen;
                 }
                 for (kind, fen) in by_kind {
-                    add_daily(tx, day, inst, "charges_fen", &kind, fen).await?;
+                    add_daily(tx, day_of(ev.posted_at), ev.institution, "charges_fen", &kind, fen).await?;
                 }
                 Ok(())
             }
-            t if t.starts_with("referrals.") => {
-                let row = referral_row(
-                    tenant,
-                    uuid(p, "referral").ok_or_else(|| bad(e))?,
-                    p["direction"].as_str().ok_or_else(|| bad(e))?,
-                    uuid(p, "from_institution").ok_or_else(|| bad(e))?,
-                    uuid(p, "to_institution"),
-                    uuid(p, "parent"),
-                    p["status"].as_str().unwrap_or(""),
-                    time(p, "created_at"),
-                    time(p, "requested_at"),
-                    time(p, "decided_at"),
-                    time(p, "completed_at"),
-                    p["summary"].as_bool().unwrap_or(false),
-                );
-                upsert_referral(tx, row).await
+            t if referral_events::TYPES.contains(&t) => {
+                upsert_referral(tx, referral_row(tenant, referral_events::change_of(e)?.into())).await
             }
-            "followups.enrolled" | "followups.closed" => {
+            Enrolled::TYPE => {
+                let ev: Enrolled = e.decode()?;
                 upsert_enrollment(
                     tx,
-                    stat_enrollment::Model {
-                        tenant_id: tenant,
-                        enrollment_id: uuid(p, "enrollment").ok_or_else(|| bad(e))?,
-                        institution_id: uuid(p, "institution").ok_or_else(|| bad(e))?,
-                        disease: p["disease"].as_str().ok_or_else(|| bad(e))?.into(),
-                        enrolled_on: date(p, "enrolled_on").ok_or_else(|| bad(e))?,
-                        closed_on: date(p, "closed_on"),
-                        last_visit_on: None,
-                        fourth_visit_on: None,
-                        last_controlled: false,
-                    },
+                    enrollment_row(tenant, ev.enrollment, ev.institution, ev.disease, ev.enrolled_on, None),
                 )
                 .await
             }
-            "followups.visit_recorded" => {
+            Closed::TYPE => {
+                let ev: Closed = e.decode()?;
+                let row =
+                    enrollment_row(tenant, ev.enrollment, ev.institution, ev.disease, ev.enrolled_on, ev.closed_on);
+                upsert_enrollment(tx, row).await
+            }
+            VisitRecorded::TYPE => {
+                let ev: VisitRecorded = e.decode()?;
                 insert_followup(
                     tx,
                     stat_followup::Model {
                         tenant_id: tenant,
-                        visit_id: uuid(p, "visit").ok_or_else(|| bad(e))?,
-                        enrollment_id: uuid(p, "enrollment").ok_or_else(|| bad(e))?,
-                        institution_id: uuid(p, "institution").ok_or_else(|| bad(e))?,
-                        disease: p["disease"].as_str().ok_or_else(|| bad(e))?.into(),
-                        visit_on: date(p, "visit_on").ok_or_else(|| bad(e))?,
-                        controlled: p["kpi_controlled"].as_bool().unwrap_or(false),
+                        visit_id: ev.visit,
+                        enrollment_id: ev.enrollment,
+                        institution_id: ev.institution,
+                        disease: ev.disease.as_str().into(),
+                        visit_on: ev.visit_on,
+                        controlled: ev.kpi_controlled,
                     },
                 )
                 .await
             }
             _ => Ok(()),
         }
+    }
+}
+
+/// An enrollment as its events tell it (the follow-ups fill in the rest).
+fn enrollment_row(
+    tenant: Uuid,
+    id: Uuid,
+    institution: Uuid,
+    disease: Disease,
+    enrolled_on: NaiveDate,
+    closed_on: Option<NaiveDate>,
+) -> stat_enrollment::Model {
+    stat_enrollment::Model {
+        tenant_id: tenant,
+        enrollment_id: id,
+        institution_id: institution,
+        disease: disease.as_str().into(),
+        enrolled_on,
+        closed_on,
+        last_visit_on: None,
+        fourth_visit_on: None,
+        last_controlled: false,
     }
 }
 
@@ -466,20 +486,20 @@ pub async fn rebuild(db: &Db, tenant: Uuid) -> AppResult<RebuildReport> {
         .await?
         .into_iter()
         .map(|(r, down)| {
-            let mut row = referral_row(
-                tenant,
-                r.id,
-                &r.direction,
-                r.from_institution,
-                r.to_institution,
-                r.parent_id,
-                &r.status,
-                Some(r.created_at),
-                r.requested_at,
-                r.decided_at,
-                r.completed_at,
-                r.completion_summary.is_some(),
-            );
+            let facts = ReferralFacts {
+                id: r.id,
+                direction: r.direction,
+                from: r.from_institution,
+                to: r.to_institution,
+                parent: r.parent_id,
+                status: r.status,
+                created_at: r.created_at,
+                requested_at: r.requested_at,
+                decided_at: r.decided_at,
+                completed_at: r.completed_at,
+                summary: r.completion_summary.is_some(),
+            };
+            let mut row = referral_row(tenant, facts);
             row.referred_down = down;
             row
         })
@@ -509,7 +529,7 @@ pub async fn rebuild(db: &Db, tenant: Uuid) -> AppResult<RebuildReport> {
                 tenant_id: tenant,
                 enrollment_id: e.id,
                 institution_id: e.institution_id,
-                disease: e.disease,
+                disease: e.disease.as_str().into(),
                 enrolled_on: e.enrolled_on,
                 closed_on: e.closed_on,
                 last_visit_on: last,
@@ -564,7 +584,7 @@ pub async fn rebuild(db: &Db, tenant: Uuid) -> AppResult<RebuildReport> {
     for chunk in rows.chunks(1000) {
         stat_followup::Entity::insert_many(chunk.to_vec()).exec(&*tx).await?;
     }
-    crate::platform::consumers::mark_processed(&tx, CONSUMER, &EVENTS).await?;
+    crate::platform::consumers::mark_processed(&tx, CONSUMER, &events()).await?;
     tx.commit().await?;
     Ok(report)
 }

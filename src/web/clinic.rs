@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::form::{invalid, num, required};
 use super::{Locale, Page, error_page, render, see_other, signed_in};
-use crate::clinical::domain::{EncounterKind, Vitals};
+use crate::clinical::domain::{EncounterKind, EncounterStatus, Vitals};
 use crate::clinical::icd10;
 use crate::patients::domain::{Demographics, RawDemographics};
 use crate::patients::service::{self as patients, PersonView, RegisterInput, SearchInput};
@@ -110,7 +110,7 @@ async fn today(state: &AppState, p: &Page) -> Result<Vec<VisitRow>, AppError> {
             time: china(e.opened_at).format("%H:%M").to_string(),
             patient: names.get(&e.person_id).cloned().unwrap_or_default(),
             status: p.l.t(&format!("visit-{}", e.status)),
-            open: e.status == "open",
+            open: e.status == EncounterStatus::Open,
         })
         .collect())
 }
@@ -294,7 +294,7 @@ pub async fn patient(req: &Request, state: Data<&AppState>, id: Path<String>) ->
                 time: china(e.opened_at).format("%Y-%m-%d %H:%M").to_string(),
                 patient: person.name.clone(),
                 status: l.t(&format!("visit-{}", e.status)),
-                open: e.status == "open",
+                open: e.status == EncounterStatus::Open,
             })
             .collect();
         Ok(render(StatusCode::OK, &PatientPage { l, person: person_row(l, &person, String::new()), visits, p }))
@@ -486,7 +486,7 @@ pub async fn visit(req: &Request, state: Data<&AppState>, id: Path<String>) -> R
             id,
             patient: person.name.clone(),
             person_id: person.id,
-            open: e.status == "open",
+            open: e.status == EncounterStatus::Open,
             status: l.t(&format!("visit-{}", e.status)),
             complaint: e.chief_complaint.clone().unwrap_or_default(),
             vitals,

@@ -78,7 +78,7 @@ pub async fn worklist(req: &Request, state: Data<&AppState>) -> Response {
         category_code: c.map(Category::as_str).unwrap_or(""),
         next_due: e.next_due.to_string(),
         days_overdue: late,
-        flag: e.flag.as_deref().map(|f| l.t(&format!("fu-flag-{f}"))).unwrap_or_default(),
+        flag: e.flag.map(|f| l.t(&format!("fu-flag-{f}"))).unwrap_or_default(),
     };
     let items = list
         .items
@@ -173,9 +173,9 @@ pub async fn enrollment(req: &Request, state: Data<&AppState>, id: Path<String>)
         id,
         patient: v.person.name.clone(),
         disease: l.t(&format!("disease-{}", e.disease)),
-        disease_code: e.disease.clone(),
+        disease_code: e.disease.as_str().to_string(),
         next_due: e.next_due.to_string(),
-        flag: e.flag.as_deref().map(|f| l.t(&format!("fu-flag-{f}"))).unwrap_or_default(),
+        flag: e.flag.map(|f| l.t(&format!("fu-flag-{f}"))).unwrap_or_default(),
         referral: e.referral_id,
         past,
         today: followups::today(&state),

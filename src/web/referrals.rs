@@ -19,7 +19,7 @@ use crate::identity::ctx::Perm;
 use crate::platform::AppError;
 use crate::platform::clock::china;
 use crate::platform::state::AppState;
-use crate::referrals::domain::{Action, Direction, Status};
+use crate::referrals::domain::{Action, Direction, Status, Urgency};
 use crate::referrals::service::{self as referrals, DownInput, ReferralView};
 
 /// One line of a referral list.
@@ -79,11 +79,11 @@ fn row(l: Locale, v: &ReferralView, sent: bool, names: &HashMap<Uuid, String>) -
         patient: v.person_name.clone(),
         direction: l.t(&format!("direction-{}", r.direction)),
         counterpart,
-        urgent: r.urgency == "urgent",
+        urgent: r.urgency == Urgency::Urgent,
         urgency: l.t(&format!("urgency-{}", r.urgency)),
         reason: if r.reason == referrals::DOWN_REASON { l.t("ref-down-reason") } else { r.reason.clone() },
         status: l.t(&format!("status-{}", r.status)),
-        status_code: r.status.clone(),
+        status_code: r.status.as_str().to_string(),
         sla,
         overdue,
         created: when(r.created_at),
@@ -201,7 +201,7 @@ pub async fn detail(req: &Request, state: Data<&AppState>, id: Path<String>) -> 
     let r = &v.referral;
     let receiver = r.to_institution == Some(p.ctx.institution) && p.ctx.can(Perm::ReferralManage);
     let sender = r.from_institution == p.ctx.institution && p.ctx.can(Perm::ReferralWrite);
-    let status = Status::parse(&r.status);
+    let status = Some(r.status);
     let history =
         v.transitions.iter().map(|t| Step { at: when(t.at), what: l.t(&format!("status-{}", t.to_status)) }).collect();
     let page = DetailPage {
@@ -212,7 +212,7 @@ pub async fn detail(req: &Request, state: Data<&AppState>, id: Path<String>) -> 
         can_arrive: receiver && status == Some(Status::Accepted),
         can_complete: receiver && status == Some(Status::Arrived),
         can_refer_down: receiver
-            && r.direction == Direction::Up.as_str()
+            && r.direction == Direction::Up
             && matches!(status, Some(Status::Arrived | Status::Completed)),
         can_submit: sender && status == Some(Status::Draft),
         can_cancel: sender && matches!(status, Some(Status::Requested | Status::Accepted)),

@@ -8,9 +8,13 @@ use std::time::Duration;
 use chrono::{Datelike, Utc};
 use cloudhis::accounts::entity::journal_line;
 use cloudhis::accounts::service::{Ledger, ReplayDiff};
+use cloudhis::billing::events::{ChargePosted, PaymentReceived, PostedCharge, RefundIssued};
+use cloudhis::pharmacy::events::{Dispensed, Transferred};
 use cloudhis::platform::SystemScope;
 use cloudhis::platform::consumers::Handler;
-use cloudhis::platform::events::{Envelope, outbox};
+use cloudhis::platform::events::{Envelope, Event, outbox};
+use cloudhis::referrals::domain::{Direction, Status, Urgency};
+use cloudhis::referrals::events::{Completed, ReferralChange};
 use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, Set, Statement};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -402,12 +406,12 @@ async fn stray_entry(
 /// An event written into the outbox past the application, as a producer would: unpublished
 /// (the relay delivers it to the consumers) or already published (the relay passes it by, so
 /// no consumer ever sees it: a lost delivery).
-async fn inject(
+async fn inject<E: Event>(
     app: &TestApp,
     tenant: Uuid,
-    event_type: &str,
+    aggregate: Uuid,
     at: chrono::DateTime<Utc>,
-    payload: Value,
+    event: &E,
     published: bool,
 ) -> Uuid {
     let owner = app.owner_connection().await;
@@ -427,12 +431,12 @@ async fn inject(
         seq,
         tenant_id: Set(tenant),
         id: Set(id),
-        event_type: Set(event_type.into()),
+        event_type: Set(E::TYPE.into()),
         version: Set(1),
-        aggregate_id: Set(payload["bill"].as_str().and_then(|b| b.parse().ok()).unwrap_or_else(Uuid::now_v7)),
+        aggregate_id: Set(aggregate),
         actor_user_id: Set(None),
         occurred_at: Set(at),
-        payload: Set(payload),
+        payload: Set(serde_json::to_value(event).unwrap()),
         published_at: Set(published.then(Utc::now)),
         attempts: Set(0),
         last_error: Set(None),
@@ -445,7 +449,10 @@ async fn inject(
 
 async fn published(app: &TestApp, tenant: Uuid) -> Vec<Envelope> {
     let tx = app.state.db.begin(&SystemScope { tenant }).await.unwrap();
-    let list = cloudhis::platform::events::published(&tx, &["billing.", "pharmacy.", "referrals."]).await.unwrap();
+    let types: Vec<&str> =
+        [cloudhis::billing::events::TYPES, cloudhis::pharmacy::events::TYPES, cloudhis::referrals::events::TYPES]
+            .concat();
+    let list = cloudhis::platform::events::published(&tx, &types).await.unwrap();
     tx.rollback().await.unwrap();
     list
 }
@@ -616,16 +623,8 @@ async fn a_closed_month_takes_nothing_new_and_a_late_event_posts_to_the_next_ope
     // A patient visits this month; a charge of theirs from last month arrives before the close.
     let visit = full_visit(&app, &village_doc, 41).await;
     let bill = Uuid::now_v7();
-    inject(
-        &app,
-        finance.tenant_id,
-        "billing.charge_posted",
-        last_month_day,
-        json!({"institution": village, "bill": bill, "person": visit.person, "charges": [
-            {"charge": Uuid::now_v7(), "kind": "fee", "amount_fen": 500, "insurance_fen": 200, "self_pay_fen": 300}]}),
-        false,
-    )
-    .await;
+    let charge = charge_posted(village, bill, &visit.person, last_month_day, &[("fee", 500, 200)]);
+    inject(&app, finance.tenant_id, bill, last_month_day, &charge, false).await;
     caught_up(&app, 4).await;
     let before = app.get(&format!("/api/v1/accounts/trial-balance?from={last}&to={last}"), &finance.token).await;
     let before = balances(&before.body["rows"], "balance_fen");
@@ -648,16 +647,8 @@ async fn a_closed_month_takes_nothing_new_and_a_late_event_posts_to_the_next_ope
     assert_eq!(periods.body[0]["period"], last.as_str());
 
     // A payment of the closed month arrives late (a replica that was down, say).
-    let late = inject(
-        &app,
-        finance.tenant_id,
-        "billing.payment_received",
-        last_month_day,
-        json!({"institution": village, "bill": bill, "payment": Uuid::now_v7(), "person": visit.person,
-               "amount_fen": 300, "method": "cash"}),
-        false,
-    )
-    .await;
+    let payment = payment_received(village, bill, Uuid::now_v7(), &visit.person, 300, "cash");
+    let late = inject(&app, finance.tenant_id, bill, last_month_day, &payment, false).await;
     caught_up(&app, 5).await;
     let entries = app.get("/api/v1/accounts/entries", &finance.token).await;
     assert_eq!(entries.status, 200, "{}", entries.text);
@@ -791,26 +782,14 @@ async fn reconciliation_names_a_lost_delivery_and_an_entry_billing_never_made() 
         .execute_raw(Statement::from_sql_and_values(backend, copy, [lost_payment.into(), payment.into()]))
         .await
         .unwrap();
-    let lost = inject(
-        &app,
-        finance.tenant_id,
-        "billing.payment_received",
-        Utc::now(),
-        json!({"institution": village, "bill": visit.bill, "payment": lost_payment, "amount_fen": 77, "method": "mobile"}),
-        true,
-    )
-    .await;
+    let bill: Uuid = visit.bill.parse().unwrap();
+    let person: Uuid = visit.person.parse().unwrap();
+    let payment = payment_received(village, bill, lost_payment, person, 77, "mobile");
+    let lost = inject(&app, finance.tenant_id, bill, Utc::now(), &payment, true).await;
     // And an event for a payment billing never made, which the ledger posts.
     let phantom = Uuid::now_v7();
-    let extra = inject(
-        &app,
-        finance.tenant_id,
-        "billing.payment_received",
-        Utc::now(),
-        json!({"institution": village, "bill": visit.bill, "payment": phantom, "amount_fen": 55, "method": "cash"}),
-        false,
-    )
-    .await;
+    let payment = payment_received(village, bill, phantom, person, 55, "cash");
+    let extra = inject(&app, finance.tenant_id, bill, Utc::now(), &payment, false).await;
     caught_up(&app, 4).await;
 
     let mut found = Vec::new();
@@ -908,56 +887,163 @@ async fn a_community_with_its_own_chart_and_fee_share_posts_by_them() {
 /// pharmacy and referrals would produce them.
 fn any_event(tenant: Uuid, institutions: Vec<Uuid>) -> impl proptest::strategy::Strategy<Value = Envelope> {
     use proptest::prelude::*;
-    let env = move |event_type: &str, payload: Value| Envelope {
-        id: Uuid::now_v7(),
-        event_type: event_type.into(),
-        version: 1,
-        tenant,
-        occurred_at: Utc::now(),
-        actor: None,
-        aggregate: Uuid::now_v7(),
-        payload,
-    };
     let inst = prop::sample::select(institutions);
     let method = prop::sample::select(vec!["cash", "card", "mobile"]);
     prop_oneof![
         (inst.clone(), prop::collection::vec((any::<bool>(), 1i64..1_000_000, 0i64..=10_000), 1..5)).prop_map(
             move |(i, lines)| {
-                let charges: Vec<Value> = lines
+                let lines: Vec<(&str, i64, i64)> = lines
                     .into_iter()
-                    .map(|(drug, amount, bp)| {
-                        let ins = amount * bp / 10_000;
-                        json!({"charge": Uuid::now_v7(), "kind": if drug {"drug"} else {"fee"}, "amount_fen": amount,
-                               "insurance_fen": ins, "self_pay_fen": amount - ins})
-                    })
+                    .map(|(drug, amount, bp)| (if drug { "drug" } else { "fee" }, amount, amount * bp / 10_000))
                     .collect();
-                env("billing.charge_posted", json!({"institution": i, "bill": Uuid::now_v7(), "charges": charges}))
+                let bill = Uuid::now_v7();
+                Envelope::of(tenant, bill, Utc::now(), &charge_posted(i, bill, Uuid::now_v7(), Utc::now(), &lines))
             }
         ),
-        (inst.clone(), method.clone(), 1i64..1_000_000).prop_map(move |(i, m, a)| env(
-            "billing.payment_received",
-            json!({"institution": i, "payment": Uuid::now_v7(), "amount_fen": a, "method": m})
-        )),
-        (inst.clone(), method, 1i64..1_000_000).prop_map(move |(i, m, a)| env(
-            "billing.refund_issued",
-            json!({"institution": i, "refund": Uuid::now_v7(), "amount_fen": a, "method": m})
-        )),
-        (inst.clone(), 0i64..1_000_000)
-            .prop_map(move |(i, v)| env("pharmacy.dispensed", json!({"institution": i, "value_fen": v}))),
+        (inst.clone(), method.clone(), 1i64..1_000_000).prop_map(move |(i, m, a)| {
+            let bill = Uuid::now_v7();
+            Envelope::of(tenant, bill, Utc::now(), &payment_received(i, bill, Uuid::now_v7(), Uuid::now_v7(), a, m))
+        }),
+        (inst.clone(), method, 1i64..1_000_000).prop_map(move |(i, m, a)| {
+            let refund = RefundIssued {
+                refund: Uuid::now_v7(),
+                payment: Uuid::now_v7(),
+                bill: Uuid::now_v7(),
+                institution: i,
+                person: Uuid::now_v7(),
+                amount_fen: a,
+                method: m.into(),
+                receipt_no: "R-1".into(),
+            };
+            Envelope::of(tenant, refund.bill, Utc::now(), &refund)
+        }),
+        (inst.clone(), 0i64..1_000_000).prop_map(move |(i, v)| {
+            let d = Dispensed {
+                prescription: Uuid::now_v7(),
+                encounter: Uuid::now_v7(),
+                institution: i,
+                person: Uuid::now_v7(),
+                value_fen: v,
+                lines: vec![],
+            };
+            Envelope::of(tenant, d.prescription, Utc::now(), &d)
+        }),
         (inst.clone(), inst.clone(), 1i64..10_000_000).prop_filter("two institutions", |(a, b, _)| a != b).prop_map(
-            move |(a, b, v)| env(
-                "pharmacy.transferred",
-                json!({"from_institution": a, "to_institution": b, "value_fen": v, "transfer": Uuid::now_v7()})
-            )
+            move |(a, b, v)| {
+                let t = Transferred {
+                    transfer: Uuid::now_v7(),
+                    from_institution: a,
+                    to_institution: b,
+                    drug_code: "amlodipine-5mg".into(),
+                    quantity: 1,
+                    value_fen: v,
+                    batches: vec![],
+                };
+                Envelope::of(tenant, t.transfer, Utc::now(), &t)
+            }
         ),
         (inst.clone(), inst, 0i64..1_000_000).prop_filter("two institutions", |(a, b, _)| a != b).prop_map(
-            move |(to, from, revenue)| env(
-                "referrals.completed",
-                json!({"direction": "up", "to_institution": to, "from_institution": from, "person": Uuid::now_v7(),
-                       "decided_at": Utc::now(), "first_visit_revenue_fen": revenue})
-            )
+            move |(to, from, revenue)| {
+                let now = Utc::now();
+                let change = ReferralChange {
+                    first_visit_revenue_fen: Some(revenue),
+                    referral: Uuid::now_v7(),
+                    person: Uuid::now_v7(),
+                    direction: Direction::Up,
+                    urgency: Urgency::Routine,
+                    from_institution: from,
+                    to_institution: Some(to),
+                    external: false,
+                    parent: None,
+                    status: Status::Completed,
+                    previous_status: Some(Status::Arrived),
+                    created_at: now,
+                    requested_at: Some(now),
+                    sla_due_at: None,
+                    decided_at: Some(now),
+                    arrived_at: Some(now),
+                    completed_at: Some(now),
+                    summary: true,
+                };
+                Envelope::of(tenant, change.referral, now, &Completed(change))
+            }
         ),
     ]
+}
+
+/// A charge event of `lines` (kind, amount, insured share), as billing would post it.
+fn charge_posted(
+    institution: Uuid,
+    bill: Uuid,
+    person: impl Into<PersonId>,
+    at: chrono::DateTime<Utc>,
+    lines: &[(&str, i64, i64)],
+) -> ChargePosted {
+    let charges: Vec<PostedCharge> = lines
+        .iter()
+        .map(|(kind, amount, ins)| PostedCharge {
+            charge: Uuid::now_v7(),
+            kind: kind.to_string(),
+            item_code: "registration".into(),
+            quantity: 1,
+            amount_fen: *amount,
+            insurance_category: "A".into(),
+            insurance_fen: *ins,
+            self_pay_fen: amount - ins,
+        })
+        .collect();
+    let total: i64 = charges.iter().map(|c| c.amount_fen).sum();
+    let insurance: i64 = charges.iter().map(|c| c.insurance_fen).sum();
+    ChargePosted {
+        bill,
+        encounter: Uuid::now_v7(),
+        institution,
+        person: person.into().0,
+        posted_at: at,
+        total_fen: total,
+        insurance_fen: insurance,
+        self_pay_fen: total - insurance,
+        drug_fen: charges.iter().filter(|c| c.kind == "drug").map(|c| c.amount_fen).sum(),
+        charges,
+    }
+}
+
+/// A payment event, as billing would publish it.
+fn payment_received(
+    institution: Uuid,
+    bill: Uuid,
+    payment: Uuid,
+    person: impl Into<PersonId>,
+    amount_fen: i64,
+    method: &str,
+) -> PaymentReceived {
+    PaymentReceived {
+        payment,
+        bill,
+        encounter: Uuid::now_v7(),
+        institution,
+        person: person.into().0,
+        amount_fen,
+        method: method.into(),
+        receipt_no: "R-1".into(),
+        bill_insurance_fen: 0,
+        settled: false,
+    }
+}
+
+/// A person id, from a `Uuid` or from the string an API answer carries.
+struct PersonId(Uuid);
+
+impl From<Uuid> for PersonId {
+    fn from(u: Uuid) -> Self {
+        Self(u)
+    }
+}
+
+impl From<&String> for PersonId {
+    fn from(s: &String) -> Self {
+        Self(s.parse().expect("a person id"))
+    }
 }
 
 /// The balance property, through the ledger consumer, the database and the statements API: any

@@ -328,12 +328,8 @@ async fn a_rebuild_equals_the_event_kept_rollups_and_a_shuffled_duplicated_repla
     }
     owner.execute_unprepared("DELETE FROM processed_events WHERE consumer = 'statistics'").await.unwrap();
     let tx = db.begin(&cloudhis::platform::SystemScope { tenant }).await.unwrap();
-    let mut events = cloudhis::platform::events::published(
-        &tx,
-        &["clinical.encounter_closed", "billing.charge_posted", "referrals.", "followups."],
-    )
-    .await
-    .unwrap();
+    let mut events =
+        cloudhis::platform::events::published(&tx, &cloudhis::statistics::service::events()).await.unwrap();
     tx.rollback().await.unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(8);
     let extra: Vec<_> = events.iter().filter(|_| rng.random_bool(0.33)).cloned().collect();

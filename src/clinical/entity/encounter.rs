@@ -1,5 +1,7 @@
 use sea_orm::entity::prelude::*;
 
+use crate::clinical::domain::{EncounterKind, EncounterStatus};
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
 #[sea_orm(table_name = "encounters")]
 pub struct Model {
@@ -11,8 +13,8 @@ pub struct Model {
     pub person_id: Uuid,
     pub department_id: Option<Uuid>,
     pub clinician_id: Uuid,
-    pub kind: String,
-    pub status: String,
+    pub kind: EncounterKind,
+    pub status: EncounterStatus,
     pub chief_complaint: Option<String>,
     pub notes: Option<String>,
     pub opened_at: DateTimeUtc,

@@ -1,5 +1,7 @@
 use sea_orm::entity::prelude::*;
 
+use crate::followups::domain::{Classification, Disease, EnrollmentStatus, Flag};
+
 /// A person in a chronic-disease registry, with the follow-up plan and where it stands.
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
 #[sea_orm(table_name = "chronic_enrollments")]
@@ -10,7 +12,7 @@ pub struct Model {
     pub id: Uuid,
     pub person_id: Uuid,
     /// `hypertension` or `diabetes`
-    pub disease: String,
+    pub disease: Disease,
     pub diagnosis_code: Option<String>,
     pub diagnosed_on: Date,
     /// The responsible institution (usually the village clinic) and doctor.
@@ -22,16 +24,16 @@ pub struct Model {
     pub next_due: Date,
     pub visits: i32,
     pub last_visit_on: Option<Date>,
-    pub last_classification: Option<String>,
+    pub last_classification: Option<Classification>,
     /// Consecutive uncontrolled follow-ups up to the last one.
     pub uncontrolled_streak: i32,
     /// Why the doctor's list flags the patient: `danger`, `uncontrolled_twice`, `complication`.
-    pub flag: Option<String>,
+    pub flag: Option<Flag>,
     pub flagged_at: Option<DateTimeUtc>,
     /// The draft up-referral proposed for the flag.
     pub referral_id: Option<Uuid>,
     /// `active` or `closed`
-    pub status: String,
+    pub status: EnrollmentStatus,
     pub closed_on: Option<Date>,
     pub close_reason: Option<String>,
     pub created_at: DateTimeUtc,

@@ -1,5 +1,7 @@
 use sea_orm::entity::prelude::*;
 
+use crate::followups::domain::Classification;
+
 /// One follow-up of an enrolled patient.
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
 #[sea_orm(table_name = "followup_visits")]
@@ -26,7 +28,7 @@ pub struct Model {
     pub salt: Option<String>,
     pub exercise_minutes_per_week: Option<i32>,
     /// `controlled`, `uncontrolled`, `adverse_reaction` or `complication`
-    pub classification: String,
+    pub classification: Classification,
     pub danger: bool,
     pub danger_reasons: Json,
     pub next_on: Date,

@@ -1,5 +1,7 @@
 use sea_orm::entity::prelude::*;
 
+use crate::referrals::domain::{Direction, Status, Urgency};
+
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
 #[sea_orm(table_name = "referrals")]
 pub struct Model {
@@ -8,12 +10,12 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: Uuid,
     pub person_id: Uuid,
-    pub direction: String,
+    pub direction: Direction,
     pub from_institution: Uuid,
     pub to_institution: Option<Uuid>,
     pub external_hospital: Option<String>,
-    pub status: String,
-    pub urgency: String,
+    pub status: Status,
+    pub urgency: Urgency,
     pub reason: String,
     pub clinical_summary: Json,
     pub source_encounter_id: Option<Uuid>,

@@ -1,5 +1,7 @@
 use sea_orm::entity::prelude::*;
 
+use crate::referrals::domain::Status;
+
 #[derive(Clone, Debug, PartialEq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
 #[sea_orm(table_name = "referral_transitions")]
 pub struct Model {
@@ -8,8 +10,8 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub id: Uuid,
     pub referral_id: Uuid,
-    pub from_status: Option<String>,
-    pub to_status: String,
+    pub from_status: Option<Status>,
+    pub to_status: Status,
     pub actor_id: Option<Uuid>,
     pub institution_id: Option<Uuid>,
     pub at: DateTimeUtc,
