@@ -16,6 +16,7 @@ use super::entity::{journal_entry, journal_line, ledger_account, ledger_period};
 use crate::identity::ctx::{Perm, RequestCtx};
 use crate::platform::audit::Purpose;
 use crate::platform::clock::china_day;
+use crate::platform::codes;
 use crate::platform::consumers::Handler;
 use crate::platform::events::{Envelope, Event};
 use crate::platform::state::AppState;
@@ -196,7 +197,7 @@ pub fn drafts_of(chart: &Chart, share_bp: i64, event: &Envelope) -> AppResult<Ve
     if event.event_type != Completed::TYPE {
         return post(chart, event).map_err(|e| {
             if e.1.contains("unreadable") {
-                AppError::unprocessable(crate::platform::events::UNREADABLE, e.to_string())
+                AppError::new(crate::platform::events::UNREADABLE, e.to_string())
             } else {
                 AppError::internal(anyhow::anyhow!(e))
             }
@@ -253,7 +254,7 @@ impl Handler for Ledger {
 /// A period range, inclusive: `from` and `to` are `YYYY-MM`.
 pub fn check_range(from: &str, to: &str) -> AppResult<()> {
     if !valid_period(from) || !valid_period(to) || from > to {
-        return Err(AppError::unprocessable("period_invalid", "periods are YYYY-MM, from no later than to"));
+        return Err(AppError::new(codes::PERIOD_INVALID, "periods are YYYY-MM, from no later than to"));
     }
     Ok(())
 }
@@ -823,15 +824,15 @@ pub async fn periods(state: &AppState, ctx: &RequestCtx) -> AppResult<Vec<ledger
 pub async fn close_period(state: &AppState, ctx: &RequestCtx, period: &str) -> AppResult<ledger_period::Model> {
     ctx.require(Perm::AccountsClose)?;
     if !valid_period(period) {
-        return Err(AppError::unprocessable("period_invalid", "a period is YYYY-MM"));
+        return Err(AppError::new(codes::PERIOD_INVALID, "a period is YYYY-MM"));
     }
     if period >= period_of(Utc::now()).as_str() {
-        return Err(AppError::unprocessable("period_open", "only a past month can be closed"));
+        return Err(AppError::new(codes::PERIOD_OPEN, "only a past month can be closed"));
     }
     let mut tx = state.db.begin(ctx).await?;
     let existing = ledger_period::Entity::find_by_id((ctx.tenant, period.to_string())).one(&*tx).await?;
     if existing.as_ref().is_some_and(|p| p.status == "closed") {
-        return Err(AppError::conflict("period_closed", "that period is already closed"));
+        return Err(AppError::new(codes::PERIOD_CLOSED, "that period is already closed"));
     }
     let row = ledger_period::Model {
         tenant_id: ctx.tenant,

@@ -18,6 +18,7 @@ use super::entity::{bill, charge, fee_item, payment, refund};
 use super::events;
 use crate::identity::ctx::{Perm, RequestCtx};
 use crate::platform::audit::Purpose;
+use crate::platform::codes;
 use crate::platform::state::AppState;
 use crate::platform::{AppError, AppResult, Tx};
 use crate::tenancy::domain::ApplyReport;
@@ -140,7 +141,7 @@ async fn lock_bill(tx: &Tx, ctx: &RequestCtx, id: Uuid) -> AppResult<bill::Model
     q.one(&**tx)
         .await?
         .filter(|b| b.institution_id == ctx.institution)
-        .ok_or_else(|| AppError::not_found("bill_not_found", "no such bill at your institution"))
+        .ok_or_else(|| AppError::new(codes::BILL_NOT_FOUND, "no such bill at your institution"))
 }
 
 /// A charge about to be posted.
@@ -165,7 +166,7 @@ pub async fn charge(state: &AppState, ctx: &RequestCtx, encounter_id: Uuid, fees
     ctx.require(Perm::BillingCharge)?;
     for f in &fees {
         if f.quantity <= 0 || f.quantity > 1000 {
-            return Err(AppError::unprocessable("quantity_invalid", "a fee item's quantity is 1 to 1000"));
+            return Err(AppError::new(codes::QUANTITY_INVALID, "a fee item's quantity is 1 to 1000"));
         }
     }
     let mut tx = state.db.begin(ctx).await?;
@@ -219,7 +220,7 @@ pub async fn charge(state: &AppState, ctx: &RequestCtx, encounter_id: Uuid, fees
     let mut lines: Vec<PendingCharge> = Vec::new();
     for (i, f) in fees.iter().enumerate() {
         let item = catalog.get(&f.code).ok_or_else(|| {
-            AppError::unprocessable("fee_item_unknown", "no such item in the fee schedule")
+            AppError::new(codes::FEE_ITEM_UNKNOWN, "no such item in the fee schedule")
                 .with_details(json!({ "line": i }))
         })?;
         lines.push(PendingCharge {
@@ -251,17 +252,15 @@ pub async fn charge(state: &AppState, ctx: &RequestCtx, encounter_id: Uuid, fees
         }
     }
     if lines.is_empty() {
-        return Err(AppError::unprocessable(
-            "nothing_to_charge",
-            "no fee items given and no uncharged prescription lines",
-        ));
+        return Err(AppError::new(codes::NOTHING_TO_CHARGE, "no fee items given and no uncharged prescription lines"));
     }
     let mut posted = Vec::new();
     let (mut total, mut insurance) = (0i64, 0i64);
     for PendingCharge { kind: kind_s, code, description, quantity, unit_fen: unit, category: cat, source } in lines {
-        let amount = quantity.checked_mul(unit).filter(|a| *a <= MAX_CHARGE_FEN).ok_or_else(|| {
-            AppError::unprocessable("amount_too_large", "a charge line may not exceed 10,000,000 yuan")
-        })?;
+        let amount = quantity
+            .checked_mul(unit)
+            .filter(|a| *a <= MAX_CHARGE_FEN)
+            .ok_or_else(|| AppError::new(codes::AMOUNT_TOO_LARGE, "a charge line may not exceed 10,000,000 yuan"))?;
         let category = InsuranceCategory::parse(&cat).unwrap_or(InsuranceCategory::C);
         let (ins, own) = rates.split(kind, category, amount);
         total += amount;
@@ -333,7 +332,7 @@ pub async fn get_bill(state: &AppState, ctx: &RequestCtx, id: Uuid) -> AppResult
         .one(&*tx)
         .await?
         .filter(|b| b.institution_id == ctx.institution)
-        .ok_or_else(|| AppError::not_found("bill_not_found", "no such bill at your institution"))?;
+        .ok_or_else(|| AppError::new(codes::BILL_NOT_FOUND, "no such bill at your institution"))?;
     let person = b.person_id;
     let view = load(&tx, b).await?;
     tx.audit(ctx.audit("billing.read", "bill", Purpose::Treatment).resource(id).subject(person));
@@ -387,16 +386,16 @@ pub async fn pay(
 ) -> AppResult<payment::Model> {
     ctx.require(Perm::BillingPay)?;
     if !METHODS.contains(&method) {
-        return Err(AppError::unprocessable("payment_method_invalid", "method is cash, card or mobile"));
+        return Err(AppError::new(codes::PAYMENT_METHOD_INVALID, "method is cash, card or mobile"));
     }
     if amount_fen <= 0 {
-        return Err(AppError::unprocessable("amount_invalid", "amount_fen must be positive"));
+        return Err(AppError::new(codes::AMOUNT_INVALID, "amount_fen must be positive"));
     }
     let mut tx = state.db.begin(ctx).await?;
     let b = lock_bill(&tx, ctx, bill_id).await?;
     let owed = owed(&b);
     if amount_fen > owed {
-        return Err(AppError::unprocessable("overpayment", "the amount is more than is owed on this bill")
+        return Err(AppError::new(codes::OVERPAYMENT, "the amount is more than is owed on this bill")
             .with_details(json!({ "owed_fen": owed, "amount_fen": amount_fen })));
     }
     let receipt_no = next_receipt(&tx, ctx.institution).await?;
@@ -448,30 +447,30 @@ pub async fn refund(
 ) -> AppResult<refund::Model> {
     ctx.require(Perm::BillingRefund)?;
     if amount_fen <= 0 {
-        return Err(AppError::unprocessable("amount_invalid", "amount_fen must be positive"));
+        return Err(AppError::new(codes::AMOUNT_INVALID, "amount_fen must be positive"));
     }
     let reason = reason.trim();
     if !(2..=200).contains(&reason.chars().count()) {
-        return Err(AppError::unprocessable("reason_required", "give a reason of 2 to 200 characters"));
+        return Err(AppError::new(codes::REASON_REQUIRED, "give a reason of 2 to 200 characters"));
     }
     let mut tx = state.db.begin(ctx).await?;
     let p = payment::Entity::find_by_id((ctx.tenant, payment_id))
         .one(&*tx)
         .await?
         .filter(|p| p.institution_id == ctx.institution)
-        .ok_or_else(|| AppError::not_found("payment_not_found", "no such payment at your institution"))?;
+        .ok_or_else(|| AppError::new(codes::PAYMENT_NOT_FOUND, "no such payment at your institution"))?;
     let b = lock_bill(&tx, ctx, p.bill_id).await?;
     let p = payment::Entity::find_by_id((ctx.tenant, payment_id)).one(&*tx).await?.expect("read above");
     if amount_fen > p.amount_fen - p.refunded_fen {
-        return Err(AppError::unprocessable("refund_exceeds_paid", "the refund is more than this payment has left")
+        return Err(AppError::new(codes::REFUND_EXCEEDS_PAID, "the refund is more than this payment has left")
             .with_details(json!({ "refundable_fen": p.amount_fen - p.refunded_fen, "amount_fen": amount_fen })));
     }
     // Drugs already dispensed stay paid for: refunding them needs a return first.
     let dispensed = dispensed_self_pay(&tx, b.id).await?;
     let refundable = (b.paid_fen - b.refunded_fen) - dispensed;
     if amount_fen > refundable {
-        return Err(AppError::unprocessable(
-            "refund_exceeds_undispensed",
+        return Err(AppError::new(
+            codes::REFUND_EXCEEDS_UNDISPENSED,
             "the refund would give back money for drugs already dispensed",
         )
         .with_details(json!({ "refundable_fen": refundable.max(0), "amount_fen": amount_fen })));

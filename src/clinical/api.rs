@@ -14,6 +14,7 @@ use super::service::{self, OpenInput};
 use crate::identity::ctx::Auth;
 use crate::platform::AppError;
 use crate::platform::api_tags::ApiTags;
+use crate::platform::codes;
 use crate::platform::state::AppState;
 
 #[derive(Object, Debug)]
@@ -330,7 +331,7 @@ impl ClinicalApi {
         let kind = match b.kind.as_deref() {
             None => EncounterKind::Outpatient,
             Some(k) => EncounterKind::parse(k)
-                .ok_or_else(|| AppError::unprocessable("encounter_kind_invalid", "kind is outpatient or emergency"))?,
+                .ok_or_else(|| AppError::new(codes::ENCOUNTER_KIND_INVALID, "kind is outpatient or emergency"))?,
         };
         let e = service::open(
             &state,

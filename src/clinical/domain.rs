@@ -3,6 +3,7 @@
 //! exactly what must be recorded.
 
 use crate::platform::AppError;
+use crate::platform::codes;
 
 crate::string_enum! {
     /// What kind of visit an encounter is.
@@ -35,7 +36,7 @@ pub struct Vitals {
 fn range<T: PartialOrd + Copy + std::fmt::Display>(field: &str, v: Option<T>, lo: T, hi: T) -> Result<(), AppError> {
     match v {
         Some(x) if !(lo..=hi).contains(&x) => {
-            Err(AppError::unprocessable("vital_out_of_range", format!("{field} must be between {lo} and {hi}"))
+            Err(AppError::new(codes::VITAL_OUT_OF_RANGE, format!("{field} must be between {lo} and {hi}"))
                 .with_details(serde_json::json!({ "field": field })))
         }
         _ => Ok(()),
@@ -45,7 +46,7 @@ fn range<T: PartialOrd + Copy + std::fmt::Display>(field: &str, v: Option<T>, lo
 impl Vitals {
     pub fn check(&self) -> Result<(), AppError> {
         if *self == Vitals::default() {
-            return Err(AppError::unprocessable("vitals_empty", "record at least one vital sign"));
+            return Err(AppError::new(codes::VITALS_EMPTY, "record at least one vital sign"));
         }
         range("systolic", self.systolic, 50, 300)?;
         range("diastolic", self.diastolic, 20, 200)?;
@@ -59,17 +60,17 @@ impl Vitals {
             ("fasting_glucose", self.fasting_glucose),
         ] {
             if v.is_some_and(|x| !x.is_finite()) {
-                return Err(AppError::unprocessable("vital_out_of_range", format!("{f} must be a number"))
+                return Err(AppError::new(codes::VITAL_OUT_OF_RANGE, format!("{f} must be a number"))
                     .with_details(serde_json::json!({ "field": f })));
             }
         }
         match (self.systolic, self.diastolic) {
             (Some(s), Some(d)) if d >= s => {
-                Err(AppError::unprocessable("vital_out_of_range", "diastolic pressure must be below systolic")
+                Err(AppError::new(codes::VITAL_OUT_OF_RANGE, "diastolic pressure must be below systolic")
                     .with_details(serde_json::json!({ "field": "diastolic" })))
             }
             (Some(_), None) | (None, Some(_)) => {
-                Err(AppError::unprocessable("vital_out_of_range", "blood pressure needs both systolic and diastolic")
+                Err(AppError::new(codes::VITAL_OUT_OF_RANGE, "blood pressure needs both systolic and diastolic")
                     .with_details(serde_json::json!({ "field": "diastolic" })))
             }
             _ => Ok(()),

@@ -17,6 +17,7 @@ use super::entity::{addendum, allergy, break_glass, diagnosis, encounter, vital_
 use super::icd10;
 use crate::identity::ctx::{Perm, RequestCtx};
 use crate::platform::audit::{Outcome, Purpose};
+use crate::platform::codes;
 use crate::platform::state::AppState;
 use crate::platform::{AppError, AppResult, Tx};
 
@@ -26,7 +27,7 @@ pub async fn own_encounter(tx: &Tx, ctx: &RequestCtx, id: Uuid) -> AppResult<enc
         .one(&**tx)
         .await?
         .filter(|e| e.institution_id == ctx.institution)
-        .ok_or_else(|| AppError::not_found("encounter_not_found", "no such encounter at your institution"))
+        .ok_or_else(|| AppError::new(codes::ENCOUNTER_NOT_FOUND, "no such encounter at your institution"))
 }
 
 /// As `own_encounter`, still open (a closed encounter is immutable: 409), and locked for the rest
@@ -40,9 +41,9 @@ pub async fn open_encounter(tx: &Tx, ctx: &RequestCtx, id: Uuid) -> AppResult<en
         .one(&**tx)
         .await?
         .filter(|e| e.institution_id == ctx.institution)
-        .ok_or_else(|| AppError::not_found("encounter_not_found", "no such encounter at your institution"))?;
+        .ok_or_else(|| AppError::new(codes::ENCOUNTER_NOT_FOUND, "no such encounter at your institution"))?;
     if e.status != EncounterStatus::Open {
-        return Err(AppError::conflict("encounter_closed", "the encounter is closed; add an addendum instead"));
+        return Err(AppError::new(codes::ENCOUNTER_CLOSED, "the encounter is closed; add an addendum instead"));
     }
     Ok(e)
 }
@@ -72,15 +73,12 @@ pub async fn open(state: &AppState, ctx: &RequestCtx, input: OpenInput) -> AppRe
     ctx.require(Perm::EncounterWrite)?;
     let mut tx = state.db.begin(ctx).await?;
     if !crate::patients::service::registered_at(&tx, input.person_id, ctx.institution).await? {
-        return Err(AppError::not_found("person_not_found", "no such person registered at your institution"));
+        return Err(AppError::new(codes::PERSON_NOT_FOUND, "no such person registered at your institution"));
     }
     if let Some(d) = input.department_id {
         let ok = crate::tenancy::service::departments_of(&tx, ctx.institution).await?.iter().any(|x| x.id == d);
         if !ok {
-            return Err(AppError::unprocessable(
-                "department_invalid",
-                "that department is not part of your institution",
-            ));
+            return Err(AppError::new(codes::DEPARTMENT_INVALID, "that department is not part of your institution"));
         }
     }
     let now = Utc::now();
@@ -142,14 +140,14 @@ pub async fn add_diagnosis(
 ) -> AppResult<diagnosis::Model> {
     ctx.require(Perm::EncounterWrite)?;
     let icd = icd10::lookup(code).ok_or_else(|| {
-        AppError::unprocessable("icd_code_unknown", "not a code of the ICD-10 catalog")
+        AppError::new(codes::ICD_CODE_UNKNOWN, "not a code of the ICD-10 catalog")
             .with_details(json!({ "field": "code" }))
     })?;
     let mut tx = state.db.begin(ctx).await?;
     let e = open_encounter(&tx, ctx, id).await?;
     let existing = diagnoses_of(&tx, id).await?;
     if existing.iter().any(|d| d.code == icd.code) {
-        return Err(AppError::conflict("diagnosis_duplicate", "this diagnosis is already recorded for the encounter"));
+        return Err(AppError::new(codes::DIAGNOSIS_DUPLICATE, "this diagnosis is already recorded for the encounter"));
     }
     let primary = primary || existing.is_empty();
     if primary {
@@ -217,7 +215,7 @@ pub async fn close(state: &AppState, ctx: &RequestCtx, id: Uuid) -> AppResult<en
     let e = open_encounter(&tx, ctx, id).await?;
     let diagnoses = diagnoses_of(&tx, id).await?;
     if diagnoses.is_empty() {
-        return Err(AppError::unprocessable("diagnosis_required", "record at least one diagnosis before closing"));
+        return Err(AppError::new(codes::DIAGNOSIS_REQUIRED, "record at least one diagnosis before closing"));
     }
     let now = Utc::now();
     let mut am = e.clone().into_active_model();
@@ -249,7 +247,7 @@ pub async fn add_addendum(state: &AppState, ctx: &RequestCtx, id: Uuid, text: &s
     ctx.require(Perm::EncounterWrite)?;
     let text = text.trim();
     if text.is_empty() || text.chars().count() > 4000 {
-        return Err(AppError::unprocessable("addendum_invalid", "an addendum is 1 to 4000 characters"));
+        return Err(AppError::new(codes::ADDENDUM_INVALID, "an addendum is 1 to 4000 characters"));
     }
     let mut tx = state.db.begin(ctx).await?;
     let e = own_encounter(&tx, ctx, id).await?;
@@ -345,14 +343,11 @@ pub async fn record_allergy(
     ctx.require(Perm::EncounterWrite)?;
     let allergen = allergen.trim().to_ascii_lowercase();
     if allergen.is_empty() || allergen.len() > 64 {
-        return Err(AppError::unprocessable(
-            "allergen_invalid",
-            "allergen is a drug code or drug class, 1-64 characters",
-        ));
+        return Err(AppError::new(codes::ALLERGEN_INVALID, "allergen is a drug code or drug class, 1-64 characters"));
     }
     let mut tx = state.db.begin(ctx).await?;
     if !crate::patients::service::registered_at(&tx, person, ctx.institution).await? {
-        return Err(AppError::not_found("person_not_found", "no such person registered at your institution"));
+        return Err(AppError::new(codes::PERSON_NOT_FOUND, "no such person registered at your institution"));
     }
     let row = allergy::ActiveModel {
         tenant_id: Set(ctx.tenant),
@@ -449,8 +444,8 @@ pub fn break_glass_reason(reason: &str) -> AppResult<&str> {
     let reason = reason.trim();
     let n = reason.chars().count();
     if !(10..=500).contains(&n) {
-        return Err(AppError::unprocessable(
-            "break_glass_reason_required",
+        return Err(AppError::new(
+            codes::BREAK_GLASS_REASON_REQUIRED,
             "break-glass needs a written reason of 10 to 500 characters",
         ));
     }
@@ -527,7 +522,7 @@ pub async fn referral_findings(
             .filter(|x| x.institution_id == institution && ids.contains(&x.person_id))
             .map(|x| vec![x])
             .ok_or_else(|| {
-                AppError::unprocessable("encounter_invalid", "the source encounter is not this person's visit here")
+                AppError::new(codes::ENCOUNTER_INVALID, "the source encounter is not this person's visit here")
             })?,
         None => encounters_at(tx, person, institution, 3).await?,
     };

@@ -4,6 +4,7 @@
 //! patient counts as controlled, when a referral up is proposed, and which worklist a patient is
 //! on for a given day. Pure functions, unit-tested here.
 
+use crate::platform::codes::{self, Code};
 use chrono::{Datelike, Duration, NaiveDate};
 
 crate::string_enum! {
@@ -76,12 +77,12 @@ pub struct Measures {
 /// A measurement no living patient has, or one the disease's follow-up cannot do without.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Implausible {
-    pub code: &'static str,
+    pub code: Code,
     pub field: &'static str,
     pub message: String,
 }
 
-fn implausible(code: &'static str, field: &'static str, message: impl Into<String>) -> Implausible {
+fn implausible(code: Code, field: &'static str, message: impl Into<String>) -> Implausible {
     Implausible { code, field, message: message.into() }
 }
 
@@ -92,32 +93,32 @@ pub fn check(disease: Disease, m: &Measures) -> Result<(), Implausible> {
     if let Some(s) = m.systolic
         && !(50..=300).contains(&s)
     {
-        return Err(implausible("value_out_of_range", "systolic", "systolic pressure must be 50 to 300 mmHg"));
+        return Err(implausible(codes::VALUE_OUT_OF_RANGE, "systolic", "systolic pressure must be 50 to 300 mmHg"));
     }
     if let Some(d) = m.diastolic
         && !(20..=200).contains(&d)
     {
-        return Err(implausible("value_out_of_range", "diastolic", "diastolic pressure must be 20 to 200 mmHg"));
+        return Err(implausible(codes::VALUE_OUT_OF_RANGE, "diastolic", "diastolic pressure must be 20 to 200 mmHg"));
     }
     if let (Some(s), Some(d)) = (m.systolic, m.diastolic)
         && s <= d
     {
-        return Err(implausible("value_out_of_range", "diastolic", "diastolic pressure must be below systolic"));
+        return Err(implausible(codes::VALUE_OUT_OF_RANGE, "diastolic", "diastolic pressure must be below systolic"));
     }
     if m.systolic.is_some() != m.diastolic.is_some() {
-        return Err(implausible("value_required", "diastolic", "record systolic and diastolic pressure together"));
+        return Err(implausible(codes::VALUE_REQUIRED, "diastolic", "record systolic and diastolic pressure together"));
     }
     if let Some(g) = m.glucose
         && !(g.is_finite() && g > 0.0 && g <= 50.0)
     {
-        return Err(implausible("value_out_of_range", "glucose", "glucose must be above 0 and at most 50 mmol/L"));
+        return Err(implausible(codes::VALUE_OUT_OF_RANGE, "glucose", "glucose must be above 0 and at most 50 mmol/L"));
     }
     match disease {
         Disease::Hypertension if m.systolic.is_none() => {
-            Err(implausible("value_required", "systolic", "a hypertension follow-up records the blood pressure"))
+            Err(implausible(codes::VALUE_REQUIRED, "systolic", "a hypertension follow-up records the blood pressure"))
         }
         Disease::Diabetes if m.glucose.is_none() => {
-            Err(implausible("value_required", "glucose", "a diabetes follow-up records the fasting glucose"))
+            Err(implausible(codes::VALUE_REQUIRED, "glucose", "a diabetes follow-up records the fasting glucose"))
         }
         _ => Ok(()),
     }

@@ -25,6 +25,7 @@ use crate::clinical::events::EncounterClosed;
 use crate::identity::ctx::{Perm, RequestCtx};
 use crate::patients::service::Contact;
 use crate::platform::audit::Purpose;
+use crate::platform::codes::{self, Code};
 use crate::platform::consumers::Handler;
 use crate::platform::events::{Envelope, Event};
 use crate::platform::state::AppState;
@@ -48,13 +49,13 @@ pub async fn interval_days(tx: &Tx) -> AppResult<i32> {
         .unwrap_or(90))
 }
 
-fn unprocessable(code: &'static str, field: &'static str, message: impl Into<String>) -> AppError {
-    AppError::unprocessable(code, message).with_details(json!({ "field": field }))
+fn unprocessable(code: Code, field: &'static str, message: impl Into<String>) -> AppError {
+    AppError::new(code, message).with_details(json!({ "field": field }))
 }
 
 fn not_in_future(today: NaiveDate, day: NaiveDate, field: &'static str) -> AppResult<()> {
     if day > today {
-        return Err(unprocessable("date_in_future", field, format!("{field} cannot be later than today")));
+        return Err(unprocessable(codes::DATE_IN_FUTURE, field, format!("{field} cannot be later than today")));
     }
     Ok(())
 }
@@ -80,12 +81,12 @@ pub async fn enroll(state: &AppState, ctx: &RequestCtx, input: EnrollInput) -> A
     let enrolled_on = input.enrolled_on.unwrap_or_else(|| today(state));
     not_in_future(today(state), enrolled_on, "enrolled_on")?;
     if enrolled_on < input.diagnosed_on {
-        return Err(unprocessable("date_invalid", "enrolled_on", "enrollment cannot precede the diagnosis"));
+        return Err(unprocessable(codes::DATE_INVALID, "enrolled_on", "enrollment cannot precede the diagnosis"));
     }
     let code = match input.diagnosis_code.as_deref().map(str::trim).filter(|c| !c.is_empty()) {
         Some(c) if Disease::of_icd(c) != Some(input.disease) => {
             return Err(unprocessable(
-                "diagnosis_code_invalid",
+                codes::DIAGNOSIS_CODE_INVALID,
                 "diagnosis_code",
                 format!("{c} is not a code of the {} registry", input.disease.as_str()),
             ));
@@ -96,19 +97,19 @@ pub async fn enroll(state: &AppState, ctx: &RequestCtx, input: EnrollInput) -> A
     if let Some(i) = input.interval_days
         && !(7..=366).contains(&i)
     {
-        return Err(unprocessable("interval_invalid", "interval_days", "the interval is 7 to 366 days"));
+        return Err(unprocessable(codes::INTERVAL_INVALID, "interval_days", "the interval is 7 to 366 days"));
     }
     let doctor = input.doctor_id.unwrap_or(ctx.user);
     if !ctx.user_can_in(doctor, Perm::FollowupWrite, ctx.institution) {
         return Err(unprocessable(
-            "doctor_invalid",
+            codes::DOCTOR_INVALID,
             "doctor_id",
             "the responsible doctor must be a clinician of this institution",
         ));
     }
     let mut tx = state.db.begin(ctx).await?;
     if !crate::patients::service::registered_at(&tx, input.person_id, ctx.institution).await? {
-        return Err(AppError::not_found("person_not_found", "no such person registered at your institution"));
+        return Err(AppError::new(codes::PERSON_NOT_FOUND, "no such person registered at your institution"));
     }
     let existing = enrollment::Entity::find()
         .filter(enrollment::Column::TenantId.eq(ctx.tenant))
@@ -119,8 +120,8 @@ pub async fn enroll(state: &AppState, ctx: &RequestCtx, input: EnrollInput) -> A
         .await?;
     if let Some(e) = existing {
         let here = e.institution_id == ctx.institution;
-        return Err(AppError::conflict(
-            "already_enrolled",
+        return Err(AppError::new(
+            codes::ALREADY_ENROLLED,
             if here {
                 "this person is already in that registry here"
             } else {
@@ -198,7 +199,7 @@ async fn own_enrollment(tx: &Tx, ctx: &RequestCtx, id: Uuid, lock: bool) -> AppR
     q.one(&**tx)
         .await?
         .filter(|e| e.institution_id == ctx.institution)
-        .ok_or_else(|| AppError::not_found("enrollment_not_found", "no such enrollment at your institution"))
+        .ok_or_else(|| AppError::new(codes::ENROLLMENT_NOT_FOUND, "no such enrollment at your institution"))
 }
 
 pub struct VisitInput {
@@ -231,32 +232,32 @@ fn check_visit(today: NaiveDate, disease: Disease, input: &VisitInput) -> AppRes
     check(disease, &input.measures).map_err(|e| unprocessable(e.code, e.field, e.message))?;
     not_in_future(today, input.visit_on, "visit_on")?;
     if input.symptoms.len() > 20 || input.symptoms.iter().any(|s| s.trim().is_empty() || s.chars().count() > 50) {
-        return Err(unprocessable("text_invalid", "symptoms", "up to 20 symptoms of 1 to 50 characters"));
+        return Err(unprocessable(codes::TEXT_INVALID, "symptoms", "up to 20 symptoms of 1 to 50 characters"));
     }
     if !["regular", "intermittent", "none"].contains(&input.adherence.as_str()) {
-        return Err(unprocessable("value_invalid", "adherence", "adherence is regular, intermittent or none"));
+        return Err(unprocessable(codes::VALUE_INVALID, "adherence", "adherence is regular, intermittent or none"));
     }
     if input.salt.as_deref().is_some_and(|s| !["light", "moderate", "heavy"].contains(&s)) {
-        return Err(unprocessable("value_invalid", "salt", "salt is light, moderate or heavy"));
+        return Err(unprocessable(codes::VALUE_INVALID, "salt", "salt is light, moderate or heavy"));
     }
     if input.smoking_per_day.is_some_and(|n| !(0..=200).contains(&n)) {
-        return Err(unprocessable("value_out_of_range", "smoking_per_day", "cigarettes per day are 0 to 200"));
+        return Err(unprocessable(codes::VALUE_OUT_OF_RANGE, "smoking_per_day", "cigarettes per day are 0 to 200"));
     }
     if input.exercise_minutes_per_week.is_some_and(|n| !(0..=7 * 24 * 60).contains(&n)) {
         return Err(unprocessable(
-            "value_out_of_range",
+            codes::VALUE_OUT_OF_RANGE,
             "exercise_minutes_per_week",
             "minutes in a week are 0 to 10080",
         ));
     }
     if input.notes.as_deref().is_some_and(|n| n.chars().count() > 2000) {
-        return Err(unprocessable("text_invalid", "notes", "notes are at most 2000 characters"));
+        return Err(unprocessable(codes::TEXT_INVALID, "notes", "notes are at most 2000 characters"));
     }
     if let Some(next) = input.next_on
         && (next <= input.visit_on || next > input.visit_on + Duration::days(366))
     {
         return Err(unprocessable(
-            "next_date_invalid",
+            codes::NEXT_DATE_INVALID,
             "next_on",
             "the next follow-up is within a year after this one",
         ));
@@ -337,7 +338,7 @@ pub async fn plan_visit(
     let classification = input.classification.unwrap_or(measured);
     if classification == Classification::Controlled && measured != Classification::Controlled {
         return Err(unprocessable(
-            "classification_inconsistent",
+            codes::CLASSIFICATION_INCONSISTENT,
             "classification",
             "the measurements are above target; the follow-up cannot be classified as controlled",
         ));
@@ -352,17 +353,17 @@ pub async fn plan_visit(
 /// An open enrollment takes one follow-up a day, in date order, none before the diagnosis.
 fn check_sequence(e: &enrollment::Model, visit_on: NaiveDate) -> AppResult<()> {
     if e.status != EnrollmentStatus::Active {
-        return Err(AppError::conflict("enrollment_closed", "this enrollment is closed"));
+        return Err(AppError::new(codes::ENROLLMENT_CLOSED, "this enrollment is closed"));
     }
     if visit_on < e.diagnosed_on {
-        return Err(unprocessable("date_invalid", "visit_on", "a follow-up cannot precede the diagnosis"));
+        return Err(unprocessable(codes::DATE_INVALID, "visit_on", "a follow-up cannot precede the diagnosis"));
     }
     match e.last_visit_on {
         Some(last) if visit_on == last => {
-            Err(AppError::conflict("followup_exists", "a follow-up is already recorded for that day"))
+            Err(AppError::new(codes::FOLLOWUP_EXISTS, "a follow-up is already recorded for that day"))
         }
         Some(last) if visit_on < last => Err(unprocessable(
-            "followup_out_of_order",
+            codes::FOLLOWUP_OUT_OF_ORDER,
             "visit_on",
             "a follow-up cannot be dated before the last one recorded",
         )),
@@ -758,12 +759,12 @@ pub async fn status(state: &AppState, ctx: &RequestCtx, id: Uuid, year: i32) -> 
 pub async fn close(state: &AppState, ctx: &RequestCtx, id: Uuid, reason: &str) -> AppResult<enrollment::Model> {
     ctx.require(Perm::FollowupWrite)?;
     if !["moved", "died", "misdiagnosed", "other"].contains(&reason) {
-        return Err(unprocessable("value_invalid", "reason", "the reason is moved, died, misdiagnosed or other"));
+        return Err(unprocessable(codes::VALUE_INVALID, "reason", "the reason is moved, died, misdiagnosed or other"));
     }
     let mut tx = state.db.begin(ctx).await?;
     let e = own_enrollment(&tx, ctx, id, true).await?;
     if e.status != EnrollmentStatus::Active {
-        return Err(AppError::conflict("enrollment_closed", "this enrollment is already closed"));
+        return Err(AppError::new(codes::ENROLLMENT_CLOSED, "this enrollment is already closed"));
     }
     let person = e.person_id;
     let mut am = e.into_active_model();
@@ -818,9 +819,9 @@ pub async fn dismiss_suggestion(state: &AppState, ctx: &RequestCtx, id: Uuid) ->
         .one(&*tx)
         .await?
         .filter(|s| s.institution_id == ctx.institution)
-        .ok_or_else(|| AppError::not_found("suggestion_not_found", "no such suggestion at your institution"))?;
+        .ok_or_else(|| AppError::new(codes::SUGGESTION_NOT_FOUND, "no such suggestion at your institution"))?;
     if s.status != "open" {
-        return Err(AppError::conflict("suggestion_resolved", "this suggestion was already acted on"));
+        return Err(AppError::new(codes::SUGGESTION_RESOLVED, "this suggestion was already acted on"));
     }
     let person = s.person_id;
     let mut am = s.into_active_model();

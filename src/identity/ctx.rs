@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use super::domain::Role;
 use crate::platform::audit::{AuditEntry, Purpose};
+use crate::platform::codes;
 use crate::platform::http::{Refusal, Refusals, RequestId};
 use crate::platform::state::AppState;
 use crate::platform::{AppError, AppResult, TenantScope, Tx};
@@ -204,7 +205,7 @@ impl RequestCtx {
         } else {
             let (obj, act) = perm.object_action();
             self.refused(self.institution, obj, act);
-            Err(AppError::forbidden("forbidden", format!("your roles here do not allow {obj}.{act}")))
+            Err(AppError::new(codes::FORBIDDEN, format!("your roles here do not allow {obj}.{act}")))
         }
     }
 
@@ -215,7 +216,7 @@ impl RequestCtx {
         } else {
             let (obj, act) = perm.object_action();
             self.refused(institution, obj, act);
-            Err(AppError::forbidden("institution_forbidden", format!("you may not do {obj}.{act} in that institution")))
+            Err(AppError::new(codes::INSTITUTION_FORBIDDEN, format!("you may not do {obj}.{act} in that institution")))
         }
     }
 

@@ -14,6 +14,7 @@ use super::entity::{role_binding, user, user_totp};
 use super::password;
 use super::totp;
 use crate::platform::audit::{AuditEntry, Outcome, Purpose};
+use crate::platform::codes;
 use crate::platform::state::AppState;
 use crate::platform::{AppError, AppResult, Db, SystemScope, TenantScope, Tx};
 use crate::tenancy::domain::ApplyReport;
@@ -123,19 +124,13 @@ pub async fn login(state: &AppState, input: LoginInput) -> AppResult<SessionView
     if let Some(guard) = enabled_totp(&tx, user.id).await? {
         let code = input.totp.as_deref().map(str::trim).filter(|c| !c.is_empty());
         let refused = match code {
-            None => Some(AppError::SecondFactor {
-                code: "totp_required",
-                message: "this account needs its one-time code (totp)".into(),
-            }),
+            None => Some(AppError::new(codes::TOTP_REQUIRED, "this account needs its one-time code (totp)")),
             Some(code) => {
                 let secret = totp_secret(state, &guard)?;
                 let step = totp::verify(&secret, code, Utc::now().timestamp(), guard.last_step);
                 match step {
                     Some(step) if use_step(&tx, user.id, step).await? => None,
-                    _ => Some(AppError::SecondFactor {
-                        code: "totp_invalid",
-                        message: "the one-time code is wrong or already used".into(),
-                    }),
+                    _ => Some(AppError::new(codes::TOTP_INVALID, "the one-time code is wrong or already used")),
                 }
             }
         };
@@ -147,7 +142,7 @@ pub async fn login(state: &AppState, input: LoginInput) -> AppResult<SessionView
                     .outcome(Outcome::Denied),
             );
             tx.commit().await?;
-            if err.code() == "totp_invalid" {
+            if err.is(codes::TOTP_INVALID) {
                 fail(state, &user_key, &addr_key).await?;
             }
             return Err(err);
@@ -168,9 +163,9 @@ pub async fn login(state: &AppState, input: LoginInput) -> AppResult<SessionView
         );
         tx.commit().await?;
         return Err(if memberships.is_empty() {
-            AppError::forbidden("no_roles", "this account holds no role in any institution")
+            AppError::new(codes::NO_ROLES, "this account holds no role in any institution")
         } else {
-            AppError::forbidden("institution_forbidden", "you hold no role in that institution")
+            AppError::new(codes::INSTITUTION_FORBIDDEN, "you hold no role in that institution")
         });
     };
     let institution = chosen.institution.id;
@@ -238,7 +233,7 @@ pub async fn totp_setup(state: &AppState, ctx: &RequestCtx) -> AppResult<TotpSet
     let mut tx = state.db.begin(ctx).await?;
     let existing = user_totp::Entity::find_by_id((ctx.tenant, ctx.user)).one(&*tx).await?;
     if existing.as_ref().is_some_and(|t| t.enabled_at.is_some()) {
-        return Err(AppError::conflict("totp_enabled", "a second factor is already on; disable it first"));
+        return Err(AppError::new(codes::TOTP_ENABLED, "a second factor is already on; disable it first"));
     }
     let secret = totp::new_secret();
     let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
@@ -270,9 +265,9 @@ pub async fn totp_confirm(state: &AppState, ctx: &RequestCtx, code: &str) -> App
         .one(&*tx)
         .await?
         .filter(|t| t.enabled_at.is_none())
-        .ok_or_else(|| AppError::conflict("totp_not_pending", "start the set-up first (POST /auth/totp)"))?;
+        .ok_or_else(|| AppError::new(codes::TOTP_NOT_PENDING, "start the set-up first (POST /auth/totp)"))?;
     let Some(step) = totp::verify(&totp_secret(state, &pending)?, code, Utc::now().timestamp(), None) else {
-        return Err(AppError::unprocessable("totp_invalid", "the one-time code is wrong; check the phone's clock"));
+        return Err(AppError::new(codes::TOTP_CODE_WRONG, "the one-time code is wrong; check the phone's clock"));
     };
     let mut am = pending.into_active_model();
     am.enabled_at = Set(Some(Utc::now()));
@@ -289,7 +284,7 @@ pub async fn totp_disable(state: &AppState, ctx: &RequestCtx, password_given: St
     let mut tx = state.db.begin(ctx).await?;
     let guard = enabled_totp(&tx, ctx.user)
         .await?
-        .ok_or_else(|| AppError::conflict("totp_not_enabled", "this account has no second factor"))?;
+        .ok_or_else(|| AppError::new(codes::TOTP_NOT_ENABLED, "this account has no second factor"))?;
     let user = user::Entity::find_by_id((ctx.tenant, ctx.user)).one(&*tx).await?.ok_or(AppError::Unauthenticated)?;
     let tenant = crate::tenancy::service::get_tenant(&*tx, ctx.tenant).await?;
     let user_key = format!("login:user:{}:{}", tenant.code, user.username);
@@ -309,7 +304,7 @@ pub async fn totp_disable(state: &AppState, ctx: &RequestCtx, password_given: St
         );
         tx.commit().await?;
         state.cache.hit(&user_key, WINDOW).await?;
-        return Err(AppError::unprocessable("totp_invalid", "the password or the one-time code is wrong"));
+        return Err(AppError::new(codes::TOTP_CODE_WRONG, "the password or the one-time code is wrong"));
     }
     user_totp::Entity::delete_by_id((ctx.tenant, ctx.user)).exec(&*tx).await?;
     tx.audit(ctx.audit("auth.totp_disable", "user", Purpose::Authentication).resource(ctx.user));
@@ -339,7 +334,7 @@ async fn revoke(state: &AppState, ctx: &RequestCtx) -> AppResult<()> {
 pub async fn switch_institution(state: &AppState, ctx: &RequestCtx, institution: Uuid) -> AppResult<SessionView> {
     let mut view = session(state, ctx).await?;
     let Some(m) = view.memberships.iter().find(|m| m.institution.id == institution) else {
-        return Err(AppError::forbidden("institution_forbidden", "you hold no role in that institution"));
+        return Err(AppError::new(codes::INSTITUTION_FORBIDDEN, "you hold no role in that institution"));
     };
     view.roles = m.roles.clone();
     let (token, claims) = state.keys.issue(ctx.tenant, ctx.user, institution, state.config.session_ttl)?;
@@ -374,7 +369,7 @@ async fn find_user(tx: &Tx, id: Uuid) -> AppResult<user::Model> {
     user::Entity::find_by_id((tx.tenant(), id))
         .one(&**tx)
         .await?
-        .ok_or_else(|| AppError::not_found("user_not_found", "no such user in this community"))
+        .ok_or_else(|| AppError::new(codes::USER_NOT_FOUND, "no such user in this community"))
 }
 
 /// The institutions a user holds roles in, lead hospital first, then townships, then villages.
@@ -457,14 +452,14 @@ pub async fn create_staff(
         let inst = crate::tenancy::service::get_institution(&tx, institution).await?;
         tx.rollback().await?;
         ctx.require_in(Perm::StaffWrite, institution)?;
-        check_username(&new.username).map_err(|e| AppError::unprocessable("username_invalid", e))?;
+        check_username(&new.username).map_err(|e| AppError::new(codes::USERNAME_INVALID, e))?;
         if new.display_name.trim().is_empty() {
-            return Err(AppError::unprocessable("display_name_invalid", "display_name must not be empty"));
+            return Err(AppError::new(codes::DISPLAY_NAME_INVALID, "display_name must not be empty"));
         }
         check_password_strength(&new.password, &new.username)
-            .map_err(|e| AppError::unprocessable("password_too_weak", format!("password {e}")))?;
+            .map_err(|e| AppError::new(codes::PASSWORD_TOO_WEAK, format!("password {e}")))?;
         if new.roles.is_empty() {
-            return Err(AppError::unprocessable("roles_required", "give at least one role"));
+            return Err(AppError::new(codes::ROLES_REQUIRED, "give at least one role"));
         }
         for role in &new.roles {
             check_grantable(ctx, *role, &inst)?;
@@ -478,7 +473,7 @@ pub async fn create_staff(
         .one(&*tx)
         .await?;
     if taken.is_some() {
-        return Err(AppError::conflict("username_taken", "that username is already in use in this community"));
+        return Err(AppError::new(codes::USERNAME_TAKEN, "that username is already in use in this community"));
     }
     let now = Utc::now();
     let created = user::ActiveModel {
@@ -507,13 +502,13 @@ pub async fn create_staff(
 
 fn check_grantable(ctx: &RequestCtx, role: Role, inst: &InstitutionInfo) -> AppResult<()> {
     if !role.allowed_in(inst.kind) {
-        return Err(AppError::unprocessable(
-            "role_not_allowed_here",
+        return Err(AppError::new(
+            codes::ROLE_NOT_ALLOWED_HERE,
             format!("role {} cannot be held at a {}", role.as_str(), inst.kind),
         ));
     }
     if role.is_tenant_wide() && !ctx.can(Perm::TenantAdmin) {
-        return Err(AppError::forbidden("forbidden", "only a tenant admin may grant tenant-wide roles"));
+        return Err(AppError::new(codes::FORBIDDEN, "only a tenant admin may grant tenant-wide roles"));
     }
     Ok(())
 }
@@ -540,7 +535,7 @@ pub async fn get_user(state: &AppState, ctx: &RequestCtx, id: Uuid) -> AppResult
     tx.rollback().await?;
     let visible = id == ctx.user || memberships.iter().any(|m| ctx.can_in(Perm::StaffRead, m.institution.id));
     if !visible {
-        return Err(AppError::not_found("user_not_found", "no such user in this community"));
+        return Err(AppError::new(codes::USER_NOT_FOUND, "no such user in this community"));
     }
     Ok((user, memberships))
 }
@@ -586,7 +581,7 @@ pub async fn revoke_role(
         .exec(&*tx)
         .await?;
     if deleted.rows_affected == 0 {
-        return Err(AppError::not_found("role_binding_not_found", "the user does not hold that role there"));
+        return Err(AppError::new(codes::ROLE_BINDING_NOT_FOUND, "the user does not hold that role there"));
     }
     tx.audit(ctx.audit("staff.role_revoke", "user", Purpose::Administration).resource(user_id));
     tx.commit().await?;

@@ -10,6 +10,7 @@ use super::matching::{Birth, MatchRecord};
 use super::names::{NameError, NameKey};
 use super::resident_id::{ResidentId, Sex};
 use crate::platform::AppError;
+use crate::platform::codes::{self, Code};
 use crate::platform::pii::PiiCipher;
 
 /// Demographics as submitted (registration, match, search).
@@ -50,20 +51,20 @@ pub fn parse_sex(s: &str) -> Option<Sex> {
     }
 }
 
-fn invalid(code: &'static str, message: &str) -> AppError {
-    AppError::unprocessable(code, message)
+fn invalid(code: Code, message: &str) -> AppError {
+    AppError::new(code, message)
 }
 
 /// `YYYY-MM-DD`, or `YYYY` when only the year is known. Never in the future.
 pub fn parse_birth(s: &str) -> Result<Birth, AppError> {
     let today = Utc::now().date_naive();
     let birth = if s.len() == 4 {
-        let y: i32 = s.parse().map_err(|_| invalid("birth_date_invalid", "birth_date is YYYY-MM-DD or YYYY"))?;
+        let y: i32 = s.parse().map_err(|_| invalid(codes::BIRTH_DATE_INVALID, "birth_date is YYYY-MM-DD or YYYY"))?;
         Birth::Year(y)
     } else {
         Birth::Full(
             NaiveDate::parse_from_str(s, "%Y-%m-%d")
-                .map_err(|_| invalid("birth_date_invalid", "birth_date is YYYY-MM-DD or YYYY"))?,
+                .map_err(|_| invalid(codes::BIRTH_DATE_INVALID, "birth_date is YYYY-MM-DD or YYYY"))?,
         )
     };
     let in_future = match birth {
@@ -71,7 +72,7 @@ pub fn parse_birth(s: &str) -> Result<Birth, AppError> {
         Birth::Year(y) => y > today.year(),
     };
     if in_future || birth.year() < 1880 {
-        return Err(invalid("birth_date_invalid", "birth_date must be a past date after 1880"));
+        return Err(invalid(codes::BIRTH_DATE_INVALID, "birth_date must be a past date after 1880"));
     }
     Ok(birth)
 }
@@ -83,7 +84,10 @@ pub fn parse_phone(s: &str) -> Result<String, AppError> {
     let mobile = digits.len() == 11 && digits.starts_with('1') && matches!(digits.as_bytes()[1], b'3'..=b'9');
     let landline = (10..=12).contains(&digits.len()) && digits.starts_with('0');
     if !digits.chars().all(|c| c.is_ascii_digit()) || !(mobile || landline) {
-        return Err(invalid("phone_invalid", "phone must be an 11-digit mobile number or a landline with area code"));
+        return Err(invalid(
+            codes::PHONE_INVALID,
+            "phone must be an 11-digit mobile number or a landline with area code",
+        ));
     }
     Ok(digits)
 }
@@ -92,7 +96,7 @@ pub fn parse_division(s: &str) -> Result<String, AppError> {
     if s.chars().all(|c| c.is_ascii_digit()) && (s.len() == 9 || s.len() == 12) {
         Ok(s.to_string())
     } else {
-        Err(invalid("division_invalid", "address_division is a 9-digit township or 12-digit village code"))
+        Err(invalid(codes::DIVISION_INVALID, "address_division is a 9-digit township or 12-digit village code"))
     }
 }
 
@@ -101,12 +105,12 @@ pub fn parse_insurance(s: &str) -> Result<String, AppError> {
     if (6..=30).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric()) {
         Ok(s)
     } else {
-        Err(invalid("insurance_no_invalid", "insurance_no is 6-30 letters or digits"))
+        Err(invalid(codes::INSURANCE_NO_INVALID, "insurance_no is 6-30 letters or digits"))
     }
 }
 
 pub fn resident_id_error(e: super::resident_id::ResidentIdError) -> AppError {
-    AppError::unprocessable("resident_id_invalid", format!("resident_id is not valid: {e}"))
+    AppError::new(codes::RESIDENT_ID_INVALID, format!("resident_id is not valid: {e}"))
         .with_details(json!({ "field": "resident_id", "check": e.check() }))
 }
 
@@ -120,7 +124,7 @@ impl Demographics {
             None => None,
         };
         let mut sex = match raw.sex.as_deref() {
-            Some(s) => Some(parse_sex(s).ok_or_else(|| invalid("sex_invalid", "sex is male or female"))?),
+            Some(s) => Some(parse_sex(s).ok_or_else(|| invalid(codes::SEX_INVALID, "sex is male or female"))?),
             None => None,
         };
         let mut birth = raw.birth_date.as_deref().map(parse_birth).transpose()?;
@@ -139,9 +143,9 @@ impl Demographics {
                 _ => birth = Some(Birth::Full(id.birth_date())),
             }
         }
-        let sex = sex.ok_or_else(|| invalid("sex_required", "sex is required without a resident ID"))?;
+        let sex = sex.ok_or_else(|| invalid(codes::SEX_REQUIRED, "sex is required without a resident ID"))?;
         let birth =
-            birth.ok_or_else(|| invalid("birth_date_required", "birth_date is required without a resident ID"))?;
+            birth.ok_or_else(|| invalid(codes::BIRTH_DATE_REQUIRED, "birth_date is required without a resident ID"))?;
         Ok(Self {
             name,
             sex: Some(sex),
@@ -173,7 +177,7 @@ impl Demographics {
 }
 
 pub fn name_error(e: NameError) -> AppError {
-    invalid("name_invalid", &format!("name: {e}"))
+    invalid(codes::NAME_INVALID, &format!("name: {e}"))
 }
 
 pub fn phone_tail(phone: &str) -> &str {

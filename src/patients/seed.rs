@@ -17,6 +17,7 @@ use super::names::NameKey;
 use super::service::new_person_row;
 use super::synth::{SynthConfig, SynthRecord, generate};
 use crate::platform::audit::{AuditEntry, Purpose};
+use crate::platform::codes;
 use crate::platform::pii::PiiCipher;
 use crate::platform::{AppError, AppResult, Db, SystemScope};
 use crate::tenancy::InstitutionKind;
@@ -100,7 +101,7 @@ pub async fn seed(
     let county = institutions
         .iter()
         .find(|i| i.kind == InstitutionKind::CountyHospital)
-        .ok_or_else(|| AppError::unprocessable("no_county_hospital", "the tenant has no county hospital"))?;
+        .ok_or_else(|| AppError::new(codes::NO_COUNTY_HOSPITAL, "the tenant has no county hospital"))?;
     let townships: Vec<_> = institutions.iter().filter(|i| i.kind == InstitutionKind::TownshipHealthCentre).collect();
     let clinics: HashMap<&str, Uuid> = institutions
         .iter()

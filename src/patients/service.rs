@@ -18,6 +18,7 @@ use super::matching::{Birth, Comparison, Grade, MatchRecord, MatchWeights, score
 use super::names::{NameKey, is_initials_query};
 use crate::identity::ctx::{Perm, RequestCtx};
 use crate::platform::audit::{AuditEntry, Purpose};
+use crate::platform::codes;
 use crate::platform::pii::PiiCipher;
 use crate::platform::state::AppState;
 use crate::platform::{AppError, AppResult, Tx};
@@ -193,7 +194,7 @@ async fn lock_person(tx: &Tx, id: Uuid) -> AppResult<person::Model> {
     if tx.get_database_backend() == DbBackend::Postgres {
         q = q.lock_exclusive();
     }
-    q.one(&**tx).await?.ok_or_else(|| AppError::not_found("person_not_found", "no such person in this community"))
+    q.one(&**tx).await?.ok_or_else(|| AppError::new(codes::PERSON_NOT_FOUND, "no such person in this community"))
 }
 
 /// A person of the community, merged or not; 404 `person_not_found` otherwise.
@@ -201,7 +202,7 @@ pub async fn find_person_any(tx: &Tx, id: Uuid) -> AppResult<person::Model> {
     person::Entity::find_by_id((tx.tenant(), id))
         .one(&**tx)
         .await?
-        .ok_or_else(|| AppError::not_found("person_not_found", "no such person in this community"))
+        .ok_or_else(|| AppError::new(codes::PERSON_NOT_FOUND, "no such person in this community"))
 }
 
 /// Registrations (with institution names) for several persons at once.
@@ -301,7 +302,7 @@ pub async fn register(state: &AppState, ctx: &RequestCtx, input: RegisterInput) 
     // A concurrent registration of the same resident ID loses the unique index race; the retry
     // then finds the winner and links to it.
     match register_once(state, ctx, &input).await {
-        Err(AppError::Conflict { code: "conflict", .. }) => register_once(state, ctx, &input).await,
+        Err(e) if e.is(codes::CONFLICT) => register_once(state, ctx, &input).await,
         other => other,
     }
 }
@@ -317,8 +318,8 @@ async fn register_once(state: &AppState, ctx: &RequestCtx, input: &RegisterInput
         let w = weights(&tx).await?;
         let cands = find_candidates(&tx, cipher, &d.to_match_record(), &w, None).await?;
         if !cands.iter().any(|c| c.grade >= Grade::Probable && (c.person.id == p.id || c.person.id == target)) {
-            return Err(AppError::unprocessable(
-                "link_not_a_match",
+            return Err(AppError::new(
+                codes::LINK_NOT_A_MATCH,
                 "link_to must name one of the probable matches of these details",
             ));
         }
@@ -359,11 +360,11 @@ async fn register_once(state: &AppState, ctx: &RequestCtx, input: &RegisterInput
 
 fn probable_match(candidates: Vec<CandidateView>) -> AppError {
     let list: Vec<serde_json::Value> = candidates.iter().map(candidate_json).collect();
-    AppError::Conflict {
-        code: "probable_match",
-        message: "probable matches exist: resubmit with link_to (a candidate's id) or create_new with a reason".into(),
-        details: Some(json!({ "candidates": list })),
-    }
+    AppError::new(
+        codes::PROBABLE_MATCH,
+        "probable matches exist: resubmit with link_to (a candidate's id) or create_new with a reason",
+    )
+    .with_details(json!({ "candidates": list }))
 }
 
 pub fn candidate_json(c: &CandidateView) -> serde_json::Value {
@@ -573,7 +574,7 @@ pub async fn get(state: &AppState, ctx: &RequestCtx, id: Uuid) -> AppResult<Pers
                 .outcome(crate::platform::audit::Outcome::Denied),
         );
         tx.commit().await?;
-        return Err(AppError::not_found("person_not_found", "no such person registered at your institution"));
+        return Err(AppError::new(codes::PERSON_NOT_FOUND, "no such person registered at your institution"));
     }
     ctx.audit_reads(&mut tx, "patient.read", Purpose::Treatment, [id]);
     tx.commit().await?;
@@ -626,10 +627,7 @@ pub async fn search(state: &AppState, ctx: &RequestCtx, q: SearchInput) -> AppRe
         });
     }
     if !any {
-        return Err(AppError::unprocessable(
-            "search_criteria_required",
-            "give a name, resident_id, phone or birth_date",
-        ));
+        return Err(AppError::new(codes::SEARCH_CRITERIA_REQUIRED, "give a name, resident_id, phone or birth_date"));
     }
     let mut tx = state.db.begin(ctx).await?;
     let mut rows = person::Entity::find()
@@ -662,7 +660,7 @@ pub async fn merge(state: &AppState, ctx: &RequestCtx, survivor: Uuid, merged: U
     ctx.require(Perm::PatientMerge)?;
     check_reason(reason)?;
     if survivor == merged {
-        return Err(AppError::unprocessable("merge_same_person", "a person cannot be merged into themselves"));
+        return Err(AppError::new(codes::MERGE_SAME_PERSON, "a person cannot be merged into themselves"));
     }
     let mut tx = state.db.begin(ctx).await?;
     // Lock both rows, lower id first, so concurrent merges of the same two persons queue up
@@ -672,7 +670,7 @@ pub async fn merge(state: &AppState, ctx: &RequestCtx, survivor: Uuid, merged: U
     let locked_second = lock_person(&tx, second).await?;
     let (a, b) = if first == survivor { (locked_first, locked_second) } else { (locked_second, locked_first) };
     if a.status != ACTIVE || b.status != ACTIVE {
-        return Err(AppError::conflict("person_not_active", "both persons must be active (not already merged)"));
+        return Err(AppError::new(codes::PERSON_NOT_ACTIVE, "both persons must be active (not already merged)"));
     }
     // B's registrations move to A, except where A is registered already: those stay with B,
     // reachable through replaced_by (a person has one registration per institution).
@@ -756,14 +754,14 @@ pub async fn unmerge(state: &AppState, ctx: &RequestCtx, merge_id: Uuid, reason:
     let m = person_merge::Entity::find_by_id((ctx.tenant, merge_id))
         .one(&*tx)
         .await?
-        .ok_or_else(|| AppError::not_found("merge_not_found", "no such merge"))?;
+        .ok_or_else(|| AppError::new(codes::MERGE_NOT_FOUND, "no such merge"))?;
     if m.unmerged_at.is_some() {
-        return Err(AppError::conflict("merge_already_undone", "this merge was already undone"));
+        return Err(AppError::new(codes::MERGE_ALREADY_UNDONE, "this merge was already undone"));
     }
     let snapshot: MergeSnapshot = serde_json::from_value(m.merged_snapshot.clone()).map_err(AppError::internal)?;
     let current = find_person_any(&tx, m.merged_id).await?;
     if current.status != MERGED || current.replaced_by != Some(m.survivor_id) {
-        return Err(AppError::conflict("merge_not_reversible", "the merged person has changed since the merge"));
+        return Err(AppError::new(codes::MERGE_NOT_REVERSIBLE, "the merged person has changed since the merge"));
     }
     let moved: Vec<Uuid> = serde_json::from_value(m.moved_registrations.clone()).map_err(AppError::internal)?;
     if !moved.is_empty() {
@@ -797,7 +795,7 @@ pub async fn unmerge(state: &AppState, ctx: &RequestCtx, merge_id: Uuid, reason:
 fn check_reason(reason: &str) -> AppResult<()> {
     let n = reason.trim().chars().count();
     if !(2..=500).contains(&n) {
-        return Err(AppError::unprocessable("reason_required", "give a reason of 2 to 500 characters"));
+        return Err(AppError::new(codes::REASON_REQUIRED, "give a reason of 2 to 500 characters"));
     }
     Ok(())
 }
@@ -856,10 +854,10 @@ async fn open_pair(state: &AppState, ctx: &RequestCtx, id: Uuid) -> AppResult<du
     let pair = duplicate_candidate::Entity::find_by_id((ctx.tenant, id))
         .one(&*tx)
         .await?
-        .ok_or_else(|| AppError::not_found("duplicate_not_found", "no such duplicate pair"))?;
+        .ok_or_else(|| AppError::new(codes::DUPLICATE_NOT_FOUND, "no such duplicate pair"))?;
     tx.rollback().await?;
     if pair.status != "open" {
-        return Err(AppError::conflict("duplicate_already_resolved", "this pair was already resolved"));
+        return Err(AppError::new(codes::DUPLICATE_ALREADY_RESOLVED, "this pair was already resolved"));
     }
     Ok(pair)
 }
@@ -872,7 +870,7 @@ pub async fn merge_pair(state: &AppState, ctx: &RequestCtx, id: Uuid, survivor: 
     } else if survivor == pair.person_b {
         pair.person_a
     } else {
-        return Err(AppError::unprocessable("survivor_not_in_pair", "survivor_id must be one of the pair"));
+        return Err(AppError::new(codes::SURVIVOR_NOT_IN_PAIR, "survivor_id must be one of the pair"));
     };
     merge(state, ctx, survivor, merged, reason).await
 }

@@ -13,6 +13,7 @@ use super::service::{self, PrescriptionView, Receipt};
 use crate::identity::ctx::Auth;
 use crate::platform::AppError;
 use crate::platform::api_tags::ApiTags;
+use crate::platform::codes;
 use crate::platform::state::AppState;
 
 #[derive(Object, Debug, Clone)]
@@ -360,11 +361,8 @@ impl PharmacyApi {
         let mut lines = Vec::with_capacity(b.lines.len());
         for (i, l) in b.lines.into_iter().enumerate() {
             let frequency = Frequency::parse(&l.frequency).ok_or_else(|| {
-                AppError::unprocessable(
-                    "frequency_invalid",
-                    "frequency is once, qd, bid, tid, qid, qn, q12h, q8h or prn",
-                )
-                .with_details(serde_json::json!({ "line": i }))
+                AppError::new(codes::FREQUENCY_INVALID, "frequency is once, qd, bid, tid, qid, qn, q12h, q8h or prn")
+                    .with_details(serde_json::json!({ "line": i }))
             })?;
             lines.push(LineRequest {
                 drug_code: l.drug_code,

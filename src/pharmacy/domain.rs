@@ -1,6 +1,7 @@
 //! Prescription rules: frequencies, outpatient day limits, and what makes a line valid.
 
 use crate::platform::AppError;
+use crate::platform::codes::{self, Code};
 
 /// Outpatient prescriptions cover at most 7 days, or 30 for a stable chronic disease
 /// (处方管理办法 article 19).
@@ -59,22 +60,20 @@ pub struct LineRequest {
 }
 
 pub fn check_line(l: &LineRequest, chronic: bool, index: usize) -> Result<(), AppError> {
-    let bad = |code: &'static str, msg: String| {
-        AppError::unprocessable(code, msg).with_details(serde_json::json!({ "line": index }))
-    };
+    let bad = |code: Code, msg: String| AppError::new(code, msg).with_details(serde_json::json!({ "line": index }));
     if !(1..=MAX_LINE_QUANTITY).contains(&l.quantity) {
-        return Err(bad("quantity_invalid", format!("line {index}: quantity must be 1 to {MAX_LINE_QUANTITY}")));
+        return Err(bad(codes::QUANTITY_INVALID, format!("line {index}: quantity must be 1 to {MAX_LINE_QUANTITY}")));
     }
     if !(l.dose.is_finite() && l.dose > 0.0) {
-        return Err(bad("dose_invalid", format!("line {index}: dose must be a positive number")));
+        return Err(bad(codes::DOSE_INVALID, format!("line {index}: dose must be a positive number")));
     }
     if l.days <= 0 {
-        return Err(bad("days_invalid", format!("line {index}: days must be at least 1")));
+        return Err(bad(codes::DAYS_INVALID, format!("line {index}: days must be at least 1")));
     }
     let limit = if chronic { CHRONIC_MAX_DAYS } else { STANDARD_MAX_DAYS };
     if l.days > limit {
         return Err(bad(
-            "prescription_days_exceeded",
+            codes::PRESCRIPTION_DAYS_EXCEEDED,
             format!("line {index}: {} days is over the outpatient limit of {limit} days", l.days),
         ));
     }

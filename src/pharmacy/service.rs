@@ -19,6 +19,7 @@ use super::entity::{
 };
 use crate::identity::ctx::{Perm, RequestCtx};
 use crate::platform::audit::Purpose;
+use crate::platform::codes;
 use crate::platform::state::AppState;
 use crate::platform::{AppError, AppResult, Tx};
 use crate::tenancy::domain::ApplyReport;
@@ -93,7 +94,7 @@ pub async fn find_drug(tx: &Tx, code: &str) -> AppResult<drug::Model> {
     drug::Entity::find_by_id((tx.tenant(), code.to_string()))
         .one(&**tx)
         .await?
-        .ok_or_else(|| AppError::unprocessable("drug_unknown", "no such drug in the community formulary"))
+        .ok_or_else(|| AppError::new(codes::DRUG_UNKNOWN, "no such drug in the community formulary"))
 }
 
 async fn stocked_at(tx: &Tx, institution: Uuid, code: &str) -> AppResult<bool> {
@@ -163,7 +164,7 @@ pub struct Receipt {
 
 fn check_quantity(q: i64) -> AppResult<()> {
     if !(1..=super::domain::MAX_STOCK_QUANTITY).contains(&q) {
-        return Err(AppError::unprocessable("quantity_invalid", "quantity must be 1 to 1,000,000,000"));
+        return Err(AppError::new(codes::QUANTITY_INVALID, "quantity must be 1 to 1,000,000,000"));
     }
     Ok(())
 }
@@ -244,15 +245,15 @@ pub async fn receive(state: &AppState, ctx: &RequestCtx, r: Receipt) -> AppResul
     check_quantity(r.quantity)?;
     let lot = r.lot.trim();
     if lot.is_empty() || lot.chars().count() > 40 {
-        return Err(AppError::unprocessable("lot_invalid", "lot must be 1-40 characters"));
+        return Err(AppError::new(codes::LOT_INVALID, "lot must be 1-40 characters"));
     }
     if r.expiry < Utc::now().date_naive() {
-        return Err(AppError::unprocessable("batch_expired", "this batch has already expired"));
+        return Err(AppError::new(codes::BATCH_EXPIRED, "this batch has already expired"));
     }
     let mut tx = state.db.begin(ctx).await?;
     find_drug(&tx, &r.drug_code).await?;
     if !stocked_at(&tx, ctx.institution, &r.drug_code).await? {
-        return Err(AppError::unprocessable("drug_not_stocked", "this institution does not stock that drug"));
+        return Err(AppError::new(codes::DRUG_NOT_STOCKED, "this institution does not stock that drug"));
     }
     let batch = add_to_batch(&tx, ctx.institution, &r.drug_code, lot, r.expiry, r.quantity).await?;
     movement(&tx, &batch, r.quantity, "receive", None, None, ctx.user).await?;
@@ -271,22 +272,19 @@ pub async fn adjust(
     ctx.require(Perm::PharmacyStock)?;
     // unsigned_abs: i64::MIN has no absolute value in i64 (found by schemathesis).
     if delta == 0 || delta.unsigned_abs() > super::domain::MAX_STOCK_QUANTITY as u64 {
-        return Err(AppError::unprocessable(
-            "quantity_invalid",
-            "an adjustment changes the quantity by 1 to 1,000,000,000",
-        ));
+        return Err(AppError::new(codes::QUANTITY_INVALID, "an adjustment changes the quantity by 1 to 1,000,000,000"));
     }
     let reason = reason.trim();
     if !(2..=200).contains(&reason.chars().count()) {
-        return Err(AppError::unprocessable("reason_required", "give a reason of 2 to 200 characters"));
+        return Err(AppError::new(codes::REASON_REQUIRED, "give a reason of 2 to 200 characters"));
     }
     let mut tx = state.db.begin(ctx).await?;
     let batch = lock_batch(&tx, batch_id).await?;
     if batch.institution_id != ctx.institution {
-        return Err(AppError::not_found("batch_not_found", "no such batch at your institution"));
+        return Err(AppError::new(codes::BATCH_NOT_FOUND, "no such batch at your institution"));
     }
     if batch.quantity + delta < 0 {
-        return Err(AppError::unprocessable("stock_insufficient", "the adjustment would take the batch below zero"));
+        return Err(AppError::new(codes::STOCK_INSUFFICIENT, "the adjustment would take the batch below zero"));
     }
     stock_batch::Entity::update_many()
         .col_expr(stock_batch::Column::Quantity, Expr::col(stock_batch::Column::Quantity).add(delta))
@@ -305,7 +303,7 @@ async fn lock_batch(tx: &Tx, id: Uuid) -> AppResult<stock_batch::Model> {
     if tx.get_database_backend() == DbBackend::Postgres {
         q = q.lock_exclusive();
     }
-    q.one(&**tx).await?.ok_or_else(|| AppError::not_found("batch_not_found", "no such batch at your institution"))
+    q.one(&**tx).await?.ok_or_else(|| AppError::new(codes::BATCH_NOT_FOUND, "no such batch at your institution"))
 }
 
 pub async fn stock(state: &AppState, ctx: &RequestCtx, drug_code: Option<&str>) -> AppResult<Vec<stock_batch::Model>> {
@@ -338,13 +336,10 @@ async fn take(
         Some(id) => {
             let b = lock_batch(tx, id).await?;
             if b.institution_id != institution || b.drug_code != drug_code {
-                return Err(AppError::unprocessable(
-                    "batch_mismatch",
-                    "that batch is not this drug at this institution",
-                ));
+                return Err(AppError::new(codes::BATCH_MISMATCH, "that batch is not this drug at this institution"));
             }
             if b.expiry < today {
-                return Err(AppError::unprocessable("batch_expired", "that batch has expired and cannot be dispensed"));
+                return Err(AppError::new(codes::BATCH_EXPIRED, "that batch has expired and cannot be dispensed"));
             }
             vec![b]
         }
@@ -365,7 +360,7 @@ async fn take(
     };
     let available: i64 = batches.iter().map(|b| b.quantity).sum();
     if available < quantity {
-        return Err(AppError::unprocessable("stock_insufficient", "not enough unexpired stock of this drug")
+        return Err(AppError::new(codes::STOCK_INSUFFICIENT, "not enough unexpired stock of this drug")
             .with_details(json!({ "drug_code": drug_code, "requested": quantity, "available": available })));
     }
     let mut left = quantity;
@@ -383,7 +378,7 @@ async fn take(
             .exec(&**tx)
             .await?;
         if done.rows_affected != 1 {
-            return Err(AppError::unprocessable("stock_insufficient", "the stock changed underneath; try again"));
+            return Err(AppError::new(codes::STOCK_INSUFFICIENT, "the stock changed underneath; try again"));
         }
         left -= n;
         taken.push((b, n));
@@ -413,16 +408,13 @@ pub async fn transfer(
     ctx.require(Perm::PharmacyStock)?;
     check_quantity(quantity)?;
     if to == ctx.institution {
-        return Err(AppError::unprocessable("transfer_same_institution", "a transfer goes to another institution"));
+        return Err(AppError::new(codes::TRANSFER_SAME_INSTITUTION, "a transfer goes to another institution"));
     }
     let mut tx = state.db.begin(ctx).await?;
     crate::tenancy::service::get_institution(&tx, to).await?;
     let drug = find_drug(&tx, drug_code).await?;
     if !stocked_at(&tx, to, drug_code).await? {
-        return Err(AppError::unprocessable(
-            "drug_not_stocked_there",
-            "the receiving institution does not stock that drug",
-        ));
+        return Err(AppError::new(codes::DRUG_NOT_STOCKED_THERE, "the receiving institution does not stock that drug"));
     }
     let id = Uuid::now_v7();
     let taken = take(&tx, ctx.institution, drug_code, quantity, None).await?;
@@ -480,7 +472,7 @@ pub async fn prescribe(
 ) -> AppResult<PrescriptionView> {
     ctx.require(Perm::Prescribe)?;
     if lines.is_empty() {
-        return Err(AppError::unprocessable("lines_required", "a prescription has at least one line"));
+        return Err(AppError::new(codes::LINES_REQUIRED, "a prescription has at least one line"));
     }
     for (i, l) in lines.iter().enumerate() {
         check_line(l, chronic, i)?;
@@ -498,16 +490,16 @@ pub async fn prescribe(
     for (i, l) in lines.iter().enumerate() {
         let drug = find_drug(&tx, &l.drug_code).await.map_err(|e| e.with_details(json!({ "line": i })))?;
         if !stocked_at(&tx, ctx.institution, &drug.code).await? {
-            return Err(AppError::unprocessable("drug_not_stocked", "this institution does not stock that drug")
+            return Err(AppError::new(codes::DRUG_NOT_STOCKED, "this institution does not stock that drug")
                 .with_details(json!({ "line": i, "drug_code": drug.code })));
         }
         if !seen.insert(drug.code.clone()) {
-            return Err(AppError::unprocessable("duplicate_drug", "the same drug is already prescribed in this visit")
+            return Err(AppError::new(codes::DUPLICATE_DRUG, "the same drug is already prescribed in this visit")
                 .with_details(json!({ "line": i, "drug_code": drug.code })));
         }
         if allergies.contains(&drug.code) || drug.allergen_class.as_ref().is_some_and(|c| allergies.contains(c)) {
-            return Err(AppError::unprocessable(
-                "allergy_conflict",
+            return Err(AppError::new(
+                codes::ALLERGY_CONFLICT,
                 "the patient has a recorded allergy to this drug or its class",
             )
             .with_details(json!({ "line": i, "drug_code": drug.code, "allergen_class": drug.allergen_class })));
@@ -670,7 +662,7 @@ async fn own_prescription(tx: &Tx, ctx: &RequestCtx, id: Uuid) -> AppResult<pres
     q.one(&**tx)
         .await?
         .filter(|p| p.institution_id == ctx.institution)
-        .ok_or_else(|| AppError::not_found("prescription_not_found", "no such prescription at your institution"))
+        .ok_or_else(|| AppError::new(codes::PRESCRIPTION_NOT_FOUND, "no such prescription at your institution"))
 }
 
 /// What one batch gave to a dispensed line.
@@ -696,8 +688,8 @@ pub struct DispensedLine {
 pub async fn dispensable_prescription(tx: &Tx, ctx: &RequestCtx, id: Uuid) -> AppResult<prescription::Model> {
     let p = own_prescription(tx, ctx, id).await?;
     if p.status != "active" {
-        return Err(AppError::conflict(
-            "prescription_not_dispensable",
+        return Err(AppError::new(
+            codes::PRESCRIPTION_NOT_DISPENSABLE,
             "this prescription was already dispensed or cancelled",
         ));
     }
@@ -728,7 +720,7 @@ pub async fn dispense_in(
         .exec(&**tx)
         .await?;
     if claimed.rows_affected != 1 {
-        return Err(AppError::conflict("prescription_not_dispensable", "this prescription was already dispensed"));
+        return Err(AppError::new(codes::PRESCRIPTION_NOT_DISPENSABLE, "this prescription was already dispensed"));
     }
     let mut out = Vec::new();
     let mut value_fen = 0i64;

@@ -21,6 +21,7 @@ use lapin::{Connection, ConnectionProperties, ExchangeKind};
 use sea_orm::Set;
 use sea_orm::entity::prelude::*;
 
+use crate::platform::codes;
 use crate::platform::events::Envelope;
 use crate::platform::{AppError, AppResult, Db, SystemScope, Tx};
 
@@ -113,7 +114,7 @@ pub async fn apply(db: &Db, handler: &dyn Handler, event: &Envelope) -> AppResul
         Ok(_) => {}
         Err(e) => {
             let err = AppError::from(e);
-            if matches!(err, AppError::Conflict { .. }) {
+            if err.is(codes::CONFLICT) {
                 return Ok(Applied::Already);
             }
             return Err(err);
@@ -122,7 +123,9 @@ pub async fn apply(db: &Db, handler: &dyn Handler, event: &Envelope) -> AppResul
     handler.handle(&mut tx, event).await?;
     match tx.commit().await {
         Ok(()) => Ok(Applied::Now),
-        Err(AppError::Conflict { .. }) => Ok(Applied::Already),
+        // A concurrent delivery committed the same idempotency row first. (A serialization
+        // failure, `retry`, is not that: it goes back to be delivered again.)
+        Err(e) if e.is(codes::CONFLICT) => Ok(Applied::Already),
         Err(e) => Err(e),
     }
 }
@@ -165,7 +168,7 @@ pub struct Failure {
 
 /// Whether an error from a handler can never go away by retrying.
 pub fn is_permanent(e: &AppError) -> bool {
-    e.code() == crate::platform::events::UNREADABLE
+    e.is(crate::platform::events::UNREADABLE)
 }
 
 /// In-process delivery: every handler that wants the event applies it. Returns the handlers

@@ -8,6 +8,8 @@ use poem_openapi::registry::{MetaMediaType, MetaResponse, MetaResponses, Registr
 use poem_openapi::{ApiResponse, Object, types::ToJSON};
 use sea_orm::{DbErr, SqlErr};
 
+use crate::platform::codes::{self, Code};
+
 /// The JSON problem body every error response carries.
 #[derive(Debug, Clone, Object, serde::Serialize, serde::Deserialize)]
 pub struct ErrorBody {
@@ -23,23 +25,13 @@ pub struct ErrorBody {
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
+    /// A refusal with one of the listed codes (`platform::codes`), whose status it carries.
     #[error("{message}")]
-    BadRequest { code: &'static str, message: String },
+    Coded { code: Code, message: String, details: Option<serde_json::Value> },
     #[error("authentication required")]
     Unauthenticated,
     #[error("invalid tenant, username or password")]
     InvalidCredentials,
-    /// The password was right but the account's second factor is missing or wrong (401).
-    #[error("{message}")]
-    SecondFactor { code: &'static str, message: String },
-    #[error("{message}")]
-    Forbidden { code: &'static str, message: String },
-    #[error("{message}")]
-    NotFound { code: &'static str, message: String },
-    #[error("{message}")]
-    Conflict { code: &'static str, message: String, details: Option<serde_json::Value> },
-    #[error("{message}")]
-    Unprocessable { code: &'static str, message: String, details: Option<serde_json::Value> },
     #[error("too many attempts; try again later")]
     RateLimited { retry_after_secs: u64 },
     #[error("a backing service is unavailable")]
@@ -51,25 +43,13 @@ pub enum AppError {
 pub type AppResult<T> = Result<T, AppError>;
 
 impl AppError {
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::BadRequest { code, message: message.into() }
-    }
-    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
-        Self::Forbidden { code, message: message.into() }
-    }
-    pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
-        Self::NotFound { code, message: message.into() }
-    }
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        Self::Conflict { code, message: message.into(), details: None }
-    }
-    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
-        Self::Unprocessable { code, message: message.into(), details: None }
+    /// A refusal: `code` (from `platform::codes`) decides the status.
+    pub fn new(code: Code, message: impl Into<String>) -> Self {
+        Self::Coded { code, message: message.into(), details: None }
     }
     pub fn with_details(mut self, value: serde_json::Value) -> Self {
-        match &mut self {
-            Self::Unprocessable { details, .. } | Self::Conflict { details, .. } => *details = Some(value),
-            _ => {}
+        if let Self::Coded { details, .. } = &mut self {
+            *details = Some(value);
         }
         self
     }
@@ -77,28 +57,37 @@ impl AppError {
         Self::Internal(err.into())
     }
 
-    pub fn code(&self) -> &'static str {
+    /// The listed code of this error.
+    pub fn code_of(&self) -> Code {
         match self {
-            Self::BadRequest { code, .. }
-            | Self::Forbidden { code, .. }
-            | Self::NotFound { code, .. }
-            | Self::Conflict { code, .. }
-            | Self::Unprocessable { code, .. }
-            | Self::SecondFactor { code, .. } => code,
-            Self::Unauthenticated => "unauthenticated",
-            Self::InvalidCredentials => "invalid_credentials",
-            Self::RateLimited { .. } => "too_many_attempts",
-            Self::Unavailable(_) => "service_unavailable",
-            Self::Internal(_) => "internal_error",
+            Self::Coded { code, .. } => *code,
+            Self::Unauthenticated => codes::UNAUTHENTICATED,
+            Self::InvalidCredentials => codes::INVALID_CREDENTIALS,
+            Self::RateLimited { .. } => codes::TOO_MANY_ATTEMPTS,
+            Self::Unavailable(_) => codes::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => codes::INTERNAL_ERROR,
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.code_of().code
+    }
+
+    /// Whether this is the refusal `code`.
+    pub fn is(&self, code: Code) -> bool {
+        self.code_of() == code
+    }
+
+    /// The details of a refusal (which field, which candidates), if any.
+    pub fn details(&self) -> Option<&serde_json::Value> {
+        match self {
+            Self::Coded { details, .. } => details.as_ref(),
+            _ => None,
         }
     }
 
     pub fn body(&self) -> ErrorBody {
-        let details = match self {
-            Self::Conflict { details, .. } | Self::Unprocessable { details, .. } => details.clone(),
-            _ => None,
-        };
-        ErrorBody { code: self.code().to_string(), message: self.to_string(), details }
+        ErrorBody { code: self.code().to_string(), message: self.to_string(), details: self.details().cloned() }
     }
 }
 
@@ -107,16 +96,16 @@ impl From<DbErr> for AppError {
     fn from(err: DbErr) -> Self {
         match err.sql_err() {
             Some(SqlErr::UniqueConstraintViolation(_)) => {
-                AppError::conflict("conflict", "a record with the same key already exists")
+                AppError::new(codes::CONFLICT, "a record with the same key already exists")
             }
             Some(SqlErr::ForeignKeyConstraintViolation(_)) => {
-                AppError::unprocessable("reference_invalid", "the request refers to a record that does not exist")
+                AppError::new(codes::REFERENCE_INVALID, "the request refers to a record that does not exist")
             }
             _ if matches!(sqlstate(&err).as_deref(), Some("40P01" | "40001")) => {
-                AppError::conflict("retry", "the request collided with another; try again")
+                AppError::new(codes::RETRY, "the request collided with another; try again")
             }
             _ if matches!(sqlstate(&err).as_deref(), Some("22003")) => {
-                AppError::unprocessable("value_out_of_range", "a number in the request is out of range")
+                AppError::new(codes::VALUE_OUT_OF_RANGE, "a number in the request is out of range")
             }
             _ => AppError::Internal(anyhow::Error::new(err).context("database")),
         }
@@ -135,17 +124,7 @@ fn sqlstate(err: &DbErr) -> Option<String> {
 
 impl poem::error::ResponseError for AppError {
     fn status(&self) -> StatusCode {
-        match self {
-            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            Self::Unauthenticated | Self::InvalidCredentials | Self::SecondFactor { .. } => StatusCode::UNAUTHORIZED,
-            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
-            Self::NotFound { .. } => StatusCode::NOT_FOUND,
-            Self::Conflict { .. } => StatusCode::CONFLICT,
-            Self::Unprocessable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
+        self.code_of().status()
     }
 
     fn as_response(&self) -> Response {
@@ -220,31 +199,30 @@ pub fn error_to_response(err: poem::Error) -> Response {
         return poem::error::ResponseError::as_response(app);
     }
     let status = err.status();
-    let (code, message): (&str, String) = if err.is::<poem_openapi::error::ParseRequestPayloadError>() {
-        ("malformed_body", sanitize(&err.to_string()))
+    let (code, message): (Code, String) = if err.is::<poem_openapi::error::ParseRequestPayloadError>() {
+        (codes::MALFORMED_BODY, sanitize(&err.to_string()))
     } else if err.is::<poem_openapi::error::ContentTypeError>() {
-        ("unsupported_media_type", "the request body must be application/json".into())
+        (codes::UNSUPPORTED_MEDIA_TYPE, "the request body must be application/json".into())
     } else if err.is::<poem_openapi::error::ParseParamError>() || err.is::<poem_openapi::error::ParsePathError>() {
-        ("invalid_parameter", sanitize(&err.to_string()))
+        (codes::INVALID_PARAMETER, sanitize(&err.to_string()))
     } else if err.is::<poem_openapi::error::AuthorizationError>() {
-        ("unauthenticated", "authentication required".into())
+        (codes::UNAUTHENTICATED, "authentication required".into())
     } else {
         match status.as_u16() {
-            400 => ("bad_request", sanitize(&err.to_string())),
-            401 => ("unauthenticated", "authentication required".into()),
-            404 => ("not_found", "no such route".into()),
-            405 => ("method_not_allowed", "method not allowed on this route".into()),
-            413 => ("payload_too_large", "the request body is too large".into()),
-            415 => ("unsupported_media_type", "unsupported content type".into()),
+            401 => (codes::UNAUTHENTICATED, "authentication required".into()),
+            404 => (codes::NOT_FOUND, "no such route".into()),
+            405 => (codes::METHOD_NOT_ALLOWED, "method not allowed on this route".into()),
+            413 => (codes::PAYLOAD_TOO_LARGE, "the request body is too large".into()),
+            415 => (codes::UNSUPPORTED_MEDIA_TYPE, "unsupported content type".into()),
             s if s >= 500 => {
                 tracing::error!(error = %err, "unhandled framework error");
-                ("internal_error", "internal error".into())
+                (codes::INTERNAL_ERROR, "internal error".into())
             }
-            _ => ("bad_request", sanitize(&err.to_string())),
+            // Any other refusal of the framework's is a bad request: one code, one status.
+            _ => (codes::BAD_REQUEST, sanitize(&err.to_string())),
         }
     };
-    let status = if status.is_server_error() || status.is_client_error() { status } else { StatusCode::BAD_REQUEST };
-    json_response(status, &ErrorBody { code: code.into(), message, details: None })
+    json_response(code.status(), &ErrorBody { code: code.code.into(), message, details: None })
 }
 
 /// Parser messages may quote the offending input (`invalid type: string "张伟"`). Input can be
@@ -290,7 +268,7 @@ mod tests {
     #[test]
     fn status_and_codes_are_stable() {
         use poem::error::ResponseError;
-        assert_eq!(AppError::not_found("user_not_found", "x").status(), 404);
+        assert_eq!(AppError::new(codes::USER_NOT_FOUND, "x").status(), 404);
         assert_eq!(AppError::RateLimited { retry_after_secs: 3 }.code(), "too_many_attempts");
         assert_eq!(AppError::internal(anyhow::anyhow!("secret detail")).body().message, "internal error");
     }

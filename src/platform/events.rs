@@ -60,7 +60,7 @@ pub trait Event: Serialize + serde::de::DeserializeOwned {
 
 /// The error code of an event whose payload is not what its type says: such an event can never
 /// be applied, so it becomes a dead letter at once, with the reason, instead of being retried.
-pub const UNREADABLE: &str = "event_unreadable";
+pub const UNREADABLE: crate::platform::codes::Code = crate::platform::codes::EVENT_UNREADABLE;
 
 /// The envelope every consumer receives.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,10 +100,7 @@ impl Envelope {
     /// deserialize (a missing field, a wrong type), is 422 [`UNREADABLE`] naming what is wrong.
     pub fn decode<E: Event>(&self) -> AppResult<E> {
         if self.event_type != E::TYPE {
-            return Err(AppError::unprocessable(
-                UNREADABLE,
-                format!("a {} event was read as {}", self.event_type, E::TYPE),
-            ));
+            return Err(AppError::new(UNREADABLE, format!("a {} event was read as {}", self.event_type, E::TYPE)));
         }
         self.decode_payload()
     }
@@ -112,7 +109,7 @@ impl Envelope {
     pub fn decode_payload<T: serde::de::DeserializeOwned>(&self) -> AppResult<T> {
         serde_json::from_value(self.payload.clone()).map_err(|e| {
             let reason = crate::platform::error::sanitize(&e.to_string());
-            AppError::unprocessable(UNREADABLE, format!("the {} payload is unreadable: {reason}", self.event_type))
+            AppError::new(UNREADABLE, format!("the {} payload is unreadable: {reason}", self.event_type))
         })
     }
 }

@@ -9,6 +9,7 @@ use poem::{Body, Endpoint, IntoResponse, Middleware, Request, Response, Result};
 use poem_openapi::OperationId;
 use tracing::{Instrument, field};
 
+use crate::platform::codes;
 use crate::platform::error::{ErrorBody, error_to_response, json_response};
 use crate::platform::metrics::Metrics;
 
@@ -335,16 +336,7 @@ async fn limit_body(req: &mut Request, max: usize, methods: &RouteMethods) -> Op
     {
         return None;
     }
-    let too_large = || {
-        json_response(
-            poem::http::StatusCode::PAYLOAD_TOO_LARGE,
-            &ErrorBody {
-                code: "payload_too_large".into(),
-                message: format!("the request body is larger than {max} bytes"),
-                details: None,
-            },
-        )
-    };
+    let too_large = || refusal(codes::PAYLOAD_TOO_LARGE, format!("the request body is larger than {max} bytes"));
     if let Some(len) = req.headers().get(header::CONTENT_LENGTH) {
         let len: usize = len.to_str().ok().and_then(|s| s.parse().ok()).unwrap_or(usize::MAX);
         if len > max {
@@ -354,33 +346,26 @@ async fn limit_body(req: &mut Request, max: usize, methods: &RouteMethods) -> Op
     let form = req.content_type().is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
     let body = req.take_body();
     match body.into_bytes_limit(max).await {
-        Ok(bytes) if has_nul(&bytes, form) => Some(json_response(
-            poem::http::StatusCode::UNPROCESSABLE_ENTITY,
-            &ErrorBody {
-                code: "text_nul".into(),
-                message: "text may not contain NUL characters".into(),
-                details: None,
-            },
-        )),
+        Ok(bytes) if has_nul(&bytes, form) => {
+            Some(refusal(codes::TEXT_NUL, "text may not contain NUL characters".into()))
+        }
         Ok(bytes) => {
             let json = req.content_type().is_some_and(|c| c.starts_with("application/json"));
             let mistyped =
                 if json { methods.not_a_string(req.method().as_str(), req.uri().path(), &bytes) } else { None };
             if let Some(field) = mistyped {
-                return Some(json_response(
-                    poem::http::StatusCode::BAD_REQUEST,
-                    &ErrorBody {
-                        code: "malformed_body".into(),
-                        message: format!("{field}: expected a string"),
-                        details: None,
-                    },
-                ));
+                return Some(refusal(codes::MALFORMED_BODY, format!("{field}: expected a string")));
             }
             req.set_body(Body::from(bytes));
             None
         }
         Err(_) => Some(too_large()),
     }
+}
+
+/// The problem body of a refusal at the boundary, before any handler runs.
+fn refusal(code: codes::Code, message: String) -> Response {
+    json_response(code.status(), &ErrorBody { code: code.code.into(), message, details: None })
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod bus;
 pub mod cache;
 pub mod clock;
+pub mod codes;
 pub mod config;
 pub mod consumers;
 pub mod csv;

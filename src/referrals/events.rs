@@ -93,7 +93,7 @@ referral_events! {
 /// The change any referral event carries; 422 `event_unreadable` for another event.
 pub fn change_of(event: &Envelope) -> AppResult<ReferralChange> {
     if !TYPES.contains(&event.event_type.as_str()) {
-        return Err(AppError::unprocessable(UNREADABLE, format!("{} is not a referral event", event.event_type)));
+        return Err(AppError::new(UNREADABLE, format!("{} is not a referral event", event.event_type)));
     }
     event.decode_payload()
 }

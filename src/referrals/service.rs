@@ -21,6 +21,7 @@ use super::entity::{access_grant, referral, referral_notification, referral_tran
 use super::events;
 use crate::identity::ctx::{Perm, RequestCtx};
 use crate::platform::audit::{AuditEntry, Outcome, Purpose};
+use crate::platform::codes;
 use crate::platform::events::Event;
 use crate::platform::state::AppState;
 use crate::platform::{AppError, AppResult, Db, SystemScope, Tx};
@@ -49,7 +50,7 @@ pub struct CreateInput {
 fn check_text(field: &'static str, s: &str, max: usize) -> AppResult<()> {
     let n = s.trim().chars().count();
     if n == 0 || n > max {
-        return Err(AppError::unprocessable("text_invalid", format!("{field} must be 1 to {max} characters"))
+        return Err(AppError::new(codes::TEXT_INVALID, format!("{field} must be 1 to {max} characters"))
             .with_details(json!({ "field": field })));
     }
     Ok(())
@@ -152,18 +153,18 @@ async fn refresh_draft(tx: &Tx, id: Uuid, reason: String, urgent: bool) -> AppRe
 pub async fn create_in(tx: &mut Tx, ctx: &RequestCtx, input: CreateInput) -> AppResult<referral::Model> {
     check_text("reason", &input.reason, 1000)?;
     if !crate::patients::service::registered_at(tx, input.person_id, ctx.institution).await? {
-        return Err(AppError::not_found("person_not_found", "no such person registered at your institution"));
+        return Err(AppError::new(codes::PERSON_NOT_FOUND, "no such person registered at your institution"));
     }
     let from = crate::tenancy::service::get_institution(tx, ctx.institution).await?;
     let (to, external, status) = match input.direction {
         Direction::Up => {
             let id = input.to_institution.ok_or_else(|| {
-                AppError::unprocessable("to_institution_required", "an up-referral names the receiving institution")
+                AppError::new(codes::TO_INSTITUTION_REQUIRED, "an up-referral names the receiving institution")
             })?;
             let to = crate::tenancy::service::get_institution(tx, id).await?;
             if !is_upward(from.kind, to.kind) {
-                return Err(AppError::unprocessable(
-                    "referral_direction_invalid",
+                return Err(AppError::new(
+                    codes::REFERRAL_DIRECTION_INVALID,
                     format!("a referral up goes from a village or township to a higher level, not to a {}", to.kind),
                 ));
             }
@@ -176,8 +177,8 @@ pub async fn create_in(tx: &mut Tx, ctx: &RequestCtx, input: CreateInput) -> App
             (None, Some(name.trim().to_string()), Status::Completed)
         }
         Direction::Down => {
-            return Err(AppError::unprocessable(
-                "referral_direction_invalid",
+            return Err(AppError::new(
+                codes::REFERRAL_DIRECTION_INVALID,
                 "refer down from an up-referral you received",
             ));
         }
@@ -253,21 +254,18 @@ pub async fn refer_down(
     let mut tx = state.db.begin(ctx).await?;
     let parent = party_referral(&tx, ctx, parent_id).await?;
     if parent.direction != Direction::Up || parent.to_institution != Some(ctx.institution) {
-        return Err(AppError::forbidden(
-            "referral_wrong_party",
+        return Err(AppError::new(
+            codes::REFERRAL_WRONG_PARTY,
             "only the receiver of an up-referral refers the patient back down",
         ));
     }
     if !matches!(parent.status, Status::Arrived | Status::Completed) {
-        return Err(AppError::conflict("referral_invalid_transition", "refer down after the patient has arrived"));
+        return Err(AppError::new(codes::REFERRAL_INVALID_TRANSITION, "refer down after the patient has arrived"));
     }
     let to_id = input.to_institution.unwrap_or(parent.from_institution);
     let to = crate::tenancy::service::get_institution(&tx, to_id).await?;
     if !to.kind.is_grassroots() {
-        return Err(AppError::unprocessable(
-            "referral_direction_invalid",
-            "a down-referral goes to a township or village",
-        ));
+        return Err(AppError::new(codes::REFERRAL_DIRECTION_INVALID, "a down-referral goes to a township or village"));
     }
     let (sla_hours, _) = settings(&tx).await?;
     let snapshot = snapshot(&tx, parent.person_id, ctx.institution, None).await?;
@@ -322,7 +320,7 @@ async fn party_referral(tx: &Tx, ctx: &RequestCtx, id: Uuid) -> AppResult<referr
     q.one(&**tx)
         .await?
         .filter(|r| r.from_institution == ctx.institution || r.to_institution == Some(ctx.institution))
-        .ok_or_else(|| AppError::not_found("referral_not_found", "no such referral for your institution"))
+        .ok_or_else(|| AppError::new(codes::REFERRAL_NOT_FOUND, "no such referral for your institution"))
 }
 
 async fn history(tx: &Tx, r: &referral::Model, from: Option<Status>, ctx: Option<&RequestCtx>) -> AppResult<()> {
@@ -423,7 +421,7 @@ pub async fn transition(
     match action.party() {
         Party::Sender => ctx.require(Perm::ReferralWrite)?,
         Party::Receiver => ctx.require(Perm::ReferralManage)?,
-        Party::System => return Err(AppError::forbidden("referral_wrong_party", "only the system expires referrals")),
+        Party::System => return Err(AppError::new(codes::REFERRAL_WRONG_PARTY, "only the system expires referrals")),
     }
     if matches!(action, Action::Reject | Action::Cancel | Action::Complete) {
         check_text(if action == Action::Complete { "summary" } else { "reason" }, note.unwrap_or(""), 4000)?;
@@ -445,8 +443,8 @@ pub async fn transition(
                 .outcome(Outcome::Denied),
         );
         tx.commit().await?;
-        return Err(AppError::forbidden(
-            "referral_wrong_party",
+        return Err(AppError::new(
+            codes::REFERRAL_WRONG_PARTY,
             match action.party() {
                 Party::Sender => "only the sending institution may do this",
                 _ => "only the receiving institution may do this",
@@ -471,8 +469,8 @@ async fn apply(
 ) -> AppResult<referral::Model> {
     let current = r.status;
     let Some(to) = next(current, action) else {
-        return Err(AppError::conflict(
-            "referral_invalid_transition",
+        return Err(AppError::new(
+            codes::REFERRAL_INVALID_TRANSITION,
             format!("a {} referral cannot be {}", current.as_str(), action.event().trim_start_matches("referrals.")),
         )
         .with_details(json!({ "status": current.as_str() })));
@@ -640,7 +638,7 @@ pub async fn get(state: &AppState, ctx: &RequestCtx, id: Uuid) -> AppResult<Refe
         .one(&*tx)
         .await?
         .filter(|r| r.from_institution == ctx.institution || r.to_institution == Some(ctx.institution))
-        .ok_or_else(|| AppError::not_found("referral_not_found", "no such referral for your institution"))?;
+        .ok_or_else(|| AppError::new(codes::REFERRAL_NOT_FOUND, "no such referral for your institution"))?;
     let person = r.person_id;
     let v = views(&tx, vec![r], true).await?.remove(0);
     tx.audit(ctx.audit("referral.read", "referral", Purpose::Referral).resource(id).subject(person));
@@ -689,7 +687,7 @@ pub async fn records(
         .one(&*tx)
         .await?
         .filter(|r| r.to_institution == Some(ctx.institution))
-        .ok_or_else(|| AppError::not_found("referral_not_found", "no such referral received by your institution"))?;
+        .ok_or_else(|| AppError::new(codes::REFERRAL_NOT_FOUND, "no such referral received by your institution"))?;
     let grant = access_grant::Entity::find()
         .filter(access_grant::Column::TenantId.eq(ctx.tenant))
         .filter(access_grant::Column::ReferralId.eq(id))
@@ -698,10 +696,10 @@ pub async fn records(
         .await?;
     let refusal = match &grant {
         None => {
-            Some(AppError::forbidden("grant_missing", "the referral has not been accepted; there is no access grant"))
+            Some(AppError::new(codes::GRANT_MISSING, "the referral has not been accepted; there is no access grant"))
         }
         Some(g) if g.expires_at.is_some_and(|e| e <= Utc::now()) => {
-            Some(AppError::forbidden("grant_expired", "the access grant of this referral has expired"))
+            Some(AppError::new(codes::GRANT_EXPIRED, "the access grant of this referral has expired"))
         }
         _ => None,
     };

@@ -14,6 +14,7 @@ use super::service::{self, Report};
 use crate::identity::ctx::Auth;
 use crate::platform::AppError;
 use crate::platform::api_tags::ApiTags;
+use crate::platform::codes;
 use crate::platform::state::AppState;
 
 #[derive(Object, Debug, Clone)]
@@ -223,7 +224,7 @@ impl StatisticsApi {
         institution_id: Query<Option<Uuid>>,
     ) -> Result<SeriesResponse, AppError> {
         let Some(pos) = KPIS.iter().position(|(c, ..)| *c == kpi.0) else {
-            return Err(AppError::unprocessable("kpi_unknown", "no such KPI; see /statistics/kpis for the codes"));
+            return Err(AppError::new(codes::KPI_UNKNOWN, "no such KPI; see /statistics/kpis for the codes"));
         };
         let (from, to) = period(state.clock.china_today(), from.0, to.0);
         let (g, gname) = match grain.0.unwrap_or(GrainDto::Month) {

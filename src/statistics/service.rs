@@ -17,6 +17,7 @@ use crate::followups::domain::Disease;
 use crate::followups::events::{Closed, Enrolled, VisitRecorded};
 use crate::identity::ctx::{Perm, RequestCtx};
 use crate::platform::clock::china_day;
+use crate::platform::codes;
 use crate::platform::consumers::Handler;
 use crate::platform::db::DailyCount;
 use crate::platform::events::{Envelope, Event};
@@ -959,8 +960,8 @@ fn check_period(from: NaiveDate, to: NaiveDate) -> AppResult<()> {
     // Years far outside any record would overflow the bucket and window arithmetic.
     let plausible = |d: NaiveDate| (1900..=2200).contains(&d.year());
     if from > to || (to - from).num_days() > 3 * 366 || !plausible(from) || !plausible(to) {
-        return Err(AppError::unprocessable(
-            "period_invalid",
+        return Err(AppError::new(
+            codes::PERIOD_INVALID,
             "from is no later than to, at most three years apart, years 1900 to 2200",
         ));
     }
@@ -982,9 +983,11 @@ pub async fn report(
     let institutions = crate::tenancy::service::list_institutions(&tx).await?;
     let node =
         match institution {
-            Some(id) => Some(institutions.iter().find(|i| i.id == id).cloned().ok_or_else(|| {
-                AppError::not_found("institution_not_found", "no such institution in this community")
-            })?),
+            Some(id) => {
+                Some(institutions.iter().find(|i| i.id == id).cloned().ok_or_else(|| {
+                    AppError::new(codes::INSTITUTION_NOT_FOUND, "no such institution in this community")
+                })?)
+            }
             None => None,
         };
     tx.rollback().await?;
@@ -1026,14 +1029,14 @@ pub async fn series(
     check_period(from, to)?;
     let buckets = super::domain::buckets(from, to, grain);
     if buckets.len() > 400 {
-        return Err(AppError::unprocessable("period_invalid", "at most 400 points in a series; use a coarser grain"));
+        return Err(AppError::new(codes::PERIOD_INVALID, "at most 400 points in a series; use a coarser grain"));
     }
     let tx = state.db.begin(ctx).await?;
     let institutions = crate::tenancy::service::list_institutions(&tx).await?;
     let set: HashSet<Uuid> = match institution {
         Some(id) => {
             if !institutions.iter().any(|i| i.id == id) {
-                return Err(AppError::not_found("institution_not_found", "no such institution in this community"));
+                return Err(AppError::new(codes::INSTITUTION_NOT_FOUND, "no such institution in this community"));
             }
             subtree(&institutions, id)
         }

@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::domain::{ApplyReport, InstitutionKind, InstitutionSpec};
 use super::entity::{department, institution, tenant};
+use crate::platform::codes;
 use crate::platform::{AppError, AppResult, Db, Tx};
 
 /// A tenant as other contexts see it.
@@ -82,7 +83,7 @@ pub async fn get_tenant(conn: &impl ConnectionTrait, id: Uuid) -> AppResult<Tena
         .one(conn)
         .await?
         .map(Into::into)
-        .ok_or_else(|| AppError::not_found("tenant_not_found", "no such tenant"))
+        .ok_or_else(|| AppError::new(codes::TENANT_NOT_FOUND, "no such tenant"))
 }
 
 /// Every institution id of the transaction's tenant.
@@ -114,7 +115,7 @@ pub async fn get_institution(tx: &Tx, id: Uuid) -> AppResult<InstitutionInfo> {
         .one(&**tx)
         .await?
         .map(Into::into)
-        .ok_or_else(|| AppError::not_found("institution_not_found", "no such institution in this community"))
+        .ok_or_else(|| AppError::new(codes::INSTITUTION_NOT_FOUND, "no such institution in this community"))
 }
 
 pub async fn departments_of(tx: &Tx, institution: Uuid) -> AppResult<Vec<DepartmentInfo>> {

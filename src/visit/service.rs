@@ -11,6 +11,7 @@ use crate::clinical::service::{self as clinical, SummaryEncounter};
 use crate::identity::ctx::{Perm, RequestCtx};
 use crate::pharmacy::service::{self as pharmacy, DispensedLine, PrescriptionView};
 use crate::platform::audit::{Outcome, Purpose};
+use crate::platform::codes;
 use crate::platform::state::AppState;
 use crate::platform::{AppError, AppResult, Tx};
 
@@ -91,7 +92,7 @@ pub async fn community_summary(state: &AppState, ctx: &RequestCtx, person: Uuid)
     let Some(purpose) = clinical::summary_purpose(&tx, ctx, person).await? else {
         tx.audit(ctx.audit("patient.summary", "person", Purpose::Treatment).resource(person).outcome(Outcome::Denied));
         tx.commit().await?;
-        return Err(AppError::not_found("person_not_found", "no such person registered at your institution"));
+        return Err(AppError::new(codes::PERSON_NOT_FOUND, "no such person registered at your institution"));
     };
     let ids = crate::patients::service::person_and_merged(&tx, person).await?;
     let clinical = clinical::clinical_summary(&tx, &ids).await?;
@@ -123,7 +124,7 @@ pub async fn dispense(
     let mut tx = state.db.begin(ctx).await?;
     let p = pharmacy::dispensable_prescription(&tx, ctx, id).await?;
     if !crate::billing::service::prescription_paid(&tx, id).await? {
-        return Err(AppError::conflict("not_paid", "the prescription's charges must be paid before dispensing"));
+        return Err(AppError::new(codes::NOT_PAID, "the prescription's charges must be paid before dispensing"));
     }
     let out = pharmacy::dispense_in(&mut tx, ctx, p, pinned).await?;
     tx.commit().await?;

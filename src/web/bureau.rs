@@ -13,6 +13,7 @@ use super::charts::{Chart, Kind, Point, chart};
 use super::{Locale, Page, error_page, render, signed_in};
 use crate::identity::ctx::Perm;
 use crate::platform::AppError;
+use crate::platform::codes;
 use crate::platform::state::AppState;
 use crate::statistics::domain::{Cell, Grain, Inputs, KPIS, Sources, Unit, kpis};
 use crate::statistics::{api as stats_api, service as stats};
@@ -38,14 +39,14 @@ fn parse(today: NaiveDate, f: &Filter) -> Result<Parsed, AppError> {
             None => Ok(None),
             Some(s) => NaiveDate::parse_from_str(s, "%Y-%m-%d")
                 .map(Some)
-                .map_err(|_| AppError::unprocessable("period_invalid", "dates are YYYY-MM-DD")),
+                .map_err(|_| AppError::new(codes::PERIOD_INVALID, "dates are YYYY-MM-DD")),
         }
     };
     let (from, to) = stats_api::period(today, date(&f.from)?, date(&f.to)?);
     let institution = match f.institution.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         None => None,
         Some(s) => {
-            Some(Uuid::parse_str(s).map_err(|_| AppError::not_found("institution_not_found", "no such institution"))?)
+            Some(Uuid::parse_str(s).map_err(|_| AppError::new(codes::INSTITUTION_NOT_FOUND, "no such institution"))?)
         }
     };
     Ok(Parsed { from, to, institution })

@@ -23,6 +23,7 @@ use crate::pharmacy::domain::{Frequency, LineRequest};
 use crate::platform::AppError;
 use crate::platform::audit::Purpose;
 use crate::platform::clock::{china, china_date, china_day};
+use crate::platform::codes;
 use crate::platform::state::AppState;
 
 /// A page handler's body: a response, or an error page going back to `back`.
@@ -214,9 +215,9 @@ pub async fn register(req: &Request, state: Data<&AppState>, form: Form<Register
         };
         match patients::register(&state, &p.ctx, input).await {
             Ok(outcome) => Ok(see_other(&format!("/app/clinic/patients/{}", outcome.person.id))),
-            Err(AppError::Conflict { code: "probable_match", details, .. }) => {
-                let candidates = details
-                    .as_ref()
+            Err(e) if e.is(codes::PROBABLE_MATCH) => {
+                let candidates = e
+                    .details()
                     .and_then(|d| d["candidates"].as_array())
                     .map(|list| list.iter().filter_map(|c| candidate(l, c)).collect())
                     .unwrap_or_default();
@@ -232,19 +233,13 @@ pub async fn register(req: &Request, state: Data<&AppState>, form: Form<Register
 
 /// The label of the field a demographics error is about, in the reader's language.
 fn field_of(l: Locale, e: &AppError) -> String {
-    let code = e.code();
-    let key = if code.starts_with("name") {
-        "patient-name"
-    } else if code.starts_with("resident_id") {
-        "patient-resident-id"
-    } else if code.starts_with("phone") {
-        "patient-phone"
-    } else if code.starts_with("birth") {
-        "patient-birth"
-    } else if code.starts_with("sex") {
-        "patient-sex"
-    } else {
-        "error-invalid"
+    let key = match e.code_of() {
+        codes::NAME_INVALID => "patient-name",
+        codes::RESIDENT_ID_INVALID => "patient-resident-id",
+        codes::PHONE_INVALID => "patient-phone",
+        codes::BIRTH_DATE_INVALID | codes::BIRTH_DATE_REQUIRED => "patient-birth",
+        codes::SEX_INVALID | codes::SEX_REQUIRED => "patient-sex",
+        _ => "error-invalid",
     };
     l.t(key)
 }
@@ -304,7 +299,7 @@ pub async fn patient(req: &Request, state: Data<&AppState>, id: Path<String>) ->
 }
 
 fn not_found() -> AppError {
-    AppError::not_found("page_not_found", "no such page")
+    AppError::new(codes::PAGE_NOT_FOUND, "no such page")
 }
 
 #[derive(Deserialize)]
@@ -547,7 +542,7 @@ fn icd_code(q: &str) -> Result<String, AppError> {
     }
     match icd10::search(q, 2).as_slice() {
         [one] => Ok(one.code.to_string()),
-        _ => Err(AppError::unprocessable("icd_code_unknown", "not a code of the ICD-10 catalog")),
+        _ => Err(AppError::new(codes::ICD_CODE_UNKNOWN, "not a code of the ICD-10 catalog")),
     }
 }
 
@@ -617,7 +612,7 @@ pub async fn visit_step(
                 // The bill of this visit, not any bill of the institution.
                 let v = crate::visit::service::encounter(&state, ctx, id).await?;
                 if v.bill.as_ref().map(|b| b.bill.id) != Some(bill) {
-                    return Err(AppError::not_found("bill_not_found", "no such bill on this visit"));
+                    return Err(AppError::new(codes::BILL_NOT_FOUND, "no such bill on this visit"));
                 }
                 let amount: f64 = required("amount_yuan", &f.amount_yuan)?;
                 let fen = (amount * 100.0).round() as i64;

@@ -16,6 +16,7 @@ use super::{Locale, Page, error_page, render, see_other, signed_in};
 use crate::followups::domain::{Category, Classification, Measures};
 use crate::followups::service::{self as followups, VisitInput, WorklistQuery};
 use crate::platform::AppError;
+use crate::platform::codes;
 use crate::platform::state::AppState;
 
 pub struct Item {
@@ -142,7 +143,7 @@ pub async fn enrollment(req: &Request, state: Data<&AppState>, id: Path<String>)
     let p = signed_in!(req, &state);
     let l = p.l;
     let Ok(id) = Uuid::parse_str(&id.0) else {
-        return error_page(l, &AppError::not_found("enrollment_not_found", "no such enrollment"), "/app/followups");
+        return error_page(l, &AppError::new(codes::ENROLLMENT_NOT_FOUND, "no such enrollment"), "/app/followups");
     };
     let v = match followups::get(&state, &p.ctx, id).await {
         Ok(v) => v,
@@ -207,7 +208,7 @@ pub async fn record(req: &Request, state: Data<&AppState>, id: Path<String>, for
     let p = signed_in!(req, &state);
     let l = p.l;
     let Ok(id) = Uuid::parse_str(&id.0) else {
-        return error_page(l, &AppError::not_found("enrollment_not_found", "no such enrollment"), "/app/followups");
+        return error_page(l, &AppError::new(codes::ENROLLMENT_NOT_FOUND, "no such enrollment"), "/app/followups");
     };
     let back = format!("/app/followups/{id}");
     let f = form.0;

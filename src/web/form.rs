@@ -2,9 +2,10 @@
 //! field that does not is a 422 `field_invalid` naming it.
 
 use crate::platform::AppError;
+use crate::platform::codes;
 
 pub fn invalid(field: &'static str) -> AppError {
-    AppError::unprocessable("field_invalid", format!("{field} is not valid"))
+    AppError::new(codes::FIELD_INVALID, format!("{field} is not valid"))
         .with_details(serde_json::json!({ "field": field }))
 }
 

@@ -23,6 +23,7 @@ pub use self::session::{CSRF_COOKIE, Page};
 use crate::identity::domain::Role;
 use crate::identity::service::{self as identity, LoginInput};
 use crate::platform::AppError;
+use crate::platform::codes;
 use crate::platform::state::AppState;
 
 /// The signed-in reader of a page handler, or the handler returns the redirect to the login page.
@@ -109,17 +110,17 @@ struct ErrorPage<'a> {
 pub fn error_page(l: Locale, e: &AppError, back: &str) -> Response {
     use poem::error::ResponseError;
     let status = e.status();
-    let key = match (e.code(), status) {
-        ("period_invalid", _) => "error-period",
-        ("csrf_invalid", _) => "error-csrf",
-        ("text_invalid", _) => "error-text",
-        ("referral_invalid_transition", _) => "error-transition",
-        ("vital_out_of_range", _) => "error-vital",
-        ("icd_code_unknown", _) => "error-icd",
-        ("stock_insufficient" | "drug_not_stocked", _) => "error-stock",
-        ("encounter_closed", _) => "error-encounter-closed",
-        ("diagnosis_duplicate" | "duplicate_drug", _) => "error-duplicate",
-        ("overpayment", _) => "error-overpayment",
+    let key = match (e.code_of(), status) {
+        (codes::PERIOD_INVALID, _) => "error-period",
+        (codes::CSRF_INVALID, _) => "error-csrf",
+        (codes::TEXT_INVALID, _) => "error-text",
+        (codes::REFERRAL_INVALID_TRANSITION, _) => "error-transition",
+        (codes::VITAL_OUT_OF_RANGE, _) => "error-vital",
+        (codes::ICD_CODE_UNKNOWN, _) => "error-icd",
+        (codes::STOCK_INSUFFICIENT | codes::DRUG_NOT_STOCKED, _) => "error-stock",
+        (codes::ENCOUNTER_CLOSED, _) => "error-encounter-closed",
+        (codes::DIAGNOSIS_DUPLICATE | codes::DUPLICATE_DRUG, _) => "error-duplicate",
+        (codes::OVERPAYMENT, _) => "error-overpayment",
         (_, StatusCode::FORBIDDEN) => "error-forbidden",
         (_, StatusCode::NOT_FOUND) => "error-not-found",
         (_, StatusCode::CONFLICT) => "error-conflict",
@@ -190,7 +191,7 @@ async fn login_submit(req: &Request, state: Data<&AppState>, form: Form<LoginFor
     let l = session::locale(req);
     let f = form.0;
     if !session::pre_login_csrf_ok(req, &f.csrf) {
-        return error_page(l, &AppError::forbidden("csrf_invalid", "form expired"), "/app/login");
+        return error_page(l, &AppError::new(codes::CSRF_INVALID, "form expired"), "/app/login");
     }
     let client_ip = req.remote_addr().as_socket_addr().map(|a| a.ip().to_string()).unwrap_or_else(|| "unknown".into());
     let input = LoginInput {
@@ -212,12 +213,12 @@ async fn login_submit(req: &Request, state: Data<&AppState>, form: Form<LoginFor
         Err(e) => {
             let error = match &e {
                 AppError::InvalidCredentials => l.t("login-failed"),
-                e if e.code() == "totp_required" => l.t("login-totp-required"),
-                e if e.code() == "totp_invalid" => l.t("login-totp-invalid"),
+                e if e.is(codes::TOTP_REQUIRED) => l.t("login-totp-required"),
+                e if e.is(codes::TOTP_INVALID) => l.t("login-totp-invalid"),
                 AppError::RateLimited { retry_after_secs } => {
                     l.t_with("login-locked", &[("seconds", retry_after_secs.to_string())])
                 }
-                e if e.code() == "no_roles" => l.t("login-no-roles"),
+                e if e.is(codes::NO_ROLES) => l.t("login-no-roles"),
                 e => return error_page(l, e, "/app/login"),
             };
             let status = match e {

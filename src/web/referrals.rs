@@ -18,6 +18,7 @@ use super::{Locale, Page, error_page, render, see_other, signed_in};
 use crate::identity::ctx::Perm;
 use crate::platform::AppError;
 use crate::platform::clock::china;
+use crate::platform::codes;
 use crate::platform::state::AppState;
 use crate::referrals::domain::{Action, Direction, Status, Urgency};
 use crate::referrals::service::{self as referrals, DownInput, ReferralView};
@@ -188,7 +189,7 @@ pub async fn detail(req: &Request, state: Data<&AppState>, id: Path<String>) -> 
     let p = signed_in!(req, &state);
     let l = p.l;
     let Ok(id) = Uuid::parse_str(&id.0) else {
-        return error_page(l, &AppError::not_found("referral_not_found", "no such referral"), "/app/referrals");
+        return error_page(l, &AppError::new(codes::REFERRAL_NOT_FOUND, "no such referral"), "/app/referrals");
     };
     let v = match referrals::get(&state, &p.ctx, id).await {
         Ok(v) => v,
@@ -241,7 +242,7 @@ pub async fn act(req: &Request, state: Data<&AppState>, path: Path<(String, Stri
     let p = signed_in!(req, &state);
     let (id, action) = path.0;
     let Ok(id) = Uuid::parse_str(&id) else {
-        return error_page(p.l, &AppError::not_found("referral_not_found", "no such referral"), "/app/referrals");
+        return error_page(p.l, &AppError::new(codes::REFERRAL_NOT_FOUND, "no such referral"), "/app/referrals");
     };
     let back = format!("/app/referrals/{id}");
     if let Err(e) = p.check_csrf(&form.0.csrf) {
@@ -269,7 +270,7 @@ pub async fn act(req: &Request, state: Data<&AppState>, path: Path<(String, Stri
         )
         .await
         .map(|down| format!("/app/referrals/{}", down.id)),
-        _ => Err(AppError::not_found("page_not_found", "no such action")),
+        _ => Err(AppError::new(codes::PAGE_NOT_FOUND, "no such action")),
     };
     match done {
         Ok(to) => see_other(&to),

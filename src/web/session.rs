@@ -12,6 +12,7 @@ use crate::identity::api::SESSION_COOKIE;
 use crate::identity::ctx::RequestCtx;
 use crate::identity::service::{self as identity, Membership};
 use crate::platform::AppError;
+use crate::platform::codes;
 use crate::platform::http::RequestId;
 use crate::platform::state::AppState;
 use crate::tenancy::service::InstitutionInfo;
@@ -123,7 +124,7 @@ impl Page {
 
     /// 403 `csrf_invalid` unless the form's token is this session's.
     pub fn check_csrf(&self, submitted: &str) -> Result<(), AppError> {
-        if equal(&self.csrf, submitted) { Ok(()) } else { Err(AppError::forbidden("csrf_invalid", "form expired")) }
+        if equal(&self.csrf, submitted) { Ok(()) } else { Err(AppError::new(codes::CSRF_INVALID, "form expired")) }
     }
 
     pub fn t(&self, id: &str) -> String {

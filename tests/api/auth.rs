@@ -198,7 +198,7 @@ async fn administrators_may_add_a_totp_second_factor_that_logins_then_need() {
     // Until confirmed it guards nothing; a wrong code does not confirm it.
     assert_eq!(app.try_login("demo-county", "admin", PASSWORD).await.status, 200);
     let wrong = app.post("/api/v1/auth/totp/confirm", &admin.token, json!({"code": "12345x"})).await;
-    assert_eq!((wrong.status.as_u16(), wrong.code()), (422, "totp_invalid"), "{}", wrong.text);
+    assert_eq!((wrong.status.as_u16(), wrong.code()), (422, "totp_code_wrong"), "{}", wrong.text);
     // Confirmed with the previous step's code (within the drift window), so the current one is
     // still unused for the login below.
     let ok = app.post("/api/v1/auth/totp/confirm", &admin.token, json!({"code": totp_now(&secret, -1)})).await;
@@ -266,11 +266,21 @@ async fn administrators_may_add_a_totp_second_factor_that_logins_then_need() {
     let off = app
         .post("/api/v1/auth/totp/disable", &session, json!({"password": PASSWORD, "code": totp_now(&secret, -1)}))
         .await;
-    assert_eq!((off.status.as_u16(), off.code()), (422, "totp_invalid"), "a step before the last used: {}", off.text);
+    assert_eq!(
+        (off.status.as_u16(), off.code()),
+        (422, "totp_code_wrong"),
+        "a step before the last used: {}",
+        off.text
+    );
     let off = app
         .post("/api/v1/auth/totp/disable", &session, json!({"password": "Wrong@2026", "code": totp_now(&secret, 1)}))
         .await;
-    assert_eq!((off.status.as_u16(), off.code()), (422, "totp_invalid"), "a stolen session alone cannot: {}", off.text);
+    assert_eq!(
+        (off.status.as_u16(), off.code()),
+        (422, "totp_code_wrong"),
+        "a stolen session alone cannot: {}",
+        off.text
+    );
     let off = app
         .post("/api/v1/auth/totp/disable", &session, json!({"password": PASSWORD, "code": totp_now(&secret, 1)}))
         .await;

@@ -300,3 +300,56 @@ async fn a_nul_character_in_any_body_is_refused_before_the_database() {
         .await;
     assert_ne!(r.code(), "text_nul", "{}", r.text);
 }
+
+/// The error-code table of `docs/architecture.md`: every code, by status.
+fn code_table() -> String {
+    use std::collections::BTreeMap;
+    let mut by_status: BTreeMap<u16, Vec<&str>> = BTreeMap::new();
+    for c in cloudhis::platform::codes::ALL {
+        by_status.entry(c.status).or_default().push(c.code);
+    }
+    let mut out = String::from("| status | codes |\n|---|---|\n");
+    for (status, mut list) in by_status {
+        list.sort();
+        let list: Vec<String> = list.iter().map(|c| format!("`{c}`")).collect();
+        out.push_str(&format!("| {status} | {} |\n", list.join(", ")));
+    }
+    out
+}
+
+#[test]
+fn every_error_code_is_listed_once_with_one_status_and_documented() {
+    let all = cloudhis::platform::codes::ALL;
+    let mut names: Vec<&str> = all.iter().map(|c| c.code).collect();
+    names.sort();
+    let before = names.len();
+    names.dedup();
+    assert_eq!(names.len(), before, "a code is listed twice (and could carry two statuses)");
+    for c in all {
+        assert!(c.code.chars().all(|ch| ch.is_ascii_lowercase() || ch == '_'), "{} is not snake_case", c.code);
+        assert!((400..600).contains(&c.status), "{} has status {}", c.code, c.status);
+    }
+    // Codes are built only from the list: no error is made, matched or answered with a string.
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    crate::architecture::rust_files(&src, &mut files);
+    let forbidden = ["code: \"", "code() == \"", "AppError::new(\""];
+    for f in files.iter().filter(|f| !f.ends_with("platform/codes.rs")) {
+        let text = std::fs::read_to_string(f).unwrap();
+        let code = text.split("#[cfg(test)]").next().unwrap_or_default();
+        for (n, line) in code.lines().enumerate() {
+            for pattern in forbidden {
+                assert!(
+                    !line.contains(pattern),
+                    "{}:{}: an error code spelled outside the list: {line}",
+                    f.display(),
+                    n + 1
+                );
+            }
+        }
+    }
+    let doc =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/architecture.md")).unwrap();
+    let table = code_table();
+    assert!(doc.contains(&table), "docs/architecture.md must list every error code as:\n{table}");
+}
