@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::onboarding;
 use crate::platform::config::Config;
+use crate::platform::state::AppState;
 use crate::platform::{Db, telemetry};
 use crate::startup::{self, Application};
 use crate::tenancy::domain::ApplyReport;
@@ -155,23 +156,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             db.migrate().await?;
             println!("migrations are up to date");
         }
-        Command::Tenants { command: TenantsCommand::Apply { file: path } } => {
-            let text =
-                std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-            let spec = match onboarding::parse(&path.display().to_string(), &text) {
-                Ok(spec) => spec,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return Ok(ExitCode::FAILURE);
-                }
-            };
-            let state = startup::connect(config).await?;
-            let report = onboarding::apply(&state.db, &spec).await?;
-            if report.changed() {
-                state.authz.changed(report.tenant_id).await;
-            }
-            print_report(&spec.code, &report);
-        }
+        Command::Tenants { command: TenantsCommand::Apply { file } } => return apply_tenant_file(config, &file).await,
         Command::Tenants { command: TenantsCommand::List } => {
             let state = startup::connect(config).await?;
             for t in tenancy::list_tenants(&state.db).await? {
@@ -179,80 +164,115 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Seed { tenant, records, duplicate_share, seed } => {
-            if !(0.0..=0.5).contains(&duplicate_share) {
-                anyhow::bail!("--duplicate-share must be between 0 and 0.5");
-            }
-            let state = startup::connect(config).await?;
-            let t = tenancy::find_tenant_by_code(&state.db, &tenant)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("no tenant `{tenant}`; apply its tenant file first"))?;
-            let r = crate::patients::seed::seed(&state.db, &state.pii, t.id, records, duplicate_share, seed).await?;
-            println!(
-                "seeded {} persons ({} planted duplicates, {} of them linked at import by resident ID), {} registrations in {:.1} s",
-                r.persons,
-                r.duplicates,
-                r.linked,
-                r.registrations,
-                r.elapsed.as_secs_f64()
-            );
+            seed_residents(config, &tenant, records, duplicate_share, seed).await?
         }
-        Command::Dedup { tenant, queue } => {
-            let state = startup::connect(config).await?;
-            let t = tenancy::find_tenant_by_code(&state.db, &tenant)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("no tenant `{tenant}`"))?;
-            let weights = crate::patients::matching::MatchWeights::from_settings(&t.settings);
-            let r = crate::patients::dedup::run(&state.db, &state.pii, t.id, &weights, queue).await?;
-            println!(
-                "{} persons: {} certain, {} probable, {} possible pairs; {} comparisons in {} blocks ({} oversized skipped); load {:.1} s, match {:.1} s{}",
-                r.persons,
-                r.certain,
-                r.probable,
-                r.possible,
-                r.stats.comparisons,
-                r.stats.blocks,
-                r.stats.skipped_blocks,
-                r.load_time.as_secs_f64(),
-                r.stats.elapsed.as_secs_f64(),
-                if queue { format!("; {} pairs queued for review", r.queued) } else { String::new() }
-            );
-        }
+        Command::Dedup { tenant, queue } => dedup(config, &tenant, queue).await?,
         Command::Accounts { command } => return accounts(config, command).await,
         Command::Statistics { command: StatisticsCommand::Rebuild { tenant } } => {
-            let state = startup::connect(config).await?;
-            let t = tenancy::find_tenant_by_code(&state.db, &tenant)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("no tenant `{tenant}`"))?;
-            let started = std::time::Instant::now();
-            let r = crate::statistics::service::rebuild(&state.db, t.id).await?;
-            println!(
-                "tenant {tenant}: statistics rebuilt in {:.1} s: {} daily rows, {} referrals, {} enrollments, {} follow-ups",
-                started.elapsed().as_secs_f64(),
-                r.daily_rows,
-                r.referrals,
-                r.enrollments,
-                r.followups
-            );
+            rebuild_statistics(config, &tenant).await?
         }
-        Command::Audit { command: AuditCommand::Verify } => {
-            let state = startup::connect(config).await?;
-            let report = crate::audit::verify(&state.db).await?;
-            for (tenant, rows) in &report.chains {
-                println!("{tenant}: {rows} rows checked");
-            }
-            if let Some(b) = report.broken {
-                eprintln!(
-                    "audit chain BROKEN in tenant {} at row seq={}{}: {}",
-                    b.tenant_code,
-                    b.seq,
-                    b.id.map(|i| format!(" id={i}")).unwrap_or_default(),
-                    b.reason
-                );
-                return Ok(ExitCode::FAILURE);
-            }
-            println!("audit chain intact");
-        }
+        Command::Audit { command: AuditCommand::Verify } => return verify_audit(config).await,
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A tenant by its code, or a one-line error naming it.
+async fn tenant_by_code(state: &AppState, code: &str) -> anyhow::Result<crate::tenancy::service::TenantInfo> {
+    tenancy::find_tenant_by_code(&state.db, code)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("no tenant `{code}`; apply its tenant file first"))
+}
+
+async fn apply_tenant_file(config: Config, path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    let spec = match onboarding::parse(&path.display().to_string(), &text) {
+        Ok(spec) => spec,
+        Err(e) => {
+            eprintln!("{e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let state = startup::connect(config).await?;
+    let report = onboarding::apply(&state.db, &spec).await?;
+    if report.changed() {
+        state.authz.changed(report.tenant_id).await;
+    }
+    print_report(&spec.code, &report);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn seed_residents(config: Config, tenant: &str, records: usize, share: f64, seed: u64) -> anyhow::Result<()> {
+    if !(0.0..=0.5).contains(&share) {
+        anyhow::bail!("--duplicate-share must be between 0 and 0.5");
+    }
+    let state = startup::connect(config).await?;
+    let t = tenant_by_code(&state, tenant).await?;
+    let r = crate::patients::seed::seed(&state.db, &state.pii, t.id, records, share, seed).await?;
+    println!(
+        "seeded {} persons ({} planted duplicates, {} of them linked at import by resident ID), {} registrations in {:.1} s",
+        r.persons,
+        r.duplicates,
+        r.linked,
+        r.registrations,
+        r.elapsed.as_secs_f64()
+    );
+    Ok(())
+}
+
+async fn dedup(config: Config, tenant: &str, queue: bool) -> anyhow::Result<()> {
+    let state = startup::connect(config).await?;
+    let t = tenant_by_code(&state, tenant).await?;
+    let weights = crate::patients::matching::MatchWeights::from_settings(&t.settings);
+    let r = crate::patients::dedup::run(&state.db, &state.pii, t.id, &weights, queue).await?;
+    println!(
+        "{} persons: {} certain, {} probable, {} possible pairs; {} comparisons in {} blocks ({} oversized skipped); load {:.1} s, match {:.1} s{}",
+        r.persons,
+        r.certain,
+        r.probable,
+        r.possible,
+        r.stats.comparisons,
+        r.stats.blocks,
+        r.stats.skipped_blocks,
+        r.load_time.as_secs_f64(),
+        r.stats.elapsed.as_secs_f64(),
+        if queue { format!("; {} pairs queued for review", r.queued) } else { String::new() }
+    );
+    Ok(())
+}
+
+async fn rebuild_statistics(config: Config, tenant: &str) -> anyhow::Result<()> {
+    let state = startup::connect(config).await?;
+    let t = tenant_by_code(&state, tenant).await?;
+    let started = std::time::Instant::now();
+    let r = crate::statistics::service::rebuild(&state.db, t.id).await?;
+    println!(
+        "tenant {tenant}: statistics rebuilt in {:.1} s: {} daily rows, {} referrals, {} enrollments, {} follow-ups",
+        started.elapsed().as_secs_f64(),
+        r.daily_rows,
+        r.referrals,
+        r.enrollments,
+        r.followups
+    );
+    Ok(())
+}
+
+async fn verify_audit(config: Config) -> anyhow::Result<ExitCode> {
+    let state = startup::connect(config).await?;
+    let report = crate::audit::verify(&state.db).await?;
+    for chain in &report.chains {
+        println!("{}: {} rows checked", chain.tenant_code, chain.rows);
+    }
+    if let Some(b) = report.broken {
+        eprintln!(
+            "audit chain BROKEN in tenant {} at row seq={}{}: {}",
+            b.tenant_code,
+            b.seq,
+            b.id.map(|i| format!(" id={i}")).unwrap_or_default(),
+            b.reason
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    println!("audit chain intact");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -284,7 +304,7 @@ async fn accounts(config: Config, command: AccountsCommand) -> anyhow::Result<Ex
             let result = crate::accounts::service::reconcile_in(&tx, id, day).await?;
             tx.rollback().await?;
             let mut differences = 0;
-            for (i, diffs) in &result {
+            for crate::accounts::service::InstitutionDay { institution: i, differences: diffs } in &result {
                 println!(
                     "{} {}: {}",
                     day,

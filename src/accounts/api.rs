@@ -536,15 +536,15 @@ impl AccountsApi {
     ) -> Result<ReconciliationResponse, AppError> {
         let day = day.0.unwrap_or_else(|| crate::platform::clock::china_date(Utc::now()));
         let result = service::reconcile(&state, &auth.0, institution_id.0, day).await?;
-        let reconciled = result.iter().all(|(_, d)| d.is_empty());
+        let reconciled = result.iter().all(|r| r.differences.is_empty());
         Ok(ReconciliationResponse::Ok(Json(ReconciliationDto {
             day,
             reconciled,
             institutions: result
                 .into_iter()
-                .map(|(i, d)| InstitutionReconciliationDto {
-                    institution_id: i,
-                    differences: d.into_iter().map(Into::into).collect(),
+                .map(|r| InstitutionReconciliationDto {
+                    institution_id: r.institution,
+                    differences: r.differences.into_iter().map(Into::into).collect(),
                 })
                 .collect(),
         })))

@@ -777,19 +777,21 @@ pub async fn reconcile_day(tx: &Tx, institution: Uuid, day: NaiveDate) -> AppRes
     Ok(out)
 }
 
+/// One institution's reconciliation of a day: empty when billing and the ledger agree.
+pub struct InstitutionDay {
+    pub institution: Uuid,
+    pub differences: Vec<Difference>,
+}
+
 /// Reconciliation of one day for one institution or all of them.
-pub async fn reconcile_in(
-    tx: &Tx,
-    institution: Option<Uuid>,
-    day: NaiveDate,
-) -> AppResult<Vec<(Uuid, Vec<Difference>)>> {
+pub async fn reconcile_in(tx: &Tx, institution: Option<Uuid>, day: NaiveDate) -> AppResult<Vec<InstitutionDay>> {
     let institutions = match institution {
         Some(i) => vec![crate::tenancy::service::get_institution(tx, i).await?.id],
         None => crate::tenancy::service::institution_ids(tx).await?,
     };
     let mut out = Vec::new();
     for i in institutions {
-        out.push((i, reconcile_day(tx, i, day).await?));
+        out.push(InstitutionDay { institution: i, differences: reconcile_day(tx, i, day).await? });
     }
     Ok(out)
 }
@@ -799,7 +801,7 @@ pub async fn reconcile(
     ctx: &RequestCtx,
     institution: Option<Uuid>,
     day: NaiveDate,
-) -> AppResult<Vec<(Uuid, Vec<Difference>)>> {
+) -> AppResult<Vec<InstitutionDay>> {
     ctx.require(Perm::AccountsRead)?;
     let tx = state.db.begin(ctx).await?;
     let out = reconcile_in(&tx, institution, day).await?;

@@ -6,4 +6,4 @@ pub mod api;
 pub mod service;
 mod verify;
 
-pub use verify::{BrokenLink, VerifyReport, verify};
+pub use verify::{BrokenLink, ChainChecked, VerifyReport, verify};

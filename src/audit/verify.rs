@@ -16,10 +16,16 @@ pub struct BrokenLink {
     pub reason: String,
 }
 
+/// One tenant's chain, as far as it was checked.
+#[derive(Debug, Clone)]
+pub struct ChainChecked {
+    pub tenant_code: String,
+    pub rows: u64,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct VerifyReport {
-    /// (tenant code, rows checked)
-    pub chains: Vec<(String, u64)>,
+    pub chains: Vec<ChainChecked>,
     pub broken: Option<BrokenLink>,
 }
 
@@ -63,7 +69,7 @@ pub async fn verify(db: &Db) -> anyhow::Result<VerifyReport> {
                     report.broken = Some(broken("contents do not match the row's hash (edited)".into()));
                 }
                 if report.broken.is_some() {
-                    report.chains.push((tenant.code.clone(), checked));
+                    report.chains.push(ChainChecked { tenant_code: tenant.code.clone(), rows: checked });
                     tx.rollback().await?;
                     return Ok(report);
                 }
@@ -83,7 +89,7 @@ pub async fn verify(db: &Db) -> anyhow::Result<VerifyReport> {
                 reason: format!("the chain head says {} rows but {checked} were found (rows deleted)", head.seq),
             });
         }
-        report.chains.push((tenant.code.clone(), checked));
+        report.chains.push(ChainChecked { tenant_code: tenant.code.clone(), rows: checked });
         tx.rollback().await?;
         if report.broken.is_some() {
             break;

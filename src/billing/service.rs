@@ -164,55 +164,96 @@ pub struct FeeLine {
 /// yet charged. Creates the bill on first use.
 pub async fn charge(state: &AppState, ctx: &RequestCtx, encounter_id: Uuid, fees: Vec<FeeLine>) -> AppResult<BillView> {
     ctx.require(Perm::BillingCharge)?;
-    for f in &fees {
-        if f.quantity <= 0 || f.quantity > 1000 {
-            return Err(AppError::new(codes::QUANTITY_INVALID, "a fee item's quantity is 1 to 1000"));
-        }
+    if fees.iter().any(|f| f.quantity <= 0 || f.quantity > 1000) {
+        return Err(AppError::new(codes::QUANTITY_INVALID, "a fee item's quantity is 1 to 1000"));
     }
     let mut tx = state.db.begin(ctx).await?;
     let enc = crate::clinical::service::own_encounter(&tx, ctx, encounter_id).await?;
-    let tenant = crate::tenancy::service::get_tenant(&*tx, ctx.tenant).await?;
-    let rates = Reimbursement::from_settings(&tenant.settings).map_err(|e| AppError::internal(anyhow::anyhow!(e)))?;
-    let kind = crate::tenancy::service::get_institution(&tx, ctx.institution).await?.kind;
-    let now = Utc::now();
+    let b = open_bill(&tx, ctx, encounter_id, enc.person_id).await?;
+    let lines = pending_charges(&tx, b.id, encounter_id, &fees).await?;
+    if lines.is_empty() {
+        return Err(AppError::new(codes::NOTHING_TO_CHARGE, "no fee items given and no uncharged prescription lines"));
+    }
+    let posted = post_charges(&tx, ctx, &b, lines).await?;
+    let (total, insurance) =
+        (posted.iter().map(|c| c.amount_fen).sum::<i64>(), posted.iter().map(|c| c.insurance_fen).sum::<i64>());
+    let now = posted[0].posted_at;
+    let mut am = b.clone().into_active_model();
+    let (new_total, new_self) = (b.total_fen + total, b.self_pay_fen + total - insurance);
+    am.total_fen = Set(new_total);
+    am.insurance_fen = Set(b.insurance_fen + insurance);
+    am.self_pay_fen = Set(new_self);
+    am.status = Set(status_of(new_total, new_self, b.paid_fen, b.refunded_fen).into());
+    am.updated_at = Set(now);
+    let b = am.update(&*tx).await?;
+    let event = events::ChargePosted {
+        bill: b.id,
+        encounter: encounter_id,
+        institution: ctx.institution,
+        person: enc.person_id,
+        posted_at: now,
+        total_fen: total,
+        insurance_fen: insurance,
+        self_pay_fen: total - insurance,
+        drug_fen: posted.iter().filter(|c| c.kind == "drug").map(|c| c.amount_fen).sum::<i64>(),
+        charges: posted.iter().map(posted_charge).collect(),
+    };
+    tx.emit(Some(ctx.user), b.id, &event).await?;
+    tx.audit(ctx.audit("billing.charge", "bill", Purpose::Treatment).resource(b.id).subject(enc.person_id));
+    let view = load(&tx, b).await?;
+    tx.commit().await?;
+    Ok(view)
+}
+
+/// The encounter's bill, locked for the rest of the transaction; created empty on first use.
+async fn open_bill(tx: &Tx, ctx: &RequestCtx, encounter_id: Uuid, person: Uuid) -> AppResult<bill::Model> {
     let existing = bill::Entity::find()
         .filter(bill::Column::TenantId.eq(ctx.tenant))
         .filter(bill::Column::EncounterId.eq(encounter_id))
-        .one(&*tx)
+        .one(&**tx)
         .await?;
-    let b = match existing {
-        Some(b) => lock_bill(&tx, ctx, b.id).await?,
-        None => {
-            bill::ActiveModel {
-                tenant_id: Set(ctx.tenant),
-                id: Set(Uuid::now_v7()),
-                encounter_id: Set(encounter_id),
-                institution_id: Set(ctx.institution),
-                person_id: Set(enc.person_id),
-                status: Set("open".into()),
-                total_fen: Set(0),
-                insurance_fen: Set(0),
-                self_pay_fen: Set(0),
-                paid_fen: Set(0),
-                refunded_fen: Set(0),
-                created_at: Set(now),
-                updated_at: Set(now),
-            }
-            .insert(&*tx)
-            .await?
-        }
-    };
+    if let Some(b) = existing {
+        return lock_bill(tx, ctx, b.id).await;
+    }
+    let now = Utc::now();
+    Ok(bill::ActiveModel {
+        tenant_id: Set(ctx.tenant),
+        id: Set(Uuid::now_v7()),
+        encounter_id: Set(encounter_id),
+        institution_id: Set(ctx.institution),
+        person_id: Set(person),
+        status: Set("open".into()),
+        total_fen: Set(0),
+        insurance_fen: Set(0),
+        self_pay_fen: Set(0),
+        paid_fen: Set(0),
+        refunded_fen: Set(0),
+        created_at: Set(now),
+        updated_at: Set(now),
+    }
+    .insert(&**tx)
+    .await?)
+}
+
+/// What is to be charged: the fee items given (from the schedule), then every line of the
+/// encounter's prescriptions that the bill does not charge yet.
+async fn pending_charges(
+    tx: &Tx,
+    bill_id: Uuid,
+    encounter_id: Uuid,
+    fees: &[FeeLine],
+) -> AppResult<Vec<PendingCharge>> {
     let already: HashSet<Uuid> = charge::Entity::find()
-        .filter(charge::Column::TenantId.eq(ctx.tenant))
-        .filter(charge::Column::BillId.eq(b.id))
-        .all(&*tx)
+        .filter(charge::Column::TenantId.eq(tx.tenant()))
+        .filter(charge::Column::BillId.eq(bill_id))
+        .all(&**tx)
         .await?
         .into_iter()
         .filter_map(|c| c.source_id)
         .collect();
     let catalog: HashMap<String, fee_item::Model> = fee_item::Entity::find()
-        .filter(fee_item::Column::TenantId.eq(ctx.tenant))
-        .all(&*tx)
+        .filter(fee_item::Column::TenantId.eq(tx.tenant()))
+        .all(&**tx)
         .await?
         .into_iter()
         .map(|f| (f.code.clone(), f))
@@ -233,96 +274,77 @@ pub async fn charge(state: &AppState, ctx: &RequestCtx, encounter_id: Uuid, fees
             source: None,
         });
     }
-    for p in crate::pharmacy::service::prescriptions_of(&tx, encounter_id).await? {
-        if p.prescription.status == "cancelled" {
-            continue;
-        }
-        for (line, drug) in p.lines {
-            if !already.contains(&line.id) {
-                lines.push(PendingCharge {
-                    kind: "drug",
-                    code: drug.code.clone(),
-                    description: format!("{} {}", drug.name, drug.strength),
-                    quantity: line.quantity,
-                    unit_fen: line.unit_price_fen,
-                    category: line.insurance_category.clone(),
-                    source: Some(line.id),
-                });
-            }
+    for p in crate::pharmacy::service::prescriptions_of(tx, encounter_id).await? {
+        for line in p.lines.into_iter().filter(|l| !already.contains(&l.line.id)) {
+            lines.push(PendingCharge {
+                kind: "drug",
+                code: line.drug.code.clone(),
+                description: format!("{} {}", line.drug.name, line.drug.strength),
+                quantity: line.line.quantity,
+                unit_fen: line.line.unit_price_fen,
+                category: line.line.insurance_category.clone(),
+                source: Some(line.line.id),
+            });
         }
     }
-    if lines.is_empty() {
-        return Err(AppError::new(codes::NOTHING_TO_CHARGE, "no fee items given and no uncharged prescription lines"));
-    }
+    Ok(lines)
+}
+
+/// Writes the charges, each split into the insured and the self-paid share by the tenant's rates
+/// for this institution's level.
+async fn post_charges(
+    tx: &Tx,
+    ctx: &RequestCtx,
+    b: &bill::Model,
+    lines: Vec<PendingCharge>,
+) -> AppResult<Vec<charge::Model>> {
+    let tenant = crate::tenancy::service::get_tenant(&**tx, ctx.tenant).await?;
+    let rates = Reimbursement::from_settings(&tenant.settings).map_err(|e| AppError::internal(anyhow::anyhow!(e)))?;
+    let level = crate::tenancy::service::get_institution(tx, ctx.institution).await?.kind;
+    let now = Utc::now();
     let mut posted = Vec::new();
-    let (mut total, mut insurance) = (0i64, 0i64);
-    for PendingCharge { kind: kind_s, code, description, quantity, unit_fen: unit, category: cat, source } in lines {
-        let amount = quantity
-            .checked_mul(unit)
-            .filter(|a| *a <= MAX_CHARGE_FEN)
-            .ok_or_else(|| AppError::new(codes::AMOUNT_TOO_LARGE, "a charge line may not exceed 10,000,000 yuan"))?;
-        let category = InsuranceCategory::parse(&cat).unwrap_or(InsuranceCategory::C);
-        let (ins, own) = rates.split(kind, category, amount);
-        total += amount;
-        insurance += ins;
+    for line in lines {
+        let amount =
+            line.quantity.checked_mul(line.unit_fen).filter(|a| *a <= MAX_CHARGE_FEN).ok_or_else(|| {
+                AppError::new(codes::AMOUNT_TOO_LARGE, "a charge line may not exceed 10,000,000 yuan")
+            })?;
+        let category = InsuranceCategory::parse(&line.category).unwrap_or(InsuranceCategory::C);
+        let (ins, own) = rates.split(level, category, amount);
         let c = charge::ActiveModel {
             tenant_id: Set(ctx.tenant),
             id: Set(Uuid::now_v7()),
             bill_id: Set(b.id),
             institution_id: Set(ctx.institution),
-            kind: Set(kind_s.into()),
-            item_code: Set(code),
-            description: Set(description),
-            quantity: Set(quantity),
-            unit_price_fen: Set(unit),
+            kind: Set(line.kind.into()),
+            item_code: Set(line.code),
+            description: Set(line.description),
+            quantity: Set(line.quantity),
+            unit_price_fen: Set(line.unit_fen),
             amount_fen: Set(amount),
             insurance_category: Set(category.as_str().into()),
             insurance_fen: Set(ins),
             self_pay_fen: Set(own),
-            source_id: Set(source),
+            source_id: Set(line.source),
             posted_at: Set(now),
         }
-        .insert(&*tx)
+        .insert(&**tx)
         .await?;
         posted.push(c);
     }
-    let mut am = b.clone().into_active_model();
-    let (new_total, new_self) = (b.total_fen + total, b.self_pay_fen + total - insurance);
-    am.total_fen = Set(new_total);
-    am.insurance_fen = Set(b.insurance_fen + insurance);
-    am.self_pay_fen = Set(new_self);
-    am.status = Set(status_of(new_total, new_self, b.paid_fen, b.refunded_fen).into());
-    am.updated_at = Set(now);
-    let b = am.update(&*tx).await?;
-    let event = events::ChargePosted {
-        bill: b.id,
-        encounter: encounter_id,
-        institution: ctx.institution,
-        person: enc.person_id,
-        posted_at: now,
-        total_fen: total,
-        insurance_fen: insurance,
-        self_pay_fen: total - insurance,
-        drug_fen: posted.iter().filter(|c| c.kind == "drug").map(|c| c.amount_fen).sum::<i64>(),
-        charges: posted
-            .iter()
-            .map(|c| events::PostedCharge {
-                charge: c.id,
-                kind: c.kind.clone(),
-                item_code: c.item_code.clone(),
-                quantity: c.quantity,
-                amount_fen: c.amount_fen,
-                insurance_category: c.insurance_category.clone(),
-                insurance_fen: c.insurance_fen,
-                self_pay_fen: c.self_pay_fen,
-            })
-            .collect(),
-    };
-    tx.emit(Some(ctx.user), b.id, &event).await?;
-    tx.audit(ctx.audit("billing.charge", "bill", Purpose::Treatment).resource(b.id).subject(enc.person_id));
-    let view = load(&tx, b).await?;
-    tx.commit().await?;
-    Ok(view)
+    Ok(posted)
+}
+
+fn posted_charge(c: &charge::Model) -> events::PostedCharge {
+    events::PostedCharge {
+        charge: c.id,
+        kind: c.kind.clone(),
+        item_code: c.item_code.clone(),
+        quantity: c.quantity,
+        amount_fen: c.amount_fen,
+        insurance_category: c.insurance_category.clone(),
+        insurance_fen: c.insurance_fen,
+        self_pay_fen: c.self_pay_fen,
+    }
 }
 
 pub async fn get_bill(state: &AppState, ctx: &RequestCtx, id: Uuid) -> AppResult<BillView> {

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::domain::{Category, Disease};
 use super::entity::{enrollment, followup_visit};
-use super::service::{self, EnrollInput, ListQuery, WorklistQuery};
+use super::service::{self, EnrollInput, ListQuery, SuggestionRow, WorklistQuery};
 use crate::identity::ctx::Auth;
 use crate::patients::service::Contact;
 use crate::platform::AppError;
@@ -476,7 +476,9 @@ impl FollowupsApi {
         )
         .await?;
         let today = service::today(&state);
-        Ok(EnrollmentsResponse::Ok(Json(rows.into_iter().map(|(e, c, d)| enrollment_dto(today, e, &c, d)).collect())))
+        Ok(EnrollmentsResponse::Ok(Json(
+            rows.into_iter().map(|r| enrollment_dto(today, r.enrollment, &r.person, r.doctor_name)).collect(),
+        )))
     }
 
     /// One enrollment with its follow-ups (audited)
@@ -602,10 +604,10 @@ impl FollowupsApi {
         let rows = service::suggestions(&state, &auth.0).await?;
         Ok(SuggestionsResponse::Ok(Json(
             rows.into_iter()
-                .map(|(s, name)| SuggestionDto {
+                .map(|SuggestionRow { suggestion: s, person_name }| SuggestionDto {
                     id: s.id,
                     person_id: s.person_id,
-                    person_name: name,
+                    person_name,
                     disease: s.disease,
                     diagnosis_code: s.diagnosis_code,
                     encounter_id: s.encounter_id,

@@ -77,59 +77,12 @@ pub struct EnrollInput {
 /// after enrollment. One active enrollment per person and disease in the whole community.
 pub async fn enroll(state: &AppState, ctx: &RequestCtx, input: EnrollInput) -> AppResult<enrollment::Model> {
     ctx.require(Perm::FollowupWrite)?;
-    not_in_future(today(state), input.diagnosed_on, "diagnosed_on")?;
-    let enrolled_on = input.enrolled_on.unwrap_or_else(|| today(state));
-    not_in_future(today(state), enrolled_on, "enrolled_on")?;
-    if enrolled_on < input.diagnosed_on {
-        return Err(unprocessable(codes::DATE_INVALID, "enrolled_on", "enrollment cannot precede the diagnosis"));
-    }
-    let code = match input.diagnosis_code.as_deref().map(str::trim).filter(|c| !c.is_empty()) {
-        Some(c) if Disease::of_icd(c) != Some(input.disease) => {
-            return Err(unprocessable(
-                codes::DIAGNOSIS_CODE_INVALID,
-                "diagnosis_code",
-                format!("{c} is not a code of the {} registry", input.disease.as_str()),
-            ));
-        }
-        Some(c) => Some(c.to_ascii_uppercase()),
-        None => None,
-    };
-    if let Some(i) = input.interval_days
-        && !(7..=366).contains(&i)
-    {
-        return Err(unprocessable(codes::INTERVAL_INVALID, "interval_days", "the interval is 7 to 366 days"));
-    }
-    let doctor = input.doctor_id.unwrap_or(ctx.user);
-    if !ctx.user_can_in(doctor, Perm::FollowupWrite, ctx.institution) {
-        return Err(unprocessable(
-            codes::DOCTOR_INVALID,
-            "doctor_id",
-            "the responsible doctor must be a clinician of this institution",
-        ));
-    }
+    let Checked { enrolled_on, code, doctor } = check_enrollment(today(state), ctx, &input)?;
     let mut tx = state.db.begin(ctx).await?;
     if !crate::patients::service::registered_at(&tx, input.person_id, ctx.institution).await? {
         return Err(AppError::new(codes::PERSON_NOT_FOUND, "no such person registered at your institution"));
     }
-    let existing = enrollment::Entity::find()
-        .filter(enrollment::Column::TenantId.eq(ctx.tenant))
-        .filter(enrollment::Column::PersonId.eq(input.person_id))
-        .filter(enrollment::Column::Disease.eq(input.disease.as_str()))
-        .filter(enrollment::Column::Status.eq(EnrollmentStatus::Active))
-        .one(&*tx)
-        .await?;
-    if let Some(e) = existing {
-        let here = e.institution_id == ctx.institution;
-        return Err(AppError::new(
-            codes::ALREADY_ENROLLED,
-            if here {
-                "this person is already in that registry here"
-            } else {
-                "this person is already in that registry at another institution of the community"
-            },
-        )
-        .with_details(if here { json!({ "enrollment_id": e.id }) } else { json!({}) }));
-    }
+    refuse_second_enrollment(&tx, ctx, input.person_id, input.disease).await?;
     let interval = match input.interval_days {
         Some(i) => i,
         None => interval_days(&tx).await?,
@@ -187,6 +140,72 @@ pub async fn enroll(state: &AppState, ctx: &RequestCtx, input: EnrollInput) -> A
     tx.audit(ctx.audit("followups.enroll", "enrollment", Purpose::Treatment).resource(row.id).subject(row.person_id));
     tx.commit().await?;
     Ok(row)
+}
+
+/// What an enrollment's input comes to once checked.
+struct Checked {
+    enrolled_on: NaiveDate,
+    code: Option<String>,
+    doctor: Uuid,
+}
+
+/// Dates not in the future and in order, a diagnosis code of the registry, a plausible interval
+/// and a responsible clinician of this institution.
+fn check_enrollment(today: NaiveDate, ctx: &RequestCtx, input: &EnrollInput) -> AppResult<Checked> {
+    not_in_future(today, input.diagnosed_on, "diagnosed_on")?;
+    let enrolled_on = input.enrolled_on.unwrap_or(today);
+    not_in_future(today, enrolled_on, "enrolled_on")?;
+    if enrolled_on < input.diagnosed_on {
+        return Err(unprocessable(codes::DATE_INVALID, "enrolled_on", "enrollment cannot precede the diagnosis"));
+    }
+    let code = match input.diagnosis_code.as_deref().map(str::trim).filter(|c| !c.is_empty()) {
+        Some(c) if Disease::of_icd(c) != Some(input.disease) => {
+            return Err(unprocessable(
+                codes::DIAGNOSIS_CODE_INVALID,
+                "diagnosis_code",
+                format!("{c} is not a code of the {} registry", input.disease.as_str()),
+            ));
+        }
+        Some(c) => Some(c.to_ascii_uppercase()),
+        None => None,
+    };
+    if let Some(i) = input.interval_days
+        && !(7..=366).contains(&i)
+    {
+        return Err(unprocessable(codes::INTERVAL_INVALID, "interval_days", "the interval is 7 to 366 days"));
+    }
+    let doctor = input.doctor_id.unwrap_or(ctx.user);
+    if !ctx.user_can_in(doctor, Perm::FollowupWrite, ctx.institution) {
+        return Err(unprocessable(
+            codes::DOCTOR_INVALID,
+            "doctor_id",
+            "the responsible doctor must be a clinician of this institution",
+        ));
+    }
+    Ok(Checked { enrolled_on, code, doctor })
+}
+
+/// 409 `already_enrolled` if the person has an active enrollment in the registry anywhere in
+/// the community (naming it only when it is this institution's).
+async fn refuse_second_enrollment(tx: &Tx, ctx: &RequestCtx, person: Uuid, disease: Disease) -> AppResult<()> {
+    let existing = enrollment::Entity::find()
+        .filter(enrollment::Column::TenantId.eq(ctx.tenant))
+        .filter(enrollment::Column::PersonId.eq(person))
+        .filter(enrollment::Column::Disease.eq(disease))
+        .filter(enrollment::Column::Status.eq(EnrollmentStatus::Active))
+        .one(&**tx)
+        .await?;
+    let Some(e) = existing else { return Ok(()) };
+    let here = e.institution_id == ctx.institution;
+    Err(AppError::new(
+        codes::ALREADY_ENROLLED,
+        if here {
+            "this person is already in that registry here"
+        } else {
+            "this person is already in that registry at another institution of the community"
+        },
+    )
+    .with_details(if here { json!({ "enrollment_id": e.id }) } else { json!({}) }))
 }
 
 /// An enrollment of the caller's institution; 404 `enrollment_not_found` otherwise (another
@@ -455,7 +474,7 @@ async fn views(
     ctx: &RequestCtx,
     state: &AppState,
     rows: Vec<enrollment::Model>,
-) -> AppResult<Vec<(enrollment::Model, Contact, String)>> {
+) -> AppResult<Vec<EnrollmentRow>> {
     let persons: Vec<Uuid> = rows.iter().map(|e| e.person_id).collect();
     let doctors: Vec<Uuid> = rows.iter().map(|e| e.doctor_id).collect();
     let contacts = crate::patients::service::contacts_of(tx, ctx, &state.pii, &persons).await?;
@@ -470,10 +489,17 @@ async fn views(
                 birth_year: None,
                 phone: None,
             });
-            let d = names.get(&e.doctor_id).cloned().unwrap_or_default();
-            (e, c, d)
+            let doctor_name = names.get(&e.doctor_id).cloned().unwrap_or_default();
+            EnrollmentRow { enrollment: e, person: c, doctor_name }
         })
         .collect())
+}
+
+/// An enrollment with its patient's contact details and the responsible doctor's name.
+pub struct EnrollmentRow {
+    pub enrollment: enrollment::Model,
+    pub person: Contact,
+    pub doctor_name: String,
 }
 
 pub async fn get(state: &AppState, ctx: &RequestCtx, id: Uuid) -> AppResult<EnrollmentView> {
@@ -486,7 +512,7 @@ pub async fn get(state: &AppState, ctx: &RequestCtx, id: Uuid) -> AppResult<Enro
         .order_by_asc(followup_visit::Column::VisitOn)
         .all(&*tx)
         .await?;
-    let (enrollment, person, doctor_name) = views(&tx, ctx, state, vec![e]).await?.remove(0);
+    let EnrollmentRow { enrollment, person, doctor_name } = views(&tx, ctx, state, vec![e]).await?.remove(0);
     tx.audit(ctx.audit("followups.read", "enrollment", Purpose::Treatment).resource(id).subject(enrollment.person_id));
     tx.commit().await?;
     Ok(EnrollmentView { enrollment, person, doctor_name, visits })
@@ -503,11 +529,7 @@ pub struct ListQuery {
 }
 
 /// The institution's registry (optionally one doctor's patients, one disease), newest first.
-pub async fn list(
-    state: &AppState,
-    ctx: &RequestCtx,
-    q: ListQuery,
-) -> AppResult<Vec<(enrollment::Model, Contact, String)>> {
+pub async fn list(state: &AppState, ctx: &RequestCtx, q: ListQuery) -> AppResult<Vec<EnrollmentRow>> {
     ctx.require(Perm::FollowupRead)?;
     let mut tx = state.db.begin(ctx).await?;
     let mut s = enrollment::Entity::find()
@@ -533,7 +555,7 @@ pub async fn list(
         .all(&*tx)
         .await?;
     let out = views(&tx, ctx, state, rows).await?;
-    ctx.audit_reads(&mut tx, "followups.list", Purpose::Treatment, out.iter().map(|(e, _, _)| e.person_id));
+    ctx.audit_reads(&mut tx, "followups.list", Purpose::Treatment, out.iter().map(|r| r.enrollment.person_id));
     tx.commit().await?;
     Ok(out)
 }
@@ -591,8 +613,39 @@ async fn worklist_audited(
     ctx.require(Perm::FollowupRead)?;
     let end = week_end(q.as_of);
     let mut tx = state.db.begin(ctx).await?;
-    // One pass over the scope's active enrollments: each category's size, and the flagged
-    // patients (a referral proposed) whenever they are due.
+    let (counts, flagged) = category_sizes(&tx, ctx, &q, end).await?;
+    let total = match q.category {
+        Some(c) => counts[&c],
+        None => counts.values().sum(),
+    };
+    let rows = worklist_page(&tx, ctx, &q, end).await?;
+    let viewed = views(&tx, ctx, state, rows).await?;
+    ctx.audit_reads(&mut tx, action, Purpose::Treatment, viewed.iter().map(|r| r.enrollment.person_id));
+    tx.commit().await?;
+    let items = viewed
+        .into_iter()
+        .filter_map(|r| {
+            let c = category(r.enrollment.next_due, r.enrollment.visits, q.as_of)?;
+            Some(WorkItem {
+                category: c,
+                days_overdue: (q.as_of - r.enrollment.next_due).num_days().max(0),
+                enrollment: r.enrollment,
+                person: r.person,
+                doctor_name: r.doctor_name,
+            })
+        })
+        .collect();
+    Ok(Worklist { as_of: q.as_of, week_end: end, counts, flagged, total, items })
+}
+
+/// One pass over the scope's active enrollments: each category's size, and the flagged patients
+/// (a referral proposed) whenever they are due.
+async fn category_sizes(
+    tx: &Tx,
+    ctx: &RequestCtx,
+    q: &WorklistQuery,
+    end: NaiveDate,
+) -> AppResult<(HashMap<Category, usize>, usize)> {
     let mut sql = String::from(
         "SELECT CASE WHEN visits = 0 THEN 'never_followed_up' WHEN next_due < ? THEN 'overdue'
                      WHEN next_due <= ? THEN 'due_this_week' ELSE 'later' END AS category,
@@ -617,20 +670,25 @@ async fn worklist_audited(
         values.push(d.as_str().into());
     }
     sql.push_str(" GROUP BY 1");
-    let sizes: Vec<CategoryCount> = crate::platform::db::query_all(&tx, &sql, values).await?;
+    let sizes: Vec<CategoryCount> = crate::platform::db::query_all(tx, &sql, values).await?;
     let mut counts: HashMap<Category, usize> = Category::ALL.iter().map(|c| (*c, 0)).collect();
+    // 'later' (due after this week) is counted by the query but is on no list.
     for c in &sizes {
         if let Some(cat) = Category::parse(&c.category) {
             counts.insert(cat, c.n as usize);
         }
     }
-    let flagged = sizes.iter().map(|c| c.flagged).sum::<i64>() as usize;
-    let total = match q.category {
-        Some(c) => counts[&c],
-        None => counts.values().sum(),
-    };
+    Ok((counts, sizes.iter().map(|c| c.flagged).sum::<i64>() as usize))
+}
 
-    // The page: the category's rule as a condition, the list's order as a sort.
+/// The page: the category's rule as a condition, the list's order (overdue longest first, then
+/// due this week, then never followed up, each by due date) as a sort.
+async fn worklist_page(
+    tx: &Tx,
+    ctx: &RequestCtx,
+    q: &WorklistQuery,
+    end: NaiveDate,
+) -> AppResult<Vec<enrollment::Model>> {
     use enrollment::Column as C;
     let due = |c: Category| -> Condition {
         match c {
@@ -654,37 +712,20 @@ async fn worklist_audited(
         page = page.filter(C::DoctorId.eq(d));
     }
     if let Some(d) = q.disease {
-        page = page.filter(C::Disease.eq(d.as_str()));
+        page = page.filter(C::Disease.eq(d));
     }
     // Dates are compared as ISO text on SQLite and as dates on PostgreSQL; the literal is a
     // formatted date, never caller text.
     let rank =
         format!("CASE WHEN visits = 0 THEN 2 WHEN next_due < '{}' THEN 0 ELSE 1 END", q.as_of.format("%Y-%m-%d"));
-    let rows = page
+    Ok(page
         .order_by_asc(sea_orm::sea_query::Expr::cust(rank))
         .order_by_asc(C::NextDue)
         .order_by_asc(C::Id)
         .offset(q.offset)
         .limit(q.limit)
-        .all(&*tx)
-        .await?;
-    let viewed = views(&tx, ctx, state, rows).await?;
-    ctx.audit_reads(&mut tx, action, Purpose::Treatment, viewed.iter().map(|(e, _, _)| e.person_id));
-    tx.commit().await?;
-    let items = viewed
-        .into_iter()
-        .filter_map(|(e, person, doctor_name)| {
-            let c = category(e.next_due, e.visits, q.as_of)?;
-            Some(WorkItem {
-                category: c,
-                days_overdue: (q.as_of - e.next_due).num_days().max(0),
-                enrollment: e,
-                person,
-                doctor_name,
-            })
-        })
-        .collect();
-    Ok(Worklist { as_of: q.as_of, week_end: end, counts, flagged, total, items })
+        .all(&**tx)
+        .await?)
 }
 
 fn sex_zh(s: Option<&str>) -> &'static str {
@@ -789,7 +830,13 @@ pub async fn close(state: &AppState, ctx: &RequestCtx, id: Uuid, reason: &str) -
 }
 
 /// Open enrollment suggestions at the caller's institution, newest first.
-pub async fn suggestions(state: &AppState, ctx: &RequestCtx) -> AppResult<Vec<(enrollment_suggestion::Model, String)>> {
+/// An open suggestion to enroll a person, with the person's name.
+pub struct SuggestionRow {
+    pub suggestion: enrollment_suggestion::Model,
+    pub person_name: String,
+}
+
+pub async fn suggestions(state: &AppState, ctx: &RequestCtx) -> AppResult<Vec<SuggestionRow>> {
     ctx.require(Perm::FollowupRead)?;
     let mut tx = state.db.begin(ctx).await?;
     let rows = enrollment_suggestion::Entity::find()
@@ -805,10 +852,7 @@ pub async fn suggestions(state: &AppState, ctx: &RequestCtx) -> AppResult<Vec<(e
     tx.commit().await?;
     Ok(rows
         .into_iter()
-        .map(|s| {
-            let n = names.get(&s.person_id).cloned().unwrap_or_default();
-            (s, n)
-        })
+        .map(|s| SuggestionRow { person_name: names.get(&s.person_id).cloned().unwrap_or_default(), suggestion: s })
         .collect())
 }
 
@@ -908,21 +952,34 @@ impl Handler for Suggest {
 
 /// Every enrollment, and every follow-up with whether it met the KPI's control target: the
 /// source statistics rebuild their registry rows from.
-pub async fn stat_sources(tx: &Tx) -> AppResult<(Vec<enrollment::Model>, Vec<(followup_visit::Model, String, bool)>)> {
+/// What statistics rebuild the registries from: every enrollment, and every follow-up with its
+/// registry's disease and whether it met the KPI's targets.
+pub struct StatSources {
+    pub enrollments: Vec<enrollment::Model>,
+    pub followups: Vec<StatFollowup>,
+}
+
+pub struct StatFollowup {
+    pub visit: followup_visit::Model,
+    pub disease: Disease,
+    pub kpi_controlled: bool,
+}
+
+pub async fn stat_sources(tx: &Tx) -> AppResult<StatSources> {
     let enrollments =
         enrollment::Entity::find().filter(enrollment::Column::TenantId.eq(tx.tenant())).all(&**tx).await?;
-    let disease: HashMap<Uuid, String> = enrollments.iter().map(|e| (e.id, e.disease.as_str().to_string())).collect();
-    let visits = followup_visit::Entity::find()
+    let disease: HashMap<Uuid, Disease> = enrollments.iter().map(|e| (e.id, e.disease)).collect();
+    let followups = followup_visit::Entity::find()
         .filter(followup_visit::Column::TenantId.eq(tx.tenant()))
         .all(&**tx)
         .await?
         .into_iter()
-        .map(|v| {
-            let d = disease.get(&v.enrollment_id).cloned().unwrap_or_default();
-            let m = Measures { systolic: v.systolic, diastolic: v.diastolic, glucose: v.glucose };
-            let ok = Disease::parse(&d).is_some_and(|dd| kpi_controlled(dd, &m));
-            (v, d, ok)
+        .filter_map(|visit| {
+            // Every follow-up belongs to an enrollment (a foreign key keeps it so).
+            let disease = *disease.get(&visit.enrollment_id)?;
+            let m = Measures { systolic: visit.systolic, diastolic: visit.diastolic, glucose: visit.glucose };
+            Some(StatFollowup { kpi_controlled: kpi_controlled(disease, &m), disease, visit })
         })
         .collect();
-    Ok((enrollments, visits))
+    Ok(StatSources { enrollments, followups })
 }

@@ -72,29 +72,9 @@ pub async fn authenticate(state: &AppState, token: &str, request_id: Option<Stri
 }
 
 pub async fn login(state: &AppState, input: LoginInput) -> AppResult<SessionView> {
-    let max = state.config.login_max_failures;
     let user_key = format!("login:user:{}:{}", input.tenant, input.username);
     let addr_key = format!("login:addr:{}", input.client_ip);
-    let (user_failures, user_reset) = state.cache.count(&user_key).await?;
-    let (addr_failures, addr_reset) = state.cache.count(&addr_key).await?;
-    if user_failures >= max || addr_failures >= max * ADDRESS_FACTOR {
-        let wait = user_reset.max(addr_reset).as_secs().max(1);
-        // Recorded in the community's trail when the community exists (an unknown code has no
-        // trail to write to; the access log has the request), once per account and window, so
-        // a flood of refused attempts does not become a flood of audit writes.
-        let first = state.cache.hit(&format!("login:limited:{}:{}", input.tenant, input.username), WINDOW).await? == 1;
-        if first && let Some(tenant) = crate::tenancy::service::find_tenant_by_code(&state.db, &input.tenant).await? {
-            let mut tx = state.db.begin(&SystemScope { tenant: tenant.id }).await?;
-            tx.audit(
-                AuditEntry::new("auth.login", "session", Purpose::Authentication)
-                    .resource("rate_limited")
-                    .outcome(Outcome::Denied),
-            );
-            tx.commit().await?;
-        }
-        return Err(AppError::RateLimited { retry_after_secs: wait });
-    }
-
+    refuse_when_limited(state, &input, &user_key, &addr_key).await?;
     let tenant = crate::tenancy::service::find_tenant_by_code(&state.db, &input.tenant).await?;
     let Some(tenant) = tenant else {
         password::verify(input.password, password::DUMMY_HASH.clone()).await;
@@ -121,32 +101,18 @@ pub async fn login(state: &AppState, input: LoginInput) -> AppResult<SessionView
         fail(state, &user_key, &addr_key).await?;
         return Err(AppError::InvalidCredentials);
     };
-    if let Some(guard) = enabled_totp(&tx, user.id).await? {
-        let code = input.totp.as_deref().map(str::trim).filter(|c| !c.is_empty());
-        let refused = match code {
-            None => Some(AppError::new(codes::TOTP_REQUIRED, "this account needs its one-time code (totp)")),
-            Some(code) => {
-                let secret = totp_secret(state, &guard)?;
-                let step = totp::verify(&secret, code, Utc::now().timestamp(), guard.last_step);
-                match step {
-                    Some(step) if use_step(&tx, user.id, step).await? => None,
-                    _ => Some(AppError::new(codes::TOTP_INVALID, "the one-time code is wrong or already used")),
-                }
-            }
-        };
-        if let Some(err) = refused {
-            tx.audit(
-                AuditEntry::new("auth.login", "session", Purpose::Authentication)
-                    .actor(user.id, input.institution_id.unwrap_or_default())
-                    .resource(err.code())
-                    .outcome(Outcome::Denied),
-            );
-            tx.commit().await?;
-            if err.is(codes::TOTP_INVALID) {
-                fail(state, &user_key, &addr_key).await?;
-            }
-            return Err(err);
+    if let Some(err) = second_factor_refusal(state, &tx, &user, input.totp.as_deref()).await? {
+        tx.audit(
+            AuditEntry::new("auth.login", "session", Purpose::Authentication)
+                .actor(user.id, input.institution_id.unwrap_or_default())
+                .resource(err.code())
+                .outcome(Outcome::Denied),
+        );
+        tx.commit().await?;
+        if err.is(codes::TOTP_INVALID) {
+            fail(state, &user_key, &addr_key).await?;
         }
+        return Err(err);
     }
     state.cache.delete(&user_key).await?;
 
@@ -186,6 +152,51 @@ pub async fn login(state: &AppState, input: LoginInput) -> AppResult<SessionView
         institution,
         roles,
         memberships,
+    })
+}
+
+/// 429 while the account or the address has failed too often this minute. Recorded in the
+/// community's trail when the community exists (an unknown code has no trail to write to; the
+/// access log has the request), once per account and window, so a flood of refused attempts
+/// does not become a flood of audit writes.
+async fn refuse_when_limited(state: &AppState, input: &LoginInput, user_key: &str, addr_key: &str) -> AppResult<()> {
+    let max = state.config.login_max_failures;
+    let (user_failures, user_reset) = state.cache.count(user_key).await?;
+    let (addr_failures, addr_reset) = state.cache.count(addr_key).await?;
+    if user_failures < max && addr_failures < max * ADDRESS_FACTOR {
+        return Ok(());
+    }
+    let wait = user_reset.max(addr_reset).as_secs().max(1);
+    let first = state.cache.hit(&format!("login:limited:{}:{}", input.tenant, input.username), WINDOW).await? == 1;
+    if first && let Some(tenant) = crate::tenancy::service::find_tenant_by_code(&state.db, &input.tenant).await? {
+        let mut tx = state.db.begin(&SystemScope { tenant: tenant.id }).await?;
+        tx.audit(
+            AuditEntry::new("auth.login", "session", Purpose::Authentication)
+                .resource("rate_limited")
+                .outcome(Outcome::Denied),
+        );
+        tx.commit().await?;
+    }
+    Err(AppError::RateLimited { retry_after_secs: wait })
+}
+
+/// Why an account with a second factor may not log in with `code`: none given (401
+/// `totp_required`), or wrong or already used (401 `totp_invalid`). `None` when the code is
+/// right (it is then used up) or the account has no second factor.
+async fn second_factor_refusal(
+    state: &AppState,
+    tx: &Tx,
+    user: &user::Model,
+    code: Option<&str>,
+) -> AppResult<Option<AppError>> {
+    let Some(guard) = enabled_totp(tx, user.id).await? else { return Ok(None) };
+    let Some(code) = code.map(str::trim).filter(|c| !c.is_empty()) else {
+        return Ok(Some(AppError::new(codes::TOTP_REQUIRED, "this account needs its one-time code (totp)")));
+    };
+    let secret = totp_secret(state, &guard)?;
+    Ok(match totp::verify(&secret, code, Utc::now().timestamp(), guard.last_step) {
+        Some(step) if use_step(tx, user.id, step).await? => None,
+        _ => Some(AppError::new(codes::TOTP_INVALID, "the one-time code is wrong or already used")),
     })
 }
 

@@ -132,10 +132,6 @@ impl ResidentId {
         if (self.0.as_bytes()[16] - b'0') % 2 == 1 { Sex::Male } else { Sex::Female }
     }
 
-    pub fn region(&self) -> &str {
-        &self.0[..6]
-    }
-
     /// `110105********123X`: region and the last four, nothing of the birth date.
     pub fn masked(&self) -> String {
         mask_resident_id(&self.0)

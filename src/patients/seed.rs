@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use rand::prelude::*;
 use rand::rngs::StdRng;
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, Set};
@@ -77,7 +77,59 @@ pub async fn persons_count(db: &Db, tenant: Uuid) -> AppResult<u64> {
     Ok(n)
 }
 
-/// Generates `records` residents (with `duplicate_share` planted duplicates) and loads them.
+/// Where a synthetic resident is registered: at the village clinic of their division (or its
+/// township, or the county hospital), and a planted duplicate somewhere else.
+struct Places {
+    county: Uuid,
+    townships: Vec<Uuid>,
+    clinics: HashMap<String, Uuid>,
+    township_of: HashMap<String, Uuid>,
+}
+
+impl Places {
+    fn of(institutions: &[crate::tenancy::service::InstitutionInfo]) -> AppResult<Self> {
+        let county = institutions
+            .iter()
+            .find(|i| i.kind == InstitutionKind::CountyHospital)
+            .ok_or_else(|| AppError::new(codes::NO_COUNTY_HOSPITAL, "the tenant has no county hospital"))?
+            .id;
+        let townships: Vec<_> =
+            institutions.iter().filter(|i| i.kind == InstitutionKind::TownshipHealthCentre).collect();
+        Ok(Self {
+            county,
+            clinics: institutions
+                .iter()
+                .filter(|i| i.kind == InstitutionKind::VillageClinic)
+                .map(|i| (i.division_code.clone(), i.id))
+                .collect(),
+            township_of: townships
+                .iter()
+                .filter(|t| t.division_code.len() >= 9)
+                .map(|t| (t.division_code[..9].to_string(), t.id))
+                .collect(),
+            townships: townships.iter().map(|t| t.id).collect(),
+        })
+    }
+
+    fn institution_for(&self, r: &SynthRecord, rng: &mut StdRng) -> Uuid {
+        let home = self
+            .clinics
+            .get(r.division.as_str())
+            .or_else(|| self.township_of.get(&r.division[..9]))
+            .copied()
+            .unwrap_or(self.county);
+        if !r.is_duplicate {
+            return home;
+        }
+        // The same person, registered again somewhere else.
+        let mut options: Vec<Uuid> = self.townships.iter().copied().chain([self.county]).collect();
+        options.retain(|i| *i != home);
+        *options.choose(rng).unwrap_or(&self.county)
+    }
+}
+
+/// Generates `records` residents (with `duplicate_share` planted duplicates) and loads them in
+/// batches of 500, with registrations and MRNs as registration would give them.
 pub async fn seed(
     db: &Db,
     cipher: &PiiCipher,
@@ -90,7 +142,7 @@ pub async fn seed(
     let scope = SystemScope { tenant };
     let tx = db.begin(&scope).await?;
     let institutions = crate::tenancy::service::list_institutions(&tx).await?;
-    let counters: HashMap<Uuid, i64> = mrn_counter::Entity::find()
+    let mut next: HashMap<Uuid, i64> = mrn_counter::Entity::find()
         .filter(mrn_counter::Column::TenantId.eq(tenant))
         .all(&*tx)
         .await?
@@ -98,21 +150,9 @@ pub async fn seed(
         .map(|c| (c.institution_id, c.next_value))
         .collect();
     tx.rollback().await?;
-    let county = institutions
-        .iter()
-        .find(|i| i.kind == InstitutionKind::CountyHospital)
-        .ok_or_else(|| AppError::new(codes::NO_COUNTY_HOSPITAL, "the tenant has no county hospital"))?;
-    let townships: Vec<_> = institutions.iter().filter(|i| i.kind == InstitutionKind::TownshipHealthCentre).collect();
-    let clinics: HashMap<&str, Uuid> = institutions
-        .iter()
-        .filter(|i| i.kind == InstitutionKind::VillageClinic)
-        .map(|i| (i.division_code.as_str(), i.id))
-        .collect();
-    let township_of: HashMap<&str, Uuid> =
-        townships.iter().filter(|t| t.division_code.len() >= 9).map(|t| (&t.division_code[..9], t.id)).collect();
+    let places = Places::of(&institutions)?;
     let synth = generate(&plan(&institutions, records, duplicate_share, seed));
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
-    let mut next: HashMap<Uuid, i64> = counters;
     let mut report = SeedReport::default();
     let mut by_rid: HashMap<String, Uuid> = HashMap::new();
     let mut registered: std::collections::HashSet<(Uuid, Uuid)> = std::collections::HashSet::new();
@@ -122,19 +162,7 @@ pub async fn seed(
         let mut persons = Vec::with_capacity(batch.len());
         let mut regs = Vec::with_capacity(batch.len());
         for r in batch {
-            let home = clinics
-                .get(r.division.as_str())
-                .or_else(|| township_of.get(&r.division[..9]))
-                .copied()
-                .unwrap_or(county.id);
-            let institution = if r.is_duplicate {
-                // The same person, registered again somewhere else.
-                let mut options: Vec<Uuid> = townships.iter().map(|t| t.id).chain([county.id]).collect();
-                options.retain(|i| *i != home);
-                *options.choose(&mut rng).unwrap_or(&county.id)
-            } else {
-                home
-            };
+            let institution = places.institution_for(r, &mut rng);
             // A duplicate that carries the same valid resident ID is linked at import, as
             // registration would link it: one active person per valid ID.
             let known = r.resident_id.as_ref().filter(|_| r.resident_id_valid).and_then(|id| by_rid.get(id)).copied();
@@ -153,24 +181,13 @@ pub async fn seed(
                     id
                 }
             };
-            if r.is_duplicate {
-                report.duplicates += 1;
-            }
+            report.duplicates += usize::from(r.is_duplicate);
             // One registration per person and institution.
-            if !registered.insert((person_id, institution)) {
-                continue;
+            if registered.insert((person_id, institution)) {
+                let n = next.entry(institution).or_insert(1);
+                regs.push(registration_row(tenant, person_id, institution, *n, now));
+                *n += 1;
             }
-            let n = next.entry(institution).or_insert(1);
-            regs.push(registration::ActiveModel {
-                tenant_id: Set(tenant),
-                id: Set(Uuid::now_v7()),
-                person_id: Set(person_id),
-                institution_id: Set(institution),
-                mrn: Set(format!("{:08}", *n)),
-                registered_at: Set(now),
-                registered_by: Set(None),
-            });
-            *n += 1;
         }
         report.persons += persons.len();
         report.registrations += regs.len();
@@ -180,7 +197,32 @@ pub async fn seed(
         registration::Entity::insert_many(regs).exec(&*tx).await?;
         tx.commit().await?;
     }
-    let mut tx = db.begin(&scope).await?;
+    store_counters(db, tenant, next, report.persons).await?;
+    report.elapsed = started.elapsed();
+    Ok(report)
+}
+
+fn registration_row(
+    tenant: Uuid,
+    person: Uuid,
+    institution: Uuid,
+    mrn: i64,
+    at: DateTime<Utc>,
+) -> registration::ActiveModel {
+    registration::ActiveModel {
+        tenant_id: Set(tenant),
+        id: Set(Uuid::now_v7()),
+        person_id: Set(person),
+        institution_id: Set(institution),
+        mrn: Set(format!("{mrn:08}")),
+        registered_at: Set(at),
+        registered_by: Set(None),
+    }
+}
+
+/// Moves each institution's MRN counter past the numbers the import gave, and audits the import.
+async fn store_counters(db: &Db, tenant: Uuid, next: HashMap<Uuid, i64>, persons: usize) -> AppResult<()> {
+    let mut tx = db.begin(&SystemScope { tenant }).await?;
     for (institution, value) in next {
         let existing = mrn_counter::Entity::find_by_id((tenant, institution)).one(&*tx).await?;
         let am = mrn_counter::ActiveModel {
@@ -194,8 +236,6 @@ pub async fn seed(
             mrn_counter::Entity::insert(am).exec(&*tx).await?;
         }
     }
-    tx.audit(AuditEntry::new("patient.bulk_import", "seed", Purpose::Administration).resource(report.persons));
-    tx.commit().await?;
-    report.elapsed = started.elapsed();
-    Ok(report)
+    tx.audit(AuditEntry::new("patient.bulk_import", "seed", Purpose::Administration).resource(persons));
+    tx.commit().await
 }

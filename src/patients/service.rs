@@ -17,7 +17,7 @@ use super::events;
 use super::matching::{Birth, Comparison, Grade, MatchRecord, MatchWeights, score};
 use super::names::{NameKey, is_initials_query};
 use crate::identity::ctx::{Perm, RequestCtx};
-use crate::platform::audit::{AuditEntry, Purpose};
+use crate::platform::audit::Purpose;
 use crate::platform::codes;
 use crate::platform::pii::PiiCipher;
 use crate::platform::state::AppState;
@@ -897,10 +897,6 @@ pub async fn dismiss_pair(state: &AppState, ctx: &RequestCtx, id: Uuid, reason: 
 /// For bulk work (dedup, seeding): records a probable pair in the review queue.
 pub async fn queue_pair(tx: &Tx, x: Uuid, y: Uuid, score: f64) -> AppResult<()> {
     queue_duplicate(tx, x, y, score).await
-}
-
-pub fn audit_entry_for(ctx: &RequestCtx, action: &'static str, person: Uuid) -> AuditEntry {
-    ctx.audit(action, "person", Purpose::Treatment).resource(person).subject(person)
 }
 
 /// Whether the person is registered at the institution (registrations of persons merged into

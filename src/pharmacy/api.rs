@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::domain::{Frequency, LineRequest};
 use super::entity::stock_batch;
-use super::service::{self, PrescriptionView, Receipt};
+use super::service::{self, PrescribedLine, PrescriptionView, Receipt};
 use crate::identity::ctx::Auth;
 use crate::platform::AppError;
 use crate::platform::api_tags::ApiTags;
@@ -143,7 +143,7 @@ pub struct PrescriptionDto {
     pub person_id: Uuid,
     pub institution_id: Uuid,
     pub chronic: bool,
-    /// active, dispensed or cancelled
+    /// active or dispensed
     pub status: String,
     pub created_at: DateTime<Utc>,
     #[oai(skip_serializing_if_is_none)]
@@ -160,13 +160,13 @@ impl From<PrescriptionView> for PrescriptionDto {
             person_id: p.person_id,
             institution_id: p.institution_id,
             chronic: p.chronic,
-            status: p.status,
+            status: p.status.as_str().into(),
             created_at: p.created_at,
             dispensed_at: p.dispensed_at,
             lines: v
                 .lines
                 .into_iter()
-                .map(|(l, d)| PrescriptionLineDto {
+                .map(|PrescribedLine { line: l, drug: d }| PrescriptionLineDto {
                     id: l.id,
                     line_no: l.line_no,
                     drug_code: l.drug_code,

@@ -80,6 +80,14 @@ pub fn check_line(l: &LineRequest, chronic: bool, index: usize) -> Result<(), Ap
     Ok(())
 }
 
+crate::string_enum! {
+    /// A prescription is active until it is dispensed (then it is immutable).
+    pub enum PrescriptionStatus {
+        Active = "active",
+        Dispensed = "dispensed",
+    }
+}
+
 /// A drug's (or a service's) class in the national insurance catalogue (医保目录), which decides
 /// the insured share of its price.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

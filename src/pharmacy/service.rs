@@ -13,7 +13,7 @@ use sea_orm::{
 use serde_json::json;
 use uuid::Uuid;
 
-use super::domain::{DrugSpec, LineRequest, check_line};
+use super::domain::{DrugSpec, LineRequest, PrescriptionStatus, check_line};
 use super::entity::{
     drug, institution_drug, prescription, prescription_line, stock_batch, stock_movement, stock_transfer,
 };
@@ -457,7 +457,14 @@ pub async fn transfer(
 #[derive(Debug, Clone)]
 pub struct PrescriptionView {
     pub prescription: prescription::Model,
-    pub lines: Vec<(prescription_line::Model, drug::Model)>,
+    pub lines: Vec<PrescribedLine>,
+}
+
+/// A line of a prescription with the drug it names.
+#[derive(Debug, Clone)]
+pub struct PrescribedLine {
+    pub line: prescription_line::Model,
+    pub drug: drug::Model,
 }
 
 /// Writes a prescription on an open encounter of the caller's institution, after checking each
@@ -481,9 +488,7 @@ pub async fn prescribe(
     let enc = crate::clinical::service::open_encounter(&tx, ctx, encounter_id).await?;
     let mut seen: HashSet<String> = HashSet::new();
     for p in prescriptions_of(&tx, encounter_id).await? {
-        if p.prescription.status != "cancelled" {
-            seen.extend(p.lines.into_iter().map(|(l, _)| l.drug_code));
-        }
+        seen.extend(p.lines.into_iter().map(|l| l.line.drug_code));
     }
     let allergies = crate::clinical::service::allergens_of(&tx, enc.person_id).await?;
     let mut resolved = Vec::new();
@@ -515,7 +520,7 @@ pub async fn prescribe(
         person_id: Set(enc.person_id),
         prescriber_id: Set(ctx.user),
         chronic: Set(chronic),
-        status: Set("active".into()),
+        status: Set(PrescriptionStatus::Active),
         created_at: Set(Utc::now()),
         dispensed_at: Set(None),
         dispensed_by: Set(None),
@@ -540,7 +545,7 @@ pub async fn prescribe(
         }
         .insert(&*tx)
         .await?;
-        out.push((line, drug));
+        out.push(PrescribedLine { line, drug });
     }
     tx.audit(ctx.audit("prescription.write", "prescription", Purpose::Treatment).resource(id).subject(enc.person_id));
     tx.commit().await?;
@@ -582,7 +587,7 @@ async fn views_of(tx: &Tx, ps: Vec<prescription::Model>) -> AppResult<Vec<Prescr
             lines: lines
                 .iter()
                 .filter(|l| l.prescription_id == p.id)
-                .filter_map(|l| drugs.get(&l.drug_code).map(|d| (l.clone(), d.clone())))
+                .filter_map(|l| drugs.get(&l.drug_code).map(|d| PrescribedLine { line: l.clone(), drug: d.clone() }))
                 .collect(),
             prescription: p,
         })
@@ -615,7 +620,7 @@ pub async fn dispensed_lines(tx: &Tx, lines: &[Uuid]) -> AppResult<HashSet<Uuid>
     let dispensed: HashSet<Uuid> = prescription::Entity::find()
         .filter(prescription::Column::TenantId.eq(tx.tenant()))
         .filter(prescription::Column::Id.is_in(ids))
-        .filter(prescription::Column::Status.eq("dispensed"))
+        .filter(prescription::Column::Status.eq(PrescriptionStatus::Dispensed))
         .all(&**tx)
         .await?
         .into_iter()
@@ -630,7 +635,6 @@ pub async fn medications_of(tx: &Tx, person: Uuid, since: chrono::DateTime<Utc>)
         .filter(prescription::Column::TenantId.eq(tx.tenant()))
         .filter(prescription::Column::PersonId.eq(person))
         .filter(prescription::Column::CreatedAt.gte(since))
-        .filter(prescription::Column::Status.ne("cancelled"))
         .order_by_desc(prescription::Column::CreatedAt)
         .limit(50)
         .all(&**tx)
@@ -684,14 +688,11 @@ pub struct DispensedLine {
 }
 
 /// A prescription of the caller's institution that can still be dispensed, locked for the rest
-/// of the transaction; 409 `prescription_not_dispensable` once dispensed or cancelled.
+/// of the transaction; 409 `prescription_not_dispensable` once dispensed.
 pub async fn dispensable_prescription(tx: &Tx, ctx: &RequestCtx, id: Uuid) -> AppResult<prescription::Model> {
     let p = own_prescription(tx, ctx, id).await?;
-    if p.status != "active" {
-        return Err(AppError::new(
-            codes::PRESCRIPTION_NOT_DISPENSABLE,
-            "this prescription was already dispensed or cancelled",
-        ));
+    if p.status != PrescriptionStatus::Active {
+        return Err(AppError::new(codes::PRESCRIPTION_NOT_DISPENSABLE, "this prescription was already dispensed"));
     }
     Ok(p)
 }
@@ -707,16 +708,16 @@ pub async fn dispense_in(
     let id = p.id;
     let mut view = views_of(tx, vec![p.clone()]).await?.remove(0);
     // Lock batches in one global order (drug code), so two dispenses cannot deadlock.
-    view.lines.sort_by(|a, b| a.0.drug_code.cmp(&b.0.drug_code));
+    view.lines.sort_by(|a, b| a.line.drug_code.cmp(&b.line.drug_code));
     // Claim the prescription first: a concurrent second dispense finds it no longer active.
     let claimed = prescription::Entity::update_many()
-        .col_expr(prescription::Column::Status, Expr::value("dispensed"))
+        .col_expr(prescription::Column::Status, Expr::value(PrescriptionStatus::Dispensed))
         .col_expr(prescription::Column::DispensedAt, Expr::value(Utc::now()))
         .col_expr(prescription::Column::DispensedBy, Expr::value(ctx.user))
         .filter(
             Condition::all().add(prescription::Column::TenantId.eq(ctx.tenant)).add(prescription::Column::Id.eq(id)),
         )
-        .filter(prescription::Column::Status.eq("active"))
+        .filter(prescription::Column::Status.eq(PrescriptionStatus::Active))
         .exec(&**tx)
         .await?;
     if claimed.rows_affected != 1 {
@@ -724,7 +725,7 @@ pub async fn dispense_in(
     }
     let mut out = Vec::new();
     let mut value_fen = 0i64;
-    for (line, _drug) in &view.lines {
+    for PrescribedLine { line, .. } in &view.lines {
         let taken = take(tx, ctx.institution, &line.drug_code, line.quantity, pinned.get(&line.id).copied())
             .await
             .map_err(|e| e.with_details(json!({ "line_id": line.id, "drug_code": line.drug_code })))?;

@@ -126,41 +126,7 @@ impl Config {
             var: "CLOUDHIS_BIND",
             reason: format!("`{bind}` is not host:port ({e})"),
         })?;
-        let secret = match get("CLOUDHIS_SECRET") {
-            Some(s) if s.len() >= 32 => Secret(s.into_bytes()),
-            Some(_) => {
-                return Err(ConfigError::BadValue {
-                    var: "CLOUDHIS_SECRET",
-                    reason: "must be at least 32 characters".into(),
-                });
-            }
-            None => {
-                let (secret, generated) = load_or_generate_secret(&data_dir)?;
-                warnings.push(if generated {
-                    format!(
-                        "CLOUDHIS_SECRET is not set: generated one and saved it in {}",
-                        data_dir.join("secret").display()
-                    )
-                } else {
-                    format!("CLOUDHIS_SECRET is not set: using the one saved in {}", data_dir.join("secret").display())
-                });
-                secret
-            }
-        };
-        let pii_key = match get("CLOUDHIS_PII_KEY") {
-            Some(k) if k.len() >= 32 => Secret(k.into_bytes()),
-            Some(_) => {
-                return Err(ConfigError::BadValue {
-                    var: "CLOUDHIS_PII_KEY",
-                    reason: "must be at least 32 characters".into(),
-                });
-            }
-            None => {
-                let mut derived = b"pii:".to_vec();
-                derived.extend_from_slice(&secret.0);
-                Secret(derived)
-            }
-        };
+        let (secret, pii_key) = secrets(&get, &data_dir, &mut warnings)?;
         if let Some(u) = get("OTEL_EXPORTER_OTLP_ENDPOINT") {
             check_url("OTEL_EXPORTER_OTLP_ENDPOINT", &u, &["http", "https"], "http:// or https://")?;
         }
@@ -202,6 +168,40 @@ impl Config {
             warnings,
         })
     }
+}
+
+/// The token secret (generated once and kept in the data folder when unset, with a warning) and
+/// the key for identifiers at rest (derived from the secret when unset).
+fn secrets(
+    get: &impl Fn(&str) -> Option<String>,
+    data_dir: &std::path::Path,
+    warnings: &mut Vec<String>,
+) -> Result<(Secret, Secret), ConfigError> {
+    let short = |var| ConfigError::BadValue { var, reason: "must be at least 32 characters".into() };
+    let secret = match get("CLOUDHIS_SECRET") {
+        Some(s) if s.len() >= 32 => Secret(s.into_bytes()),
+        Some(_) => return Err(short("CLOUDHIS_SECRET")),
+        None => {
+            let (secret, generated) = load_or_generate_secret(data_dir)?;
+            let file = data_dir.join("secret");
+            warnings.push(if generated {
+                format!("CLOUDHIS_SECRET is not set: generated one and saved it in {}", file.display())
+            } else {
+                format!("CLOUDHIS_SECRET is not set: using the one saved in {}", file.display())
+            });
+            secret
+        }
+    };
+    let pii_key = match get("CLOUDHIS_PII_KEY") {
+        Some(k) if k.len() >= 32 => Secret(k.into_bytes()),
+        Some(_) => return Err(short("CLOUDHIS_PII_KEY")),
+        None => {
+            let mut derived = b"pii:".to_vec();
+            derived.extend_from_slice(&secret.0);
+            Secret(derived)
+        }
+    };
+    Ok((secret, pii_key))
 }
 
 fn parse_num(get: &impl Fn(&str) -> Option<String>, var: &'static str, default: u64) -> Result<u64, ConfigError> {

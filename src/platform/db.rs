@@ -186,10 +186,6 @@ impl Db {
         self.kind
     }
 
-    pub fn backend(&self) -> DbBackend {
-        self.conn.get_database_backend()
-    }
-
     /// The raw pool, for platform code only (health checks, migrations, tests).
     pub fn raw(&self) -> &DatabaseConnection {
         &self.conn

@@ -397,7 +397,7 @@ async fn snapshot(
             if p.prescription.institution_id != institution {
                 continue;
             }
-            for (l, d) in p.lines {
+            for crate::pharmacy::service::PrescribedLine { line: l, drug: d } in p.lines {
                 medicines.push(json!({
                     "drug_code": d.code, "name": format!("{} {}", d.name, d.strength),
                     "dose": l.dose, "dose_unit": l.dose_unit, "frequency": l.frequency, "days": l.days,
@@ -719,15 +719,6 @@ pub async fn records(
     Ok(records)
 }
 
-/// A referral's grant (for views).
-pub async fn grant_of(tx: &Tx, referral: Uuid) -> AppResult<Option<access_grant::Model>> {
-    Ok(access_grant::Entity::find()
-        .filter(access_grant::Column::TenantId.eq(tx.tenant()))
-        .filter(access_grant::Column::ReferralId.eq(referral))
-        .one(&**tx)
-        .await?)
-}
-
 pub async fn notifications(
     state: &AppState,
     ctx: &RequestCtx,
@@ -753,15 +744,15 @@ pub fn sla_left(r: &referral::Model, now: DateTime<Utc>) -> Option<i64> {
 
 /// Every referral of the tenant, and whether it was referred back down: the source statistics
 /// rebuild their referral rows from.
-pub async fn stat_referrals(tx: &Tx) -> AppResult<Vec<(referral::Model, bool)>> {
+/// A referral as statistics rebuild it: with whether a down-referral answered it.
+pub struct StatReferral {
+    pub referral: referral::Model,
+    pub referred_down: bool,
+}
+
+pub async fn stat_referrals(tx: &Tx) -> AppResult<Vec<StatReferral>> {
     let all = referral::Entity::find().filter(referral::Column::TenantId.eq(tx.tenant())).all(&**tx).await?;
     let down: std::collections::HashSet<Uuid> =
         all.iter().filter(|r| r.direction == Direction::Down).filter_map(|r| r.parent_id).collect();
-    Ok(all
-        .into_iter()
-        .map(|r| {
-            let d = down.contains(&r.id);
-            (r, d)
-        })
-        .collect())
+    Ok(all.into_iter().map(|r| StatReferral { referred_down: down.contains(&r.id), referral: r }).collect())
 }

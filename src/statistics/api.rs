@@ -137,11 +137,11 @@ pub fn to_dto(r: Report) -> KpiReport {
         children: r
             .children
             .iter()
-            .map(|(i, inputs)| NodeKpis {
-                institution_id: i.id,
-                institution_name: i.name.clone(),
-                kind: i.kind.to_string(),
-                kpis: cells(inputs),
+            .map(|c| NodeKpis {
+                institution_id: c.institution.id,
+                institution_name: c.institution.name.clone(),
+                kind: c.institution.kind.to_string(),
+                kpis: cells(&c.inputs),
             })
             .collect(),
     }
@@ -241,11 +241,11 @@ impl StatisticsApi {
             grain: gname.into(),
             points: points
                 .into_iter()
-                .map(|(a, b, inputs)| {
-                    let c = kpis(&inputs)[pos];
+                .map(|b| {
+                    let c = kpis(&b.inputs)[pos];
                     SeriesPoint {
-                        from: a,
-                        to: b,
+                        from: b.from,
+                        to: b.to,
                         value: c.value(),
                         text: c.text(unit),
                         suppressed: c == Cell::Suppressed,

@@ -167,8 +167,20 @@ async fn upsert_referral(tx: &Tx, mut row: stat_referral::Model) -> AppResult<()
 /// The latest follow-up, the fourth latest, and whether the latest was controlled, from an
 /// enrollment's follow-ups newest first (of two on one day, the controlled one counts as the
 /// latest: the same rule as the look-back in `registry_sums_back`).
-fn summary_of(newest_first: &[(NaiveDate, bool)]) -> (Option<NaiveDate>, Option<NaiveDate>, bool) {
-    (newest_first.first().map(|f| f.0), newest_first.get(3).map(|f| f.0), newest_first.first().is_some_and(|f| f.1))
+fn summary_of(newest_first: &[(NaiveDate, bool)]) -> FollowupSummary {
+    FollowupSummary {
+        last: newest_first.first().map(|f| f.0),
+        fourth: newest_first.get(3).map(|f| f.0),
+        last_controlled: newest_first.first().is_some_and(|f| f.1),
+    }
+}
+
+/// Where an enrollment's follow-ups stand: what the registries count.
+#[derive(Debug, PartialEq, Eq)]
+struct FollowupSummary {
+    last: Option<NaiveDate>,
+    fourth: Option<NaiveDate>,
+    last_controlled: bool,
 }
 
 /// Brings an enrollment's summary up to date with its follow-ups and returns the row as it now
@@ -186,7 +198,7 @@ async fn summarise(tx: &Tx, e: stat_enrollment::Model) -> AppResult<stat_enrollm
         .into_iter()
         .map(|f| (f.visit_on, f.controlled))
         .collect();
-    let (last, fourth, controlled) = summary_of(&recent);
+    let FollowupSummary { last, fourth, last_controlled: controlled } = summary_of(&recent);
     if (e.last_visit_on, e.fourth_visit_on, e.last_controlled) == (last, fourth, controlled) {
         return Ok(e);
     }
@@ -459,17 +471,25 @@ pub async fn rebuild(db: &Db, tenant: Uuid) -> AppResult<RebuildReport> {
     stat_enrollment::Entity::delete_many().filter(stat_enrollment::Column::TenantId.eq(tenant)).exec(&*tx).await?;
     stat_followup::Entity::delete_many().filter(stat_followup::Column::TenantId.eq(tenant)).exec(&*tx).await?;
     stat_registry::Entity::delete_many().filter(stat_registry::Column::TenantId.eq(tenant)).exec(&*tx).await?;
-    let mut report = RebuildReport::default();
+    let mut report = RebuildReport { daily_rows: rebuild_daily(&tx).await?, ..Default::default() };
+    report.referrals = rebuild_referrals(&tx).await?;
+    (report.enrollments, report.followups) = rebuild_registries(&tx).await?;
+    crate::platform::consumers::mark_processed(&tx, CONSUMER, &events()).await?;
+    tx.commit().await?;
+    Ok(report)
+}
 
+/// Visits and charges per day, institution and kind, from clinical and billing.
+async fn rebuild_daily(tx: &Tx) -> AppResult<usize> {
     let mut daily: Vec<stat_daily::ActiveModel> = Vec::new();
     let sources: [(&str, Vec<DailyCount>); 2] = [
-        ("visits", crate::clinical::service::stat_visits(&tx).await?),
-        ("charges_fen", crate::billing::service::stat_charges(&tx).await?),
+        ("visits", crate::clinical::service::stat_visits(tx).await?),
+        ("charges_fen", crate::billing::service::stat_charges(tx).await?),
     ];
     for (metric, rows) in sources {
         for r in rows {
             daily.push(stat_daily::ActiveModel {
-                tenant_id: Set(tenant),
+                tenant_id: Set(tx.tenant()),
                 day: Set(r.day),
                 institution_id: Set(r.institution_id),
                 metric: Set(metric.into()),
@@ -478,15 +498,20 @@ pub async fn rebuild(db: &Db, tenant: Uuid) -> AppResult<RebuildReport> {
             });
         }
     }
-    report.daily_rows = daily.len();
     for chunk in daily.chunks(1000) {
-        stat_daily::Entity::insert_many(chunk.to_vec()).exec(&*tx).await?;
+        stat_daily::Entity::insert_many(chunk.to_vec()).exec(&**tx).await?;
     }
+    Ok(daily.len())
+}
 
-    let referrals: Vec<stat_referral::ActiveModel> = crate::referrals::service::stat_referrals(&tx)
+/// Every referral that was ever sent, from referrals.
+async fn rebuild_referrals(tx: &Tx) -> AppResult<usize> {
+    let tenant = tx.tenant();
+    let referrals: Vec<stat_referral::ActiveModel> = crate::referrals::service::stat_referrals(tx)
         .await?
         .into_iter()
-        .map(|(r, down)| {
+        .map(|s| {
+            let r = s.referral;
             let facts = ReferralFacts {
                 id: r.id,
                 direction: r.direction,
@@ -500,42 +525,40 @@ pub async fn rebuild(db: &Db, tenant: Uuid) -> AppResult<RebuildReport> {
                 completed_at: r.completed_at,
                 summary: r.completion_summary.is_some(),
             };
-            let mut row = referral_row(tenant, facts);
-            row.referred_down = down;
-            row
+            stat_referral::Model { referred_down: s.referred_down, ..referral_row(tenant, facts) }
         })
         // A draft nobody sent is not a referral yet (it has published no event).
         .filter(|r| r.requested_at.is_some() || r.completed_at.is_some() || r.decided_at.is_some())
         .map(IntoActiveModel::into_active_model)
         .collect();
-    report.referrals = referrals.len();
     for chunk in referrals.chunks(500) {
-        stat_referral::Entity::insert_many(chunk.to_vec()).exec(&*tx).await?;
+        stat_referral::Entity::insert_many(chunk.to_vec()).exec(&**tx).await?;
     }
+    Ok(referrals.len())
+}
 
-    let (enrollments, visits) = crate::followups::service::stat_sources(&tx).await?;
-    report.enrollments = enrollments.len();
-    report.followups = visits.len();
+/// Enrollments, their per-day registry steps and the follow-ups, from followups. Returns how
+/// many enrollments and follow-ups.
+async fn rebuild_registries(tx: &Tx) -> AppResult<(usize, usize)> {
+    let tenant = tx.tenant();
+    let sources = crate::followups::service::stat_sources(tx).await?;
+    let counts = (sources.enrollments.len(), sources.followups.len());
     let mut by_enrollment: HashMap<Uuid, Vec<(NaiveDate, bool)>> = HashMap::new();
-    for (v, _, controlled) in &visits {
-        by_enrollment.entry(v.enrollment_id).or_default().push((v.visit_on, *controlled));
+    for f in &sources.followups {
+        by_enrollment.entry(f.visit.enrollment_id).or_default().push((f.visit.visit_on, f.kpi_controlled));
     }
-    let models: Vec<stat_enrollment::Model> = enrollments
+    let models: Vec<stat_enrollment::Model> = sources
+        .enrollments
         .into_iter()
         .map(|e| {
             let mut seen = by_enrollment.remove(&e.id).unwrap_or_default();
             seen.sort_by_key(|v| std::cmp::Reverse(*v));
-            let (last, fourth, last_controlled) = summary_of(&seen);
+            let summary = summary_of(&seen);
             stat_enrollment::Model {
-                tenant_id: tenant,
-                enrollment_id: e.id,
-                institution_id: e.institution_id,
-                disease: e.disease.as_str().into(),
-                enrolled_on: e.enrolled_on,
-                closed_on: e.closed_on,
-                last_visit_on: last,
-                fourth_visit_on: fourth,
-                last_controlled,
+                last_visit_on: summary.last,
+                fourth_visit_on: summary.fourth,
+                last_controlled: summary.last_controlled,
+                ..enrollment_row(tenant, e.id, e.institution_id, e.disease, e.enrolled_on, e.closed_on)
             }
         })
         .collect();
@@ -545,7 +568,7 @@ pub async fn rebuild(db: &Db, tenant: Uuid) -> AppResult<RebuildReport> {
     }
     let rows: Vec<stat_enrollment::ActiveModel> = models.into_iter().map(IntoActiveModel::into_active_model).collect();
     for chunk in rows.chunks(1000) {
-        stat_enrollment::Entity::insert_many(chunk.to_vec()).exec(&*tx).await?;
+        stat_enrollment::Entity::insert_many(chunk.to_vec()).exec(&**tx).await?;
     }
     let rows: Vec<stat_registry::ActiveModel> = steps
         .into_iter()
@@ -565,29 +588,28 @@ pub async fn rebuild(db: &Db, tenant: Uuid) -> AppResult<RebuildReport> {
         })
         .collect();
     for chunk in rows.chunks(1000) {
-        stat_registry::Entity::insert_many(chunk.to_vec()).exec(&*tx).await?;
+        stat_registry::Entity::insert_many(chunk.to_vec()).exec(&**tx).await?;
     }
-    let rows: Vec<stat_followup::ActiveModel> = visits
+    let rows: Vec<stat_followup::ActiveModel> = sources
+        .followups
         .into_iter()
-        .map(|(v, disease, controlled)| {
+        .map(|f| {
             stat_followup::Model {
                 tenant_id: tenant,
-                visit_id: v.id,
-                enrollment_id: v.enrollment_id,
-                institution_id: v.institution_id,
-                disease,
-                visit_on: v.visit_on,
-                controlled,
+                visit_id: f.visit.id,
+                enrollment_id: f.visit.enrollment_id,
+                institution_id: f.visit.institution_id,
+                disease: f.disease.as_str().into(),
+                visit_on: f.visit.visit_on,
+                controlled: f.kpi_controlled,
             }
             .into_active_model()
         })
         .collect();
     for chunk in rows.chunks(1000) {
-        stat_followup::Entity::insert_many(chunk.to_vec()).exec(&*tx).await?;
+        stat_followup::Entity::insert_many(chunk.to_vec()).exec(&**tx).await?;
     }
-    crate::platform::consumers::mark_processed(&tx, CONSUMER, &events()).await?;
-    tx.commit().await?;
-    Ok(report)
+    Ok(counts)
 }
 
 #[derive(Debug, sea_orm::FromQueryResult)]
@@ -946,6 +968,21 @@ pub fn sum_over(per: &HashMap<Uuid, Inputs>, set: &HashSet<Uuid>) -> Inputs {
     total
 }
 
+/// A child of the reported node (an institution and its subtree) and its KPI inputs.
+#[derive(Debug, Clone)]
+pub struct ChildReport {
+    pub institution: InstitutionInfo,
+    pub inputs: Inputs,
+}
+
+/// One bucket of a series: its days, inclusive, and its KPI inputs.
+#[derive(Debug, Clone)]
+pub struct Bucket {
+    pub from: NaiveDate,
+    pub to: NaiveDate,
+    pub inputs: Inputs,
+}
+
 /// The KPIs of a node and of each of its children.
 pub struct Report {
     pub from: NaiveDate,
@@ -953,7 +990,7 @@ pub struct Report {
     /// None for the whole community.
     pub node: Option<InstitutionInfo>,
     pub totals: Inputs,
-    pub children: Vec<(InstitutionInfo, Inputs)>,
+    pub children: Vec<ChildReport>,
 }
 
 fn check_period(from: NaiveDate, to: NaiveDate) -> AppResult<()> {
@@ -998,7 +1035,7 @@ pub async fn report(
             let children = institutions
                 .iter()
                 .filter(|i| i.parent_id == Some(n.id))
-                .map(|c| (c.clone(), sum_over(&per, &subtree(&institutions, c.id))))
+                .map(|c| ChildReport { institution: c.clone(), inputs: sum_over(&per, &subtree(&institutions, c.id)) })
                 .collect();
             (totals, children)
         }
@@ -1007,7 +1044,7 @@ pub async fn report(
             let roots = institutions
                 .iter()
                 .filter(|i| i.parent_id.is_none() && i.kind != InstitutionKind::HealthBureau)
-                .map(|c| (c.clone(), sum_over(&per, &subtree(&institutions, c.id))))
+                .map(|c| ChildReport { institution: c.clone(), inputs: sum_over(&per, &subtree(&institutions, c.id)) })
                 .collect();
             (sum_over(&per, &all), roots)
         }
@@ -1024,7 +1061,7 @@ pub async fn series(
     grain: super::domain::Grain,
     institution: Option<Uuid>,
     sources: Sources,
-) -> AppResult<Vec<(NaiveDate, NaiveDate, Inputs)>> {
+) -> AppResult<Vec<Bucket>> {
     ctx.require(Perm::StatisticsRead)?;
     check_period(from, to)?;
     let buckets = super::domain::buckets(from, to, grain);
@@ -1043,9 +1080,9 @@ pub async fn series(
         None => institutions.iter().map(|i| i.id).collect(),
     };
     let mut out = Vec::new();
-    for (a, b) in buckets {
-        let per = inputs(&tx, a, b, sources).await?;
-        out.push((a, b, sum_over(&per, &set)));
+    for (from, to) in buckets {
+        let per = inputs(&tx, from, to, sources).await?;
+        out.push(Bucket { from, to, inputs: sum_over(&per, &set) });
     }
     tx.rollback().await?;
     Ok(out)

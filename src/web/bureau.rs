@@ -143,58 +143,73 @@ async fn build(state: &AppState, p: Page, f: &Filter) -> Result<Response, (Local
     p.ctx.require(Perm::StatisticsRead).map_err(fail)?;
     let q = parse(state.clock.china_today(), f).map_err(fail)?;
     let report = stats::report(state, &p.ctx, q.from, q.to, q.institution).await.map_err(fail)?;
-    let span = (q.to - q.from).num_days();
-    let grain = if span <= 31 {
-        Grain::Day
-    } else if span <= 182 {
-        Grain::Week
-    } else {
-        Grain::Month
-    };
+    let grain = grain_of(q.to - q.from);
     let sources = Sources { daily: true, referrals: true, registry: false };
     let series = stats::series(state, &p.ctx, q.from, q.to, grain, q.institution, sources).await.map_err(fail)?;
-
     let title = match &report.node {
         Some(n) => p.name_of(n),
         None => l.t("dash-whole"),
     };
-    let up = report.node.as_ref().map(|n| match n.parent_id {
-        Some(parent) => format!("/app/bureau?{}", q.query(Some(parent))),
-        None => format!("/app/bureau?{}", q.query(None)),
-    });
+    let up = report.node.as_ref().map(|n| format!("/app/bureau?{}", q.query(n.parent_id)));
+    let page = Dashboard {
+        l,
+        title,
+        period: l.t_with("period-span", &[("from", q.from.to_string()), ("to", q.to.to_string())]),
+        from: q.from,
+        to: q.to,
+        institution: q.institution,
+        up,
+        tiles: tiles(l, &report.totals),
+        child_head: CHILD_COLUMNS.iter().map(|c| l.t(&format!("kpi-{c}"))).collect(),
+        children: report.children.iter().map(|c| child_row(&p, &q, c)).collect(),
+        charts: charts(&p, grain, &series, &report),
+        export_query: q.query(q.institution),
+        p,
+    };
+    Ok(render(StatusCode::OK, &page))
+}
 
-    let child_head: Vec<String> = CHILD_COLUMNS.iter().map(|c| l.t(&format!("kpi-{c}"))).collect();
-    let children = report
-        .children
-        .iter()
-        .map(|(i, inputs)| {
-            let cells = kpis(inputs);
-            ChildRow {
-                name: p.name_of(i),
-                kind: l.t(&format!("kind-{}", i.kind.as_str())),
-                drill: (i.kind != InstitutionKind::VillageClinic)
-                    .then(|| format!("/app/bureau?{}", q.query(Some(i.id)))),
-                cells: CHILD_COLUMNS
-                    .iter()
-                    .map(|code| {
-                        let pos = kpi_pos(code);
-                        cells[pos].text(KPIS[pos].3)
-                    })
-                    .collect(),
-            }
-        })
-        .collect();
+/// Days for a month, weeks for half a year, months beyond.
+fn grain_of(span: chrono::Duration) -> Grain {
+    match span.num_days() {
+        ..=31 => Grain::Day,
+        32..=182 => Grain::Week,
+        _ => Grain::Month,
+    }
+}
 
+/// A child of the node in the drill-down table; villages have no children to drill into.
+fn child_row(p: &Page, q: &Parsed, c: &stats::ChildReport) -> ChildRow {
+    let cells = kpis(&c.inputs);
+    let i = &c.institution;
+    ChildRow {
+        name: p.name_of(i),
+        kind: p.l.t(&format!("kind-{}", i.kind.as_str())),
+        drill: (i.kind != InstitutionKind::VillageClinic).then(|| format!("/app/bureau?{}", q.query(Some(i.id)))),
+        cells: CHILD_COLUMNS
+            .iter()
+            .map(|code| {
+                let pos = kpi_pos(code);
+                cells[pos].text(KPIS[pos].3)
+            })
+            .collect(),
+    }
+}
+
+/// Visits over time, referrals up and down over time, the grassroots share per child, and the
+/// standard-management and control rates of the two registries.
+fn charts(p: &Page, grain: Grain, series: &[stats::Bucket], report: &stats::Report) -> Vec<Chart> {
+    let l = p.l;
     let labels: Vec<String> = series
         .iter()
-        .map(|(a, _, _)| match grain {
-            Grain::Month => a.format("%Y-%m").to_string(),
-            _ => a.format("%m-%d").to_string(),
+        .map(|b| match grain {
+            Grain::Month => b.from.format("%Y-%m").to_string(),
+            _ => b.from.format("%m-%d").to_string(),
         })
         .collect();
     let of = |code: &str| {
         let pos = kpi_pos(code);
-        series.iter().map(|(_, _, i)| plot(kpis(i)[pos], KPIS[pos].3)).collect::<Vec<_>>()
+        series.iter().map(|b| plot(kpis(&b.inputs)[pos], KPIS[pos].3)).collect::<Vec<_>>()
     };
     let totals = kpis(&report.totals);
     let total = |code: &str| {
@@ -202,7 +217,7 @@ async fn build(state: &AppState, p: Page, f: &Filter) -> Result<Response, (Local
         plot(totals[pos], KPIS[pos].3)
     };
     let share = kpi_pos("grassroots_share");
-    let charts = vec![
+    vec![
         chart(
             "visits",
             Kind::Line,
@@ -224,10 +239,10 @@ async fn build(state: &AppState, p: Page, f: &Filter) -> Result<Response, (Local
             Kind::HorizontalBar,
             l.t("chart-grassroots"),
             l.t("dash-institution"),
-            report.children.iter().map(|(i, _)| p.name_of(i)).collect(),
+            report.children.iter().map(|c| p.name_of(&c.institution)).collect(),
             vec![(
                 l.t("series-share"),
-                report.children.iter().map(|(_, i)| plot(kpis(i)[share], Unit::Percent)).collect(),
+                report.children.iter().map(|c| plot(kpis(&c.inputs)[share], Unit::Percent)).collect(),
             )],
         ),
         chart(
@@ -241,24 +256,7 @@ async fn build(state: &AppState, p: Page, f: &Filter) -> Result<Response, (Local
                 (l.t("series-control"), vec![total("hypertension_control_rate"), total("diabetes_control_rate")]),
             ],
         ),
-    ];
-
-    let page = Dashboard {
-        l,
-        title,
-        period: l.t_with("period-span", &[("from", q.from.to_string()), ("to", q.to.to_string())]),
-        from: q.from,
-        to: q.to,
-        institution: q.institution,
-        up,
-        tiles: tiles(l, &report.totals),
-        child_head,
-        children,
-        charts,
-        export_query: q.query(q.institution),
-        p,
-    };
-    Ok(render(StatusCode::OK, &page))
+    ]
 }
 
 async fn export(req: &Request, state: &AppState, f: &Filter, xlsx: bool) -> Response {

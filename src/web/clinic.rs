@@ -381,102 +381,10 @@ pub async fn visit(req: &Request, state: Data<&AppState>, id: Path<String>) -> R
         let id = Uuid::parse_str(&id.0).map_err(|_| (not_found(), back()))?;
         let v = crate::visit::service::encounter(&state, &p.ctx, id).await.map_err(|e| (e, back()))?;
         let person = patients::get(&state, &p.ctx, v.encounter.person_id).await.map_err(|e| (e, back()))?;
-        let e = &v.encounter;
-        let vitals = v
-            .vitals
-            .iter()
-            .map(|x| {
-                let mut parts = vec![china(x.recorded_at).format("%H:%M").to_string()];
-                if let (Some(s), Some(d)) = (x.systolic, x.diastolic) {
-                    parts.push(format!("{} {s}/{d} mmHg", l.t("vital-bp")));
-                }
-                if let Some(pu) = x.pulse {
-                    parts.push(format!("{} {pu}", l.t("vital-pulse")));
-                }
-                if let Some(t) = x.temperature {
-                    parts.push(format!("{} {t} °C", l.t("vital-temperature")));
-                }
-                if let Some(g) = x.fasting_glucose {
-                    parts.push(format!("{} {g} mmol/L", l.t("vital-glucose")));
-                }
-                parts.join(" · ")
-            })
-            .collect();
-        let diagnoses = v
-            .diagnoses
-            .iter()
-            .map(|d| {
-                let name =
-                    icd10::lookup(&d.code).map(|i| if l == Locale::En { i.name_en } else { i.name }).unwrap_or("");
-                format!("{} {name}", d.code)
-            })
-            .collect();
-        let prescriptions = v
-            .prescriptions
-            .iter()
-            .flat_map(|pv| pv.lines.iter())
-            .map(|(line, drug)| {
-                let name =
-                    if l == Locale::En { drug.name_en.clone().unwrap_or(drug.name.clone()) } else { drug.name.clone() };
-                format!("{name} {} {} {} × {} {}", line.dose, line.dose_unit, line.frequency, line.days, l.t("days"))
-            })
-            .collect();
         let formulary = crate::pharmacy::service::formulary(&state, &p.ctx, None).await.map_err(|e| (e, back()))?;
-        let drugs = formulary
-            .iter()
-            .filter(|d| d.on_hand > 0)
-            .map(|d| Choice {
-                value: d.drug.code.clone(),
-                label: format!(
-                    "{} {} ({} {})",
-                    if l == Locale::En {
-                        d.drug.name_en.clone().unwrap_or(d.drug.name.clone())
-                    } else {
-                        d.drug.name.clone()
-                    },
-                    // Tenant files give some strengths in Chinese ("复方", compound); English
-                    // pages leave those out rather than mix the languages.
-                    if l == Locale::En && !d.drug.strength.is_ascii() { "" } else { d.drug.strength.as_str() },
-                    l.t("on-hand"),
-                    d.on_hand
-                ),
-            })
-            .collect();
-        let frequencies = Frequency::ALL
-            .iter()
-            .map(|f| Choice { value: f.as_str().into(), label: l.t(&format!("freq-{}", f.as_str())) })
-            .collect();
-        let fees = crate::billing::service::fee_schedule(&state, &p.ctx)
-            .await
-            .map_err(|e| (e, back()))?
-            .into_iter()
-            .map(|f| Choice {
-                label: format!(
-                    "{} ¥{}",
-                    if l == Locale::En { f.name_en.clone().unwrap_or(f.name.clone()) } else { f.name.clone() },
-                    yuan(f.price_fen)
-                ),
-                value: f.code,
-            })
-            .collect();
-        let bill = v.bill.as_ref().map(|b| BillBox {
-            id: b.bill.id,
-            total: yuan(b.bill.total_fen),
-            self_pay: yuan(b.bill.self_pay_fen),
-            paid: yuan(b.bill.paid_fen),
-            owed: yuan(b.owed_fen()),
-            owed_fen: b.owed_fen(),
-            lines: b.charges.iter().map(|c| format!("{} ¥{}", c.description, yuan(c.amount_fen))).collect(),
-        });
-        let here = p.memberships.iter().find(|m| m.institution.id == p.ctx.institution).map(|m| m.institution.kind);
-        let mut tx = state.db.begin(&p.ctx).await.map_err(|e| (e, back()))?;
-        let all = crate::tenancy::service::list_institutions(&tx).await.map_err(|e| (e, back()))?;
-        tx.rollback().await.map_err(|e| (e, back()))?;
-        let upper = all
-            .iter()
-            .filter(|i| here.is_some_and(|h| crate::referrals::service::is_upward(h, i.kind)))
-            .map(|i| Choice { value: i.id.to_string(), label: p.name_of(i) })
-            .collect();
+        let fees = crate::billing::service::fee_schedule(&state, &p.ctx).await.map_err(|e| (e, back()))?;
+        let upper = upper_choices(&state, &p).await.map_err(|e| (e, back()))?;
+        let e = &v.encounter;
         let page = VisitPage {
             id,
             patient: person.name.clone(),
@@ -484,13 +392,21 @@ pub async fn visit(req: &Request, state: Data<&AppState>, id: Path<String>) -> R
             open: e.status == EncounterStatus::Open,
             status: l.t(&format!("visit-{}", e.status)),
             complaint: e.chief_complaint.clone().unwrap_or_default(),
-            vitals,
-            diagnoses,
-            prescriptions,
-            drugs,
-            frequencies,
-            fees,
-            bill,
+            vitals: v.vitals.iter().map(|x| vitals_line(l, x)).collect(),
+            diagnoses: v.diagnoses.iter().map(|d| diagnosis_line(l, d)).collect(),
+            prescriptions: v
+                .prescriptions
+                .iter()
+                .flat_map(|pv| pv.lines.iter())
+                .map(|x| prescribed_line(l, x))
+                .collect(),
+            drugs: formulary.iter().filter(|d| d.on_hand > 0).map(|d| drug_choice(l, d)).collect(),
+            frequencies: Frequency::ALL
+                .iter()
+                .map(|f| Choice { value: f.as_str().into(), label: l.t(&format!("freq-{}", f.as_str())) })
+                .collect(),
+            fees: fees.into_iter().map(|f| fee_choice(l, f)).collect(),
+            bill: v.bill.as_ref().map(bill_box),
             upper,
             l,
             p,
@@ -499,6 +415,73 @@ pub async fn visit(req: &Request, state: Data<&AppState>, id: Path<String>) -> R
     }
     .await;
     finish(l, out)
+}
+
+fn vitals_line(l: Locale, x: &crate::clinical::entity::vital_sign::Model) -> String {
+    let mut parts = vec![china(x.recorded_at).format("%H:%M").to_string()];
+    if let (Some(s), Some(d)) = (x.systolic, x.diastolic) {
+        parts.push(format!("{} {s}/{d} mmHg", l.t("vital-bp")));
+    }
+    if let Some(pu) = x.pulse {
+        parts.push(format!("{} {pu}", l.t("vital-pulse")));
+    }
+    if let Some(t) = x.temperature {
+        parts.push(format!("{} {t} °C", l.t("vital-temperature")));
+    }
+    if let Some(g) = x.fasting_glucose {
+        parts.push(format!("{} {g} mmol/L", l.t("vital-glucose")));
+    }
+    parts.join(" · ")
+}
+
+fn diagnosis_line(l: Locale, d: &crate::clinical::entity::diagnosis::Model) -> String {
+    let name = icd10::lookup(&d.code).map(|i| if l == Locale::En { i.name_en } else { i.name }).unwrap_or("");
+    format!("{} {name}", d.code)
+}
+
+fn prescribed_line(l: Locale, x: &crate::pharmacy::service::PrescribedLine) -> String {
+    let (line, drug) = (&x.line, &x.drug);
+    let name = if l == Locale::En { drug.name_en.clone().unwrap_or(drug.name.clone()) } else { drug.name.clone() };
+    format!("{name} {} {} {} × {} {}", line.dose, line.dose_unit, line.frequency, line.days, l.t("days"))
+}
+
+fn drug_choice(l: Locale, d: &crate::pharmacy::service::DrugView) -> Choice {
+    let name =
+        if l == Locale::En { d.drug.name_en.clone().unwrap_or(d.drug.name.clone()) } else { d.drug.name.clone() };
+    // Tenant files give some strengths in Chinese ("复方", compound); English pages leave those
+    // out rather than mix the languages.
+    let strength = if l == Locale::En && !d.drug.strength.is_ascii() { "" } else { d.drug.strength.as_str() };
+    Choice { value: d.drug.code.clone(), label: format!("{name} {strength} ({} {})", l.t("on-hand"), d.on_hand) }
+}
+
+fn fee_choice(l: Locale, f: crate::billing::entity::fee_item::Model) -> Choice {
+    let name = if l == Locale::En { f.name_en.clone().unwrap_or(f.name.clone()) } else { f.name.clone() };
+    Choice { label: format!("{name} ¥{}", yuan(f.price_fen)), value: f.code }
+}
+
+fn bill_box(b: &crate::billing::service::BillView) -> BillBox {
+    BillBox {
+        id: b.bill.id,
+        total: yuan(b.bill.total_fen),
+        self_pay: yuan(b.bill.self_pay_fen),
+        paid: yuan(b.bill.paid_fen),
+        owed: yuan(b.owed_fen()),
+        owed_fen: b.owed_fen(),
+        lines: b.charges.iter().map(|c| format!("{} ¥{}", c.description, yuan(c.amount_fen))).collect(),
+    }
+}
+
+/// The institutions a referral up from here may go to.
+async fn upper_choices(state: &AppState, p: &Page) -> Result<Vec<Choice>, AppError> {
+    let here = p.memberships.iter().find(|m| m.institution.id == p.ctx.institution).map(|m| m.institution.kind);
+    let tx = state.db.begin(&p.ctx).await?;
+    let all = crate::tenancy::service::list_institutions(&tx).await?;
+    tx.rollback().await?;
+    Ok(all
+        .iter()
+        .filter(|i| here.is_some_and(|h| crate::referrals::service::is_upward(h, i.kind)))
+        .map(|i| Choice { value: i.id.to_string(), label: p.name_of(i) })
+        .collect())
 }
 
 /// Every form of the visit page, one handler per step.

@@ -95,7 +95,7 @@ pub async fn worklist(req: &Request, state: Data<&AppState>) -> Response {
         offset: 0,
     };
     let to_refer = match followups::list(&state, &p.ctx, flagged).await {
-        Ok(rows) => rows.iter().map(|(e, c, d)| item(e, &c.name, d, None, 0)).collect(),
+        Ok(rows) => rows.iter().map(|r| item(&r.enrollment, &r.person.name, &r.doctor_name, None, 0)).collect(),
         Err(e) => return error_page(l, &e, "/app/"),
     };
     render(StatusCode::OK, &WorklistPage { l, p, as_of, counts, flagged: list.flagged, items, to_refer })

@@ -269,3 +269,49 @@ fn docs_list_every_event_with_its_consumers() {
     }
     assert!(doc.contains(&table), "docs/architecture.md must list the events and their consumers as:\n{table}");
 }
+
+/// Functions of `src/` longer than `max` lines, as (file, line, name, length), unless the line
+/// above says why (`// Long: …`).
+fn long_functions(max: usize) -> Vec<(String, usize, String, usize)> {
+    let mut files = Vec::new();
+    rust_files(&src_dir(), &mut files);
+    let mut out = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let trimmed = line.trim_start();
+            let indent = line.len() - trimmed.len();
+            let is_fn = ["fn ", "pub fn ", "async fn ", "pub async fn ", "pub(crate) fn ", "pub(crate) async fn "]
+                .iter()
+                .any(|p| trimmed.starts_with(p));
+            if !is_fn || trimmed.ends_with(';') {
+                continue;
+            }
+            let close = " ".repeat(indent) + "}";
+            let Some(end) = lines[i + 1..].iter().position(|l| *l == close) else { continue };
+            let length = end + 2;
+            let excused = i > 0 && lines[i - 1].trim_start().starts_with("// Long:");
+            if length > max && !excused {
+                let name: String = trimmed
+                    .split("fn ")
+                    .nth(1)
+                    .unwrap_or("")
+                    .chars()
+                    .take_while(|c| c.is_alphanumeric() || *c == '_')
+                    .collect();
+                out.push((f.strip_prefix(src_dir()).unwrap().display().to_string(), i + 1, name, length));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn no_function_of_src_is_longer_than_a_hundred_lines() {
+    let long = long_functions(100);
+    assert!(
+        long.is_empty(),
+        "split these into steps that read top to bottom (or say why above them with `// Long:`): {long:?}"
+    );
+}

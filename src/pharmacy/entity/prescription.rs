@@ -1,5 +1,7 @@
 use sea_orm::entity::prelude::*;
 
+use crate::pharmacy::domain::PrescriptionStatus;
+
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel, serde::Serialize, serde::Deserialize)]
 #[sea_orm(table_name = "prescriptions")]
 pub struct Model {
@@ -12,7 +14,7 @@ pub struct Model {
     pub person_id: Uuid,
     pub prescriber_id: Uuid,
     pub chronic: bool,
-    pub status: String,
+    pub status: PrescriptionStatus,
     pub created_at: DateTimeUtc,
     pub dispensed_at: Option<DateTimeUtc>,
     pub dispensed_by: Option<Uuid>,
