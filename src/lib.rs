@@ -1,5 +1,6 @@
 //! cloudhis: a county-township-village integrated cloud HIS, multi-tenant, one monolith with a
-//! folder per bounded context. See `../shared/DESIGN.md` and `docs/architecture.md`.
+//! folder per bounded context. `docs/architecture.md` describes the shape: the contexts, their
+//! layers, the workflows above them, events, tenancy and isolation.
 
 pub mod accounts;
 pub mod api;

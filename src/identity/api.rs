@@ -218,8 +218,7 @@ pub struct AuthApi;
 
 /// The browser's session cookie: HttpOnly, same-site only, `Secure` behind TLS.
 pub fn session_cookie(state: &AppState, token: &str, max_age: i64) -> String {
-    let secure = if state.config.cookie_secure { "; Secure" } else { "" };
-    format!("{SESSION_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}")
+    crate::platform::http::cookie(SESSION_COOKIE, token, "/", max_age, state.config.cookie_secure)
 }
 
 #[OpenApi(prefix_path = "/api/v1", tag = "ApiTags::Auth")]

@@ -224,11 +224,7 @@ fn totp_secret(state: &AppState, t: &user_totp::Model) -> AppResult<Vec<u8>> {
         .pii
         .decrypt(&t.secret_enc)
         .ok_or_else(|| AppError::Internal(anyhow::anyhow!("a TOTP secret does not decrypt with the PII key")))?;
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2).unwrap_or("zz"), 16))
-        .collect::<Result<_, _>>()
-        .map_err(|_| AppError::Internal(anyhow::anyhow!("a TOTP secret is malformed")))
+    hex::decode(hex).map_err(|_| AppError::Internal(anyhow::anyhow!("a TOTP secret is malformed")))
 }
 
 /// A new TOTP secret for the caller, to be confirmed with a code before it guards logins.
@@ -247,7 +243,7 @@ pub async fn totp_setup(state: &AppState, ctx: &RequestCtx) -> AppResult<TotpSet
         return Err(AppError::new(codes::TOTP_ENABLED, "a second factor is already on; disable it first"));
     }
     let secret = totp::new_secret();
-    let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
+    let hex = hex::encode(secret);
     let row = user_totp::ActiveModel {
         tenant_id: Set(ctx.tenant),
         user_id: Set(ctx.user),

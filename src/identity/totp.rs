@@ -3,8 +3,10 @@
 //! administrators log in). SHA-1 because every authenticator app reads it; RFC 6238's security
 //! does not rest on SHA-1's collision resistance.
 
-use hmac::{Hmac, Mac};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use rand::RngCore;
+use subtle::ConstantTimeEq;
+use totp_rs::{Algorithm, Secret, TOTP};
 
 /// Seconds per step.
 pub const STEP: i64 = 30;
@@ -20,62 +22,45 @@ pub fn new_secret() -> [u8; 20] {
 
 /// RFC 4648 base32 without padding, as authenticator apps take secrets.
 pub fn base32(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
-    let mut out = String::with_capacity(bytes.len().div_ceil(5) * 8);
-    let (mut buffer, mut bits) = (0u32, 0u32);
-    for &b in bytes {
-        buffer = (buffer << 8) | u32::from(b);
-        bits += 8;
-        while bits >= 5 {
-            out.push(ALPHABET[((buffer >> (bits - 5)) & 31) as usize] as char);
-            bits -= 5;
-        }
-    }
-    if bits > 0 {
-        out.push(ALPHABET[((buffer << (5 - bits)) & 31) as usize] as char);
-    }
-    out
+    Secret::Raw(bytes.to_vec()).to_encoded().to_string()
 }
 
-/// The 6-digit code of `step` (RFC 4226 HOTP with the step as counter).
-pub fn code_at(secret: &[u8], step: i64) -> u32 {
-    let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret).expect("HMAC takes any key length");
-    mac.update(&step.to_be_bytes());
-    let digest = mac.finalize().into_bytes();
-    let offset = (digest[19] & 0x0f) as usize;
-    let bin = u32::from_be_bytes([digest[offset] & 0x7f, digest[offset + 1], digest[offset + 2], digest[offset + 3]]);
-    bin % 1_000_000
+fn totp(secret: &[u8]) -> Option<TOTP> {
+    // Secrets are 160 bits (new_secret); totp-rs refuses shorter than 128.
+    TOTP::new(Algorithm::SHA1, 6, 0, STEP as u64, secret.to_vec()).ok()
+}
+
+/// The 6-digit code of `step` (RFC 4226 HOTP with the step as counter), as the phone shows it.
+pub fn code_at(secret: &[u8], step: i64) -> String {
+    totp(secret).map(|t| t.generate((step * STEP) as u64)).unwrap_or_default()
 }
 
 /// The step a code was accepted at, if `code` (6 digits) matches a step within [`DRIFT`] of
-/// `now` (seconds since the epoch) and later than `last_used`, so a code works once.
+/// `now` (seconds since the epoch) and later than `last_used`, so a code works once. Every step
+/// of the window is compared, in constant time, whatever matched first.
 pub fn verify(secret: &[u8], code: &str, now: i64, last_used: Option<i64>) -> Option<i64> {
     // Apps show the code as "123 456".
     let code: String = code.chars().filter(|c| !c.is_whitespace()).collect();
     if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let wanted: u32 = code.parse().ok()?;
     let current = now.div_euclid(STEP);
-    (current - DRIFT..=current + DRIFT)
-        .filter(|s| last_used.is_none_or(|l| *s > l))
-        .find(|s| constant_time_eq(code_at(secret, *s), wanted))
+    let mut accepted = None;
+    for step in current - DRIFT..=current + DRIFT {
+        let matches: bool = code_at(secret, step).as_bytes().ct_eq(code.as_bytes()).into();
+        if matches && last_used.is_none_or(|l| step > l) && accepted.is_none() {
+            accepted = Some(step);
+        }
+    }
+    accepted
 }
 
-fn constant_time_eq(a: u32, b: u32) -> bool {
-    (a ^ b) == 0
-}
+/// Characters an `otpauth://` label or parameter keeps as they are (RFC 3986 unreserved).
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 
 /// The `otpauth://` URI an authenticator app scans (as a QR code) or takes by hand.
 pub fn uri(secret_b32: &str, issuer: &str, account: &str) -> String {
-    let enc = |s: &str| {
-        s.bytes()
-            .map(|b| match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
-                _ => format!("%{b:02X}"),
-            })
-            .collect::<String>()
-    };
+    let enc = |s: &str| utf8_percent_encode(s, UNRESERVED).to_string();
     format!(
         "otpauth://totp/{}:{}?secret={secret_b32}&issuer={}&algorithm=SHA1&digits=6&period={STEP}",
         enc(issuer),
@@ -100,7 +85,7 @@ mod tests {
             (2000000000, 69279037),
             (20000000000, 65353130),
         ] {
-            assert_eq!(code_at(secret, t / STEP), expected % 1_000_000, "t = {t}");
+            assert_eq!(code_at(secret, t / STEP), format!("{:06}", expected % 1_000_000), "t = {t}");
         }
     }
 
@@ -125,7 +110,7 @@ mod tests {
         let secret = new_secret();
         let now = 1_800_000_000;
         let step = now / STEP;
-        let code = |s: i64| format!("{:06}", code_at(&secret, s));
+        let code = |s: i64| code_at(&secret, s);
         assert_eq!(verify(&secret, &code(step), now, None), Some(step));
         assert_eq!(verify(&secret, &code(step - 1), now, None), Some(step - 1));
         assert_eq!(verify(&secret, &code(step + 1), now, None), Some(step + 1));

@@ -19,6 +19,7 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use tokio::sync::{Mutex, broadcast};
 
+use crate::platform::backoff::Backoff;
 use crate::platform::error::{AppError, AppResult};
 use crate::platform::events::Envelope;
 
@@ -189,7 +190,7 @@ impl Bus {
 /// Feeds the live broadcast from an exclusive, auto-deleted queue bound to every event,
 /// reconnecting with backoff.
 async fn feed_live(url: String, exchange: String, prefix: String, live: broadcast::Sender<Arc<Envelope>>) {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         let run = async {
             let conn = connect(&url, format!("{prefix}-live")).await?;
@@ -217,6 +218,7 @@ async fn feed_live(url: String, exchange: String, prefix: String, live: broadcas
                     FieldTable::default(),
                 )
                 .await?;
+            backoff.reset();
             while let Some(d) = deliveries.next().await {
                 let d = d?;
                 if let Ok(env) = serde_json::from_slice::<Envelope>(&d.data) {
@@ -228,7 +230,6 @@ async fn feed_live(url: String, exchange: String, prefix: String, live: broadcas
         if let Err(e) = run.await {
             tracing::warn!(error = %format!("{e:#}"), "live event feed lost; reconnecting");
         }
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        backoff.wait().await;
     }
 }

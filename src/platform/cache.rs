@@ -11,6 +11,7 @@ use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::sync::broadcast;
 
+use crate::platform::backoff::Backoff;
 use crate::platform::error::{AppError, AppResult};
 
 /// A change notice: `topic` names what changed (e.g. `authz`), `payload` which part (a tenant id).
@@ -228,7 +229,7 @@ impl Cache {
 /// Forwards Redis notices to local subscribers, reconnecting with backoff. After a reconnect it
 /// sends `resync`, because notices published while we were away are lost.
 async fn listen(client: redis::Client, channel: String, local: broadcast::Sender<Notice>) {
-    let mut delay = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     let mut connected_before = false;
     loop {
         match client.get_async_pubsub().await {
@@ -238,7 +239,7 @@ async fn listen(client: redis::Client, channel: String, local: broadcast::Sender
                         let _ = local.send(Notice { topic: RESYNC.into(), payload: String::new() });
                     }
                     connected_before = true;
-                    delay = Duration::from_millis(100);
+                    backoff.reset();
                     let mut stream = pubsub.on_message();
                     while let Some(msg) = stream.next().await {
                         let Ok(text) = msg.get_payload::<String>() else { continue };
@@ -250,8 +251,7 @@ async fn listen(client: redis::Client, channel: String, local: broadcast::Sender
             }
             Err(e) => tracing::warn!(error = %e, "redis notice subscription failed; retrying"),
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
+        backoff.wait().await;
     }
 }
 

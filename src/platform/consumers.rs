@@ -21,6 +21,7 @@ use lapin::{Connection, ConnectionProperties, ExchangeKind};
 use sea_orm::Set;
 use sea_orm::entity::prelude::*;
 
+use crate::platform::backoff::Backoff;
 use crate::platform::codes;
 use crate::platform::events::Envelope;
 use crate::platform::{AppError, AppResult, Db, SystemScope, Tx};
@@ -191,16 +192,15 @@ pub fn spawn_amqp(db: Db, url: String, prefix: String, handlers: Vec<Arc<dyn Han
     for h in handlers {
         let (db, url, prefix) = (db.clone(), url.clone(), prefix.clone());
         tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(200);
+            let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
             loop {
-                match consume(&db, &url, &prefix, h.clone()).await {
+                match consume(&db, &url, &prefix, h.clone(), &mut backoff).await {
                     Ok(()) => tracing::warn!(consumer = h.name(), "consumer stream ended; reconnecting"),
                     Err(e) => {
                         tracing::warn!(consumer = h.name(), error = %format!("{e:#}"), "consumer failed; reconnecting")
                     }
                 }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff.wait().await;
             }
         });
     }
@@ -214,7 +214,9 @@ fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {
     t
 }
 
-async fn consume(db: &Db, url: &str, prefix: &str, h: Arc<dyn Handler>) -> anyhow::Result<()> {
+/// Declares the consumer's queues and applies its deliveries until the connection ends; the
+/// backoff starts again from its shortest delay once the consumer is subscribed.
+async fn consume(db: &Db, url: &str, prefix: &str, h: Arc<dyn Handler>, backoff: &mut Backoff) -> anyhow::Result<()> {
     let conn = Connection::connect(
         url,
         ConnectionProperties::default().with_connection_name(format!("{prefix}-consumer-{}", h.name()).into()),
@@ -266,6 +268,7 @@ async fn consume(db: &Db, url: &str, prefix: &str, h: Arc<dyn Handler>) -> anyho
     }
     let mut deliveries =
         ch.basic_consume(queue.into(), h.name().into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
+    backoff.reset();
     // Up to CONCURRENCY deliveries are applied at once (idempotency makes order between them
     // irrelevant to the effect); the prefetch keeps the next ones ready.
     let slots = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));

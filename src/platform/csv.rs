@@ -1,29 +1,38 @@
 //! CSV for Excel: UTF-8 with a byte-order mark (so Chinese reads right), CRLF lines, fields
-//! quoted when needed and defused when they start like a spreadsheet formula.
+//! quoted when needed (the `csv` crate) and defused when they start like a spreadsheet formula
+//! (which the crate does not do).
 
-/// One field. A lone `-` (our "nothing to compute from") stays as it is.
-pub fn field(s: &str) -> String {
-    let s = if s != "-" && s.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{s}") } else { s.to_string() };
-    if s.contains([',', '"', '\n', '\r']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s }
+/// A field defused: one that starts like a formula (`=`, `+`, `-`, `@`, tab, CR) gets a leading
+/// `'`, so a spreadsheet shows it as text. A lone `-` (our "nothing to compute from") stays.
+pub fn defuse(s: &str) -> String {
+    if s != "-" && s.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{s}") } else { s.to_string() }
 }
 
 /// A whole document: the byte-order mark, then each row.
 pub fn document<R: AsRef<[String]>>(rows: impl IntoIterator<Item = R>) -> Vec<u8> {
-    let mut out = String::from("\u{feff}");
+    let mut out = "\u{feff}".as_bytes().to_vec();
+    let mut writer = csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).flexible(true).from_writer(&mut out);
     for row in rows {
-        out.push_str(&row.as_ref().iter().map(|f| field(f)).collect::<Vec<_>>().join(","));
-        out.push_str("\r\n");
+        writer.write_record(row.as_ref().iter().map(|f| defuse(f))).expect("writing CSV to memory cannot fail");
     }
-    out.into_bytes()
+    writer.flush().expect("writing CSV to memory cannot fail");
+    drop(writer);
+    out
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn fields_are_quoted_and_defused() {
-        assert_eq!(super::field("a,b"), "\"a,b\"");
-        assert_eq!(super::field("=1+1"), "'=1+1");
-        assert_eq!(super::field("-"), "-");
-        assert_eq!(super::document([vec!["甲".to_string(), "1".to_string()]]), "\u{feff}甲,1\r\n".as_bytes());
+        let doc = |cells: &[&str]| {
+            String::from_utf8(document([cells.iter().map(|c| c.to_string()).collect::<Vec<_>>()])).unwrap()
+        };
+        assert_eq!(doc(&["a,b", "x"]), "\u{feff}\"a,b\",x\r\n");
+        assert_eq!(doc(&["=1+1"]), "\u{feff}'=1+1\r\n");
+        assert_eq!(doc(&["-"]), "\u{feff}-\r\n");
+        assert_eq!(doc(&["say \"hi\""]), "\u{feff}\"say \"\"hi\"\"\"\r\n");
+        assert_eq!(doc(&["甲", "1"]), "\u{feff}甲,1\r\n");
     }
 }

@@ -6,7 +6,7 @@
 /// Defines a string-backed enum: `as_str`, `parse`, `ALL`, `Display`, `FromStr`, serde, and a
 /// sea-orm column type.
 ///
-/// ```ignore
+/// ```text
 /// string_enum! {
 ///     /// Where an encounter stands.
 ///     pub enum EncounterStatus { Open = "open", Closed = "closed" }

@@ -17,6 +17,7 @@ use sea_orm::{ConnectionTrait, DbBackend, QueryOrder, QuerySelect, Set, Statemen
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
+use crate::platform::backoff::Backoff;
 use crate::platform::bus::Bus;
 use crate::platform::config::DbKind;
 use crate::platform::consumers::{self, Handler};
@@ -338,18 +339,18 @@ pub fn spawn_relay(
     handlers: Vec<Arc<dyn Handler>>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
             match relay_once(&db, &bus, &handlers).await {
-                Ok(n) if n as u64 == BATCH => continue,
+                Ok(n) if n as u64 == BATCH => backoff.reset(),
                 Ok(_) => {
-                    backoff = Duration::from_millis(100);
+                    backoff.reset();
                     let _ = tokio::time::timeout(Duration::from_secs(1), wake.notified()).await;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %format!("{e:#}"), retry_in_ms = backoff.as_millis() as u64, "event relay failed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    let delay = backoff.next_delay();
+                    tracing::warn!(error = %format!("{e:#}"), retry_in_ms = delay.as_millis() as u64, "event relay failed; retrying");
+                    tokio::time::sleep(delay).await;
                 }
             }
         }

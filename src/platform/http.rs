@@ -363,6 +363,24 @@ async fn limit_body(req: &mut Request, max: usize, methods: &RouteMethods) -> Op
     }
 }
 
+/// A `Set-Cookie` value: HttpOnly, same-site only (`Strict`), `Secure` behind TLS. A max age of 0
+/// removes the cookie.
+pub fn cookie(name: &str, value: &str, path: &str, max_age_secs: i64, secure: bool) -> String {
+    use poem::web::cookie::{Cookie, SameSite};
+    let mut c = Cookie::new_with_str(name, value);
+    c.set_path(path);
+    c.set_http_only(true);
+    c.set_same_site(SameSite::Strict);
+    c.set_max_age(std::time::Duration::from_secs(max_age_secs.max(0) as u64));
+    c.set_secure(secure);
+    c.to_string()
+}
+
+/// The value of a request cookie (the app's routes run under poem's `CookieJarManager`).
+pub fn cookie_value(req: &Request, name: &str) -> Option<String> {
+    req.cookie().get(name).map(|c| c.value_str().to_string())
+}
+
 /// The problem body of a refusal at the boundary, before any handler runs.
 fn refusal(code: codes::Code, message: String) -> Response {
     json_response(code.status(), &ErrorBody { code: code.code.into(), message, details: None })

@@ -3,6 +3,7 @@
 
 pub mod api_tags;
 pub mod audit;
+pub mod backoff;
 pub mod bus;
 pub mod cache;
 pub mod clock;

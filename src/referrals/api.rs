@@ -347,22 +347,20 @@ impl ReferralsApi {
     #[oai(path = "/referrals/stream", method = "get", operation_id = "referrals_stream")]
     async fn stream(&self, state: Data<&AppState>, auth: Auth) -> Result<StreamResponse, AppError> {
         auth.0.require(Perm::ReferralRead)?;
+        // `live` passes only readable referral changes of this institution.
         let changes = super::events::live(&state, auth.0.tenant, auth.0.institution)
-            .map(|ev| {
-                let p = &ev.payload;
-                ReferralChange {
+            .filter_map(|ev| {
+                let change = super::events::change_of(&ev).ok().map(|c| ReferralChange {
                     event_id: ev.id,
                     event_type: ev.event_type.clone(),
-                    referral_id: ev.aggregate,
-                    status: p["status"].as_str().unwrap_or_default().to_string(),
-                    direction: p["direction"].as_str().unwrap_or_default().to_string(),
-                    from_institution_id: p["from_institution"]
-                        .as_str()
-                        .and_then(|s| s.parse().ok())
-                        .unwrap_or_default(),
-                    to_institution_id: p["to_institution"].as_str().and_then(|s| s.parse().ok()),
+                    referral_id: c.referral,
+                    status: c.status.as_str().into(),
+                    direction: c.direction.as_str().into(),
+                    from_institution_id: c.from_institution,
+                    to_institution_id: c.to_institution,
                     occurred_at: ev.occurred_at,
-                }
+                });
+                std::future::ready(change)
             })
             .boxed();
         Ok(StreamResponse::Ok(EventStream::new(changes).keep_alive(Duration::from_secs(15))))

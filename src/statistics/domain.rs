@@ -1,5 +1,5 @@
-//! The national medical-community KPIs (`../shared/DESIGN.md`, "National medical-community
-//! KPIs") from rolled-up counts, and small-cell suppression: a cell that counts, or is computed
+//! The national medical-community KPIs (defined in `docs/statistics.md`, "KPIs") from
+//! rolled-up counts, and small-cell suppression: a cell that counts, or is computed
 //! from, fewer than five patients is shown as `<5`. Pure functions, unit-tested here.
 
 use chrono::{Datelike, Duration, NaiveDate};

@@ -20,9 +20,7 @@ use crate::tenancy::service::InstitutionInfo;
 pub const CSRF_COOKIE: &str = "cloudhis_csrf";
 
 fn cookie(req: &Request, name: &str) -> Option<String> {
-    req.headers().get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|all| {
-        all.split(';').map(str::trim).find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=').map(str::to_owned))
-    })
+    crate::platform::http::cookie_value(req, name)
 }
 
 pub fn locale(req: &Request) -> Locale {
@@ -44,12 +42,17 @@ pub fn cleared_session_cookie(state: &AppState) -> String {
 }
 
 pub fn pre_login_cookie(state: &AppState, token: &str) -> String {
-    let secure = if state.config.cookie_secure { "; Secure" } else { "" };
-    format!("{CSRF_COOKIE}={token}; Path=/app/login; HttpOnly; SameSite=Strict; Max-Age=3600{secure}")
+    crate::platform::http::cookie(CSRF_COOKIE, token, "/app/login", 3600, state.config.cookie_secure)
 }
 
+/// The reader's language for a year; scripts never need it, but it is not secret either.
 pub fn lang_cookie(l: Locale) -> String {
-    format!("{LANG_COOKIE}={}; Path=/; SameSite=Lax; Max-Age=31536000", l.tag())
+    use poem::web::cookie::{Cookie, SameSite};
+    let mut c = Cookie::new_with_str(LANG_COOKIE, l.tag());
+    c.set_path("/");
+    c.set_same_site(SameSite::Lax);
+    c.set_max_age(std::time::Duration::from_secs(31_536_000));
+    c.to_string()
 }
 
 pub fn random_token() -> String {
@@ -57,7 +60,7 @@ pub fn random_token() -> String {
 }
 
 fn equal(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    subtle::ConstantTimeEq::ct_eq(a.as_bytes(), b.as_bytes()).into()
 }
 
 pub fn pre_login_csrf_ok(req: &Request, submitted: &str) -> bool {

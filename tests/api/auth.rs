@@ -175,7 +175,7 @@ fn totp_now(secret: &str, offset: i64) -> String {
         }
     }
     let step = chrono::Utc::now().timestamp() / cloudhis::identity::totp::STEP + offset;
-    format!("{:06}", cloudhis::identity::totp::code_at(&bytes, step))
+    cloudhis::identity::totp::code_at(&bytes, step)
 }
 
 /// MLPS level 3: an optional TOTP second factor for administrators. Once confirmed, a login

@@ -295,3 +295,12 @@ impl TestApp {
         Database::connect(self.env["DATABASE_URL"].clone()).await.expect("owner connection")
     }
 }
+
+/// For a test marked `#[ignore = "needs PostgreSQL…"]`: fails at once, saying why, when it is
+/// run (with `--include-ignored`) on another backend, instead of passing without checking.
+pub fn require_postgres() {
+    assert!(
+        backend() == Backend::Postgres,
+        "this test checks PostgreSQL (and, where it says so, Redis and RabbitMQ): run it with CLOUDHIS_TEST_BACKEND=postgres"
+    );
+}

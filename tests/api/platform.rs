@@ -160,7 +160,14 @@ async fn json_logs_carry_request_tenant_and_user_ids_but_no_personal_data() {
         .unwrap();
     let r = client.get(format!("{base}/api/v1/institutions")).bearer_auth(token).send().await.unwrap();
     let request_id = r.headers()["x-request-id"].to_str().unwrap().to_string();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The access line of that request is the last thing it logs: wait for it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !lines.iter().any(|l: &String| l.contains(&request_id) && l.contains("request finished")) {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => lines.push(line),
+            Err(_) => panic!("the request's access line was never logged"),
+        }
+    }
     let _ = child.kill();
     let _ = child.wait();
     while let Ok(line) = rx.try_recv() {

@@ -375,8 +375,8 @@ async fn the_stream_announces_new_referrals_without_polling() {
         .unwrap();
     assert_eq!(resp.status(), 200);
     assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
+    // The stream is subscribed before its headers are sent: no wait is needed.
     let mut resp = resp;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let r = app
         .post("/api/v1/referrals", &village.token, json!({"person_id": person, "direction": "up", "to_institution_id": ids["county-hospital"], "reason": "转诊"}))
         .await;

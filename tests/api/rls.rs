@@ -4,7 +4,7 @@
 
 use sea_orm::{ConnectionTrait, DbBackend, Statement, TransactionTrait};
 
-use crate::helpers::{Backend, spawn_app};
+use crate::helpers::spawn_app;
 
 async fn count(conn: &impl ConnectionTrait, sql: &str) -> i64 {
     conn.query_one_raw(Statement::from_string(DbBackend::Postgres, sql))
@@ -16,12 +16,10 @@ async fn count(conn: &impl ConnectionTrait, sql: &str) -> i64 {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL (CLOUDHIS_TEST_BACKEND=postgres; .ci/run runs it)"]
 async fn without_the_tenant_setting_a_raw_query_sees_nothing() {
     let app = spawn_app().await;
-    if app.backend != Backend::Postgres {
-        eprintln!("row-level security is PostgreSQL-only; run with CLOUDHIS_TEST_BACKEND=postgres");
-        return;
-    }
+    crate::helpers::require_postgres();
     app.load_demo().await;
     let other = app.load_other_tenant("other-county").await;
     let db = app.state.db.raw();
@@ -59,12 +57,10 @@ async fn without_the_tenant_setting_a_raw_query_sees_nothing() {
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL (CLOUDHIS_TEST_BACKEND=postgres; .ci/run runs it)"]
 async fn every_tenant_table_forces_rls_and_the_app_role_cannot_bypass_it() {
     let app = spawn_app().await;
-    if app.backend != Backend::Postgres {
-        eprintln!("row-level security is PostgreSQL-only; run with CLOUDHIS_TEST_BACKEND=postgres");
-        return;
-    }
+    crate::helpers::require_postgres();
     let owner = app.owner_connection().await;
     let rows = owner
         .query_all_raw(Statement::from_string(
@@ -108,12 +104,10 @@ async fn every_tenant_table_forces_rls_and_the_app_role_cannot_bypass_it() {
 /// its primary key with it, has no unique index without it, and every foreign key between tenant
 /// tables includes it. A new table or constraint that breaks this fails here, not at sharding time.
 #[tokio::test]
+#[ignore = "needs PostgreSQL (CLOUDHIS_TEST_BACKEND=postgres; .ci/run runs it)"]
 async fn every_tenant_table_can_be_distributed_by_tenant_id() {
     let app = spawn_app().await;
-    if app.backend != Backend::Postgres {
-        eprintln!("the distribution rules are checked on PostgreSQL; run with CLOUDHIS_TEST_BACKEND=postgres");
-        return;
-    }
+    crate::helpers::require_postgres();
     let owner = app.owner_connection().await;
     let rows = |sql: &'static str| {
         let owner = &owner;

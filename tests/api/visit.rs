@@ -5,7 +5,7 @@ use sea_orm::{ConnectionTrait, FromQueryResult, Statement};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{Backend, Session, TestApp, spawn_app};
+use crate::helpers::{Session, TestApp, spawn_app};
 use crate::patients::rid;
 
 /// Ids of one complete visit.
@@ -450,12 +450,10 @@ async fn other_clinics_encounters_are_closed_but_the_community_summary_is_open_a
 }
 
 #[tokio::test]
+#[ignore = "needs PostgreSQL (CLOUDHIS_TEST_BACKEND=postgres; .ci/run runs it)"]
 async fn fifty_concurrent_dispenses_of_the_last_ten_units_leave_exactly_zero() {
     let app = spawn_app().await;
-    if app.backend != Backend::Postgres {
-        eprintln!("the concurrency test needs PostgreSQL; run with CLOUDHIS_TEST_BACKEND=postgres");
-        return;
-    }
+    crate::helpers::require_postgres();
     app.load_demo().await;
     let doc = app.login("village.doctor").await;
     // Leave exactly 10 units of one drug.

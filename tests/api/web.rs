@@ -328,8 +328,8 @@ async fn the_coordinator_inbox_updates_live_and_every_step_is_a_form() {
     // The page's event stream, with the browser's cookie.
     let mut stream = b.client.get(format!("{}/app/referrals/stream", app.base)).send().await.unwrap();
     assert_eq!(stream.status(), StatusCode::OK);
+    // Subscribed before its headers were sent: no wait is needed.
     assert!(stream.headers()["content-type"].to_str().unwrap().starts_with("text/event-stream"));
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let up = app
         .post(
             "/api/v1/referrals",
