@@ -59,6 +59,11 @@ pub enum Command {
         #[arg(long, default_value_t = 42)]
         seed: u64,
     },
+    /// Event delivery: dead letters, redrive, the anti-entropy sweep
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
     /// Statistics rollups
     Statistics {
         #[command(subcommand)]
@@ -120,6 +125,24 @@ pub enum AccountsCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// List the events a consumer could not apply, oldest first
+    DeadLetters {
+        #[arg(long)]
+        consumer: Option<String>,
+    },
+    /// Deliver dead letters again (each is applied once, however often it is redriven)
+    Redrive {
+        #[arg(long)]
+        consumer: Option<String>,
+        #[arg(long)]
+        event: Option<uuid::Uuid>,
+    },
+    /// Run the anti-entropy sweep once: apply every event a consumer should have by now
+    Sweep,
+}
+
+#[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Walk every tenant's hash chain and report the first broken link
     Verify,
@@ -172,6 +195,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             rebuild_statistics(config, &tenant).await?
         }
         Command::Audit { command: AuditCommand::Verify } => return verify_audit(config).await,
+        Command::Events { command } => return events(config, command).await,
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -254,6 +278,42 @@ async fn rebuild_statistics(config: Config, tenant: &str) -> anyhow::Result<()> 
         r.followups
     );
     Ok(())
+}
+
+async fn events(config: Config, command: EventsCommand) -> anyhow::Result<ExitCode> {
+    use crate::platform::delivery;
+    let (grace, window) = (config.sweep_grace, config.sweep_window);
+    let state = startup::connect(config).await?;
+    let handlers = startup::handlers();
+    match command {
+        EventsCommand::DeadLetters { consumer } => {
+            let letters = delivery::dead_letters(&state.db, consumer.as_deref(), None).await?;
+            for d in &letters {
+                println!(
+                    "{}\t{}\t{}\t{}\tattempts={}\t{}",
+                    d.dead_at.format("%Y-%m-%d %H:%M:%S"),
+                    d.consumer,
+                    d.event_type,
+                    d.event_id,
+                    d.attempts,
+                    d.error
+                );
+            }
+            println!("{} dead letter(s)", letters.len());
+        }
+        EventsCommand::Redrive { consumer, event } => {
+            let r = delivery::redrive(&state.db, &handlers, consumer.as_deref(), event).await?;
+            println!("redrive: {} applied, {} already applied, {} still failing", r.applied, r.already, r.failed);
+            if r.failed > 0 {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        EventsCommand::Sweep => {
+            let r = delivery::sweep(&state.db, &handlers, grace, window).await?;
+            println!("sweep: {} missing, {} applied", r.missing, r.applied);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn verify_audit(config: Config) -> anyhow::Result<ExitCode> {

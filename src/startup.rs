@@ -1,6 +1,7 @@
 //! Building and running the application: connect the backends, migrate, mount the routes, serve.
 //! Tests call [`Application::build`] with port 0 and get the real router, database and bus.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use poem::listener::{Acceptor, Listener, TcpListener};
@@ -14,6 +15,7 @@ use crate::platform::Db;
 use crate::platform::bus::Bus;
 use crate::platform::cache::Cache;
 use crate::platform::config::{Config, DbKind, redact_url};
+use crate::platform::consumers::Topology;
 use crate::platform::http::Boundary;
 use crate::platform::metrics::Metrics;
 use crate::platform::state::{AppState, StateInner};
@@ -58,8 +60,9 @@ pub async fn connect(config: Config) -> anyhow::Result<AppState> {
         }
     );
 
+    let topology = Arc::new(Topology::of(&config.amqp_prefix, &handlers(), config.retry_delays.clone()));
     let bus = match &config.amqp_url {
-        Some(url) => Bus::amqp(url, &config.amqp_prefix)
+        Some(url) => Bus::amqp(url, topology.clone())
             .await
             .map_err(|e| anyhow::anyhow!("cannot connect to rabbitmq {}: {e}", redact_url(url)))?,
         None => Bus::in_process(),
@@ -73,12 +76,21 @@ pub async fn connect(config: Config) -> anyhow::Result<AppState> {
         }
     );
 
+    let mut relay = None;
     if config.workers {
         let handlers = handlers();
-        crate::platform::events::spawn_relay(db.clone(), bus.clone(), db.events_wake(), handlers.clone());
+        relay = Some(crate::platform::events::spawn_relay(db.clone(), bus.clone(), db.events_wake(), handlers.clone()));
         if let Some(url) = &config.amqp_url {
-            crate::platform::consumers::spawn_amqp(db.clone(), url.clone(), config.amqp_prefix.clone(), handlers);
+            crate::platform::consumers::spawn_amqp(db.clone(), url.clone(), topology.clone(), handlers.clone());
         }
+        crate::platform::delivery::spawn_sweep(
+            db.clone(),
+            cache.clone(),
+            handlers,
+            config.sweep_interval,
+            config.sweep_grace,
+            config.sweep_window,
+        );
     }
     tracing::info!(
         backend = "workers",
@@ -99,6 +111,7 @@ pub async fn connect(config: Config) -> anyhow::Result<AppState> {
         pii,
         metrics: Metrics::new(),
         clock: Default::default(),
+        relay,
     });
     if workers {
         crate::referrals::service::spawn_expiry_job(state.clone(), jobs);
@@ -202,8 +215,33 @@ const LINKS: &[Link] = &[
     ("patients_duplicates_merge", &["201"], &["patients_unmerge"], "id", "$response.body#/merge_id"),
 ];
 
+/// The create operations that honour an `Idempotency-Key` header (`platform::idempotency`): a
+/// client that retries one with the same key gets the first answer, and nothing twice.
+pub const IDEMPOTENT_CREATES: &[&str] = &[
+    "patients_register",
+    "patients_allergies_add",
+    "encounters_open",
+    "encounters_vitals",
+    "encounters_diagnose",
+    "encounters_addendum",
+    "encounters_prescribe",
+    "encounters_charge",
+    "bills_pay",
+    "payments_refund",
+    "prescriptions_dispense",
+    "pharmacy_receive",
+    "pharmacy_adjust",
+    "pharmacy_transfer",
+    "referrals_create",
+    "referrals_refer_down",
+    "followups_enroll",
+    "followups_record",
+    "staff_create",
+];
+
 /// The OpenAPI document as served (`/api/openapi.json`, `cloudhis openapi`): poem-openapi's,
-/// with the links of [`LINKS`] added to the responses they start from.
+/// with the links of [`LINKS`] added to the responses they start from, and the
+/// `Idempotency-Key` header on the operations of [`IDEMPOTENT_CREATES`].
 pub fn openapi_document() -> String {
     let mut doc: serde_json::Value =
         serde_json::from_str(&openapi_service().spec()).expect("poem-openapi writes valid JSON");
@@ -223,6 +261,23 @@ pub fn openapi_document() -> String {
             op["responses"][*status]["links"] = serde_json::Value::Object(links);
         }
     }
+    for op in paths.values_mut().flat_map(|item| item.as_object_mut().into_iter().flat_map(|m| m.values_mut())) {
+        if !IDEMPOTENT_CREATES.iter().any(|id| op["operationId"] == *id) {
+            continue;
+        }
+        let params = op["parameters"].as_array_mut().map(std::mem::take).unwrap_or_default();
+        let mut params = params;
+        params.push(serde_json::json!({
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": false,
+            "deprecated": false,
+            "explode": true,
+            "description": "Any 1 to 200 visible ASCII characters, new for each create. A retry with the same key and request gets the first answer (header idempotent-replayed: true) and creates nothing; the same key with another request is 422 idempotency_key_reused; kept 24 hours per user.",
+            "schema": { "type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[!-~]+$" },
+        }));
+        op["parameters"] = serde_json::Value::Array(params);
+    }
     doc.to_string()
 }
 
@@ -241,6 +296,8 @@ pub fn routes(state: AppState) -> impl poem::Endpoint<Output = poem::Response> {
         methods,
         db: state.db.clone(),
         hsts: state.config.cookie_secure,
+        idempotent: std::sync::Arc::new(IDEMPOTENT_CREATES.iter().map(|s| s.to_string()).collect()),
+        keys: state.keys.clone(),
     };
     Route::new()
         .at("/healthz", get(healthz))
@@ -270,15 +327,28 @@ fn healthz() -> poem::web::Json<serde_json::Value> {
 
 #[handler]
 async fn readyz(state: Data<&AppState>) -> poem::Response {
+    let relay_running = state.relay.as_ref().is_none_or(|r| !r.is_finished());
     let checks = [
         ("database", state.db.ping().await.is_ok()),
         ("cache", state.cache.ping().await.is_ok()),
         ("bus", state.bus.ping().await.is_ok()),
+        ("relay", relay_running),
     ];
     let ready = checks.iter().all(|(_, ok)| *ok);
+    // Dead letters do not make this replica unfit to serve, but someone must look at them.
+    let dead: i64 = crate::platform::delivery::dead_letter_counts(&state.db)
+        .await
+        .map(|c| c.iter().map(|(_, n)| n).sum())
+        .unwrap_or(0);
+    let status = match (ready, dead) {
+        (false, _) => "not_ready",
+        (true, 0) => "ready",
+        (true, _) => "degraded",
+    };
     let body = json!({
-        "status": if ready { "ready" } else { "not_ready" },
+        "status": status,
         "checks": checks.iter().map(|(n, ok)| (n.to_string(), json!(if *ok { "ok" } else { "down" }))).collect::<serde_json::Map<_, _>>(),
+        "dead_letters": dead,
     });
     poem::Response::builder()
         .status(if ready { poem::http::StatusCode::OK } else { poem::http::StatusCode::SERVICE_UNAVAILABLE })
@@ -287,7 +357,11 @@ async fn readyz(state: Data<&AppState>) -> poem::Response {
 }
 
 #[handler]
-fn metrics(state: Data<&AppState>) -> poem::Response {
+async fn metrics(state: Data<&AppState>) -> poem::Response {
+    match crate::platform::delivery::dead_letter_counts(&state.db).await {
+        Ok(counts) => state.metrics.set_dead_letters(&counts),
+        Err(e) => tracing::warn!(error = %e, "could not count dead letters for /metrics"),
+    }
     poem::Response::builder().content_type("text/plain; version=0.0.4").body(state.metrics.render())
 }
 

@@ -26,6 +26,7 @@ mod m20261128_000017_platform_rls_initplan;
 mod m20261128_000018_statistics_registry_steps;
 mod m20261128_000019_clinical_break_glass;
 mod m20261128_000020_identity_user_totp;
+mod m20261206_000021_platform_delivery;
 
 /// The registry steps of the enrollment summaries already there, as SQL (migration 18 runs it).
 pub use m20261128_000018_statistics_registry_steps::fill_sql as registry_steps_fill_sql;
@@ -56,6 +57,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000018_statistics_registry_steps::Migration),
             Box::new(m20261128_000019_clinical_break_glass::Migration),
             Box::new(m20261128_000020_identity_user_totp::Migration),
+            Box::new(m20261206_000021_platform_delivery::Migration),
         ]
     }
 }

@@ -12,14 +12,14 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
+    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio::sync::{Mutex, broadcast};
 
 use crate::platform::backoff::Backoff;
+use crate::platform::consumers::Topology;
 use crate::platform::error::{AppError, AppResult};
 use crate::platform::events::Envelope;
 
@@ -32,6 +32,7 @@ pub struct Bus {
 struct Amqp {
     url: String,
     prefix: String,
+    topology: Arc<Topology>,
     link: Mutex<Option<(Connection, Channel)>>,
 }
 
@@ -50,18 +51,13 @@ async fn connect(url: &str, name: String) -> anyhow::Result<Connection> {
     .map_err(|_| anyhow::anyhow!("timed out after 5 s"))??)
 }
 
-async fn open(url: &str, prefix: &str) -> anyhow::Result<(Connection, Channel)> {
-    let conn = connect(url, format!("{prefix}-publisher")).await?;
+/// The publisher's connection, with the whole topology declared on it first: every consumer's
+/// queue exists and is bound before anything is published.
+async fn open(url: &str, topology: &Topology) -> anyhow::Result<(Connection, Channel)> {
+    let conn = connect(url, format!("{}-publisher", topology.prefix)).await?;
     let channel = conn.create_channel().await?;
     channel.confirm_select(ConfirmSelectOptions::default()).await?;
-    channel
-        .exchange_declare(
-            format!("{prefix}.events").into(),
-            ExchangeKind::Topic,
-            ExchangeDeclareOptions { durable: true, ..Default::default() },
-            FieldTable::default(),
-        )
-        .await?;
+    topology.declare_all(&channel).await?;
     Ok((conn, channel))
 }
 
@@ -71,12 +67,14 @@ impl Bus {
         Self { amqp: None, live }
     }
 
-    /// Connects to RabbitMQ and declares the exchange; fails fast when the broker is unreachable.
-    pub async fn amqp(url: &str, prefix: &str) -> anyhow::Result<Self> {
-        let link = open(url, prefix).await?;
+    /// Connects to RabbitMQ and declares the topology; fails fast when the broker is unreachable.
+    pub async fn amqp(url: &str, topology: Arc<Topology>) -> anyhow::Result<Self> {
+        let link = open(url, &topology).await?;
         let (live, _) = broadcast::channel(1024);
-        let amqp = Arc::new(Amqp { url: url.to_string(), prefix: prefix.to_string(), link: Mutex::new(Some(link)) });
-        tokio::spawn(feed_live(amqp.url.clone(), amqp.exchange(), prefix.to_string(), live.clone()));
+        let prefix = topology.prefix.clone();
+        let amqp =
+            Arc::new(Amqp { url: url.to_string(), prefix: prefix.clone(), topology, link: Mutex::new(Some(link)) });
+        tokio::spawn(feed_live(amqp.url.clone(), amqp.exchange(), prefix, live.clone()));
         Ok(Self { amqp: Some(amqp), live })
     }
 
@@ -103,7 +101,7 @@ impl Bus {
         if link.as_ref().is_some_and(|(c, ch)| c.status().connected() && ch.status().connected()) {
             return Ok(());
         }
-        match open(&amqp.url, &amqp.prefix).await {
+        match open(&amqp.url, &amqp.topology).await {
             Ok(l) => {
                 *link = Some(l);
                 Ok(())
@@ -121,7 +119,7 @@ impl Bus {
         let mut link = amqp.link.lock().await;
         if !link.as_ref().is_some_and(|(c, ch)| c.status().connected() && ch.status().connected()) {
             *link = None;
-            match open(&amqp.url, &amqp.prefix).await {
+            match open(&amqp.url, &amqp.topology).await {
                 Ok(l) => *link = Some(l),
                 Err(e) => return (0, Some(e)),
             }
@@ -138,11 +136,12 @@ impl Bus {
                     break;
                 }
             };
+            // Mandatory: a message no queue takes comes back, and is not counted as sent.
             let sent = channel
                 .basic_publish(
                     amqp.exchange().into(),
                     envelope.routing_key().into(),
-                    BasicPublishOptions::default(),
+                    BasicPublishOptions { mandatory: true, ..Default::default() },
                     &body,
                     BasicProperties::default()
                         .with_message_id(envelope.id.to_string().into())
@@ -161,7 +160,11 @@ impl Bus {
         let mut confirmed = 0;
         for confirm in pending {
             match confirm.await {
-                Ok(c) if c.is_ack() && failure.is_none() => confirmed += 1,
+                Ok(lapin::Confirmation::Ack(None)) if failure.is_none() => confirmed += 1,
+                Ok(lapin::Confirmation::Ack(Some(_))) => {
+                    // Routed nowhere: a consumer queue is gone. The next attempt redeclares them.
+                    failure.get_or_insert_with(|| anyhow::anyhow!("an event was returned unroutable"));
+                }
                 Ok(_) => {
                     failure.get_or_insert_with(|| anyhow::anyhow!("the broker refused an event"));
                 }

@@ -36,6 +36,7 @@ macro_rules! codes {
 codes! {
     400 => [
         BAD_REQUEST = "bad_request",
+        IDEMPOTENCY_KEY_INVALID = "idempotency_key_invalid",
         INVALID_PARAMETER = "invalid_parameter",
         MALFORMED_BODY = "malformed_body",
     ]
@@ -84,6 +85,7 @@ codes! {
         ENCOUNTER_CLOSED = "encounter_closed",
         ENROLLMENT_CLOSED = "enrollment_closed",
         FOLLOWUP_EXISTS = "followup_exists",
+        IDEMPOTENCY_IN_PROGRESS = "idempotency_in_progress",
         MERGE_ALREADY_UNDONE = "merge_already_undone",
         MERGE_NOT_REVERSIBLE = "merge_not_reversible",
         NOT_PAID = "not_paid",
@@ -139,6 +141,7 @@ codes! {
         FOLLOWUP_OUT_OF_ORDER = "followup_out_of_order",
         FREQUENCY_INVALID = "frequency_invalid",
         ICD_CODE_UNKNOWN = "icd_code_unknown",
+        IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused",
         INSURANCE_NO_INVALID = "insurance_no_invalid",
         INTERVAL_INVALID = "interval_invalid",
         KPI_UNKNOWN = "kpi_unknown",

@@ -58,6 +58,13 @@ pub struct Config {
     /// Run the event relay, consumers and scheduled jobs in this process (default). Off for a
     /// replica that only serves requests.
     pub workers: bool,
+    /// Delays before each retry of a failed delivery; after the last, a dead letter.
+    pub retry_delays: Vec<Duration>,
+    /// How often the anti-entropy sweep runs, how old an undelivered event must be before it
+    /// re-delivers it, and how far back it looks.
+    pub sweep_interval: Duration,
+    pub sweep_grace: Duration,
+    pub sweep_window: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -164,6 +171,14 @@ impl Config {
                 amqp_prefix: get("CLOUDHIS_AMQP_PREFIX").unwrap_or_else(|| "cloudhis".into()),
                 job_interval: Duration::from_secs(parse_num(&get, "CLOUDHIS_JOB_INTERVAL_SECONDS", 30)?.max(1)),
                 workers: parse_bool(&get, "CLOUDHIS_WORKERS", true)?,
+                retry_delays: parse_delays(
+                    &get,
+                    "CLOUDHIS_RETRY_DELAYS_MS",
+                    &[1_000, 5_000, 30_000, 120_000, 600_000],
+                )?,
+                sweep_interval: Duration::from_secs(parse_num(&get, "CLOUDHIS_SWEEP_INTERVAL_SECONDS", 60)?.max(1)),
+                sweep_grace: Duration::from_secs(parse_num(&get, "CLOUDHIS_SWEEP_GRACE_SECONDS", 900)?),
+                sweep_window: Duration::from_secs(parse_num(&get, "CLOUDHIS_SWEEP_WINDOW_HOURS", 48)?.max(1) * 3600),
             },
             warnings,
         })
@@ -202,6 +217,25 @@ fn secrets(
         }
     };
     Ok((secret, pii_key))
+}
+
+/// A comma-separated list of milliseconds, 1 to 10 of them, each 1 ms to a day.
+fn parse_delays(
+    get: &impl Fn(&str) -> Option<String>,
+    var: &'static str,
+    default: &[u64],
+) -> Result<Vec<Duration>, ConfigError> {
+    let Some(v) = get(var) else { return Ok(default.iter().map(|ms| Duration::from_millis(*ms)).collect()) };
+    let bad = || ConfigError::BadValue {
+        var,
+        reason: format!("`{v}` is not 1 to 10 delays in milliseconds, like 1000,5000"),
+    };
+    let delays: Vec<u64> =
+        v.split(',').map(|d| d.trim().parse::<u64>()).collect::<Result<_, _>>().map_err(|_| bad())?;
+    if delays.is_empty() || delays.len() > 10 || delays.iter().any(|d| !(1..=86_400_000).contains(d)) {
+        return Err(bad());
+    }
+    Ok(delays.into_iter().map(Duration::from_millis).collect())
 }
 
 fn parse_num(get: &impl Fn(&str) -> Option<String>, var: &'static str, default: u64) -> Result<u64, ConfigError> {

@@ -11,13 +11,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
 use sea_orm::Set;
 use sea_orm::entity::prelude::*;
 
@@ -79,6 +79,8 @@ pub mod dead_letter {
         pub payload: Json,
         pub error: String,
         pub dead_at: DateTimeUtc,
+        pub attempts: i32,
+        pub redriven_at: Option<DateTimeUtc>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -121,7 +123,22 @@ pub async fn apply(db: &Db, handler: &dyn Handler, event: &Envelope) -> AppResul
             return Err(err);
         }
     }
-    handler.handle(&mut tx, event).await?;
+    // A handler that panics fails this attempt like any error; the relay and the consumer live on.
+    let handled = std::panic::AssertUnwindSafe(handler.handle(&mut tx, event)).catch_unwind().await;
+    match handled {
+        Ok(result) => result?,
+        Err(panic) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| String::from(*s))
+                .or_else(|| panic.downcast_ref::<String>().cloned());
+            return Err(AppError::internal(anyhow::anyhow!(
+                "consumer {} panicked: {}",
+                handler.name(),
+                what.unwrap_or_else(|| "(no message)".into())
+            )));
+        }
+    }
     match tx.commit().await {
         Ok(()) => Ok(Applied::Now),
         // A concurrent delivery committed the same idempotency row first. (A serialization
@@ -131,13 +148,15 @@ pub async fn apply(db: &Db, handler: &dyn Handler, event: &Envelope) -> AppResul
     }
 }
 
-/// Keeps an event a consumer could not apply (once per consumer and event).
-pub async fn dead_letter(db: &Db, consumer: &str, event: &Envelope, error: &str) -> AppResult<()> {
+/// Keeps an event a consumer could not apply, after `attempts` (once per consumer and event
+/// until an operator redrives it).
+pub async fn dead_letter(db: &Db, consumer: &str, event: &Envelope, error: &str, attempts: i32) -> AppResult<()> {
     let tx = db.begin(&SystemScope { tenant: event.tenant }).await?;
     let kept = dead_letter::Entity::find()
         .filter(dead_letter::Column::TenantId.eq(event.tenant))
         .filter(dead_letter::Column::Consumer.eq(consumer))
         .filter(dead_letter::Column::EventId.eq(event.id))
+        .filter(dead_letter::Column::RedrivenAt.is_null())
         .one(&*tx)
         .await?;
     if kept.is_some() {
@@ -152,6 +171,8 @@ pub async fn dead_letter(db: &Db, consumer: &str, event: &Envelope, error: &str)
         payload: Set(serde_json::to_value(event).unwrap_or_default()),
         error: Set(error.chars().take(500).collect()),
         dead_at: Set(Utc::now()),
+        attempts: Set(attempts),
+        redriven_at: Set(None),
     }
     .insert(&*tx)
     .await?;
@@ -181,20 +202,130 @@ pub async fn dispatch_local(db: &Db, handlers: &[Arc<dyn Handler>], event: &Enve
             && let Err(e) = apply(db, h.as_ref(), event).await
         {
             tracing::warn!(consumer = h.name(), event.id = %event.id, error = %e, "consumer failed");
-            failed.push(Failure { consumer: h.name(), error: e.to_string(), permanent: is_permanent(&e) });
+            failed.push(Failure { consumer: h.name(), error: e.reason(), permanent: is_permanent(&e) });
         }
     }
     failed
 }
 
-/// Starts one RabbitMQ consumer per handler; each reconnects with backoff until the process ends.
-pub fn spawn_amqp(db: Db, url: String, prefix: String, handlers: Vec<Arc<dyn Handler>>) {
+/// The RabbitMQ topology of the deployment's consumers: per consumer a durable quorum queue
+/// `<prefix>.<consumer>` bound to the event types it applies, its retry queues
+/// `<prefix>.<consumer>.retry.<n>` (each holds a message for its delay, then hands it back to
+/// the consumer's queue), and its dead queue `<prefix>.<consumer>.dead` (what the broker gave up
+/// on: a delivery that was never acknowledged `DELIVERY_LIMIT` times, as when a consumer dies
+/// mid-message over and over). Declared by the publisher before it publishes and by each
+/// consumer when it connects, so no event is routed to a queue that is not there.
+#[derive(Debug, Clone)]
+pub struct Topology {
+    pub prefix: String,
+    pub consumers: Vec<(&'static str, Vec<&'static str>)>,
+    pub retry_delays: Vec<Duration>,
+}
+
+/// The header a retried message carries: how many retries it has had.
+const ATTEMPT_HEADER: &str = "x-cloudhis-attempt";
+
+impl Topology {
+    pub fn of(prefix: &str, handlers: &[Arc<dyn Handler>], retry_delays: Vec<Duration>) -> Self {
+        Self {
+            prefix: prefix.to_string(),
+            consumers: handlers.iter().map(|h| (h.name(), h.events())).collect(),
+            retry_delays,
+        }
+    }
+
+    pub fn exchange(&self) -> String {
+        format!("{}.events", self.prefix)
+    }
+
+    fn dead_exchange(&self) -> String {
+        format!("{}.dead", self.prefix)
+    }
+
+    pub fn queue(&self, consumer: &str) -> String {
+        format!("{}.{consumer}", self.prefix)
+    }
+
+    fn retry_queue(&self, consumer: &str, n: usize) -> String {
+        format!("{}.{consumer}.retry.{n}", self.prefix)
+    }
+
+    pub fn dead_queue(&self, consumer: &str) -> String {
+        format!("{}.{consumer}.dead", self.prefix)
+    }
+
+    /// Declares the exchanges and every consumer's queues and bindings (idempotent).
+    pub async fn declare_all(&self, ch: &Channel) -> anyhow::Result<()> {
+        for (name, events) in &self.consumers {
+            self.declare(ch, name, events).await?;
+        }
+        Ok(())
+    }
+
+    /// Declares one consumer's queues and bindings (idempotent).
+    pub async fn declare(&self, ch: &Channel, consumer: &str, events: &[&str]) -> anyhow::Result<()> {
+        let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
+        ch.exchange_declare(self.exchange().into(), ExchangeKind::Topic, durable, FieldTable::default()).await?;
+        ch.exchange_declare(self.dead_exchange().into(), ExchangeKind::Direct, durable, FieldTable::default()).await?;
+        let q_opts = QueueDeclareOptions { durable: true, ..Default::default() };
+        let quorum = || ("x-queue-type", AMQPValue::LongString("quorum".into()));
+        let queue = self.queue(consumer);
+        let dead = self.dead_queue(consumer);
+        ch.queue_declare(dead.clone().into(), q_opts, table(&[quorum()])).await?;
+        ch.queue_bind(
+            dead.into(),
+            self.dead_exchange().into(),
+            consumer.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+        ch.queue_declare(
+            queue.clone().into(),
+            q_opts,
+            table(&[
+                quorum(),
+                ("x-delivery-limit", AMQPValue::LongLongInt(DELIVERY_LIMIT)),
+                ("x-dead-letter-exchange", AMQPValue::LongString(self.dead_exchange().as_str().into())),
+                ("x-dead-letter-routing-key", AMQPValue::LongString(consumer.into())),
+            ]),
+        )
+        .await?;
+        for (n, delay) in self.retry_delays.iter().enumerate() {
+            ch.queue_declare(
+                self.retry_queue(consumer, n).into(),
+                q_opts,
+                table(&[
+                    ("x-message-ttl", AMQPValue::LongLongInt(delay.as_millis() as i64)),
+                    ("x-dead-letter-exchange", AMQPValue::LongString("".into())),
+                    ("x-dead-letter-routing-key", AMQPValue::LongString(queue.as_str().into())),
+                ]),
+            )
+            .await?;
+        }
+        for event_type in events {
+            ch.queue_bind(
+                queue.clone().into(),
+                self.exchange().into(),
+                format!("*.{event_type}").into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Starts one RabbitMQ consumer per handler, and one reader of its dead queue; each reconnects
+/// with backoff until the process ends.
+pub fn spawn_amqp(db: Db, url: String, topology: Arc<Topology>, handlers: Vec<Arc<dyn Handler>>) {
     for h in handlers {
-        let (db, url, prefix) = (db.clone(), url.clone(), prefix.clone());
+        let (db, url, topology) = (db.clone(), url.clone(), topology.clone());
         tokio::spawn(async move {
             let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
             loop {
-                match consume(&db, &url, &prefix, h.clone(), &mut backoff).await {
+                match consume(&db, &url, &topology, h.clone(), &mut backoff).await {
                     Ok(()) => tracing::warn!(consumer = h.name(), "consumer stream ended; reconnecting"),
                     Err(e) => {
                         tracing::warn!(consumer = h.name(), error = %format!("{e:#}"), "consumer failed; reconnecting")
@@ -216,99 +347,155 @@ fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {
 
 /// Declares the consumer's queues and applies its deliveries until the connection ends; the
 /// backoff starts again from its shortest delay once the consumer is subscribed.
-async fn consume(db: &Db, url: &str, prefix: &str, h: Arc<dyn Handler>, backoff: &mut Backoff) -> anyhow::Result<()> {
+async fn consume(
+    db: &Db,
+    url: &str,
+    topology: &Topology,
+    h: Arc<dyn Handler>,
+    backoff: &mut Backoff,
+) -> anyhow::Result<()> {
     let conn = Connection::connect(
         url,
-        ConnectionProperties::default().with_connection_name(format!("{prefix}-consumer-{}", h.name()).into()),
+        ConnectionProperties::default()
+            .with_connection_name(format!("{}-consumer-{}", topology.prefix, h.name()).into()),
     )
     .await?;
     let ch = conn.create_channel().await?;
     ch.basic_qos(32, BasicQosOptions::default()).await?;
-    let exchange = format!("{prefix}.events");
-    let dead_exchange = format!("{prefix}.dead");
-    let queue = format!("{prefix}.{}", h.name());
-    let dead_queue = format!("{queue}.dead");
-    let durable = ExchangeDeclareOptions { durable: true, ..Default::default() };
-    ch.exchange_declare(exchange.clone().into(), ExchangeKind::Topic, durable, FieldTable::default()).await?;
-    ch.exchange_declare(dead_exchange.clone().into(), ExchangeKind::Direct, durable, FieldTable::default()).await?;
-    let quorum = |extra: &[(&str, AMQPValue)]| {
-        let mut entries = vec![("x-queue-type", AMQPValue::LongString("quorum".into()))];
-        entries.extend(extra.iter().cloned());
-        table(&entries)
-    };
-    let q_opts = QueueDeclareOptions { durable: true, ..Default::default() };
-    ch.queue_declare(dead_queue.clone().into(), q_opts, quorum(&[])).await?;
-    ch.queue_bind(
-        dead_queue.into(),
-        dead_exchange.clone().into(),
-        h.name().into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await?;
-    ch.queue_declare(
-        queue.clone().into(),
-        q_opts,
-        quorum(&[
-            ("x-delivery-limit", AMQPValue::LongLongInt(DELIVERY_LIMIT)),
-            ("x-dead-letter-exchange", AMQPValue::LongString(dead_exchange.as_str().into())),
-            ("x-dead-letter-routing-key", AMQPValue::LongString(h.name().into())),
-        ]),
-    )
-    .await?;
-    for event_type in h.events() {
-        ch.queue_bind(
-            queue.clone().into(),
-            exchange.clone().into(),
-            format!("*.{event_type}").into(),
-            QueueBindOptions::default(),
+    topology.declare(&ch, h.name(), &h.events()).await?;
+    // Retries are published on a channel of their own, with confirms: a delivery is acknowledged
+    // only once its retry is safely queued.
+    let retries = conn.create_channel().await?;
+    retries.confirm_select(ConfirmSelectOptions::default()).await?;
+    let mut deliveries = ch
+        .basic_consume(
+            topology.queue(h.name()).into(),
+            h.name().into(),
+            BasicConsumeOptions::default(),
             FieldTable::default(),
         )
         .await?;
-    }
-    let mut deliveries =
-        ch.basic_consume(queue.into(), h.name().into(), BasicConsumeOptions::default(), FieldTable::default()).await?;
+    let mut dead = ch
+        .basic_consume(
+            topology.dead_queue(h.name()).into(),
+            format!("{}-dead", h.name()).into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
     backoff.reset();
     // Up to CONCURRENCY deliveries are applied at once (idempotency makes order between them
     // irrelevant to the effect); the prefetch keeps the next ones ready.
     let slots = Arc::new(tokio::sync::Semaphore::new(CONCURRENCY));
-    while let Some(delivery) = deliveries.next().await {
-        let delivery = delivery?;
-        let permit = slots.clone().acquire_owned().await.expect("semaphore is never closed");
-        let (db, h) = (db.clone(), h.clone());
-        tokio::spawn(async move {
-            let _permit = permit;
-            let event: Envelope = match serde_json::from_slice(&delivery.data) {
-                Ok(e) => e,
-                Err(e) => {
-                    tracing::warn!(consumer = h.name(), error = %e, "unreadable event; dead-lettering");
-                    let _ = delivery.nack(BasicNackOptions { requeue: false, ..Default::default() }).await;
-                    return;
-                }
-            };
-            match apply(&db, h.as_ref(), &event).await {
-                Ok(_) => {
-                    let _ = delivery.ack(BasicAckOptions::default()).await;
-                }
-                Err(e) if is_permanent(&e) => {
-                    tracing::warn!(consumer = h.name(), event.id = %event.id, error = %e, "unreadable event; dead-lettering");
-                    match dead_letter(&db, h.name(), &event, &e.to_string()).await {
-                        Ok(()) => {
-                            let _ = delivery.ack(BasicAckOptions::default()).await;
-                        }
-                        Err(_) => {
-                            let _ = delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(consumer = h.name(), event.id = %event.id, error = %e, "consumer failed; requeueing");
-                    let _ = delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
-                }
+    loop {
+        tokio::select! {
+            delivery = deliveries.next() => {
+                let Some(delivery) = delivery else { return Ok(()) };
+                let delivery = delivery?;
+                let permit = slots.clone().acquire_owned().await.expect("semaphore is never closed");
+                let (db, h, retries, topology) = (db.clone(), h.clone(), retries.clone(), topology.clone());
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    deliver(&db, h.as_ref(), &topology, &retries, delivery).await;
+                });
             }
-        });
+            given_up = dead.next() => {
+                let Some(given_up) = given_up else { return Ok(()) };
+                keep_given_up(db, h.name(), given_up?).await;
+            }
+        }
     }
-    Ok(())
+}
+
+/// Applies one delivery. A failure is retried after the next delay through the consumer's retry
+/// queue (not requeued at once); after the last delay, or at once when retrying cannot help
+/// (an unreadable payload), it is kept in `dead_letters` with its attempts and the reason.
+async fn deliver(db: &Db, h: &dyn Handler, topology: &Topology, retries: &Channel, delivery: lapin::message::Delivery) {
+    let attempt = delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|t| t.inner().get(ATTEMPT_HEADER))
+        .and_then(|v| v.as_long_long_int().or(v.as_long_int().map(i64::from)))
+        .unwrap_or(0) as usize;
+    let event: Envelope = match serde_json::from_slice(&delivery.data) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(consumer = h.name(), error = %e, "a message that is not an event; dropping it");
+            let _ = delivery.ack(BasicAckOptions::default()).await;
+            return;
+        }
+    };
+    let error = match apply(db, h, &event).await {
+        Ok(_) => {
+            let _ = delivery.ack(BasicAckOptions::default()).await;
+            return;
+        }
+        Err(e) => e,
+    };
+    let last = attempt >= topology.retry_delays.len();
+    if is_permanent(&error) || last {
+        tracing::warn!(consumer = h.name(), event.id = %event.id, attempts = attempt + 1, error = %error, "dead letter");
+        match dead_letter(db, h.name(), &event, &error.reason(), attempt as i32 + 1).await {
+            Ok(()) => {
+                let _ = delivery.ack(BasicAckOptions::default()).await;
+            }
+            Err(_) => {
+                let _ = delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+            }
+        }
+        return;
+    }
+    tracing::warn!(
+        consumer = h.name(), event.id = %event.id, attempt = attempt + 1,
+        retry_in_ms = topology.retry_delays[attempt].as_millis() as u64, error = %error, "consumer failed; retrying later"
+    );
+    let mut headers = FieldTable::default();
+    headers.insert(ATTEMPT_HEADER.into(), AMQPValue::LongLongInt(attempt as i64 + 1));
+    let queued = async {
+        let confirm = retries
+            .basic_publish(
+                "".into(),
+                topology.retry_queue(h.name(), attempt).into(),
+                BasicPublishOptions::default(),
+                &delivery.data,
+                BasicProperties::default()
+                    .with_message_id(event.id.to_string().into())
+                    .with_content_type("application/json".into())
+                    .with_delivery_mode(2)
+                    .with_headers(headers),
+            )
+            .await?
+            .await?;
+        anyhow::ensure!(confirm.is_ack(), "the broker refused a retry");
+        anyhow::Ok(())
+    }
+    .await;
+    match queued {
+        Ok(()) => {
+            let _ = delivery.ack(BasicAckOptions::default()).await;
+        }
+        Err(e) => {
+            tracing::warn!(consumer = h.name(), error = %format!("{e:#}"), "could not queue a retry; requeueing");
+            let _ = delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+        }
+    }
+}
+
+/// A message the broker dead-lettered (its delivery limit reached): kept in `dead_letters`.
+async fn keep_given_up(db: &Db, consumer: &str, delivery: lapin::message::Delivery) {
+    let kept = match serde_json::from_slice::<Envelope>(&delivery.data) {
+        Ok(event) => {
+            let reason = format!("delivered {DELIVERY_LIMIT} times without an acknowledgement; the broker gave up");
+            dead_letter(db, consumer, &event, &reason, DELIVERY_LIMIT as i32).await.is_ok()
+        }
+        Err(_) => true,
+    };
+    if kept {
+        let _ = delivery.ack(BasicAckOptions::default()).await;
+    } else {
+        let _ = delivery.nack(BasicNackOptions { requeue: true, ..Default::default() }).await;
+    }
 }
 
 /// Records every event of the tenant's outbox of the types `consumer` follows as applied: after

@@ -78,6 +78,15 @@ impl AppError {
         self.code_of() == code
     }
 
+    /// What went wrong, for an operator (a dead letter's reason): the message, and for an
+    /// internal error its causes, with quoted values dropped (they may be data).
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Internal(e) | Self::Unavailable(e) => sanitize(&format!("{e:#}")),
+            other => other.to_string(),
+        }
+    }
+
     /// The details of a refusal (which field, which candidates), if any.
     pub fn details(&self) -> Option<&serde_json::Value> {
         match self {

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::FutureExt;
 use sea_orm::entity::prelude::*;
 use sea_orm::{ConnectionTrait, DbBackend, QueryOrder, QuerySelect, Set, Statement, TransactionTrait};
 use serde::{Deserialize, Serialize};
@@ -276,7 +277,7 @@ async fn relay_local(db: &Db, bus: &Bus, handlers: &[Arc<dyn Handler>]) -> anyho
         let failed = consumers::dispatch_local(db, handlers, &event).await;
         // An unreadable event cannot be applied by retrying: its dead letter is written at once.
         for f in failed.iter().filter(|f| f.permanent) {
-            consumers::dead_letter(db, f.consumer, &event, &f.error).await?;
+            consumers::dead_letter(db, f.consumer, &event, &f.error, attempts + 1).await?;
         }
         let retry: Vec<&consumers::Failure> = failed.iter().filter(|f| !f.permanent).collect();
         let tx = db.raw().begin().await?;
@@ -285,7 +286,7 @@ async fn relay_local(db: &Db, bus: &Bus, handlers: &[Arc<dyn Handler>]) -> anyho
         }
         if retry.is_empty() || i64::from(attempts) + 1 >= consumers::DELIVERY_LIMIT {
             for f in &retry {
-                consumers::dead_letter(db, f.consumer, &event, &f.error).await?;
+                consumers::dead_letter(db, f.consumer, &event, &f.error, attempts + 1).await?;
             }
             mark_sent(&tx, &[key]).await?;
             tx.commit().await?;
@@ -341,7 +342,10 @@ pub fn spawn_relay(
     tokio::spawn(async move {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
         loop {
-            match relay_once(&db, &bus, &handlers).await {
+            // A panic here (a handler's is caught in `consumers::apply`) is a failed pass.
+            let pass = std::panic::AssertUnwindSafe(relay_once(&db, &bus, &handlers)).catch_unwind().await;
+            let pass = pass.unwrap_or_else(|_| Err(anyhow::anyhow!("the relay panicked")));
+            match pass {
                 Ok(n) if n as u64 == BATCH => backoff.reset(),
                 Ok(_) => {
                     backoff.reset();

@@ -54,6 +54,9 @@ pub struct Boundary {
     pub db: crate::platform::Db,
     /// Served behind TLS: responses carry `Strict-Transport-Security`.
     pub hsts: bool,
+    /// The create operations that honour `Idempotency-Key`, and the keys that tell who asks.
+    pub idempotent: std::sync::Arc<std::collections::HashSet<String>>,
+    pub keys: crate::platform::token::TokenKeys,
 }
 
 impl<E: Endpoint> Middleware<E> for Boundary {
@@ -66,6 +69,8 @@ impl<E: Endpoint> Middleware<E> for Boundary {
             methods: self.methods.clone(),
             db: self.db.clone(),
             hsts: self.hsts,
+            idempotent: self.idempotent.clone(),
+            keys: self.keys.clone(),
         }
     }
 }
@@ -77,6 +82,8 @@ pub struct BoundaryEndpoint<E> {
     methods: std::sync::Arc<RouteMethods>,
     db: crate::platform::Db,
     hsts: bool,
+    idempotent: std::sync::Arc<std::collections::HashSet<String>>,
+    keys: crate::platform::token::TokenKeys,
 }
 
 /// The methods of each path of the OpenAPI document, for the `Allow` header of a 405 (RFC 9110
@@ -97,6 +104,8 @@ pub struct RouteMethods {
 struct Route {
     template: Vec<String>,
     methods: String,
+    /// Operation id per upper-case method.
+    operations: Vec<(String, String)>,
     /// Request-body schema per upper-case method.
     bodies: Vec<(String, serde_json::Value)>,
 }
@@ -110,6 +119,10 @@ impl RouteMethods {
             let ops = ops.as_object().into_iter().flatten();
             let mut methods: Vec<String> = ops.clone().map(|(m, _)| m.to_ascii_uppercase()).collect();
             methods.sort();
+            let operations = ops
+                .clone()
+                .filter_map(|(m, op)| Some((m.to_ascii_uppercase(), op["operationId"].as_str()?.to_owned())))
+                .collect();
             let bodies = ops
                 .filter_map(|(m, op)| {
                     let content = op["requestBody"]["content"].as_object()?;
@@ -120,6 +133,7 @@ impl RouteMethods {
             routes.push(Route {
                 template: path.split('/').map(str::to_owned).collect(),
                 methods: methods.join(", "),
+                operations,
                 bodies,
             });
         }
@@ -136,6 +150,11 @@ impl RouteMethods {
                     && r.template.iter().zip(&parts).all(|(t, p)| t == p || (t.starts_with('{') && !p.is_empty()))
             })
             .max_by_key(|r| r.template.iter().filter(|t| !t.starts_with('{')).count())
+    }
+
+    /// The operation id of a method on a path, per the document.
+    pub fn operation(&self, method: &str, path: &str) -> Option<&str> {
+        self.route(path)?.operations.iter().find(|(m, _)| m == method).map(|(_, o)| o.as_str())
     }
 
     pub fn allowed(&self, path: &str) -> Option<&str> {
@@ -225,7 +244,11 @@ impl<E: Endpoint> Endpoint for BoundaryEndpoint<E> {
             if let Some(resp) = limit_body(&mut req, max, &self.methods).await {
                 return (None, resp);
             }
-            match self.inner.call(req).await {
+            let claim = match self.idempotency_claim(&mut req).await {
+                Ok(claim) => claim,
+                Err(resp) => return (None, resp),
+            };
+            let (operation, resp) = match self.inner.call(req).await {
                 Ok(resp) => {
                     let resp = resp.into_response();
                     (resp.data::<OperationId>().map(|o| o.0), resp)
@@ -234,6 +257,10 @@ impl<E: Endpoint> Endpoint for BoundaryEndpoint<E> {
                     let op = err.data::<OperationId>().map(|o| o.0);
                     (op, error_to_response(err))
                 }
+            };
+            match claim {
+                Some(claim) => (operation, self.keep_answer(&claim, resp).await),
+                None => (operation, resp),
             }
         }
         .instrument(span.clone())
@@ -287,6 +314,68 @@ impl<E: Endpoint> Endpoint for BoundaryEndpoint<E> {
             headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         }
         Ok(resp)
+    }
+}
+
+impl<E> BoundaryEndpoint<E> {
+    /// For a create operation called with `Idempotency-Key` by a signed-in user: claims the key
+    /// (`Ok(Some)`), or answers at once with the first answer or a refusal (`Err`). Anything
+    /// else passes (`Ok(None)`); a bad token is the handler's to refuse.
+    async fn idempotency_claim(
+        &self,
+        req: &mut Request,
+    ) -> std::result::Result<Option<crate::platform::idempotency::Claim>, Response> {
+        use crate::platform::idempotency::{self, Claim, Start};
+        let Some(key) = req.headers().get("idempotency-key").map(|v| v.to_str().unwrap_or("\u{0}").to_owned()) else {
+            return Ok(None);
+        };
+        let method = req.method().as_str().to_owned();
+        let idempotent =
+            self.methods.operation(&method, req.uri().path()).is_some_and(|op| self.idempotent.contains(op));
+        let bearer = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(|t| self.keys.verify(t).ok());
+        let (true, Some(claims)) = (idempotent, bearer) else { return Ok(None) };
+        let body = req.take_body().into_bytes().await.unwrap_or_default();
+        let target = req.uri().path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_default();
+        let claim = Claim::new(claims.tid, claims.sub, &key, &method, &target, &body);
+        req.set_body(Body::from(body));
+        let claim = claim.map_err(|e| poem::error::ResponseError::as_response(&e))?;
+        match idempotency::start(&self.db, &claim).await {
+            Ok(Start::Run) => Ok(Some(claim)),
+            Ok(Start::Replay(kept)) => {
+                let mut resp =
+                    Response::builder().status(poem::http::StatusCode::from_u16(kept.status).unwrap_or_default());
+                if let Some(t) = &kept.content_type {
+                    resp = resp.content_type(t.clone());
+                }
+                Err(resp.header("idempotent-replayed", "true").body(kept.body))
+            }
+            Err(e) => Err(poem::error::ResponseError::as_response(&e)),
+        }
+    }
+
+    /// Keeps the answer to a claimed key (a server error is forgotten, so a retry runs again).
+    async fn keep_answer(&self, claim: &crate::platform::idempotency::Claim, resp: Response) -> Response {
+        use crate::platform::idempotency::{self, Kept};
+        let status = resp.status();
+        if status.is_server_error() {
+            if let Err(e) = idempotency::abandon(&self.db, claim).await {
+                tracing::warn!(error = %e, "could not release an idempotency key");
+            }
+            return resp;
+        }
+        let (parts, body) = resp.into_parts();
+        let bytes = body.into_vec().await.unwrap_or_default();
+        let content_type = parts.headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let kept = Kept { status: status.as_u16(), content_type, body: bytes.clone() };
+        if let Err(e) = idempotency::finish(&self.db, claim, &kept).await {
+            tracing::warn!(error = %e, "could not keep the answer to an idempotency key");
+        }
+        Response::from_parts(parts, Body::from(bytes))
     }
 }
 

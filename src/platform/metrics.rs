@@ -1,13 +1,14 @@
 //! Prometheus metrics: request counts and latency histograms by route (the OpenAPI operation id)
 //! and status. Served as text at `/metrics`.
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
 
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
+    dead_letters: IntGaugeVec,
 }
 
 impl Default for Metrics {
@@ -30,9 +31,23 @@ impl Metrics {
             &["route", "method", "status"],
         )
         .expect("valid metric");
+        let dead_letters = IntGaugeVec::new(
+            Opts::new("dead_letters", "Events a consumer could not apply, waiting for an operator (redrive)"),
+            &["consumer"],
+        )
+        .expect("valid metric");
         registry.register(Box::new(requests.clone())).expect("register once");
         registry.register(Box::new(latency.clone())).expect("register once");
-        Self { registry, requests, latency }
+        registry.register(Box::new(dead_letters.clone())).expect("register once");
+        Self { registry, requests, latency, dead_letters }
+    }
+
+    /// The open dead letters per consumer, as counted just now.
+    pub fn set_dead_letters(&self, counts: &[(String, i64)]) {
+        self.dead_letters.reset();
+        for (consumer, n) in counts {
+            self.dead_letters.with_label_values(&[consumer.as_str()]).set(*n);
+        }
     }
 
     pub fn observe(&self, route: &str, method: &str, status: u16, seconds: f64) {

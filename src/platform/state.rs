@@ -37,6 +37,8 @@ pub struct StateInner {
     pub pii: PiiCipher,
     pub metrics: Metrics,
     pub clock: crate::platform::clock::Clock,
+    /// The event relay of this process, when it runs workers: `/readyz` fails if it stopped.
+    pub relay: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl AppState {

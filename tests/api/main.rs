@@ -9,6 +9,7 @@ mod audit;
 mod audit_completeness;
 mod auth;
 mod bola;
+mod delivery;
 mod errors;
 mod followups;
 mod fuzz;
