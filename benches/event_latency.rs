@@ -84,8 +84,7 @@ async fn main() -> anyhow::Result<()> {
     let inst = cloudhis::tenancy::service::institution_ids(&tx).await?;
     tx.rollback().await?;
     let owner = Database::connect(url).await?;
-    // Let the consumers declare their queues before the first event.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The publisher declared every consumer's queue when it connected: nothing to wait for.
 
     let emit_one = move |state: cloudhis::platform::state::AppState, from: Uuid, to: Uuid| async move {
         let mut tx = state.db.begin(&SystemScope { tenant }).await?;

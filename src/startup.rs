@@ -305,7 +305,7 @@ pub fn routes(state: AppState) -> impl poem::Endpoint<Output = poem::Response> {
         .at("/metrics", get(metrics))
         .at("/api/openapi.json", get(spec))
         .nest("/api/docs", docs)
-        .nest("/app", crate::web::routes().with(poem::middleware::CookieJarManager::new()))
+        .nest("/app", crate::web::routes().around(crate::web::once_per_form).with(poem::middleware::CookieJarManager::new()))
         // The API's routes are absolute (`/api/v1/...`); the bare address opens the browser app.
         .nest(
             "/",

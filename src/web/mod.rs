@@ -67,6 +67,56 @@ pub fn routes() -> Route {
         .at("/followups/:id", get(followups::enrollment).post(followups::record))
 }
 
+/// A form posted twice with the same `idem` field (see `Page::idem`) does its work once: the
+/// first answer, a redirect after the work was done, is kept for a day (per tenant and user, in
+/// the idempotency keys the API uses) and given again. A form that was refused keeps nothing, so
+/// correcting it and sending it again works as usual.
+pub async fn once_per_form<E: poem::Endpoint>(ep: E, mut req: Request) -> poem::Result<Response> {
+    use crate::platform::idempotency::{self, Claim, Kept, Start};
+    if req.method() != poem::http::Method::POST {
+        return ep.call(req).await.map(poem::IntoResponse::into_response);
+    }
+    let Some(state) = req.data::<AppState>().cloned() else {
+        return ep.call(req).await.map(poem::IntoResponse::into_response);
+    };
+    let body = req.take_body().into_bytes().await.unwrap_or_default();
+    let idem = form_urlencoded_value(&body, "idem");
+    let claims = crate::platform::http::cookie_value(&req, crate::identity::api::SESSION_COOKIE)
+        .and_then(|t| state.keys.verify(&t).ok());
+    let target = req.uri().path().to_owned();
+    req.set_body(poem::Body::from(body.clone()));
+    let (Some(idem), Some(claims)) = (idem, claims) else {
+        return ep.call(req).await.map(poem::IntoResponse::into_response);
+    };
+    let Ok(claim) = Claim::new(claims.tid, claims.sub, &format!("web:{idem}"), "POST", &target, &body) else {
+        return ep.call(req).await.map(poem::IntoResponse::into_response);
+    };
+    match idempotency::start(&state.db, &claim).await {
+        Ok(Start::Replay(kept)) => return Ok(see_other(&String::from_utf8_lossy(&kept.body))),
+        Ok(Start::Run) => {}
+        // The same key with another form, or the first still running: do the work as if unkeyed
+        // would risk doing it twice, so show the page again instead.
+        Err(_) => return Ok(see_other(&target.rsplit_once('/').map(|(a, _)| a).unwrap_or("/app/").to_string())),
+    }
+    let resp = ep.call(req).await.map(poem::IntoResponse::into_response)?;
+    let location = resp.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let outcome = match (resp.status(), location) {
+        (StatusCode::SEE_OTHER, Some(to)) => {
+            let kept = Kept { status: 303, content_type: None, body: to.into_bytes() };
+            idempotency::finish(&state.db, &claim, &kept).await
+        }
+        _ => idempotency::abandon(&state.db, &claim).await,
+    };
+    if let Err(e) = outcome {
+        tracing::warn!(error = %e, "could not keep a form's answer");
+    }
+    Ok(resp)
+}
+
+fn form_urlencoded_value(body: &[u8], name: &str) -> Option<String> {
+    url::form_urlencoded::parse(body).find(|(k, _)| k == name).map(|(_, v)| v.into_owned()).filter(|v| !v.is_empty())
+}
+
 /// An HTML response with the page headers: a strict content security policy, no framing.
 pub fn html(status: StatusCode, body: String) -> Response {
     Response::builder()

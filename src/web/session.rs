@@ -125,6 +125,12 @@ impl Page {
         Ok(p)
     }
 
+    /// A fresh key for one form: a page's form submitted twice (a double click, a resend after
+    /// a lost answer) does its work once (`web::once_per_form`).
+    pub fn idem(&self) -> String {
+        random_token()
+    }
+
     /// 403 `csrf_invalid` unless the form's token is this session's.
     pub fn check_csrf(&self, submitted: &str) -> Result<(), AppError> {
         if equal(&self.csrf, submitted) { Ok(()) } else { Err(AppError::new(codes::CSRF_INVALID, "form expired")) }

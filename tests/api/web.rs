@@ -720,3 +720,37 @@ async fn english_pages_hold_no_chinese_interface_text() {
         }
     }
 }
+
+/// The `idem` field of the first form on a page.
+fn idem(html: &str) -> String {
+    let at = html.find("name=\"idem\" value=\"").expect("the form carries its key") + "name=\"idem\" value=\"".len();
+    html[at..].split('"').next().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_form_sent_twice_starts_one_visit_and_answers_the_same_redirect() {
+    let app = spawn_app().await;
+    app.load_demo().await;
+    let b = Browser::new(&app);
+    b.login("village.doctor").await;
+    let clinic = b.get("/app/clinic").await;
+    let token = csrf(&clinic.text);
+    let rid = crate::patients::rid("130997", "19700101", 7);
+    let made = b.post("/app/clinic/patients", &[("csrf", &token), ("name", "重复提交"), ("resident_id", &rid)]).await;
+    let person_page = made.location.unwrap();
+    let page = b.get(&person_page).await;
+    let person = person_page.trim_start_matches("/app/clinic/patients/");
+    let key = idem(&page.text);
+    // A double click: the same form, with the same key, twice.
+    let form = [("csrf", token.as_str()), ("idem", key.as_str()), ("person_id", person)];
+    let first = b.post("/app/visits", &form).await;
+    let second = b.post("/app/visits", &form).await;
+    assert_eq!(first.status, StatusCode::SEE_OTHER, "{}", first.text);
+    assert_eq!((second.status, &second.location), (StatusCode::SEE_OTHER, &first.location), "the same answer");
+    let r = app.get(&format!("/api/v1/encounters?person_id={person}"), &app.login("village.doctor").await.token).await;
+    assert_eq!(r.body.as_array().unwrap().len(), 1, "one visit, not two: {}", r.text);
+    // A new render of the page carries a new key: the next visit is a new one.
+    let page = b.get(&person_page).await;
+    let again = [("csrf", token.as_str()), ("idem", &idem(&page.text)), ("person_id", person)];
+    assert_ne!(again[1].1, key);
+}
