@@ -5,7 +5,10 @@
 //!   count in /metrics, redrive), as the relay already reads the outbox; ordinary code, which
 //!   never sets it, still sees only its tenant;
 //! - an index on when events were published, which bounds the sweep to a recent window;
-//! - idempotency keys: the first answer to a create, kept per tenant, user and key.
+//! - idempotency keys: the first answer to a create, kept per tenant, user and key;
+//! - an index on the statistics' referral rows by parent: every referral event looks up whether a
+//!   down-referral answers it, which scanned the table (at 500 events/s that was the consumers'
+//!   whole budget).
 
 use sea_orm_migration::prelude::*;
 use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend};
@@ -66,6 +69,16 @@ impl MigrationTrait for Migration {
             )
             .await?;
         manager
+            .create_index(
+                Index::create()
+                    .name("ix_stat_referrals_parent")
+                    .table(Alias::new("stat_referrals"))
+                    .col(Alias::new("tenant_id"))
+                    .col(Alias::new("parent_id"))
+                    .to_owned(),
+            )
+            .await?;
+        manager
             .create_table(
                 Table::create()
                     .table(IdempotencyKeys::Table)
@@ -120,6 +133,9 @@ impl MigrationTrait for Migration {
             manager.get_connection().execute_unprepared(&sql).await?;
         }
         manager.drop_table(Table::drop().table(IdempotencyKeys::Table).to_owned()).await?;
+        manager
+            .drop_index(Index::drop().name("ix_stat_referrals_parent").table(Alias::new("stat_referrals")).to_owned())
+            .await?;
         manager.drop_index(Index::drop().name("ix_outbox_published").table(Alias::new("outbox")).to_owned()).await?;
         manager
             .alter_table(Table::alter().table(DeadLetters::Table).drop_column(DeadLetters::RedrivenAt).to_owned())

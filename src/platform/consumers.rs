@@ -95,33 +95,49 @@ pub enum Applied {
     Already,
 }
 
-/// Applies `event` with `handler` exactly once: the idempotency row goes in first, so a
-/// concurrent duplicate waits on it and then fails, rolling its effect back.
+/// Applies `event` with `handler` exactly once (see [`apply_once`]); a transaction that collided
+/// with a concurrent one (a deadlock or serialization failure, `retry`) is tried again at once, a
+/// few times, before the delivery counts as failed.
 pub async fn apply(db: &Db, handler: &dyn Handler, event: &Envelope) -> AppResult<Applied> {
-    let mut tx = db.begin(&SystemScope { tenant: event.tenant }).await?;
-    let seen =
-        processed_event::Entity::find_by_id((event.tenant, handler.name().to_string(), event.id)).one(&*tx).await?;
-    if seen.is_some() {
-        tx.rollback().await?;
-        return Ok(Applied::Already);
+    let mut tries = 0;
+    loop {
+        match apply_once(db, handler, event).await {
+            Err(e) if e.is(codes::RETRY) && tries < 4 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(5 * (1 << tries) + rand::random::<u64>() % 10)).await;
+            }
+            other => return other,
+        }
     }
-    let inserted = processed_event::ActiveModel {
+}
+
+/// Applies `event` with `handler` once: the idempotency row goes in first, so a concurrent
+/// duplicate waits on it and then fails, rolling its effect back.
+async fn apply_once(db: &Db, handler: &dyn Handler, event: &Envelope) -> AppResult<Applied> {
+    let mut tx = db.begin(&SystemScope { tenant: event.tenant }).await?;
+    // One statement: the row goes in, or it was there already (a concurrent duplicate's insert
+    // waits here for the first to commit or roll back, then finds it or takes its place).
+    let row = processed_event::ActiveModel {
         tenant_id: Set(event.tenant),
         consumer: Set(handler.name().to_string()),
         event_id: Set(event.id),
         processed_at: Set(Utc::now()),
-    }
-    .insert(&*tx)
-    .await;
-    match inserted {
-        Ok(_) => {}
-        Err(e) => {
-            let err = AppError::from(e);
-            if err.is(codes::CONFLICT) {
-                return Ok(Applied::Already);
-            }
-            return Err(err);
-        }
+    };
+    let inserted = processed_event::Entity::insert(row)
+        .on_conflict(
+            sea_orm::sea_query::OnConflict::columns([
+                processed_event::Column::TenantId,
+                processed_event::Column::Consumer,
+                processed_event::Column::EventId,
+            ])
+            .do_nothing()
+            .to_owned(),
+        )
+        .exec_without_returning(&*tx)
+        .await?;
+    if inserted == 0 {
+        tx.rollback().await?;
+        return Ok(Applied::Already);
     }
     // A handler that panics fails this attempt like any error; the relay and the consumer live on.
     let handled = std::panic::AssertUnwindSafe(handler.handle(&mut tx, event)).catch_unwind().await;
@@ -252,6 +268,17 @@ impl Topology {
 
     pub fn dead_queue(&self, consumer: &str) -> String {
         format!("{}.{consumer}.dead", self.prefix)
+    }
+
+    /// Every queue of the topology: each consumer's, its retry queues and its dead queue.
+    pub fn queues(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (name, _) in &self.consumers {
+            out.push(self.queue(name));
+            out.extend((0..self.retry_delays.len()).map(|n| self.retry_queue(name, n)));
+            out.push(self.dead_queue(name));
+        }
+        out
     }
 
     /// Declares the exchanges and every consumer's queues and bindings (idempotent).
