@@ -407,11 +407,9 @@ pub fn next_period(p: &str) -> String {
     if m == 12 { format!("{}-01", y + 1) } else { format!("{y}-{:02}", m + 1) }
 }
 
+/// A month `YYYY-MM` of the years 1900 to 2200 (`platform::dates::period`).
 pub fn valid_period(p: &str) -> bool {
-    p.len() == 7
-        && p.as_bytes()[4] == b'-'
-        && p[..4].parse::<u32>().is_ok()
-        && p[5..].parse::<u32>().is_ok_and(|m| (1..=12).contains(&m))
+    crate::platform::dates::period("period", p).is_ok()
 }
 
 #[cfg(test)]

@@ -803,6 +803,7 @@ pub async fn reconcile(
     day: NaiveDate,
 ) -> AppResult<Vec<InstitutionDay>> {
     ctx.require(Perm::AccountsRead)?;
+    crate::platform::dates::plausible("day", day, crate::platform::clock::china_date(chrono::Utc::now()))?;
     let tx = state.db.begin(ctx).await?;
     let out = reconcile_in(&tx, institution, day).await?;
     tx.rollback().await?;

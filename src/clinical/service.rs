@@ -317,6 +317,9 @@ pub async fn list(
     limit: u64,
 ) -> AppResult<Vec<encounter::Model>> {
     ctx.require(Perm::EncounterRead)?;
+    if let Some(t) = since {
+        crate::platform::dates::instant("since", t, Utc::now())?;
+    }
     let mut tx = state.db.begin(ctx).await?;
     let mut q = encounter::Entity::find()
         .filter(encounter::Column::TenantId.eq(ctx.tenant))

@@ -5,7 +5,7 @@
 //! on for a given day. Pure functions, unit-tested here.
 
 use crate::platform::codes::{self, Code};
-use chrono::{Datelike, Duration, NaiveDate};
+use chrono::{Datelike, NaiveDate};
 
 crate::string_enum! {
     /// The chronic diseases with a registry.
@@ -200,7 +200,7 @@ pub fn next_streak(previous: i32, classification: Classification) -> i32 {
 /// controlled, two weeks otherwise (the guide's "follow up again within two weeks").
 pub fn default_next(visit_on: NaiveDate, classification: Classification, interval_days: i32) -> NaiveDate {
     let days = if classification == Classification::Controlled { interval_days } else { 14 };
-    visit_on + Duration::days(i64::from(days))
+    crate::platform::dates::add_days(visit_on, i64::from(days))
 }
 
 /// Where a patient stands on a worklist for day `as_of`.
@@ -241,7 +241,7 @@ impl Category {
 
 /// Sunday of `day`'s week (weeks run Monday to Sunday).
 pub fn week_end(day: NaiveDate) -> NaiveDate {
-    day + Duration::days(6 - i64::from(day.weekday().num_days_from_monday()))
+    crate::platform::dates::add_days(day, 6 - i64::from(day.weekday().num_days_from_monday()))
 }
 
 /// The worklist category of an active enrollment on `as_of`; `None` when nothing is due.

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use chrono::{Duration, NaiveDate, Utc};
+use chrono::{NaiveDate, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
     QuerySelect, Set,
@@ -100,7 +100,7 @@ pub async fn enroll(state: &AppState, ctx: &RequestCtx, input: EnrollInput) -> A
         enrolled_on: Set(enrolled_on),
         enrolled_by: Set(ctx.user),
         interval_days: Set(interval),
-        next_due: Set(enrolled_on + Duration::days(i64::from(interval))),
+        next_due: Set(crate::platform::dates::add_days(enrolled_on, i64::from(interval))),
         visits: Set(0),
         last_visit_on: Set(None),
         last_classification: Set(None),
@@ -153,8 +153,10 @@ struct Checked {
 /// and a responsible clinician of this institution.
 fn check_enrollment(today: NaiveDate, ctx: &RequestCtx, input: &EnrollInput) -> AppResult<Checked> {
     not_in_future(today, input.diagnosed_on, "diagnosed_on")?;
+    crate::platform::dates::past("diagnosed_on", input.diagnosed_on, today)?;
     let enrolled_on = input.enrolled_on.unwrap_or(today);
     not_in_future(today, enrolled_on, "enrolled_on")?;
+    crate::platform::dates::past("enrolled_on", enrolled_on, today)?;
     if enrolled_on < input.diagnosed_on {
         return Err(unprocessable(codes::DATE_INVALID, "enrolled_on", "enrollment cannot precede the diagnosis"));
     }
@@ -250,6 +252,8 @@ pub struct Recorded {
 fn check_visit(today: NaiveDate, disease: Disease, input: &VisitInput) -> AppResult<()> {
     check(disease, &input.measures).map_err(|e| unprocessable(e.code, e.field, e.message))?;
     not_in_future(today, input.visit_on, "visit_on")?;
+    crate::platform::dates::past("visit_on", input.visit_on, today)?;
+    crate::platform::dates::optional("next_on", input.next_on, today, crate::platform::dates::planned)?;
     if input.symptoms.len() > 20 || input.symptoms.iter().any(|s| s.trim().is_empty() || s.chars().count() > 50) {
         return Err(unprocessable(codes::TEXT_INVALID, "symptoms", "up to 20 symptoms of 1 to 50 characters"));
     }
@@ -273,7 +277,7 @@ fn check_visit(today: NaiveDate, disease: Disease, input: &VisitInput) -> AppRes
         return Err(unprocessable(codes::TEXT_INVALID, "notes", "notes are at most 2000 characters"));
     }
     if let Some(next) = input.next_on
-        && (next <= input.visit_on || next > input.visit_on + Duration::days(366))
+        && (next <= input.visit_on || next > crate::platform::dates::add_days(input.visit_on, 366))
     {
         return Err(unprocessable(
             codes::NEXT_DATE_INVALID,
@@ -611,6 +615,7 @@ async fn worklist_audited(
     action: &'static str,
 ) -> AppResult<Worklist> {
     ctx.require(Perm::FollowupRead)?;
+    crate::platform::dates::plausible("as_of", q.as_of, today(state))?;
     let end = week_end(q.as_of);
     let mut tx = state.db.begin(ctx).await?;
     let (counts, flagged) = category_sizes(&tx, ctx, &q, end).await?;

@@ -247,6 +247,7 @@ pub async fn receive(state: &AppState, ctx: &RequestCtx, r: Receipt) -> AppResul
     if lot.is_empty() || lot.chars().count() > 40 {
         return Err(AppError::new(codes::LOT_INVALID, "lot must be 1-40 characters"));
     }
+    crate::platform::dates::expiry("expiry", r.expiry, Utc::now().date_naive())?;
     if r.expiry < Utc::now().date_naive() {
         return Err(AppError::new(codes::BATCH_EXPIRED, "this batch has already expired"));
     }

@@ -121,6 +121,7 @@ codes! {
         CLASSIFICATION_INCONSISTENT = "classification_inconsistent",
         DATE_IN_FUTURE = "date_in_future",
         DATE_INVALID = "date_invalid",
+        DATE_OUT_OF_RANGE = "date_out_of_range",
         DAYS_INVALID = "days_invalid",
         DEPARTMENT_INVALID = "department_invalid",
         DIAGNOSIS_CODE_INVALID = "diagnosis_code_invalid",
@@ -170,6 +171,7 @@ codes! {
         ROLE_NOT_ALLOWED_HERE = "role_not_allowed_here",
         ROLES_REQUIRED = "roles_required",
         SEARCH_CRITERIA_REQUIRED = "search_criteria_required",
+        SELF_DEACTIVATION = "self_deactivation",
         SEX_INVALID = "sex_invalid",
         SEX_REQUIRED = "sex_required",
         STOCK_INSUFFICIENT = "stock_insufficient",
@@ -187,6 +189,7 @@ codes! {
         VITALS_EMPTY = "vitals_empty",
     ]
     429 => [
+        REVEAL_LIMIT_REACHED = "reveal_limit_reached",
         TOO_MANY_ATTEMPTS = "too_many_attempts",
     ]
     500 => [

@@ -11,6 +11,7 @@ pub mod codes;
 pub mod config;
 pub mod consumers;
 pub mod csv;
+pub mod dates;
 pub mod db;
 pub mod delivery;
 pub mod enums;

@@ -994,6 +994,9 @@ pub struct Report {
 }
 
 fn check_period(from: NaiveDate, to: NaiveDate) -> AppResult<()> {
+    let today = crate::platform::clock::china_date(Utc::now());
+    crate::platform::dates::plausible("from", from, today)?;
+    crate::platform::dates::plausible("to", to, today)?;
     // Years far outside any record would overflow the bucket and window arithmetic.
     let plausible = |d: NaiveDate| (1900..=2200).contains(&d.year());
     if from > to || (to - from).num_days() > 3 * 366 || !plausible(from) || !plausible(to) {
