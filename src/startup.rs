@@ -289,7 +289,7 @@ pub fn routes(state: AppState) -> impl poem::Endpoint<Output = poem::Response> {
     let spec = poem::endpoint::make_sync(move |_| {
         poem::Response::builder().content_type("application/json; charset=utf-8").body(document.clone())
     });
-    let docs = api.swagger_ui();
+    let docs = docs_page(&api.swagger_ui_html());
     let boundary = Boundary {
         metrics: state.metrics.clone(),
         max_body_bytes: state.config.max_body_bytes,
@@ -305,7 +305,10 @@ pub fn routes(state: AppState) -> impl poem::Endpoint<Output = poem::Response> {
         .at("/metrics", get(metrics))
         .at("/api/openapi.json", get(spec))
         .nest("/api/docs", docs)
-        .nest("/app", crate::web::routes().around(crate::web::once_per_form).with(poem::middleware::CookieJarManager::new()))
+        .nest(
+            "/app",
+            crate::web::routes().around(crate::web::once_per_form).with(poem::middleware::CookieJarManager::new()),
+        )
         // The API's routes are absolute (`/api/v1/...`); the bare address opens the browser app.
         .nest(
             "/",
@@ -318,6 +321,39 @@ pub fn routes(state: AppState) -> impl poem::Endpoint<Output = poem::Response> {
         )
         .data(state)
         .with(boundary)
+}
+
+/// The Swagger UI with the page headers: its inline scripts are allowed by hash, nothing else
+/// runs, and no one may frame it.
+fn docs_page(html: &str) -> impl poem::Endpoint<Output = poem::Response> + 'static {
+    use base64::Engine;
+    use sha2::Digest;
+    let mut hashes = String::new();
+    // Walk the page script by script: a bundle's own text may contain "<script".
+    let mut rest = html;
+    while let Some(open) = rest.find("<script") {
+        let Some(body) = rest[open..].find('>').map(|end| &rest[open + end + 1..]) else { break };
+        let Some(close) = body.find("</script>") else { break };
+        let digest = sha2::Sha256::digest(body[..close].as_bytes());
+        hashes += &format!(" 'sha256-{}'", base64::engine::general_purpose::STANDARD.encode(digest));
+        rest = &body[close + "</script>".len()..];
+    }
+    let policy = format!(
+        "default-src 'none'; script-src{hashes}; style-src 'unsafe-inline'; img-src 'self' data:; \
+         font-src data:; connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'; \
+         object-src 'none'"
+    );
+    let html = html.to_string();
+    Route::new().at(
+        "/",
+        get(poem::endpoint::make_sync(move |_| {
+            poem::Response::builder()
+                .content_type("text/html; charset=utf-8")
+                .header(poem::http::header::CONTENT_SECURITY_POLICY, policy.as_str())
+                .header("x-frame-options", "DENY")
+                .body(html.clone())
+        })),
+    )
 }
 
 #[handler]
@@ -356,8 +392,33 @@ async fn readyz(state: Data<&AppState>) -> poem::Response {
         .body(body.to_string())
 }
 
+/// Prometheus text, for a scraper holding `CLOUDHIS_METRICS_TOKEN` as a bearer token. Without the
+/// variable the page is closed: counts of routes and dead letters are not for the public.
 #[handler]
-async fn metrics(state: Data<&AppState>) -> poem::Response {
+async fn metrics(req: &poem::Request, state: Data<&AppState>) -> poem::Response {
+    let presented = req
+        .headers()
+        .get(poem::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let allowed = state.config.metrics_token.as_ref().is_some_and(|t| {
+        use subtle::ConstantTimeEq;
+        bool::from(t.0.as_slice().ct_eq(presented.as_bytes()))
+    });
+    if !allowed {
+        return poem::Response::builder()
+            .status(poem::http::StatusCode::UNAUTHORIZED)
+            .header(poem::http::header::WWW_AUTHENTICATE, "Bearer realm=\"metrics\"")
+            .content_type("application/json")
+            .body(
+                json!({
+                    "code": crate::platform::codes::UNAUTHENTICATED.code,
+                    "message": "/metrics needs the bearer token set in CLOUDHIS_METRICS_TOKEN",
+                })
+                .to_string(),
+            );
+    }
     match crate::platform::delivery::dead_letter_counts(&state.db).await {
         Ok(counts) => state.metrics.set_dead_letters(&counts),
         Err(e) => tracing::warn!(error = %e, "could not count dead letters for /metrics"),

@@ -27,6 +27,8 @@ mod m20261128_000018_statistics_registry_steps;
 mod m20261128_000019_clinical_break_glass;
 mod m20261128_000020_identity_user_totp;
 mod m20261206_000021_platform_delivery;
+mod m20261206_000022_identity_least_privilege;
+mod m20261206_000023_patients_identifier_reveals;
 
 /// The registry steps of the enrollment summaries already there, as SQL (migration 18 runs it).
 pub use m20261128_000018_statistics_registry_steps::fill_sql as registry_steps_fill_sql;
@@ -58,6 +60,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_000019_clinical_break_glass::Migration),
             Box::new(m20261128_000020_identity_user_totp::Migration),
             Box::new(m20261206_000021_platform_delivery::Migration),
+            Box::new(m20261206_000022_identity_least_privilege::Migration),
+            Box::new(m20261206_000023_patients_identifier_reveals::Migration),
         ]
     }
 }

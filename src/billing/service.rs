@@ -554,7 +554,10 @@ async fn dispensed_self_pay(tx: &Tx, bill_id: Uuid) -> AppResult<i64> {
         .sum())
 }
 
-/// Whether every charge of a prescription's lines is on a fully paid bill.
+/// Whether every charge of a prescription's lines is on a fully paid bill. On PostgreSQL the bills
+/// stay locked until `tx` ends, in id order: a refund (which locks its bill first) then waits for
+/// the dispense to commit and sees the drugs dispensed, and a dispense that waited for a refund
+/// sees the bill no longer paid. Without the lock both could commit.
 pub async fn prescription_paid(tx: &Tx, prescription_id: Uuid) -> AppResult<bool> {
     let lines: Vec<Uuid> = crate::pharmacy::service::line_ids(tx, prescription_id).await?;
     if lines.is_empty() {
@@ -568,9 +571,13 @@ pub async fn prescription_paid(tx: &Tx, prescription_id: Uuid) -> AppResult<bool
     if charges.len() < lines.len() {
         return Ok(false);
     }
-    let bills: HashSet<Uuid> = charges.iter().map(|c| c.bill_id).collect();
+    let bills: std::collections::BTreeSet<Uuid> = charges.iter().map(|c| c.bill_id).collect();
     for id in bills {
-        let b = bill::Entity::find_by_id((tx.tenant(), id)).one(&**tx).await?;
+        let mut q = bill::Entity::find_by_id((tx.tenant(), id));
+        if tx.get_database_backend() == DbBackend::Postgres {
+            q = q.lock_exclusive();
+        }
+        let b = q.one(&**tx).await?;
         // Nothing left to pay (a fully insured bill has nothing to pay at all).
         if b.is_none_or(|b| b.paid_fen - b.refunded_fen < b.self_pay_fen) {
             return Ok(false);

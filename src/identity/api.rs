@@ -208,6 +208,12 @@ pub enum GetUserResponse {
 }
 
 #[derive(ApiResponse)]
+pub enum UserResponse {
+    #[oai(status = 200)]
+    Ok(Json<UserDto>),
+}
+
+#[derive(ApiResponse)]
 pub enum RoleChangeResponse {
     /// Done; takes effect on every replica at once
     #[oai(status = 204)]
@@ -379,6 +385,19 @@ impl StaffApi {
     ) -> Result<RoleChangeResponse, AppError> {
         service::revoke_role(&state, &auth.0, id.0, user_id.0, role.0).await?;
         Ok(RoleChangeResponse::Done)
+    }
+
+    /// Deactivate a user: no more logins, and every session and open stream of theirs ends at
+    /// once. Needs staff administration everywhere the user works.
+    #[oai(path = "/users/:id/deactivate", method = "post", operation_id = "users_deactivate")]
+    async fn deactivate(&self, state: Data<&AppState>, auth: Auth, id: Path<Uuid>) -> Result<UserResponse, AppError> {
+        Ok(UserResponse::Ok(Json(service::set_active(&state, &auth.0, id.0, false).await?.into())))
+    }
+
+    /// Reactivate a user: they may log in again
+    #[oai(path = "/users/:id/reactivate", method = "post", operation_id = "users_reactivate")]
+    async fn reactivate(&self, state: Data<&AppState>, auth: Auth, id: Path<Uuid>) -> Result<UserResponse, AppError> {
+        Ok(UserResponse::Ok(Json(service::set_active(&state, &auth.0, id.0, true).await?.into())))
     }
 
     /// A user and the institutions they work in

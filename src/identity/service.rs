@@ -14,6 +14,7 @@ use super::entity::{role_binding, user, user_totp};
 use super::password;
 use super::totp;
 use crate::platform::audit::{AuditEntry, Outcome, Purpose};
+use crate::platform::cache::{Notice, RESYNC};
 use crate::platform::codes;
 use crate::platform::state::AppState;
 use crate::platform::{AppError, AppResult, Db, SystemScope, TenantScope, Tx};
@@ -334,7 +335,80 @@ pub async fn logout(state: &AppState, ctx: &RequestCtx) -> AppResult<()> {
 
 async fn revoke(state: &AppState, ctx: &RequestCtx) -> AppResult<()> {
     let left = (ctx.session_expires - Utc::now().timestamp()).max(1) as u64;
-    state.cache.set_flag(&revoked_key(ctx.session), Duration::from_secs(left)).await
+    state.cache.set_flag(&revoked_key(ctx.session), Duration::from_secs(left)).await?;
+    // Open streams of this session close on the notice instead of at their next check.
+    if let Err(e) = state.cache.notify(SESSION_TOPIC, &ctx.session.to_string()).await {
+        tracing::warn!(error = %e, "could not announce a revoked session; streams close at their next check");
+    }
+    Ok(())
+}
+
+/// The notice topic of a revoked session; the payload is the token id.
+const SESSION_TOPIC: &str = "session";
+
+/// Resolves once the session behind `ctx` no longer holds: logged out, the user deactivated or
+/// left without a role in the session's institution, `perm` lost, or the token expired. Checks
+/// again on each revocation or role notice and at least every `CLOUDHIS_STREAM_RECHECK_SECONDS`;
+/// when it cannot check (a backend is down) the session counts as ended. For event streams,
+/// which outlive the request that authenticated them.
+pub fn session_ended(state: &AppState, ctx: &RequestCtx, perm: Perm) -> impl Future<Output = ()> + Send + 'static {
+    let state = state.clone();
+    let ctx = ctx.clone();
+    let mut notices = Some(state.cache.subscribe());
+    let mut roles = Some(state.authz.changes());
+    async move {
+        let left = (ctx.session_expires - Utc::now().timestamp()).max(0) as u64;
+        let expiry = tokio::time::sleep(Duration::from_secs(left));
+        tokio::pin!(expiry);
+        loop {
+            tokio::select! {
+                _ = &mut expiry => return,
+                _ = tokio::time::sleep(state.config.stream_recheck) => {}
+                n = recv_notice(&mut notices) => {
+                    // Another session's logout or an unrelated notice: nothing to check.
+                    let mine = |n: &Notice| n.topic == SESSION_TOPIC && n.payload == ctx.session.to_string();
+                    if n.is_some_and(|n| !mine(&n) && n.topic != RESYNC) {
+                        continue;
+                    }
+                }
+                _ = changed_roles(&mut roles) => {}
+            }
+            if !session_holds(&state, &ctx, perm).await {
+                return;
+            }
+        }
+    }
+}
+
+/// The next notice; `None` when some were missed (check anyway). A closed channel waits forever.
+async fn recv_notice(rx: &mut Option<tokio::sync::broadcast::Receiver<Notice>>) -> Option<Notice> {
+    let Some(r) = rx else { return std::future::pending().await };
+    match r.recv().await {
+        Ok(n) => Some(n),
+        Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => None,
+        Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+            *rx = None;
+            None
+        }
+    }
+}
+
+async fn changed_roles(rx: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    let Some(r) = rx else { return std::future::pending().await };
+    if r.changed().await.is_err() {
+        *rx = None;
+    }
+}
+
+async fn session_holds(state: &AppState, ctx: &RequestCtx, perm: Perm) -> bool {
+    match state.cache.has_flag(&revoked_key(ctx.session)).await {
+        Ok(false) => {}
+        Ok(true) | Err(_) => return false,
+    }
+    let Ok(enforcer) = state.authz.enforcer(ctx.tenant).await else { return false };
+    let now =
+        RequestCtx::new(ctx.tenant, ctx.user, ctx.institution, (ctx.session, ctx.session_expires), None, enforcer);
+    !now.roles.is_empty() && now.can(perm)
 }
 
 /// Moves the session to another institution the user works in: a new token, the old one revoked.
@@ -545,6 +619,43 @@ pub async fn get_user(state: &AppState, ctx: &RequestCtx, id: Uuid) -> AppResult
         return Err(AppError::new(codes::USER_NOT_FOUND, "no such user in this community"));
     }
     Ok((user, memberships))
+}
+
+/// Deactivates (`active = false`) or reactivates a user. A deactivated user cannot log in, and
+/// every session and open stream of theirs ends at once, on every replica. The caller must
+/// administer staff in every institution the user works in; no one deactivates themself.
+pub async fn set_active(state: &AppState, ctx: &RequestCtx, user_id: Uuid, active: bool) -> AppResult<user::Model> {
+    if user_id == ctx.user && !active {
+        return Err(AppError::new(codes::SELF_DEACTIVATION, "you cannot deactivate your own account"));
+    }
+    let mut tx = state.db.begin(ctx).await?;
+    let found = find_user(&tx, user_id).await?;
+    let memberships = memberships(&tx, user_id).await?;
+    let visible = memberships.iter().any(|m| ctx.can_in(Perm::StaffRead, m.institution.id));
+    if !visible && !ctx.can(Perm::TenantAdmin) {
+        return Err(AppError::new(codes::USER_NOT_FOUND, "no such user in this community"));
+    }
+    let allowed = if memberships.is_empty() {
+        ctx.can(Perm::TenantAdmin)
+    } else {
+        memberships.iter().all(|m| ctx.can_in(Perm::StaffWrite, m.institution.id))
+    };
+    if !allowed {
+        return Err(AppError::new(codes::FORBIDDEN, "you must administer staff everywhere this user works"));
+    }
+    if found.active == active {
+        tx.rollback().await?;
+        return Ok(found);
+    }
+    let mut am = found.into_active_model();
+    am.active = Set(active);
+    am.updated_at = Set(Utc::now());
+    let saved = am.update(&*tx).await?;
+    let action = if active { "staff.reactivate" } else { "staff.deactivate" };
+    tx.audit(ctx.audit(action, "user", Purpose::Administration).resource(user_id));
+    tx.commit().await?;
+    state.authz.changed(ctx.tenant).await;
+    Ok(saved)
 }
 
 /// Grants `role` at `institution` (idempotent).

@@ -93,13 +93,13 @@ pub struct PersonDto {
     pub birth_date: Option<NaiveDate>,
     #[oai(skip_serializing_if_is_none)]
     pub birth_year: Option<i32>,
-    /// Resident ID; masked unless the caller holds village_doctor, township_doctor, county_doctor, referral_coordinator or cashier here
+    /// Resident ID; masked unless the caller holds village_doctor, township_doctor, county_doctor or referral_coordinator here; anyone else reveals it with a purpose (patients_reveal)
     #[oai(skip_serializing_if_is_none)]
     pub resident_id: Option<String>,
-    /// Phone; masked unless the caller holds village_doctor, township_doctor, county_doctor, referral_coordinator or cashier here
+    /// Phone; masked unless the caller holds village_doctor, township_doctor, county_doctor or referral_coordinator here; anyone else reveals it with a purpose (patients_reveal)
     #[oai(skip_serializing_if_is_none)]
     pub phone: Option<String>,
-    /// Insurance number; masked unless the caller holds village_doctor, township_doctor, county_doctor, referral_coordinator or cashier here
+    /// Insurance number; masked unless the caller holds village_doctor, township_doctor, county_doctor or referral_coordinator here; anyone else reveals it with a purpose (patients_reveal)
     #[oai(skip_serializing_if_is_none)]
     pub insurance_no: Option<String>,
     #[oai(skip_serializing_if_is_none)]
@@ -288,6 +288,51 @@ pub enum PairStatus {
     NotDuplicate,
 }
 
+/// Which identifier to reveal.
+#[derive(Enum, Debug, Clone, Copy)]
+#[oai(rename_all = "snake_case")]
+pub enum IdentifierFieldDto {
+    ResidentId,
+    Phone,
+    InsuranceNo,
+}
+
+/// Why: treatment (诊疗), referral (转诊), insurance_claim (医保结算), identity_check (身份核验),
+/// patient_contact (联系患者).
+#[derive(Enum, Debug, Clone, Copy)]
+#[oai(rename_all = "snake_case")]
+pub enum RevealPurposeDto {
+    Treatment,
+    Referral,
+    InsuranceClaim,
+    IdentityCheck,
+    PatientContact,
+}
+
+#[derive(Object, Debug)]
+pub struct RevealRequest {
+    pub field: IdentifierFieldDto,
+    pub purpose: RevealPurposeDto,
+    /// In the caller's words, 2 to 200 characters
+    #[oai(validator(min_length = 2, max_length = 200))]
+    pub reason: String,
+}
+
+#[derive(Object, Debug)]
+pub struct RevealResult {
+    /// The reveal's record (and its audit row's resource)
+    pub reveal_id: Uuid,
+    pub field: IdentifierFieldDto,
+    /// In full; absent when the person has none on record
+    pub value: Option<String>,
+}
+
+#[derive(ApiResponse)]
+pub enum RevealResponse {
+    #[oai(status = 200)]
+    Ok(Json<RevealResult>),
+}
+
 #[derive(ApiResponse)]
 pub enum RegisterResponse {
     /// A new person was created and registered here
@@ -418,6 +463,35 @@ impl PatientsApi {
     #[oai(path = "/patients/:id", method = "get", operation_id = "patients_get")]
     async fn get(&self, state: Data<&AppState>, auth: Auth, id: Path<Uuid>) -> Result<GetPersonResponse, AppError> {
         Ok(GetPersonResponse::Ok(Json(service::get(&state, &auth.0, id.0).await?.into())))
+    }
+
+    /// Show one masked identifier of a person registered here in full, for a purpose and a
+    /// reason. Recorded and audited with that purpose; at most 20 per user per hour (429
+    /// reveal_limit_reached).
+    #[oai(path = "/patients/:id/reveal", method = "post", operation_id = "patients_reveal")]
+    async fn reveal(
+        &self,
+        state: Data<&AppState>,
+        auth: Auth,
+        id: Path<Uuid>,
+        body: Json<RevealRequest>,
+    ) -> Result<RevealResponse, AppError> {
+        use super::domain::{IdentifierField, RevealPurpose};
+        let b = body.0;
+        let field = match b.field {
+            IdentifierFieldDto::ResidentId => IdentifierField::ResidentId,
+            IdentifierFieldDto::Phone => IdentifierField::Phone,
+            IdentifierFieldDto::InsuranceNo => IdentifierField::InsuranceNo,
+        };
+        let purpose = match b.purpose {
+            RevealPurposeDto::Treatment => RevealPurpose::Treatment,
+            RevealPurposeDto::Referral => RevealPurpose::Referral,
+            RevealPurposeDto::InsuranceClaim => RevealPurpose::InsuranceClaim,
+            RevealPurposeDto::IdentityCheck => RevealPurpose::IdentityCheck,
+            RevealPurposeDto::PatientContact => RevealPurpose::PatientContact,
+        };
+        let r = service::reveal(&state, &auth.0, id.0, field, purpose, &b.reason).await?;
+        Ok(RevealResponse::Ok(Json(RevealResult { reveal_id: r.id, field: b.field, value: r.value })))
     }
 
     /// Merge one person into another (MPI steward)

@@ -184,6 +184,47 @@ pub fn phone_tail(phone: &str) -> &str {
     &phone[phone.len().saturating_sub(4)..]
 }
 
+crate::string_enum! {
+    /// An identifier shown masked unless revealed.
+    pub enum IdentifierField {
+        ResidentId = "resident_id",
+        Phone = "phone",
+        InsuranceNo = "insurance_no",
+    }
+}
+
+crate::string_enum! {
+    /// Why someone reveals a masked identifier: each is also the audit row's purpose.
+    pub enum RevealPurpose {
+        /// 诊疗: the patient is being treated here.
+        Treatment = "treatment",
+        /// 转诊: a referral needs it.
+        Referral = "referral",
+        /// 医保结算: an insurance settlement needs the number.
+        InsuranceClaim = "insurance_claim",
+        /// 身份核验: checking who the patient is.
+        IdentityCheck = "identity_check",
+        /// 联系患者: calling the patient.
+        PatientContact = "patient_contact",
+    }
+}
+
+impl RevealPurpose {
+    pub fn audit_purpose(self) -> crate::platform::audit::Purpose {
+        use crate::platform::audit::Purpose;
+        match self {
+            Self::Treatment => Purpose::Treatment,
+            Self::Referral => Purpose::Referral,
+            Self::InsuranceClaim => Purpose::InsuranceClaim,
+            Self::IdentityCheck => Purpose::IdentityCheck,
+            Self::PatientContact => Purpose::PatientContact,
+        }
+    }
+}
+
+/// Reveals per user per hour: enough for a clinic's day of genuine needs, too few to harvest.
+pub const REVEALS_PER_HOUR: u64 = 20;
+
 /// `138****5678`
 pub fn mask_phone(p: &str) -> String {
     if p.len() == 11 {

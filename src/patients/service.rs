@@ -11,8 +11,11 @@ use sea_orm::{
 use serde_json::json;
 use uuid::Uuid;
 
-use super::domain::{Demographics, mask_insurance, mask_phone, phone_tail, record_of, sex_str};
-use super::entity::{duplicate_candidate, person, person_merge, registration};
+use super::domain::{
+    Demographics, IdentifierField, REVEALS_PER_HOUR, RevealPurpose, mask_insurance, mask_phone, phone_tail, record_of,
+    sex_str,
+};
+use super::entity::{duplicate_candidate, identifier_reveal, person, person_merge, registration};
 use super::events;
 use super::matching::{Birth, Comparison, Grade, MatchRecord, MatchWeights, score};
 use super::names::{NameKey, is_initials_query};
@@ -579,6 +582,76 @@ pub async fn get(state: &AppState, ctx: &RequestCtx, id: Uuid) -> AppResult<Pers
     ctx.audit_reads(&mut tx, "patient.read", Purpose::Treatment, [id]);
     tx.commit().await?;
     Ok(v)
+}
+
+/// A revealed identifier and the reveal's record.
+#[derive(Debug, Clone)]
+pub struct Revealed {
+    pub id: Uuid,
+    pub field: IdentifierField,
+    /// `None` when the person has no such identifier on record.
+    pub value: Option<String>,
+}
+
+/// Shows one identifier of a person registered at the caller's institution in full, for a
+/// declared purpose and a written reason: recorded in `identifier_reveals`, audited with that
+/// purpose, and limited to `REVEALS_PER_HOUR` per user. Anyone else gets 404, as for reads.
+pub async fn reveal(
+    state: &AppState,
+    ctx: &RequestCtx,
+    id: Uuid,
+    field: IdentifierField,
+    purpose: RevealPurpose,
+    reason: &str,
+) -> AppResult<Revealed> {
+    ctx.require(Perm::PatientRead)?;
+    let reason = reason.trim();
+    if !(2..=200).contains(&reason.chars().count()) {
+        return Err(AppError::new(codes::REASON_REQUIRED, "give a reason of 2 to 200 characters"));
+    }
+    let key = format!("reveal:{}:{}", ctx.tenant, ctx.user);
+    if state.cache.hit(&key, std::time::Duration::from_secs(3600)).await? > REVEALS_PER_HOUR {
+        return Err(AppError::new(
+            codes::REVEAL_LIMIT_REACHED,
+            format!("at most {REVEALS_PER_HOUR} identifiers may be revealed per hour"),
+        ));
+    }
+    let mut tx = state.db.begin(ctx).await?;
+    let person = resolve_survivor(&tx, find_person_any(&tx, id).await?).await?;
+    if !registered_at(&tx, person.id, ctx.institution).await? {
+        tx.audit(
+            ctx.audit("patient.reveal", "person", purpose.audit_purpose())
+                .resource(id)
+                .subject(id)
+                .outcome(crate::platform::audit::Outcome::Denied),
+        );
+        tx.commit().await?;
+        return Err(AppError::new(codes::PERSON_NOT_FOUND, "no such person registered at your institution"));
+    }
+    let enc = match field {
+        IdentifierField::ResidentId => &person.resident_id_enc,
+        IdentifierField::Phone => &person.phone_enc,
+        IdentifierField::InsuranceNo => &person.insurance_enc,
+    };
+    let value = enc.as_deref().and_then(|e| state.pii.decrypt(e));
+    let row = identifier_reveal::ActiveModel {
+        tenant_id: Set(ctx.tenant),
+        id: Set(Uuid::now_v7()),
+        user_id: Set(ctx.user),
+        institution_id: Set(ctx.institution),
+        person_id: Set(person.id),
+        field: Set(field),
+        purpose: Set(purpose),
+        reason: Set(reason.to_string()),
+        revealed_at: Set(Utc::now()),
+    }
+    .insert(&*tx)
+    .await?;
+    tx.audit(
+        ctx.audit("patient.reveal", "identifier_reveal", purpose.audit_purpose()).resource(row.id).subject(person.id),
+    );
+    tx.commit().await?;
+    Ok(Revealed { id: row.id, field, value })
 }
 
 pub struct SearchInput {

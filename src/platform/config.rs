@@ -65,6 +65,10 @@ pub struct Config {
     pub sweep_interval: Duration,
     pub sweep_grace: Duration,
     pub sweep_window: Duration,
+    /// Bearer token `/metrics` asks for (`CLOUDHIS_METRICS_TOKEN`); unset, `/metrics` is closed.
+    pub metrics_token: Option<Secret>,
+    /// How often an open event stream re-checks its session even without a notice (1 to 30 s).
+    pub stream_recheck: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,6 +183,10 @@ impl Config {
                 sweep_interval: Duration::from_secs(parse_num(&get, "CLOUDHIS_SWEEP_INTERVAL_SECONDS", 60)?.max(1)),
                 sweep_grace: Duration::from_secs(parse_num(&get, "CLOUDHIS_SWEEP_GRACE_SECONDS", 900)?),
                 sweep_window: Duration::from_secs(parse_num(&get, "CLOUDHIS_SWEEP_WINDOW_HOURS", 48)?.max(1) * 3600),
+                metrics_token: metrics_token(&get)?,
+                stream_recheck: Duration::from_secs(
+                    parse_num(&get, "CLOUDHIS_STREAM_RECHECK_SECONDS", 30)?.clamp(1, 30),
+                ),
             },
             warnings,
         })
@@ -217,6 +225,19 @@ fn secrets(
         }
     };
     Ok((secret, pii_key))
+}
+
+/// The scrape token: 32 to 200 visible ASCII characters, so it fits an Authorization header and
+/// cannot be guessed.
+fn metrics_token(get: &impl Fn(&str) -> Option<String>) -> Result<Option<Secret>, ConfigError> {
+    let Some(t) = get("CLOUDHIS_METRICS_TOKEN") else { return Ok(None) };
+    if !(32..=200).contains(&t.len()) || !t.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ConfigError::BadValue {
+            var: "CLOUDHIS_METRICS_TOKEN",
+            reason: "must be 32 to 200 visible ASCII characters".into(),
+        });
+    }
+    Ok(Some(Secret(t.into_bytes())))
 }
 
 /// A comma-separated list of milliseconds, 1 to 10 of them, each 1 ms to a day.

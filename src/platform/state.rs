@@ -22,6 +22,8 @@ pub trait Authorizer: Send + Sync {
     async fn enforcer(&self, tenant: Uuid) -> AppResult<Arc<casbin::Enforcer>>;
     /// Call after changing a tenant's roles: every replica rebuilds on its next request.
     async fn changed(&self, tenant: Uuid);
+    /// Changes after every drop of cached permissions, here or announced by another replica.
+    fn changes(&self) -> tokio::sync::watch::Receiver<u64>;
 }
 
 #[derive(Clone)]

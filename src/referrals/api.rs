@@ -362,6 +362,8 @@ impl ReferralsApi {
                 });
                 std::future::ready(change)
             })
+            // Ends with the session: logout, deactivation, a lost role or expiry.
+            .take_until(crate::identity::service::session_ended(&state, &auth.0, Perm::ReferralRead))
             .boxed();
         Ok(StreamResponse::Ok(EventStream::new(changes).keep_alive(Duration::from_secs(15))))
     }

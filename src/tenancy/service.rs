@@ -130,7 +130,8 @@ pub async fn departments_of(tx: &Tx, institution: Uuid) -> AppResult<Vec<Departm
         .collect())
 }
 
-/// For tenant files: creates the tenant's registry row, or updates its names and settings.
+/// For tenant files: creates the tenant's registry row, or updates its names and settings. On
+/// PostgreSQL the app role may not write `tenants`: `tenant_apply` does, for `tx`'s tenant only.
 pub async fn apply_tenant(
     tx: &Tx,
     code: &str,
@@ -139,6 +140,28 @@ pub async fn apply_tenant(
     settings: &serde_json::Value,
     report: &mut ApplyReport,
 ) -> AppResult<()> {
+    if tx.get_database_backend() == sea_orm::DbBackend::Postgres {
+        let row = tx
+            .query_one_raw(sea_orm::Statement::from_sql_and_values(
+                sea_orm::DbBackend::Postgres,
+                "SELECT tenant_apply($1, $2, $3, $4, $5) AS outcome",
+                [
+                    tx.tenant().into(),
+                    code.into(),
+                    name.into(),
+                    name_en.map(str::to_string).into(),
+                    settings.clone().into(),
+                ],
+            ))
+            .await?
+            .ok_or_else(|| AppError::internal(anyhow::anyhow!("tenant_apply returned nothing")))?;
+        match row.try_get::<String>("", "outcome")?.as_str() {
+            "created" => report.created.push(format!("tenant {code}")),
+            "updated" => report.updated.push(format!("tenant {code}")),
+            _ => report.unchanged += 1,
+        }
+        return Ok(());
+    }
     let now = Utc::now();
     match tenant::Entity::find_by_id(tx.tenant()).one(&**tx).await? {
         None => {

@@ -268,7 +268,28 @@ struct PatientPage {
     l: Locale,
     p: Page,
     person: PersonRow,
+    /// Some identifier is masked for this reader: offer to reveal one with a purpose.
+    masked: bool,
     visits: Vec<VisitRow>,
+    reveal: RevealForm,
+    /// What a reveal showed: the field's label and its value.
+    revealed: Option<(String, String)>,
+    reveal_message: Option<String>,
+    fields: Vec<(&'static str, String)>,
+    purposes: Vec<(&'static str, String)>,
+}
+
+/// The reveal form, as typed (shown again when refused).
+#[derive(Deserialize, Default, Clone)]
+pub struct RevealForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    pub field: String,
+    #[serde(default)]
+    pub purpose: String,
+    #[serde(default)]
+    pub reason: String,
 }
 
 /// One patient: who, and their visits here; start a visit.
@@ -276,26 +297,99 @@ struct PatientPage {
 pub async fn patient(req: &Request, state: Data<&AppState>, id: Path<String>) -> Response {
     let p = signed_in!(req, &state);
     let l = p.l;
+    let out = match Uuid::parse_str(&id.0) {
+        Ok(id) => patient_page(&state, p, id, RevealForm::default(), None, None).await,
+        Err(_) => Err((not_found(), "/app/clinic".to_string())),
+    };
+    finish(l, out)
+}
+
+/// Reveals one masked identifier for a purpose and a reason, and shows the page with it. A
+/// refused form comes back as typed, the problem named.
+#[handler]
+pub async fn reveal_identifier(
+    req: &Request,
+    state: Data<&AppState>,
+    id: Path<String>,
+    form: Form<RevealForm>,
+) -> Response {
+    use crate::patients::domain::{IdentifierField, RevealPurpose};
+    let p = signed_in!(req, &state);
+    let l = p.l;
+    let f = form.0;
     let out = async {
-        let back = || "/app/clinic".to_string();
-        let id = Uuid::parse_str(&id.0).map_err(|_| (not_found(), back()))?;
-        let person = patients::get(&state, &p.ctx, id).await.map_err(|e| (e, back()))?;
-        let encounters =
-            crate::clinical::service::list(&state, &p.ctx, Some(id), None, 20).await.map_err(|e| (e, back()))?;
-        let visits = encounters
-            .iter()
-            .map(|e| VisitRow {
-                id: e.id,
-                time: china(e.opened_at).format("%Y-%m-%d %H:%M").to_string(),
-                patient: person.name.clone(),
-                status: l.t(&format!("visit-{}", e.status)),
-                open: e.status == EncounterStatus::Open,
-            })
-            .collect();
-        Ok(render(StatusCode::OK, &PatientPage { l, person: person_row(l, &person, String::new()), visits, p }))
+        let id = Uuid::parse_str(&id.0).map_err(|_| (not_found(), "/app/clinic".to_string()))?;
+        p.check_csrf(&f.csrf).map_err(|e| (e, format!("/app/clinic/patients/{id}")))?;
+        let (Some(field), Some(purpose)) = (IdentifierField::parse(&f.field), RevealPurpose::parse(&f.purpose)) else {
+            let msg = l.t("reveal-choose");
+            return patient_page(&state, p, id, f, None, Some(msg)).await;
+        };
+        match patients::reveal(&state, &p.ctx, id, field, purpose, &f.reason).await {
+            Ok(r) => {
+                let shown = (l.t(&format!("reveal-field-{field}")), r.value.unwrap_or_else(|| l.t("reveal-none")));
+                patient_page(&state, p, id, RevealForm::default(), Some(shown), None).await
+            }
+            Err(e) if e.is(codes::REASON_REQUIRED) => {
+                patient_page(&state, p, id, f, None, Some(l.t("reveal-reason-required"))).await
+            }
+            Err(e) if e.is(codes::REVEAL_LIMIT_REACHED) => {
+                patient_page(&state, p, id, f, None, Some(l.t("reveal-limit"))).await
+            }
+            Err(e) => Err((e, format!("/app/clinic/patients/{id}"))),
+        }
     }
     .await;
     finish(l, out)
+}
+
+async fn patient_page(
+    state: &AppState,
+    p: Page,
+    id: Uuid,
+    reveal: RevealForm,
+    revealed: Option<(String, String)>,
+    reveal_message: Option<String>,
+) -> Out {
+    let l = p.l;
+    let back = || "/app/clinic".to_string();
+    let person = patients::get(state, &p.ctx, id).await.map_err(|e| (e, back()))?;
+    let encounters =
+        crate::clinical::service::list(state, &p.ctx, Some(id), None, 20).await.map_err(|e| (e, back()))?;
+    let visits = encounters
+        .iter()
+        .map(|e| VisitRow {
+            id: e.id,
+            time: china(e.opened_at).format("%Y-%m-%d %H:%M").to_string(),
+            patient: person.name.clone(),
+            status: l.t(&format!("visit-{}", e.status)),
+            open: e.status == EncounterStatus::Open,
+        })
+        .collect();
+    let masked = [&person.resident_id, &person.phone, &person.insurance_no]
+        .iter()
+        .any(|v| v.as_deref().is_some_and(|v| v.contains('*')));
+    let status = if reveal_message.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
+    let fields = crate::patients::domain::IdentifierField::ALL
+        .iter()
+        .map(|f| (f.as_str(), l.t(&format!("reveal-field-{f}"))))
+        .collect();
+    let purposes = crate::patients::domain::RevealPurpose::ALL
+        .iter()
+        .map(|f| (f.as_str(), l.t(&format!("reveal-purpose-{f}"))))
+        .collect();
+    let page = PatientPage {
+        l,
+        person: person_row(l, &person, String::new()),
+        masked,
+        visits,
+        reveal,
+        revealed,
+        reveal_message,
+        fields,
+        purposes,
+        p,
+    };
+    Ok(render(status, &page))
 }
 
 fn not_found() -> AppError {

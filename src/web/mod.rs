@@ -58,6 +58,7 @@ pub fn routes() -> Route {
         .at("/clinic/search", post(clinic::search))
         .at("/clinic/patients", post(clinic::register))
         .at("/clinic/patients/:id", get(clinic::patient))
+        .at("/clinic/patients/:id/reveal", post(clinic::reveal_identifier))
         .at("/visits", post(clinic::start_visit))
         .at("/visits/:id", get(clinic::visit))
         .at("/visits/:id/:step", post(clinic::visit_step))
@@ -96,7 +97,7 @@ pub async fn once_per_form<E: poem::Endpoint>(ep: E, mut req: Request) -> poem::
         Ok(Start::Run) => {}
         // The same key with another form, or the first still running: do the work as if unkeyed
         // would risk doing it twice, so show the page again instead.
-        Err(_) => return Ok(see_other(&target.rsplit_once('/').map(|(a, _)| a).unwrap_or("/app/").to_string())),
+        Err(_) => return Ok(see_other(target.rsplit_once('/').map(|(a, _)| a).unwrap_or("/app/"))),
     }
     let resp = ep.call(req).await.map(poem::IntoResponse::into_response)?;
     let location = resp.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
@@ -215,7 +216,7 @@ struct LoginPage {
 #[handler]
 async fn login_form(req: &Request, state: Data<&AppState>) -> Response {
     let l = session::locale(req);
-    let csrf = session::random_token();
+    let csrf = session::pre_login_token(&state);
     let mut r = render(
         StatusCode::OK,
         &LoginPage { l, csrf: csrf.clone(), tenant: "demo-county".into(), username: String::new(), error: None },
@@ -240,7 +241,7 @@ struct LoginForm {
 async fn login_submit(req: &Request, state: Data<&AppState>, form: Form<LoginForm>) -> Response {
     let l = session::locale(req);
     let f = form.0;
-    if !session::pre_login_csrf_ok(req, &f.csrf) {
+    if !session::pre_login_csrf_ok(req, &state, &f.csrf) {
         return error_page(l, &AppError::new(codes::CSRF_INVALID, "form expired"), "/app/login");
     }
     let client_ip = req.remote_addr().as_socket_addr().map(|a| a.ip().to_string()).unwrap_or_else(|| "unknown".into());
@@ -275,7 +276,7 @@ async fn login_submit(req: &Request, state: Data<&AppState>, form: Form<LoginFor
                 AppError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
                 _ => StatusCode::UNAUTHORIZED,
             };
-            let csrf = session::random_token();
+            let csrf = session::pre_login_token(&state);
             let mut r = render(
                 status,
                 &LoginPage { l, csrf: csrf.clone(), tenant: f.tenant, username: f.username, error: Some(error) },

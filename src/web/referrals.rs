@@ -153,9 +153,9 @@ pub async fn stream(req: &Request, state: Data<&AppState>) -> Response {
             .event_type("referral")
             .id(ev.id.to_string())
     });
-    // The stream ends with the session; the page reconnects and, logged out, is sent to login.
-    let left = (p.ctx.session_expires - Utc::now().timestamp()).max(0) as u64;
-    let events = events.take_until(tokio::time::sleep(std::time::Duration::from_secs(left)));
+    // The stream ends with the session (logout, deactivation, a lost role, expiry); the page
+    // reconnects and, logged out, is sent to login.
+    let events = events.take_until(crate::identity::service::session_ended(&state, &p.ctx, Perm::ReferralRead));
     SSE::new(events).keep_alive(std::time::Duration::from_secs(15)).into_response()
 }
 

@@ -63,8 +63,33 @@ fn equal(a: &str, b: &str) -> bool {
     subtle::ConstantTimeEq::ct_eq(a.as_bytes(), b.as_bytes()).into()
 }
 
-pub fn pre_login_csrf_ok(req: &Request, submitted: &str) -> bool {
-    cookie(req, CSRF_COOKIE).is_some_and(|c| c.len() == 32 && equal(&c, submitted))
+/// How long a login form may be filled in.
+const PRE_LOGIN_SECS: i64 = 3600;
+
+/// A login form's token, issued by this server: a random nonce and an expiry, signed with the
+/// secret (`<nonce>.<expiry>.<mac>`). It goes in the form and in a cookie; a cookie someone
+/// planted with a value of their own does not carry our signature and is refused.
+pub fn pre_login_token(state: &AppState) -> String {
+    let body = format!("{}.{}", random_token(), chrono::Utc::now().timestamp() + PRE_LOGIN_SECS);
+    format!("{body}.{}", pre_login_mac(state, &body))
+}
+
+fn pre_login_mac(state: &AppState, body: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(&state.config.secret.0).expect("HMAC takes any key length");
+    mac.update(b"cloudhis-login-form:");
+    mac.update(body.as_bytes());
+    hex::encode(&mac.finalize().into_bytes()[..16])
+}
+
+/// The submitted token is the cookie's, and the server issued it, and it has not expired.
+pub fn pre_login_csrf_ok(req: &Request, state: &AppState, submitted: &str) -> bool {
+    let Some(c) = cookie(req, CSRF_COOKIE) else { return false };
+    if !equal(&c, submitted) {
+        return false;
+    }
+    let Some((body, mac)) = c.rsplit_once('.') else { return false };
+    let expires = body.split_once('.').and_then(|(_, e)| e.parse::<i64>().ok());
+    equal(&pre_login_mac(state, body), mac) && expires.is_some_and(|e| e >= chrono::Utc::now().timestamp())
 }
 
 /// The CSRF token of a signed-in session.

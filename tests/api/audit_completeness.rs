@@ -49,6 +49,7 @@ const PHI: &[(&str, &str, &str, &str)] = &[
     ("GET", "/api/v1/patients/{id}", "patient.read", "treatment"),
     ("POST", "/api/v1/patients/{id}/allergies", "allergy.write", "treatment"),
     ("POST", "/api/v1/patients/{id}/break-glass", "patient.break_glass", "break_glass"),
+    ("POST", "/api/v1/patients/{id}/reveal", "patient.reveal", "identity_check"),
     ("GET", "/api/v1/patients/{id}/summary", "patient.summary", "treatment"),
     ("POST", "/api/v1/payments/{id}/refunds", "billing.refund", "treatment"),
     ("GET", "/api/v1/prescriptions/{id}", "prescription.read", "treatment"),
@@ -94,6 +95,8 @@ const NOT_PHI: &[(&str, &str, &str)] = &[
     ("DELETE", "/api/v1/institutions/{id}/staff/{user_id}/roles/{role}", "staff roles (audited as administration)"),
     ("PUT", "/api/v1/institutions/{id}/staff/{user_id}/roles/{role}", "staff roles (audited as administration)"),
     ("GET", "/api/v1/pharmacy/drugs", "the formulary"),
+    ("POST", "/api/v1/users/{id}/deactivate", "staff, not patients (audited as administration)"),
+    ("POST", "/api/v1/users/{id}/reactivate", "staff, not patients (audited as administration)"),
     ("GET", "/api/v1/pharmacy/stock", "stock batches"),
     ("POST", "/api/v1/pharmacy/stock/adjustments", "stock (audited as administration)"),
     ("POST", "/api/v1/pharmacy/stock/receipts", "stock (audited as administration)"),
@@ -354,6 +357,15 @@ async fn every_operation_on_patient_data_writes_an_audit_row_with_its_subject_an
         "/api/v1/patients/{id}/break-glass",
         &format!("/api/v1/patients/{p}/break-glass"),
         Some(json!({"reason": "急诊昏迷，需查看既往用药与过敏史"})),
+        &p,
+    )
+    .await;
+    d.call(
+        &doc,
+        post.clone(),
+        "/api/v1/patients/{id}/reveal",
+        &format!("/api/v1/patients/{p}/reveal"),
+        Some(json!({"field": "resident_id", "purpose": "identity_check", "reason": "核对身份证"})),
         &p,
     )
     .await;

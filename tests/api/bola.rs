@@ -36,6 +36,8 @@ const ALLOWED: &[(&str, &str, &str, &str)] = &[
         "the tenant admin administers every institution's staff",
     ),
     ("GET", "/api/v1/users/{id}", "admin", "the tenant admin administers every institution's staff"),
+    ("POST", "/api/v1/users/{id}/deactivate", "admin", "the tenant admin administers every institution's staff"),
+    ("POST", "/api/v1/users/{id}/reactivate", "admin", "the tenant admin administers every institution's staff"),
     (
         "GET",
         "/api/v1/accounts/patients/{id}/statement",

@@ -181,7 +181,7 @@ async fn an_event_whose_consumer_always_fails_becomes_a_dead_letter_and_redrive_
     assert_eq!(count(&app, "SELECT count(*) FROM referral_notifications").await, 0);
 
     // Visible: /metrics per consumer, /readyz degraded, and the CLI's list.
-    let metrics = app.client.get(format!("{}/metrics", app.base)).send().await.unwrap().text().await.unwrap();
+    let metrics = app.request(reqwest::Method::GET, "/metrics", Some(crate::helpers::METRICS_TOKEN), None).await.text;
     assert!(metrics.contains("cloudhis_dead_letters{consumer=\"referral_notifications\"} 1"), "{metrics}");
     let ready: Value = app.client.get(format!("{}/readyz", app.base)).send().await.unwrap().json().await.unwrap();
     assert_eq!((ready["status"].as_str(), ready["dead_letters"].as_i64()), (Some("degraded"), Some(1)));

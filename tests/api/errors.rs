@@ -174,6 +174,7 @@ pub fn valid_body_json(template: &str) -> serde_json::Value {
         "/api/v1/encounters/{id}/charges" => json!({"fee_items": [{"code": "consultation"}]}),
         "/api/v1/patients/{id}/allergies" => json!({"allergen": "penicillin"}),
         "/api/v1/patients/{id}/break-glass" => json!({"reason": "急诊昏迷，需查看既往用药与过敏史"}),
+        "/api/v1/patients/{id}/reveal" => json!({"field": "phone", "purpose": "patient_contact", "reason": "电话随访"}),
         "/api/v1/bills/{id}/payments" => json!({"method": "cash", "amount_fen": 1}),
         "/api/v1/payments/{id}/refunds" => json!({"amount_fen": 1, "reason": "测试"}),
         "/api/v1/referrals/{id}/reject" | "/api/v1/referrals/{id}/complete" | "/api/v1/referrals/{id}/cancel" => {

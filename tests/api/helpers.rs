@@ -22,6 +22,9 @@ pub enum Backend {
     Postgres,
 }
 
+/// The bearer token the test apps' `/metrics` asks for.
+pub const METRICS_TOKEN: &str = "test-metrics-token-0123456789abcdef";
+
 pub fn backend() -> Backend {
     match std::env::var("CLOUDHIS_TEST_BACKEND").as_deref() {
         Ok("postgres") => Backend::Postgres,
@@ -72,10 +75,12 @@ impl Drop for TestApp {
 async fn delete_amqp_objects(url: &str, prefix: &str) {
     let Ok(conn) = lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await else { return };
     if let Ok(ch) = conn.create_channel().await {
-        for h in cloudhis::startup::handlers() {
-            for q in [format!("{prefix}.{}", h.name()), format!("{prefix}.{}.dead", h.name())] {
-                let _ = ch.queue_delete(q.as_str().into(), lapin::options::QueueDeleteOptions::default()).await;
-            }
+        // Ten retry queues covers any CLOUDHIS_RETRY_DELAYS_MS (at most ten delays); deleting one
+        // that is not there is a no-op for RabbitMQ.
+        let delays = vec![std::time::Duration::from_secs(1); 10];
+        let topology = cloudhis::platform::consumers::Topology::of(prefix, &cloudhis::startup::handlers(), delays);
+        for q in topology.queues() {
+            let _ = ch.queue_delete(q.as_str().into(), lapin::options::QueueDeleteOptions::default()).await;
         }
         for x in [format!("{prefix}.events"), format!("{prefix}.dead")] {
             let _ = ch.exchange_delete(x.as_str().into(), lapin::options::ExchangeDeleteOptions::default()).await;
@@ -136,6 +141,7 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
     env.insert("CLOUDHIS_DATA_DIR".into(), dir.path().join("data").display().to_string());
     env.insert("CLOUDHIS_SECRET".into(), "test-secret-test-secret-test-secret-0123".into());
     env.insert("CLOUDHIS_BIND".into(), "127.0.0.1:0".into());
+    env.insert("CLOUDHIS_METRICS_TOKEN".into(), METRICS_TOKEN.into());
     env.insert("CLOUDHIS_LOG_FORMAT".into(), "json".into());
     match backend {
         Backend::Sqlite => {

@@ -148,7 +148,9 @@ pub fn fill(template: &str, ids: &Ids) -> Option<String> {
             .replace("{id}", &ids.institution.to_string())
             .replace("{user_id}", &ids.user.to_string())
             .replace("{role}", "village_doctor"),
-        "/api/v1/users/{id}" => template.replace("{id}", &ids.user.to_string()),
+        "/api/v1/users/{id}" | "/api/v1/users/{id}/deactivate" | "/api/v1/users/{id}/reactivate" => {
+            template.replace("{id}", &ids.user.to_string())
+        }
         "/api/v1/patients/{id}" => template.replace("{id}", &ids.person.to_string()),
         "/api/v1/patients/merges/{id}/undo" => template.replace("{id}", &ids.merge.to_string()),
         "/api/v1/patients/duplicates/{id}/merge" | "/api/v1/patients/duplicates/{id}/dismiss" => {
@@ -156,6 +158,7 @@ pub fn fill(template: &str, ids: &Ids) -> Option<String> {
         }
         "/api/v1/patients/{id}/summary"
         | "/api/v1/patients/{id}/break-glass"
+        | "/api/v1/patients/{id}/reveal"
         | "/api/v1/patients/{id}/allergies"
         | "/api/v1/accounts/patients/{id}/statement" => template.replace("{id}", &ids.visit.as_ref()?.person),
         t if t.starts_with("/api/v1/encounters/{id}") => t.replace("{id}", &ids.visit.as_ref()?.encounter),

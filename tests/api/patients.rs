@@ -502,3 +502,103 @@ async fn the_review_queue_can_merge_or_dismiss_a_pair() {
     let doctor = app.login("village.doctor").await;
     assert_eq!(app.get("/api/v1/patients/duplicates", &doctor.token).await.status, 403);
 }
+
+/// A cashier at another institution links a registration to an existing person: the answer and
+/// later reads show the identifiers masked. Revealing one takes a purpose and a reason, leaves a
+/// reveal record and an audit row with that purpose, and is limited per user and hour.
+#[tokio::test]
+async fn linking_returns_masked_identifiers_and_revealing_one_needs_a_reason_and_is_audited() {
+    let app = spawn_app().await;
+    app.load_demo().await;
+    let village = app.login("village.doctor").await;
+    let id = rid("130999", "19650302", 131);
+    let details = json!({"name": "孙建华", "sex": "male", "birth_date": "1965-03-02"});
+    let mut first = details.clone();
+    first["resident_id"] = json!(id);
+    first["phone"] = json!("13911112222");
+    first["insurance_no"] = json!("987654321098");
+    let r = register(&app, &village, first).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let person = r.body["person"]["id"].as_str().unwrap().to_string();
+
+    let cashier = app.login("county.cashier").await;
+    let mut link = details.clone();
+    link["link_to"] = json!(person);
+    let linked = register(&app, &cashier, link).await;
+    assert_eq!(linked.status, 200, "{}", linked.text);
+    assert_eq!(linked.body["person"]["id"], person.as_str());
+    let masked_id = format!("{}********{}", &id[..6], &id[14..]);
+    for shown in [&linked.body["person"], &app.get(&format!("/api/v1/patients/{person}"), &cashier.token).await.body] {
+        assert_eq!(shown["resident_id"], masked_id.as_str(), "{shown}");
+        assert_eq!(shown["phone"], "139****2222", "{shown}");
+        assert_eq!(shown["insurance_no"], "98********98", "{shown}");
+    }
+    assert!(!linked.text.contains(&id) && !linked.text.contains("13911112222"), "nothing in clear: {}", linked.text);
+
+    // A reveal without a reason, or with an unknown purpose, is refused and records nothing.
+    let reveal_path = format!("/api/v1/patients/{person}/reveal");
+    let reveal = |body: serde_json::Value| app.post(&reveal_path, &cashier.token, body);
+    let r = reveal(json!({"field": "resident_id", "purpose": "insurance_claim", "reason": "   "})).await;
+    assert_eq!((r.status.as_u16(), r.code()), (422, "reason_required"), "{}", r.text);
+    let r = reveal(json!({"field": "resident_id", "purpose": "insurance_claim"})).await;
+    assert!(r.status.is_client_error(), "a reason is required: {}", r.text);
+    let r = reveal(json!({"field": "resident_id", "reason": "医保结算核对"})).await;
+    assert!(r.status.is_client_error(), "a purpose is required: {}", r.text);
+    let r = reveal(json!({"field": "resident_id", "purpose": "curiosity", "reason": "医保结算核对"})).await;
+    assert!(r.status.is_client_error(), "only the listed purposes: {}", r.text);
+    assert_eq!(reveals(&app).await, 0, "refusals reveal nothing and record nothing");
+
+    // With a purpose and a reason: the full value, a reveal record and an audit row with that purpose.
+    let r = reveal(json!({"field": "resident_id", "purpose": "insurance_claim", "reason": "医保结算核对"})).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["value"], id.as_str());
+    assert_eq!(r.body["field"], "resident_id");
+    let request_id = r.headers["x-request-id"].to_str().unwrap().to_string();
+    let rows = crate::audit::rows_of_request_id(&app, &request_id).await;
+    assert!(
+        rows.iter().any(|a| a.action == "patient.reveal"
+            && a.purpose == "insurance_claim"
+            && a.outcome == "success"
+            && a.actor_user_id == Some(cashier.user_id)
+            && a.subject_person_id == Some(person.parse().unwrap())
+            && a.resource_id.as_deref() == r.body["reveal_id"].as_str()),
+        "{rows:?}"
+    );
+    assert_eq!(reveals(&app).await, 1);
+    let r = reveal(json!({"field": "phone", "purpose": "patient_contact", "reason": "电话通知取药"})).await;
+    assert_eq!((r.status.as_u16(), r.body["value"].as_str()), (200, Some("13911112222")), "{}", r.text);
+
+    // A person not registered at the caller's institution cannot be revealed: 404, and the attempt is audited.
+    let township = app.login("township.admin").await;
+    let r = app
+        .post(
+            &format!("/api/v1/patients/{person}/reveal"),
+            &township.token,
+            json!({"field": "phone", "purpose": "patient_contact", "reason": "电话通知"}),
+        )
+        .await;
+    assert_eq!((r.status.as_u16(), r.code()), (404, "person_not_found"), "{}", r.text);
+
+    // At most 20 reveals per user and hour: the 21st is refused.
+    for n in 3..=20 {
+        let r = reveal(json!({"field": "insurance_no", "purpose": "insurance_claim", "reason": "医保结算"})).await;
+        assert_eq!(r.status, 200, "reveal {n}: {}", r.text);
+    }
+    let r = reveal(json!({"field": "insurance_no", "purpose": "insurance_claim", "reason": "医保结算"})).await;
+    assert_eq!((r.status.as_u16(), r.code()), (429, "reveal_limit_reached"), "{}", r.text);
+    assert_eq!(reveals(&app).await, 20, "the refused reveal recorded nothing");
+}
+
+async fn reveals(app: &TestApp) -> i64 {
+    let owner = app.owner_connection().await;
+    owner
+        .query_one_raw(Statement::from_string(
+            owner.get_database_backend(),
+            "SELECT count(*) AS n FROM identifier_reveals".to_string(),
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<i64>("", "n")
+        .unwrap()
+}

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 use serde_json::Value;
 
-use crate::helpers::{Backend, PASSWORD, spawn_app};
+use crate::helpers::{Backend, METRICS_TOKEN, PASSWORD, spawn_app};
 
 #[tokio::test]
 async fn health_and_readiness_report_every_backend() {
@@ -32,7 +32,14 @@ async fn metrics_count_requests_by_operation_and_status() {
     let s = app.login("admin").await;
     app.get("/api/v1/institutions", &s.token).await;
     app.get("/api/v1/institutions", "bad-token").await;
-    let m = app.request(Method::GET, "/metrics", None, None).await;
+    // Closed without the scrape token, and to a user's session token.
+    for token in [None, Some(s.token.as_str()), Some("test-metrics-token-0123456789abcdeX")] {
+        let refused = app.request(Method::GET, "/metrics", token, None).await;
+        assert_eq!(refused.status, 401, "{token:?}");
+        assert_eq!(refused.body["code"], "unauthenticated");
+        assert!(!refused.text.contains("cloudhis_http_requests_total"));
+    }
+    let m = app.request(Method::GET, "/metrics", Some(METRICS_TOKEN), None).await;
     assert_eq!(m.status, 200);
     assert!(
         m.text.contains(r#"cloudhis_http_requests_total{method="GET",route="institutions_list",status="200"} 1"#),
@@ -58,6 +65,11 @@ async fn openapi_document_is_served_matches_the_snapshot_and_docs_render() {
     let docs = app.request(Method::GET, "/api/docs/", None, None).await;
     assert_eq!(docs.status, 200);
     assert!(docs.text.to_lowercase().contains("swagger"));
+    // The same page headers as the app's pages: inline scripts only by their hash, no framing.
+    let csp = docs.headers["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("frame-ancestors 'none'") && csp.contains("default-src 'none'"), "{csp}");
+    assert!(csp.contains("script-src 'sha256-") && !csp.contains("script-src 'unsafe-inline'"), "{csp}");
+    assert_eq!(docs.headers["x-frame-options"], "DENY");
 
     // The committed snapshot makes every API change a visible diff.
     let snapshot_path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/openapi.json");

@@ -160,3 +160,85 @@ async fn every_tenant_table_can_be_distributed_by_tenant_id() {
     .await;
     assert!(bad_fk.is_empty(), "foreign keys between tenant tables without tenant_id: {bad_fk:?}");
 }
+
+/// Least privilege: as the app role, with its own tenant set (the strongest position a bug or an
+/// injection in the app could reach), every direct write to `tenants` and `audit_heads` and every
+/// rewrite of `audit_log` is refused with `insufficient_privilege`, and the functions that replace
+/// them refuse another tenant and a rewound head.
+#[tokio::test]
+#[ignore = "needs PostgreSQL (CLOUDHIS_TEST_BACKEND=postgres; .ci/run runs it)"]
+async fn the_app_role_cannot_rewrite_tenants_or_the_audit_chain() {
+    let app = spawn_app().await;
+    crate::helpers::require_postgres();
+    app.load_demo().await;
+    let other = app.load_other_tenant("other-county").await;
+    let admin = app.login("admin").await;
+    // Some audited work, so the chain has rows and a head.
+    assert_eq!(app.get("/api/v1/audit/events", &admin.token).await.status, 200);
+    let mine = admin.tenant_id;
+    let db = app.state.db.raw();
+    let role = count_text(db, "SELECT current_user").await;
+    assert_eq!(role, "cloudhis_app", "the app's pool runs as the app role");
+
+    let forbidden = [
+        format!("UPDATE tenants SET settings = '{{}}'::jsonb WHERE id = '{mine}'"),
+        format!("UPDATE tenants SET name = 'x' WHERE id = '{other}'"),
+        format!("DELETE FROM tenants WHERE id = '{mine}'"),
+        format!(
+            "INSERT INTO tenants (id, code, name, name_en, settings, created_at, updated_at)
+             VALUES ('{}', 'forged', 'x', 'x', '{{}}'::jsonb, now(), now())",
+            uuid::Uuid::now_v7()
+        ),
+        "TRUNCATE tenants CASCADE".to_string(),
+        format!("UPDATE audit_heads SET seq = 0, hash = repeat('0', 64) WHERE tenant_id = '{mine}'"),
+        format!("DELETE FROM audit_heads WHERE tenant_id = '{mine}'"),
+        format!(
+            "INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ('{}', 0, repeat('0', 64))",
+            uuid::Uuid::now_v7()
+        ),
+        format!("UPDATE audit_log SET action = 'x' WHERE tenant_id = '{mine}'"),
+        format!("DELETE FROM audit_log WHERE tenant_id = '{mine}'"),
+        "TRUNCATE audit_log".to_string(),
+        format!("SELECT audit_head_lock('{other}')"),
+        format!("SELECT audit_head_advance('{mine}', 0, repeat('0', 64))"),
+        format!("SELECT audit_head_advance('{other}', 1000000, repeat('0', 64))"),
+        format!("SELECT tenant_apply('{other}', 'other-county', 'x', 'x', '{{}}'::jsonb)"),
+        format!("SELECT tenant_apply('{mine}', 'renamed', 'x', 'x', '{{}}'::jsonb)"),
+    ];
+    for sql in &forbidden {
+        let tx = db.begin().await.unwrap();
+        tx.execute_unprepared(&format!("SELECT set_config('cloudhis.tenant_id', '{mine}', true)")).await.unwrap();
+        let err = tx.execute_unprepared(sql).await.expect_err(sql);
+        assert!(
+            err.to_string().contains("permission denied")
+                || err.to_string().contains("42501")
+                || err.to_string().contains("moves only forward")
+                || err.to_string().contains("another tenant")
+                || err.to_string().contains("scoped to it")
+                || err.to_string().contains("keeps its code"),
+            "{sql}: {err}"
+        );
+        tx.rollback().await.unwrap();
+    }
+    // What the app does need still works: reading, and the functions on its own tenant.
+    let tx = db.begin().await.unwrap();
+    tx.execute_unprepared(&format!("SELECT set_config('cloudhis.tenant_id', '{mine}', true)")).await.unwrap();
+    assert_eq!(count(&tx, "SELECT count(*) FROM tenants").await, 2);
+    assert_eq!(count(&tx, &format!("SELECT count(*) FROM audit_heads WHERE tenant_id = '{mine}'")).await, 1);
+    tx.rollback().await.unwrap();
+    // And the chain the forbidden statements tried to rewrite still verifies.
+    let out = app.cli(&["audit", "verify"]);
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    // A tenant file still applies, through the function.
+    let out = app.cli(&["tenants", "apply", cloudhis::cli::DEMO_TENANT_PATH]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+async fn count_text(conn: &impl ConnectionTrait, sql: &str) -> String {
+    conn.query_one_raw(Statement::from_string(DbBackend::Postgres, sql))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get_by_index::<String>(0)
+        .unwrap()
+}

@@ -520,3 +520,82 @@ async fn fifty_concurrent_dispenses_of_the_last_ten_units_leave_exactly_zero() {
     assert_eq!(q["quantity"], 0);
     assert_eq!(outbox(&app, "pharmacy.dispensed").await.len(), 10, "one event per successful dispense");
 }
+
+/// A dispense and a full refund of the same paid prescription, sent together fifty times: one of
+/// the two wins each time, never both (a refunded prescription is never dispensed, and dispensed
+/// drugs are never refunded). SQLite serializes writers, so the race exists on PostgreSQL only.
+#[tokio::test]
+#[ignore = "needs PostgreSQL (CLOUDHIS_TEST_BACKEND=postgres; .ci/run runs it)"]
+async fn fifty_concurrent_dispense_and_refund_pairs_never_leave_a_refunded_prescription_dispensed() {
+    let app = spawn_app().await;
+    crate::helpers::require_postgres();
+    app.load_demo().await;
+    let doc = app.login("village.doctor").await;
+    let reg = app
+        .post("/api/v1/patients", &doc.token, json!({"name": "并发退费", "sex": "female", "birth_date": "1962-03-01"}))
+        .await;
+    let person = reg.body["person"]["id"].as_str().unwrap().to_string();
+    let mut pairs = Vec::new();
+    for _ in 0..50 {
+        let e = app.post("/api/v1/encounters", &doc.token, json!({"person_id": person})).await.body["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let p = app
+            .post(
+                &format!("/api/v1/encounters/{e}/prescriptions"),
+                &doc.token,
+                json!({"lines": [{"drug_code": "amlodipine-5mg", "dose": 5, "dose_unit": "mg", "frequency": "qd", "days": 1, "quantity": 1}]}),
+            )
+            .await;
+        assert_eq!(p.status, 201, "{}", p.text);
+        let bill = app.post(&format!("/api/v1/encounters/{e}/charges"), &doc.token, json!({})).await;
+        let owed = bill.body["owed_fen"].as_i64().unwrap();
+        assert!(owed > 0, "{}", bill.text);
+        let pay = app
+            .post(
+                &format!("/api/v1/bills/{}/payments", bill.body["id"].as_str().unwrap()),
+                &doc.token,
+                json!({"method": "cash", "amount_fen": owed}),
+            )
+            .await;
+        assert_eq!(pay.status, 201, "{}", pay.text);
+        pairs.push((p.body["id"].as_str().unwrap().to_string(), pay.body["id"].as_str().unwrap().to_string(), owed));
+    }
+    let requests = pairs.iter().flat_map(|(prescription, payment, owed)| {
+        let dispense = (format!("/api/v1/prescriptions/{prescription}/dispense"), json!({}));
+        let refund =
+            (format!("/api/v1/payments/{payment}/refunds"), json!({"amount_fen": owed, "reason": "患者要求退费"}));
+        [dispense, refund]
+    });
+    let results = futures::future::join_all(requests.map(|(path, body)| {
+        let token = doc.token.clone();
+        let app = &app;
+        async move { app.post(&path, &token, body).await }
+    }))
+    .await;
+    let owner = app.owner_connection().await;
+    let backend = owner.get_database_backend();
+    for (i, (prescription, payment, _)) in pairs.iter().enumerate() {
+        let (dispense, refund) = (&results[2 * i], &results[2 * i + 1]);
+        let outcome = (dispense.status.as_u16(), dispense.code(), refund.status.as_u16(), refund.code());
+        assert!(
+            matches!(outcome, (200, _, 422, "refund_exceeds_undispensed") | (409, "not_paid", 201, _)),
+            "pair {i}: exactly one wins, the other is refused with its reason: {outcome:?}"
+        );
+        let row = Value::find_by_statement(Statement::from_string(
+            backend,
+            format!(
+                "SELECT p.status, pay.refunded_fen FROM prescriptions p, payments pay \
+                 WHERE p.id = '{prescription}' AND pay.id = '{payment}'"
+            ),
+        ))
+        .one(&owner)
+        .await
+        .unwrap()
+        .unwrap();
+        let dispensed = row["status"] == "dispensed";
+        let refunded = row["refunded_fen"].as_i64().unwrap() > 0;
+        assert!(dispensed != refunded, "pair {i}: dispensed {dispensed}, refunded {refunded}");
+    }
+}

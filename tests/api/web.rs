@@ -10,21 +10,21 @@ use crate::helpers::{TestApp, spawn_app};
 use crate::statistics::{caught_up, world};
 
 /// A browser: keeps cookies, does not follow redirects (the tests look at each one).
-struct Browser<'a> {
+pub(crate) struct Browser<'a> {
     app: &'a TestApp,
-    client: reqwest::Client,
+    pub(crate) client: reqwest::Client,
     jar: std::sync::Arc<reqwest::cookie::Jar>,
 }
 
-struct Page {
-    status: StatusCode,
-    location: Option<String>,
+pub(crate) struct Page {
+    pub(crate) status: StatusCode,
+    pub(crate) location: Option<String>,
     headers: reqwest::header::HeaderMap,
-    text: String,
+    pub(crate) text: String,
 }
 
 impl<'a> Browser<'a> {
-    fn new(app: &'a TestApp) -> Self {
+    pub(crate) fn new(app: &'a TestApp) -> Self {
         let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
         let client = reqwest::Client::builder().cookie_provider(jar.clone()).redirect(Policy::none()).build().unwrap();
         Self { app, client, jar }
@@ -45,15 +45,15 @@ impl<'a> Browser<'a> {
         Page { status, location, headers, text }
     }
 
-    async fn get(&self, path: &str) -> Page {
+    pub(crate) async fn get(&self, path: &str) -> Page {
         Self::page(self.client.get(format!("{}{}", self.app.base, path)).send().await.unwrap()).await
     }
 
-    async fn post(&self, path: &str, form: &[(&str, &str)]) -> Page {
+    pub(crate) async fn post(&self, path: &str, form: &[(&str, &str)]) -> Page {
         Self::page(self.client.post(format!("{}{}", self.app.base, path)).form(form).send().await.unwrap()).await
     }
 
-    async fn login(&self, user: &str) -> Page {
+    pub(crate) async fn login(&self, user: &str) -> Page {
         let form = self.get("/app/login").await;
         let csrf = csrf(&form.text);
         self.post(
@@ -64,9 +64,9 @@ impl<'a> Browser<'a> {
     }
 }
 
-fn csrf(html: &str) -> String {
+pub(crate) fn csrf(html: &str) -> String {
     let at = html.find("name=\"csrf\" value=\"").expect("a form with a CSRF token") + 19;
-    html[at..at + 32].to_string()
+    html[at..].split('"').next().unwrap().to_string()
 }
 
 fn han(s: &str) -> bool {
@@ -753,4 +753,45 @@ async fn a_form_sent_twice_starts_one_visit_and_answers_the_same_redirect() {
     let page = b.get(&person_page).await;
     let again = [("csrf", token.as_str()), ("idem", &idem(&page.text)), ("person_id", person)];
     assert_ne!(again[1].1, key);
+}
+
+#[tokio::test]
+async fn a_planted_login_token_is_refused_and_the_servers_own_is_taken() {
+    let app = spawn_app().await;
+    app.load_demo().await;
+    // An attacker plants a cookie of their own and posts the same value with their account.
+    let planted = "0123456789abcdef0123456789abcdef";
+    let client = reqwest::Client::builder().redirect(Policy::none()).build().unwrap();
+    let r = client
+        .post(format!("{}/app/login", app.base))
+        .header("cookie", format!("cloudhis_csrf={planted}"))
+        .form(&[
+            ("csrf", planted),
+            ("tenant", "demo-county"),
+            ("username", "village.doctor"),
+            ("password", "Demo@2026"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert!(r.headers().get_all("set-cookie").iter().all(|c| !c.to_str().unwrap().starts_with("cloudhis_session=")));
+    // A forged token of the server's shape, without its signature, fares no better.
+    let forged = format!("{planted}.{}.{}", chrono::Utc::now().timestamp() + 600, "00".repeat(16));
+    let r = client
+        .post(format!("{}/app/login", app.base))
+        .header("cookie", format!("cloudhis_csrf={forged}"))
+        .form(&[
+            ("csrf", forged.as_str()),
+            ("tenant", "demo-county"),
+            ("username", "village.doctor"),
+            ("password", "Demo@2026"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    // The token the login page issued works.
+    let b = Browser::new(&app);
+    assert_eq!(b.login("village.doctor").await.status, StatusCode::SEE_OTHER);
 }

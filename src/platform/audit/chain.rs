@@ -54,27 +54,47 @@ pub async fn append(conn: &DatabaseTransaction, tenant: Uuid, entries: Vec<Audit
     while rows.peek().is_some() {
         audit_log::Entity::insert_many(rows.by_ref().take(CHUNK)).exec(conn).await?;
     }
+    move_head(conn, tenant, seq, prev).await
+}
+
+/// Sets the head to the last appended row. On PostgreSQL the app role may not write
+/// `audit_heads`: `audit_head_advance` moves it, forward only, to a row that exists.
+async fn move_head(conn: &DatabaseTransaction, tenant: Uuid, seq: i64, hash: String) -> AppResult<()> {
+    if conn.get_database_backend() == DbBackend::Postgres {
+        conn.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT audit_head_advance($1, $2, $3)",
+            [tenant.into(), seq.into(), hash.into()],
+        ))
+        .await?;
+        return Ok(());
+    }
     audit_head::Entity::update_many()
         .col_expr(audit_head::Column::Seq, seq.into())
-        .col_expr(audit_head::Column::Hash, prev.into())
+        .col_expr(audit_head::Column::Hash, hash.into())
         .filter(audit_head::Column::TenantId.eq(tenant))
         .exec(conn)
         .await?;
     Ok(())
 }
 
+/// The tenant's head, created at genesis on first use and locked for the rest of the
+/// transaction (on PostgreSQL through `audit_head_lock`; SQLite's writers are serialized).
 async fn lock_head(conn: &DatabaseTransaction, tenant: Uuid) -> AppResult<(i64, String)> {
     let backend = conn.get_database_backend();
-    let (select, insert) = match backend {
-        DbBackend::Postgres => (
-            "SELECT seq, hash FROM audit_heads WHERE tenant_id = $1 FOR UPDATE",
-            "INSERT INTO audit_heads (tenant_id, seq, hash) VALUES ($1, 0, $2) ON CONFLICT (tenant_id) DO NOTHING",
-        ),
-        _ => (
-            "SELECT seq, hash FROM audit_heads WHERE tenant_id = ?",
-            "INSERT INTO audit_heads (tenant_id, seq, hash) VALUES (?, 0, ?) ON CONFLICT (tenant_id) DO NOTHING",
-        ),
-    };
+    if backend == DbBackend::Postgres {
+        let row = conn
+            .query_one_raw(Statement::from_sql_and_values(
+                backend,
+                "SELECT seq, hash FROM audit_head_lock($1)",
+                [tenant.into()],
+            ))
+            .await?
+            .ok_or_else(|| crate::platform::AppError::internal(anyhow::anyhow!("audit head could not be locked")))?;
+        return Ok((row.try_get("", "seq")?, row.try_get("", "hash")?));
+    }
+    let select = "SELECT seq, hash FROM audit_heads WHERE tenant_id = ?";
+    let insert = "INSERT INTO audit_heads (tenant_id, seq, hash) VALUES (?, 0, ?) ON CONFLICT (tenant_id) DO NOTHING";
     for _ in 0..2 {
         let row = conn.query_one_raw(Statement::from_sql_and_values(backend, select, [tenant.into()])).await?;
         if let Some(row) = row {

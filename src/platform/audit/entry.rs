@@ -11,6 +11,9 @@ pub enum Purpose {
     Administration,
     Authentication,
     Statistics,
+    InsuranceClaim,
+    IdentityCheck,
+    PatientContact,
 }
 
 impl Purpose {
@@ -22,6 +25,9 @@ impl Purpose {
             Self::Administration => "administration",
             Self::Authentication => "authentication",
             Self::Statistics => "statistics",
+            Self::InsuranceClaim => "insurance_claim",
+            Self::IdentityCheck => "identity_check",
+            Self::PatientContact => "patient_contact",
         }
     }
 }
