@@ -334,7 +334,7 @@ fn docs_page(html: &str) -> impl poem::Endpoint<Output = poem::Response> + 'stat
     while let Some(open) = rest.find("<script") {
         let Some(body) = rest[open..].find('>').map(|end| &rest[open + end + 1..]) else { break };
         let Some(close) = body.find("</script>") else { break };
-        let digest = sha2::Sha256::digest(body[..close].as_bytes());
+        let digest = sha2::Sha256::digest(&body.as_bytes()[..close]);
         hashes += &format!(" 'sha256-{}'", base64::engine::general_purpose::STANDARD.encode(digest));
         rest = &body[close + "</script>".len()..];
     }
