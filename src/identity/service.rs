@@ -380,6 +380,32 @@ pub fn session_ended(state: &AppState, ctx: &RequestCtx, perm: Perm) -> impl Fut
     }
 }
 
+/// An event stream that lives only as long as its session: each item passes only after the
+/// session is checked again (so an event that follows a logout, a deactivation or a lost role
+/// never reaches the reader, however fast it travels), and the stream ends when a check fails or
+/// `session_ended` resolves (so a quiet stream closes too).
+pub fn while_session_holds<S>(
+    state: &AppState,
+    ctx: &RequestCtx,
+    perm: Perm,
+    events: S,
+) -> impl futures::Stream<Item = S::Item> + Send + 'static
+where
+    S: futures::Stream + Send + 'static,
+    S::Item: Send + 'static,
+{
+    use futures::StreamExt;
+    let (st, c) = (state.clone(), ctx.clone());
+    events
+        .then(move |item| {
+            let (st, c) = (st.clone(), c.clone());
+            async move { session_holds(&st, &c, perm).await.then_some(item) }
+        })
+        .take_while(|item| std::future::ready(item.is_some()))
+        .filter_map(std::future::ready)
+        .take_until(session_ended(state, ctx, perm))
+}
+
 /// The next notice; `None` when some were missed (check anyway). A closed channel waits forever.
 async fn recv_notice(rx: &mut Option<tokio::sync::broadcast::Receiver<Notice>>) -> Option<Notice> {
     let Some(r) = rx else { return std::future::pending().await };

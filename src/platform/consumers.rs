@@ -217,7 +217,7 @@ pub async fn dispatch_local(db: &Db, handlers: &[Arc<dyn Handler>], event: &Enve
         if h.events().contains(&event.event_type.as_str())
             && let Err(e) = apply(db, h.as_ref(), event).await
         {
-            tracing::warn!(consumer = h.name(), event.id = %event.id, error = %e, "consumer failed");
+            tracing::warn!(consumer = h.name(), event.id = %event.id, error = %e.reason(), "consumer failed");
             failed.push(Failure { consumer: h.name(), error: e.reason(), permanent: is_permanent(&e) });
         }
     }

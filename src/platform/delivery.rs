@@ -104,7 +104,7 @@ pub async fn redrive(
                 mark_redriven(db, &letter).await?;
             }
             Err(e) => {
-                tracing::warn!(consumer = %letter.consumer, event.id = %letter.event_id, error = %e, "redrive failed");
+                tracing::warn!(consumer = %letter.consumer, event.id = %letter.event_id, error = %e.reason(), "redrive failed");
                 report.failed += 1;
             }
         }
@@ -161,7 +161,7 @@ pub async fn sweep(
                 }
                 Ok(Applied::Already) => {}
                 Err(e) => {
-                    tracing::warn!(consumer = h.name(), event.id = %envelope.id, error = %e, "the sweep could not apply an event")
+                    tracing::warn!(consumer = h.name(), event.id = %envelope.id, error = %e.reason(), "the sweep could not apply an event")
                 }
             }
         }
@@ -226,7 +226,7 @@ pub fn spawn_sweep(
                             tracing::warn!(missing = r.missing, applied = r.applied, "event sweep")
                         }
                         Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, "event sweep failed"),
+                        Err(e) => tracing::warn!(error = %e.reason(), "event sweep failed"),
                     }
                     if let Err(e) = crate::platform::idempotency::purge(&db).await {
                         tracing::warn!(error = %e, "purging old idempotency keys failed");

@@ -348,23 +348,21 @@ impl ReferralsApi {
     async fn stream(&self, state: Data<&AppState>, auth: Auth) -> Result<StreamResponse, AppError> {
         auth.0.require(Perm::ReferralRead)?;
         // `live` passes only readable referral changes of this institution.
-        let changes = super::events::live(&state, auth.0.tenant, auth.0.institution)
-            .filter_map(|ev| {
-                let change = super::events::change_of(&ev).ok().map(|c| ReferralChange {
-                    event_id: ev.id,
-                    event_type: ev.event_type.clone(),
-                    referral_id: c.referral,
-                    status: c.status.as_str().into(),
-                    direction: c.direction.as_str().into(),
-                    from_institution_id: c.from_institution,
-                    to_institution_id: c.to_institution,
-                    occurred_at: ev.occurred_at,
-                });
-                std::future::ready(change)
-            })
-            // Ends with the session: logout, deactivation, a lost role or expiry.
-            .take_until(crate::identity::service::session_ended(&state, &auth.0, Perm::ReferralRead))
-            .boxed();
+        let live = super::events::live(&state, auth.0.tenant, auth.0.institution).filter_map(|ev| {
+            let change = super::events::change_of(&ev).ok().map(|c| ReferralChange {
+                event_id: ev.id,
+                event_type: ev.event_type.clone(),
+                referral_id: c.referral,
+                status: c.status.as_str().into(),
+                direction: c.direction.as_str().into(),
+                from_institution_id: c.from_institution,
+                to_institution_id: c.to_institution,
+                occurred_at: ev.occurred_at,
+            });
+            std::future::ready(change)
+        });
+        // Ends with the session: logout, deactivation, a lost role or expiry.
+        let changes = crate::identity::service::while_session_holds(&state, &auth.0, Perm::ReferralRead, live).boxed();
         Ok(StreamResponse::Ok(EventStream::new(changes).keep_alive(Duration::from_secs(15))))
     }
 

@@ -155,7 +155,7 @@ pub async fn stream(req: &Request, state: Data<&AppState>) -> Response {
     });
     // The stream ends with the session (logout, deactivation, a lost role, expiry); the page
     // reconnects and, logged out, is sent to login.
-    let events = events.take_until(crate::identity::service::session_ended(&state, &p.ctx, Perm::ReferralRead));
+    let events = crate::identity::service::while_session_holds(&state, &p.ctx, Perm::ReferralRead, events);
     SSE::new(events).keep_alive(std::time::Duration::from_secs(15)).into_response()
 }
 
