@@ -208,8 +208,13 @@ mod tests {
     /// A small version of the quality benchmark, so a regression in matching fails the tests.
     #[test]
     fn finds_the_planted_duplicates_precisely() {
-        let cfg =
-            SynthConfig { records: 6000, duplicate_share: 0.12, seed: 11, villages: county_villages("130999", 3, 20) };
+        let cfg = SynthConfig {
+            records: 6000,
+            duplicate_share: 0.12,
+            seed: 11,
+            villages: county_villages("130999", 3, 20),
+            family_share: 0.0,
+        };
         let synth = generate(&cfg);
         let records: Vec<MatchRecord> = synth.iter().map(crate::patients::seed::to_match_record).collect();
         let (pairs, _) = find_pairs(&records, &MatchWeights::default(), 1000);

@@ -6,6 +6,14 @@
 //!
 //! A valid resident ID on both sides decides alone: equal means the same person.
 //!
+//! Whatever the score, the evidence caps the grade (`evidence_cap`): certain needs an identifier
+//! that agrees (resident ID, insurance number) or two independent agreements besides name and
+//! birth date (phone, village), so namesakes born the same day never link on their own; a given
+//! name that differs beyond a homophone or a variant (twins, siblings) stays possible; and a
+//! young child links automatically only on an identifier or an exact name and birth date, with
+//! any difference between two full birth dates strong evidence against (siblings are born a
+//! digit apart and share a parent's phone).
+//!
 //! The default level weights are set from m/u estimates on synthetic residents with known
 //! duplicates, where the synthetic data lacks a level the real world has (phone typos were added
 //! later; in-village moves are absent) from domain judgement; the thresholds were tuned on the
@@ -100,6 +108,12 @@ pub struct MatchWeights {
     pub birth_transposed: f64,
     pub birth_same_year: f64,
     pub birth_different: f64,
+    /// Any difference between two full birth dates of a young child (under `child_years`):
+    /// siblings share a parent's phone and village and are born a digit apart, so for them a
+    /// "transposed" date is not a typo but another child.
+    pub birth_child_different: f64,
+    /// Age (in years, at the later birth date's year) under which `birth_child_different` applies.
+    pub child_years: i32,
     pub sex_same: f64,
     pub sex_different: f64,
     pub phone_exact: f64,
@@ -128,12 +142,14 @@ impl Default for MatchWeights {
             name_exact: 10.5,
             name_same_pinyin: 8.5,
             name_similar_pinyin: 3.5,
-            name_same_surname: -2.0,
+            name_same_surname: -7.0,
             name_different: -9.0,
             birth_exact: 11.5,
             birth_transposed: 6.0,
             birth_same_year: 2.5,
             birth_different: -8.0,
+            birth_child_different: -14.0,
+            child_years: 7,
             sex_same: 1.0,
             sex_different: -9.0,
             phone_exact: 12.0,
@@ -245,6 +261,48 @@ fn cmp_address(a: &str, b: &str, w: &MatchWeights) -> (&'static str, f64) {
     }
 }
 
+/// The year today in China: a child's age decides how much a birth-date difference says.
+fn today_year() -> i32 {
+    crate::platform::clock::china_date(chrono::Utc::now()).year()
+}
+
+/// The highest grade the evidence allows, whatever the score:
+/// - certain needs an identifier (a resident ID or insurance number that agrees) or two
+///   independent agreements besides name and birth date (phone, village); name and birth date
+///   alone, however exact, are namesakes often enough in a county;
+/// - names that differ beyond a homophone or a variant (same surname, another given name: twins,
+///   siblings) never reach probable without an identifier;
+/// - a young child links automatically only on an identifier unless name and birth date are exact;
+/// - so does a pair whose recorded sexes differ or whose given names are only similar.
+fn evidence_cap(comparisons: &[Comparison], young: bool) -> Grade {
+    let agrees = |field: Field, levels: &[&str]| {
+        comparisons.iter().any(|c| c.field == field && levels.contains(&c.level) && c.weight > 0.0)
+    };
+    let identifier = agrees(Field::ResidentId, &["exact", "near"]) || agrees(Field::InsuranceNo, &["exact"]);
+    if identifier {
+        return Grade::Certain;
+    }
+    let name_level = comparisons.iter().find(|c| c.field == Field::Name).map(|c| c.level);
+    if matches!(name_level, Some("same_surname" | "different")) {
+        return Grade::Possible;
+    }
+    // A young child whose name or birth date is only alike (twins are often named alike: 子轩
+    // and 子萱) links only on an identifier.
+    let child_dates_differ = comparisons.iter().any(|c| c.field == Field::BirthDate && c.level == "child_different");
+    if (young && name_level != Some("exact")) || child_dates_differ {
+        return Grade::Probable;
+    }
+    // A recorded sex that differs, or a given name that is only similar (not a homophone or a
+    // variant character: 子豪 and 子涵), is where siblings and look-alikes sit: worth a look.
+    let sex_differs = comparisons.iter().any(|c| c.field == Field::Sex && c.level == "different");
+    if sex_differs || name_level == Some("similar_pinyin") {
+        return Grade::Probable;
+    }
+    let independent = usize::from(agrees(Field::Phone, &["exact", "transposed"]))
+        + usize::from(agrees(Field::Address, &["same_village"]));
+    if independent >= 2 { Grade::Certain } else { Grade::Probable }
+}
+
 /// Scores a pair. Symmetric: `score(a, b) == score(b, a)`.
 pub fn score(a: &MatchRecord, b: &MatchRecord, w: &MatchWeights) -> Scored {
     let mut comparisons = Vec::with_capacity(7);
@@ -269,8 +327,17 @@ pub fn score(a: &MatchRecord, b: &MatchRecord, w: &MatchWeights) -> Scored {
         }
     }
     push(Field::Name, cmp_name(&a.name, &b.name, w));
+    let young = match (a.birth, b.birth) {
+        (Some(x), Some(y)) => x.year().max(y.year()) > today_year() - w.child_years,
+        _ => false,
+    };
     if let (Some(x), Some(y)) = (a.birth, b.birth) {
-        push(Field::BirthDate, cmp_birth(x, y, w));
+        let level = cmp_birth(x, y, w);
+        let both_full = matches!((x, y), (Birth::Full(_), Birth::Full(_)));
+        push(
+            Field::BirthDate,
+            if young && both_full && level.0 != "exact" { ("child_different", w.birth_child_different) } else { level },
+        );
     }
     if let (Some(x), Some(y)) = (a.sex, b.sex) {
         push(Field::Sex, if x == y { ("same", w.sex_same) } else { ("different", w.sex_different) });
@@ -288,6 +355,7 @@ pub fn score(a: &MatchRecord, b: &MatchRecord, w: &MatchWeights) -> Scored {
         push(Field::Address, cmp_address(x, y, w));
     }
     let score: f64 = comparisons.iter().map(|c| c.weight).sum();
+    let cap = cap.min(evidence_cap(&comparisons, young));
     let grade = deterministic.unwrap_or_else(|| w.grade(score).min(cap));
     Scored { score: if deterministic.is_some() { score.max(w.certain) } else { score }, grade, comparisons }
 }
@@ -367,6 +435,59 @@ mod tests {
         me.phone = twin.phone.clone();
         assert!(score(&me, &twin, &w).score >= w.certain, "alike enough to link but for the IDs");
         assert_eq!(score(&me, &twin, &w).grade, Grade::Possible);
+    }
+
+    #[test]
+    fn name_and_birth_date_alone_are_never_certain() {
+        let w = MatchWeights::default();
+        let mut a = rec("王秀英", "1948-06-10", None);
+        let mut b = rec("王秀英", "1948-06-10", None);
+        (a.division, b.division) = (None, None);
+        let s = score(&a, &b, &w);
+        assert!(s.score >= w.certain, "the score alone would link: {s:?}");
+        assert_eq!(s.grade, Grade::Probable, "namesakes are worth a look, not a link");
+        // One more agreement is still not enough; two independent ones are.
+        a.phone = Some("13800001111".into());
+        b.phone = a.phone.clone();
+        assert_eq!(score(&a, &b, &w).grade, Grade::Probable);
+        a.division = Some("130999101201".into());
+        b.division = a.division.clone();
+        assert_eq!(score(&a, &b, &w).grade, Grade::Certain);
+        // Or an identifier.
+        let (mut c, mut d) = (rec("王秀英", "1948-06-10", None), rec("王秀英", "1948-06-10", None));
+        (c.division, d.division) = (None, None);
+        c.insurance_no = Some("130999000123".into());
+        d.insurance_no = c.insurance_no.clone();
+        assert_eq!(score(&c, &d, &w).grade, Grade::Certain);
+    }
+
+    #[test]
+    fn twins_and_siblings_never_link_without_an_identifier() {
+        let w = MatchWeights::default();
+        let year = today_year() - 1;
+        let born = format!("{year}-03-12");
+        // Twins: same surname, date, phone and village, different given names.
+        let a = rec("李子轩", &born, Some("13811112222"));
+        let b = rec("李雨涵", &born, Some("13811112222"));
+        assert!(score(&a, &b, &w).grade <= Grade::Possible, "{:?}", score(&a, &b, &w));
+        // Siblings born a digit apart (the second child's date), sharing a parent's phone.
+        let c = rec("李子轩", &format!("{year}-03-12"), Some("13811112222"));
+        let d = rec("李子豪", &format!("{}-03-13", year - 1), Some("13811112222"));
+        assert!(score(&c, &d, &w).grade <= Grade::Possible, "{:?}", score(&c, &d, &w));
+        // The same infant with a one-digit slip in the date is no more than worth a look.
+        let e = rec("李子轩", &format!("{year}-03-12"), Some("13811112222"));
+        let f = rec("李子轩", &format!("{year}-03-13"), Some("13811112222"));
+        let s = score(&e, &f, &w);
+        assert_eq!(s.comparisons[1].level, "child_different");
+        assert!(s.grade <= Grade::Probable, "{s:?}");
+        // For an adult the same slip is a typo.
+        let g = rec("李子轩", "1960-03-12", Some("13811112222"));
+        let h = rec("李子轩", "1960-03-13", Some("13811112222"));
+        assert_eq!(score(&g, &h, &w).grade, Grade::Certain);
+        // Homophones and variants of the given name are not "different names".
+        let i = rec("张伟", "1985-03-12", Some("13812345678"));
+        let j = rec("章伟", "1985-03-12", Some("13812345678"));
+        assert_eq!(score(&i, &j, &w).grade, Grade::Certain);
     }
 
     #[test]

@@ -57,7 +57,7 @@ pub fn plan(
     if villages.is_empty() {
         villages = super::synth::county_villages("130999", 3, 20);
     }
-    SynthConfig { records, duplicate_share, seed, villages }
+    SynthConfig { records, duplicate_share, seed, villages, family_share: 0.0 }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -217,6 +217,8 @@ fn registration_row(
         mrn: Set(format!("{mrn:08}")),
         registered_at: Set(at),
         registered_by: Set(None),
+        held_resident_id_enc: Set(None),
+        held_insurance_enc: Set(None),
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DbBackend, EntityTrait, IntoActiveModel, QueryFilter,
     QueryOrder, QuerySelect, Set, Statement,
@@ -352,7 +352,8 @@ async fn register_once(state: &AppState, ctx: &RequestCtx, input: &RegisterInput
     };
     let (reg, _) = register_at(&mut tx, ctx, person.id).await?;
     if matched {
-        fill_missing(&tx, cipher, &person, d).await?;
+        let held = fill_missing(&tx, cipher, &person, d).await?;
+        hold_on_registration(&tx, cipher, &reg, held).await?;
     }
     let person = find_person_any(&tx, person.id).await?;
     let view = views(&tx, ctx, cipher, std::slice::from_ref(&person)).await?.remove(0);
@@ -446,17 +447,46 @@ async fn create_person(
     Ok(row)
 }
 
-/// A linked registration may bring what the golden record lacks (a phone, an ID, an address).
-async fn fill_missing(tx: &Tx, cipher: &PiiCipher, p: &person::Model, d: &Demographics) -> AppResult<()> {
+/// Identifiers a linked registration brought that the person did not take.
+#[derive(Debug, Default)]
+struct Held<'a> {
+    resident_id: Option<&'a str>,
+    insurance_no: Option<&'a str>,
+}
+
+/// Whether a (checked) resident ID agrees with what the person already says of sex and birth.
+fn id_fits(p: &person::Model, id: &super::resident_id::ResidentId) -> bool {
+    let sex_ok = p.sex.as_deref().and_then(super::domain::parse_sex).is_none_or(|s| s == id.sex());
+    let birth_ok = match (p.birth_date, p.birth_year) {
+        (Some(d), _) => d == id.birth_date(),
+        (None, Some(y)) => y == id.birth_date().year(),
+        (None, None) => true,
+    };
+    sex_ok && birth_ok
+}
+
+/// A linked registration may bring what the golden record lacks (a phone, an address, a full
+/// birth date). A resident ID joins the person only when it passed its checks (the API parses
+/// it) and agrees with the person's sex and birth date: a family member's ID given by mistake, or
+/// the ID of whoever a wrong link joined, would otherwise become the person's and pull every
+/// later record with it there. An insurance number never joins. What does not join is returned,
+/// to be held on the registration.
+async fn fill_missing<'a>(tx: &Tx, cipher: &PiiCipher, p: &person::Model, d: &'a Demographics) -> AppResult<Held<'a>> {
     let mut am = p.clone().into_active_model();
     let mut changed = false;
+    let mut held =
+        Held { resident_id: None, insurance_no: d.insurance_no.as_deref().filter(|_| p.insurance_enc.is_none()) };
     if p.resident_id_enc.is_none()
         && let Some(r) = &d.resident_id
     {
-        am.resident_id_enc = Set(Some(cipher.encrypt(r.as_str())));
-        am.resident_id_hash = Set(Some(rid_hash(cipher, r.as_str())));
-        am.resident_id_valid = Set(true);
-        changed = true;
+        if id_fits(p, r) {
+            am.resident_id_enc = Set(Some(cipher.encrypt(r.as_str())));
+            am.resident_id_hash = Set(Some(rid_hash(cipher, r.as_str())));
+            am.resident_id_valid = Set(true);
+            changed = true;
+        } else {
+            held.resident_id = Some(r.as_str());
+        }
     }
     if p.phone_enc.is_none()
         && let Some(ph) = &d.phone
@@ -481,6 +511,22 @@ async fn fill_missing(tx: &Tx, cipher: &PiiCipher, p: &person::Model, d: &Demogr
         am.updated_at = Set(Utc::now());
         am.update(&**tx).await?;
     }
+    Ok(held)
+}
+
+/// Keeps, encrypted, the identifiers the person did not take on the registration that brought them.
+async fn hold_on_registration(tx: &Tx, cipher: &PiiCipher, reg: &registration::Model, held: Held<'_>) -> AppResult<()> {
+    if held.resident_id.is_none() && held.insurance_no.is_none() {
+        return Ok(());
+    }
+    let mut am = reg.clone().into_active_model();
+    if let Some(r) = held.resident_id {
+        am.held_resident_id_enc = Set(Some(cipher.encrypt(r)));
+    }
+    if let Some(i) = held.insurance_no {
+        am.held_insurance_enc = Set(Some(cipher.encrypt(i)));
+    }
+    am.update(&**tx).await?;
     Ok(())
 }
 
@@ -505,6 +551,8 @@ async fn register_at(tx: &mut Tx, ctx: &RequestCtx, person: Uuid) -> AppResult<(
         mrn: Set(mrn),
         registered_at: Set(Utc::now()),
         registered_by: Set(Some(ctx.user)),
+        held_resident_id_enc: Set(None),
+        held_insurance_enc: Set(None),
     }
     .insert(&**tx)
     .await?;

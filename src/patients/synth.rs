@@ -210,6 +210,10 @@ pub struct SynthConfig {
     pub seed: u64,
     /// 12-digit village division codes residents live in.
     pub villages: Vec<String>,
+    /// Share of extra residents who are another person's hard look-alike (0.0 - 0.2): a twin or a
+    /// sibling born a digit apart sharing a parent's phone and village, or a namesake born the
+    /// same day elsewhere. They are different people, so they test precision.
+    pub family_share: f64,
 }
 
 #[derive(Debug, Clone)]
@@ -337,6 +341,8 @@ pub fn generate(cfg: &SynthConfig) -> Vec<SynthRecord> {
             is_duplicate: false,
         });
     }
+    add_look_alikes(&mut rng, cfg, &mut out, &mut used_ids);
+    let originals = out.len();
     let mut chosen: Vec<usize> = (0..originals).collect();
     chosen.shuffle(&mut rng);
     for &i in chosen.iter().cycle().take(duplicates) {
@@ -370,6 +376,82 @@ pub fn generate(cfg: &SynthConfig) -> Vec<SynthRecord> {
         out.push(dup);
     }
     out
+}
+
+/// Another given name of the same sex, surely different from `name`'s.
+fn other_given_name(rng: &mut StdRng, sex: Sex, name: &str) -> String {
+    let surname: String = name.chars().take(1).collect();
+    loop {
+        let n = format!("{surname}{}", given_name(rng, sex));
+        if n != name {
+            return n;
+        }
+    }
+}
+
+/// A date one digit away from `d` (a sibling's, or a typo's), valid and in the past.
+fn a_digit_apart(rng: &mut StdRng, d: NaiveDate) -> Option<NaiveDate> {
+    let s = d.format("%Y%m%d").to_string().into_bytes();
+    for _ in 0..20 {
+        let i = rng.random_range(3..8);
+        let mut t = s.clone();
+        t[i] = b'0' + rng.random_range(0..10u8);
+        if let Ok(nd) = NaiveDate::parse_from_str(std::str::from_utf8(&t).unwrap(), "%Y%m%d")
+            && nd != d
+            && nd.year() > 1900
+            && nd.year() < 2026
+        {
+            return Some(nd);
+        }
+    }
+    None
+}
+
+/// Adds `family_share` × originals look-alikes, each a new person: twins (same surname, date,
+/// phone and village, another given name), siblings born a digit apart with a parent's phone,
+/// and namesakes (same name and birth date, another phone and township). Children of a family
+/// share the parent's phone, which both records carry.
+fn add_look_alikes(rng: &mut StdRng, cfg: &SynthConfig, out: &mut Vec<SynthRecord>, used: &mut HashSet<String>) {
+    let count = (out.len() as f64 * cfg.family_share).round() as usize;
+    let mut truth = out.len() as u32;
+    for _ in 0..count {
+        let i = rng.random_range(0..out.len());
+        let Birth::Full(born) = out[i].birth else { continue };
+        let kind = *["twin", "sibling", "sibling", "namesake"].choose(rng).unwrap();
+        let mut other = out[i].clone();
+        other.truth = truth;
+        other.errors = vec![];
+        other.is_duplicate = false;
+        other.sex = if rng.random_bool(0.5) { Sex::Male } else { Sex::Female };
+        let date = match kind {
+            "twin" => Some(born),
+            "sibling" => a_digit_apart(rng, born),
+            _ => Some(born),
+        };
+        let Some(date) = date else { continue };
+        other.birth = Birth::Full(date);
+        if kind == "namesake" {
+            other.sex = out[i].sex;
+            let township = &out[i].division[..9];
+            let elsewhere: Vec<&String> = cfg.villages.iter().filter(|v| &v[..9] != township).collect();
+            let Some(v) = elsewhere.choose(rng) else { continue };
+            other.division = (*v).clone();
+            other.phone = rng.random_bool(0.8).then(|| random_phone(rng));
+        } else {
+            other.name = other_given_name(rng, other.sex, &out[i].name);
+            // The parent's phone, on both children's records.
+            let parent = out[i].phone.clone().unwrap_or_else(|| random_phone(rng));
+            out[i].phone = Some(parent.clone());
+            other.phone = Some(parent);
+        }
+        let age = 2026 - date.year();
+        let no_id = if age <= 3 { 0.4 } else { 0.05 };
+        other.resident_id = (!rng.random_bool(no_id)).then(|| make_id(rng, date, other.sex, used));
+        other.resident_id_valid = other.resident_id.is_some();
+        other.insurance_no = rng.random_bool(0.5).then(|| format!("{:012}", rng.random_range(0..1_000_000_000_000u64)));
+        out.push(other);
+        truth += 1;
+    }
 }
 
 fn apply_error(rng: &mut StdRng, r: &mut SynthRecord, kind: &str, villages: &[String]) -> bool {
@@ -464,8 +546,13 @@ mod tests {
 
     #[test]
     fn generates_the_requested_mix_deterministically() {
-        let cfg =
-            SynthConfig { records: 2000, duplicate_share: 0.12, seed: 7, villages: county_villages("130999", 3, 10) };
+        let cfg = SynthConfig {
+            records: 2000,
+            duplicate_share: 0.12,
+            seed: 7,
+            villages: county_villages("130999", 3, 10),
+            family_share: 0.0,
+        };
         let a = generate(&cfg);
         let b = generate(&cfg);
         assert_eq!(a.len(), 2000);

@@ -12,6 +12,10 @@ pub struct Model {
     pub mrn: String,
     pub registered_at: DateTimeUtc,
     pub registered_by: Option<Uuid>,
+    /// A resident ID this registration brought that the person did not take (encrypted).
+    pub held_resident_id_enc: Option<String>,
+    /// An insurance number this registration brought (encrypted): never copied onto the person.
+    pub held_insurance_enc: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
