@@ -360,10 +360,15 @@ pub fn session_ended(state: &AppState, ctx: &RequestCtx, perm: Perm) -> impl Fut
         let left = (ctx.session_expires - Utc::now().timestamp()).max(0) as u64;
         let expiry = tokio::time::sleep(Duration::from_secs(left));
         tokio::pin!(expiry);
+        // One clock for the periodic re-check: notices about other sessions must not keep
+        // postponing it (a change made by another process without Redis is seen only by it).
+        let mut recheck = tokio::time::interval(state.config.stream_recheck);
+        recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        recheck.tick().await;
         loop {
             tokio::select! {
                 _ = &mut expiry => return,
-                _ = tokio::time::sleep(state.config.stream_recheck) => {}
+                _ = recheck.tick() => {}
                 n = recv_notice(&mut notices) => {
                     // Another session's logout or an unrelated notice: nothing to check.
                     let mine = |n: &Notice| n.topic == SESSION_TOPIC && n.payload == ctx.session.to_string();
@@ -668,6 +673,14 @@ pub async fn set_active(state: &AppState, ctx: &RequestCtx, user_id: Uuid, activ
     };
     if !allowed {
         return Err(AppError::new(codes::FORBIDDEN, "you must administer staff everywhere this user works"));
+    }
+    // Whoever holds a tenant-wide role (the tenant admin, the bureau) is answerable only to a
+    // tenant admin, as those roles are granted only by one.
+    if memberships.iter().flat_map(|m| &m.roles).any(|r| r.is_tenant_wide()) && !ctx.can(Perm::TenantAdmin) {
+        return Err(AppError::new(
+            codes::FORBIDDEN,
+            "only a tenant admin may deactivate a holder of a tenant-wide role",
+        ));
     }
     if found.active == active {
         tx.rollback().await?;

@@ -6,9 +6,9 @@
 //!
 //! A valid resident ID on both sides decides alone: equal means the same person.
 //!
-//! Whatever the score, the evidence caps the grade (`evidence_cap`): certain needs an identifier
-//! that agrees (resident ID, insurance number) or two independent agreements besides name and
-//! birth date (phone, village), so namesakes born the same day never link on their own; a given
+//! Whatever the score, the evidence caps the grade (`evidence_cap`): certain needs the same
+//! resident ID or two independent agreements besides name and birth date (phone, village,
+//! insurance number, a resident ID a typo away), so namesakes born the same day never link on their own; a given
 //! name that differs beyond a homophone or a variant (twins, siblings) stays possible; and a
 //! young child links automatically only on an identifier or an exact name and birth date, with
 //! any difference between two full birth dates strong evidence against (siblings are born a
@@ -267,8 +267,8 @@ fn today_year() -> i32 {
 }
 
 /// The highest grade the evidence allows, whatever the score:
-/// - certain needs an identifier (a resident ID or insurance number that agrees) or two
-///   independent agreements besides name and birth date (phone, village); name and birth date
+/// - certain needs the same resident ID or two independent agreements besides name and birth
+///   date (phone, village, insurance number, a resident ID a typo away); name and birth date
 ///   alone, however exact, are namesakes often enough in a county;
 /// - names that differ beyond a homophone or a variant (same surname, another given name: twins,
 ///   siblings) never reach probable without an identifier;
@@ -278,8 +278,9 @@ fn evidence_cap(comparisons: &[Comparison], young: bool) -> Grade {
     let agrees = |field: Field, levels: &[&str]| {
         comparisons.iter().any(|c| c.field == field && levels.contains(&c.level) && c.weight > 0.0)
     };
-    let identifier = agrees(Field::ResidentId, &["exact", "near"]) || agrees(Field::InsuranceNo, &["exact"]);
-    if identifier {
+    // Only the same resident ID is an identifier; one typed two keystrokes away, or the same
+    // insurance number (a household's, sometimes), is one more agreement and the caps still hold.
+    if agrees(Field::ResidentId, &["exact"]) {
         return Grade::Certain;
     }
     let name_level = comparisons.iter().find(|c| c.field == Field::Name).map(|c| c.level);
@@ -299,7 +300,9 @@ fn evidence_cap(comparisons: &[Comparison], young: bool) -> Grade {
         return Grade::Probable;
     }
     let independent = usize::from(agrees(Field::Phone, &["exact", "transposed"]))
-        + usize::from(agrees(Field::Address, &["same_village"]));
+        + usize::from(agrees(Field::Address, &["same_village"]))
+        + usize::from(agrees(Field::InsuranceNo, &["exact"]))
+        + usize::from(agrees(Field::ResidentId, &["near"]));
     if independent >= 2 { Grade::Certain } else { Grade::Probable }
 }
 
@@ -321,7 +324,7 @@ pub fn score(a: &MatchRecord, b: &MatchRecord, w: &MatchWeights) -> Scored {
             push(Field::ResidentId, ("exact", w.rid_exact));
         } else if !(a.resident_id_valid && b.resident_id_valid) && (x == y || edit_distance(x, y) <= 2) {
             // A typo: one side failed the checks and is one or two keystrokes from the other.
-            push(Field::ResidentId, ("near", if x == y { w.rid_exact } else { w.rid_near }));
+            push(Field::ResidentId, if x == y { ("exact", w.rid_exact) } else { ("near", w.rid_near) });
         } else {
             push(Field::ResidentId, ("different", w.rid_different));
         }
@@ -453,12 +456,32 @@ mod tests {
         a.division = Some("130999101201".into());
         b.division = a.division.clone();
         assert_eq!(score(&a, &b, &w).grade, Grade::Certain);
-        // Or an identifier.
+        // An insurance number is one agreement (a household may share one), not an identifier.
         let (mut c, mut d) = (rec("王秀英", "1948-06-10", None), rec("王秀英", "1948-06-10", None));
         (c.division, d.division) = (None, None);
         c.insurance_no = Some("130999000123".into());
         d.insurance_no = c.insurance_no.clone();
+        assert_eq!(score(&c, &d, &w).grade, Grade::Probable);
+        c.phone = Some("13800001111".into());
+        d.phone = c.phone.clone();
         assert_eq!(score(&c, &d, &w).grade, Grade::Certain);
+    }
+
+    #[test]
+    fn a_resident_id_a_typo_away_does_not_lift_the_look_alike_caps() {
+        let w = MatchWeights::default();
+        let year = today_year() - 1;
+        let born = format!("{year}-03-12");
+        // Twins: one ID valid, the other's typed with a slip, two keystrokes from its twin's.
+        let mut a = rec("李子轩", &born, Some("13811112222"));
+        let mut b = rec("李子萱", &born, Some("13811112222"));
+        a.resident_id = Some(format!("130999{}0012", born.replace('-', "")));
+        a.resident_id_valid = true;
+        b.resident_id = Some(format!("130999{}0021", born.replace('-', "")));
+        b.resident_id_valid = false;
+        let s = score(&a, &b, &w);
+        assert_eq!(s.comparisons[0].level, "near");
+        assert!(s.grade <= Grade::Probable, "{s:?}");
     }
 
     #[test]

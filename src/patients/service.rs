@@ -469,13 +469,20 @@ fn id_fits(p: &person::Model, id: &super::resident_id::ResidentId) -> bool {
 /// birth date). A resident ID joins the person only when it passed its checks (the API parses
 /// it) and agrees with the person's sex and birth date: a family member's ID given by mistake, or
 /// the ID of whoever a wrong link joined, would otherwise become the person's and pull every
-/// later record with it there. An insurance number never joins. What does not join is returned,
-/// to be held on the registration.
+/// later record with it there. An insurance number never joins. What does not join, and any
+/// value other than the person's own, is returned to be held on the registration.
 async fn fill_missing<'a>(tx: &Tx, cipher: &PiiCipher, p: &person::Model, d: &'a Demographics) -> AppResult<Held<'a>> {
     let mut am = p.clone().into_active_model();
     let mut changed = false;
-    let mut held =
-        Held { resident_id: None, insurance_no: d.insurance_no.as_deref().filter(|_| p.insurance_enc.is_none()) };
+    // Any value other than the person's own is held: never lost, never the person's.
+    let insurance_differs =
+        |i: &str| p.insurance_hash.as_deref().is_none_or(|h| h != insurance_hash(cipher, i).as_str());
+    let mut held = Held { resident_id: None, insurance_no: d.insurance_no.as_deref().filter(|i| insurance_differs(i)) };
+    if let Some(r) = &d.resident_id
+        && p.resident_id_hash.as_deref().is_some_and(|h| h != rid_hash(cipher, r.as_str()).as_str())
+    {
+        held.resident_id = Some(r.as_str());
+    }
     if p.resident_id_enc.is_none()
         && let Some(r) = &d.resident_id
     {
@@ -519,14 +526,20 @@ async fn hold_on_registration(tx: &Tx, cipher: &PiiCipher, reg: &registration::M
     if held.resident_id.is_none() && held.insurance_no.is_none() {
         return Ok(());
     }
+    // What a registration already holds stays: the first value it brought is kept.
     let mut am = reg.clone().into_active_model();
-    if let Some(r) = held.resident_id {
+    let mut changed = false;
+    if let Some(r) = held.resident_id.filter(|_| reg.held_resident_id_enc.is_none()) {
         am.held_resident_id_enc = Set(Some(cipher.encrypt(r)));
+        changed = true;
     }
-    if let Some(i) = held.insurance_no {
+    if let Some(i) = held.insurance_no.filter(|_| reg.held_insurance_enc.is_none()) {
         am.held_insurance_enc = Set(Some(cipher.encrypt(i)));
+        changed = true;
     }
-    am.update(&**tx).await?;
+    if changed {
+        am.update(&**tx).await?;
+    }
     Ok(())
 }
 

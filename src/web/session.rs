@@ -81,8 +81,30 @@ fn pre_login_mac(state: &AppState, body: &str) -> String {
     hex::encode(&mac.finalize().into_bytes()[..16])
 }
 
-/// The submitted token is the cookie's, and the server issued it, and it has not expired.
+/// Whether the browser says the form was posted from anywhere but this origin:
+/// `Sec-Fetch-Site` other than `same-origin` (or `none`), or, from a browser that does not send
+/// it, an `Origin` whose host is not this request's. (A token the attacker fetched from our own
+/// login page is genuinely signed; the browser's own headers tell where it was submitted from.
+/// `Origin: null` says nothing: our `Referrer-Policy: no-referrer` makes browsers send it for
+/// our own forms.)
+fn cross_site(req: &Request) -> bool {
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = header("sec-fetch-site") {
+        return !matches!(site, "same-origin" | "none");
+    }
+    match (header("origin"), header("host")) {
+        (Some("null"), _) => false,
+        (Some(origin), Some(host)) => origin.split_once("://").map(|(_, h)| h) != Some(host),
+        _ => false,
+    }
+}
+
+/// The form was posted from this site, the submitted token is the cookie's, the server issued
+/// it, and it has not expired.
 pub fn pre_login_csrf_ok(req: &Request, state: &AppState, submitted: &str) -> bool {
+    if cross_site(req) {
+        return false;
+    }
     let Some(c) = cookie(req, CSRF_COOKIE) else { return false };
     if !equal(&c, submitted) {
         return false;

@@ -180,6 +180,12 @@ async fn an_admin_cannot_deactivate_themselves_and_a_deactivated_user_cannot_log
     let r = app.post(&format!("/api/v1/users/{}/deactivate", doctor.user_id), &village.token, json!({})).await;
     assert!(r.status == 403 || r.status == 404, "{} {}", r.status, r.text);
     assert_eq!(app.get("/api/v1/auth/session", &doctor.token).await.status, 200, "nothing changed");
+    // The county hospital's own administrator administers its staff, but not the tenant admin,
+    // whose role only a tenant admin grants.
+    let county_admin = app.login("county.admin").await;
+    let r = app.post(&format!("/api/v1/users/{}/deactivate", admin.user_id), &county_admin.token, json!({})).await;
+    assert_eq!((r.status.as_u16(), r.code()), (403, "forbidden"), "{}", r.text);
+    assert_eq!(app.get("/api/v1/auth/session", &admin.token).await.status, 200, "the tenant admin is untouched");
 
     let r = app.post(&format!("/api/v1/users/{}/deactivate", doctor.user_id), &admin.token, json!({})).await;
     assert_eq!(r.status, 200, "{}", r.text);

@@ -791,7 +791,47 @@ async fn a_planted_login_token_is_refused_and_the_servers_own_is_taken() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    // The token the login page issued works.
+    // A token our login page really issued (the attacker fetched it) and posted from another
+    // site: the browser's Origin and Sec-Fetch-Site give it away.
+    let attacker = Browser::new(&app);
+    let form = attacker.get("/app/login").await;
+    let issued = csrf(&form.text);
+    for (name, value) in
+        [("origin", "https://evil.example"), ("sec-fetch-site", "cross-site"), ("sec-fetch-site", "same-site")]
+    {
+        let r = attacker
+            .client
+            .post(format!("{}/app/login", app.base))
+            .header(name, value)
+            .form(&[
+                ("csrf", issued.as_str()),
+                ("tenant", "demo-county"),
+                ("username", "village.doctor"),
+                ("password", "Demo@2026"),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{name}: {value}");
+    }
+    // The token the login page issued works, posted from the page itself.
     let b = Browser::new(&app);
     assert_eq!(b.login("village.doctor").await.status, StatusCode::SEE_OTHER);
+    let same_site = Browser::new(&app);
+    let form = same_site.get("/app/login").await;
+    let r = same_site
+        .client
+        .post(format!("{}/app/login", app.base))
+        .header("origin", app.base.as_str())
+        .header("sec-fetch-site", "same-origin")
+        .form(&[
+            ("csrf", csrf(&form.text).as_str()),
+            ("tenant", "demo-county"),
+            ("username", "village.doctor"),
+            ("password", "Demo@2026"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
 }
