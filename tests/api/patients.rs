@@ -16,11 +16,17 @@ async fn register(app: &TestApp, s: &Session, body: Value) -> crate::helpers::Re
     app.post("/api/v1/patients", &s.token, body).await
 }
 
+const REVEALS: &str = "SELECT count(*) AS n FROM identifier_reveals";
+
 async fn persons_named(app: &TestApp, name: &str) -> i64 {
+    count_rows(app, &format!("SELECT count(*) AS n FROM persons WHERE name = '{name}'")).await
+}
+
+/// The `n` a counting query (as the owner) answers.
+async fn count_rows(app: &TestApp, sql: &str) -> i64 {
     let owner = app.owner_connection().await;
-    let sql = format!("SELECT count(*) AS n FROM persons WHERE name = '{name}'");
     owner
-        .query_one_raw(Statement::from_string(owner.get_database_backend(), sql))
+        .query_one_raw(Statement::from_string(owner.get_database_backend(), sql.to_string()))
         .await
         .unwrap()
         .unwrap()
@@ -548,7 +554,7 @@ async fn linking_returns_masked_identifiers_and_revealing_one_needs_a_reason_and
     assert!(r.status.is_client_error(), "a purpose is required: {}", r.text);
     let r = reveal(json!({"field": "resident_id", "purpose": "curiosity", "reason": "医保结算核对"})).await;
     assert!(r.status.is_client_error(), "only the listed purposes: {}", r.text);
-    assert_eq!(reveals(&app).await, 0, "refusals reveal nothing and record nothing");
+    assert_eq!(count_rows(&app, REVEALS).await, 0, "refusals reveal nothing and record nothing");
 
     // With a purpose and a reason: the full value, a reveal record and an audit row with that purpose.
     let r = reveal(json!({"field": "resident_id", "purpose": "insurance_claim", "reason": "医保结算核对"})).await;
@@ -566,7 +572,7 @@ async fn linking_returns_masked_identifiers_and_revealing_one_needs_a_reason_and
             && a.resource_id.as_deref() == r.body["reveal_id"].as_str()),
         "{rows:?}"
     );
-    assert_eq!(reveals(&app).await, 1);
+    assert_eq!(count_rows(&app, REVEALS).await, 1);
     let r = reveal(json!({"field": "phone", "purpose": "patient_contact", "reason": "电话通知取药"})).await;
     assert_eq!((r.status.as_u16(), r.body["value"].as_str()), (200, Some("13911112222")), "{}", r.text);
 
@@ -588,21 +594,7 @@ async fn linking_returns_masked_identifiers_and_revealing_one_needs_a_reason_and
     }
     let r = reveal(json!({"field": "insurance_no", "purpose": "insurance_claim", "reason": "医保结算"})).await;
     assert_eq!((r.status.as_u16(), r.code()), (429, "reveal_limit_reached"), "{}", r.text);
-    assert_eq!(reveals(&app).await, 20, "the refused reveal recorded nothing");
-}
-
-async fn reveals(app: &TestApp) -> i64 {
-    let owner = app.owner_connection().await;
-    owner
-        .query_one_raw(Statement::from_string(
-            owner.get_database_backend(),
-            "SELECT count(*) AS n FROM identifier_reveals".to_string(),
-        ))
-        .await
-        .unwrap()
-        .unwrap()
-        .try_get::<i64>("", "n")
-        .unwrap()
+    assert_eq!(count_rows(&app, REVEALS).await, 20, "the refused reveal recorded nothing");
 }
 
 /// A registration that links to a person but carries a resident ID that disagrees with the
@@ -651,15 +643,4 @@ async fn a_linked_registration_never_gives_the_person_an_identifier_that_disagre
     let sister = register(&app, &village, json!({"name": "周桂芳", "resident_id": sisters_id})).await;
     assert_eq!(sister.status, 201, "{}", sister.text);
     assert_ne!(sister.body["person"]["id"], person.as_str());
-}
-
-async fn count_rows(app: &TestApp, sql: &str) -> i64 {
-    let owner = app.owner_connection().await;
-    owner
-        .query_one_raw(Statement::from_string(owner.get_database_backend(), sql.to_string()))
-        .await
-        .unwrap()
-        .unwrap()
-        .try_get::<i64>("", "n")
-        .unwrap()
 }

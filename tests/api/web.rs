@@ -755,6 +755,23 @@ async fn a_form_sent_twice_starts_one_visit_and_answers_the_same_redirect() {
     assert_ne!(again[1].1, key);
 }
 
+/// Posts the login form as village.doctor with `token`, from `client`, with extra `headers`.
+async fn post_login(
+    client: &reqwest::Client,
+    app: &TestApp,
+    token: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut req = client.post(format!("{}/app/login", app.base));
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    req.form(&[("csrf", token), ("tenant", "demo-county"), ("username", "village.doctor"), ("password", "Demo@2026")])
+        .send()
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_planted_login_token_is_refused_and_the_servers_own_is_taken() {
     let app = spawn_app().await;
@@ -762,76 +779,28 @@ async fn a_planted_login_token_is_refused_and_the_servers_own_is_taken() {
     // An attacker plants a cookie of their own and posts the same value with their account.
     let planted = "0123456789abcdef0123456789abcdef";
     let client = reqwest::Client::builder().redirect(Policy::none()).build().unwrap();
-    let r = client
-        .post(format!("{}/app/login", app.base))
-        .header("cookie", format!("cloudhis_csrf={planted}"))
-        .form(&[
-            ("csrf", planted),
-            ("tenant", "demo-county"),
-            ("username", "village.doctor"),
-            ("password", "Demo@2026"),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let r = post_login(&client, &app, planted, &[("cookie", &format!("cloudhis_csrf={planted}"))]).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     assert!(r.headers().get_all("set-cookie").iter().all(|c| !c.to_str().unwrap().starts_with("cloudhis_session=")));
     // A forged token of the server's shape, without its signature, fares no better.
     let forged = format!("{planted}.{}.{}", chrono::Utc::now().timestamp() + 600, "00".repeat(16));
-    let r = client
-        .post(format!("{}/app/login", app.base))
-        .header("cookie", format!("cloudhis_csrf={forged}"))
-        .form(&[
-            ("csrf", forged.as_str()),
-            ("tenant", "demo-county"),
-            ("username", "village.doctor"),
-            ("password", "Demo@2026"),
-        ])
-        .send()
-        .await
-        .unwrap();
+    let r = post_login(&client, &app, &forged, &[("cookie", &format!("cloudhis_csrf={forged}"))]).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
     // A token our login page really issued (the attacker fetched it) and posted from another
     // site: the browser's Origin and Sec-Fetch-Site give it away.
     let attacker = Browser::new(&app);
-    let form = attacker.get("/app/login").await;
-    let issued = csrf(&form.text);
-    for (name, value) in
+    let issued = csrf(&attacker.get("/app/login").await.text);
+    for header in
         [("origin", "https://evil.example"), ("sec-fetch-site", "cross-site"), ("sec-fetch-site", "same-site")]
     {
-        let r = attacker
-            .client
-            .post(format!("{}/app/login", app.base))
-            .header(name, value)
-            .form(&[
-                ("csrf", issued.as_str()),
-                ("tenant", "demo-county"),
-                ("username", "village.doctor"),
-                ("password", "Demo@2026"),
-            ])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{name}: {value}");
+        let r = post_login(&attacker.client, &app, &issued, &[header]).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{header:?}");
     }
     // The token the login page issued works, posted from the page itself.
     let b = Browser::new(&app);
     assert_eq!(b.login("village.doctor").await.status, StatusCode::SEE_OTHER);
     let same_site = Browser::new(&app);
-    let form = same_site.get("/app/login").await;
-    let r = same_site
-        .client
-        .post(format!("{}/app/login", app.base))
-        .header("origin", app.base.as_str())
-        .header("sec-fetch-site", "same-origin")
-        .form(&[
-            ("csrf", csrf(&form.text).as_str()),
-            ("tenant", "demo-county"),
-            ("username", "village.doctor"),
-            ("password", "Demo@2026"),
-        ])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let token = csrf(&same_site.get("/app/login").await.text);
+    let own = [("origin", app.base.as_str()), ("sec-fetch-site", "same-origin")];
+    assert_eq!(post_login(&same_site.client, &app, &token, &own).await.status(), StatusCode::SEE_OTHER);
 }
