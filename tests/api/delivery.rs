@@ -358,8 +358,9 @@ async fn a_five_second_consumer_outage_during_a_burst_loses_and_doubles_nothing(
     let outage = {
         let app_env = app.env.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            // Strike once the ledger is consuming the visits' events: in the middle of the load.
             let owner = sea_orm::Database::connect(app_env["DATABASE_URL"].clone()).await.unwrap();
+            rows_reach(&owner, "SELECT count(*) FROM journal_entries", 5).await;
             owner
                 .execute_unprepared(
                     "CREATE OR REPLACE FUNCTION test_fault() RETURNS trigger AS $$
@@ -422,8 +423,11 @@ async fn consumer_queues_deleted_during_a_burst_lose_and_double_nothing() {
     let to = app.institutions(&county).await["county-hospital"];
     let person = patient(&app, &village, 36).await;
     let prefix = app.env["CLOUDHIS_AMQP_PREFIX"].clone();
+    let url = app.env["DATABASE_URL"].clone();
     let deleter = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(800)).await;
+        // Delete the queues once the burst's notifications are flowing: in the middle of it.
+        let owner = sea_orm::Database::connect(url).await.unwrap();
+        rows_reach(&owner, "SELECT count(*) FROM referral_notifications", 40).await;
         let conn = lapin::Connection::connect(
             &std::env::var("CLOUDHIS_TEST_AMQP_URL").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".into()),
             lapin::ConnectionProperties::default(),
@@ -442,4 +446,18 @@ async fn consumer_queues_deleted_during_a_burst_lose_and_double_nothing() {
     // The queues are back, bound as before.
     let rest = count(&app, "SELECT count(*) FROM outbox WHERE published_at IS NULL").await;
     assert_eq!(rest, 0, "the relay marked everything sent");
+}
+
+/// Waits until `sql` (a count) reaches `at_least`: for a fault injected while a load runs, which
+/// cannot borrow the test's app.
+async fn rows_reach(owner: &sea_orm::DatabaseConnection, sql: &str, at_least: i64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let row = owner.query_one_raw(sea_orm::Statement::from_string(owner.get_database_backend(), sql)).await;
+        if row.ok().flatten().and_then(|r| r.try_get_by_index::<i64>(0).ok()).is_some_and(|n| n >= at_least) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {sql} to reach {at_least}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
