@@ -472,28 +472,10 @@ async fn fifty_concurrent_dispenses_of_the_last_ten_units_leave_exactly_zero() {
         .post("/api/v1/patients", &doc.token, json!({"name": "并发测试", "sex": "male", "birth_date": "1970-01-01"}))
         .await;
     let person = reg.body["person"]["id"].as_str().unwrap().to_string();
+    let line = json!({"drug_code": "compound-licorice", "dose": 100, "dose_unit": "mg", "frequency": "once", "days": 1, "quantity": 1});
     let mut prescriptions = Vec::new();
     for _ in 0..50 {
-        let e = app.post("/api/v1/encounters", &doc.token, json!({"person_id": person})).await.body["id"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        let p = app
-            .post(
-                &format!("/api/v1/encounters/{e}/prescriptions"),
-                &doc.token,
-                json!({"lines": [{"drug_code": "compound-licorice", "dose": 100, "dose_unit": "mg", "frequency": "once", "days": 1, "quantity": 1}]}),
-            )
-            .await;
-        let bill = app.post(&format!("/api/v1/encounters/{e}/charges"), &doc.token, json!({})).await;
-        let owed = bill.body["owed_fen"].as_i64().unwrap();
-        app.post(
-            &format!("/api/v1/bills/{}/payments", bill.body["id"].as_str().unwrap()),
-            &doc.token,
-            json!({"method": "cash", "amount_fen": owed}),
-        )
-        .await;
-        prescriptions.push(p.body["id"].as_str().unwrap().to_string());
+        prescriptions.push(paid_prescription(&app, &doc, &person, &line).await.prescription);
     }
     let results = futures::future::join_all(prescriptions.iter().map(|p| {
         let path = format!("/api/v1/prescriptions/{p}/dispense");
@@ -535,32 +517,11 @@ async fn fifty_concurrent_dispense_and_refund_pairs_never_leave_a_refunded_presc
         .post("/api/v1/patients", &doc.token, json!({"name": "并发退费", "sex": "female", "birth_date": "1962-03-01"}))
         .await;
     let person = reg.body["person"]["id"].as_str().unwrap().to_string();
+    let line = json!({"drug_code": "amlodipine-5mg", "dose": 5, "dose_unit": "mg", "frequency": "qd", "days": 1, "quantity": 1});
     let mut pairs = Vec::new();
     for _ in 0..50 {
-        let e = app.post("/api/v1/encounters", &doc.token, json!({"person_id": person})).await.body["id"]
-            .as_str()
-            .unwrap()
-            .to_string();
-        let p = app
-            .post(
-                &format!("/api/v1/encounters/{e}/prescriptions"),
-                &doc.token,
-                json!({"lines": [{"drug_code": "amlodipine-5mg", "dose": 5, "dose_unit": "mg", "frequency": "qd", "days": 1, "quantity": 1}]}),
-            )
-            .await;
-        assert_eq!(p.status, 201, "{}", p.text);
-        let bill = app.post(&format!("/api/v1/encounters/{e}/charges"), &doc.token, json!({})).await;
-        let owed = bill.body["owed_fen"].as_i64().unwrap();
-        assert!(owed > 0, "{}", bill.text);
-        let pay = app
-            .post(
-                &format!("/api/v1/bills/{}/payments", bill.body["id"].as_str().unwrap()),
-                &doc.token,
-                json!({"method": "cash", "amount_fen": owed}),
-            )
-            .await;
-        assert_eq!(pay.status, 201, "{}", pay.text);
-        pairs.push((p.body["id"].as_str().unwrap().to_string(), pay.body["id"].as_str().unwrap().to_string(), owed));
+        let paid = paid_prescription(&app, &doc, &person, &line).await;
+        pairs.push((paid.prescription, paid.payment, paid.owed));
     }
     let requests = pairs.iter().flat_map(|(prescription, payment, owed)| {
         let dispense = (format!("/api/v1/prescriptions/{prescription}/dispense"), json!({}));
@@ -597,5 +558,37 @@ async fn fifty_concurrent_dispense_and_refund_pairs_never_leave_a_refunded_presc
         let dispensed = row["status"] == "dispensed";
         let refunded = row["refunded_fen"].as_i64().unwrap() > 0;
         assert!(dispensed != refunded, "pair {i}: dispensed {dispensed}, refunded {refunded}");
+    }
+}
+
+/// A prescription of one line in its own encounter, charged and paid in full in cash.
+struct PaidPrescription {
+    prescription: String,
+    payment: String,
+    owed: i64,
+}
+
+async fn paid_prescription(app: &TestApp, doc: &Session, person: &str, line: &Value) -> PaidPrescription {
+    let e = app.post("/api/v1/encounters", &doc.token, json!({"person_id": person})).await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let p = app.post(&format!("/api/v1/encounters/{e}/prescriptions"), &doc.token, json!({"lines": [line]})).await;
+    assert_eq!(p.status, 201, "{}", p.text);
+    let bill = app.post(&format!("/api/v1/encounters/{e}/charges"), &doc.token, json!({})).await;
+    let owed = bill.body["owed_fen"].as_i64().unwrap();
+    assert!(owed > 0, "{}", bill.text);
+    let pay = app
+        .post(
+            &format!("/api/v1/bills/{}/payments", bill.body["id"].as_str().unwrap()),
+            &doc.token,
+            json!({"method": "cash", "amount_fen": owed}),
+        )
+        .await;
+    assert_eq!(pay.status, 201, "{}", pay.text);
+    PaidPrescription {
+        prescription: p.body["id"].as_str().unwrap().to_string(),
+        payment: pay.body["id"].as_str().unwrap().to_string(),
+        owed,
     }
 }
