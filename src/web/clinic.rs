@@ -275,6 +275,8 @@ struct PatientPage {
     /// What a reveal showed: the field's label and its value.
     revealed: Option<(String, String)>,
     reveal_message: Option<String>,
+    /// The form field the refusal names (`field`, `purpose` or `reason`), marked invalid.
+    reveal_bad: &'static str,
     fields: Vec<(&'static str, String)>,
     purposes: Vec<(&'static str, String)>,
 }
@@ -321,8 +323,8 @@ pub async fn reveal_identifier(
         let id = Uuid::parse_str(&id.0).map_err(|_| (not_found(), "/app/clinic".to_string()))?;
         p.check_csrf(&f.csrf).map_err(|e| (e, format!("/app/clinic/patients/{id}")))?;
         let (Some(field), Some(purpose)) = (IdentifierField::parse(&f.field), RevealPurpose::parse(&f.purpose)) else {
-            let msg = l.t("reveal-choose");
-            return patient_page(&state, p, id, f, None, Some(msg)).await;
+            let bad = if IdentifierField::parse(&f.field).is_none() { "field" } else { "purpose" };
+            return patient_page(&state, p, id, f, None, Some((bad, l.t("reveal-choose")))).await;
         };
         match patients::reveal(&state, &p.ctx, id, field, purpose, &f.reason).await {
             Ok(r) => {
@@ -330,10 +332,10 @@ pub async fn reveal_identifier(
                 patient_page(&state, p, id, RevealForm::default(), Some(shown), None).await
             }
             Err(e) if e.is(codes::REASON_REQUIRED) => {
-                patient_page(&state, p, id, f, None, Some(l.t("reveal-reason-required"))).await
+                patient_page(&state, p, id, f, None, Some(("reason", l.t("reveal-reason-required")))).await
             }
             Err(e) if e.is(codes::REVEAL_LIMIT_REACHED) => {
-                patient_page(&state, p, id, f, None, Some(l.t("reveal-limit"))).await
+                patient_page(&state, p, id, f, None, Some(("", l.t("reveal-limit")))).await
             }
             Err(e) => Err((e, format!("/app/clinic/patients/{id}"))),
         }
@@ -348,13 +350,17 @@ async fn patient_page(
     id: Uuid,
     reveal: RevealForm,
     revealed: Option<(String, String)>,
-    reveal_message: Option<String>,
+    refused: Option<(&'static str, String)>,
 ) -> Out {
     let l = p.l;
     let back = || "/app/clinic".to_string();
     let person = patients::get(state, &p.ctx, id).await.map_err(|e| (e, back()))?;
-    let encounters =
-        crate::clinical::service::list(state, &p.ctx, Some(id), None, 20).await.map_err(|e| (e, back()))?;
+    // The registration desk (a cashier) sees the person, not the visits.
+    let encounters = if p.ctx.can(crate::identity::ctx::Perm::EncounterRead) {
+        crate::clinical::service::list(state, &p.ctx, Some(id), None, 20).await.map_err(|e| (e, back()))?
+    } else {
+        Vec::new()
+    };
     let visits = encounters
         .iter()
         .map(|e| VisitRow {
@@ -368,7 +374,8 @@ async fn patient_page(
     let masked = [&person.resident_id, &person.phone, &person.insurance_no]
         .iter()
         .any(|v| v.as_deref().is_some_and(|v| v.contains('*')));
-    let status = if reveal_message.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
+    let status = if refused.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
+    let (reveal_bad, reveal_message) = refused.map_or(("", None), |(field, m)| (field, Some(m)));
     let fields = crate::patients::domain::IdentifierField::ALL
         .iter()
         .map(|f| (f.as_str(), l.t(&format!("reveal-field-{f}"))))
@@ -385,6 +392,7 @@ async fn patient_page(
         reveal,
         revealed,
         reveal_message,
+        reveal_bad,
         fields,
         purposes,
         p,
