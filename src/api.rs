@@ -11,6 +11,7 @@ pub fn api() -> impl OpenApi {
         crate::identity::institutions::InstitutionsApi,
         crate::audit::api::AuditApi,
         crate::patients::api::PatientsApi,
+        crate::patients::import::api::ImportsApi,
         crate::clinical::api::ClinicalApi,
         crate::visit::api::ClinicalVisitApi,
         crate::pharmacy::api::PharmacyApi,

@@ -74,6 +74,11 @@ pub enum Command {
         #[command(subcommand)]
         command: AccountsCommand,
     },
+    /// Bulk imports
+    Import {
+        #[command(subcommand)]
+        command: ImportCommand,
+    },
     /// Find duplicate persons across a whole tenant
     Dedup {
         #[arg(long, default_value = "demo-county")]
@@ -81,6 +86,31 @@ pub enum Command {
         /// Put certain and probable pairs in the review queue
         #[arg(long)]
         queue: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImportCommand {
+    /// Import legacy residents from a CSV (UTF-8 or GB18030) or XLSX file with a header row,
+    /// matching each against the community's index; writes the dedupe report (report.xlsx and
+    /// report.csv) to --report-dir. Running the same file again changes nothing; a run that
+    /// stopped resumes.
+    Residents {
+        file: std::path::PathBuf,
+        #[arg(long)]
+        tenant: String,
+        /// The column holding each row's institution code (overrides the mapping)
+        #[arg(long)]
+        institution_column: Option<String>,
+        /// A TOML mapping of columns and encoding (see docs/operations.md)
+        #[arg(long)]
+        mapping: Option<std::path::PathBuf>,
+        /// Where to write report.xlsx and report.csv
+        #[arg(long, default_value = ".")]
+        report_dir: std::path::PathBuf,
+        /// Rows per transaction
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
     },
 }
 
@@ -190,6 +220,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             seed_residents(config, &tenant, records, duplicate_share, seed).await?
         }
         Command::Dedup { tenant, queue } => dedup(config, &tenant, queue).await?,
+        Command::Import { command } => return import(config, command).await,
         Command::Accounts { command } => return accounts(config, command).await,
         Command::Statistics { command: StatisticsCommand::Rebuild { tenant } } => {
             rebuild_statistics(config, &tenant).await?
@@ -241,6 +272,57 @@ async fn seed_residents(config: Config, tenant: &str, records: usize, share: f64
         r.elapsed.as_secs_f64()
     );
     Ok(())
+}
+
+async fn import(config: Config, command: ImportCommand) -> anyhow::Result<ExitCode> {
+    use crate::patients::import;
+    let ImportCommand::Residents { file, tenant, institution_column, mapping, report_dir, batch } = command;
+    let read = |p: &std::path::Path| std::fs::read(p).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", p.display()));
+    let mapping = match &mapping {
+        Some(p) => import::mapping::parse(&String::from_utf8_lossy(&read(p)?)),
+        None => Ok(import::Mapping::default()),
+    };
+    let bytes = read(&file)?;
+    let prepared = mapping.and_then(|m| import::prepare(&bytes, &m, institution_column.as_deref()));
+    let (table, at) = match prepared {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("{}: {} {}", file.display(), e.reason(), e.details().map(|d| d.to_string()).unwrap_or_default());
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    std::fs::create_dir_all(&report_dir)?;
+    let state = startup::connect(config).await?;
+    let t = tenant_by_code(&state, &tenant).await?;
+    let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let job = import::create_job(&state.db, t.id, &name, table.rows.len() as u64, None).await?;
+    let opts = import::Options { job, batch, actor: None, stop_after_batches: None };
+    let started = std::time::Instant::now();
+    let bar = |done: u64, total: u64| {
+        let pct = (done * 100).checked_div(total).unwrap_or(100);
+        let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
+        eprint!("\r[{:<40}] {pct:>3}% {done}/{total} rows, {rate:.0} rows/s", "#".repeat(pct as usize * 40 / 100));
+    };
+    let report = import::execute(&state.db, &state.pii, t.id, &table, &at, &opts, &bar).await?;
+    eprintln!();
+    std::fs::write(report_dir.join("report.xlsx"), report.to_xlsx()?)?;
+    std::fs::write(report_dir.join("report.csv"), report.to_csv()?)?;
+    let c = &report.counts;
+    println!(
+        "import {job}: {} rows in {:.1} s: {} new persons, {} linked, {} probable pairs for review, {} already imported, {} rejected, {} flagged ({} without sex, {} without birth date); report in {}",
+        c.rows,
+        started.elapsed().as_secs_f64(),
+        c.new_persons,
+        c.linked,
+        c.probable,
+        c.already_imported,
+        c.rejected,
+        c.flagged,
+        c.sex_missing,
+        c.birth_date_missing,
+        report_dir.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn dedup(config: Config, tenant: &str, queue: bool) -> anyhow::Result<()> {

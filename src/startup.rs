@@ -293,6 +293,7 @@ pub fn routes(state: AppState) -> impl poem::Endpoint<Output = poem::Response> {
     let boundary = Boundary {
         metrics: state.metrics.clone(),
         max_body_bytes: state.config.max_body_bytes,
+        max_upload_bytes: state.config.max_upload_bytes,
         methods,
         db: state.db.clone(),
         hsts: state.config.cookie_secure,

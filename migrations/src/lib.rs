@@ -30,6 +30,7 @@ mod m20261206_000021_platform_delivery;
 mod m20261206_000022_identity_least_privilege;
 mod m20261206_000023_patients_identifier_reveals;
 mod m20261206_000024_patients_held_identifiers;
+mod m20261206_000025_onboarding_resident_imports;
 
 /// The registry steps of the enrollment summaries already there, as SQL (migration 18 runs it).
 pub use m20261128_000018_statistics_registry_steps::fill_sql as registry_steps_fill_sql;
@@ -64,6 +65,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000022_identity_least_privilege::Migration),
             Box::new(m20261206_000023_patients_identifier_reveals::Migration),
             Box::new(m20261206_000024_patients_held_identifiers::Migration),
+            Box::new(m20261206_000025_onboarding_resident_imports::Migration),
         ]
     }
 }

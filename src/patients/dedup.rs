@@ -70,6 +70,25 @@ fn keys(r: &MatchRecord) -> Vec<u64> {
     k
 }
 
+/// The keys a person is found under when records arrive one at a time (an import): the bulk
+/// keys, and the full-name pinyin alone, which real-time matching searches when a query has no
+/// birth date.
+pub fn index_keys(r: &MatchRecord) -> Vec<u64> {
+    let mut k = keys(r);
+    k.push(key(9, &r.name.joined));
+    k
+}
+
+/// The keys a new record searches under, as real-time `$match` does: the name alone only when
+/// the record has no birth date.
+pub fn query_keys(r: &MatchRecord) -> Vec<u64> {
+    let mut k = keys(r);
+    if r.birth.is_none() {
+        k.push(key(9, &r.name.joined));
+    }
+    k
+}
+
 /// Every pair graded at least possible, each once, with its best score.
 pub fn find_pairs(records: &[MatchRecord], w: &MatchWeights, max_block: usize) -> (Vec<PairHit>, DedupStats) {
     let started = Instant::now();

@@ -7,6 +7,7 @@ pub mod dedup;
 pub mod domain;
 pub(crate) mod entity;
 pub mod events;
+pub mod import;
 pub mod matching;
 pub mod names;
 pub mod resident_id;

@@ -19,7 +19,7 @@ use super::synth::{SynthConfig, SynthRecord, generate};
 use crate::platform::audit::{AuditEntry, Purpose};
 use crate::platform::codes;
 use crate::platform::pii::PiiCipher;
-use crate::platform::{AppError, AppResult, Db, SystemScope};
+use crate::platform::{AppError, AppResult, Db, SystemScope, Tx};
 use crate::tenancy::InstitutionKind;
 
 pub fn to_match_record(r: &SynthRecord) -> MatchRecord {
@@ -225,19 +225,25 @@ fn registration_row(
 /// Moves each institution's MRN counter past the numbers the import gave, and audits the import.
 async fn store_counters(db: &Db, tenant: Uuid, next: HashMap<Uuid, i64>, persons: usize) -> AppResult<()> {
     let mut tx = db.begin(&SystemScope { tenant }).await?;
-    for (institution, value) in next {
-        let existing = mrn_counter::Entity::find_by_id((tenant, institution)).one(&*tx).await?;
+    write_counters(&tx, tenant, &next).await?;
+    tx.audit(AuditEntry::new("patient.bulk_import", "seed", Purpose::Administration).resource(persons));
+    tx.commit().await
+}
+
+/// Sets each institution's next MRN (bulk loads number registrations themselves).
+pub(crate) async fn write_counters(tx: &Tx, tenant: Uuid, next: &HashMap<Uuid, i64>) -> AppResult<()> {
+    for (&institution, &value) in next {
+        let existing = mrn_counter::Entity::find_by_id((tenant, institution)).one(&**tx).await?;
         let am = mrn_counter::ActiveModel {
             tenant_id: Set(tenant),
             institution_id: Set(institution),
             next_value: Set(value),
         };
         if existing.is_some() {
-            mrn_counter::Entity::update(am).exec(&*tx).await?;
+            mrn_counter::Entity::update(am).exec(&**tx).await?;
         } else {
-            mrn_counter::Entity::insert(am).exec(&*tx).await?;
+            mrn_counter::Entity::insert(am).exec(&**tx).await?;
         }
     }
-    tx.audit(AuditEntry::new("patient.bulk_import", "seed", Purpose::Administration).resource(persons));
-    tx.commit().await
+    Ok(())
 }

@@ -44,6 +44,8 @@ pub struct Config {
     pub session_ttl: Duration,
     pub cookie_secure: bool,
     pub max_body_bytes: usize,
+    /// The largest file an import upload may be (`CLOUDHIS_MAX_UPLOAD_BYTES`, 256 MiB).
+    pub max_upload_bytes: usize,
     pub log_format: LogFormat,
     /// Run pending migrations when `serve` starts (the default; k8s turns it off and runs a Job).
     pub migrate_on_start: bool,
@@ -168,6 +170,7 @@ impl Config {
                 session_ttl: Duration::from_secs(session_minutes * 60),
                 cookie_secure: parse_bool(&get, "CLOUDHIS_COOKIE_SECURE", false)?,
                 max_body_bytes: parse_num(&get, "CLOUDHIS_MAX_BODY_BYTES", 1024 * 1024)? as usize,
+                max_upload_bytes: parse_num(&get, "CLOUDHIS_MAX_UPLOAD_BYTES", 256 * 1024 * 1024)? as usize,
                 log_format,
                 migrate_on_start: parse_bool(&get, "CLOUDHIS_MIGRATE_ON_START", true)?,
                 login_max_failures: parse_num(&get, "CLOUDHIS_LOGIN_MAX_FAILURES", 5)?,

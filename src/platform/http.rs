@@ -49,6 +49,8 @@ pub struct RequestId(pub String);
 pub struct Boundary {
     pub metrics: Metrics,
     pub max_body_bytes: usize,
+    /// The limit for file uploads (paths under [`UPLOAD_PREFIX`]), whose bodies may be binary.
+    pub max_upload_bytes: usize,
     pub methods: std::sync::Arc<RouteMethods>,
     /// Where permission refusals are audited.
     pub db: crate::platform::Db,
@@ -66,6 +68,7 @@ impl<E: Endpoint> Middleware<E> for Boundary {
             inner: ep,
             metrics: self.metrics.clone(),
             max_body_bytes: self.max_body_bytes,
+            max_upload_bytes: self.max_upload_bytes,
             methods: self.methods.clone(),
             db: self.db.clone(),
             hsts: self.hsts,
@@ -79,6 +82,7 @@ pub struct BoundaryEndpoint<E> {
     inner: E,
     metrics: Metrics,
     max_body_bytes: usize,
+    max_upload_bytes: usize,
     methods: std::sync::Arc<RouteMethods>,
     db: crate::platform::Db,
     hsts: bool,
@@ -239,9 +243,10 @@ impl<E: Endpoint> Endpoint for BoundaryEndpoint<E> {
             user.id = field::Empty,
         );
         let started = Instant::now();
-        let max = self.max_body_bytes;
+        let upload = path.starts_with(UPLOAD_PREFIX);
+        let max = if upload { self.max_upload_bytes } else { self.max_body_bytes };
         let result = async {
-            if let Some(resp) = limit_body(&mut req, max, &self.methods).await {
+            if let Some(resp) = limit_body(&mut req, max, upload, &self.methods).await {
                 return (None, resp);
             }
             let claim = match self.idempotency_claim(&mut req).await {
@@ -415,10 +420,13 @@ fn has_nul(body: &[u8], form: bool) -> bool {
     })
 }
 
+/// Where files are uploaded: a larger limit, and binary bodies (an XLSX holds NUL bytes).
+pub const UPLOAD_PREFIX: &str = "/api/v1/imports/";
+
 /// Refuses bodies over `max` bytes with 413: by Content-Length when given, otherwise by reading
 /// at most `max + 1` bytes of a chunked body. A body carrying a NUL character gets 422
-/// `text_nul`.
-async fn limit_body(req: &mut Request, max: usize, methods: &RouteMethods) -> Option<Response> {
+/// `text_nul`, unless it is a file upload.
+async fn limit_body(req: &mut Request, max: usize, binary: bool, methods: &RouteMethods) -> Option<Response> {
     if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS | Method::DELETE)
         && req.headers().get(header::CONTENT_LENGTH).is_none()
         && req.headers().get(header::TRANSFER_ENCODING).is_none()
@@ -435,7 +443,7 @@ async fn limit_body(req: &mut Request, max: usize, methods: &RouteMethods) -> Op
     let form = req.content_type().is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
     let body = req.take_body();
     match body.into_bytes_limit(max).await {
-        Ok(bytes) if has_nul(&bytes, form) => {
+        Ok(bytes) if !binary && has_nul(&bytes, form) => {
             Some(refusal(codes::TEXT_NUL, "text may not contain NUL characters".into()))
         }
         Ok(bytes) => {

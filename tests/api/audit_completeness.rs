@@ -70,6 +70,18 @@ const PHI: &[(&str, &str, &str, &str)] = &[
 
 /// Operations that return or change no patient's data, and why.
 const NOT_PHI: &[(&str, &str, &str)] = &[
+    ("GET", "/api/v1/imports", "import jobs: file names and counts"),
+    ("GET", "/api/v1/imports/{id}", "an import job: its file name and counts"),
+    (
+        "GET",
+        "/api/v1/imports/{id}/report",
+        "names many imported persons at once: audited as patient.import_report (administration) per download",
+    ),
+    (
+        "POST",
+        "/api/v1/imports/residents",
+        "a bulk load, audited as patient.bulk_import (administration) once per batch, as seeding is",
+    ),
     ("GET", "/api/v1/accounts/chart", "the chart of accounts"),
     ("GET", "/api/v1/accounts/consolidated", "institution totals"),
     ("GET", "/api/v1/accounts/entries", "journal entries name bills and payments by id, never a person"),

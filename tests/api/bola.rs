@@ -44,6 +44,8 @@ const ALLOWED: &[(&str, &str, &str, &str)] = &[
         "admin finance",
         "a patient's account across the community, for the ledger's readers (docs/accounts.md)",
     ),
+    ("GET", "/api/v1/imports/{id}", "admin", "imports are the community's: its administrator runs them"),
+    ("GET", "/api/v1/imports/{id}/report", "admin", "imports are the community's: its administrator runs them"),
     ("GET", "/api/v1/patients/{id}", "admin", "the MPI steward reads any person of the community, identifiers masked"),
     ("POST", "/api/v1/patients/duplicates/{id}/merge", "admin", "the tenant admin is the community MPI's steward"),
     ("POST", "/api/v1/patients/duplicates/{id}/dismiss", "admin", "the tenant admin is the community MPI's steward"),

@@ -5,7 +5,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_app};
+use crate::helpers::{TestApp, spawn_app, spawn_app_with};
 
 struct Op {
     method: Method,
@@ -82,7 +82,8 @@ async fn send(
 
 #[tokio::test]
 async fn every_operation_answers_bad_input_with_a_4xx_problem() {
-    let app = spawn_app().await;
+    // Uploads have their own, larger limit: set to the same here so every operation is checked.
+    let app = spawn_app_with(&[("CLOUDHIS_MAX_UPLOAD_BYTES", "1048576")]).await;
     app.load_demo().await;
     let admin = app.login("admin").await;
     let doctor = app.login("village.doctor").await;

@@ -47,6 +47,7 @@ pub struct Ids {
     pub referral: Option<String>,
     pub enrollment: Option<String>,
     pub suggestion: Option<String>,
+    pub import: Option<String>,
 }
 
 pub async fn ids_of(app: &TestApp, admin: &Session, institution_code: &str) -> Ids {
@@ -64,6 +65,7 @@ pub async fn ids_of(app: &TestApp, admin: &Session, institution_code: &str) -> I
         referral: None,
         enrollment: None,
         suggestion: None,
+        import: None,
     }
 }
 
@@ -135,6 +137,7 @@ pub async fn objects_of(
     assert_eq!(enrolled.status, 201, "{}", enrolled.text);
     ids.enrollment = Some(enrolled.body["id"].as_str().unwrap().to_string());
     ids.visit = Some(visit);
+    ids.import = Some(crate::imports::finished_import(app, admin).await);
     ids
 }
 
@@ -168,6 +171,7 @@ pub fn fill(template: &str, ids: &Ids) -> Option<String> {
         t if t.starts_with("/api/v1/referrals/{id}") => t.replace("{id}", ids.referral.as_ref()?),
         t if t.starts_with("/api/v1/followups/enrollments/{id}") => t.replace("{id}", ids.enrollment.as_ref()?),
         "/api/v1/followups/suggestions/{id}/dismiss" => template.replace("{id}", ids.suggestion.as_ref()?),
+        "/api/v1/imports/{id}" | "/api/v1/imports/{id}/report" => template.replace("{id}", ids.import.as_ref()?),
         _ => return None,
     };
     Some(path)

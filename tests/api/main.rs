@@ -14,6 +14,7 @@ mod delivery;
 mod errors;
 mod followups;
 mod fuzz;
+mod imports;
 mod isolation;
 mod patients;
 mod platform;
