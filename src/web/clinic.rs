@@ -13,8 +13,8 @@ use poem::{IntoResponse, Request, Response, handler};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::form::{invalid, num, required};
-use super::{Locale, Page, error_page, render, see_other, signed_in};
+use super::form::{Refused, form_field_of, invalid, num, required};
+use super::{Locale, Page, error_page, refusal_message, render, see_other, signed_in};
 use crate::clinical::domain::{EncounterKind, EncounterStatus, Vitals};
 use crate::clinical::icd10;
 use crate::patients::domain::{Demographics, RawDemographics};
@@ -457,6 +457,8 @@ struct VisitPage {
     fees: Vec<Choice>,
     bill: Option<BillBox>,
     upper: Vec<Choice>,
+    /// The form refused, shown again with what was typed and the field at fault.
+    refused: Refused,
 }
 
 pub struct BillBox {
@@ -478,45 +480,52 @@ fn yuan(fen: i64) -> String {
 pub async fn visit(req: &Request, state: Data<&AppState>, id: Path<String>) -> Response {
     let p = signed_in!(req, &state);
     let l = p.l;
-    let out = async {
-        let back = || "/app/clinic".to_string();
-        let id = Uuid::parse_str(&id.0).map_err(|_| (not_found(), back()))?;
-        let v = crate::visit::service::encounter(&state, &p.ctx, id).await.map_err(|e| (e, back()))?;
-        let person = patients::get(&state, &p.ctx, v.encounter.person_id).await.map_err(|e| (e, back()))?;
-        let formulary = crate::pharmacy::service::formulary(&state, &p.ctx, None).await.map_err(|e| (e, back()))?;
-        let fees = crate::billing::service::fee_schedule(&state, &p.ctx).await.map_err(|e| (e, back()))?;
-        let upper = upper_choices(&state, &p).await.map_err(|e| (e, back()))?;
-        let e = &v.encounter;
-        let page = VisitPage {
-            id,
-            patient: person.name.clone(),
-            person_id: person.id,
-            open: e.status == EncounterStatus::Open,
-            status: l.t(&format!("visit-{}", e.status)),
-            complaint: e.chief_complaint.clone().unwrap_or_default(),
-            vitals: v.vitals.iter().map(|x| vitals_line(l, x)).collect(),
-            diagnoses: v.diagnoses.iter().map(|d| diagnosis_line(l, d)).collect(),
-            prescriptions: v
-                .prescriptions
-                .iter()
-                .flat_map(|pv| pv.lines.iter())
-                .map(|x| prescribed_line(l, x))
-                .collect(),
-            drugs: formulary.iter().filter(|d| d.on_hand > 0).map(|d| drug_choice(l, d)).collect(),
-            frequencies: Frequency::ALL
-                .iter()
-                .map(|f| Choice { value: f.as_str().into(), label: l.t(&format!("freq-{}", f.as_str())) })
-                .collect(),
-            fees: fees.into_iter().map(|f| fee_choice(l, f)).collect(),
-            bill: v.bill.as_ref().map(bill_box),
-            upper,
-            l,
-            p,
-        };
-        Ok(render(StatusCode::OK, &page))
-    }
-    .await;
+    let out = match Uuid::parse_str(&id.0) {
+        Ok(id) => visit_page(&state, p, id, Refused::default(), StatusCode::OK).await,
+        Err(_) => Err((not_found(), "/app/clinic".to_string())),
+    };
     finish(l, out)
+}
+
+/// The visit page; with a refused form, answered with the refusal's status and the form as typed.
+async fn visit_page(
+    state: &AppState,
+    p: Page,
+    id: Uuid,
+    refused: Refused,
+    status: StatusCode,
+) -> Result<Response, (AppError, String)> {
+    let l = p.l;
+    let back = || "/app/clinic".to_string();
+    let v = crate::visit::service::encounter(state, &p.ctx, id).await.map_err(|e| (e, back()))?;
+    let person = patients::get(state, &p.ctx, v.encounter.person_id).await.map_err(|e| (e, back()))?;
+    let formulary = crate::pharmacy::service::formulary(state, &p.ctx, None).await.map_err(|e| (e, back()))?;
+    let fees = crate::billing::service::fee_schedule(state, &p.ctx).await.map_err(|e| (e, back()))?;
+    let upper = upper_choices(state, &p).await.map_err(|e| (e, back()))?;
+    let e = &v.encounter;
+    let page = VisitPage {
+        id,
+        patient: person.name.clone(),
+        person_id: person.id,
+        open: e.status == EncounterStatus::Open,
+        status: l.t(&format!("visit-{}", e.status)),
+        complaint: e.chief_complaint.clone().unwrap_or_default(),
+        vitals: v.vitals.iter().map(|x| vitals_line(l, x)).collect(),
+        diagnoses: v.diagnoses.iter().map(|d| diagnosis_line(l, d)).collect(),
+        prescriptions: v.prescriptions.iter().flat_map(|pv| pv.lines.iter()).map(|x| prescribed_line(l, x)).collect(),
+        drugs: formulary.iter().filter(|d| d.on_hand > 0).map(|d| drug_choice(l, d)).collect(),
+        frequencies: Frequency::ALL
+            .iter()
+            .map(|f| Choice { value: f.as_str().into(), label: l.t(&format!("freq-{}", f.as_str())) })
+            .collect(),
+        fees: fees.into_iter().map(|f| fee_choice(l, f)).collect(),
+        bill: v.bill.as_ref().map(bill_box),
+        upper,
+        refused,
+        l,
+        p,
+    };
+    Ok(render(status, &page))
 }
 
 fn vitals_line(l: Locale, x: &crate::clinical::entity::vital_sign::Model) -> String {
@@ -616,6 +625,57 @@ pub struct VisitForm {
     to_institution_id: Option<String>,
     reason: Option<String>,
     urgent: Option<String>,
+}
+
+/// The fields of the visit forms, by name.
+const VISIT_FIELDS: [&str; 19] = [
+    "systolic",
+    "diastolic",
+    "pulse",
+    "temperature",
+    "fasting_glucose",
+    "diagnosis",
+    "drug_code",
+    "dose",
+    "dose_unit",
+    "frequency",
+    "days",
+    "quantity",
+    "fee_code",
+    "fee_quantity",
+    "method",
+    "amount_yuan",
+    "to_institution_id",
+    "reason",
+    "urgent",
+];
+
+impl VisitForm {
+    /// Everything typed, by field name, to show a refused form again.
+    fn typed(&self) -> HashMap<&'static str, String> {
+        let all = [
+            &self.systolic,
+            &self.diastolic,
+            &self.pulse,
+            &self.temperature,
+            &self.fasting_glucose,
+            &self.diagnosis,
+            &self.drug_code,
+            &self.dose,
+            &self.dose_unit,
+            &self.frequency,
+            &self.days,
+            &self.quantity,
+            &self.fee_code,
+            &self.fee_quantity,
+            &self.method,
+            &self.amount_yuan,
+            &self.to_institution_id,
+            &self.reason,
+            &self.urgent,
+        ];
+        VISIT_FIELDS.iter().zip(all).filter_map(|(k, v)| v.clone().map(|v| (*k, v))).collect()
+    }
 }
 
 /// "J06.9", "J06.9 急性上呼吸道感染" or a name that names one code.
@@ -730,7 +790,54 @@ pub async fn visit_step(
         Ok::<_, AppError>(see_other(&next))
     }
     .await;
-    out.unwrap_or_else(|e| error_page(l, &e, &back))
+    match out {
+        Ok(r) => r,
+        // What the person typed was refused: the same page again, with the form as typed and
+        // the field at fault named. A stale form, a missing visit or a failure is an error page.
+        Err(e) if refused_input(&e) => {
+            let field = form_field_of(&e, &VISIT_FIELDS);
+            let label = field_label(&field).map(|k| format!("{}{}", l.t(k), l.t("colon"))).unwrap_or_default();
+            let message = format!("{label}{}", refusal_message(l, &e));
+            let refused = Refused { step, values: f.typed(), field, message };
+            let status = poem::error::ResponseError::status(&e);
+            visit_page(&state, p, id, refused, status).await.unwrap_or_else(|(e, to)| error_page(l, &e, &to))
+        }
+        Err(e) => error_page(l, &e, &back),
+    }
+}
+
+/// A refusal of what was typed (shown on the form), rather than of the request.
+fn refused_input(e: &AppError) -> bool {
+    use poem::error::ResponseError;
+    let status = e.status();
+    !e.is(codes::CSRF_INVALID)
+        && (status == StatusCode::UNPROCESSABLE_ENTITY
+            || status == StatusCode::CONFLICT
+            || status == StatusCode::BAD_REQUEST)
+}
+
+/// The label of a visit form's field.
+fn field_label(field: &str) -> Option<&'static str> {
+    Some(match field {
+        "systolic" => "vital-sbp",
+        "diastolic" => "vital-dbp",
+        "pulse" => "vital-pulse",
+        "temperature" => "vital-temperature",
+        "fasting_glucose" => "vital-glucose",
+        "diagnosis" => "visit-icd",
+        "drug_code" => "rx-drug",
+        "dose" => "rx-dose",
+        "dose_unit" => "rx-dose-unit",
+        "frequency" => "rx-frequency",
+        "days" => "rx-days",
+        "quantity" | "fee_quantity" => "rx-quantity",
+        "fee_code" => "bill-fee",
+        "method" => "pay-method",
+        "amount_yuan" => "pay-amount",
+        "to_institution_id" => "ref-to",
+        "reason" => "ref-reason",
+        _ => return None,
+    })
 }
 
 #[derive(Deserialize)]

@@ -160,8 +160,13 @@ struct ErrorPage<'a> {
 /// one, else per status. Internals are logged, never shown.
 pub fn error_page(l: Locale, e: &AppError, back: &str) -> Response {
     use poem::error::ResponseError;
-    let status = e.status();
-    let key = match (e.code_of(), status) {
+    render(e.status(), &ErrorPage { l, title: l.t("error-title"), message: refusal_message(l, e), back })
+}
+
+/// What a refusal says to the person who made it, in their language.
+pub fn refusal_message(l: Locale, e: &AppError) -> String {
+    use poem::error::ResponseError;
+    let key = match (e.code_of(), e.status()) {
         (codes::PERIOD_INVALID, _) => "error-period",
         (codes::CSRF_INVALID, _) => "error-csrf",
         (codes::TEXT_INVALID, _) => "error-text",
@@ -172,6 +177,7 @@ pub fn error_page(l: Locale, e: &AppError, back: &str) -> Response {
         (codes::ENCOUNTER_CLOSED, _) => "error-encounter-closed",
         (codes::DIAGNOSIS_DUPLICATE | codes::DUPLICATE_DRUG, _) => "error-duplicate",
         (codes::OVERPAYMENT, _) => "error-overpayment",
+        (codes::QUANTITY_INVALID, _) => "error-quantity",
         (_, StatusCode::FORBIDDEN) => "error-forbidden",
         (_, StatusCode::NOT_FOUND) => "error-not-found",
         (_, StatusCode::CONFLICT) => "error-conflict",
@@ -181,7 +187,7 @@ pub fn error_page(l: Locale, e: &AppError, back: &str) -> Response {
             "error-internal"
         }
     };
-    render(status, &ErrorPage { l, title: l.t("error-title"), message: l.t(key), back })
+    l.t(key)
 }
 
 #[handler]

@@ -509,9 +509,21 @@ async fn a_village_doctor_runs_a_whole_visit_through_the_pages() {
             b.post(&format!("{visit}/{name}"), &form).await
         }
     };
-    let r = step("vitals", vec![("systolic", "400".into()), ("diastolic", "90".into())]).await;
+    let r = step("vitals", vec![("systolic", "400".into()), ("diastolic", "90".into()), ("pulse", "77".into())]).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(r.text.contains("超出合理范围"));
+    // The same page again, menu and all, with what was typed and the bad field named.
+    assert!(
+        r.text.contains("id=\"err-vitals\"") && r.text.contains("收缩压（mmHg）：生命体征数值超出合理范围"),
+        "{}",
+        r.text
+    );
+    assert!(
+        r.text.contains("name=\"systolic\" inputmode=\"numeric\" maxlength=\"3\" value=\"400\" aria-invalid=\"true\" aria-describedby=\"err-vitals\""),
+        "{}",
+        r.text
+    );
+    assert!(r.text.contains("value=\"90\"") && r.text.contains("value=\"77\""), "every typed value is kept");
+    assert!(r.text.contains("action=\"/app/logout\""), "the menu is kept");
     let r = step("vitals", vec![("systolic", "abc".into())]).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
     let r = step("vitals", vec![("systolic", "168".into()), ("diastolic", "102".into()), ("pulse", "80".into())]).await;
@@ -531,6 +543,23 @@ async fn a_village_doctor_runs_a_whole_visit_through_the_pages() {
     let opt = page.text[at..].find("<option value=\"").map(|i| at + i).unwrap();
     let second = page.text[opt + 15..].find("<option value=\"").map(|i| opt + 15 + i + 15).unwrap();
     let code = page.text[second..second + page.text[second..].find('"').unwrap()].to_string();
+    let r = step(
+        "prescribe",
+        vec![
+            ("drug_code", code.clone()),
+            ("dose", "2".into()),
+            ("dose_unit", "片".into()),
+            ("frequency", "tid".into()),
+            ("days", "7".into()),
+            ("quantity", "10001".into()),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert!(r.text.contains("数量：数量须为 1 到 10000 之间的整数"), "the refusal says what it is: {}", r.text);
+    assert!(r.text.contains(&format!("<option value=\"{code}\" selected>")), "the drug stays chosen");
+    let typed = "value=\"10001\" aria-invalid=\"true\"";
+    assert!(r.text.contains("<option value=\"tid\" selected>") && r.text.contains(typed), "{}", r.text);
     let r = step(
         "prescribe",
         vec![
@@ -556,6 +585,11 @@ async fn a_village_doctor_runs_a_whole_visit_through_the_pages() {
     let r =
         step("pay", vec![("bill_id", bill.clone()), ("method", "cash".into()), ("amount_yuan", "99999".into())]).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "overpaying is refused");
+    assert!(
+        r.text.contains("收款金额超过应付金额") && r.text.contains("value=\"99999\" inputmode=\"decimal\""),
+        "{}",
+        r.text
+    );
     let r = step("pay", vec![("bill_id", bill), ("method", "mobile".into()), ("amount_yuan", owed.clone())]).await;
     assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
     let page = b.get(&visit).await;

@@ -149,6 +149,7 @@ error-stock = Not enough of that drug in stock here.
 error-encounter-closed = This visit is closed and can no longer change.
 error-duplicate = That has already been entered.
 error-overpayment = The amount is more than what is owed.
+error-quantity = The quantity must be a whole number from 1 to 10,000.
 clinic-title = Clinic
 clinic-today = Today's patients
 clinic-time = Time

@@ -149,6 +149,7 @@ error-stock = 本机构该药品库存不足。
 error-encounter-closed = 该次就诊已结束，不能再修改。
 error-duplicate = 该项已经录入过了。
 error-overpayment = 收款金额超过应付金额。
+error-quantity = 数量须为 1 到 10000 之间的整数。
 clinic-title = 门诊工作台
 clinic-today = 今日患者
 clinic-time = 时间
