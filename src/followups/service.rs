@@ -288,6 +288,16 @@ fn check_visit(today: NaiveDate, disease: Disease, input: &VisitInput) -> AppRes
     Ok(())
 }
 
+/// A danger value as a referral letter says it.
+fn danger_zh(code: &str) -> &'static str {
+    match code {
+        "systolic_180" => "收缩压≥180 mmHg",
+        "diastolic_110" => "舒张压≥110 mmHg",
+        "glucose_16_7" => "空腹血糖≥16.7 mmol/L",
+        _ => "危急值",
+    }
+}
+
 fn referral_reason(disease: Disease, f: Flag, m: &Measures, dangers: &[&str]) -> String {
     let mut values = Vec::new();
     if let (Some(s), Some(d)) = (m.systolic, m.diastolic) {
@@ -297,7 +307,9 @@ fn referral_reason(disease: Disease, f: Flag, m: &Measures, dangers: &[&str]) ->
         values.push(format!("空腹血糖 {g:.1} mmol/L"));
     }
     let why = match f {
-        Flag::Danger => format!("随访发现危急值（{}）", dangers.join("、")),
+        Flag::Danger => {
+            format!("随访发现危急值（{}）", dangers.iter().map(|d| danger_zh(d)).collect::<Vec<_>>().join("、"))
+        }
         Flag::UncontrolledTwice => "连续两次随访控制不满意".to_string(),
         Flag::Complication => "出现新的并发症或原有并发症加重".to_string(),
     };

@@ -553,7 +553,8 @@ fn diagnosis_line(l: Locale, d: &crate::clinical::entity::diagnosis::Model) -> S
 fn prescribed_line(l: Locale, x: &crate::pharmacy::service::PrescribedLine) -> String {
     let (line, drug) = (&x.line, &x.drug);
     let name = if l == Locale::En { drug.name_en.clone().unwrap_or(drug.name.clone()) } else { drug.name.clone() };
-    format!("{name} {} {} {} × {} {}", line.dose, line.dose_unit, line.frequency, line.days, l.t("days"))
+    let frequency = l.t(&format!("freq-{}", line.frequency));
+    format!("{name} {} {} {frequency} × {} {}", line.dose, line.dose_unit, line.days, l.t("days"))
 }
 
 fn drug_choice(l: Locale, d: &crate::pharmacy::service::DrugView) -> Choice {
@@ -794,7 +795,7 @@ pub async fn visit_step(
         Ok(r) => r,
         // What the person typed was refused: the same page again, with the form as typed and
         // the field at fault named. A stale form, a missing visit or a failure is an error page.
-        Err(e) if refused_input(&e) => {
+        Err(e) if super::form::refused_input(&e) => {
             let field = form_field_of(&e, &VISIT_FIELDS);
             let label = field_label(&field).map(|k| format!("{}{}", l.t(k), l.t("colon"))).unwrap_or_default();
             let message = format!("{label}{}", refusal_message(l, &e));
@@ -804,16 +805,6 @@ pub async fn visit_step(
         }
         Err(e) => error_page(l, &e, &back),
     }
-}
-
-/// A refusal of what was typed (shown on the form), rather than of the request.
-fn refused_input(e: &AppError) -> bool {
-    use poem::error::ResponseError;
-    let status = e.status();
-    !e.is(codes::CSRF_INVALID)
-        && (status == StatusCode::UNPROCESSABLE_ENTITY
-            || status == StatusCode::CONFLICT
-            || status == StatusCode::BAD_REQUEST)
 }
 
 /// The label of a visit form's field.

@@ -11,8 +11,9 @@ use poem::{Request, Response, handler};
 use serde::Deserialize;
 use uuid::Uuid;
 
+use super::form::{Refused, form_field_of};
 use super::form::{invalid, num};
-use super::{Locale, Page, error_page, render, see_other, signed_in};
+use super::{Locale, Page, error_page, refusal_message, render, see_other, signed_in};
 use crate::followups::domain::{Category, Classification, Measures};
 use crate::followups::service::{self as followups, VisitInput, WorklistQuery};
 use crate::platform::AppError;
@@ -136,6 +137,8 @@ struct EnrollmentPage {
     referral: Option<Uuid>,
     past: Vec<Past>,
     today: NaiveDate,
+    today_text: String,
+    refused: Refused,
 }
 
 #[handler]
@@ -145,7 +148,14 @@ pub async fn enrollment(req: &Request, state: Data<&AppState>, id: Path<String>)
     let Ok(id) = Uuid::parse_str(&id.0) else {
         return error_page(l, &AppError::new(codes::ENROLLMENT_NOT_FOUND, "no such enrollment"), "/app/followups");
     };
-    let v = match followups::get(&state, &p.ctx, id).await {
+    enrollment_page(&state, p, id, Refused::default(), StatusCode::OK).await
+}
+
+/// The enrollment with its follow-up form; a refused form comes back as typed, with the
+/// refusal's status and the field at fault named.
+async fn enrollment_page(state: &AppState, p: Page, id: Uuid, refused: Refused, status: StatusCode) -> Response {
+    let l = p.l;
+    let v = match followups::get(state, &p.ctx, id).await {
         Ok(v) => v,
         Err(e) => return error_page(l, &e, "/app/followups"),
     };
@@ -170,6 +180,7 @@ pub async fn enrollment(req: &Request, state: Data<&AppState>, id: Path<String>)
             }
         })
         .collect();
+    let today = followups::today(state);
     let page = EnrollmentPage {
         id,
         patient: v.person.name.clone(),
@@ -179,11 +190,13 @@ pub async fn enrollment(req: &Request, state: Data<&AppState>, id: Path<String>)
         flag: e.flag.map(|f| l.t(&format!("fu-flag-{f}"))).unwrap_or_default(),
         referral: e.referral_id,
         past,
-        today: followups::today(&state),
+        today_text: today.to_string(),
+        today,
+        refused,
         l,
         p,
     };
-    render(StatusCode::OK, &page)
+    render(status, &page)
 }
 
 #[derive(Deserialize)]
@@ -246,5 +259,66 @@ pub async fn record(req: &Request, state: Data<&AppState>, id: Path<String>, for
         Ok::<_, AppError>(see_other(&back))
     }
     .await;
-    done.unwrap_or_else(|e| error_page(l, &e, &back))
+    match done {
+        Ok(r) => r,
+        Err(e) if super::form::refused_input(&e) => {
+            let field = form_field_of(&e, &FOLLOWUP_FIELDS);
+            let label = field_label(&field).map(|k| format!("{}{}", l.t(k), l.t("colon"))).unwrap_or_default();
+            let message = format!("{label}{}", refusal_message(l, &e));
+            let refused = Refused { step: "followup".into(), values: f.typed(), field, message };
+            enrollment_page(&state, p, id, refused, poem::error::ResponseError::status(&e)).await
+        }
+        Err(e) => error_page(l, &e, &back),
+    }
+}
+
+const FOLLOWUP_FIELDS: [&str; 11] = [
+    "visit_on",
+    "systolic",
+    "diastolic",
+    "glucose",
+    "symptoms",
+    "adherence",
+    "smoking_per_day",
+    "salt",
+    "exercise_minutes_per_week",
+    "classification",
+    "notes",
+];
+
+impl FollowupForm {
+    /// Everything typed, by field name, to show a refused form again.
+    fn typed(&self) -> std::collections::HashMap<&'static str, String> {
+        let all = [
+            &self.visit_on,
+            &self.systolic,
+            &self.diastolic,
+            &self.glucose,
+            &self.symptoms,
+            &self.adherence,
+            &self.smoking_per_day,
+            &self.salt,
+            &self.exercise_minutes_per_week,
+            &self.classification,
+            &self.notes,
+        ];
+        FOLLOWUP_FIELDS.iter().zip(all).filter_map(|(k, v)| v.clone().map(|v| (*k, v))).collect()
+    }
+}
+
+fn field_label(field: &str) -> Option<&'static str> {
+    Some(match field {
+        "visit_on" => "fu-visit-on",
+        "systolic" => "vital-sbp",
+        "diastolic" => "vital-dbp",
+        "glucose" => "vital-glucose",
+        "symptoms" => "fu-symptoms",
+        "adherence" => "fu-adherence",
+        "smoking_per_day" => "fu-smoking",
+        "salt" => "fu-salt",
+        "exercise_minutes_per_week" => "fu-exercise",
+        "classification" => "fu-classification",
+        "notes" => "fu-notes",
+        _ => return None,
+    })
 }

@@ -73,3 +73,13 @@ pub fn form_field_of(e: &AppError, fields: &[&'static str]) -> String {
     };
     if fields.contains(&by_code) { by_code.to_string() } else { String::new() }
 }
+
+/// A refusal of what was typed (shown on the form), rather than of the request.
+pub fn refused_input(e: &AppError) -> bool {
+    use poem::error::ResponseError;
+    let status = e.status();
+    !e.is(codes::CSRF_INVALID)
+        && (status == poem::http::StatusCode::UNPROCESSABLE_ENTITY
+            || status == poem::http::StatusCode::CONFLICT
+            || status == poem::http::StatusCode::BAD_REQUEST)
+}

@@ -66,6 +66,14 @@ pub fn routes() -> Route {
         .at("/followups", get(followups::worklist))
         .at("/followups/worklist.csv", get(followups::worklist_csv))
         .at("/followups/:id", get(followups::enrollment).post(followups::record))
+        .at("/*rest", get(unknown_page))
+}
+
+/// Any other address under `/app`: a page saying so, in the reader's language, with a way back.
+#[handler]
+async fn unknown_page(req: &Request) -> Response {
+    let e = AppError::new(codes::PAGE_NOT_FOUND, "no such page");
+    error_page(session::locale(req), &e, "/app/")
 }
 
 /// A form posted twice with the same `idem` field (see `Page::idem`) does its work once: the

@@ -199,6 +199,9 @@ async fn a_danger_value_is_accepted_and_proposes_an_urgent_draft_at_once() {
     assert_eq!(r["followup"]["danger_reasons"], json!(["systolic_180", "diastolic_110"]));
     assert_eq!(r["flag"], "danger");
     assert_ne!(r["referral_id"].as_str(), Some(referral), "each registry proposes its own referral");
+    let drafted = app.get(&format!("/api/v1/referrals/{}", r["referral_id"].as_str().unwrap()), &doc.token).await;
+    let reason = drafted.body["reason"].as_str().unwrap();
+    assert!(reason.contains("危急值（收缩压≥180 mmHg、舒张压≥110 mmHg）"), "the letter reads as Chinese: {reason}");
 
     // Flagged on the doctor's list at once, even when the next follow-up is months away.
     let calm = resident(&app, &doc, "钱文华", "19610203", 4).await;

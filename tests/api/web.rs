@@ -615,6 +615,11 @@ async fn a_village_doctor_runs_a_whole_visit_through_the_pages() {
     let clinic = b.get("/app/clinic").await;
     assert!(clinic.text.contains("门诊甲"), "today's patients list the visit");
 
+    // An address that is no page is a page saying so, not JSON.
+    let nowhere = b.get("/app/no/such/page").await;
+    assert_eq!(nowhere.status, StatusCode::NOT_FOUND);
+    assert!(nowhere.text.starts_with("<!doctype html>") && nowhere.text.contains("找不到该页面"), "{}", nowhere.text);
+
     // Another clinic's doctor cannot open this visit.
     let stranger = Browser::new(&app);
     stranger.login("village.doctor2").await;
@@ -654,11 +659,22 @@ async fn a_follow_up_recorded_in_the_form_flags_a_danger_value_and_proposes_a_re
     assert_eq!(page.status, StatusCode::OK);
     let token = csrf(&page.text);
     let path = format!("/app/followups/{id}");
-    let r = b.post(&path, &[("csrf", &token), ("systolic", "400"), ("diastolic", "90")]).await;
+    let r = b
+        .post(
+            &path,
+            &[("csrf", &token), ("systolic", "400"), ("diastolic", "90"), ("symptoms", "头晕"), ("salt", "heavy")],
+        )
+        .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    // The form again, as typed, with the field at fault named, and the menu.
+    assert!(r.text.contains("id=\"err-followup\""), "{}", r.text);
+    assert!(r.text.contains("value=\"400\" aria-invalid=\"true\" aria-describedby=\"err-followup\""), "{}", r.text);
+    assert!(r.text.contains("value=\"头晕\"") && r.text.contains("<option value=\"heavy\" selected>"));
+    assert!(r.text.contains("action=\"/app/logout\""));
     let r =
         b.post(&path, &[("csrf", &token), ("systolic", "150"), ("diastolic", "90"), ("visit_on", "2099-01-01")]).await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "a follow-up in the future");
+    assert!(r.text.contains("value=\"2099-01-01\"") && r.text.contains("value=\"150\""), "{}", r.text);
     let still = app.get(&format!("/api/v1/followups/enrollments/{id}"), &doc.token).await;
     assert_eq!(still.body["visits"].as_array().map(Vec::len).unwrap_or(0), 0, "{}", still.text);
 
