@@ -741,7 +741,15 @@ pub async fn search(state: &AppState, ctx: &RequestCtx, q: SearchInput) -> AppRe
             );
         } else {
             let key = NameKey::parse(name).map_err(super::domain::name_error)?;
-            cond = cond.add(person::Column::NamePinyin.eq(key.joined));
+            if is_surname_only(&key) {
+                // A surname alone (张, 欧阳): everyone with it, written with these characters
+                // (章 shares 张's pinyin but is another surname).
+                cond = cond
+                    .add(person::Column::SurnamePinyin.eq(&key.surname))
+                    .add(person::Column::Name.starts_with(&key.name));
+            } else {
+                cond = cond.add(person::Column::NamePinyin.eq(key.joined));
+            }
         }
     }
     if let Some(rid) = q.resident_id.as_deref().filter(|s| !s.trim().is_empty()) {
@@ -778,6 +786,11 @@ pub async fn search(state: &AppState, ctx: &RequestCtx, q: SearchInput) -> AppRe
     ctx.audit_reads(&mut tx, "patient.search", Purpose::Treatment, out.iter().map(|p| p.id));
     tx.commit().await?;
     Ok((out, more))
+}
+
+/// A query that is a Chinese surname and nothing more.
+fn is_surname_only(key: &NameKey) -> bool {
+    !key.surname.is_empty() && key.surname == key.joined && key.name.chars().all(super::names::is_han)
 }
 
 /// Snapshot of what a merge changes, so an unmerge restores it exactly.

@@ -214,7 +214,15 @@ pub async fn register(req: &Request, state: Data<&AppState>, form: Form<Register
             create_new_reason: f.create_new_reason.clone().map(|r| r.trim().to_string()).filter(|r| !r.is_empty()),
         };
         match patients::register(&state, &p.ctx, input).await {
-            Ok(outcome) => Ok(see_other(&format!("/app/clinic/patients/{}", outcome.person.id))),
+            Ok(outcome) => {
+                // No patient data in the URL: only whether the typed name was the one on file.
+                let linked = match (outcome.matched, outcome.person.name == f.name.trim()) {
+                    (false, _) => "",
+                    (true, true) => "?linked=same",
+                    (true, false) => "?linked=other_name",
+                };
+                Ok(see_other(&format!("/app/clinic/patients/{}{linked}", outcome.person.id)))
+            }
             Err(e) if e.is(codes::PROBABLE_MATCH) => {
                 let candidates = e
                     .details()
@@ -277,6 +285,8 @@ struct PatientPage {
     reveal_message: Option<String>,
     /// The form field the refusal names (`field`, `purpose` or `reason`), marked invalid.
     reveal_bad: &'static str,
+    /// Said once after a registration linked to an existing person.
+    notice: Option<String>,
     fields: Vec<(&'static str, String)>,
     purposes: Vec<(&'static str, String)>,
 }
@@ -296,14 +306,26 @@ pub struct RevealForm {
 
 /// One patient: who, and their visits here; start a visit.
 #[handler]
-pub async fn patient(req: &Request, state: Data<&AppState>, id: Path<String>) -> Response {
+pub async fn patient(req: &Request, state: Data<&AppState>, id: Path<String>, q: Query<PatientQuery>) -> Response {
     let p = signed_in!(req, &state);
     let l = p.l;
+    // A registration that joined someone already in the community says so, louder when the
+    // name typed was not the name on file (a homophone, a typo, or another person).
+    let notice = match q.0.linked.as_deref() {
+        Some("same") => Some(l.t("clinic-linked")),
+        Some("other_name") => Some(l.t("clinic-linked-other-name")),
+        _ => None,
+    };
     let out = match Uuid::parse_str(&id.0) {
-        Ok(id) => patient_page(&state, p, id, RevealForm::default(), None, None).await,
+        Ok(id) => patient_page(&state, p, id, RevealForm::default(), None, None, notice).await,
         Err(_) => Err((not_found(), "/app/clinic".to_string())),
     };
     finish(l, out)
+}
+
+#[derive(Deserialize)]
+pub struct PatientQuery {
+    linked: Option<String>,
 }
 
 /// Reveals one masked identifier for a purpose and a reason, and shows the page with it. A
@@ -324,18 +346,18 @@ pub async fn reveal_identifier(
         p.check_csrf(&f.csrf).map_err(|e| (e, format!("/app/clinic/patients/{id}")))?;
         let (Some(field), Some(purpose)) = (IdentifierField::parse(&f.field), RevealPurpose::parse(&f.purpose)) else {
             let bad = if IdentifierField::parse(&f.field).is_none() { "field" } else { "purpose" };
-            return patient_page(&state, p, id, f, None, Some((bad, l.t("reveal-choose")))).await;
+            return patient_page(&state, p, id, f, None, Some((bad, l.t("reveal-choose"))), None).await;
         };
         match patients::reveal(&state, &p.ctx, id, field, purpose, &f.reason).await {
             Ok(r) => {
                 let shown = (l.t(&format!("reveal-field-{field}")), r.value.unwrap_or_else(|| l.t("reveal-none")));
-                patient_page(&state, p, id, RevealForm::default(), Some(shown), None).await
+                patient_page(&state, p, id, RevealForm::default(), Some(shown), None, None).await
             }
             Err(e) if e.is(codes::REASON_REQUIRED) => {
-                patient_page(&state, p, id, f, None, Some(("reason", l.t("reveal-reason-required")))).await
+                patient_page(&state, p, id, f, None, Some(("reason", l.t("reveal-reason-required"))), None).await
             }
             Err(e) if e.is(codes::REVEAL_LIMIT_REACHED) => {
-                patient_page(&state, p, id, f, None, Some(("", l.t("reveal-limit")))).await
+                patient_page(&state, p, id, f, None, Some(("", l.t("reveal-limit"))), None).await
             }
             Err(e) => Err((e, format!("/app/clinic/patients/{id}"))),
         }
@@ -351,6 +373,7 @@ async fn patient_page(
     reveal: RevealForm,
     revealed: Option<(String, String)>,
     refused: Option<(&'static str, String)>,
+    notice: Option<String>,
 ) -> Out {
     let l = p.l;
     let back = || "/app/clinic".to_string();
@@ -393,6 +416,7 @@ async fn patient_page(
         revealed,
         reveal_message,
         reveal_bad,
+        notice,
         fields,
         purposes,
         p,
@@ -728,21 +752,7 @@ pub async fn visit_step(
                 crate::clinical::service::add_diagnosis(&state, ctx, id, &code, false).await?;
             }
             "prescribe" => {
-                let frequency =
-                    f.frequency.as_deref().and_then(Frequency::parse).ok_or_else(|| invalid("frequency"))?;
-                let line = LineRequest {
-                    drug_code: f.drug_code.clone().filter(|c| !c.is_empty()).ok_or_else(|| invalid("drug_code"))?,
-                    dose: required("dose", &f.dose)?,
-                    dose_unit: f
-                        .dose_unit
-                        .clone()
-                        .map(|u| u.trim().to_string())
-                        .filter(|u| !u.is_empty())
-                        .ok_or_else(|| invalid("dose_unit"))?,
-                    frequency,
-                    days: required("days", &f.days)?,
-                    quantity: required("quantity", &f.quantity)?,
-                };
+                let line = prescription_line(&f)?;
                 crate::pharmacy::service::prescribe(&state, ctx, id, false, vec![line]).await?;
             }
             "charge" => {
@@ -795,16 +805,38 @@ pub async fn visit_step(
         Ok(r) => r,
         // What the person typed was refused: the same page again, with the form as typed and
         // the field at fault named. A stale form, a missing visit or a failure is an error page.
-        Err(e) if super::form::refused_input(&e) => {
-            let field = form_field_of(&e, &VISIT_FIELDS);
-            let label = field_label(&field).map(|k| format!("{}{}", l.t(k), l.t("colon"))).unwrap_or_default();
-            let message = format!("{label}{}", refusal_message(l, &e));
-            let refused = Refused { step, values: f.typed(), field, message };
-            let status = poem::error::ResponseError::status(&e);
-            visit_page(&state, p, id, refused, status).await.unwrap_or_else(|(e, to)| error_page(l, &e, &to))
-        }
+        Err(e) if super::form::refused_input(&e) => show_refused(&state, p, id, step, &f, &e).await,
         Err(e) => error_page(l, &e, &back),
     }
+}
+
+/// The prescription form's line.
+fn prescription_line(f: &VisitForm) -> Result<LineRequest, AppError> {
+    let frequency = f.frequency.as_deref().and_then(Frequency::parse).ok_or_else(|| invalid("frequency"))?;
+    Ok(LineRequest {
+        drug_code: f.drug_code.clone().filter(|c| !c.is_empty()).ok_or_else(|| invalid("drug_code"))?,
+        dose: required("dose", &f.dose)?,
+        dose_unit: f
+            .dose_unit
+            .clone()
+            .map(|u| u.trim().to_string())
+            .filter(|u| !u.is_empty())
+            .ok_or_else(|| invalid("dose_unit"))?,
+        frequency,
+        days: required("days", &f.days)?,
+        quantity: required("quantity", &f.quantity)?,
+    })
+}
+
+/// The visit page again, with the refused form as typed and the field at fault named.
+async fn show_refused(state: &AppState, p: Page, id: Uuid, step: String, f: &VisitForm, e: &AppError) -> Response {
+    let l = p.l;
+    let field = form_field_of(e, &VISIT_FIELDS);
+    let label = field_label(&field).map(|k| format!("{}{}", l.t(k), l.t("colon"))).unwrap_or_default();
+    let message = format!("{label}{}", refusal_message(l, e));
+    let refused = Refused { step, values: f.typed(), field, message };
+    let status = poem::error::ResponseError::status(e);
+    visit_page(state, p, id, refused, status).await.unwrap_or_else(|(e, to)| error_page(l, &e, &to))
 }
 
 /// The label of a visit form's field.

@@ -644,3 +644,33 @@ async fn a_linked_registration_never_gives_the_person_an_identifier_that_disagre
     assert_eq!(sister.status, 201, "{}", sister.text);
     assert_ne!(sister.body["person"]["id"], person.as_str());
 }
+
+/// A clinic often has only a surname to go on: "张" finds every 张 of the community, not the
+/// homophone 章, and a surname a letter longer is a name like any other.
+#[tokio::test]
+async fn a_surname_alone_finds_everyone_with_that_surname_and_no_homophone() {
+    let app = spawn_app().await;
+    // A community of its own: the demo's synthetic residents include many a 张.
+    app.load_other_tenant("surnames").await;
+    let doc = app.login_in("surnames", "village.doctor").await;
+    for (name, born) in
+        [("张三", "1960-01-02"), ("张伟", "1971-03-04"), ("章明", "1980-05-06"), ("欧阳锋", "1955-07-08")]
+    {
+        let r =
+            app.post("/api/v1/patients", &doc.token, json!({"name": name, "sex": "male", "birth_date": born})).await;
+        assert_eq!(r.status, 201, "{}", r.text);
+    }
+    let names = |r: &crate::helpers::Resp| -> Vec<String> {
+        let mut v: Vec<String> =
+            r.body["items"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap().to_string()).collect();
+        v.sort();
+        v
+    };
+    let s = app.post("/api/v1/patients/search", &doc.token, json!({"name": "张"})).await;
+    assert_eq!(s.status, 200, "{}", s.text);
+    assert_eq!(names(&s), ["张三", "张伟"]);
+    let s = app.post("/api/v1/patients/search", &doc.token, json!({"name": "欧阳"})).await;
+    assert_eq!(names(&s), ["欧阳锋"]);
+    let s = app.post("/api/v1/patients/search", &doc.token, json!({"name": "章"})).await;
+    assert_eq!(names(&s), ["章明"]);
+}

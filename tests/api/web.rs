@@ -487,7 +487,21 @@ async fn a_village_doctor_runs_a_whole_visit_through_the_pages() {
             ],
         )
         .await;
-    assert_eq!(linked.location.as_deref(), Some(format!("/app/clinic/patients/{existing}").as_str()));
+    assert_eq!(linked.location.as_deref(), Some(format!("/app/clinic/patients/{existing}?linked=same").as_str()));
+    let shown = b.get(linked.location.as_deref().unwrap()).await;
+    assert!(shown.text.contains("id=\"linked-notice\"") && shown.text.contains("已关联到社区已有的患者档案"));
+
+    // A homophone typed for someone on file links (the resident ID is theirs), and the page
+    // says the names differ.
+    let their_id = crate::patients::rid("130997", "19660809", 7);
+    let on_file =
+        app.post("/api/v1/patients", &other.token, serde_json::json!({"name": "张涛", "resident_id": their_id})).await;
+    assert_eq!(on_file.status, 201, "{}", on_file.text);
+    let typed = b.post("/app/clinic/patients", &[("csrf", &token), ("name", "张滔"), ("resident_id", &their_id)]).await;
+    let to = typed.location.clone().unwrap_or_default();
+    assert!(to.ends_with("?linked=other_name"), "{} {}", typed.status, typed.text);
+    let shown = b.get(&to).await;
+    assert!(shown.text.contains("档案姓名与您填写的姓名不同") && shown.text.contains("张涛"), "{}", shown.text);
 
     // Search is a POST: the resident ID never rides in a URL.
     let found = b.post("/app/clinic/search", &[("csrf", &token), ("resident_id", &rid)]).await;

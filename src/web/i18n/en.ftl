@@ -298,3 +298,5 @@ reveal-choose = Choose an identifier and a purpose.
 reveal-reason-required = Give a reason (2 to 200 characters).
 reveal-limit = You have reached this hour's limit of reveals; try again later.
 reveal-none = Not on record
+clinic-linked = Linked to a person already in the community; registered here.
+clinic-linked-other-name = Note: linked to a person already in the community whose name on file differs from the name you typed. Check their ID; if this is someone else, ask the administrator to separate them.
