@@ -37,6 +37,8 @@ pub struct PersonRow {
     pub id: Uuid,
     pub name: String,
     pub sex: String,
+    /// `male`, `female` or empty: what the register-here form sends.
+    pub sex_code: String,
     pub born: String,
     pub resident_id: String,
     pub registered_here: bool,
@@ -48,6 +50,7 @@ fn person_row(l: Locale, p: &PersonView, note: String) -> PersonRow {
         id: p.id,
         name: p.name.clone(),
         sex: p.sex.as_deref().map(|s| l.t(&format!("sex-{s}"))).unwrap_or_default(),
+        sex_code: p.sex.clone().unwrap_or_default(),
         born: p.birth_date.map(|d| d.to_string()).or_else(|| p.birth_year.map(|y| y.to_string())).unwrap_or_default(),
         // Masked for roles that may not see it (the service decides).
         resident_id: p.resident_id.clone().unwrap_or_default(),
@@ -259,6 +262,7 @@ fn candidate(l: Locale, c: &serde_json::Value) -> Option<PersonRow> {
         id: person["id"].as_str()?.parse().ok()?,
         name: s("name"),
         sex: person["sex"].as_str().map(|x| l.t(&format!("sex-{x}"))).unwrap_or_default(),
+        sex_code: s("sex"),
         born: person["birth_date"]
             .as_str()
             .map(str::to_owned)

@@ -71,7 +71,12 @@ pub fn routes() -> Route {
 
 /// Any other address under `/app`: a page saying so, in the reader's language, with a way back.
 #[handler]
-async fn unknown_page(req: &Request) -> Response {
+async fn unknown_page(req: &Request, state: Data<&AppState>) -> Response {
+    // `/app/` itself reaches the catch-all: it is the home page.
+    if req.original_uri().path().trim_end_matches('/') == "/app" {
+        let page = signed_in!(req, &state);
+        return see_other(landing(&page.ctx.roles));
+    }
     let e = AppError::new(codes::PAGE_NOT_FOUND, "no such page");
     error_page(session::locale(req), &e, "/app/")
 }

@@ -503,6 +503,48 @@ async fn a_village_doctor_runs_a_whole_visit_through_the_pages() {
     let shown = b.get(&to).await;
     assert!(shown.text.contains("档案姓名与您填写的姓名不同") && shown.text.contains("张涛"), "{}", shown.text);
 
+    // Someone registered only at another clinic: the search offers to register them here.
+    let elsewhere = app
+        .post(
+            "/api/v1/patients",
+            &other.token,
+            serde_json::json!({"name": "李桂兰", "sex": "female", "birth_date": "1950-05-05", "phone": "13655556666"}),
+        )
+        .await;
+    assert_eq!(elsewhere.status, 201, "{}", elsewhere.text);
+    let theirs = elsewhere.body["person"]["id"].as_str().unwrap().to_string();
+    let hit = b.post("/app/clinic/search", &[("csrf", &token), ("name", "李桂兰")]).await;
+    assert!(
+        !hit.text.contains(&format!("href=\"/app/clinic/patients/{theirs}\"")),
+        "no link to a page that would refuse"
+    );
+    let at = hit.text.find("class=\"inline register-here\"").expect("an offer to register here");
+    let offer = &hit.text[at..at + hit.text[at..].find("</form>").unwrap()];
+    let field = |name: &str| {
+        let k = format!("name=\"{name}\" value=\"");
+        let i = offer.find(&k).map(|i| i + k.len())?;
+        Some(offer[i..i + offer[i..].find('"').unwrap()].to_string())
+    };
+    let (name, sex, born, link) =
+        (field("name").unwrap(), field("sex").unwrap(), field("birth_date").unwrap(), field("link_to").unwrap());
+    assert_eq!(
+        (name.as_str(), sex.as_str(), born.as_str(), link.as_str()),
+        ("李桂兰", "female", "1950-05-05", theirs.as_str())
+    );
+    let r = b
+        .post(
+            "/app/clinic/patients",
+            &[("csrf", &token), ("name", &name), ("sex", &sex), ("birth_date", &born), ("link_to", &link)],
+        )
+        .await;
+    assert_eq!(
+        r.location.as_deref(),
+        Some(format!("/app/clinic/patients/{theirs}?linked=same").as_str()),
+        "{}",
+        r.text
+    );
+    assert_eq!(b.get(r.location.as_deref().unwrap()).await.status, StatusCode::OK, "registered here now");
+
     // Search is a POST: the resident ID never rides in a URL.
     let found = b.post("/app/clinic/search", &[("csrf", &token), ("resident_id", &rid)]).await;
     assert_eq!(found.status, StatusCode::OK);
@@ -629,6 +671,7 @@ async fn a_village_doctor_runs_a_whole_visit_through_the_pages() {
     let clinic = b.get("/app/clinic").await;
     assert!(clinic.text.contains("门诊甲"), "today's patients list the visit");
 
+    assert_eq!(b.get("/app/").await.location.as_deref(), Some("/app/clinic"), "/app/ is still the home page");
     // An address that is no page is a page saying so, not JSON.
     let nowhere = b.get("/app/no/such/page").await;
     assert_eq!(nowhere.status, StatusCode::NOT_FOUND);

@@ -300,3 +300,5 @@ reveal-limit = You have reached this hour's limit of reveals; try again later.
 reveal-none = Not on record
 clinic-linked = Linked to a person already in the community; registered here.
 clinic-linked-other-name = Note: linked to a person already in the community whose name on file differs from the name you typed. Check their ID; if this is someone else, ask the administrator to separate them.
+clinic-elsewhere = registered elsewhere in the community
+clinic-register-here = Register here

@@ -300,3 +300,5 @@ reveal-limit = 本小时显示次数已达上限，请稍后再试。
 reveal-none = 档案中未登记
 clinic-linked = 已关联到社区已有的患者档案，本机构的登记已建立。
 clinic-linked-other-name = 注意：已关联到社区已有的患者档案，但档案姓名与您填写的姓名不同。请核对证件，确认是同一人；如不是，请联系管理员拆分。
+clinic-elsewhere = 在社区其他机构登记
+clinic-register-here = 在本机构登记
