@@ -114,7 +114,7 @@ async fn main() -> anyhow::Result<()> {
     let (xlsx, csv_report) = (report.to_xlsx()?, report.to_csv()?);
     let total_s = started.elapsed().as_secs_f64();
 
-    // Quality against the generator's truth: source row S<i> is synth[i].
+    // Quality against the generator's truth: source row S<i> (key `id:<institution>:S<i>`) is synth[i].
     let tx = state.db.begin(&SystemScope { tenant }).await?;
     let backend_kind = tx.get_database_backend();
     let rows =
@@ -123,7 +123,7 @@ async fn main() -> anyhow::Result<()> {
     let mut person_of: HashMap<usize, uuid::Uuid> = HashMap::new();
     for r in rows {
         let key: String = r.try_get("", "source_key")?;
-        person_of.insert(key.trim_start_matches("id:S").parse()?, r.try_get("", "person_id")?);
+        person_of.insert(key.rsplit(":S").next().unwrap_or_default().parse()?, r.try_get("", "person_id")?);
     }
     let mut by_person: HashMap<uuid::Uuid, Vec<usize>> = HashMap::new();
     for (i, p) in &person_of {

@@ -231,7 +231,7 @@ async fn store_counters(db: &Db, tenant: Uuid, next: HashMap<Uuid, i64>, persons
 }
 
 /// Sets each institution's next MRN (bulk loads number registrations themselves).
-pub(crate) async fn write_counters(tx: &Tx, tenant: Uuid, next: &HashMap<Uuid, i64>) -> AppResult<()> {
+async fn write_counters(tx: &Tx, tenant: Uuid, next: &HashMap<Uuid, i64>) -> AppResult<()> {
     for (&institution, &value) in next {
         let existing = mrn_counter::Entity::find_by_id((tenant, institution)).one(&**tx).await?;
         let am = mrn_counter::ActiveModel {

@@ -512,6 +512,7 @@ async fn fill_missing<'a>(tx: &Tx, cipher: &PiiCipher, p: &person::Model, d: &'a
     {
         am.birth_date = Set(Some(b));
         am.birth_md = Set(Some(b.format("%m%d").to_string()));
+        am.birth_year = Set(Some(b.year()));
         changed = true;
     }
     if changed {
@@ -576,25 +577,32 @@ async fn register_at(tx: &mut Tx, ctx: &RequestCtx, person: Uuid) -> AppResult<(
 
 /// The institution's next medical record number, from a per-institution counter.
 pub async fn next_mrn(tx: &Tx, institution: Uuid) -> AppResult<String> {
+    Ok(format!("{:08}", reserve_mrns(tx, institution, 1).await?))
+}
+
+/// Reserves `count` consecutive medical record numbers of the institution and returns the first.
+/// The counter row is updated in place (a row lock until commit), so concurrent registrations and
+/// imports never share a number.
+pub async fn reserve_mrns(tx: &Tx, institution: Uuid, count: i64) -> AppResult<i64> {
     let backend = tx.get_database_backend();
     let sql = match backend {
         DbBackend::Postgres => {
-            "INSERT INTO mrn_counters (tenant_id, institution_id, next_value) VALUES ($1, $2, 2)
-             ON CONFLICT (tenant_id, institution_id) DO UPDATE SET next_value = mrn_counters.next_value + 1
-             RETURNING next_value - 1 AS value"
+            "INSERT INTO mrn_counters (tenant_id, institution_id, next_value) VALUES ($1, $2, 1 + $3)
+             ON CONFLICT (tenant_id, institution_id) DO UPDATE SET next_value = mrn_counters.next_value + $3
+             RETURNING next_value - $3 AS value"
         }
         _ => {
-            "INSERT INTO mrn_counters (tenant_id, institution_id, next_value) VALUES (?, ?, 2)
-             ON CONFLICT (tenant_id, institution_id) DO UPDATE SET next_value = mrn_counters.next_value + 1
-             RETURNING next_value - 1 AS value"
+            "INSERT INTO mrn_counters (tenant_id, institution_id, next_value) VALUES (?1, ?2, 1 + ?3)
+             ON CONFLICT (tenant_id, institution_id) DO UPDATE SET next_value = mrn_counters.next_value + ?3
+             RETURNING next_value - ?3 AS value"
         }
     };
+    let values = [tx.tenant().into(), institution.into(), count.into()];
     let row = tx
-        .query_one_raw(Statement::from_sql_and_values(backend, sql, [tx.tenant().into(), institution.into()]))
+        .query_one_raw(Statement::from_sql_and_values(backend, sql, values))
         .await?
         .ok_or_else(|| AppError::internal(anyhow::anyhow!("MRN counter returned nothing")))?;
-    let value: i64 = row.try_get("", "value")?;
-    Ok(format!("{value:08}"))
+    Ok(row.try_get("", "value")?)
 }
 
 async fn queue_duplicate(tx: &Tx, x: Uuid, y: Uuid, score: f64) -> AppResult<()> {

@@ -9,8 +9,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use chrono::{DateTime, Utc};
-use sea_orm::{ActiveModelTrait, ActiveValue::Unchanged, ColumnTrait, EntityTrait, QueryFilter, QuerySelect, Set};
+use chrono::{DateTime, Datelike, Utc};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QuerySelect, Set};
 use uuid::Uuid;
 
 use super::mapping::Positions;
@@ -19,9 +19,9 @@ use super::report::{self, Flagged, Link, Pair, Report};
 use super::row::{self, Parsed, Rejected, Row};
 use crate::patients::dedup::{index_keys, query_keys};
 use crate::patients::domain::record_of;
-use crate::patients::entity::{import_job, import_row, mrn_counter, person, registration};
+use crate::patients::entity::{import_job, import_row, person, registration};
 use crate::patients::matching::{Birth, Grade, MatchRecord, MatchWeights, Scored, score};
-use crate::patients::service::{ACTIVE, new_person_row, queue_pair, weights};
+use crate::patients::service::{ACTIVE, new_person_row, queue_pair, reserve_mrns, weights};
 use crate::platform::audit::{AuditEntry, Purpose};
 use crate::platform::pii::PiiCipher;
 use crate::platform::{AppError, AppResult, Db, SystemScope, Tx};
@@ -152,7 +152,6 @@ struct Start {
     index: Index,
     registered: HashSet<(Uuid, Uuid)>,
     done: HashSet<String>,
-    next_mrn: HashMap<Uuid, i64>,
 }
 
 async fn load(db: &Db, cipher: &PiiCipher, tenant: Uuid) -> AppResult<Start> {
@@ -191,15 +190,8 @@ async fn load(db: &Db, cipher: &PiiCipher, tenant: Uuid) -> AppResult<Start> {
         .await?
         .into_iter()
         .collect();
-    let next_mrn = mrn_counter::Entity::find()
-        .filter(mrn_counter::Column::TenantId.eq(tenant))
-        .all(&*tx)
-        .await?
-        .into_iter()
-        .map(|c| (c.institution_id, c.next_value))
-        .collect();
     tx.rollback().await?;
-    Ok(Start { institutions, weights, index, registered, done, next_mrn })
+    Ok(Start { institutions, weights, index, registered, done })
 }
 
 /// One batch's writes.
@@ -210,7 +202,6 @@ struct Pending {
     registrations: Vec<registration::ActiveModel>,
     rows: Vec<import_row::ActiveModel>,
     pairs: Vec<(Uuid, Uuid, f64)>,
-    institutions: HashSet<Uuid>,
 }
 
 struct Run<'a> {
@@ -264,10 +255,6 @@ impl Run<'_> {
     }
 
     fn take(&mut self, p: Parsed, pending: &mut Pending) {
-        if self.start.done.contains(&p.key) {
-            self.report.counts.already_imported += 1;
-            return;
-        }
         if !self.seen.insert(p.key.clone()) {
             let (code, message) = match p.source_id {
                 Some(_) => ("source_record_id_repeated", "原系统编号在文件中重复"),
@@ -275,6 +262,10 @@ impl Run<'_> {
             };
             let line = p.line;
             return self.reject(Rejected { line, source_id: p.source_id, code: code.into(), message: message.into() });
+        }
+        if self.start.done.contains(&p.key) {
+            self.report.counts.already_imported += 1;
+            return;
         }
         let mut p = p;
         let cands = self.start.index.candidates(&p.record, &self.start.weights);
@@ -308,20 +299,18 @@ impl Run<'_> {
             self.report.flagged.push(Flagged { line, source_id, person, flags: flags.clone() });
         }
         if self.start.registered.insert((person, p.institution)) {
-            let n = self.start.next_mrn.entry(p.institution).or_insert(1);
+            // Numbered at flush, from a range reserved then (see `number`).
             pending.registrations.push(registration::ActiveModel {
                 tenant_id: Set(self.tenant),
                 id: Set(Uuid::now_v7()),
                 person_id: Set(person),
                 institution_id: Set(p.institution),
-                mrn: Set(format!("{n:08}")),
+                mrn: sea_orm::ActiveValue::NotSet,
                 registered_at: Set(self.now),
                 registered_by: Set(self.opts.actor.map(|a| a.0)),
                 held_resident_id_enc: Set(held.0.map(|r| self.cipher.encrypt(&r))),
                 held_insurance_enc: Set(held.1.map(|i| self.cipher.encrypt(&i))),
             });
-            *n += 1;
-            pending.institutions.insert(p.institution);
         }
         pending.rows.push(import_row::ActiveModel {
             tenant_id: Set(self.tenant),
@@ -394,14 +383,13 @@ impl Run<'_> {
         for &i in &pending.new {
             index.people[i as usize].persisted = true;
         }
-        insert_chunks(&tx, pending.registrations).await?;
+        let registrations = number(&tx, pending.registrations).await?;
+        insert_chunks(&tx, registrations).await?;
         let rows = pending.rows.len();
         insert_chunks(&tx, pending.rows).await?;
         for (x, y, s) in pending.pairs {
             queue_pair(&tx, x, y, s).await?;
         }
-        let counters: HashMap<Uuid, i64> = pending.institutions.iter().map(|i| (*i, self.start.next_mrn[i])).collect();
-        crate::patients::seed::write_counters(&tx, self.tenant, &counters).await?;
         let mut entry =
             AuditEntry::new("patient.bulk_import", "import_job", Purpose::Administration).resource(self.opts.job);
         if let Some((user, institution)) = self.opts.actor {
@@ -412,6 +400,27 @@ impl Run<'_> {
         }
         tx.commit().await
     }
+}
+
+/// Gives the batch's registrations their medical record numbers: one range per institution,
+/// reserved from its counter in this transaction, so a clinic registering someone while the
+/// import runs never gets a number the import uses (or the other way round).
+async fn number(tx: &Tx, mut regs: Vec<registration::ActiveModel>) -> AppResult<Vec<registration::ActiveModel>> {
+    // In one order, so that two imports of a community never lock each other's counters.
+    let mut wanted: std::collections::BTreeMap<Uuid, i64> = std::collections::BTreeMap::new();
+    for r in &regs {
+        *wanted.entry(*r.institution_id.as_ref()).or_default() += 1;
+    }
+    let mut next: HashMap<Uuid, i64> = HashMap::new();
+    for (institution, count) in wanted {
+        next.insert(institution, reserve_mrns(tx, institution, count).await?);
+    }
+    for r in &mut regs {
+        let n = next.get_mut(r.institution_id.as_ref()).expect("reserved above");
+        r.mrn = Set(format!("{:08}", *n));
+        *n += 1;
+    }
+    Ok(regs)
 }
 
 async fn insert_chunks<A>(tx: &Tx, rows: Vec<A>) -> AppResult<()>
@@ -425,25 +434,51 @@ where
     Ok(())
 }
 
-/// Writes what linking filled in (never anything else) to a person already in the database.
+/// Writes what linking filled in to a person already in the database: each value only where the
+/// person still has none, so nothing a clinic wrote while the import ran is overwritten.
 async fn update_person(tx: &Tx, cipher: &PiiCipher, tenant: Uuid, k: &Known) -> AppResult<()> {
-    let full = new_person_row(tenant, k.institution, cipher, &k.record, Utc::now());
-    let am = person::ActiveModel {
-        tenant_id: Unchanged(tenant),
-        id: Unchanged(k.id),
-        resident_id_enc: full.resident_id_enc,
-        resident_id_hash: full.resident_id_hash,
-        resident_id_valid: full.resident_id_valid,
-        phone_enc: full.phone_enc,
-        phone_hash: full.phone_hash,
-        phone_tail_hash: full.phone_tail_hash,
-        division_code: full.division_code,
-        birth_date: full.birth_date,
-        birth_md: full.birth_md,
-        updated_at: full.updated_at,
-        ..Default::default()
+    use sea_orm::sea_query::Expr;
+    let r = &k.record;
+    let this = || {
+        person::Entity::update_many()
+            .filter(person::Column::TenantId.eq(tenant))
+            .filter(person::Column::Id.eq(k.id))
+            .col_expr(person::Column::UpdatedAt, Expr::value(Utc::now()))
     };
-    person::Entity::update(am).exec(&**tx).await?;
+    if let Some(rid) = r.resident_id.as_deref().filter(|_| r.resident_id_valid) {
+        this()
+            .col_expr(person::Column::ResidentIdEnc, Expr::value(cipher.encrypt(rid)))
+            .col_expr(person::Column::ResidentIdHash, Expr::value(crate::patients::service::rid_hash(cipher, rid)))
+            .col_expr(person::Column::ResidentIdValid, Expr::value(true))
+            .filter(person::Column::ResidentIdHash.is_null())
+            .exec(&**tx)
+            .await?;
+    }
+    if let Some(phone) = r.phone.as_deref() {
+        this()
+            .col_expr(person::Column::PhoneEnc, Expr::value(cipher.encrypt(phone)))
+            .col_expr(person::Column::PhoneHash, Expr::value(crate::patients::service::phone_hash(cipher, phone)))
+            .col_expr(person::Column::PhoneTailHash, Expr::value(crate::patients::service::tail_hash(cipher, phone)))
+            .filter(person::Column::PhoneHash.is_null())
+            .exec(&**tx)
+            .await?;
+    }
+    if let Some(division) = r.division.as_deref() {
+        this()
+            .col_expr(person::Column::DivisionCode, Expr::value(division))
+            .filter(person::Column::DivisionCode.is_null())
+            .exec(&**tx)
+            .await?;
+    }
+    if let Some(Birth::Full(d)) = r.birth {
+        this()
+            .col_expr(person::Column::BirthDate, Expr::value(d))
+            .col_expr(person::Column::BirthMd, Expr::value(d.format("%m%d").to_string()))
+            .col_expr(person::Column::BirthYear, Expr::value(d.year()))
+            .filter(person::Column::BirthDate.is_null())
+            .exec(&**tx)
+            .await?;
+    }
     Ok(())
 }
 

@@ -48,14 +48,26 @@ fn cell(cells: &[String], at: Option<usize>) -> Option<&str> {
     at.and_then(|i| cells.get(i)).map(|s| s.trim()).filter(|s| !s.is_empty())
 }
 
-/// The row's idempotency key: its source record id, or a hash of its cells.
-fn key(source_id: Option<&str>, cells: &[String]) -> String {
+/// The row's idempotency key: its institution's code and source record id (two clinics' old
+/// systems may both have a record 1001), or, without an id column, a hash of the fields the
+/// import reads (a re-export with other columns added or reordered is the same rows).
+fn key(institution: &str, source_id: Option<&str>, cells: &[String], at: &Positions) -> String {
     match source_id {
-        Some(id) => format!("id:{id}"),
+        Some(id) => format!("id:{institution}:{id}"),
         None => {
             let mut h = Sha256::new();
-            for c in cells {
-                h.update(c.trim().as_bytes());
+            let fields = [
+                Some(at.name),
+                Some(at.institution),
+                at.sex,
+                at.birth_date,
+                at.resident_id,
+                at.phone,
+                at.address_division,
+                at.insurance_no,
+            ];
+            for f in fields {
+                h.update(cell(cells, f).unwrap_or_default().as_bytes());
                 h.update([0x1f]);
             }
             format!("row:{}", hex::encode(&h.finalize()[..16]))
@@ -126,7 +138,7 @@ pub fn parse(line: u64, cells: &[String], at: &Positions, institutions: &HashMap
     let division = optional(at.address_division, parse_division, "address_division_invalid");
     Row::Ok(Box::new(Parsed {
         line,
-        key: key(source_id.as_deref(), cells),
+        key: key(code, source_id.as_deref(), cells, at),
         source_id,
         institution,
         record: MatchRecord {
@@ -229,7 +241,7 @@ mod tests {
     fn missing_sex_and_birth_are_flagged_not_refused() {
         let p = ok(row(&["王小二", "C1", "", "", "", "", "A1"]));
         assert_eq!(p.flags, ["sex_missing", "birth_date_missing"]);
-        assert_eq!(p.key, "id:A1");
+        assert_eq!(p.key, "id:C1:A1");
         let p = ok(row(&["王小二", "C1", "9", "1950-13-01", "", "12345", ""]));
         assert_eq!(p.flags, ["birth_date_invalid", "sex_missing", "birth_date_missing", "phone_invalid"]);
         assert!(p.key.starts_with("row:"));
