@@ -298,11 +298,10 @@ pub async fn finished_import(app: &TestApp, admin: &Session) -> String {
     let (status, job) = upload(app, &admin.token, "residents.xlsx", xlsx_bytes(), None).await;
     assert_eq!(status, 202, "{job}");
     let id = job["id"].as_str().unwrap().to_string();
-    for _ in 0..400 {
-        let now = app.get(&format!("/api/v1/imports/{id}"), &admin.token).await.body;
-        if now["status"] != "running" {
-            break;
-        }
+    // Wait for the job's own state to leave `running`, polling its progress as a client would.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while app.get(&format!("/api/v1/imports/{id}"), &admin.token).await.body["status"] == "running" {
+        assert!(tokio::time::Instant::now() < deadline, "import {id} still running after a minute");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     id

@@ -33,35 +33,6 @@ pub struct ResidentsUpload {
 }
 
 #[derive(Object, Debug)]
-pub struct ImportCounts {
-    pub rows: u64,
-    pub new_persons: u64,
-    pub linked: u64,
-    pub probable: u64,
-    pub already_imported: u64,
-    pub rejected: u64,
-    pub flagged: u64,
-    pub sex_missing: u64,
-    pub birth_date_missing: u64,
-}
-
-impl From<Counts> for ImportCounts {
-    fn from(c: Counts) -> Self {
-        Self {
-            rows: c.rows,
-            new_persons: c.new_persons,
-            linked: c.linked,
-            probable: c.probable,
-            already_imported: c.already_imported,
-            rejected: c.rejected,
-            flagged: c.flagged,
-            sex_missing: c.sex_missing,
-            birth_date_missing: c.birth_date_missing,
-        }
-    }
-}
-
-#[derive(Object, Debug)]
 pub struct ImportJob {
     pub id: Uuid,
     pub file_name: String,
@@ -72,14 +43,14 @@ pub struct ImportJob {
     /// Rows processed, 0 to 100
     pub percent: u8,
     /// Once done
-    pub counts: Option<ImportCounts>,
+    pub counts: Option<Counts>,
     pub error: Option<String>,
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
 }
 
 fn to_dto(j: import_job::Model) -> Result<ImportJob, AppError> {
-    let counts = super::report_of(&j)?.map(|r| r.counts.into());
+    let counts = super::report_of(&j)?.map(|r| r.counts);
     let percent = if j.total_rows == 0 { 100 } else { (j.processed_rows * 100 / j.total_rows).clamp(0, 100) as u8 };
     Ok(ImportJob {
         id: j.id,

@@ -11,7 +11,9 @@ use super::row::Rejected;
 use crate::patients::matching::Comparison;
 use crate::platform::{AppError, AppResult};
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// Also the API's counts of a finished job.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, poem_openapi::Object)]
+#[oai(rename = "ImportCounts")]
 pub struct Counts {
     pub rows: u64,
     pub new_persons: u64,

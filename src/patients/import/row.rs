@@ -7,12 +7,12 @@
 
 use std::collections::HashMap;
 
-use chrono::{Datelike, NaiveDate, Utc};
+use chrono::Datelike;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::mapping::Positions;
-use crate::patients::domain::{parse_division, parse_insurance, parse_phone};
+use crate::patients::domain::{parse_birth, parse_division, parse_insurance, parse_phone};
 use crate::patients::matching::{Birth, MatchRecord};
 use crate::patients::names::NameKey;
 use crate::patients::resident_id::{ResidentId, Sex};
@@ -181,23 +181,21 @@ fn sex_of(s: &str) -> Result<Sex, bool> {
 pub fn birth_of(s: &str) -> Option<Birth> {
     let s = s.split([' ', 'T']).next().unwrap_or(s).trim();
     let s = s.replace(['年', '月', '/', '.'], "-").replace('日', "");
-    let birth = if s.len() == 4 {
-        Birth::Year(s.parse().ok()?)
-    } else if s.len() == 8 && s.bytes().all(|b| b.is_ascii_digit()) {
-        Birth::Full(NaiveDate::parse_from_str(&s, "%Y%m%d").ok()?)
-    } else {
-        Birth::Full(NaiveDate::parse_from_str(&s, "%Y-%m-%d").ok()?)
+    // The API's own reading (and its range) once the date is written as it expects.
+    let iso = match s.split('-').collect::<Vec<_>>().as_slice() {
+        [compact] if compact.len() == 8 && compact.bytes().all(|b| b.is_ascii_digit()) => {
+            format!("{}-{}-{}", &compact[..4], &compact[4..6], &compact[6..])
+        }
+        [y, m, d] => format!("{y}-{m:0>2}-{d:0>2}"),
+        _ => s.clone(),
     };
-    let today = Utc::now().date_naive();
-    let future = match birth {
-        Birth::Full(d) => d > today,
-        Birth::Year(y) => y > today.year(),
-    };
-    (!future && birth.year() >= 1880).then_some(birth)
+    parse_birth(&iso).ok()
 }
 
 #[cfg(test)]
 mod tests {
+    use chrono::NaiveDate;
+
     use super::*;
 
     fn positions() -> Positions {
