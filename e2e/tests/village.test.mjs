@@ -32,6 +32,16 @@ test('a village doctor registers a patient and runs a whole visit in the browser
   assert.ok(await fitsWidth(page), 'the visit form fits 1366 px');
   assert.deepEqual(await unlabelled(page), [], 'every field of the visit form has a label');
 
+  // A wrong value: the same page again, with what was typed and the bad field named.
+  await page.getByLabel('收缩压（mmHg）').fill('400');
+  await page.getByLabel('舒张压（mmHg）').fill('90');
+  await page.getByRole('button', { name: '保存生命体征' }).click();
+  await page.locator('#err-vitals').waitFor();
+  assert.match(await page.locator('#err-vitals').textContent(), /收缩压（mmHg）：/);
+  assert.equal(await page.getByLabel('收缩压（mmHg）').inputValue(), '400');
+  assert.equal(await page.getByLabel('舒张压（mmHg）').inputValue(), '90');
+  assert.equal(await page.getByLabel('收缩压（mmHg）').getAttribute('aria-invalid'), 'true');
+  await screenshot(page, 'visit-refused-vitals');
   await page.getByLabel('收缩压（mmHg）').fill('172');
   await page.getByLabel('舒张压（mmHg）').fill('104');
   await page.getByRole('button', { name: '保存生命体征' }).click();
