@@ -23,6 +23,7 @@ use sea_orm::entity::prelude::*;
 
 use crate::platform::backoff::Backoff;
 use crate::platform::codes;
+use crate::platform::db::Durability;
 use crate::platform::events::Envelope;
 use crate::platform::{AppError, AppResult, Db, SystemScope, Tx};
 
@@ -114,7 +115,9 @@ pub async fn apply(db: &Db, handler: &dyn Handler, event: &Envelope) -> AppResul
 /// Applies `event` with `handler` once: the idempotency row goes in first, so a concurrent
 /// duplicate waits on it and then fails, rolling its effect back.
 async fn apply_once(db: &Db, handler: &dyn Handler, event: &Envelope) -> AppResult<Applied> {
-    let mut tx = db.begin(&SystemScope { tenant: event.tenant }).await?;
+    // Not flushed before the ack: an effect lost with its idempotency row to a database crash is
+    // re-delivered by the anti-entropy sweep (`delivery`), which looks for exactly that row.
+    let mut tx = db.begin_with(&SystemScope { tenant: event.tenant }, Durability::Redeliverable).await?;
     // One statement: the row goes in, or it was there already (a concurrent duplicate's insert
     // waits here for the first to commit or roll back, then finds it or takes its place).
     let row = processed_event::ActiveModel {

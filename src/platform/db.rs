@@ -39,6 +39,19 @@ impl TenantScope for SystemScope {
     }
 }
 
+/// How a transaction's commit reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// The commit returns after its WAL is flushed: everything a user's request writes.
+    Flushed,
+    /// On PostgreSQL the commit returns before its WAL is flushed (`synchronous_commit = off`),
+    /// so a crash of the database, not of the app, can lose the last ~0.6 s of such commits,
+    /// never half of one. Only for work that is applied again when it is lost: a consumer's
+    /// effect with its idempotency row (the anti-entropy sweep re-delivers an event that has no
+    /// row) and the relay's "sent" marks (an unmarked event is published again and deduplicated).
+    Redeliverable,
+}
+
 #[derive(Clone)]
 pub struct Db {
     conn: DatabaseConnection,
@@ -193,6 +206,11 @@ impl Db {
 
     /// Opens a transaction for `scope`'s tenant and sets the RLS key once.
     pub async fn begin(&self, scope: &impl TenantScope) -> AppResult<Tx> {
+        self.begin_with(scope, Durability::Flushed).await
+    }
+
+    /// Opens a transaction for `scope`'s tenant with the given durability (see [`Durability`]).
+    pub async fn begin_with(&self, scope: &impl TenantScope, durability: Durability) -> AppResult<Tx> {
         let tenant = scope.tenant_id();
         let inner = match self.kind {
             // IMMEDIATE takes SQLite's write lock up front, so concurrent writers queue on the
@@ -207,12 +225,14 @@ impl Db {
             }
             DbKind::Postgres => {
                 let tx = self.conn.begin().await?;
-                tx.execute_raw(Statement::from_sql_and_values(
-                    DbBackend::Postgres,
-                    "SELECT set_config('cloudhis.tenant_id', $1, true)",
-                    [tenant.to_string().into()],
-                ))
-                .await?;
+                let sql = match durability {
+                    Durability::Flushed => "SELECT set_config('cloudhis.tenant_id', $1, true)",
+                    Durability::Redeliverable => {
+                        "SELECT set_config('cloudhis.tenant_id', $1, true), set_config('synchronous_commit', 'off', true)"
+                    }
+                };
+                tx.execute_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, [tenant.to_string().into()]))
+                    .await?;
                 tx
             }
         };

@@ -226,7 +226,12 @@ async fn relay_amqp(db: &Db, bus: &Bus) -> anyhow::Result<usize> {
     let conn = db.raw();
     let tx = conn.begin().await?;
     if db.kind() == DbKind::Postgres {
-        tx.execute_unprepared("SELECT set_config('cloudhis.relay', 'on', true)").await?;
+        // The marks need no flush before the next batch: a mark lost to a database crash only
+        // publishes its event again, and every consumer drops a repeat by its idempotency row.
+        tx.execute_unprepared(
+            "SELECT set_config('cloudhis.relay', 'on', true), set_config('synchronous_commit', 'off', true)",
+        )
+        .await?;
         let got = tx
             .query_one_raw(Statement::from_string(
                 DbBackend::Postgres,
