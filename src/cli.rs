@@ -406,8 +406,9 @@ async fn verify_audit(config: Config) -> anyhow::Result<ExitCode> {
     }
     if let Some(b) = report.broken {
         eprintln!(
-            "audit chain BROKEN in tenant {} at row seq={}{}: {}",
+            "audit chain BROKEN in tenant {} chain {} at row seq={}{}: {}",
             b.tenant_code,
+            b.chain,
             b.seq,
             b.id.map(|i| format!(" id={i}")).unwrap_or_default(),
             b.reason

@@ -32,9 +32,11 @@ mod m20261206_000023_patients_identifier_reveals;
 mod m20261206_000024_patients_held_identifiers;
 mod m20261206_000025_onboarding_resident_imports;
 mod m20261206_000026_patients_surname_index;
+mod m20261206_000027_audit_chains;
 
 /// The registry steps of the enrollment summaries already there, as SQL (migration 18 runs it).
 pub use m20261128_000018_statistics_registry_steps::fill_sql as registry_steps_fill_sql;
+pub use m20261206_000027_audit_chains::CHAINS as AUDIT_CHAINS;
 
 pub struct Migrator;
 
@@ -68,6 +70,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000024_patients_held_identifiers::Migration),
             Box::new(m20261206_000025_onboarding_resident_imports::Migration),
             Box::new(m20261206_000026_patients_surname_index::Migration),
+            Box::new(m20261206_000027_audit_chains::Migration),
         ]
     }
 }

@@ -15,6 +15,9 @@ use crate::platform::state::AppState;
 
 #[derive(Debug, Clone, Object)]
 pub struct AuditEventDto {
+    /// The row's hash chain (a tenant's trail is split over several)
+    pub chain: i16,
+    /// The row's number in its chain
     pub seq: i64,
     pub id: Uuid,
     pub occurred_at: DateTime<Utc>,
@@ -49,8 +52,8 @@ impl AuditApi {
         &self,
         state: Data<&AppState>,
         auth: Auth,
-        /// Rows before this sequence number (for paging)
-        before: Query<Option<i64>>,
+        /// Rows written before this row id (for paging: the last id of the previous page)
+        before: Query<Option<Uuid>>,
         /// Page size, 1-500
         #[oai(default = "default_limit", validator(minimum(value = "1"), maximum(value = "500")))]
         limit: Query<u64>,
@@ -61,6 +64,7 @@ impl AuditApi {
         Ok(ListAuditResponse::Ok(Json(
             rows.into_iter()
                 .map(|r| AuditEventDto {
+                    chain: r.chain,
                     seq: r.seq,
                     id: r.id,
                     occurred_at: r.occurred_at,

@@ -213,12 +213,36 @@ async fn registrations_of(tx: &Tx, persons: &[Uuid]) -> AppResult<HashMap<Uuid, 
     if persons.is_empty() {
         return Ok(HashMap::new());
     }
-    let names: HashMap<Uuid, String> =
-        crate::tenancy::service::list_institutions(tx).await?.into_iter().map(|i| (i.id, i.name)).collect();
+    use crate::tenancy::entity::institution;
+    #[derive(sea_orm::FromQueryResult)]
+    struct Row {
+        id: Uuid,
+        person_id: Uuid,
+        institution_id: Uuid,
+        mrn: String,
+        registered_at: DateTime<Utc>,
+        institution_name: Option<String>,
+    }
+    // The institutions' names come with the rows (one statement, not the tenant's whole list).
+    let at_institution = registration::Entity::belongs_to(institution::Entity)
+        .from((registration::Column::TenantId, registration::Column::InstitutionId))
+        .to((institution::Column::TenantId, institution::Column::Id))
+        .into();
     let rows = registration::Entity::find()
+        .select_only()
+        .columns([
+            registration::Column::Id,
+            registration::Column::PersonId,
+            registration::Column::InstitutionId,
+            registration::Column::Mrn,
+            registration::Column::RegisteredAt,
+        ])
+        .column_as(sea_orm::sea_query::Expr::col((institution::Entity, institution::Column::Name)), "institution_name")
+        .join(sea_orm::JoinType::LeftJoin, at_institution)
         .filter(registration::Column::TenantId.eq(tx.tenant()))
         .filter(registration::Column::PersonId.is_in(persons.to_vec()))
         .order_by_asc(registration::Column::RegisteredAt)
+        .into_model::<Row>()
         .all(&**tx)
         .await?;
     let mut out: HashMap<Uuid, Vec<RegistrationView>> = HashMap::new();
@@ -226,7 +250,7 @@ async fn registrations_of(tx: &Tx, persons: &[Uuid]) -> AppResult<HashMap<Uuid, 
         out.entry(r.person_id).or_default().push(RegistrationView {
             id: r.id,
             institution_id: r.institution_id,
-            institution_name: names.get(&r.institution_id).cloned().unwrap_or_default(),
+            institution_name: r.institution_name.unwrap_or_default(),
             mrn: r.mrn,
             registered_at: r.registered_at,
         });

@@ -189,8 +189,16 @@ impl Cache {
         }
     }
 
+    /// Whether a flag is set: one `EXISTS` on Redis (checked on every request, for sessions).
     pub async fn has_flag(&self, key: &str) -> AppResult<bool> {
-        Ok(self.count(key).await?.0 > 0)
+        match &self.inner {
+            Inner::Memory(_) => Ok(self.count(key).await?.0 > 0),
+            Inner::Redis { conn, prefix } => {
+                let mut conn = conn.clone();
+                let n: u64 = conn.exists(Self::key(prefix, key)).await.map_err(unavailable)?;
+                Ok(n > 0)
+            }
+        }
     }
 
     /// Tells every replica (this one included) that something changed.

@@ -17,6 +17,7 @@ use sea_orm::{
 use uuid::Uuid;
 
 use crate::platform::audit::AuditEntry;
+use crate::platform::audit::writer::Writer;
 use crate::platform::config::{Config, DbKind};
 use crate::platform::error::{AppError, AppResult};
 use migrations::{Migrator, MigratorTrait};
@@ -58,6 +59,8 @@ pub struct Db {
     kind: DbKind,
     /// Signalled after a commit that wrote events, so the relay publishes at once.
     events_wake: Arc<Notify>,
+    /// Group commit of read-only transactions' audit rows (PostgreSQL).
+    audit_writer: Option<Writer>,
 }
 
 /// A transaction bound to one tenant. Deref gives the sea-orm connection for queries.
@@ -67,6 +70,7 @@ pub struct Tx {
     audit: Vec<AuditEntry>,
     emitted: bool,
     events_wake: Arc<Notify>,
+    audit_writer: Option<Writer>,
 }
 
 impl std::ops::Deref for Tx {
@@ -124,13 +128,23 @@ impl Tx {
         Ok(())
     }
 
+    /// Commits, with the audit rows: a transaction that wrote appends them to its tenant's
+    /// chain just before its commit (atomic with the write); one that only read commits first
+    /// and hands them to the group writer (PostgreSQL), returning once they are committed.
     pub async fn commit(self) -> AppResult<()> {
-        if !self.audit.is_empty() {
-            crate::platform::audit::chain::append(&self.inner, self.tenant, self.audit).await?;
+        let Tx { inner, tenant, audit, emitted, events_wake, audit_writer } = self;
+        if !audit.is_empty() {
+            if let Some(writer) = audit_writer.filter(|_| !emitted)
+                && only_read(&inner).await?
+            {
+                inner.commit().await?;
+                return writer.append(tenant, audit).await;
+            }
+            crate::platform::audit::chain::append(&inner, tenant, audit).await?;
         }
-        self.inner.commit().await?;
-        if self.emitted {
-            self.events_wake.notify_one();
+        inner.commit().await?;
+        if emitted {
+            events_wake.notify_one();
         }
         Ok(())
     }
@@ -141,6 +155,21 @@ impl Tx {
     }
 }
 
+/// Whether a PostgreSQL transaction has written nothing: it has no transaction id yet (any row
+/// written or locked, or any DDL, assigns one).
+async fn only_read(tx: &DatabaseTransaction) -> AppResult<bool> {
+    let row = tx
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT pg_current_xact_id_if_assigned() IS NULL AS only_read",
+        ))
+        .await?;
+    Ok(match row {
+        Some(row) => row.try_get("", "only_read")?,
+        None => false,
+    })
+}
+
 impl Db {
     /// Connects the application pool. On PostgreSQL every connection assumes `config.db_role`.
     pub async fn connect(config: &Config) -> anyhow::Result<Self> {
@@ -148,7 +177,10 @@ impl Db {
         opts.sqlx_logging(false)
             .max_connections(config.db_pool_size)
             .connect_timeout(Duration::from_secs(5))
-            .acquire_timeout(Duration::from_secs(10));
+            .acquire_timeout(Duration::from_secs(10))
+            // A health check only for a connection idle a second or more (one a restart or a
+            // proxy may have cut): a busy pool's connections go out without a ping round trip.
+            .test_before_acquire_if_idle_for(Duration::from_secs(1));
         match config.db_kind {
             DbKind::Sqlite => {
                 opts.map_sqlx_sqlite_opts(sqlite_options);
@@ -176,7 +208,8 @@ impl Db {
             }
         }
         let conn = Database::connect(opts).await?;
-        Ok(Self { conn, kind: config.db_kind, events_wake: Arc::default() })
+        let audit_writer = (config.db_kind == DbKind::Postgres).then(|| Writer::spawn(conn.clone()));
+        Ok(Self { conn, kind: config.db_kind, events_wake: Arc::default(), audit_writer })
     }
 
     /// Connects as the login user without assuming the app role: for migrations and operator
@@ -188,7 +221,7 @@ impl Db {
             opts.map_sqlx_sqlite_opts(sqlite_options);
         }
         let conn = Database::connect(opts).await?;
-        Ok(Self { conn, kind: config.db_kind, events_wake: Arc::default() })
+        Ok(Self { conn, kind: config.db_kind, events_wake: Arc::default(), audit_writer: None })
     }
 
     pub fn events_wake(&self) -> Arc<Notify> {
@@ -236,7 +269,14 @@ impl Db {
                 tx
             }
         };
-        Ok(Tx { inner, tenant, audit: Vec::new(), emitted: false, events_wake: self.events_wake.clone() })
+        Ok(Tx {
+            inner,
+            tenant,
+            audit: Vec::new(),
+            emitted: false,
+            events_wake: self.events_wake.clone(),
+            audit_writer: self.audit_writer.clone(),
+        })
     }
 
     /// A transaction over the tenant registry only (no tenant yet: login by code, tenant apply).

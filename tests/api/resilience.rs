@@ -46,13 +46,13 @@ impl Drop for BrokerUser {
 }
 
 /// A `cloudhis serve` process on the test's backends.
-struct Replica {
+pub struct Replica {
     child: Child,
-    base: String,
+    pub base: String,
 }
 
 impl Replica {
-    async fn start(app: &TestApp, extra: &[(&str, &str)]) -> Self {
+    pub async fn start(app: &TestApp, extra: &[(&str, &str)]) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let child = Command::new(env!("CARGO_BIN_EXE_cloudhis"))
             .arg("serve")
@@ -76,7 +76,7 @@ impl Replica {
         Self { child, base }
     }
 
-    fn kill(&mut self) {
+    pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -199,9 +199,9 @@ async fn the_app_role_cannot_rewrite_tenants_or_the_audit_chain() {
         format!("UPDATE audit_log SET action = 'x' WHERE tenant_id = '{mine}'"),
         format!("DELETE FROM audit_log WHERE tenant_id = '{mine}'"),
         "TRUNCATE audit_log".to_string(),
-        format!("SELECT audit_head_lock('{other}')"),
-        format!("SELECT audit_head_advance('{mine}', 0, repeat('0', 64))"),
-        format!("SELECT audit_head_advance('{other}', 1000000, repeat('0', 64))"),
+        format!("SELECT audit_head_lock('{other}', 0)"),
+        format!("SELECT audit_head_advance('{mine}', 0, 0, repeat('0', 64))"),
+        format!("SELECT audit_head_advance('{other}', 0, 1000000, repeat('0', 64))"),
         format!("SELECT tenant_apply('{other}', 'other-county', 'x', 'x', '{{}}'::jsonb)"),
         format!("SELECT tenant_apply('{mine}', 'renamed', 'x', 'x', '{{}}'::jsonb)"),
     ];
@@ -224,7 +224,7 @@ async fn the_app_role_cannot_rewrite_tenants_or_the_audit_chain() {
     let tx = db.begin().await.unwrap();
     tx.execute_unprepared(&format!("SELECT set_config('cloudhis.tenant_id', '{mine}', true)")).await.unwrap();
     assert_eq!(count(&tx, "SELECT count(*) FROM tenants").await, 2);
-    assert_eq!(count(&tx, &format!("SELECT count(*) FROM audit_heads WHERE tenant_id = '{mine}'")).await, 1);
+    assert!(count(&tx, &format!("SELECT count(*) FROM audit_heads WHERE tenant_id = '{mine}'")).await >= 1);
     tx.rollback().await.unwrap();
     // And the chain the forbidden statements tried to rewrite still verifies.
     let out = app.cli(&["audit", "verify"]);

@@ -1,7 +1,10 @@
-//! The hash chain. Each tenant's rows are numbered 1, 2, 3, … and each row's hash covers its
-//! fields and the previous row's hash, so editing, deleting or reordering a row breaks the chain
-//! at that row. Appends lock the tenant's chain head (`audit_heads`) for the rest of the
-//! transaction, which is why the transaction appends last.
+//! The hash chains. Each tenant's trail is split over `AUDIT_CHAINS` chains; each chain's rows
+//! are numbered 1, 2, 3, … and each row's hash covers its fields (its chain and number among
+//! them) and the previous row's hash, so editing, deleting or reordering a row breaks its chain
+//! at that row, and cutting rows off a chain's end disagrees with the chain's head
+//! (`audit_heads`). An append locks one chain's head for the rest of its transaction: the first
+//! one no other transaction holds, so concurrent requests of a tenant append side by side
+//! instead of queueing behind one row (which is why the transaction still appends last).
 
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use sea_orm::{ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter, Statement};
@@ -14,18 +17,27 @@ use crate::platform::AppResult;
 
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// Rows per INSERT statement.
-const CHUNK: usize = 16;
+/// Rows per INSERT statement: 17 parameters a row stays under both backends' limits. (Chunks
+/// of 16 rows were a workaround for sqlx 0.9.0 not setting TCP_NODELAY, fixed in 0.9.1.)
+const CHUNK: usize = 1000;
 
-/// Appends `entries` to `tenant`'s chain inside `conn`'s transaction.
+/// A chain's head: where the next row goes.
+struct Head {
+    chain: i16,
+    seq: i64,
+    hash: String,
+}
+
+/// Appends `entries` to one of `tenant`'s chains inside `conn`'s transaction.
 pub async fn append(conn: &DatabaseTransaction, tenant: Uuid, entries: Vec<AuditEntry>) -> AppResult<()> {
-    let (mut seq, mut prev) = lock_head(conn, tenant).await?;
+    let Head { chain, mut seq, hash: mut prev } = lock_head(conn, tenant).await?;
     let now = Utc::now().trunc_subsecs(6);
     let mut rows = Vec::with_capacity(entries.len());
     for e in entries {
         seq += 1;
         let mut row = audit_log::Model {
             tenant_id: tenant,
+            chain,
             seq,
             id: Uuid::now_v7(),
             occurred_at: now,
@@ -45,60 +57,59 @@ pub async fn append(conn: &DatabaseTransaction, tenant: Uuid, entries: Vec<Audit
         prev = row.hash.clone();
         rows.push(audit_log::ActiveModel::from(row));
     }
-    // In statements of at most CHUNK rows (about 6 KiB of parameters). Over TCP, sqlx (which does
-    // not set TCP_NODELAY) stalls about 40 ms on any statement whose message outgrows its 8 KiB
-    // write buffer: one INSERT of a 100-patient worklist's rows took the page from 16 to 52 ms,
-    // 48-row chunks cost 40 ms each. Fixed-size chunks also keep the statement cache to a
-    // handful of shapes instead of one per list length.
     let mut rows = rows.into_iter().peekable();
     while rows.peek().is_some() {
         audit_log::Entity::insert_many(rows.by_ref().take(CHUNK)).exec(conn).await?;
     }
-    move_head(conn, tenant, seq, prev).await
+    move_head(conn, tenant, Head { chain, seq, hash: prev }).await
 }
 
-/// Sets the head to the last appended row. On PostgreSQL the app role may not write
+/// Sets the chain's head to its last appended row. On PostgreSQL the app role may not write
 /// `audit_heads`: `audit_head_advance` moves it, forward only, to a row that exists.
-async fn move_head(conn: &DatabaseTransaction, tenant: Uuid, seq: i64, hash: String) -> AppResult<()> {
+async fn move_head(conn: &DatabaseTransaction, tenant: Uuid, head: Head) -> AppResult<()> {
     if conn.get_database_backend() == DbBackend::Postgres {
         conn.execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            "SELECT audit_head_advance($1, $2, $3)",
-            [tenant.into(), seq.into(), hash.into()],
+            "SELECT audit_head_advance($1, $2, $3, $4)",
+            [tenant.into(), i32::from(head.chain).into(), head.seq.into(), head.hash.into()],
         ))
         .await?;
         return Ok(());
     }
     audit_head::Entity::update_many()
-        .col_expr(audit_head::Column::Seq, seq.into())
-        .col_expr(audit_head::Column::Hash, hash.into())
+        .col_expr(audit_head::Column::Seq, head.seq.into())
+        .col_expr(audit_head::Column::Hash, head.hash.into())
         .filter(audit_head::Column::TenantId.eq(tenant))
+        .filter(audit_head::Column::Chain.eq(head.chain))
         .exec(conn)
         .await?;
     Ok(())
 }
 
-/// The tenant's head, created at genesis on first use and locked for the rest of the
-/// transaction (on PostgreSQL through `audit_head_lock`; SQLite's writers are serialized).
-async fn lock_head(conn: &DatabaseTransaction, tenant: Uuid) -> AppResult<(i64, String)> {
+/// A head of the tenant, created at genesis on first use and locked for the rest of the
+/// transaction: on PostgreSQL the first chain from 0 on that no other transaction holds
+/// (`audit_head_lock`), so a quiet tenant writes chain 0 and a busy one spreads; SQLite's
+/// writers are serialized, so it always appends to chain 0.
+async fn lock_head(conn: &DatabaseTransaction, tenant: Uuid) -> AppResult<Head> {
     let backend = conn.get_database_backend();
     if backend == DbBackend::Postgres {
         let row = conn
             .query_one_raw(Statement::from_sql_and_values(
                 backend,
-                "SELECT seq, hash FROM audit_head_lock($1)",
+                "SELECT chain, seq, hash FROM audit_head_lock($1, 0)",
                 [tenant.into()],
             ))
             .await?
             .ok_or_else(|| crate::platform::AppError::internal(anyhow::anyhow!("audit head could not be locked")))?;
-        return Ok((row.try_get("", "seq")?, row.try_get("", "hash")?));
+        let chain: i32 = row.try_get("", "chain")?;
+        return Ok(Head { chain: chain as i16, seq: row.try_get("", "seq")?, hash: row.try_get("", "hash")? });
     }
-    let select = "SELECT seq, hash FROM audit_heads WHERE tenant_id = ?";
-    let insert = "INSERT INTO audit_heads (tenant_id, seq, hash) VALUES (?, 0, ?) ON CONFLICT (tenant_id) DO NOTHING";
+    let select = "SELECT seq, hash FROM audit_heads WHERE tenant_id = ? AND chain = 0";
+    let insert = "INSERT INTO audit_heads (tenant_id, chain, seq, hash) VALUES (?, 0, 0, ?) ON CONFLICT (tenant_id, chain) DO NOTHING";
     for _ in 0..2 {
         let row = conn.query_one_raw(Statement::from_sql_and_values(backend, select, [tenant.into()])).await?;
         if let Some(row) = row {
-            return Ok((row.try_get("", "seq")?, row.try_get("", "hash")?));
+            return Ok(Head { chain: 0, seq: row.try_get("", "seq")?, hash: row.try_get("", "hash")? });
         }
         conn.execute_raw(Statement::from_sql_and_values(backend, insert, [tenant.into(), GENESIS.into()])).await?;
     }
@@ -134,6 +145,11 @@ pub fn row_hash(r: &audit_log::Model) -> String {
     put(&mut h, Some(&r.outcome));
     put(&mut h, r.request_id.as_deref());
     put(&mut h, Some(&r.prev_hash));
+    // Rows written before the trail had several chains are chain 0 and hash as they did; the
+    // encoding stays unambiguous, since a row of another chain has one field more.
+    if r.chain != 0 {
+        put(&mut h, Some(&r.chain.to_string()));
+    }
     hex::encode(h.finalize())
 }
 
@@ -148,6 +164,7 @@ mod tests {
     fn row() -> audit_log::Model {
         audit_log::Model {
             tenant_id: Uuid::nil(),
+            chain: 0,
             seq: 1,
             id: Uuid::nil(),
             occurred_at: DateTime::from_timestamp(1_700_000_000, 123_000).unwrap(),
@@ -178,5 +195,8 @@ mod tests {
         r.action = "auth.logi".into();
         r.resource_type = "nsession".into();
         assert_ne!(row_hash(&r), base, "field boundaries are unambiguous");
+        let mut r = row();
+        r.chain = 1;
+        assert_ne!(row_hash(&r), base, "a row belongs to its chain");
     }
 }

@@ -5,5 +5,6 @@
 pub mod chain;
 pub mod entity;
 mod entry;
+pub mod writer;
 
 pub use entry::{AuditEntry, Outcome, Purpose};

@@ -5,6 +5,8 @@ use sea_orm::entity::prelude::*;
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub tenant_id: Uuid,
+    #[sea_orm(primary_key, auto_increment = false)]
+    pub chain: i16,
     pub seq: i64,
     pub hash: String,
 }

@@ -6,6 +6,8 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub tenant_id: Uuid,
     #[sea_orm(primary_key, auto_increment = false)]
+    pub chain: i16,
+    #[sea_orm(primary_key, auto_increment = false)]
     pub seq: i64,
     pub id: Uuid,
     pub occurred_at: DateTimeUtc,

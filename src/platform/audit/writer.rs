@@ -1,0 +1,106 @@
+//! Group commit for the audit rows of transactions that only read. A read of patient data must
+//! leave its row before the request answers, but a read's own transaction has nothing else to
+//! flush: committing one audit row per read costs a WAL flush each and caps reads at the
+//! database's commit rate. Instead a read commits its (read-only) transaction and hands its rows
+//! here; a worker takes the rows of every read in flight, appends them to their tenants' chains
+//! in one transaction, and answers each read only after that commit. A crash before the commit
+//! loses rows only of requests that had not answered.
+
+use std::sync::Arc;
+
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait};
+use tokio::sync::{Mutex, mpsc, oneshot};
+use uuid::Uuid;
+
+use super::entry::AuditEntry;
+use crate::platform::{AppError, AppResult};
+
+/// Rows one group commit takes at most (the rest wait for the next).
+const MAX_ROWS: usize = 2000;
+/// Workers per process: one collects the next group while another commits.
+const WORKERS: usize = 2;
+
+struct Job {
+    tenant: Uuid,
+    entries: Vec<AuditEntry>,
+    done: oneshot::Sender<Result<(), String>>,
+}
+
+/// The handle requests use; cloning it shares the workers.
+#[derive(Clone)]
+pub struct Writer {
+    jobs: mpsc::Sender<Job>,
+}
+
+impl Writer {
+    /// Starts the workers on `conn` (PostgreSQL: each group sets the tenant before its rows, so
+    /// row-level security and the head functions see the right tenant).
+    pub fn spawn(conn: DatabaseConnection) -> Self {
+        let (tx, rx) = mpsc::channel::<Job>(8192);
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..WORKERS {
+            let (conn, rx) = (conn.clone(), rx.clone());
+            tokio::spawn(async move {
+                while let Some(jobs) = next_group(&rx).await {
+                    let result = write(&conn, &jobs).await.map_err(|e| format!("{e:#}"));
+                    if let Err(e) = &result {
+                        tracing::error!(error = %e, rows = jobs.len(), "audit group commit failed");
+                    }
+                    for job in jobs {
+                        let _ = job.done.send(result.clone());
+                    }
+                }
+            });
+        }
+        Self { jobs: tx }
+    }
+
+    /// Appends `entries` to `tenant`'s trail; returns once they are committed.
+    pub async fn append(&self, tenant: Uuid, entries: Vec<AuditEntry>) -> AppResult<()> {
+        let (done, answer) = oneshot::channel();
+        let gone = || AppError::internal(anyhow::anyhow!("the audit writer stopped"));
+        self.jobs.send(Job { tenant, entries, done }).await.map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())?.map_err(|e| AppError::internal(anyhow::anyhow!("audit group commit: {e}")))
+    }
+}
+
+/// Waits for a job, then takes whatever else is already queued, up to [`MAX_ROWS`] rows.
+async fn next_group(rx: &Mutex<mpsc::Receiver<Job>>) -> Option<Vec<Job>> {
+    let mut rx = rx.lock().await;
+    let first = rx.recv().await?;
+    let mut rows = first.entries.len();
+    let mut jobs = vec![first];
+    while rows < MAX_ROWS {
+        match rx.try_recv() {
+            Ok(job) => {
+                rows += job.entries.len();
+                jobs.push(job);
+            }
+            Err(_) => break,
+        }
+    }
+    Some(jobs)
+}
+
+/// One transaction: each tenant's rows (in the order they came) appended to one of its chains.
+async fn write(conn: &DatabaseConnection, jobs: &[Job]) -> anyhow::Result<()> {
+    let mut tenants: Vec<(Uuid, Vec<AuditEntry>)> = Vec::new();
+    for job in jobs {
+        match tenants.iter_mut().find(|(t, _)| *t == job.tenant) {
+            Some((_, rows)) => rows.extend(job.entries.iter().cloned()),
+            None => tenants.push((job.tenant, job.entries.clone())),
+        }
+    }
+    let tx = conn.begin().await?;
+    for (tenant, entries) in tenants {
+        tx.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT set_config('cloudhis.tenant_id', $1, true)",
+            [tenant.to_string().into()],
+        ))
+        .await?;
+        super::chain::append(&tx, tenant, entries).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
