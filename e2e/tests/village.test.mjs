@@ -82,6 +82,29 @@ test('a village doctor registers a patient and runs a whole visit in the browser
   assert.match(await page.locator('#today').textContent(), /浏览器甲/);
 });
 
+test('a village doctor enrols a newly registered patient in hypertension follow-up from the patient page', async () => {
+  const page = await newPage(world.browser);
+  await logIn(page, world.server.base, 'village.doctor', /\/app\/clinic$/);
+  const form = page.locator('form', { has: page.locator('#reg-name') });
+  await form.getByLabel('姓名').fill('浏览器丙');
+  await form.getByLabel('性别').selectOption('female');
+  await form.getByLabel('出生日期').fill('1958-04-02');
+  await form.getByRole('button', { name: '登记' }).click();
+  await page.waitForURL(/\/app\/clinic\/patients\//);
+  const patient = page.url();
+  assert.match(await page.locator('#enrollments').textContent(), /尚未纳入/);
+  assert.deepEqual(await unlabelled(page), [], 'the enrolment form has its labels');
+
+  await page.getByLabel('病种').selectOption('hypertension');
+  await page.getByLabel('确诊日期').fill('2025-03-01');
+  await page.getByRole('button', { name: '纳入随访管理' }).click();
+  await page.waitForURL(/\/app\/followups\/[0-9a-f-]+$/);
+  assert.match(await page.locator('h1').textContent(), /浏览器丙/);
+
+  await page.goto(patient);
+  assert.match(await page.locator('#enrollments').textContent(), /高血压/);
+});
+
 test('a danger value at a follow-up flags the patient and the drafted referral is sent', async () => {
   const enrollment = await hypertensionEnrollment(world.server.base, 1);
   const page = await newPage(world.browser);

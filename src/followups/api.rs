@@ -305,6 +305,8 @@ pub struct WorklistCounts {
     pub overdue: i64,
     pub due_this_week: i64,
     pub never_followed_up: i64,
+    /// Of never_followed_up, those whose first follow-up is already overdue
+    pub never_followed_up_overdue: i64,
     /// Listed patients with a proposed referral
     pub flagged: i64,
 }
@@ -455,6 +457,8 @@ impl FollowupsApi {
         &self,
         state: Data<&AppState>,
         auth: Auth,
+        /// Only this person's enrollments
+        person_id: Query<Option<Uuid>>,
         disease: Query<Option<DiseaseDto>>,
         doctor_id: Query<Option<Uuid>>,
         #[oai(default)] include_closed: Query<bool>,
@@ -466,6 +470,7 @@ impl FollowupsApi {
             &state,
             &auth.0,
             ListQuery {
+                person: person_id.0,
                 disease: disease.0.map(DiseaseDto::disease),
                 doctor: doctor_id.0,
                 include_closed: include_closed.0,
@@ -566,6 +571,7 @@ impl FollowupsApi {
                 overdue: count(Category::Overdue),
                 due_this_week: count(Category::DueThisWeek),
                 never_followed_up: count(Category::NeverFollowedUp),
+                never_followed_up_overdue: w.never_late as i64,
                 flagged: w.flagged as i64,
             },
             total: w.total as i64,

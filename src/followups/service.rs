@@ -535,6 +535,8 @@ pub async fn get(state: &AppState, ctx: &RequestCtx, id: Uuid) -> AppResult<Enro
 }
 
 pub struct ListQuery {
+    /// Only this person's enrollments (the patient page lists them).
+    pub person: Option<Uuid>,
     pub disease: Option<Disease>,
     pub doctor: Option<Uuid>,
     pub include_closed: bool,
@@ -551,6 +553,9 @@ pub async fn list(state: &AppState, ctx: &RequestCtx, q: ListQuery) -> AppResult
     let mut s = enrollment::Entity::find()
         .filter(enrollment::Column::TenantId.eq(ctx.tenant))
         .filter(enrollment::Column::InstitutionId.eq(ctx.institution));
+    if let Some(person) = q.person {
+        s = s.filter(enrollment::Column::PersonId.eq(person));
+    }
     if let Some(d) = q.disease {
         s = s.filter(enrollment::Column::Disease.eq(d.as_str()));
     }
@@ -600,8 +605,18 @@ pub struct Worklist {
     /// Every category's size (before `category`, `limit` and `offset`), and how many are flagged.
     pub counts: HashMap<Category, usize>,
     pub flagged: usize,
+    /// Of the never followed up, those whose first follow-up is already overdue.
+    pub never_late: usize,
     pub total: usize,
     pub items: Vec<WorkItem>,
+}
+
+/// The worklist's sizes: each category, the flagged, and the never followed up whose first
+/// follow-up is already late (they are on the list as never followed up, and overdue too).
+struct Sizes {
+    counts: HashMap<Category, usize>,
+    flagged: usize,
+    never_late: usize,
 }
 
 #[derive(Debug, sea_orm::FromQueryResult)]
@@ -630,7 +645,7 @@ async fn worklist_audited(
     crate::platform::dates::plausible("as_of", q.as_of, today(state))?;
     let end = week_end(q.as_of);
     let mut tx = state.db.begin(ctx).await?;
-    let (counts, flagged) = category_sizes(&tx, ctx, &q, end).await?;
+    let Sizes { counts, flagged, never_late } = category_sizes(&tx, ctx, &q, end).await?;
     let total = match q.category {
         Some(c) => counts[&c],
         None => counts.values().sum(),
@@ -652,26 +667,22 @@ async fn worklist_audited(
             })
         })
         .collect();
-    Ok(Worklist { as_of: q.as_of, week_end: end, counts, flagged, total, items })
+    Ok(Worklist { as_of: q.as_of, week_end: end, counts, flagged, never_late, total, items })
 }
 
 /// One pass over the scope's active enrollments: each category's size, and the flagged patients
 /// (a referral proposed) whenever they are due.
-async fn category_sizes(
-    tx: &Tx,
-    ctx: &RequestCtx,
-    q: &WorklistQuery,
-    end: NaiveDate,
-) -> AppResult<(HashMap<Category, usize>, usize)> {
+async fn category_sizes(tx: &Tx, ctx: &RequestCtx, q: &WorklistQuery, end: NaiveDate) -> AppResult<Sizes> {
     let mut sql = String::from(
-        "SELECT CASE WHEN visits = 0 THEN 'never_followed_up' WHEN next_due < ? THEN 'overdue'
-                     WHEN next_due <= ? THEN 'due_this_week' ELSE 'later' END AS category,
+        "SELECT CASE WHEN visits = 0 AND next_due < ? THEN 'never_late' WHEN visits = 0 THEN 'never_followed_up'
+                     WHEN next_due < ? THEN 'overdue' WHEN next_due <= ? THEN 'due_this_week' ELSE 'later' END AS category,
                 CAST(COUNT(*) AS BIGINT) AS n,
                 CAST(SUM(CASE WHEN flag IS NOT NULL THEN 1 ELSE 0 END) AS BIGINT) AS flagged
            FROM chronic_enrollments
           WHERE tenant_id = ? AND institution_id = ? AND status = ?",
     );
     let mut values: Vec<sea_orm::Value> = vec![
+        q.as_of.into(),
         q.as_of.into(),
         end.into(),
         ctx.tenant.into(),
@@ -689,13 +700,21 @@ async fn category_sizes(
     sql.push_str(" GROUP BY 1");
     let sizes: Vec<CategoryCount> = crate::platform::db::query_all(tx, &sql, values).await?;
     let mut counts: HashMap<Category, usize> = Category::ALL.iter().map(|c| (*c, 0)).collect();
+    let mut never_late = 0;
     // 'later' (due after this week) is counted by the query but is on no list.
     for c in &sizes {
-        if let Some(cat) = Category::parse(&c.category) {
-            counts.insert(cat, c.n as usize);
+        let cat = if c.category == "never_late" {
+            never_late = c.n as usize;
+            Some(Category::NeverFollowedUp)
+        } else {
+            Category::parse(&c.category)
+        };
+        if let Some(cat) = cat {
+            *counts.entry(cat).or_default() += c.n as usize;
         }
     }
-    Ok((counts, sizes.iter().map(|c| c.flagged).sum::<i64>() as usize))
+    let flagged = sizes.iter().map(|c| c.flagged).sum::<i64>() as usize;
+    Ok(Sizes { counts, flagged, never_late })
 }
 
 /// The page: the category's rule as a condition, the list's order (overdue longest first, then

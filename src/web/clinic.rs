@@ -293,6 +293,24 @@ struct PatientPage {
     notice: Option<String>,
     fields: Vec<(&'static str, String)>,
     purposes: Vec<(&'static str, String)>,
+    /// The person's follow-up registries here, and the form to enrol them (as typed if refused).
+    enrollments: Vec<super::followups::EnrolledRow>,
+    can_enroll: bool,
+    enroll: Refused,
+    today: String,
+}
+
+/// The patient page's forms as typed: the reveal form, and the enrolment form when refused.
+#[derive(Default)]
+pub struct PatientForms {
+    pub reveal: RevealForm,
+    pub enroll: Refused,
+}
+
+impl From<RevealForm> for PatientForms {
+    fn from(reveal: RevealForm) -> Self {
+        Self { reveal, enroll: Refused::default() }
+    }
 }
 
 /// The reveal form, as typed (shown again when refused).
@@ -321,7 +339,7 @@ pub async fn patient(req: &Request, state: Data<&AppState>, id: Path<String>, q:
         _ => None,
     };
     let out = match Uuid::parse_str(&id.0) {
-        Ok(id) => patient_page(&state, p, id, RevealForm::default(), None, None, notice).await,
+        Ok(id) => patient_page(&state, p, id, PatientForms::default(), None, None, notice).await,
         Err(_) => Err((not_found(), "/app/clinic".to_string())),
     };
     finish(l, out)
@@ -350,18 +368,18 @@ pub async fn reveal_identifier(
         p.check_csrf(&f.csrf).map_err(|e| (e, format!("/app/clinic/patients/{id}")))?;
         let (Some(field), Some(purpose)) = (IdentifierField::parse(&f.field), RevealPurpose::parse(&f.purpose)) else {
             let bad = if IdentifierField::parse(&f.field).is_none() { "field" } else { "purpose" };
-            return patient_page(&state, p, id, f, None, Some((bad, l.t("reveal-choose"))), None).await;
+            return patient_page(&state, p, id, f.into(), None, Some((bad, l.t("reveal-choose"))), None).await;
         };
         match patients::reveal(&state, &p.ctx, id, field, purpose, &f.reason).await {
             Ok(r) => {
                 let shown = (l.t(&format!("reveal-field-{field}")), r.value.unwrap_or_else(|| l.t("reveal-none")));
-                patient_page(&state, p, id, RevealForm::default(), Some(shown), None, None).await
+                patient_page(&state, p, id, PatientForms::default(), Some(shown), None, None).await
             }
             Err(e) if e.is(codes::REASON_REQUIRED) => {
-                patient_page(&state, p, id, f, None, Some(("reason", l.t("reveal-reason-required"))), None).await
+                patient_page(&state, p, id, f.into(), None, Some(("reason", l.t("reveal-reason-required"))), None).await
             }
             Err(e) if e.is(codes::REVEAL_LIMIT_REACHED) => {
-                patient_page(&state, p, id, f, None, Some(("", l.t("reveal-limit"))), None).await
+                patient_page(&state, p, id, f.into(), None, Some(("", l.t("reveal-limit"))), None).await
             }
             Err(e) => Err((e, format!("/app/clinic/patients/{id}"))),
         }
@@ -370,11 +388,11 @@ pub async fn reveal_identifier(
     finish(l, out)
 }
 
-async fn patient_page(
+pub(super) async fn patient_page(
     state: &AppState,
     p: Page,
     id: Uuid,
-    reveal: RevealForm,
+    forms: PatientForms,
     revealed: Option<(String, String)>,
     refused: Option<(&'static str, String)>,
     notice: Option<String>,
@@ -401,7 +419,9 @@ async fn patient_page(
     let masked = [&person.resident_id, &person.phone, &person.insurance_no]
         .iter()
         .any(|v| v.as_deref().is_some_and(|v| v.contains('*')));
-    let status = if refused.is_some() { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
+    let enrollments = super::followups::enrolled(state, &p, id).await.map_err(|e| (e, back()))?;
+    let refused_any = refused.is_some() || forms.enroll.here("enroll");
+    let status = if refused_any { StatusCode::UNPROCESSABLE_ENTITY } else { StatusCode::OK };
     let (reveal_bad, reveal_message) = refused.map_or(("", None), |(field, m)| (field, Some(m)));
     let fields = crate::patients::domain::IdentifierField::ALL
         .iter()
@@ -416,13 +436,17 @@ async fn patient_page(
         person: person_row(l, &person, String::new()),
         masked,
         visits,
-        reveal,
+        reveal: forms.reveal,
         revealed,
         reveal_message,
         reveal_bad,
         notice,
         fields,
         purposes,
+        enrollments,
+        can_enroll: p.ctx.can(crate::identity::ctx::Perm::FollowupWrite),
+        enroll: forms.enroll,
+        today: crate::followups::service::today(state).to_string(),
         p,
     };
     Ok(render(status, &page))

@@ -33,6 +33,7 @@ pub struct Item {
 }
 
 pub struct Count {
+    pub code: &'static str,
     pub label: String,
     pub n: usize,
 }
@@ -44,6 +45,8 @@ struct WorklistPage {
     p: Page,
     as_of: NaiveDate,
     counts: Vec<Count>,
+    /// Never followed up, and the first follow-up already late.
+    never_late: usize,
     flagged: usize,
     items: Vec<Item>,
     /// Every patient flagged for an up-referral, due or not.
@@ -65,7 +68,11 @@ pub async fn worklist(req: &Request, state: Data<&AppState>) -> Response {
     };
     let counts = Category::ALL
         .iter()
-        .map(|c| Count { label: l.t(&format!("fu-{}", c.as_str())), n: list.counts.get(c).copied().unwrap_or(0) })
+        .map(|c| Count {
+            code: c.as_str(),
+            label: l.t(&format!("fu-{}", c.as_str())),
+            n: list.counts.get(c).copied().unwrap_or(0),
+        })
         .collect();
     let item = |e: &crate::followups::entity::enrollment::Model,
                 patient: &str,
@@ -88,6 +95,7 @@ pub async fn worklist(req: &Request, state: Data<&AppState>) -> Response {
         .map(|w| item(&w.enrollment, &w.person.name, &w.doctor_name, Some(w.category), w.days_overdue))
         .collect();
     let flagged = followups::ListQuery {
+        person: None,
         disease: None,
         doctor: None,
         include_closed: false,
@@ -99,7 +107,8 @@ pub async fn worklist(req: &Request, state: Data<&AppState>) -> Response {
         Ok(rows) => rows.iter().map(|r| item(&r.enrollment, &r.person.name, &r.doctor_name, None, 0)).collect(),
         Err(e) => return error_page(l, &e, "/app/"),
     };
-    render(StatusCode::OK, &WorklistPage { l, p, as_of, counts, flagged: list.flagged, items, to_refer })
+    let never_late = list.never_late;
+    render(StatusCode::OK, &WorklistPage { l, p, as_of, counts, never_late, flagged: list.flagged, items, to_refer })
 }
 
 /// The worklist as CSV for Excel (UTF-8 with a BOM, Chinese headers), as the API gives it.
@@ -321,4 +330,108 @@ fn field_label(field: &str) -> Option<&'static str> {
         "notes" => "fu-notes",
         _ => return None,
     })
+}
+
+/// One of a person's follow-up registries at this institution, on their patient page.
+pub struct EnrolledRow {
+    pub id: Uuid,
+    pub disease: String,
+    pub next_due: String,
+}
+
+/// The person's active registries here (none for a role that cannot read follow-ups).
+pub(super) async fn enrolled(state: &AppState, p: &Page, person: Uuid) -> Result<Vec<EnrolledRow>, AppError> {
+    if !p.ctx.can(crate::identity::ctx::Perm::FollowupRead) {
+        return Ok(Vec::new());
+    }
+    let q = followups::ListQuery {
+        person: Some(person),
+        disease: None,
+        doctor: None,
+        include_closed: false,
+        flagged_only: false,
+        limit: 10,
+        offset: 0,
+    };
+    Ok(followups::list(state, &p.ctx, q)
+        .await?
+        .into_iter()
+        .map(|r| EnrolledRow {
+            id: r.enrollment.id,
+            disease: p.l.t(&format!("disease-{}", r.enrollment.disease)),
+            next_due: r.enrollment.next_due.to_string(),
+        })
+        .collect())
+}
+
+/// The enrolment form on the patient page, as typed.
+#[derive(Deserialize, Default)]
+pub struct EnrollForm {
+    #[serde(default)]
+    csrf: String,
+    disease: Option<String>,
+    diagnosed_on: Option<String>,
+}
+
+const ENROLL_FIELDS: [&str; 2] = ["disease", "diagnosed_on"];
+
+/// Enrols a patient registered here in the hypertension or diabetes registry, and opens the
+/// enrollment; a refused form comes back on the patient page as typed, the field named.
+#[handler]
+pub async fn enroll(req: &Request, state: Data<&AppState>, id: Path<String>, form: Form<EnrollForm>) -> Response {
+    use crate::followups::domain::Disease;
+    let p = signed_in!(req, &state);
+    let l = p.l;
+    let Ok(person) = Uuid::parse_str(&id.0) else {
+        return error_page(l, &AppError::new(codes::PAGE_NOT_FOUND, "no such page"), "/app/clinic");
+    };
+    let back = format!("/app/clinic/patients/{person}");
+    let f = form.0;
+    let done = async {
+        p.check_csrf(&f.csrf)?;
+        let disease = f.disease.as_deref().and_then(Disease::parse).ok_or_else(|| invalid("disease"))?;
+        let diagnosed_on: NaiveDate = super::form::required("diagnosed_on", &f.diagnosed_on)?;
+        let input = followups::EnrollInput {
+            person_id: person,
+            disease,
+            diagnosed_on,
+            diagnosis_code: None,
+            doctor_id: None,
+            enrolled_on: None,
+            interval_days: None,
+        };
+        let e = followups::enroll(&state, &p.ctx, input).await?;
+        Ok::<_, AppError>(see_other(&format!("/app/followups/{}", e.id)))
+    }
+    .await;
+    match done {
+        Ok(r) => r,
+        Err(e) if super::form::refused_input(&e) => {
+            let mut field = form_field_of(&e, &ENROLL_FIELDS);
+            if field.is_empty() && (e.is(codes::ALREADY_ENROLLED) || e.is(codes::DATE_INVALID)) {
+                field = if e.is(codes::ALREADY_ENROLLED) { "disease" } else { "diagnosed_on" }.to_string();
+            }
+            let label = match field.as_str() {
+                "disease" => format!("{}{}", l.t("fu-disease"), l.t("colon")),
+                "diagnosed_on" => format!("{}{}", l.t("enroll-diagnosed-on"), l.t("colon")),
+                _ => String::new(),
+            };
+            let message = format!("{label}{}", refusal_message(l, &e));
+            let values = [("disease", &f.disease), ("diagnosed_on", &f.diagnosed_on)]
+                .into_iter()
+                .map(|(k, v)| (k, v.clone().unwrap_or_default()))
+                .collect();
+            let enroll = Refused { step: "enroll".into(), values, field, message };
+            let forms = super::clinic::PatientForms { enroll, ..Default::default() };
+            let status = poem::error::ResponseError::status(&e);
+            match super::clinic::patient_page(&state, p, person, forms, None, None, None).await {
+                Ok(mut page) => {
+                    page.set_status(status);
+                    page
+                }
+                Err((e, back)) => error_page(l, &e, &back),
+            }
+        }
+        Err(e) => error_page(l, &e, &back),
+    }
 }

@@ -59,6 +59,7 @@ pub fn routes() -> Route {
         .at("/clinic/patients", post(clinic::register))
         .at("/clinic/patients/:id", get(clinic::patient))
         .at("/clinic/patients/:id/reveal", post(clinic::reveal_identifier))
+        .at("/clinic/patients/:id/enroll", post(followups::enroll))
         .at("/visits", post(clinic::start_visit))
         .at("/visits/:id", get(clinic::visit))
         .at("/visits/:id/:step", post(clinic::visit_step))
@@ -191,6 +192,9 @@ pub fn refusal_message(l: Locale, e: &AppError) -> String {
         (codes::DIAGNOSIS_DUPLICATE | codes::DUPLICATE_DRUG, _) => "error-duplicate",
         (codes::OVERPAYMENT, _) => "error-overpayment",
         (codes::QUANTITY_INVALID, _) => "error-quantity",
+        (codes::ALREADY_ENROLLED, _) => "error-already-enrolled",
+        (codes::DATE_IN_FUTURE, _) => "error-date-future",
+        (codes::DATE_INVALID | codes::DATE_OUT_OF_RANGE, _) => "error-date",
         (_, StatusCode::FORBIDDEN) => "error-forbidden",
         (_, StatusCode::NOT_FOUND) => "error-not-found",
         (_, StatusCode::CONFLICT) => "error-conflict",

@@ -434,7 +434,11 @@ async fn the_worklist_of_a_frozen_day_matches_the_hand_computed_one() {
     let list = app.get("/api/v1/followups/worklist", &doc.token).await;
     assert_eq!(list.status, 200, "{}", list.text);
     assert_eq!((list.body["as_of"].as_str(), list.body["week_end"].as_str()), (Some(AS_OF), Some("2026-06-14")));
-    assert_eq!(list.body["counts"], json!({"overdue": 1, "due_this_week": 1, "never_followed_up": 4, "flagged": 0}));
+    // Two of the four never seen are late already (张甲 66 days, 张庚 61): counted as such.
+    assert_eq!(
+        list.body["counts"],
+        json!({"overdue": 1, "due_this_week": 1, "never_followed_up": 4, "never_followed_up_overdue": 2, "flagged": 0})
+    );
     let rows: Vec<(String, String, i64)> = list.body["items"]
         .as_array()
         .unwrap()
@@ -481,7 +485,11 @@ async fn the_worklist_of_a_frozen_day_matches_the_hand_computed_one() {
     assert_eq!(names, ["张庚", "张戊"]);
     // Any other day can be asked for: a week later (Wednesday 17th) B, C and F are overdue.
     let later = app.get("/api/v1/followups/worklist?as_of=2026-06-17", &doc.token).await;
-    assert_eq!(later.body["counts"], json!({"overdue": 3, "due_this_week": 0, "never_followed_up": 4, "flagged": 0}));
+    // Of the never seen, A (due 04-05), E (06-14) and G (04-10) are late by then; D (06-18) not.
+    assert_eq!(
+        later.body["counts"],
+        json!({"overdue": 3, "due_this_week": 0, "never_followed_up": 4, "never_followed_up_overdue": 3, "flagged": 0})
+    );
 
     // The CSV for Excel: BOM, Chinese headers, the same rows.
     let csv = app

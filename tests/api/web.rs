@@ -764,6 +764,79 @@ async fn a_follow_up_recorded_in_the_form_flags_a_danger_value_and_proposes_a_re
     assert!(list.text[at..].contains(&format!("data-enrollment=\"{id}\"")), "flagged on the doctor's list");
 }
 
+/// Enrolling from the patient page: a refused form (no registry chosen, a diagnosis in the
+/// future) comes back on the page as typed with the field named and nothing written; a good one
+/// opens the enrollment, the patient page lists it, a second enrolment in the same registry is
+/// refused by name, and the worklist's header counts the never-seen patient whose first
+/// follow-up is already late as overdue too.
+#[tokio::test]
+async fn a_village_doctor_enrols_a_patient_from_the_patient_page_and_the_worklist_counts_agree() {
+    let app = spawn_app().await;
+    app.load_demo().await;
+    let doc = app.login("village.doctor").await;
+    let person = crate::referrals::patient(&app, &doc, 11).await;
+    let b = Browser::new(&app);
+    b.login("village.doctor").await;
+    let path = format!("/app/clinic/patients/{person}");
+    let page = b.get(&path).await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.text.contains("id=\"enroll-form\"") && page.text.contains("尚未纳入"), "{}", page.text);
+    let token = csrf(&page.text);
+    let enroll = format!("{path}/enroll");
+
+    let r = b.post(&enroll, &[("csrf", &token), ("disease", ""), ("diagnosed_on", "2025-03-01")]).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert!(r.text.contains("id=\"err-enroll\"") && r.text.contains("病种："), "{}", r.text);
+    assert!(r.text.contains("name=\"disease\" required aria-invalid=\"true\""), "{}", r.text);
+    assert!(r.text.contains("value=\"2025-03-01\""), "what was typed stays: {}", r.text);
+    assert!(r.text.contains("action=\"/app/logout\""), "the menu stays");
+    let r = b.post(&enroll, &[("csrf", &token), ("disease", "diabetes"), ("diagnosed_on", "2099-01-01")]).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert!(r.text.contains("确诊日期：日期不能晚于今天"), "{}", r.text);
+    assert!(r.text.contains("<option value=\"diabetes\" selected>"), "{}", r.text);
+    assert!(r.text.contains("value=\"2099-01-01\" aria-invalid=\"true\""), "{}", r.text);
+    let none = app.get(&format!("/api/v1/followups/enrollments?person_id={person}"), &doc.token).await;
+    assert_eq!(none.body.as_array().unwrap().len(), 0, "nothing written: {}", none.text);
+
+    let r = b.post(&enroll, &[("csrf", &token), ("disease", "hypertension"), ("diagnosed_on", "2025-03-01")]).await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text);
+    let opened = r.location.unwrap();
+    assert!(opened.starts_with("/app/followups/"), "{opened}");
+    let id = opened.trim_start_matches("/app/followups/").to_string();
+    assert_eq!(b.get(&opened).await.status, StatusCode::OK);
+    let page = b.get(&path).await;
+    assert!(page.text.contains(&format!("data-enrollment=\"{id}\"")), "listed on the patient page");
+    let r = b.post(&enroll, &[("csrf", &token), ("disease", "hypertension"), ("diagnosed_on", "2025-03-01")]).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+    assert!(r.text.contains("已在此病种的慢病管理中"), "{}", r.text);
+
+    let list = app.get(&format!("/api/v1/followups/worklist?as_of={}", followups_day(&app, 120)), &doc.token).await;
+    assert_eq!(list.status, 200, "{}", list.text);
+    let counts = &list.body["counts"];
+    assert_eq!(counts["never_followed_up"], 1, "{}", list.text);
+    assert_eq!(counts["never_followed_up_overdue"], 1, "{}", list.text);
+    let late = list.body["items"][0]["days_overdue"].as_i64().unwrap();
+    assert!(late > 0, "the row says it is late: {}", list.text);
+    // A paper registry entered late: enrolled months ago, never seen, late today.
+    let other = crate::referrals::patient(&app, &doc, 12).await;
+    let back = app
+        .post(
+            "/api/v1/followups/enrollments",
+            &doc.token,
+            serde_json::json!({"person_id": other, "disease": "diabetes", "diagnosed_on": "2025-01-10", "enrolled_on": "2025-06-01"}),
+        )
+        .await;
+    assert_eq!(back.status, 201, "{}", back.text);
+    let page = b.get("/app/followups").await;
+    assert!(page.text.contains("id=\"count-never_followed_up\">从未随访 <strong>2</strong>"), "{}", page.text);
+    assert!(page.text.contains("id=\"count-never-late\">1<"), "{}", page.text);
+}
+
+/// `days` after today, as the follow-up service counts days (the tenant's clock).
+fn followups_day(_app: &TestApp, days: i64) -> String {
+    (chrono::Utc::now().date_naive() + chrono::Duration::days(days)).to_string()
+}
+
 /// No page mixes the languages: in English, the clinician's and the coordinator's pages show no
 /// Chinese but the switch back ("中文") and data that has no English form (people's names, free
 /// text the users typed).
