@@ -31,6 +31,9 @@ test('a new referral appears live, and the coordinator takes it from accept to b
 
   await row.getByRole('link', { name: '转诊演示' }).click();
   assert.deepEqual(await unlabelled(page), [], 'every field of the referral page has a label');
+  // The case comes with the referral: who, and what the visit recorded.
+  assert.ok(await page.locator('#case').isVisible());
+  assert.match(await page.locator('#case-who').textContent(), /[男女] · \d+ 岁/);
   await page.getByRole('button', { name: '接收' }).click();
   assert.equal(await page.locator('#status').getAttribute('data-status'), 'accepted');
   await page.getByRole('button', { name: '登记患者到达' }).click();

@@ -1157,6 +1157,18 @@ impl Contact {
     }
 }
 
+/// Who a referral is about, for the receiving clinician reading its case: name, sex and birth,
+/// no identifier (a merged person is found under the id the referral names).
+pub async fn brief_of(tx: &Tx, id: Uuid) -> AppResult<Option<Contact>> {
+    Ok(person::Entity::find_by_id((tx.tenant(), id)).one(&**tx).await?.map(|p| Contact {
+        name: p.name,
+        sex: p.sex,
+        birth_date: p.birth_date,
+        birth_year: p.birth_year,
+        phone: None,
+    }))
+}
+
 pub async fn contacts_of(
     tx: &Tx,
     ctx: &RequestCtx,

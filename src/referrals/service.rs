@@ -602,6 +602,10 @@ pub struct ReferralView {
     pub person_name: String,
     pub from_name: String,
     pub to_name: Option<String>,
+    /// One referral read whole (`get`): the person's sex and birth, and the down-referrals made
+    /// from it (id, status), so the case reads without opening the visit.
+    pub person: Option<crate::patients::service::Contact>,
+    pub children: Vec<(Uuid, Status)>,
 }
 
 async fn views(tx: &Tx, rows: Vec<referral::Model>, with_history: bool) -> AppResult<Vec<ReferralView>> {
@@ -626,6 +630,8 @@ async fn views(tx: &Tx, rows: Vec<referral::Model>, with_history: bool) -> AppRe
             to_name: r.to_institution.and_then(|t| names.get(&t).cloned()),
             transitions,
             referral: r,
+            person: None,
+            children: Vec::new(),
         });
     }
     Ok(out)
@@ -640,7 +646,17 @@ pub async fn get(state: &AppState, ctx: &RequestCtx, id: Uuid) -> AppResult<Refe
         .filter(|r| r.from_institution == ctx.institution || r.to_institution == Some(ctx.institution))
         .ok_or_else(|| AppError::new(codes::REFERRAL_NOT_FOUND, "no such referral for your institution"))?;
     let person = r.person_id;
-    let v = views(&tx, vec![r], true).await?.remove(0);
+    let mut v = views(&tx, vec![r], true).await?.remove(0);
+    v.person = crate::patients::service::brief_of(&tx, person).await?;
+    v.children = referral::Entity::find()
+        .filter(referral::Column::TenantId.eq(ctx.tenant))
+        .filter(referral::Column::ParentId.eq(id))
+        .order_by_asc(referral::Column::CreatedAt)
+        .all(&*tx)
+        .await?
+        .into_iter()
+        .map(|c| (c.id, c.status))
+        .collect();
     tx.audit(ctx.audit("referral.read", "referral", Purpose::Referral).resource(id).subject(person));
     tx.commit().await?;
     Ok(v)

@@ -17,7 +17,7 @@ use uuid::Uuid;
 use super::{Locale, Page, error_page, render, see_other, signed_in};
 use crate::identity::ctx::Perm;
 use crate::platform::AppError;
-use crate::platform::clock::china;
+use crate::platform::clock::{china, china_date};
 use crate::platform::codes;
 use crate::platform::state::AppState;
 use crate::referrals::domain::{Action, Direction, Status, Urgency};
@@ -164,12 +164,99 @@ pub struct Step {
     pub what: String,
 }
 
+/// The case a referral carries, as the receiving clinician reads it: who, and what the visit
+/// recorded when the referral was written (its `clinical_summary`).
+#[derive(Default)]
+pub struct Case {
+    pub who: String,
+    pub diagnoses: Vec<String>,
+    pub vitals: Vec<String>,
+    pub allergies: Vec<String>,
+    pub medicines: Vec<String>,
+    /// The visit it came from, linked for the sender (whose visit it is).
+    pub visit: Option<Uuid>,
+    /// The up-referral a down-referral answers, and the down-referrals made from this one.
+    pub parent: Option<Uuid>,
+    pub children: Vec<(Uuid, String)>,
+}
+
+fn case_of(l: Locale, v: &ReferralView, sender: bool) -> Case {
+    use serde_json::Value;
+    let r = &v.referral;
+    let clinical = &r.clinical_summary["clinical"];
+    let items = |key: &str| clinical[key].as_array().cloned().unwrap_or_default();
+    let num = |v: &Value| v.as_f64().map(|n| if n.fract() == 0.0 { format!("{n:.0}") } else { format!("{n}") });
+    let who = v.person.as_ref().map_or_else(String::new, |p| {
+        let sex = p.sex.as_deref().map(|s| l.t(&format!("sex-{s}"))).unwrap_or_default();
+        let age = p.age_on(china_date(Utc::now())).map(|a| l.t_with("case-age", &[("years", a.to_string())]));
+        [Some(sex).filter(|s| !s.is_empty()), age].into_iter().flatten().collect::<Vec<_>>().join(" · ")
+    });
+    let diagnoses = items("diagnoses")
+        .iter()
+        .filter_map(|d| {
+            let code = d["code"].as_str()?;
+            let name = crate::clinical::icd10::lookup(code).map(|i| if l == Locale::En { i.name_en } else { i.name });
+            Some(format!("{code} {}", name.unwrap_or_default()).trim().to_string())
+        })
+        .collect();
+    let vitals = items("vitals")
+        .iter()
+        .take(1)
+        .map(|v| {
+            let mut parts = Vec::new();
+            if let Some(at) = v["recorded_at"].as_str().and_then(|t| t.parse::<chrono::DateTime<Utc>>().ok()) {
+                parts.push(when(at));
+            }
+            if let (Some(s), Some(d)) = (num(&v["systolic"]), num(&v["diastolic"])) {
+                parts.push(format!("{} {s}/{d} mmHg", l.t("case-bp")));
+            }
+            for (key, label, unit) in [
+                ("pulse", "case-pulse", "/min"),
+                ("temperature", "case-temp", " ℃"),
+                ("fasting_glucose", "case-glucose", " mmol/L"),
+                ("weight_kg", "case-weight", " kg"),
+            ] {
+                if let Some(n) = num(&v[key]) {
+                    parts.push(format!("{} {n}{unit}", l.t(label)));
+                }
+            }
+            parts.join(" · ")
+        })
+        .collect();
+    let allergies = items("allergies").iter().filter_map(|a| a.as_str().map(str::to_string)).collect();
+    let medicines = items("medicines")
+        .iter()
+        .map(|m| {
+            let name = if l == Locale::En { m["drug_code"].as_str() } else { m["name"].as_str() }.unwrap_or_default();
+            let freq = m["frequency"].as_str().map(|f| l.t(&format!("freq-{f}"))).unwrap_or_default();
+            let days =
+                m["days"].as_i64().map(|d| l.t_with("case-days", &[("days", d.to_string())])).unwrap_or_default();
+            format!(
+                "{name} · {} {} {freq} {days}",
+                num(&m["dose"]).unwrap_or_default(),
+                m["dose_unit"].as_str().unwrap_or_default()
+            )
+        })
+        .collect();
+    Case {
+        who,
+        diagnoses,
+        vitals,
+        allergies,
+        medicines,
+        visit: r.source_encounter_id.filter(|_| sender),
+        parent: r.parent_id,
+        children: v.children.iter().map(|(id, s)| (*id, l.t(&format!("status-{s}")))).collect(),
+    }
+}
+
 #[derive(Template)]
 #[template(path = "referral.html", config = "src/web/askama.toml")]
 struct DetailPage {
     l: Locale,
     p: Page,
     row: Row,
+    case: Case,
     receiver: bool,
     history: Vec<Step>,
     can_accept: bool,
@@ -207,6 +294,7 @@ pub async fn detail(req: &Request, state: Data<&AppState>, id: Path<String>) -> 
         v.transitions.iter().map(|t| Step { at: when(t.at), what: l.t(&format!("status-{}", t.to_status)) }).collect();
     let page = DetailPage {
         row: row(l, &v, r.from_institution == p.ctx.institution, &names),
+        case: case_of(l, &v, r.from_institution == p.ctx.institution),
         receiver,
         history,
         can_accept: receiver && status == Some(Status::Requested),

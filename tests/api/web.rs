@@ -837,6 +837,79 @@ fn followups_day(_app: &TestApp, days: i64) -> String {
     (chrono::Utc::now().date_naive() + chrono::Duration::days(days)).to_string()
 }
 
+/// A referral carries the case: the coordinator reads the patient's sex and age, the visit's
+/// diagnosis, vitals and medicines on the referral's page without opening the visit (which only
+/// the sender may, and gets a link to); an up-referral and the down-referral made from it link
+/// to each other.
+#[tokio::test]
+async fn the_coordinator_reads_the_case_on_the_referral_and_up_and_down_link_to_each_other() {
+    use serde_json::json;
+    let app = spawn_app().await;
+    app.load_demo().await;
+    let doc = app.login("village.doctor").await;
+    let ids = app.institutions(&doc).await;
+    let person = crate::referrals::patient(&app, &doc, 13).await;
+    let e = app.post("/api/v1/encounters", &doc.token, json!({"person_id": person})).await;
+    assert_eq!(e.status, 201, "{}", e.text);
+    let enc = e.body["id"].as_str().unwrap().to_string();
+    for (path, body) in [
+        ("vitals", json!({"systolic": 172, "diastolic": 104, "pulse": 78})),
+        ("diagnoses", json!({"code": "I10"})),
+        (
+            "prescriptions",
+            json!({"lines": [{"drug_code": "amlodipine-5mg", "dose": 5, "dose_unit": "mg", "frequency": "qd", "days": 7, "quantity": 7}]}),
+        ),
+    ] {
+        let r = app.post(&format!("/api/v1/encounters/{enc}/{path}"), &doc.token, body).await;
+        assert!(r.status.is_success(), "{path}: {}", r.text);
+    }
+    let up = app
+        .post(
+            "/api/v1/referrals",
+            &doc.token,
+            json!({"person_id": person, "direction": "up", "to_institution_id": ids["county-hospital"],
+                   "reason": "血压控制不佳", "source_encounter_id": enc}),
+        )
+        .await;
+    assert_eq!(up.status, 201, "{}", up.text);
+    let up = up.body["id"].as_str().unwrap().to_string();
+
+    let b = Browser::new(&app);
+    b.login("coordinator").await;
+    let page = b.get(&format!("/app/referrals/{up}")).await;
+    assert_eq!(page.status, StatusCode::OK);
+    let case = &page.text[page.text.find("id=\"case\"").expect("a case section")..];
+    // 转诊患者 was born 1960-01-01 (the test resident id): a man, 66 or so.
+    assert!(case.contains("id=\"case-who\">男 · "), "{case}");
+    assert!(case.contains("I10 "), "{case}");
+    assert!(case.contains("血压 172/104 mmHg") && case.contains("脉搏 78/min"), "{case}");
+    assert!(case.contains("氨氯地平") && case.contains("每日一次") && case.contains("× 7 天"), "{case}");
+    assert!(!case.contains("id=\"case-visit\""), "the receiver is not given the village's visit");
+    let sender = Browser::new(&app);
+    sender.login("village.doctor").await;
+    let mine = sender.get(&format!("/app/referrals/{up}")).await;
+    assert!(mine.text.contains(&format!("id=\"case-visit\" href=\"/app/visits/{enc}\"")), "{}", mine.text);
+
+    let coord = app.login("coordinator").await;
+    for step in ["accept", "arrive"] {
+        let r = app.post(&format!("/api/v1/referrals/{up}/{step}"), &coord.token, json!({})).await;
+        assert!(r.status.is_success(), "{step}: {}", r.text);
+    }
+    let down = app
+        .post(
+            &format!("/api/v1/referrals/{up}/down"),
+            &coord.token,
+            json!({"discharge_summary": "血压平稳", "rehab_plan": "每月随访"}),
+        )
+        .await;
+    assert!(down.status.is_success(), "{}", down.text);
+    let down = down.body["id"].as_str().unwrap().to_string();
+    let page = b.get(&format!("/app/referrals/{down}")).await;
+    assert!(page.text.contains(&format!("id=\"case-parent\" href=\"/app/referrals/{up}\"")), "{}", page.text);
+    let page = b.get(&format!("/app/referrals/{up}")).await;
+    assert!(page.text.contains(&format!("class=\"case-child\" href=\"/app/referrals/{down}\"")), "{}", page.text);
+}
+
 /// No page mixes the languages: in English, the clinician's and the coordinator's pages show no
 /// Chinese but the switch back ("中文") and data that has no English form (people's names, free
 /// text the users typed).
