@@ -27,12 +27,31 @@ use crate::platform::state::AppState;
 use crate::platform::{AppError, AppResult, Db, SystemScope, Tx};
 use crate::tenancy::InstitutionKind;
 
-/// The tenant's referral settings: `referral_sla_hours` (default 24) and
-/// `referral_grant_days` (default 30) under `[settings]`.
-pub async fn settings(tx: &Tx) -> AppResult<(i64, i64)> {
+/// The tenant's referral settings, under `[settings]`: hours the receiver has to decide a
+/// routine referral (`referral_sla_hours`, default 24) and an urgent one
+/// (`referral_urgent_sla_hours`, default 2), and the days a grant stays open after completion
+/// (`referral_grant_days`, default 30).
+pub struct Settings {
+    pub sla_hours: i64,
+    pub urgent_sla_hours: i64,
+    pub grant_days: i64,
+}
+
+impl Settings {
+    /// The decision limit for a referral of `urgency`.
+    pub fn sla(&self, urgency: Urgency) -> Duration {
+        Duration::hours(if urgency == Urgency::Urgent { self.urgent_sla_hours } else { self.sla_hours })
+    }
+}
+
+pub async fn settings(tx: &Tx) -> AppResult<Settings> {
     let t = crate::tenancy::service::get_tenant(&**tx, tx.tenant()).await?;
     let get = |k: &str, d: i64| t.settings.get(k).and_then(|v| v.as_i64()).filter(|v| *v > 0).unwrap_or(d);
-    Ok((get("referral_sla_hours", 24), get("referral_grant_days", 30)))
+    Ok(Settings {
+        sla_hours: get("referral_sla_hours", 24),
+        urgent_sla_hours: get("referral_urgent_sla_hours", 2),
+        grant_days: get("referral_grant_days", 30),
+    })
 }
 
 pub struct CreateInput {
@@ -184,7 +203,8 @@ pub async fn create_in(tx: &mut Tx, ctx: &RequestCtx, input: CreateInput) -> App
         }
     };
     let snapshot = snapshot(tx, input.person_id, ctx.institution, input.source_encounter).await?;
-    let (sla_hours, _) = settings(tx).await?;
+    let limits = settings(tx).await?;
+    let urgency = if input.urgent { Urgency::Urgent } else { Urgency::Routine };
     let now = Utc::now();
     let requested = status == Status::Requested;
     let r = referral::ActiveModel {
@@ -196,7 +216,7 @@ pub async fn create_in(tx: &mut Tx, ctx: &RequestCtx, input: CreateInput) -> App
         to_institution: Set(to),
         external_hospital: Set(external),
         status: Set(status),
-        urgency: Set(if input.urgent { Urgency::Urgent } else { Urgency::Routine }),
+        urgency: Set(urgency),
         reason: Set(input.reason.trim().to_string()),
         clinical_summary: Set(json!({ "reason": input.reason.trim(), "clinical": snapshot })),
         source_encounter_id: Set(input.source_encounter),
@@ -204,7 +224,7 @@ pub async fn create_in(tx: &mut Tx, ctx: &RequestCtx, input: CreateInput) -> App
         created_by: Set(ctx.user),
         created_at: Set(now),
         requested_at: Set(requested.then_some(now)),
-        sla_due_at: Set(requested.then(|| now + Duration::hours(sla_hours))),
+        sla_due_at: Set(requested.then(|| now + limits.sla(urgency))),
         decided_at: Set(None),
         decided_by: Set(None),
         reject_reason: Set(None),
@@ -267,7 +287,7 @@ pub async fn refer_down(
     if !to.kind.is_grassroots() {
         return Err(AppError::new(codes::REFERRAL_DIRECTION_INVALID, "a down-referral goes to a township or village"));
     }
-    let (sla_hours, _) = settings(&tx).await?;
+    let limits = settings(&tx).await?;
     let snapshot = snapshot(&tx, parent.person_id, ctx.institution, None).await?;
     let now = Utc::now();
     let r = referral::ActiveModel {
@@ -287,7 +307,7 @@ pub async fn refer_down(
         created_by: Set(ctx.user),
         created_at: Set(now),
         requested_at: Set(Some(now)),
-        sla_due_at: Set(Some(now + Duration::hours(sla_hours))),
+        sla_due_at: Set(Some(now + limits.sla(Urgency::Routine))),
         decided_at: Set(None),
         decided_by: Set(None),
         reject_reason: Set(None),
@@ -451,7 +471,7 @@ pub async fn transition(
             },
         ));
     }
-    let (_, grant_days) = settings(&tx).await?;
+    let grant_days = settings(&tx).await?.grant_days;
     let updated = apply(&mut tx, r, action, note, Some(ctx), grant_days).await?;
     tx.audit(ctx.audit("referral.transition", "referral", Purpose::Referral).resource(id).subject(updated.person_id));
     tx.commit().await?;
@@ -475,7 +495,7 @@ async fn apply(
         )
         .with_details(json!({ "status": current.as_str() })));
     };
-    let (sla_hours, _) = settings(tx).await?;
+    let limits = settings(tx).await?;
     let now = Utc::now();
     let actor = ctx.map(|c| c.user);
     let previous = r.status;
@@ -486,7 +506,7 @@ async fn apply(
     match action {
         Action::Submit => {
             am.requested_at = Set(Some(now));
-            am.sla_due_at = Set(Some(now + Duration::hours(sla_hours)));
+            am.sla_due_at = Set(Some(now + limits.sla(r.urgency)));
         }
         Action::Accept | Action::Reject => {
             am.decided_at = Set(Some(now));

@@ -37,6 +37,9 @@ pub struct Row {
     pub sla: String,
     pub overdue: bool,
     pub created: String,
+    /// When an undecided referral must be decided by; for sorting.
+    pub due_at: Option<chrono::DateTime<Utc>>,
+    pub created_at: chrono::DateTime<Utc>,
 }
 
 /// A moment as the reader's wall clock shows it (China Standard Time).
@@ -88,6 +91,8 @@ fn row(l: Locale, v: &ReferralView, sent: bool, names: &HashMap<Uuid, String>) -
         sla,
         overdue,
         created: when(r.created_at),
+        due_at: referrals::sla_left(r, Utc::now()).and(r.sla_due_at),
+        created_at: r.created_at,
     }
 }
 
@@ -95,6 +100,52 @@ fn row(l: Locale, v: &ReferralView, sent: bool, names: &HashMap<Uuid, String>) -
 pub struct ListQuery {
     #[serde(rename = "box")]
     which: Option<String>,
+    /// `urgent` or `routine`; anything else lists both.
+    urgency: Option<String>,
+    /// `due` (the default: urgent first, then the least time left, then the rest newest
+    /// first) or `newest`.
+    sort: Option<String>,
+}
+
+impl ListQuery {
+    fn sent(&self) -> bool {
+        self.which.as_deref() == Some("sent")
+    }
+
+    /// The filter as a query string, for the live refresh to keep it.
+    fn query_string(&self) -> String {
+        let mut parts = Vec::new();
+        if self.sent() {
+            parts.push("box=sent".to_string());
+        }
+        if let Some(u) = self.urgency.as_deref().filter(|u| matches!(*u, "urgent" | "routine")) {
+            parts.push(format!("urgency={u}"));
+        }
+        if self.sort.as_deref() == Some("newest") {
+            parts.push("sort=newest".into());
+        }
+        if parts.is_empty() { String::new() } else { format!("?{}", parts.join("&")) }
+    }
+
+    /// Keeps the rows the filter asks for, in the order it asks for.
+    fn apply(&self, mut rows: Vec<Row>) -> Vec<Row> {
+        match self.urgency.as_deref() {
+            Some("urgent") => rows.retain(|r| r.urgent),
+            Some("routine") => rows.retain(|r| !r.urgent),
+            _ => {}
+        }
+        if self.sort.as_deref() == Some("newest") {
+            rows.sort_by_key(|r| std::cmp::Reverse(r.created_at));
+        } else {
+            // Waiting for a decision first (urgent before routine, least time left first), then
+            // everything else newest first.
+            rows.sort_by(|a, b| {
+                let key = |r: &Row| (r.due_at.is_none(), !r.urgent, r.due_at);
+                key(a).cmp(&key(b)).then(b.created_at.cmp(&a.created_at))
+            });
+        }
+        rows
+    }
 }
 
 #[derive(Template)]
@@ -104,6 +155,10 @@ struct ListPage {
     p: Page,
     sent: bool,
     rows: Vec<Row>,
+    /// The filter as chosen, and as a query string for the live refresh.
+    urgency: String,
+    sort: String,
+    query: String,
 }
 
 #[derive(Template)]
@@ -113,18 +168,30 @@ struct RowsFragment {
     rows: Vec<Row>,
 }
 
-async fn rows(state: &AppState, p: &Page, sent: bool) -> Result<Vec<Row>, AppError> {
+async fn rows(state: &AppState, p: &Page, q: &ListQuery) -> Result<Vec<Row>, AppError> {
+    let sent = q.sent();
     let views = referrals::list(state, &p.ctx, sent, None, 200).await?;
     let names = institution_names(state, p).await?;
-    Ok(views.iter().map(|v| row(p.l, v, sent, &names)).collect())
+    Ok(q.apply(views.iter().map(|v| row(p.l, v, sent, &names)).collect()))
 }
 
 #[handler]
 pub async fn list(req: &Request, state: Data<&AppState>, q: Query<ListQuery>) -> Response {
     let p = signed_in!(req, &state);
-    let sent = q.0.which.as_deref() == Some("sent");
-    match rows(&state, &p, sent).await {
-        Ok(rows) => render(StatusCode::OK, &ListPage { l: p.l, p, sent, rows }),
+    let q = q.0;
+    match rows(&state, &p, &q).await {
+        Ok(rows) => {
+            let page = ListPage {
+                l: p.l,
+                sent: q.sent(),
+                rows,
+                urgency: q.urgency.clone().unwrap_or_default(),
+                sort: q.sort.clone().unwrap_or_default(),
+                query: q.query_string(),
+                p,
+            };
+            render(StatusCode::OK, &page)
+        }
         Err(e) => error_page(p.l, &e, "/app/"),
     }
 }
@@ -133,8 +200,7 @@ pub async fn list(req: &Request, state: Data<&AppState>, q: Query<ListQuery>) ->
 #[handler]
 pub async fn list_rows(req: &Request, state: Data<&AppState>, q: Query<ListQuery>) -> Response {
     let p = signed_in!(req, &state);
-    let sent = q.0.which.as_deref() == Some("sent");
-    match rows(&state, &p, sent).await {
+    match rows(&state, &p, &q.0).await {
         Ok(rows) => render(StatusCode::OK, &RowsFragment { l: p.l, rows }),
         Err(e) => error_page(p.l, &e, "/app/referrals"),
     }

@@ -360,8 +360,9 @@ async fn the_coordinator_inbox_updates_live_and_every_step_is_a_form() {
     let rows = b.get("/app/referrals/rows").await;
     assert!(rows.text.starts_with("<tbody id=\"referral-rows\">"), "{}", rows.text);
     assert!(rows.text.contains(&format!("data-referral=\"{id}\"")));
-    assert!(rows.text.contains("转诊患者") && rows.text.contains("<strong>紧急</strong>"));
-    assert!(rows.text.contains("剩余 23 小时"), "{}", rows.text);
+    assert!(rows.text.contains("转诊患者") && rows.text.contains("<strong class=\"urgent\">紧急</strong>"));
+    // Urgent: the demo's two hours to decide, not the routine 24.
+    assert!(rows.text.contains("剩余 1 小时 5"), "{}", rows.text);
 
     let page = b.get(&format!("/app/referrals/{id}")).await;
     assert_eq!(page.status, StatusCode::OK);
@@ -908,6 +909,53 @@ async fn the_coordinator_reads_the_case_on_the_referral_and_up_and_down_link_to_
     assert!(page.text.contains(&format!("id=\"case-parent\" href=\"/app/referrals/{up}\"")), "{}", page.text);
     let page = b.get(&format!("/app/referrals/{up}")).await;
     assert!(page.text.contains(&format!("class=\"case-child\" href=\"/app/referrals/{down}\"")), "{}", page.text);
+}
+
+/// Urgent means urgent: an urgent referral must be decided within the tenant's urgent limit (2 h
+/// in the demo, against 24 h), is marked, and the coordinator's inbox puts it first, filters by
+/// urgency and can list newest first instead; the live refresh keeps the filter.
+#[tokio::test]
+async fn an_urgent_referral_has_its_own_limit_and_the_inbox_sorts_and_filters_by_it() {
+    use serde_json::json;
+    let app = spawn_app().await;
+    app.load_demo().await;
+    let doc = app.login("village.doctor").await;
+    let county = app.institutions(&doc).await["county-hospital"].to_string();
+    let mut made = Vec::new();
+    for (seq, urgent) in [(21, false), (22, true), (23, false)] {
+        let person = crate::referrals::patient(&app, &doc, seq).await;
+        let r = app
+            .post(
+                "/api/v1/referrals",
+                &doc.token,
+                json!({"person_id": person, "direction": "up", "to_institution_id": county, "reason": "复诊", "urgent": urgent}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        let at = |k: &str| r.body[k].as_str().unwrap().parse::<chrono::DateTime<chrono::Utc>>().unwrap();
+        let hours = (at("sla_due_at") - at("requested_at")).num_minutes() as f64 / 60.0;
+        assert_eq!(hours, if urgent { 2.0 } else { 24.0 }, "{}", r.text);
+        made.push((r.body["id"].as_str().unwrap().to_string(), urgent));
+    }
+    let order =
+        |html: &str| -> Vec<String> { html.split("data-referral=\"").skip(1).map(|s| s[..36].to_string()).collect() };
+    let b = Browser::new(&app);
+    b.login("coordinator").await;
+    let inbox = b.get("/app/referrals").await;
+    assert_eq!(inbox.status, StatusCode::OK);
+    let ids = order(&inbox.text);
+    assert_eq!(ids[0], made[1].0, "the urgent one first: {ids:?}");
+    assert!(inbox.text.contains("data-urgent=\"true\"") && inbox.text.contains("class=\"urgent\""));
+    // The routine ones by time left: the older is due first.
+    assert_eq!(ids[1..], [made[0].0.clone(), made[2].0.clone()]);
+    let routine = b.get("/app/referrals?urgency=routine").await;
+    assert_eq!(order(&routine.text), [made[0].0.clone(), made[2].0.clone()]);
+    assert!(routine.text.contains("<option value=\"routine\" selected>"), "the filter shows as chosen");
+    assert!(routine.text.contains("data-rows=\"/app/referrals/rows?urgency=routine\""), "the refresh keeps it");
+    let rows = b.get("/app/referrals/rows?urgency=urgent").await;
+    assert_eq!(order(&rows.text), [made[1].0.clone()]);
+    let newest = b.get("/app/referrals?sort=newest").await;
+    assert_eq!(order(&newest.text), [made[2].0.clone(), made[1].0.clone(), made[0].0.clone()]);
 }
 
 /// No page mixes the languages: in English, the clinician's and the coordinator's pages show no
