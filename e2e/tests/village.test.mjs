@@ -60,11 +60,14 @@ test('a village doctor registers a patient and runs a whole visit in the browser
   const drug = page.getByLabel('药品（本机构库存）');
   const firstDrug = await drug.locator('option').nth(1).getAttribute('value');
   await drug.selectOption(firstDrug);
+  // The dose unit follows the drug (its dispensing unit), and the quantity is worked out.
+  assert.equal(await page.getByLabel('剂量单位').inputValue(), '片');
   await page.getByLabel('单次剂量').fill('1');
-  await page.getByLabel('剂量单位').fill('片');
-  await page.getByLabel('用药频次').selectOption('qd');
+  await page.getByLabel('用药频次').selectOption('bid');
   await page.getByLabel('天数').fill('7');
-  await page.locator('#qty').fill('7');
+  assert.equal(await page.locator('#qty').inputValue(), '14', '1 片 twice a day for 7 days');
+  await page.getByLabel('用药频次').selectOption('qd');
+  assert.equal(await page.locator('#qty').inputValue(), '7');
   await page.getByRole('button', { name: '开具处方' }).click();
   assert.equal(await page.locator('#prescriptions li').count(), 1);
 

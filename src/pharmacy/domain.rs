@@ -46,6 +46,31 @@ impl Frequency {
             Self::Prn => "prn",
         }
     }
+
+    /// Doses a day, for working out a quantity: none for a single dose or "as needed".
+    pub fn per_day(self) -> Option<u32> {
+        match self {
+            Self::Qd | Self::Qn => Some(1),
+            Self::Bid | Self::Q12h => Some(2),
+            Self::Tid | Self::Q8h => Some(3),
+            Self::Qid => Some(4),
+            Self::Once | Self::Prn => None,
+        }
+    }
+}
+
+/// A drug's strength in milligrams per dispensing unit ("5mg" → 5, "0.5g" → 500), when it is
+/// one plain amount; compound or unit-based strengths ("复方", "10万U") have none.
+pub fn strength_mg(strength: &str) -> Option<f64> {
+    let s = strength.trim().to_ascii_lowercase();
+    let (number, factor) = if let Some(n) = s.strip_suffix("mg") {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('g') {
+        (n, 1000.0)
+    } else {
+        return None;
+    };
+    number.trim().parse::<f64>().ok().filter(|n| *n > 0.0).map(|n| n * factor)
 }
 
 /// A prescription line as requested, checked in isolation.
@@ -155,6 +180,19 @@ mod tests {
         assert_eq!(check_line(&line(31, 31), true, 0).unwrap_err().code(), "prescription_days_exceeded");
         assert_eq!(check_line(&line(7, 0), false, 0).unwrap_err().code(), "quantity_invalid");
         assert_eq!(check_line(&line(7, -3), false, 0).unwrap_err().code(), "quantity_invalid");
+    }
+
+    #[test]
+    fn strengths_in_milligrams_and_doses_a_day() {
+        assert_eq!(strength_mg("5mg"), Some(5.0));
+        assert_eq!(strength_mg("0.5g"), Some(500.0));
+        assert_eq!(strength_mg(" 30 mg"), Some(30.0));
+        assert_eq!(strength_mg("复方"), None);
+        assert_eq!(strength_mg("10万U"), None);
+        assert_eq!(strength_mg("0mg"), None);
+        assert_eq!(Frequency::Tid.per_day(), Some(3));
+        assert_eq!(Frequency::Q12h.per_day(), Some(2));
+        assert_eq!(Frequency::Prn.per_day(), None);
     }
 
     #[test]

@@ -504,8 +504,8 @@ struct VisitPage {
     vitals: Vec<String>,
     diagnoses: Vec<String>,
     prescriptions: Vec<String>,
-    drugs: Vec<Choice>,
-    frequencies: Vec<Choice>,
+    drugs: Vec<DrugOption>,
+    frequencies: Vec<FrequencyOption>,
     fees: Vec<Choice>,
     bill: Option<BillBox>,
     upper: Vec<Choice>,
@@ -568,7 +568,11 @@ async fn visit_page(
         drugs: formulary.iter().filter(|d| d.on_hand > 0).map(|d| drug_choice(l, d)).collect(),
         frequencies: Frequency::ALL
             .iter()
-            .map(|f| Choice { value: f.as_str().into(), label: l.t(&format!("freq-{}", f.as_str())) })
+            .map(|f| FrequencyOption {
+                value: f.as_str(),
+                label: l.t(&format!("freq-{}", f.as_str())),
+                per_day: f.per_day().map(|n| n.to_string()).unwrap_or_default(),
+            })
             .collect(),
         fees: fees.into_iter().map(|f| fee_choice(l, f)).collect(),
         bill: v.bill.as_ref().map(bill_box),
@@ -609,13 +613,34 @@ fn prescribed_line(l: Locale, x: &crate::pharmacy::service::PrescribedLine) -> S
     format!("{name} {} {} {frequency} × {} {}", line.dose, line.dose_unit, line.days, l.t("days"))
 }
 
-fn drug_choice(l: Locale, d: &crate::pharmacy::service::DrugView) -> Choice {
+/// A drug of the prescribing form, with what the page needs to work out a quantity: its
+/// dispensing unit (片, 袋, 支) and its strength per unit in mg, when it has a plain one.
+pub struct DrugOption {
+    pub value: String,
+    pub label: String,
+    pub unit: String,
+    pub mg: String,
+}
+
+/// A frequency of the prescribing form, with its doses a day (empty for once or as needed).
+pub struct FrequencyOption {
+    pub value: &'static str,
+    pub label: String,
+    pub per_day: String,
+}
+
+fn drug_choice(l: Locale, d: &crate::pharmacy::service::DrugView) -> DrugOption {
     let name =
         if l == Locale::En { d.drug.name_en.clone().unwrap_or(d.drug.name.clone()) } else { d.drug.name.clone() };
     // Tenant files give some strengths in Chinese ("复方", compound); English pages leave those
     // out rather than mix the languages.
     let strength = if l == Locale::En && !d.drug.strength.is_ascii() { "" } else { d.drug.strength.as_str() };
-    Choice { value: d.drug.code.clone(), label: format!("{name} {strength} ({} {})", l.t("on-hand"), d.on_hand) }
+    DrugOption {
+        value: d.drug.code.clone(),
+        label: format!("{name} {strength} ({} {})", l.t("on-hand"), d.on_hand),
+        unit: d.drug.unit.clone(),
+        mg: crate::pharmacy::domain::strength_mg(&d.drug.strength).map(|m| m.to_string()).unwrap_or_default(),
+    }
 }
 
 fn fee_choice(l: Locale, f: crate::billing::entity::fee_item::Model) -> Choice {

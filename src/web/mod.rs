@@ -404,6 +404,7 @@ fn asset(name: Path<String>) -> Response {
         "app.css" => ("text/css; charset=utf-8", include_str!("static/app.css")),
         "live.js" => ("text/javascript; charset=utf-8", include_str!("static/live.js")),
         "icd.js" => ("text/javascript; charset=utf-8", include_str!("static/icd.js")),
+        "rx.js" => ("text/javascript; charset=utf-8", include_str!("static/rx.js")),
         _ => return Response::builder().status(StatusCode::NOT_FOUND).finish(),
     };
     Response::builder().content_type(mime).header(header::CACHE_CONTROL, "public, max-age=3600").body(body)

@@ -172,6 +172,7 @@ error-stock = Not enough of that drug in stock here.
 error-encounter-closed = This visit is closed and can no longer change.
 error-duplicate = That has already been entered.
 error-overpayment = The amount is more than what is owed.
+rx-qty-hint = Once the drug, dose, frequency and days are filled in, the quantity (in dispensing units) is worked out; you may change it.
 error-quantity = The quantity must be a whole number from 1 to 10,000.
 error-already-enrolled = This patient is already in that registry (here or at another institution of the community).
 error-date-future = The date cannot be later than today.

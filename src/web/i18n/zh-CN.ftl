@@ -172,6 +172,7 @@ error-stock = 本机构该药品库存不足。
 error-encounter-closed = 该次就诊已结束，不能再修改。
 error-duplicate = 该项已经录入过了。
 error-overpayment = 收款金额超过应付金额。
+rx-qty-hint = 选定药品并填写单次剂量、频次和天数后，数量（按发药单位）自动算出，可修改。
 error-quantity = 数量须为 1 到 10000 之间的整数。
 error-already-enrolled = 该患者已在此病种的慢病管理中（本机构或医共体内其他机构）。
 error-date-future = 日期不能晚于今天。
