@@ -267,6 +267,32 @@ async fn the_sweep_applies_an_event_marked_sent_that_no_consumer_ever_got() {
         .await,
         4
     );
+    // The sweep applies the lost event consumer by consumer: wait until every consumer that
+    // applied the original has applied it too, so the sweep below does not race the app's own.
+    let applied = |id: String| {
+        let app = &app;
+        async move { count(app, &format!("SELECT count(*) FROM processed_events WHERE event_id = {id}")).await }
+    };
+    let original: String = {
+        let row = owner
+            .query_one_raw(sea_orm::Statement::from_string(
+                owner.get_database_backend(),
+                format!(
+                    "SELECT id FROM outbox WHERE event_type = 'referrals.requested' AND id <> {}",
+                    lit(&app, &lost.to_string())
+                ),
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        row.try_get::<Uuid>("", "id").unwrap().to_string()
+    };
+    let consumers = applied(lit(&app, &original)).await;
+    assert!(consumers >= 2, "notifications and statistics follow referrals: {consumers}");
+    eventually("every consumer to apply the lost event", 30, || async {
+        applied(lit(&app, &lost.to_string())).await == consumers
+    })
+    .await;
     // And only once: later sweeps find nothing missing.
     let out = app.cli(&["events", "sweep"]);
     assert!(String::from_utf8_lossy(&out.stdout).contains("0 missing"), "{}", String::from_utf8_lossy(&out.stdout));
