@@ -407,10 +407,7 @@ pub async fn enroll(req: &Request, state: Data<&AppState>, id: Path<String>, for
     match done {
         Ok(r) => r,
         Err(e) if super::form::refused_input(&e) => {
-            let mut field = form_field_of(&e, &ENROLL_FIELDS);
-            if field.is_empty() && (e.is(codes::ALREADY_ENROLLED) || e.is(codes::DATE_INVALID)) {
-                field = if e.is(codes::ALREADY_ENROLLED) { "disease" } else { "diagnosed_on" }.to_string();
-            }
+            let field = form_field_of(&e, &ENROLL_FIELDS);
             let label = match field.as_str() {
                 "disease" => format!("{}{}", l.t("fu-disease"), l.t("colon")),
                 "diagnosed_on" => format!("{}{}", l.t("enroll-diagnosed-on"), l.t("colon")),

@@ -69,6 +69,7 @@ pub fn form_field_of(e: &AppError, fields: &[&'static str]) -> String {
         codes::VITALS_EMPTY => "systolic",
         codes::REASON_REQUIRED | codes::TEXT_INVALID => "reason",
         codes::FEE_ITEM_UNKNOWN => "fee_code",
+        codes::ALREADY_ENROLLED => "disease",
         _ => "",
     };
     if fields.contains(&by_code) { by_code.to_string() } else { String::new() }
