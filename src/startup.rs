@@ -304,6 +304,7 @@ pub fn routes(state: AppState) -> impl poem::Endpoint<Output = poem::Response> {
         .at("/healthz", get(healthz))
         .at("/readyz", get(readyz))
         .at("/metrics", get(metrics))
+        .at("/favicon.ico", get(crate::web::favicon))
         .at("/api/openapi.json", get(spec))
         .nest("/api/docs", docs)
         .nest(

@@ -48,3 +48,16 @@ export async function logIn(page, base, username, landing) {
   await page.getByRole('button', { name: '登录' }).click();
   if (landing) await page.waitForURL(landing);
 }
+
+/// Prints the page as Chromium would to paper (print media, the stylesheet's `@page` size) and
+/// returns the first page's size in millimetres, and whether the screen-only toolbar was hidden.
+export async function printed(page) {
+  await page.emulateMedia({ media: 'print' });
+  const toolbarHidden = await page.evaluate(() =>
+    [...document.querySelectorAll('.print-tools, .bar')].every((el) => getComputedStyle(el).display === 'none'));
+  const pdf = await page.pdf({ preferCSSPageSize: true, printBackground: false });
+  await page.emulateMedia({ media: 'screen' });
+  const box = /\/MediaBox\s*\[\s*0\s+0\s+([\d.]+)\s+([\d.]+)\s*\]/.exec(pdf.toString('latin1'));
+  const mm = (pt) => Math.round((Number(pt) * 25.4) / 72);
+  return { toolbarHidden, width: box ? mm(box[1]) : 0, height: box ? mm(box[2]) : 0, bytes: pdf.length };
+}

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 import { upReferral } from '../lib/api.mjs';
-import { fitsWidth, logIn, newPage, screenshot, unlabelled } from '../lib/browser.mjs';
+import { fitsWidth, logIn, newPage, printed, screenshot, unlabelled } from '../lib/browser.mjs';
 import { setup } from '../lib/setup.mjs';
 
 const world = setup();
@@ -35,6 +35,16 @@ test('a new referral appears live, and the coordinator takes it from accept to b
   // The case comes with the referral: who, and what the visit recorded.
   assert.ok(await page.locator('#case').isVisible());
   assert.match(await page.locator('#case-who').textContent(), /[男女] · \d+ 岁/);
+  // The referral slip prints on A4 with the case and a receipt stub to return.
+  await page.getByRole('link', { name: '打印转诊单' }).click();
+  await page.getByRole('heading', { name: /双向转诊单/ }).waitFor();
+  assert.equal(await page.locator('.sheet-patient').textContent(), '转诊演示');
+  assert.ok(await page.locator('.sheet-stub').isVisible());
+  await screenshot(page, 'print-referral-zh');
+  const paper = await printed(page);
+  assert.ok(paper.toolbarHidden, 'the toolbar does not print');
+  assert.deepEqual([paper.width, paper.height], [210, 297], 'the referral slip is A4');
+  await page.getByRole('link', { name: '返回' }).click();
   await page.getByRole('button', { name: '接收' }).click();
   assert.equal(await page.locator('#status').getAttribute('data-status'), 'accepted');
   await page.getByRole('button', { name: '登记患者到达' }).click();

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
 import { hypertensionEnrollment, residentId } from '../lib/api.mjs';
-import { fitsWidth, logIn, newPage, screenshot, unlabelled } from '../lib/browser.mjs';
+import { fitsWidth, logIn, newPage, printed, screenshot, unlabelled } from '../lib/browser.mjs';
 import { setup } from '../lib/setup.mjs';
 
 const world = setup();
@@ -78,6 +78,31 @@ test('a village doctor registers a patient and runs a whole visit in the browser
   await page.getByRole('button', { name: '收款' }).click();
   assert.equal((await page.locator('#bill-owed').textContent()).trim(), '¥0.00');
   await screenshot(page, 'village-visit');
+
+  // The prescription prints on A5 with the clinic's name, the patient and the usage in words.
+  const clinic = (await page.locator('.who').first().textContent()).trim();
+  await page.getByRole('link', { name: '打印处方笺' }).click();
+  await page.getByRole('heading', { name: /处方笺/ }).first().waitFor();
+  assert.ok(clinic.includes((await page.locator('.sheet-institution').first().textContent()).trim()));
+  assert.equal(await page.locator('.sheet-patient').first().textContent(), '浏览器甲');
+  assert.match(await page.locator('.sheet-dx').first().textContent(), /I10/);
+  assert.match(await page.locator('.rx-usage').first().textContent(), /每次 1 片，每日一次，共 7 天/);
+  await screenshot(page, 'print-prescription-zh');
+  let paper = await printed(page);
+  assert.ok(paper.toolbarHidden, 'the toolbar does not print');
+  assert.deepEqual([paper.width, paper.height], [148, 210], 'the prescription is A5');
+  await page.getByRole('link', { name: '返回' }).click();
+
+  // The receipt, with the payment's receipt number.
+  await page.getByRole('link', { name: '打印收费票据' }).click();
+  await page.getByRole('heading', { name: '门诊收费票据' }).waitFor();
+  assert.equal((await page.locator('#receipt-paid').textContent()).trim(), owed);
+  assert.equal(await page.locator('#receipt-payments tbody tr').count(), 1);
+  assert.match(await page.locator('#receipt-payments').textContent(), /移动支付/);
+  await screenshot(page, 'print-receipt-zh');
+  paper = await printed(page);
+  assert.deepEqual([paper.width, paper.height], [148, 210], 'the receipt is A5');
+  await page.getByRole('link', { name: '返回' }).click();
 
   await page.getByRole('button', { name: '结束就诊' }).click();
   assert.equal(await page.locator('#visit-status').getAttribute('data-open'), 'false');

@@ -1139,21 +1139,26 @@ pub struct Contact {
     pub phone: Option<String>,
 }
 
+/// Age in whole years on `day`, from the birth date or, failing that, the birth year.
+pub fn age_on(birth_date: Option<chrono::NaiveDate>, birth_year: Option<i32>, day: chrono::NaiveDate) -> Option<i32> {
+    use chrono::Datelike;
+    match (birth_date, birth_year) {
+        (Some(b), _) => {
+            let mut age = day.year() - b.year();
+            if (day.month(), day.day()) < (b.month(), b.day()) {
+                age -= 1;
+            }
+            Some(age)
+        }
+        (None, Some(y)) => Some(day.year() - y),
+        _ => None,
+    }
+}
+
 impl Contact {
     /// Age in whole years on `day`, from the birth date or, failing that, the birth year.
     pub fn age_on(&self, day: chrono::NaiveDate) -> Option<i32> {
-        use chrono::Datelike;
-        match (self.birth_date, self.birth_year) {
-            (Some(b), _) => {
-                let mut age = day.year() - b.year();
-                if (day.month(), day.day()) < (b.month(), b.day()) {
-                    age -= 1;
-                }
-                Some(age)
-            }
-            (None, Some(y)) => Some(day.year() - y),
-            _ => None,
-        }
+        age_on(self.birth_date, self.birth_year, day)
     }
 }
 

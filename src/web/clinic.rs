@@ -520,10 +520,11 @@ pub struct BillBox {
     pub paid: String,
     pub owed: String,
     pub owed_fen: i64,
+    pub paid_any: bool,
     pub lines: Vec<String>,
 }
 
-fn yuan(fen: i64) -> String {
+pub(super) fn yuan(fen: i64) -> String {
     let sign = if fen < 0 { "-" } else { "" };
     format!("{sign}{}.{:02}", fen.unsigned_abs() / 100, fen.unsigned_abs() % 100)
 }
@@ -574,8 +575,8 @@ async fn visit_page(
                 per_day: f.per_day().map(|n| n.to_string()).unwrap_or_default(),
             })
             .collect(),
-        fees: fees.into_iter().map(|f| fee_choice(l, f)).collect(),
-        bill: v.bill.as_ref().map(bill_box),
+        fees: fees.iter().cloned().map(|f| fee_choice(l, f)).collect(),
+        bill: v.bill.as_ref().map(|b| bill_box(b, &english_names(l, &formulary, &fees))),
         upper,
         refused,
         l,
@@ -601,7 +602,7 @@ fn vitals_line(l: Locale, x: &crate::clinical::entity::vital_sign::Model) -> Str
     parts.join(" · ")
 }
 
-fn diagnosis_line(l: Locale, d: &crate::clinical::entity::diagnosis::Model) -> String {
+pub(super) fn diagnosis_line(l: Locale, d: &crate::clinical::entity::diagnosis::Model) -> String {
     let name = icd10::lookup(&d.code).map(|i| if l == Locale::En { i.name_en } else { i.name }).unwrap_or("");
     format!("{} {name}", d.code)
 }
@@ -648,7 +649,26 @@ fn fee_choice(l: Locale, f: crate::billing::entity::fee_item::Model) -> Choice {
     Choice { label: format!("{name} ¥{}", yuan(f.price_fen)), value: f.code }
 }
 
-fn bill_box(b: &crate::billing::service::BillView) -> BillBox {
+/// On English pages, the English names of the tenant's drugs and fees by code, for charges that
+/// were written with the Chinese name; empty on Chinese pages.
+pub(super) fn english_names(
+    l: Locale,
+    formulary: &[crate::pharmacy::service::DrugView],
+    fees: &[crate::billing::entity::fee_item::Model],
+) -> HashMap<String, String> {
+    if l != Locale::En {
+        return HashMap::new();
+    }
+    let drugs = formulary.iter().filter_map(|d| Some((d.drug.code.clone(), d.drug.name_en.clone()?)));
+    drugs.chain(fees.iter().filter_map(|f| Some((f.code.clone(), f.name_en.clone()?)))).collect()
+}
+
+/// A charge as the page's language names it.
+pub(super) fn charge_label(c: &crate::billing::entity::charge::Model, names: &HashMap<String, String>) -> String {
+    names.get(&c.item_code).cloned().unwrap_or_else(|| c.description.clone())
+}
+
+fn bill_box(b: &crate::billing::service::BillView, names: &HashMap<String, String>) -> BillBox {
     BillBox {
         id: b.bill.id,
         total: yuan(b.bill.total_fen),
@@ -656,7 +676,8 @@ fn bill_box(b: &crate::billing::service::BillView) -> BillBox {
         paid: yuan(b.bill.paid_fen),
         owed: yuan(b.owed_fen()),
         owed_fen: b.owed_fen(),
-        lines: b.charges.iter().map(|c| format!("{} ¥{}", c.description, yuan(c.amount_fen))).collect(),
+        paid_any: !b.payments.is_empty(),
+        lines: b.charges.iter().map(|c| format!("{} ¥{}", charge_label(c, names), yuan(c.amount_fen))).collect(),
     }
 }
 

@@ -8,6 +8,7 @@ pub mod clinic;
 pub mod followups;
 mod form;
 pub mod i18n;
+pub mod print;
 pub mod referrals;
 mod session;
 
@@ -53,6 +54,7 @@ pub fn routes() -> Route {
         .at("/referrals/rows", get(referrals::list_rows))
         .at("/referrals/stream", get(referrals::stream))
         .at("/referrals/:id", get(referrals::detail))
+        .at("/referrals/:id/print", get(print::referral))
         .at("/referrals/:id/:action", post(referrals::act))
         .at("/clinic", get(clinic::clinic))
         .at("/clinic/search", post(clinic::search))
@@ -62,6 +64,8 @@ pub fn routes() -> Route {
         .at("/clinic/patients/:id/enroll", post(followups::enroll))
         .at("/visits", post(clinic::start_visit))
         .at("/visits/:id", get(clinic::visit))
+        .at("/visits/:id/print/prescription", get(print::prescription))
+        .at("/visits/:id/print/receipt", get(print::receipt))
         .at("/visits/:id/:step", post(clinic::visit_step))
         .at("/icd10", get(clinic::icd_search))
         .at("/followups", get(followups::worklist))
@@ -398,13 +402,25 @@ fn set_lang(code: Path<String>, back: Query<Back>) -> Response {
 }
 
 /// The stylesheet and the two small scripts, compiled in.
+/// The site icon at the address browsers ask for first.
+#[handler]
+pub fn favicon() -> Response {
+    static_file("favicon.svg")
+}
+
 #[handler]
 fn asset(name: Path<String>) -> Response {
-    let (mime, body) = match name.0.as_str() {
+    static_file(&name.0)
+}
+
+fn static_file(name: &str) -> Response {
+    let (mime, body) = match name {
         "app.css" => ("text/css; charset=utf-8", include_str!("static/app.css")),
         "live.js" => ("text/javascript; charset=utf-8", include_str!("static/live.js")),
         "icd.js" => ("text/javascript; charset=utf-8", include_str!("static/icd.js")),
         "rx.js" => ("text/javascript; charset=utf-8", include_str!("static/rx.js")),
+        "favicon.svg" => ("image/svg+xml", include_str!("static/favicon.svg")),
+        "print.js" => ("text/javascript; charset=utf-8", include_str!("static/print.js")),
         _ => return Response::builder().status(StatusCode::NOT_FOUND).finish(),
     };
     Response::builder().content_type(mime).header(header::CACHE_CONTROL, "public, max-age=3600").body(body)

@@ -43,7 +43,7 @@ pub struct Row {
 }
 
 /// A moment as the reader's wall clock shows it (China Standard Time).
-fn when(t: chrono::DateTime<Utc>) -> String {
+pub(super) fn when(t: chrono::DateTime<Utc>) -> String {
     china(t).format("%Y-%m-%d %H:%M").to_string()
 }
 
@@ -60,14 +60,14 @@ fn sla_text(l: Locale, v: &ReferralView) -> (String, bool) {
 }
 
 /// Institution names in the reader's language.
-async fn institution_names(state: &AppState, p: &Page) -> Result<HashMap<Uuid, String>, AppError> {
+pub(super) async fn institution_names(state: &AppState, p: &Page) -> Result<HashMap<Uuid, String>, AppError> {
     let tx = state.db.begin(&p.ctx).await?;
     let all = crate::tenancy::service::list_institutions(&tx).await?;
     tx.rollback().await?;
     Ok(all.iter().map(|i| (i.id, p.name_of(i))).collect())
 }
 
-fn row(l: Locale, v: &ReferralView, sent: bool, names: &HashMap<Uuid, String>) -> Row {
+pub(super) fn row(l: Locale, v: &ReferralView, sent: bool, names: &HashMap<Uuid, String>) -> Row {
     let r = &v.referral;
     let (sla, overdue) = sla_text(l, v);
     let counterpart = if sent {
@@ -246,7 +246,7 @@ pub struct Case {
     pub children: Vec<(Uuid, String)>,
 }
 
-fn case_of(l: Locale, v: &ReferralView, sender: bool) -> Case {
+pub(super) fn case_of(l: Locale, v: &ReferralView, sender: bool) -> Case {
     use serde_json::Value;
     let r = &v.referral;
     let clinical = &r.clinical_summary["clinical"];

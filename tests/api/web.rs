@@ -1113,3 +1113,94 @@ async fn a_planted_login_token_is_refused_and_the_servers_own_is_taken() {
     let own = [("origin", app.base.as_str()), ("sec-fetch-site", "same-origin")];
     assert_eq!(post_login(&same_site.client, &app, &token, &own).await.status(), StatusCode::SEE_OTHER);
 }
+
+/// The prescription, the receipt and the referral slip print with the institution's name and
+/// what was recorded; another clinic's doctor gets the not-found page with nothing of the patient,
+/// a visit with nothing paid has no receipt, and the English sheets hold no Chinese interface text.
+#[tokio::test]
+async fn the_prescription_receipt_and_referral_slip_print_and_stay_within_the_institution() {
+    use serde_json::json;
+    let app = spawn_app().await;
+    app.load_demo().await;
+    let doc = app.login("village.doctor").await;
+    let v = crate::visit::full_visit(&app, &doc, 0).await;
+    let b = Browser::new(&app);
+    b.login("village.doctor").await;
+
+    let rx = b.get(&format!("/app/visits/{}/print/prescription", v.encounter)).await;
+    assert_eq!(rx.status, StatusCode::OK, "{}", rx.text);
+    assert!(rx.text.contains("class=\"sheet-institution\">东关村卫生室<"), "{}", rx.text);
+    assert!(rx.text.contains("class=\"sheet-patient\">陈建国<"));
+    assert!(rx.text.contains("慢病长处方"), "a chronic prescription says so");
+    assert!(rx.text.contains("I10 原发性高血压"));
+    assert!(rx.text.contains("每次 5 mg，每日一次，共 28 天"), "{}", rx.text);
+    assert!(rx.text.contains("张卫东"), "the prescriber signs");
+    assert!(rx.text.contains("class=\"sheet sheet-a5\""));
+    assert!(!rx.text.contains("action=\"/app/"), "a print view carries no forms");
+
+    let receipt = b.get(&format!("/app/visits/{}/print/receipt", v.encounter)).await;
+    assert_eq!(receipt.status, StatusCode::OK, "{}", receipt.text);
+    let bill = app.get(&format!("/api/v1/bills/{}", v.bill), &doc.token).await.body;
+    let receipt_no = bill["payments"][0]["receipt_no"].as_str().unwrap();
+    assert!(receipt.text.contains(receipt_no), "{}", receipt.text);
+    let total = bill["total_fen"].as_i64().unwrap();
+    assert!(receipt.text.contains(&format!("¥{}.{:02}", total / 100, total % 100)), "{}", receipt.text);
+    assert!(receipt.text.contains("移动支付"));
+
+    // Nothing paid: no receipt to print.
+    let e = app.post("/api/v1/encounters", &doc.token, json!({"person_id": v.person})).await;
+    let open = e.body["id"].as_str().unwrap().to_string();
+    assert_eq!(b.get(&format!("/app/visits/{open}/print/receipt")).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(b.get(&format!("/app/visits/{open}/print/prescription")).await.status, StatusCode::NOT_FOUND);
+
+    // Another clinic: not found, and nothing of the patient on the page.
+    let other = Browser::new(&app);
+    other.login("village.doctor2").await;
+    for path in [
+        format!("/app/visits/{}/print/prescription", v.encounter),
+        format!("/app/visits/{}/print/receipt", v.encounter),
+    ] {
+        let page = other.get(&path).await;
+        assert_eq!(page.status, StatusCode::NOT_FOUND, "{path}");
+        assert!(!page.text.contains("陈建国"), "{path}: {}", page.text);
+    }
+
+    let ids = app.institutions(&doc).await;
+    let up = app
+        .post(
+            "/api/v1/referrals",
+            &doc.token,
+            json!({"person_id": v.person, "direction": "up", "to_institution_id": ids["county-hospital"],
+                   "reason": "血压控制不佳", "urgent": true, "source_encounter_id": v.encounter}),
+        )
+        .await;
+    assert_eq!(up.status, 201, "{}", up.text);
+    let up = up.body["id"].as_str().unwrap().to_string();
+    let coord = Browser::new(&app);
+    coord.login("coordinator").await;
+    let slip = coord.get(&format!("/app/referrals/{up}/print")).await;
+    assert_eq!(slip.status, StatusCode::OK, "{}", slip.text);
+    assert!(slip.text.contains("class=\"sheet-institution\">东关村卫生室<"), "the sending clinic heads the slip");
+    assert!(slip.text.contains("双向转诊单（转出）") && slip.text.contains("class=\"urgent\""));
+    assert!(slip.text.contains("I10 原发性高血压") && slip.text.contains("转诊回执"), "{}", slip.text);
+    assert!(slip.text.contains("class=\"sheet sheet-a4\""));
+    assert_eq!(other.get(&format!("/app/referrals/{up}/print")).await.status, StatusCode::NOT_FOUND);
+
+    b.get("/app/lang/en").await;
+    coord.get("/app/lang/en").await;
+    let data = ["陈建国", "东关村卫生室", "张卫东", "氨氯地平片", "阿司匹林肠溶片", "血压控制不佳", "示范县人民医院"];
+    for (browser, path) in [
+        (&b, format!("/app/visits/{}/print/prescription", v.encounter)),
+        (&b, format!("/app/visits/{}/print/receipt", v.encounter)),
+        (&coord, format!("/app/referrals/{up}/print")),
+    ] {
+        let page = browser.get(&path).await;
+        assert_eq!(page.status, StatusCode::OK, "{path}");
+        let mut text = visible_text(&page.text);
+        for d in data {
+            text = text.replace(d, "");
+        }
+        let chinese: Vec<&str> = text.split_whitespace().filter(|w| han(w)).collect();
+        assert!(chinese.is_empty(), "Chinese on the English {path}: {chinese:?}");
+    }
+}
