@@ -41,17 +41,27 @@ test('a bureau official reads the dashboard, drills down, exports and switches l
   assert.ok(await fitsWidth(page), 'the dashboard fits 1366 px');
   assert.deepEqual(await unlabelled(page), [], 'every field of the dashboard has a label');
 
-  // Drill down: the county hospital, then a township, whose villages are listed.
-  await page.getByRole('link', { name: '示范县人民医院' }).click();
-  await page.waitForURL(/institution=/);
-  assert.equal(await page.locator('#node-name').textContent(), '示范县人民医院');
+  // Charts: counts tick at whole numbers, legends are HTML (never drawn over each other), and the
+  // chart text uses the page's sans-serif stack.
+  const ticks = await page.locator('#chart-visits svg text').allTextContents();
+  const numeric = ticks.filter((t) => /^[\d.]+$/.test(t.trim()));
+  assert.ok(numeric.length > 1 && numeric.every((t) => Number.isInteger(Number(t))), `whole-number ticks: ${numeric}`);
+  assert.deepEqual(await page.locator('#chart-referrals .legend li').allTextContents(), ['上转', '下转']);
+  const font = await page.locator('#chart-visits svg text').first().evaluate((el) => getComputedStyle(el).fontFamily);
+  assert.match(font, /sans-serif$/);
+
+  // The first level lists the county hospital on its own and every township; a township's
+  // villages are one click down, and "up" comes back to the first level.
+  assert.ok(await page.locator('#children').getByText('示范县人民医院（本级）').isVisible());
+  assert.equal(await page.locator('#children a').count(), 3, 'three townships to drill into');
   await page.getByRole('link', { name: '东关镇卫生院' }).click();
   await page.waitForURL(/institution=/);
   assert.equal(await page.locator('#node-name').textContent(), '东关镇卫生院');
   assert.ok(await page.locator('#children').getByText('东关村卫生室').isVisible());
   assert.equal(await page.locator('[data-kpi="visits"] .tile-value').textContent(), '6');
   await page.locator('#up').click();
-  assert.equal(await page.locator('#node-name').textContent(), '示范县人民医院');
+  await page.waitForURL((u) => !u.search.includes('institution='));
+  assert.equal(await page.locator('#node-name').textContent(), '全医共体');
 
   // Export: a CSV for Excel, BOM first, Chinese headers.
   const [download] = await Promise.all([page.waitForEvent('download'), page.locator('#export-csv').click()]);
@@ -63,7 +73,10 @@ test('a bureau official reads the dashboard, drills down, exports and switches l
   await page.getByRole('link', { name: 'English' }).click();
   await page.getByRole('heading', { name: /Community statistics/ }).waitFor();
   assert.equal(await page.getAttribute('html', 'lang'), 'en');
-  assert.equal(await page.locator('#node-name').textContent(), "Demo County People's Hospital");
+  assert.equal(await page.locator('#node-name').textContent(), 'Whole community');
+  // The export follows the page's language.
+  const [english] = await Promise.all([page.waitForEvent('download'), page.locator('#export-csv').click()]);
+  assert.match(readFileSync(await english.path()).toString('utf8'), /^\uFEFFInstitution,Period,/);
   await screenshot(page, 'bureau-dashboard-en');
   await page.goto(`${world.server.base}/app/bureau`);
   assert.equal(await page.getAttribute('html', 'lang'), 'en');

@@ -9,13 +9,14 @@ use poem_openapi::payload::{Binary, Json};
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi};
 use uuid::Uuid;
 
-use super::domain::{Cell, Grain, Inputs, KPIS, Sources, kpis};
+use super::domain::{Cell, Grain, Inputs, KPIS, Sources, Unit, kpis};
 use super::service::{self, Report};
 use crate::identity::ctx::Auth;
 use crate::platform::AppError;
 use crate::platform::api_tags::ApiTags;
 use crate::platform::codes;
 use crate::platform::state::AppState;
+use crate::tenancy::service::InstitutionInfo;
 
 #[derive(Object, Debug, Clone)]
 pub struct KpiCell {
@@ -55,6 +56,9 @@ pub struct NodeKpis {
     pub institution_name: String,
     /// county_hospital, township_health_centre or village_clinic
     pub kind: String,
+    /// True for the reported institution's own figures, without the institutions under it; the
+    /// other rows are each a child with its whole subtree. The rows add up to the report.
+    pub own: bool,
     pub kpis: Vec<KpiCell>,
 }
 
@@ -67,7 +71,8 @@ pub struct KpiReport {
     pub institution_id: Option<Uuid>,
     pub name: String,
     pub kpis: Vec<KpiCell>,
-    /// One level down: the community's lead hospitals, a hospital's townships, a township's villages
+    /// One level down: for the community, each lead hospital on its own and its townships; for an
+    /// institution with children, itself alone and then each child with its subtree
     pub children: Vec<NodeKpis>,
 }
 
@@ -141,52 +146,106 @@ pub fn to_dto(r: Report) -> KpiReport {
                 institution_id: c.institution.id,
                 institution_name: c.institution.name.clone(),
                 kind: c.institution.kind.to_string(),
+                own: c.own,
                 kpis: cells(&c.inputs),
             })
             .collect(),
     }
 }
 
-/// The report as rows for a spreadsheet: the node first, then its children.
-fn table(r: &KpiReport) -> (Vec<String>, Vec<Vec<String>>) {
-    let mut header = vec!["机构".to_string(), "统计期间".to_string()];
-    header.extend(r.kpis.iter().map(|k| k.name.clone()));
-    let span = format!("{} 至 {}", r.from, r.to);
-    let mut rows = vec![{
-        let mut row = vec![r.name.clone(), span.clone()];
-        row.extend(r.kpis.iter().map(|k| k.text.clone()));
-        row
-    }];
+/// The language of an export: its headers, institution names, period and sheet name.
+#[derive(Enum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExportLang {
+    #[default]
+    #[oai(rename = "zh-CN")]
+    ZhCn,
+    #[oai(rename = "en")]
+    En,
+}
+
+/// One row of an export: the institution, the period, and each KPI's cell and unit.
+struct ExportRow {
+    name: String,
+    span: String,
+    cells: Vec<(Cell, Unit)>,
+}
+
+/// The report as rows for a spreadsheet, in `lang`: the node first, then its level's rows.
+fn table(r: &Report, lang: ExportLang) -> (Vec<String>, Vec<ExportRow>) {
+    let en = lang == ExportLang::En;
+    let mut header: Vec<String> =
+        if en { vec!["Institution".into(), "Period".into()] } else { vec!["机构".into(), "统计期间".into()] };
+    header.extend(KPIS.iter().map(|(_, zh, en_name, _)| if en { en_name } else { zh }.to_string()));
+    let span = if en { format!("{} to {}", r.from, r.to) } else { format!("{} 至 {}", r.from, r.to) };
+    let name = |i: &InstitutionInfo| if en { i.name_en.clone().unwrap_or(i.name.clone()) } else { i.name.clone() };
+    let row = |name: String, inputs: &Inputs| ExportRow {
+        name,
+        span: span.clone(),
+        cells: kpis(inputs).into_iter().zip(KPIS).map(|(c, k)| (c, k.3)).collect(),
+    };
+    let whole = if en { "Whole community".to_string() } else { "全医共体".to_string() };
+    let mut rows = vec![row(r.node.as_ref().map(name).unwrap_or(whole), &r.totals)];
     for c in &r.children {
-        let mut row = vec![c.institution_name.clone(), span.clone()];
-        row.extend(c.kpis.iter().map(|k| k.text.clone()));
-        rows.push(row);
+        let n = name(&c.institution);
+        let n = match (c.own, en) {
+            (false, _) => n,
+            (true, true) => format!("{n} (itself)"),
+            (true, false) => format!("{n}（本级）"),
+        };
+        rows.push(row(n, &c.inputs));
     }
     (header, rows)
 }
 
-/// The report as CSV for Excel: UTF-8 with a BOM, Chinese headers.
-pub fn csv(r: &KpiReport) -> Vec<u8> {
-    let (header, rows) = table(r);
-    crate::platform::csv::document(std::iter::once(header).chain(rows))
+/// The report as CSV for Excel: UTF-8 with a BOM, headers in `lang`.
+pub fn csv(r: &Report, lang: ExportLang) -> Vec<u8> {
+    let (header, rows) = table(r, lang);
+    let lines = rows.into_iter().map(|x| {
+        let mut line = vec![x.name, x.span];
+        line.extend(x.cells.iter().map(|(c, u)| c.text(*u)));
+        line
+    });
+    crate::platform::csv::document(std::iter::once(header).chain(lines))
 }
 
-/// The report as an Excel workbook with Chinese headers.
-pub fn xlsx(r: &KpiReport) -> Result<Vec<u8>, AppError> {
-    let (header, rows) = table(r);
+/// The report as an Excel workbook, headers in `lang`. Figures are numbers (percentages as
+/// fractions formatted `0.0%`, yuan as `0.00`), so that they sum and chart in Excel; a
+/// suppressed cell is the text `<5` and an empty one `-`, as in the API.
+pub fn xlsx(r: &Report, lang: ExportLang) -> Result<Vec<u8>, AppError> {
+    use rust_xlsxwriter::Format;
+    let (header, rows) = table(r, lang);
     let mut book = rust_xlsxwriter::Workbook::new();
     let sheet = book.add_worksheet();
     let xl = |e: rust_xlsxwriter::XlsxError| AppError::internal(anyhow::anyhow!(e));
-    sheet.set_name("医共体指标").map_err(xl)?;
-    let bold = rust_xlsxwriter::Format::new().set_bold();
+    sheet.set_name(if lang == ExportLang::En { "Community KPIs" } else { "医共体指标" }).map_err(xl)?;
+    let bold = Format::new().set_bold();
+    let (count, percent, ratio, yuan) = (
+        Format::new().set_num_format("0"),
+        Format::new().set_num_format("0.0%"),
+        Format::new().set_num_format("0.00"),
+        Format::new().set_num_format("0.00"),
+    );
     for (c, h) in header.iter().enumerate() {
         sheet.write_string_with_format(0, c as u16, h, &bold).map_err(xl)?;
     }
-    for (r_i, row) in rows.iter().enumerate() {
-        for (c, v) in row.iter().enumerate() {
-            sheet.write_string(r_i as u32 + 1, c as u16, v).map_err(xl)?;
+    for (i, row) in rows.iter().enumerate() {
+        let at = i as u32 + 1;
+        sheet.write_string(at, 0, &row.name).map_err(xl)?;
+        sheet.write_string(at, 1, &row.span).map_err(xl)?;
+        for (c, (cell, unit)) in row.cells.iter().enumerate() {
+            let col = c as u16 + 2;
+            match (cell, unit) {
+                (Cell::Value(v), Unit::Count | Unit::Minutes) => sheet.write_number_with_format(at, col, *v, &count),
+                (Cell::Value(v), Unit::Percent) => sheet.write_number_with_format(at, col, *v, &percent),
+                (Cell::Value(v), Unit::Ratio) => sheet.write_number_with_format(at, col, *v, &ratio),
+                (Cell::Value(v), Unit::Yuan) => sheet.write_number_with_format(at, col, *v / 100.0, &yuan),
+                _ => sheet.write_string(at, col, cell.text(*unit)),
+            }
+            .map_err(xl)?;
         }
     }
+    sheet.set_column_width(0, 24).map_err(xl)?;
+    sheet.set_column_width(1, 24).map_err(xl)?;
     book.save_to_buffer().map_err(xl)
 }
 
@@ -255,7 +314,7 @@ impl StatisticsApi {
         })))
     }
 
-    /// The KPI table as CSV for Excel (UTF-8 with BOM, Chinese headers)
+    /// The KPI table as CSV for Excel (UTF-8 with BOM; Chinese headers unless `lang=en`)
     #[oai(path = "/kpis.csv", method = "get", operation_id = "statistics_kpis_csv")]
     async fn kpis_csv(
         &self,
@@ -264,13 +323,16 @@ impl StatisticsApi {
         from: Query<Option<NaiveDate>>,
         to: Query<Option<NaiveDate>>,
         institution_id: Query<Option<Uuid>>,
+        /// zh-CN (the default) or en: the language of headers, names and the period
+        lang: Query<Option<ExportLang>>,
     ) -> Result<CsvExport, AppError> {
         let (from, to) = period(state.clock.china_today(), from.0, to.0);
-        let r = to_dto(service::report(&state, &auth.0, from, to, institution_id.0).await?);
-        Ok(CsvExport::Ok(Binary(csv(&r)), format!("attachment; filename=\"kpis-{from}-{to}.csv\"")))
+        let r = service::report(&state, &auth.0, from, to, institution_id.0).await?;
+        let body = csv(&r, lang.0.unwrap_or_default());
+        Ok(CsvExport::Ok(Binary(body), format!("attachment; filename=\"kpis-{from}-{to}.csv\"")))
     }
 
-    /// The KPI table as an Excel workbook (Chinese headers)
+    /// The KPI table as an Excel workbook (figures as numbers; Chinese headers unless `lang=en`)
     #[oai(path = "/kpis.xlsx", method = "get", operation_id = "statistics_kpis_xlsx")]
     async fn kpis_xlsx(
         &self,
@@ -279,9 +341,12 @@ impl StatisticsApi {
         from: Query<Option<NaiveDate>>,
         to: Query<Option<NaiveDate>>,
         institution_id: Query<Option<Uuid>>,
+        /// zh-CN (the default) or en: the language of headers, names and the period
+        lang: Query<Option<ExportLang>>,
     ) -> Result<XlsxExport, AppError> {
         let (from, to) = period(state.clock.china_today(), from.0, to.0);
-        let r = to_dto(service::report(&state, &auth.0, from, to, institution_id.0).await?);
-        Ok(XlsxExport::Ok(Binary(xlsx(&r)?), format!("attachment; filename=\"kpis-{from}-{to}.xlsx\"")))
+        let r = service::report(&state, &auth.0, from, to, institution_id.0).await?;
+        let body = xlsx(&r, lang.0.unwrap_or_default())?;
+        Ok(XlsxExport::Ok(Binary(body), format!("attachment; filename=\"kpis-{from}-{to}.xlsx\"")))
     }
 }

@@ -968,11 +968,14 @@ pub fn sum_over(per: &HashMap<Uuid, Inputs>, set: &HashSet<Uuid>) -> Inputs {
     total
 }
 
-/// A child of the reported node (an institution and its subtree) and its KPI inputs.
+/// A row of the reported node's level (an institution and its subtree, or the node alone) and its
+/// KPI inputs.
 #[derive(Debug, Clone)]
 pub struct ChildReport {
     pub institution: InstitutionInfo,
     pub inputs: Inputs,
+    /// The institution alone, without the institutions under it (the first row of a level).
+    pub own: bool,
 }
 
 /// One bucket of a series: its days, inclusive, and its KPI inputs.
@@ -991,6 +994,9 @@ pub struct Report {
     pub node: Option<InstitutionInfo>,
     pub totals: Inputs,
     pub children: Vec<ChildReport>,
+    /// The node of the level that lists this one, for going back up: None for the community
+    /// (which lists the lead hospitals' townships directly).
+    pub listed_under: Option<Uuid>,
 }
 
 fn check_period(from: NaiveDate, to: NaiveDate) -> AppResult<()> {
@@ -1033,26 +1039,41 @@ pub async fn report(
     tx.rollback().await?;
     let per = inputs_at_once(&state.db, ctx, from, to, Sources::ALL).await?;
     let (totals, children) = match &node {
-        Some(n) => {
-            let totals = sum_over(&per, &subtree(&institutions, n.id));
-            let children = institutions
-                .iter()
-                .filter(|i| i.parent_id == Some(n.id))
-                .map(|c| ChildReport { institution: c.clone(), inputs: sum_over(&per, &subtree(&institutions, c.id)) })
-                .collect();
-            (totals, children)
-        }
+        Some(n) => (sum_over(&per, &subtree(&institutions, n.id)), level(&institutions, &per, n)),
         None => {
             let all: HashSet<Uuid> = institutions.iter().map(|i| i.id).collect();
+            // The lead hospital of a community is listed on its own, beside its townships, so
+            // the first level the bureau sees is every township and not one hospital's tree.
             let roots = institutions
                 .iter()
                 .filter(|i| i.parent_id.is_none() && i.kind != InstitutionKind::HealthBureau)
-                .map(|c| ChildReport { institution: c.clone(), inputs: sum_over(&per, &subtree(&institutions, c.id)) })
+                .flat_map(|r| {
+                    let below = level(&institutions, &per, r);
+                    if below.is_empty() { vec![subtree_row(&institutions, &per, r)] } else { below }
+                })
                 .collect();
             (sum_over(&per, &all), roots)
         }
     };
-    Ok(Report { from, to, node, totals, children })
+    let parent = |id: Option<Uuid>| id.and_then(|id| institutions.iter().find(|i| i.id == id));
+    let listed_under = parent(node.as_ref().and_then(|n| n.parent_id)).filter(|p| p.parent_id.is_some()).map(|p| p.id);
+    Ok(Report { from, to, node, totals, children, listed_under })
+}
+
+/// One level under `n`: `n` itself alone (when it has children), then each child with its
+/// subtree, so that the rows add up to `n`'s subtree. Empty for an institution with no children.
+fn level(institutions: &[InstitutionInfo], per: &HashMap<Uuid, Inputs>, n: &InstitutionInfo) -> Vec<ChildReport> {
+    let children: Vec<ChildReport> =
+        institutions.iter().filter(|i| i.parent_id == Some(n.id)).map(|c| subtree_row(institutions, per, c)).collect();
+    if children.is_empty() {
+        return children;
+    }
+    let own = ChildReport { institution: n.clone(), inputs: sum_over(per, &[n.id].into()), own: true };
+    std::iter::once(own).chain(children).collect()
+}
+
+fn subtree_row(institutions: &[InstitutionInfo], per: &HashMap<Uuid, Inputs>, c: &InstitutionInfo) -> ChildReport {
+    ChildReport { institution: c.clone(), inputs: sum_over(per, &subtree(institutions, c.id)), own: false }
 }
 
 /// One KPI-input set per bucket of the period, for the community or a subtree.

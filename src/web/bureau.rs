@@ -9,7 +9,7 @@ use poem::{Request, Response, handler};
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::charts::{Chart, Kind, Point, chart};
+use super::charts::{Axis, Chart, Kind, Point, chart};
 use super::{Locale, Page, error_page, render, signed_in};
 use crate::identity::ctx::Perm;
 use crate::platform::AppError;
@@ -150,7 +150,7 @@ async fn build(state: &AppState, p: Page, f: &Filter) -> Result<Response, (Local
         Some(n) => p.name_of(n),
         None => l.t("dash-whole"),
     };
-    let up = report.node.as_ref().map(|n| format!("/app/bureau?{}", q.query(n.parent_id)));
+    let up = report.node.as_ref().map(|_| format!("/app/bureau?{}", q.query(report.listed_under)));
     let page = Dashboard {
         l,
         title,
@@ -178,14 +178,22 @@ fn grain_of(span: chrono::Duration) -> Grain {
     }
 }
 
-/// A child of the node in the drill-down table; villages have no children to drill into.
+/// A row's name: the institution, or "the institution (itself)" for its own figures.
+fn row_name(p: &Page, c: &stats::ChildReport) -> String {
+    let name = p.name_of(&c.institution);
+    if c.own { p.l.t_with("dash-own", &[("name", name)]) } else { name }
+}
+
+/// A row of the node's level in the drill-down table: the node alone (not drilled into), then
+/// each child; villages have no children to drill into.
 fn child_row(p: &Page, q: &Parsed, c: &stats::ChildReport) -> ChildRow {
     let cells = kpis(&c.inputs);
     let i = &c.institution;
     ChildRow {
-        name: p.name_of(i),
+        name: row_name(p, c),
         kind: p.l.t(&format!("kind-{}", i.kind.as_str())),
-        drill: (i.kind != InstitutionKind::VillageClinic).then(|| format!("/app/bureau?{}", q.query(Some(i.id)))),
+        drill: (!c.own && i.kind != InstitutionKind::VillageClinic)
+            .then(|| format!("/app/bureau?{}", q.query(Some(i.id)))),
         cells: CHILD_COLUMNS
             .iter()
             .map(|code| {
@@ -221,6 +229,7 @@ fn charts(p: &Page, grain: Grain, series: &[stats::Bucket], report: &stats::Repo
         chart(
             "visits",
             Kind::Line,
+            Axis::Count,
             l.t("chart-visits"),
             l.t("month"),
             labels.clone(),
@@ -229,6 +238,7 @@ fn charts(p: &Page, grain: Grain, series: &[stats::Bucket], report: &stats::Repo
         chart(
             "referrals",
             Kind::Bar,
+            Axis::Count,
             l.t("chart-referrals"),
             l.t("month"),
             labels,
@@ -237,9 +247,10 @@ fn charts(p: &Page, grain: Grain, series: &[stats::Bucket], report: &stats::Repo
         chart(
             "grassroots",
             Kind::HorizontalBar,
+            Axis::Percent,
             l.t("chart-grassroots"),
             l.t("dash-institution"),
-            report.children.iter().map(|c| p.name_of(&c.institution)).collect(),
+            report.children.iter().map(|c| row_name(p, c)).collect(),
             vec![(
                 l.t("series-share"),
                 report.children.iter().map(|c| plot(kpis(&c.inputs)[share], Unit::Percent)).collect(),
@@ -248,6 +259,7 @@ fn charts(p: &Page, grain: Grain, series: &[stats::Bucket], report: &stats::Repo
         chart(
             "management",
             Kind::Bar,
+            Axis::Percent,
             l.t("chart-management"),
             l.t("dash-institution"),
             vec![l.t("disease-hypertension"), l.t("disease-diabetes")],
@@ -264,11 +276,13 @@ async fn export(req: &Request, state: &AppState, f: &Filter, xlsx: bool) -> Resp
     let l = p.l;
     let made = async {
         let q = parse(state.clock.china_today(), f)?;
-        let r = stats_api::to_dto(stats::report(state, &p.ctx, q.from, q.to, q.institution).await?);
+        let r = stats::report(state, &p.ctx, q.from, q.to, q.institution).await?;
+        // The export speaks the page's language.
+        let lang = if l == Locale::En { stats_api::ExportLang::En } else { stats_api::ExportLang::ZhCn };
         let (bytes, ext, mime) = if xlsx {
-            (stats_api::xlsx(&r)?, "xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
+            (stats_api::xlsx(&r, lang)?, "xlsx", "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet")
         } else {
-            (stats_api::csv(&r), "csv", "text/csv; charset=utf-8")
+            (stats_api::csv(&r, lang), "csv", "text/csv; charset=utf-8")
         };
         Ok::<_, AppError>(
             Response::builder()

@@ -227,15 +227,24 @@ async fn every_kpi_of_a_known_world_is_exactly_the_hand_computed_value() {
         assert_eq!(k["suppressed"], text == "<5", "{code}: {k}");
     }
 
-    // Drill-down: the community's child is the county hospital's tree; the township's children
-    // are its villages.
-    assert_eq!(r.body["children"].as_array().unwrap().len(), 1);
-    assert_eq!(kpi(&r.body["children"][0], "visits")["value"], 15.0);
+    // Drill-down: the community's first level is the county hospital on its own, then each of
+    // its townships with their villages; a township's level is itself alone, then its villages.
     let ids = app.institutions(&bureau).await;
+    let rows = r.body["children"].as_array().unwrap();
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    assert_eq!(
+        (rows[0]["institution_id"].as_str(), rows[0]["own"].as_bool()),
+        (Some(&*ids["county-hospital"].to_string()), Some(true))
+    );
+    assert!(rows[1..].iter().all(|c| c["kind"] == "township_health_centre" && c["own"] == false), "{rows:?}");
+    let dongguan = rows.iter().find(|c| c["institution_id"] == ids["th-dongguan"].to_string()).unwrap();
+    assert_eq!(kpi(dongguan, "visits")["value"], 11.0, "the township with its villages");
     let th = app.get(&format!("/api/v1/statistics/kpis?institution_id={}", ids["th-dongguan"]), &bureau.token).await;
     assert_eq!(th.status, 200, "{}", th.text);
     assert_eq!(kpi(&th.body, "visits")["value"], 11.0, "the township and its villages");
     assert_eq!(kpi(&th.body, "grassroots_share")["value"], 1.0);
+    assert_eq!(th.body["children"][0]["institution_id"], ids["th-dongguan"].to_string());
+    assert_eq!(th.body["children"][0]["own"], true, "the township alone comes first");
     let village = th.body["children"]
         .as_array()
         .unwrap()
@@ -414,6 +423,68 @@ async fn small_cells_read_less_than_five_in_the_api_the_csv_and_the_xlsx() {
     assert!(strings.contains("西河村卫生室"));
     assert!(strings.contains("&lt;5"), "suppressed cells in the workbook: {strings}");
     assert!(!strings.contains(">3<"), "{strings}");
+    let mut sheet = String::new();
+    zip.by_name("xl/worksheets/sheet1.xml").unwrap().read_to_string(&mut sheet).unwrap();
+    let numbers: Vec<&str> = sheet.split("<c ").skip(1).filter(|c| !c.contains("t=\"s\"")).collect();
+    assert!(numbers.iter().all(|c| !c.contains("<v>3</v>")), "the count of three is not in a cell: {sheet}");
+}
+
+/// Exports speak the asked language, and in the workbook every figure is a number Excel can sum
+/// (percentages as fractions formatted as percent), while suppressed cells stay the text `<5`.
+#[tokio::test]
+async fn exports_come_in_the_asked_language_with_figures_as_numbers() {
+    let app = spawn_app().await;
+    app.load_demo().await;
+    world(&app).await;
+    caught_up(&app).await;
+    let bureau = app.login("bureau").await;
+    let (_, csv) = download(&app, "/api/v1/statistics/kpis.csv?lang=en", &bureau.token).await;
+    let text = String::from_utf8(csv[3..].to_vec()).unwrap();
+    let mut lines = text.split("\r\n");
+    let header = lines.next().unwrap();
+    assert!(header.starts_with("Institution,Period,") && header.contains("Visits"), "{header}");
+    assert!(!han(&text), "no Chinese in the English CSV: {text}");
+    let whole = lines.next().unwrap();
+    assert!(whole.starts_with("Whole community,") && whole.contains(" to "), "{whole}");
+    assert!(text.contains("Demo County People's Hospital (itself)"), "{text}");
+    let bad = app.get("/api/v1/statistics/kpis.csv?lang=fr", &bureau.token).await;
+    assert_eq!(bad.status, 400, "{}", bad.text);
+
+    let (_, xlsx) = download(&app, "/api/v1/statistics/kpis.xlsx?lang=en", &bureau.token).await;
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(xlsx)).expect("an xlsx is a zip");
+    let mut strings = String::new();
+    zip.by_name("xl/sharedStrings.xml").unwrap().read_to_string(&mut strings).unwrap();
+    assert!(strings.contains("Institution"), "{strings}");
+    let mut book = String::new();
+    zip.by_name("xl/workbook.xml").unwrap().read_to_string(&mut book).unwrap();
+    assert!(book.contains("name=\"Community KPIs\""), "{book}");
+    assert!(!han(&strings), "no Chinese in the English workbook: {strings}");
+    let mut sheet = String::new();
+    zip.by_name("xl/worksheets/sheet1.xml").unwrap().read_to_string(&mut sheet).unwrap();
+    // Row 2 is the community: visits (15) and the grassroots share (1.0) are numbers, not text.
+    let row2 = &sheet[sheet.find("<row r=\"2\"").unwrap()..];
+    let row2 = &row2[..row2.find("</row>").unwrap()];
+    let cell = |col: usize| {
+        let at = row2.find(&format!("r=\"{}2\"", (b'A' + col as u8) as char)).unwrap();
+        let c = &row2[at..];
+        c[..c.find("</c>").unwrap()].to_string()
+    };
+    let visits = 2 + kpi_index("visits");
+    assert!(cell(visits).contains("<v>15</v>") && !cell(visits).contains("t=\"s\""), "{}", cell(visits));
+    let share = cell(2 + kpi_index("grassroots_share"));
+    let v: f64 = share[share.find("<v>").unwrap() + 3..share.find("</v>").unwrap()].parse().unwrap();
+    assert!((0.0..=1.0).contains(&v) && !share.contains("t=\"s\""), "a share is a fraction: {share}");
+    let mut styles = String::new();
+    zip.by_name("xl/styles.xml").unwrap().read_to_string(&mut styles).unwrap();
+    assert!(styles.contains("0.0%"), "percentages are formatted as percent: {styles}");
+}
+
+fn kpi_index(code: &str) -> usize {
+    cloudhis::statistics::domain::KPIS.iter().position(|k| k.0 == code).unwrap()
+}
+
+fn han(s: &str) -> bool {
+    s.chars().any(|c| ('\u{4e00}'..='\u{9fff}').contains(&c))
 }
 
 #[tokio::test]

@@ -192,18 +192,27 @@ async fn the_bureau_dashboard_shows_the_apis_figures_drills_down_exports_and_spe
         assert!(!dash.text.contains(s.as_str()));
     }
 
-    // Drill down: the county hospital, then one of its townships.
+    // The first level: the county hospital on its own (nothing to drill into), and every
+    // township, each a link to its villages.
     let county = ids["county-hospital"];
-    assert!(dash.text.contains(&format!("institution={county}")));
+    assert!(dash.text.contains("示范县人民医院（本级）"));
+    assert!(!dash.text.contains(&format!("institution={county}")), "the hospital alone is a leaf");
     let year = api["from"].as_str().unwrap();
     let today = api["to"].as_str().unwrap();
+    for t in ["th-dongguan", "th-nanshan", "th-xihe"] {
+        assert!(dash.text.contains(&format!("institution={}", ids[t])), "{t} is on the first level");
+    }
     let th = ids["th-dongguan"];
     let down = b.get(&format!("/app/bureau?from={year}&to={today}&institution={th}")).await;
     assert_eq!(down.status, StatusCode::OK);
-    assert!(down.text.contains("东关镇卫生院"));
+    assert!(down.text.contains("东关镇卫生院（本级）"));
     let th_api = app.get(&format!("/api/v1/statistics/kpis?institution_id={th}"), &bureau.token).await.body;
     assert!(down.text.contains(&format!("<span class=\"tile-value\">{}</span>", kpi_text(&th_api, "visits"))));
-    assert!(down.text.contains("id=\"up\""), "a way back up");
+    assert!(
+        down.text.contains(&format!("id=\"up\" href=\"/app/bureau?from={year}&#38;to={today}\"")),
+        "up goes back to the first level, where the township was listed: {}",
+        down.text
+    );
     // Its children are the villages under it, by name.
     for child in th_api["children"].as_array().unwrap() {
         assert!(down.text.contains(child["institution_name"].as_str().unwrap()));
@@ -215,6 +224,7 @@ async fn the_bureau_dashboard_shows_the_apis_figures_drills_down_exports_and_spe
     let bytes = csv.bytes().await.unwrap();
     assert!(bytes.starts_with(&[0xEF, 0xBB, 0xBF]), "CSV for Excel starts with a BOM");
     assert!(String::from_utf8_lossy(&bytes).contains("县域内就诊率"));
+    assert!(String::from_utf8_lossy(&bytes).contains("示范县人民医院（本级）"));
     let xlsx = b.client.get(format!("{}/app/bureau/kpis.xlsx?from={year}&to={today}", app.base)).send().await.unwrap();
     assert_eq!(xlsx.status(), StatusCode::OK);
     assert!(xlsx.bytes().await.unwrap().starts_with(b"PK"), "an XLSX is a zip");
@@ -247,6 +257,10 @@ async fn the_bureau_dashboard_shows_the_apis_figures_drills_down_exports_and_spe
     let text = visible_text(&en.text).replace("中文", "").replace("马卫国", "");
     let chinese: Vec<&str> = text.split_whitespace().filter(|w| han(w)).collect();
     assert!(chinese.is_empty(), "Chinese on the English page: {chinese:?}");
+    // The exports follow the page's language.
+    let csv = b.client.get(format!("{}/app/bureau/kpis.csv?from={year}&to={today}", app.base)).send().await.unwrap();
+    let csv = String::from_utf8(csv.bytes().await.unwrap()[3..].to_vec()).unwrap();
+    assert!(csv.starts_with("Institution,Period,") && !han(&csv), "{csv}");
     // An open redirect is not on offer.
     let r = b.get("/app/lang/zh-CN?next=https%3A%2F%2Fevil.example").await;
     assert_eq!(r.location.as_deref(), Some("/app/"));

@@ -37,6 +37,7 @@ error-back = Back
 
 dash-title = Community statistics
 dash-whole = Whole community
+dash-own = { $name } (itself)
 dash-period = Period
 period-span = { $from } to { $to }
 dash-from = From

@@ -37,6 +37,7 @@ error-back = 返回
 
 dash-title = 医共体统计看板
 dash-whole = 全医共体
+dash-own = { $name }（本级）
 dash-period = 统计期间
 period-span = { $from } 至 { $to }
 dash-from = 开始日期
