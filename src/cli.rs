@@ -31,6 +31,10 @@ pub enum Command {
         /// Apply tenants/demo-county.toml and load demo data on first start
         #[arg(long)]
         demo: bool,
+        /// With --demo: months of history (visits, referrals, follow-ups, payments) loaded into a
+        /// fresh demo community; 0 for none
+        #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(0..=24))]
+        history_months: u32,
     },
     /// Run pending database migrations (under an advisory lock on PostgreSQL)
     Migrate,
@@ -197,10 +201,22 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     match cli.command {
         Command::Openapi => unreachable!("handled above"),
-        Command::Serve { demo } => {
+        Command::Serve { demo, history_months } => {
             let app = Application::build(config).await?;
             if demo {
                 load_demo(app.state()).await?;
+                let started = std::time::Instant::now();
+                if let Some(h) = crate::demo::load_history(app.state(), history_months).await? {
+                    tracing::info!(
+                        patients = h.patients,
+                        visits = h.visits,
+                        referrals = h.referrals,
+                        followups = h.followups,
+                        refused = h.refused,
+                        seconds = started.elapsed().as_secs(),
+                        "demo history loaded: {history_months} months"
+                    );
+                }
             }
             app.run_until_stopped().await?;
         }

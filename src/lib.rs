@@ -8,6 +8,7 @@ pub mod audit;
 pub mod billing;
 pub mod cli;
 pub mod clinical;
+pub mod demo;
 pub mod escalation;
 pub mod followups;
 pub mod identity;

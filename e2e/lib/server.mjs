@@ -20,12 +20,14 @@ function freePort() {
   });
 }
 
-export async function startServer() {
+/// `historyMonths`: the demo's months of history (`serve --demo --history-months`); the journeys
+/// count from an empty community, so none unless asked.
+export async function startServer({ historyMonths = 0 } = {}) {
   const bin = process.env.CLOUDHIS_BIN ?? join(root, 'target', 'debug', 'cloudhis');
   const dir = mkdtempSync(join(tmpdir(), 'cloudhis-e2e-'));
   const port = await freePort();
   const base = `http://127.0.0.1:${port}`;
-  const child = spawn(bin, ['serve', '--demo'], {
+  const child = spawn(bin, ['serve', '--demo', '--history-months', String(historyMonths)], {
     cwd: dir,
     env: {
       PATH: process.env.PATH,

@@ -6,10 +6,11 @@ import { startServer } from './server.mjs';
 
 /// `prepare(base)`, when given, sets up the world through the API before the tests run (one
 /// hook: Node 20 starts top-level hooks as they are declared, so a second one would not wait).
-export function setup(prepare) {
+/// `options` go to `startServer` (for example `{ historyMonths: 12 }`).
+export function setup(prepare, options = {}) {
   const world = { server: null, browser: null };
   before(async () => {
-    world.server = await startServer();
+    world.server = await startServer(options);
     world.browser = await launch();
     if (prepare) await prepare(world.server.base);
   });

@@ -44,7 +44,7 @@ pub async fn apply_fee_schedule(tx: &Tx, fees: &[FeeSpec], report: &mut ApplyRep
             category: f.category.clone(),
             price_fen: f.price_fen,
             insurance_category: f.insurance.as_str().into(),
-            updated_at: Utc::now(),
+            updated_at: crate::platform::clock::now(),
         };
         match existing.get(&f.code) {
             None => {
@@ -215,7 +215,7 @@ async fn open_bill(tx: &Tx, ctx: &RequestCtx, encounter_id: Uuid, person: Uuid) 
     if let Some(b) = existing {
         return lock_bill(tx, ctx, b.id).await;
     }
-    let now = Utc::now();
+    let now = crate::platform::clock::now();
     Ok(bill::ActiveModel {
         tenant_id: Set(ctx.tenant),
         id: Set(Uuid::now_v7()),
@@ -301,7 +301,7 @@ async fn post_charges(
     let tenant = crate::tenancy::service::get_tenant(&**tx, ctx.tenant).await?;
     let rates = Reimbursement::from_settings(&tenant.settings).map_err(|e| AppError::internal(anyhow::anyhow!(e)))?;
     let level = crate::tenancy::service::get_institution(tx, ctx.institution).await?.kind;
-    let now = Utc::now();
+    let now = crate::platform::clock::now();
     let mut posted = Vec::new();
     for line in lines {
         let amount =
@@ -421,7 +421,7 @@ pub async fn pay(
             .with_details(json!({ "owed_fen": owed, "amount_fen": amount_fen })));
     }
     let receipt_no = next_receipt(&tx, ctx.institution).await?;
-    let now = Utc::now();
+    let now = crate::platform::clock::now();
     let p = payment::ActiveModel {
         tenant_id: Set(ctx.tenant),
         id: Set(Uuid::now_v7()),
@@ -498,7 +498,7 @@ pub async fn refund(
         .with_details(json!({ "refundable_fen": refundable.max(0), "amount_fen": amount_fen })));
     }
     let receipt_no = next_receipt(&tx, ctx.institution).await?;
-    let now = Utc::now();
+    let now = crate::platform::clock::now();
     let r = refund::ActiveModel {
         tenant_id: Set(ctx.tenant),
         id: Set(Uuid::now_v7()),

@@ -81,7 +81,7 @@ pub async fn open(state: &AppState, ctx: &RequestCtx, input: OpenInput) -> AppRe
             return Err(AppError::new(codes::DEPARTMENT_INVALID, "that department is not part of your institution"));
         }
     }
-    let now = Utc::now();
+    let now = crate::platform::clock::now();
     let e = encounter::ActiveModel {
         tenant_id: Set(ctx.tenant),
         id: Set(Uuid::now_v7()),
@@ -115,7 +115,7 @@ pub async fn record_vitals(state: &AppState, ctx: &RequestCtx, id: Uuid, v: Vita
         encounter_id: Set(id),
         institution_id: Set(ctx.institution),
         person_id: Set(e.person_id),
-        recorded_at: Set(Utc::now()),
+        recorded_at: Set(crate::platform::clock::now()),
         recorded_by: Set(ctx.user),
         systolic: Set(v.systolic),
         diastolic: Set(v.diastolic),
@@ -165,7 +165,7 @@ pub async fn add_diagnosis(
         person_id: Set(e.person_id),
         code: Set(icd.code.into()),
         is_primary: Set(primary),
-        created_at: Set(Utc::now()),
+        created_at: Set(crate::platform::clock::now()),
         created_by: Set(ctx.user),
     }
     .insert(&*tx)
@@ -217,7 +217,7 @@ pub async fn close(state: &AppState, ctx: &RequestCtx, id: Uuid) -> AppResult<en
     if diagnoses.is_empty() {
         return Err(AppError::new(codes::DIAGNOSIS_REQUIRED, "record at least one diagnosis before closing"));
     }
-    let now = Utc::now();
+    let now = crate::platform::clock::now();
     let mut am = e.clone().into_active_model();
     am.status = Set(EncounterStatus::Closed);
     am.closed_at = Set(Some(now));
@@ -258,7 +258,7 @@ pub async fn add_addendum(state: &AppState, ctx: &RequestCtx, id: Uuid, text: &s
         institution_id: Set(ctx.institution),
         text: Set(text.to_string()),
         author_id: Set(ctx.user),
-        created_at: Set(Utc::now()),
+        created_at: Set(crate::platform::clock::now()),
     }
     .insert(&*tx)
     .await?;
@@ -318,7 +318,7 @@ pub async fn list(
 ) -> AppResult<Vec<encounter::Model>> {
     ctx.require(Perm::EncounterRead)?;
     if let Some(t) = since {
-        crate::platform::dates::instant("since", t, Utc::now())?;
+        crate::platform::dates::instant("since", t, crate::platform::clock::now())?;
     }
     let mut tx = state.db.begin(ctx).await?;
     let mut q = encounter::Entity::find()
@@ -360,7 +360,7 @@ pub async fn record_allergy(
         reaction: Set(reaction),
         institution_id: Set(ctx.institution),
         recorded_by: Set(ctx.user),
-        recorded_at: Set(Utc::now()),
+        recorded_at: Set(crate::platform::clock::now()),
     }
     .insert(&*tx)
     .await?;
@@ -476,7 +476,7 @@ pub async fn break_glass(
         tx.commit().await?;
         return Err(e);
     }
-    let now = Utc::now();
+    let now = crate::platform::clock::now();
     let row = break_glass::ActiveModel {
         tenant_id: Set(ctx.tenant),
         id: Set(Uuid::now_v7()),
@@ -503,7 +503,7 @@ async fn open_break_glass(tx: &Tx, ctx: &RequestCtx, person: Uuid) -> AppResult<
         .filter(break_glass::Column::UserId.eq(ctx.user))
         .filter(break_glass::Column::InstitutionId.eq(ctx.institution))
         .filter(break_glass::Column::PersonId.eq(person))
-        .filter(break_glass::Column::ExpiresAt.gt(Utc::now()))
+        .filter(break_glass::Column::ExpiresAt.gt(crate::platform::clock::now()))
         .one(&**tx)
         .await?)
 }

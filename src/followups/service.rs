@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use chrono::{NaiveDate, Utc};
+use chrono::NaiveDate;
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder,
     QuerySelect, Set,
@@ -87,7 +87,7 @@ pub async fn enroll(state: &AppState, ctx: &RequestCtx, input: EnrollInput) -> A
         Some(i) => i,
         None => interval_days(&tx).await?,
     };
-    let now = Utc::now();
+    let now = crate::platform::clock::now();
     let row = enrollment::ActiveModel {
         tenant_id: Set(ctx.tenant),
         id: Set(Uuid::now_v7()),
@@ -416,7 +416,7 @@ pub async fn write_visit(
     referral: Option<Uuid>,
 ) -> AppResult<Recorded> {
     let VisitPlan { enrollment: e, disease, input, classification, streak, dangers, flagged, next_on } = plan;
-    let now = Utc::now();
+    let now = crate::platform::clock::now();
     let visit = followup_visit::ActiveModel {
         tenant_id: Set(ctx.tenant),
         id: Set(Uuid::now_v7()),
@@ -848,7 +848,7 @@ pub async fn close(state: &AppState, ctx: &RequestCtx, id: Uuid, reason: &str) -
     am.status = Set(EnrollmentStatus::Closed);
     am.closed_on = Set(Some(today(state)));
     am.close_reason = Set(Some(reason.into()));
-    am.updated_at = Set(Utc::now());
+    am.updated_at = Set(crate::platform::clock::now());
     let e = am.update(&*tx).await?;
     let event = super::events::Closed {
         enrollment: e.id,
@@ -906,7 +906,7 @@ pub async fn dismiss_suggestion(state: &AppState, ctx: &RequestCtx, id: Uuid) ->
     let person = s.person_id;
     let mut am = s.into_active_model();
     am.status = Set("dismissed".into());
-    am.resolved_at = Set(Some(Utc::now()));
+    am.resolved_at = Set(Some(crate::platform::clock::now()));
     am.update(&*tx).await?;
     tx.audit(
         ctx.audit("followups.dismiss_suggestion", "enrollment_suggestion", Purpose::Treatment)
@@ -976,7 +976,7 @@ impl Handler for Suggest {
                 encounter_id: Set(encounter),
                 diagnosed_on: Set(crate::platform::clock::china_date(closed_at)),
                 status: Set("open".into()),
-                created_at: Set(Utc::now()),
+                created_at: Set(crate::platform::clock::now()),
                 resolved_at: Set(None),
             }
             .insert(&**tx)

@@ -51,7 +51,7 @@ pub async fn apply_formulary(
             price_fen: d.price_fen,
             insurance_category: d.insurance.as_str().into(),
             allergen_class: d.allergen_class.clone(),
-            updated_at: Utc::now(),
+            updated_at: crate::platform::clock::now(),
         };
         match existing.get(&d.code) {
             None => {
@@ -125,7 +125,7 @@ pub async fn formulary(state: &AppState, ctx: &RequestCtx, q: Option<&str>) -> A
         .into_iter()
         .map(|r| r.drug_code)
         .collect();
-    let today = Utc::now().date_naive();
+    let today = crate::platform::clock::now().date_naive();
     let mut on_hand: HashMap<String, i64> = HashMap::new();
     for b in stock_batch::Entity::find()
         .filter(stock_batch::Column::TenantId.eq(ctx.tenant))
@@ -189,7 +189,7 @@ async fn movement(
         reason: Set(reason),
         reference_id: Set(reference),
         actor_id: Set(Some(actor)),
-        occurred_at: Set(Utc::now()),
+        occurred_at: Set(crate::platform::clock::now()),
     }
     .insert(&**tx)
     .await?;
@@ -232,7 +232,7 @@ async fn add_to_batch(
                 lot: Set(lot.into()),
                 expiry: Set(expiry),
                 quantity: Set(quantity),
-                received_at: Set(Utc::now()),
+                received_at: Set(crate::platform::clock::now()),
             }
             .insert(&**tx)
             .await?
@@ -247,8 +247,8 @@ pub async fn receive(state: &AppState, ctx: &RequestCtx, r: Receipt) -> AppResul
     if lot.is_empty() || lot.chars().count() > 40 {
         return Err(AppError::new(codes::LOT_INVALID, "lot must be 1-40 characters"));
     }
-    crate::platform::dates::expiry("expiry", r.expiry, Utc::now().date_naive())?;
-    if r.expiry < Utc::now().date_naive() {
+    crate::platform::dates::expiry("expiry", r.expiry, crate::platform::clock::now().date_naive())?;
+    if r.expiry < crate::platform::clock::now().date_naive() {
         return Err(AppError::new(codes::BATCH_EXPIRED, "this batch has already expired"));
     }
     let mut tx = state.db.begin(ctx).await?;
@@ -332,7 +332,7 @@ async fn take(
     quantity: i64,
     pinned: Option<Uuid>,
 ) -> AppResult<Vec<(stock_batch::Model, i64)>> {
-    let today = Utc::now().date_naive();
+    let today = crate::platform::clock::now().date_naive();
     let batches = match pinned {
         Some(id) => {
             let b = lock_batch(tx, id).await?;
@@ -436,7 +436,7 @@ pub async fn transfer(
         quantity: Set(quantity),
         value_fen: Set(value_fen),
         actor_id: Set(ctx.user),
-        created_at: Set(Utc::now()),
+        created_at: Set(crate::platform::clock::now()),
     }
     .insert(&*tx)
     .await?;
@@ -522,7 +522,7 @@ pub async fn prescribe(
         prescriber_id: Set(ctx.user),
         chronic: Set(chronic),
         status: Set(PrescriptionStatus::Active),
-        created_at: Set(Utc::now()),
+        created_at: Set(crate::platform::clock::now()),
         dispensed_at: Set(None),
         dispensed_by: Set(None),
     }
@@ -713,7 +713,7 @@ pub async fn dispense_in(
     // Claim the prescription first: a concurrent second dispense finds it no longer active.
     let claimed = prescription::Entity::update_many()
         .col_expr(prescription::Column::Status, Expr::value(PrescriptionStatus::Dispensed))
-        .col_expr(prescription::Column::DispensedAt, Expr::value(Utc::now()))
+        .col_expr(prescription::Column::DispensedAt, Expr::value(crate::platform::clock::now()))
         .col_expr(prescription::Column::DispensedBy, Expr::value(ctx.user))
         .filter(
             Condition::all().add(prescription::Column::TenantId.eq(ctx.tenant)).add(prescription::Column::Id.eq(id)),
@@ -773,10 +773,10 @@ pub async fn seed_demo_stock(db: &crate::platform::Db, tenant: Uuid) -> AppResul
         tx.rollback().await?;
         return Ok(0);
     }
-    let expiry = (Utc::now() + chrono::Duration::days(730)).date_naive();
+    let expiry = (crate::platform::clock::now() + chrono::Duration::days(730)).date_naive();
     let lists =
         institution_drug::Entity::find().filter(institution_drug::Column::TenantId.eq(tenant)).all(&*tx).await?;
-    let now = Utc::now();
+    let now = crate::platform::clock::now();
     let rows: Vec<stock_batch::ActiveModel> = lists
         .iter()
         .map(|r| stock_batch::ActiveModel {

@@ -4,6 +4,24 @@
 
 use chrono::{DateTime, FixedOffset, NaiveDate, TimeZone, Utc};
 
+tokio::task_local! {
+    /// The moment records are stamped with in this task, when a seeder of history set one.
+    static AS_OF: DateTime<Utc>;
+}
+
+/// Now, for the timestamps a use case writes (when a visit opened, a charge posted, an event
+/// occurred): the system clock, or the moment set by [`as_of`] for the task running it. Only
+/// the demo's history seeder sets one; leases, sessions, sweeps and the audit trail keep
+/// `Utc::now()`.
+pub fn now() -> DateTime<Utc> {
+    AS_OF.try_with(|t| *t).unwrap_or_else(|_| Utc::now())
+}
+
+/// Runs `f` with [`now`] answering `at`: a seeded record is written as it would have been then.
+pub async fn as_of<F: std::future::Future>(at: DateTime<Utc>, f: F) -> F::Output {
+    AS_OF.scope(at, f).await
+}
+
 #[derive(Debug, Default)]
 pub struct Clock {
     frozen: std::sync::RwLock<Option<DateTime<Utc>>>,
@@ -51,6 +69,17 @@ pub fn china_day(day: NaiveDate) -> (DateTime<Utc>, DateTime<Utc>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn now_is_the_system_clock_unless_a_task_set_a_moment() {
+        let at = Utc.with_ymd_and_hms(2026, 3, 1, 1, 0, 0).unwrap();
+        assert!((now() - Utc::now()).num_seconds().abs() < 5);
+        assert_eq!(as_of(at, async { now() }).await, at);
+        let other = tokio::spawn(async { now() });
+        let seen = as_of(at, async { other.await.unwrap() }).await;
+        assert_ne!(seen, at, "another task keeps the system clock");
+        assert!((now() - Utc::now()).num_seconds().abs() < 5, "the moment ends with its scope");
+    }
 
     #[test]
     fn china_days_start_at_16_utc() {

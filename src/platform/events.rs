@@ -164,7 +164,7 @@ pub async fn insert(
         version: Set(1),
         aggregate_id: Set(aggregate),
         actor_user_id: Set(actor),
-        occurred_at: Set(Utc::now()),
+        occurred_at: Set(crate::platform::clock::now()),
         payload: Set(payload),
         published_at: Set(None),
         attempts: Set(0),

@@ -123,7 +123,7 @@ impl Handler for Notifications {
                 referral_id: Set(referral),
                 event_id: Set(event.id),
                 event_type: Set(event.event_type.clone()),
-                created_at: Set(Utc::now()),
+                created_at: Set(crate::platform::clock::now()),
                 read_at: Set(None),
             }
             .insert(&**tx)

@@ -155,7 +155,7 @@ async fn refresh_draft(tx: &Tx, id: Uuid, reason: String, urgent: bool) -> AppRe
     check_text("reason", &reason, 1000)?;
     let mut update = referral::Entity::update_many()
         .col_expr(referral::Column::Reason, Expr::value(reason))
-        .col_expr(referral::Column::UpdatedAt, Expr::value(chrono::Utc::now()));
+        .col_expr(referral::Column::UpdatedAt, Expr::value(crate::platform::clock::now()));
     if urgent {
         update = update.col_expr(referral::Column::Urgency, Expr::value("urgent"));
     }
@@ -205,7 +205,7 @@ pub async fn create_in(tx: &mut Tx, ctx: &RequestCtx, input: CreateInput) -> App
     let snapshot = snapshot(tx, input.person_id, ctx.institution, input.source_encounter).await?;
     let limits = settings(tx).await?;
     let urgency = if input.urgent { Urgency::Urgent } else { Urgency::Routine };
-    let now = Utc::now();
+    let now = crate::platform::clock::now();
     let requested = status == Status::Requested;
     let r = referral::ActiveModel {
         tenant_id: Set(ctx.tenant),
@@ -289,7 +289,7 @@ pub async fn refer_down(
     }
     let limits = settings(&tx).await?;
     let snapshot = snapshot(&tx, parent.person_id, ctx.institution, None).await?;
-    let now = Utc::now();
+    let now = crate::platform::clock::now();
     let r = referral::ActiveModel {
         tenant_id: Set(ctx.tenant),
         id: Set(Uuid::now_v7()),
@@ -372,7 +372,14 @@ async fn emit(
     // replay recomputes it) from the event alone.
     let first_visit_revenue_fen = match (event, r.direction, r.to_institution, r.decided_at) {
         (events::Completed::TYPE, Direction::Up, Some(receiver), Some(since)) => Some(
-            crate::billing::service::first_bill_revenue(tx, receiver, r.person_id, since, chrono::Utc::now()).await?,
+            crate::billing::service::first_bill_revenue(
+                tx,
+                receiver,
+                r.person_id,
+                since,
+                crate::platform::clock::now(),
+            )
+            .await?,
         ),
         _ => None,
     };
@@ -412,7 +419,7 @@ async fn snapshot(
     let ids = crate::patients::service::person_and_merged(tx, person).await?;
     let mut medicines = Vec::new();
     for id in &ids {
-        let since = Utc::now() - chrono::Duration::days(90);
+        let since = crate::platform::clock::now() - chrono::Duration::days(90);
         for p in crate::pharmacy::service::medications_of(tx, *id, since).await? {
             if p.prescription.institution_id != institution {
                 continue;
@@ -496,7 +503,7 @@ async fn apply(
         .with_details(json!({ "status": current.as_str() })));
     };
     let limits = settings(tx).await?;
-    let now = Utc::now();
+    let now = crate::platform::clock::now();
     let actor = ctx.map(|c| c.user);
     let previous = r.status;
     let mut am = r.clone().into_active_model();
@@ -568,7 +575,7 @@ pub async fn expire_overdue(db: &Db) -> AppResult<usize> {
         let due: Vec<Uuid> = referral::Entity::find()
             .filter(referral::Column::TenantId.eq(t.id))
             .filter(referral::Column::Status.eq(Status::Requested.as_str()))
-            .filter(referral::Column::SlaDueAt.lt(Utc::now()))
+            .filter(referral::Column::SlaDueAt.lt(crate::platform::clock::now()))
             .limit(200)
             .all(&*tx)
             .await?
@@ -583,7 +590,7 @@ pub async fn expire_overdue(db: &Db) -> AppResult<usize> {
                 q = q.lock_exclusive();
             }
             let Some(r) = q.one(&*tx).await? else { continue };
-            if r.status != Status::Requested || r.sla_due_at.is_none_or(|d| d >= Utc::now()) {
+            if r.status != Status::Requested || r.sla_due_at.is_none_or(|d| d >= crate::platform::clock::now()) {
                 tx.rollback().await?;
                 continue;
             }
@@ -734,7 +741,7 @@ pub async fn records(
         None => {
             Some(AppError::new(codes::GRANT_MISSING, "the referral has not been accepted; there is no access grant"))
         }
-        Some(g) if g.expires_at.is_some_and(|e| e <= Utc::now()) => {
+        Some(g) if g.expires_at.is_some_and(|e| e <= crate::platform::clock::now()) => {
             Some(AppError::new(codes::GRANT_EXPIRED, "the access grant of this referral has expired"))
         }
         _ => None,

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use chrono::{Duration, Utc};
+use chrono::Duration;
 use uuid::Uuid;
 
 use crate::billing::service::BillView;
@@ -98,7 +98,8 @@ pub async fn community_summary(state: &AppState, ctx: &RequestCtx, person: Uuid)
     let clinical = clinical::clinical_summary(&tx, &ids).await?;
     let mut medications = Vec::new();
     for id in &ids {
-        medications.extend(pharmacy::medications_of(&tx, *id, Utc::now() - Duration::days(180)).await?);
+        medications
+            .extend(pharmacy::medications_of(&tx, *id, crate::platform::clock::now() - Duration::days(180)).await?);
     }
     let summary = CommunitySummary {
         person_id: person,

@@ -22,6 +22,7 @@ pub const LAYERS: &[&[&str]] = &[
     &["web"],
     &["api"],
     &["startup"],
+    &["demo"],
     &["cli"],
 ];
 

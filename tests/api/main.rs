@@ -11,6 +11,7 @@ mod auth;
 mod bola;
 mod dates;
 mod delivery;
+mod demo;
 mod errors;
 mod followups;
 mod fuzz;
