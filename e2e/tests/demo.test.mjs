@@ -65,6 +65,9 @@ test('every main page of the clinic and the county, in both languages', async ()
   await first.locator('a').click();
   await coordinator.waitForURL(/\/app\/referrals\/[0-9a-f-]+$/);
   const referral = new URL(coordinator.url()).pathname;
+  // The urgent referral carries its clinical snapshot.
+  assert.match(await coordinator.locator('#case-who').textContent(), /[男女] · \d+ 岁/);
+  assert.doesNotMatch(await coordinator.locator('#case-diagnoses').textContent(), /无记录/);
   await both(coordinator, 'referral', referral);
   await both(coordinator, 'print-referral', `${referral}/print`);
 });

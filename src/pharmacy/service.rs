@@ -101,6 +101,21 @@ async fn stocked_at(tx: &Tx, institution: Uuid, code: &str) -> AppResult<bool> {
     Ok(institution_drug::Entity::find_by_id((tx.tenant(), institution, code.to_string())).one(&**tx).await?.is_some())
 }
 
+/// Unexpired units of a drug on hand at an institution.
+async fn on_hand_at(tx: &Tx, institution: Uuid, code: &str) -> AppResult<i64> {
+    let today = crate::platform::clock::now().date_naive();
+    Ok(stock_batch::Entity::find()
+        .filter(stock_batch::Column::TenantId.eq(tx.tenant()))
+        .filter(stock_batch::Column::InstitutionId.eq(institution))
+        .filter(stock_batch::Column::DrugCode.eq(code))
+        .filter(stock_batch::Column::Expiry.gte(today))
+        .all(&**tx)
+        .await?
+        .iter()
+        .map(|b| b.quantity)
+        .sum())
+}
+
 #[derive(Debug, Clone)]
 pub struct DrugView {
     pub drug: drug::Model,
@@ -509,6 +524,13 @@ pub async fn prescribe(
                 "the patient has a recorded allergy to this drug or its class",
             )
             .with_details(json!({ "line": i, "drug_code": drug.code, "allergen_class": drug.allergen_class })));
+        }
+        // More than the clinic has cannot be dispensed: say so now, on the line.
+        let available = on_hand_at(&tx, ctx.institution, &drug.code).await?;
+        if available < lines[i].quantity {
+            return Err(AppError::new(codes::STOCK_INSUFFICIENT, "more than the stock on hand of this drug")
+                .with_details(json!({ "line": i, "field": format!("lines[{i}].quantity"), "drug_code": drug.code,
+                        "requested": lines[i].quantity, "available": available })));
         }
         resolved.push(drug);
     }

@@ -91,6 +91,9 @@ struct ClinicPage {
     candidates: Vec<PersonRow>,
     form: RegisterForm,
     message: Option<String>,
+    /// The registration field a refusal is about (`name`, `sex`, `birth_date`, `resident_id`,
+    /// `phone`), marked invalid and described by the message; empty otherwise.
+    bad: &'static str,
 }
 
 /// Names of persons for a list, the reads audited (treatment) like every other read of them.
@@ -125,11 +128,16 @@ async fn clinic_page(
     found: Option<Vec<PersonRow>>,
     candidates: Vec<PersonRow>,
     form: RegisterForm,
-    message: Option<String>,
+    // The message, and the registration field it is about ("" for none).
+    message: Option<(String, &'static str)>,
     status: StatusCode,
 ) -> Out {
     let today = today(state, &p).await.map_err(|e| (e, "/app/".into()))?;
-    Ok(render(status, &ClinicPage { l: p.l, p, today, found, candidates, form, message }))
+    let (message, bad) = match message {
+        Some((m, bad)) => (Some(m), bad),
+        None => (None, ""),
+    };
+    Ok(render(status, &ClinicPage { l: p.l, p, today, found, candidates, form, message, bad }))
 }
 
 #[handler]
@@ -173,7 +181,7 @@ pub async fn search(req: &Request, state: Data<&AppState>, form: Form<SearchForm
                 None,
                 vec![],
                 RegisterForm::default(),
-                Some(msg),
+                Some((msg, "")),
                 StatusCode::UNPROCESSABLE_ENTITY,
             )
             .await;
@@ -208,7 +216,9 @@ pub async fn register(req: &Request, state: Data<&AppState>, form: Form<Register
             Ok(d) => d,
             Err(e) => {
                 let msg = l.t_with("clinic-register-invalid", &[("field", field_of(l, &e))]);
-                return clinic_page(&state, p, None, vec![], f, Some(msg), StatusCode::UNPROCESSABLE_ENTITY).await;
+                let bad = field_name(&e);
+                return clinic_page(&state, p, None, vec![], f, Some((msg, bad)), StatusCode::UNPROCESSABLE_ENTITY)
+                    .await;
             }
         };
         let input = RegisterInput {
@@ -233,13 +243,25 @@ pub async fn register(req: &Request, state: Data<&AppState>, form: Form<Register
                     .map(|list| list.iter().filter_map(|c| candidate(l, c)).collect())
                     .unwrap_or_default();
                 let msg = l.t("clinic-candidates-intro");
-                clinic_page(&state, p, None, candidates, f, Some(msg), StatusCode::CONFLICT).await
+                clinic_page(&state, p, None, candidates, f, Some((msg, "")), StatusCode::CONFLICT).await
             }
             Err(e) => Err((e, "/app/clinic".to_string())),
         }
     }
     .await;
     finish(l, out)
+}
+
+/// The registration form's field a demographics error is about.
+fn field_name(e: &AppError) -> &'static str {
+    match e.code_of() {
+        codes::NAME_INVALID => "name",
+        codes::RESIDENT_ID_INVALID => "resident_id",
+        codes::PHONE_INVALID => "phone",
+        codes::BIRTH_DATE_INVALID | codes::BIRTH_DATE_REQUIRED => "birth_date",
+        codes::SEX_INVALID | codes::SEX_REQUIRED => "sex",
+        _ => "",
+    }
 }
 
 /// The label of the field a demographics error is about, in the reader's language.
@@ -509,6 +531,9 @@ struct VisitPage {
     fees: Vec<Choice>,
     bill: Option<BillBox>,
     upper: Vec<Choice>,
+    /// Registries the visit's diagnoses suggest and the patient is not in here: (disease, button).
+    suggest: Vec<(String, String)>,
+    today: String,
     /// The form refused, shown again with what was typed and the field at fault.
     refused: Refused,
 }
@@ -555,6 +580,7 @@ async fn visit_page(
     let formulary = crate::pharmacy::service::formulary(state, &p.ctx, None).await.map_err(|e| (e, back()))?;
     let fees = crate::billing::service::fee_schedule(state, &p.ctx).await.map_err(|e| (e, back()))?;
     let upper = upper_choices(state, &p).await.map_err(|e| (e, back()))?;
+    let suggest = suggested_registries(state, &p, &v).await.map_err(|e| (e, back()))?;
     let e = &v.encounter;
     let page = VisitPage {
         id,
@@ -578,11 +604,51 @@ async fn visit_page(
         fees: fees.iter().cloned().map(|f| fee_choice(l, f)).collect(),
         bill: v.bill.as_ref().map(|b| bill_box(b, &english_names(l, &formulary, &fees))),
         upper,
+        suggest,
+        today: china_date(Utc::now()).to_string(),
         refused,
         l,
         p,
     };
     Ok(render(status, &page))
+}
+
+/// A hypertension (I10-I15) or type 2 diabetes (E11) diagnosis on the visit suggests the
+/// registry, unless the patient is in it here already or the reader may not enrol.
+async fn suggested_registries(
+    state: &AppState,
+    p: &Page,
+    v: &crate::visit::service::EncounterView,
+) -> Result<Vec<(String, String)>, AppError> {
+    if !p.ctx.can(crate::identity::ctx::Perm::FollowupWrite) {
+        return Ok(Vec::new());
+    }
+    let mut wanted: Vec<&str> = Vec::new();
+    for d in &v.diagnoses {
+        let code = d.code.to_ascii_uppercase();
+        let disease = if ["I10", "I11", "I12", "I13", "I15"].iter().any(|c| code.starts_with(c)) {
+            "hypertension"
+        } else if code.starts_with("E11") {
+            "diabetes"
+        } else {
+            continue;
+        };
+        if !wanted.contains(&disease) {
+            wanted.push(disease);
+        }
+    }
+    if wanted.is_empty() {
+        return Ok(Vec::new());
+    }
+    let have = super::followups::enrolled(state, p, v.encounter.person_id).await?;
+    Ok(wanted
+        .into_iter()
+        .filter(|d| !have.iter().any(|e| e.code == *d))
+        .map(|d| {
+            let name = p.l.t(&format!("disease-{d}"));
+            (d.to_string(), p.l.t_with("enroll-suggest", &[("disease", name)]))
+        })
+        .collect())
 }
 
 fn vitals_line(l: Locale, x: &crate::clinical::entity::vital_sign::Model) -> String {
@@ -905,12 +971,25 @@ fn prescription_line(f: &VisitForm) -> Result<LineRequest, AppError> {
 /// The visit page again, with the refused form as typed and the field at fault named.
 async fn show_refused(state: &AppState, p: Page, id: Uuid, step: String, f: &VisitForm, e: &AppError) -> Response {
     let l = p.l;
-    let field = form_field_of(e, &VISIT_FIELDS);
+    let field = form_field_of(e, step_fields(&step));
     let label = field_label(&field).map(|k| format!("{}{}", l.t(k), l.t("colon"))).unwrap_or_default();
     let message = format!("{label}{}", refusal_message(l, e));
     let refused = Refused { step, values: f.typed(), field, message };
     let status = poem::error::ResponseError::status(e);
     visit_page(state, p, id, refused, status).await.unwrap_or_else(|(e, to)| error_page(l, &e, &to))
+}
+
+/// The fields of one visit form: a refusal names a field of the form that was sent.
+fn step_fields(step: &str) -> &'static [&'static str] {
+    match step {
+        "vitals" => &VISIT_FIELDS[..5],
+        "diagnosis" => &VISIT_FIELDS[5..6],
+        "prescribe" => &VISIT_FIELDS[6..12],
+        "charge" => &VISIT_FIELDS[12..14],
+        "pay" => &VISIT_FIELDS[14..16],
+        "refer" => &VISIT_FIELDS[16..19],
+        _ => &VISIT_FIELDS,
+    }
 }
 
 /// The label of a visit form's field.

@@ -337,6 +337,8 @@ fn field_label(field: &str) -> Option<&'static str> {
 /// One of a person's follow-up registries at this institution, on their patient page.
 pub struct EnrolledRow {
     pub id: Uuid,
+    /// `hypertension` or `diabetes`.
+    pub code: String,
     pub disease: String,
     pub next_due: String,
 }
@@ -360,6 +362,7 @@ pub(super) async fn enrolled(state: &AppState, p: &Page, person: Uuid) -> Result
         .into_iter()
         .map(|r| EnrolledRow {
             id: r.enrollment.id,
+            code: r.enrollment.disease.as_str().to_string(),
             disease: p.l.t(&format!("disease-{}", r.enrollment.disease)),
             next_due: r.enrollment.next_due.to_string(),
         })

@@ -51,9 +51,13 @@ impl Refused {
 
 /// The form field an error is about: the one it names, or the one its code is about.
 pub fn form_field_of(e: &AppError, fields: &[&'static str]) -> String {
+    // A form may prefix the API's name for a field (`fee_quantity` for a fee's `quantity`).
+    let named = |name: &str| {
+        fields.iter().find(|k| **k == name).or_else(|| fields.iter().find(|k| k.ends_with(&format!("_{name}"))))
+    };
     if let Some(f) = e.details().and_then(|d| d["field"].as_str()) {
         let last = f.rsplit(['.', ']', '[']).find(|s| !s.is_empty()).unwrap_or(f);
-        if let Some(known) = fields.iter().find(|k| **k == f || **k == last) {
+        if let Some(known) = named(f).or_else(|| named(last)) {
             return known.to_string();
         }
     }
@@ -72,7 +76,10 @@ pub fn form_field_of(e: &AppError, fields: &[&'static str]) -> String {
         codes::ALREADY_ENROLLED => "disease",
         _ => "",
     };
-    if fields.contains(&by_code) { by_code.to_string() } else { String::new() }
+    if by_code.is_empty() {
+        return String::new();
+    }
+    named(by_code).map(|k| k.to_string()).unwrap_or_default()
 }
 
 /// A refusal of what was typed (shown on the form), rather than of the request.

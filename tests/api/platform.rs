@@ -122,7 +122,7 @@ async fn bad_configuration_stops_startup_with_one_clear_line() {
 async fn json_logs_carry_request_tenant_and_user_ids_but_no_personal_data() {
     let app = spawn_app().await;
     let mut child = Command::new(env!("CARGO_BIN_EXE_cloudhis"))
-        .args(["serve", "--demo"])
+        .args(["serve", "--demo", "--history-months", "0"])
         .env_clear()
         .envs(&app.env)
         .env("RUST_LOG", "info")

@@ -592,3 +592,37 @@ async fn paid_prescription(app: &TestApp, doc: &Session, person: &str, line: &Va
         owed,
     }
 }
+
+/// Prescribing more than the clinic has on hand is refused on the line, as stock_insufficient
+/// naming the quantity, with nothing written; the stock on hand is still prescribable.
+#[tokio::test]
+async fn a_prescription_for_more_than_the_stock_on_hand_is_refused_on_its_line() {
+    let app = spawn_app().await;
+    app.load_demo().await;
+    let doc = app.login("village.doctor").await;
+    let reg = app
+        .post("/api/v1/patients", &doc.token, json!({"name": "库存测试", "sex": "female", "birth_date": "1966-05-01"}))
+        .await;
+    let person = reg.body["person"]["id"].as_str().unwrap().to_string();
+    let enc = app.post("/api/v1/encounters", &doc.token, json!({"person_id": person})).await;
+    let enc = enc.body["id"].as_str().unwrap().to_string();
+    let on_hand: i64 = app
+        .get("/api/v1/pharmacy/stock?drug_code=amlodipine-5mg", &doc.token)
+        .await
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["quantity"].as_i64().unwrap())
+        .sum();
+    let line = |q: i64| json!({"drug_code": "amlodipine-5mg", "dose": 5, "dose_unit": "mg", "frequency": "qd", "days": 7, "quantity": q});
+    let path = format!("/api/v1/encounters/{enc}/prescriptions");
+    let r = app.post(&path, &doc.token, json!({"lines": [line(on_hand + 1)]})).await;
+    assert_eq!((r.status.as_u16(), r.code()), (422, "stock_insufficient"), "{}", r.text);
+    assert_eq!(r.body["details"]["field"], "lines[0].quantity", "{}", r.text);
+    assert_eq!(r.body["details"]["available"], on_hand);
+    let detail = app.get(&format!("/api/v1/encounters/{enc}"), &doc.token).await;
+    assert_eq!(detail.body["prescriptions"], json!([]), "nothing written");
+    let ok = app.post(&path, &doc.token, json!({"lines": [line(on_hand)]})).await;
+    assert_eq!(ok.status, 201, "{}", ok.text);
+}
