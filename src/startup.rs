@@ -112,6 +112,7 @@ pub async fn connect(config: Config) -> anyhow::Result<AppState> {
         metrics: Metrics::new(),
         clock: Default::default(),
         relay,
+        jobs_paused: Default::default(),
     });
     if workers {
         crate::referrals::service::spawn_expiry_job(state.clone(), jobs);
@@ -309,7 +310,10 @@ pub fn routes(state: AppState) -> impl poem::Endpoint<Output = poem::Response> {
         .nest("/api/docs", docs)
         .nest(
             "/app",
-            crate::web::routes().around(crate::web::once_per_form).with(poem::middleware::CookieJarManager::new()),
+            crate::web::routes()
+                .around(crate::web::once_per_form)
+                .around(crate::web::with_menu)
+                .with(poem::middleware::CookieJarManager::new()),
         )
         // The API's routes are absolute (`/api/v1/...`); the bare address opens the browser app.
         .nest(

@@ -41,6 +41,9 @@ pub struct StateInner {
     pub clock: crate::platform::clock::Clock,
     /// The event relay of this process, when it runs workers: `/readyz` fails if it stopped.
     pub relay: Option<tokio::task::JoinHandle<()>>,
+    /// Scheduled jobs of this process skip their runs while set (the demo's history seeder
+    /// writes referrals whose time limits lie in the past and decides them a moment later).
+    pub jobs_paused: std::sync::atomic::AtomicBool,
 }
 
 impl AppState {

@@ -609,6 +609,9 @@ pub fn spawn_expiry_job(state: AppState, interval: std::time::Duration) {
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(interval).await;
+            if state.jobs_paused.load(std::sync::atomic::Ordering::Acquire) {
+                continue;
+            }
             match state.cache.try_lease("job:referral-expiry", interval).await {
                 Ok(true) => match expire_overdue(&state.db).await {
                     Ok(0) => {}

@@ -82,8 +82,15 @@ async fn unknown_page(req: &Request, state: Data<&AppState>) -> Response {
         let page = signed_in!(req, &state);
         return see_other(landing(&page.ctx.roles));
     }
+    // A signed-in reader keeps their menu on the not-found page.
+    let _ = Page::load(req, &state).await;
     let e = AppError::new(codes::PAGE_NOT_FOUND, "no such page");
     error_page(session::locale(req), &e, "/app/")
+}
+
+/// Keeps room for the reader's menu through a page request, for its error page.
+pub async fn with_menu<E: poem::Endpoint>(ep: E, req: Request) -> poem::Result<Response> {
+    session::with_nav(async move { ep.call(req).await.map(poem::IntoResponse::into_response) }).await
 }
 
 /// A form posted twice with the same `idem` field (see `Page::idem`) does its work once: the
@@ -172,13 +179,16 @@ struct ErrorPage<'a> {
     title: String,
     message: String,
     back: &'a str,
+    /// The reader's menu, when the request got as far as reading their session.
+    nav: Option<session::Nav>,
 }
 
 /// An error as a page in the reader's language: a message per stable error code where there is
 /// one, else per status. Internals are logged, never shown.
 pub fn error_page(l: Locale, e: &AppError, back: &str) -> Response {
     use poem::error::ResponseError;
-    render(e.status(), &ErrorPage { l, title: l.t("error-title"), message: refusal_message(l, e), back })
+    let nav = session::remembered_nav();
+    render(e.status(), &ErrorPage { l, title: l.t("error-title"), message: refusal_message(l, e), back, nav })
 }
 
 /// What a refusal says to the person who made it, in their language.

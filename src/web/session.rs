@@ -134,6 +134,37 @@ pub struct Page {
     pub here: String,
 }
 
+/// The menu of a signed-in page, kept for the request (see [`with_nav`]) so that an error page
+/// shows it too.
+#[derive(Clone, Debug)]
+pub struct Nav {
+    pub statistics: bool,
+    pub clinic: bool,
+    pub followups: bool,
+    pub referrals: bool,
+    pub who: String,
+    pub csrf: String,
+    pub choose: bool,
+}
+
+tokio::task_local! {
+    static NAV: std::cell::RefCell<Option<Nav>>;
+}
+
+/// Runs a page request with room for its reader's menu.
+pub async fn with_nav<F: std::future::Future>(f: F) -> F::Output {
+    NAV.scope(std::cell::RefCell::new(None), f).await
+}
+
+fn remember(nav: Nav) {
+    let _ = NAV.try_with(|n| *n.borrow_mut() = Some(nav));
+}
+
+/// The menu of the reader of this request, once their session was read.
+pub fn remembered_nav() -> Option<Nav> {
+    NAV.try_with(|n| n.borrow().clone()).ok().flatten()
+}
+
 impl Page {
     /// The signed-in reader, or a redirect to the login page.
     pub async fn load(req: &Request, state: &AppState) -> Result<Page, Response> {
@@ -169,7 +200,21 @@ impl Page {
         if let Some(m) = p.memberships.iter().find(|m| m.institution.id == p.ctx.institution) {
             p.institution_name = p.name_of(&m.institution);
         }
+        remember(p.nav());
         Ok(p)
+    }
+
+    /// The menu this reader gets.
+    pub fn nav(&self) -> Nav {
+        Nav {
+            statistics: self.sees_statistics(),
+            clinic: self.sees_clinic(),
+            followups: self.sees_followups(),
+            referrals: self.sees_referrals(),
+            who: self.signed_in(),
+            csrf: self.csrf.clone(),
+            choose: self.memberships.len() > 1,
+        }
     }
 
     /// A fresh key for one form: a page's form submitted twice (a double click, a resend after

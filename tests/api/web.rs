@@ -699,11 +699,20 @@ async fn a_village_doctor_runs_a_whole_visit_through_the_pages() {
     let nowhere = b.get("/app/no/such/page").await;
     assert_eq!(nowhere.status, StatusCode::NOT_FOUND);
     assert!(nowhere.text.starts_with("<!doctype html>") && nowhere.text.contains("找不到该页面"), "{}", nowhere.text);
+    // With the reader's menu, as on every page.
+    assert!(nowhere.text.contains("href=\"/app/clinic\"") && nowhere.text.contains("action=\"/app/logout\""));
+    assert!(nowhere.text.contains("张卫东"), "who is signed in");
+    // Signed out, the same page has no menu.
+    let anonymous = Browser::new(&app).get("/app/no/such/page").await;
+    assert_eq!(anonymous.status, StatusCode::NOT_FOUND);
+    assert!(!anonymous.text.contains("action=\"/app/logout\""));
 
-    // Another clinic's doctor cannot open this visit.
+    // Another clinic's doctor cannot open this visit, and keeps their own menu on the refusal.
     let stranger = Browser::new(&app);
     stranger.login("village.doctor2").await;
-    assert_eq!(stranger.get(&visit).await.status, StatusCode::NOT_FOUND);
+    let refused = stranger.get(&visit).await;
+    assert_eq!(refused.status, StatusCode::NOT_FOUND);
+    assert!(refused.text.contains("郑秀英") && refused.text.contains("href=\"/app/followups\""), "{}", refused.text);
 }
 
 /// The follow-up worklist and form: a never-seen enrollment is on the list; a follow-up with an
