@@ -22,7 +22,7 @@ use crate::platform::{AppResult, Db};
 async fn across_tenants(db: &Db) -> AppResult<DatabaseTransaction> {
     let tx = db.raw().begin().await?;
     if db.kind() == DbKind::Postgres {
-        tx.execute_unprepared("SELECT set_config('cloudhis.relay', 'on', true)").await?;
+        tx.execute_unprepared("SET LOCAL cloudhis.relay = 'on'").await?;
     }
     Ok(tx)
 }
@@ -94,7 +94,19 @@ pub async fn redrive(
                 continue;
             }
         };
-        match consumers::apply(db, h.as_ref(), &envelope).await {
+        // A lock held by a live consumer (SQLite's one writer, a serialization failure) is not
+        // the letter's fault: wait and try again a few times before calling it still failing.
+        let mut result = consumers::apply(db, h.as_ref(), &envelope).await;
+        for wait_ms in [250, 1000, 4000] {
+            match &result {
+                Err(e) if transient(&e.reason()) => {
+                    tokio::time::sleep(Duration::from_millis(wait_ms)).await;
+                    result = consumers::apply(db, h.as_ref(), &envelope).await;
+                }
+                _ => break,
+            }
+        }
+        match result {
             Ok(applied) => {
                 if applied == Applied::Now {
                     report.applied += 1;
@@ -110,6 +122,11 @@ pub async fn redrive(
         }
     }
     Ok(report)
+}
+
+/// An error another transaction caused, which a retry can get past.
+fn transient(reason: &str) -> bool {
+    ["database is locked", "could not serialize", "deadlock detected", "try again"].iter().any(|t| reason.contains(t))
 }
 
 async fn mark_redriven(db: &Db, letter: &dead_letter::Model) -> AppResult<()> {
