@@ -170,6 +170,14 @@ async fn only_read(tx: &DatabaseTransaction) -> AppResult<bool> {
     })
 }
 
+/// The statement that sets the row-level-security key for the rest of a transaction. `SET LOCAL`
+/// (not `set_config`): on Citus it travels to the workers with the transaction
+/// (`citus.propagate_set_commands = 'local'`, set by `platform::citus`), where the shards'
+/// policies read it. A UUID's text is hex digits and dashes, safe to write into the statement.
+pub fn set_tenant_sql(tenant: Uuid) -> String {
+    format!("SET LOCAL cloudhis.tenant_id = '{tenant}'")
+}
+
 impl Db {
     /// Connects the application pool. On PostgreSQL every connection assumes `config.db_role`.
     pub async fn connect(config: &Config) -> anyhow::Result<Self> {
@@ -259,13 +267,12 @@ impl Db {
             DbKind::Postgres => {
                 let tx = self.conn.begin().await?;
                 let sql = match durability {
-                    Durability::Flushed => "SELECT set_config('cloudhis.tenant_id', $1, true)",
+                    Durability::Flushed => set_tenant_sql(tenant),
                     Durability::Redeliverable => {
-                        "SELECT set_config('cloudhis.tenant_id', $1, true), set_config('synchronous_commit', 'off', true)"
+                        format!("{}; SET LOCAL synchronous_commit = off", set_tenant_sql(tenant))
                     }
                 };
-                tx.execute_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, [tenant.to_string().into()]))
-                    .await?;
+                tx.execute_unprepared(&sql).await?;
                 tx
             }
         };
@@ -302,6 +309,15 @@ impl Db {
                 let result = Migrator::up(&self.conn, None).await;
                 self.conn.execute_unprepared(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})")).await?;
                 result?;
+                if crate::platform::citus::present(&self.conn).await? {
+                    let r = crate::platform::citus::distribute(&self.conn).await?;
+                    tracing::info!(
+                        reference = r.reference.len(),
+                        distributed = r.distributed.len(),
+                        already = r.already,
+                        "citus: tenant tables distributed by tenant_id"
+                    );
+                }
             }
         }
         Ok(())

@@ -228,10 +228,7 @@ async fn relay_amqp(db: &Db, bus: &Bus) -> anyhow::Result<usize> {
     if db.kind() == DbKind::Postgres {
         // The marks need no flush before the next batch: a mark lost to a database crash only
         // publishes its event again, and every consumer drops a repeat by its idempotency row.
-        tx.execute_unprepared(
-            "SELECT set_config('cloudhis.relay', 'on', true), set_config('synchronous_commit', 'off', true)",
-        )
-        .await?;
+        tx.execute_unprepared("SET LOCAL cloudhis.relay = 'on'; SET LOCAL synchronous_commit = off").await?;
         let got = tx
             .query_one_raw(Statement::from_string(
                 DbBackend::Postgres,
@@ -269,7 +266,7 @@ async fn relay_local(db: &Db, bus: &Bus, handlers: &[Arc<dyn Handler>]) -> anyho
     let rows = {
         let tx = db.raw().begin().await?;
         if db.kind() == DbKind::Postgres {
-            tx.execute_unprepared("SELECT set_config('cloudhis.relay', 'on', true)").await?;
+            tx.execute_unprepared("SET LOCAL cloudhis.relay = 'on'").await?;
         }
         let rows = pending(&tx).await?;
         tx.rollback().await?;
@@ -287,7 +284,7 @@ async fn relay_local(db: &Db, bus: &Bus, handlers: &[Arc<dyn Handler>]) -> anyho
         let retry: Vec<&consumers::Failure> = failed.iter().filter(|f| !f.permanent).collect();
         let tx = db.raw().begin().await?;
         if db.kind() == DbKind::Postgres {
-            tx.execute_unprepared("SELECT set_config('cloudhis.relay', 'on', true)").await?;
+            tx.execute_unprepared("SET LOCAL cloudhis.relay = 'on'").await?;
         }
         if retry.is_empty() || i64::from(attempts) + 1 >= consumers::DELIVERY_LIMIT {
             for f in &retry {

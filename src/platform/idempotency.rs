@@ -179,7 +179,7 @@ pub async fn purge(db: &Db) -> AppResult<u64> {
     let cutoff: DateTime<Utc> = Utc::now() - chrono::Duration::hours(KEEP_HOURS);
     let tx = db.raw().begin().await?;
     if db.kind() == crate::platform::config::DbKind::Postgres {
-        tx.execute_unprepared("SELECT set_config('cloudhis.relay', 'on', true)").await?;
+        tx.execute_unprepared("SET LOCAL cloudhis.relay = 'on'").await?;
     }
     let done =
         idempotency_key::Entity::delete_many().filter(idempotency_key::Column::CreatedAt.lt(cutoff)).exec(&tx).await?;

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod backoff;
 pub mod bus;
 pub mod cache;
+pub mod citus;
 pub mod clock;
 pub mod codes;
 pub mod config;

@@ -9,6 +9,7 @@ mod audit;
 mod audit_completeness;
 mod auth;
 mod bola;
+mod citus;
 mod dates;
 mod delivery;
 mod demo;

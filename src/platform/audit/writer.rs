@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use uuid::Uuid;
 
@@ -93,12 +93,7 @@ async fn write(conn: &DatabaseConnection, jobs: &[Job]) -> anyhow::Result<()> {
     }
     let tx = conn.begin().await?;
     for (tenant, entries) in tenants {
-        tx.execute_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT set_config('cloudhis.tenant_id', $1, true)",
-            [tenant.to_string().into()],
-        ))
-        .await?;
+        tx.execute_unprepared(&crate::platform::db::set_tenant_sql(tenant)).await?;
         super::chain::append(&tx, tenant, entries).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
     }
     tx.commit().await?;
