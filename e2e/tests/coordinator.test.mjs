@@ -35,11 +35,11 @@ test('a new referral appears live, and the coordinator takes it from accept to b
   // The case comes with the referral: who, and what the visit recorded.
   assert.ok(await page.locator('#case').isVisible());
   assert.match(await page.locator('#case-who').textContent(), /[男女] · \d+ 岁/);
-  // The referral slip prints on A4 with the case and a receipt stub to return.
+  // The referral slip prints on A4 with the case and a tear-off receipt to return.
   await page.getByRole('link', { name: '打印转诊单' }).click();
   await page.getByRole('heading', { name: /双向转诊单/ }).waitFor();
   assert.equal(await page.locator('.sheet-patient').textContent(), '转诊演示');
-  assert.ok(await page.locator('.sheet-stub').isVisible());
+  assert.ok(await page.locator('.sheet-tear-off').isVisible());
   await screenshot(page, 'print-referral-zh');
   const paper = await printed(page);
   assert.ok(paper.toolbarHidden, 'the toolbar does not print');

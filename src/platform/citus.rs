@@ -130,9 +130,9 @@ async fn policies_of(tx: &impl ConnectionTrait, table: &str) -> anyhow::Result<(
     Ok((drop, create))
 }
 
-/// Makes `tenants` a reference table, keeping the foreign keys that point at it aside until
-/// `restore` puts them back. Returns the statements that restore them.
-async fn reference_tenants(conn: &DatabaseConnection, report: &mut Distributed) -> anyhow::Result<Vec<String>> {
+/// Makes `tenants` a reference table, after dropping the foreign keys that point at it (see
+/// `distribute`).
+async fn reference_tenants(conn: &DatabaseConnection, report: &mut Distributed) -> anyhow::Result<()> {
     let done = strings(
         conn,
         "SELECT logicalrelid::text AS s FROM pg_dist_partition WHERE logicalrelid = 'public.tenants'::regclass",
@@ -140,27 +140,24 @@ async fn reference_tenants(conn: &DatabaseConnection, report: &mut Distributed) 
     .await?;
     if !done.is_empty() {
         report.already += 1;
-        return Ok(Vec::new());
+        return Ok(());
     }
     let tx = conn.begin().await?;
     let fks = tx
         .query_all_raw(Statement::from_string(
             DbBackend::Postgres,
-            "SELECT conrelid::regclass::text AS t, conname, pg_get_constraintdef(oid) AS def FROM pg_constraint
+            "SELECT conrelid::regclass::text AS t, conname FROM pg_constraint
               WHERE contype = 'f' AND confrelid = 'public.tenants'::regclass",
         ))
         .await?;
-    let mut restore = Vec::new();
     for r in fks {
-        let (t, name, def): (String, String, String) =
-            (r.try_get("", "t")?, r.try_get("", "conname")?, r.try_get("", "def")?);
+        let (t, name): (String, String) = (r.try_get("", "t")?, r.try_get("", "conname")?);
         tx.execute_unprepared(&format!("ALTER TABLE {t} DROP CONSTRAINT {}", quote_ident(&name))).await?;
-        restore.push(format!("ALTER TABLE {t} ADD CONSTRAINT {} {def}", quote_ident(&name)));
     }
     tx.execute_unprepared("SELECT create_reference_table('public.tenants')").await?;
     tx.commit().await?;
     report.reference.push("tenants".into());
-    Ok(restore)
+    Ok(())
 }
 
 /// Distributes one table by `tenant_id` next to `anchor` (or starts the group), its policies
@@ -195,7 +192,11 @@ pub async fn distribute(conn: &DatabaseConnection) -> anyhow::Result<Distributed
          END $$",
     )
     .await?;
-    let restore = reference_tenants(conn, &mut report).await?;
+    // The foreign keys to `tenants` are dropped, not restored: with them, a new community's first
+    // institution was refused on its worker in the transaction that wrote the community (the
+    // reference row not yet visible to the shard's check). A tenant id is only ever written by
+    // the tenant apply, in the same transaction as the tenant, and every query is scoped by it.
+    reference_tenants(conn, &mut report).await?;
     let tenant_tables = "SELECT c.relname::text AS s FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
           WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
             AND EXISTS (SELECT 1 FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attname = 'tenant_id' AND NOT a.attisdropped)";
@@ -233,11 +234,6 @@ pub async fn distribute(conn: &DatabaseConnection) -> anyhow::Result<Distributed
         }
         left = waiting;
     }
-    // The foreign keys to `tenants` stay aside: with them, a new community's first institution
-    // was refused on its worker in the transaction that wrote the community (the reference row
-    // not yet visible to the shard's check). A tenant id is only ever written by the tenant
-    // apply, in the same transaction as the tenant, and every query is scoped by it.
-    drop(restore);
     Ok(report)
 }
 

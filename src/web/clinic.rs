@@ -27,9 +27,9 @@ use crate::platform::codes;
 use crate::platform::state::AppState;
 
 /// A page handler's body: a response, or an error page going back to `back`.
-type Out = Result<Response, (AppError, String)>;
+pub(super) type Out = Result<Response, (AppError, String)>;
 
-fn finish(l: Locale, out: Out) -> Response {
+pub(super) fn finish(l: Locale, out: Out) -> Response {
     out.unwrap_or_else(|(e, back)| error_page(l, &e, &back))
 }
 
@@ -266,12 +266,12 @@ fn field_name(e: &AppError) -> &'static str {
 
 /// The label of the field a demographics error is about, in the reader's language.
 fn field_of(l: Locale, e: &AppError) -> String {
-    let key = match e.code_of() {
-        codes::NAME_INVALID => "patient-name",
-        codes::RESIDENT_ID_INVALID => "patient-resident-id",
-        codes::PHONE_INVALID => "patient-phone",
-        codes::BIRTH_DATE_INVALID | codes::BIRTH_DATE_REQUIRED => "patient-birth",
-        codes::SEX_INVALID | codes::SEX_REQUIRED => "patient-sex",
+    let key = match field_name(e) {
+        "name" => "patient-name",
+        "resident_id" => "patient-resident-id",
+        "phone" => "patient-phone",
+        "birth_date" => "patient-birth",
+        "sex" => "patient-sex",
         _ => "error-invalid",
     };
     l.t(key)

@@ -13,9 +13,9 @@ use poem::web::{Data, Path};
 use poem::{Request, Response, handler};
 use uuid::Uuid;
 
-use super::clinic::yuan;
+use super::clinic::{Out, finish, yuan};
 use super::referrals::{Case, Row, case_of, institution_names, row, when};
-use super::{Locale, Page, error_page, render, signed_in};
+use super::{Locale, Page, render, signed_in};
 use crate::patients::service::{self as patients, PersonView};
 use crate::platform::AppError;
 use crate::platform::clock::{china, china_date};
@@ -71,12 +71,6 @@ struct RxPrint {
     patient: Patient,
     diagnoses: Vec<String>,
     sheets: Vec<RxSheet>,
-}
-
-type Out = Result<Response, (AppError, String)>;
-
-fn finish(l: Locale, out: Out) -> Response {
-    out.unwrap_or_else(|(e, back)| error_page(l, &e, &back))
 }
 
 fn visit_id(id: &str) -> Result<Uuid, (AppError, String)> {
@@ -284,7 +278,8 @@ struct ReferralPrint {
     to: String,
     written: String,
     doctor: String,
-    stub: String,
+    /// The text of the tear-off receipt (转诊回执) the receiving institution returns.
+    tear_off: String,
 }
 
 /// The referral slip the patient carries, A4, with a receipt slip to tear off and return.
@@ -316,8 +311,8 @@ async fn referral_sheet(state: &AppState, p: Page, id: &str) -> Out {
         Direction::Down => l.t("print-referral-down"),
         _ => l.t("print-referral-up"),
     };
-    let stub = l.t_with(
-        "print-referral-stub-text",
+    let tear_off = l.t_with(
+        "print-referral-tear-off-text",
         &[("patient", v.person_name.clone()), ("from", from.clone()), ("serial", serial(r.id))],
     );
     let page = ReferralPrint {
@@ -331,7 +326,7 @@ async fn referral_sheet(state: &AppState, p: Page, id: &str) -> Out {
         to,
         written: when(r.requested_at.unwrap_or(r.created_at)),
         doctor: doctors.get(&r.created_by).cloned().unwrap_or_default(),
-        stub,
+        tear_off,
         l,
     };
     Ok(render(StatusCode::OK, &page))
