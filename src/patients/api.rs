@@ -151,6 +151,9 @@ pub struct RegisterResult {
     pub mrn: String,
     /// True when linked to an existing person
     pub matched: bool,
+    /// What the person's record still lacks, for someone to complete: `sex_missing`,
+    /// `birth_date_missing` (neither a date nor a year). Empty when complete.
+    pub data_quality: Vec<String>,
 }
 
 #[derive(Enum, Debug, Clone, Copy)]
@@ -388,7 +391,9 @@ impl PatientsApi {
     /// Matches first. A certain match links to the existing person (200, `matched: true`). A
     /// probable match answers 409 `probable_match` with the ranked candidates in
     /// `details.candidates`; resubmit with `link_to` or `create_new: {reason}`. Otherwise a new
-    /// person is created (201). An invalid resident ID answers 422 `resident_id_invalid` with the
+    /// person is created (201). Only a name is required: a record without a sex or a birth date
+    /// (one from another system, a patient who cannot say) is registered and its gaps listed in
+    /// `data_quality`; a later record of the same person fills them. An invalid resident ID answers 422 `resident_id_invalid` with the
     /// failed check in `details.check` (length, characters, region, birth_date, check_character,
     /// sex, birth_date_mismatch).
     #[oai(path = "/patients", method = "post", operation_id = "patients_register")]
@@ -406,7 +411,12 @@ impl PatientsApi {
             RegisterInput { demographics, link_to: b.link_to, create_new_reason: b.create_new.map(|c| c.reason) },
         )
         .await?;
+        let data_quality = super::domain::quality_flags(
+            out.person.sex.is_some(),
+            out.person.birth_date.is_some() || out.person.birth_year.is_some(),
+        );
         let result = RegisterResult {
+            data_quality: data_quality.into_iter().map(String::from).collect(),
             person: out.person.into(),
             registration_id: out.registration_id,
             mrn: out.mrn,

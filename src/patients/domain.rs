@@ -115,8 +115,23 @@ pub fn resident_id_error(e: super::resident_id::ResidentIdError) -> AppError {
 }
 
 impl Demographics {
-    /// Full validation for creating a person: name, sex and birth date are required, unless a
-    /// resident ID supplies sex and birth date.
+    /// Full validation at the registration desk: as [`Demographics::parse`], and sex and birth
+    /// date are required unless a resident ID supplies them (the person is there to ask).
+    pub fn parse_complete(raw: &RawDemographics) -> Result<Self, AppError> {
+        let d = Self::parse(raw)?;
+        if d.sex.is_none() {
+            return Err(invalid(codes::SEX_REQUIRED, "sex is required without a resident ID"));
+        }
+        if d.birth.is_none() {
+            return Err(invalid(codes::BIRTH_DATE_REQUIRED, "birth_date is required without a resident ID"));
+        }
+        Ok(d)
+    }
+
+    /// Validation of what is given: a name is required; sex and birth date may be missing (a
+    /// record from another system, an unconscious patient) and are then flagged for data quality
+    /// ([`Demographics::quality_flags`]), not refused. A resident ID supplies sex and birth date
+    /// and must agree with any given.
     pub fn parse(raw: &RawDemographics) -> Result<Self, AppError> {
         let name = NameKey::parse(&raw.name).map_err(name_error)?;
         let resident_id = match raw.resident_id.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
@@ -143,13 +158,10 @@ impl Demographics {
                 _ => birth = Some(Birth::Full(id.birth_date())),
             }
         }
-        let sex = sex.ok_or_else(|| invalid(codes::SEX_REQUIRED, "sex is required without a resident ID"))?;
-        let birth =
-            birth.ok_or_else(|| invalid(codes::BIRTH_DATE_REQUIRED, "birth_date is required without a resident ID"))?;
         Ok(Self {
             name,
-            sex: Some(sex),
-            birth: Some(birth),
+            sex,
+            birth,
             resident_id,
             phone: raw.phone.as_deref().filter(|s| !s.trim().is_empty()).map(parse_phone).transpose()?,
             insurance_no: raw
@@ -160,6 +172,11 @@ impl Demographics {
                 .transpose()?,
             division: raw.address_division.as_deref().filter(|s| !s.is_empty()).map(parse_division).transpose()?,
         })
+    }
+
+    /// What these demographics lack for a complete record: `sex_missing`, `birth_date_missing`.
+    pub fn quality_flags(&self) -> Vec<&'static str> {
+        quality_flags(self.sex.is_some(), self.birth.is_some())
     }
 
     pub fn to_match_record(&self) -> MatchRecord {
@@ -174,6 +191,18 @@ impl Demographics {
             division: self.division.clone(),
         }
     }
+}
+
+/// Data-quality flags of a record that has (or lacks) a sex and a birth date (or year).
+pub fn quality_flags(has_sex: bool, has_birth: bool) -> Vec<&'static str> {
+    let mut flags = Vec::new();
+    if !has_sex {
+        flags.push("sex_missing");
+    }
+    if !has_birth {
+        flags.push("birth_date_missing");
+    }
+    flags
 }
 
 pub fn name_error(e: NameError) -> AppError {
@@ -284,10 +313,13 @@ mod tests {
 
     #[test]
     fn required_fields_and_formats() {
-        assert_eq!(Demographics::parse(&raw("张伟")).unwrap_err().code(), "sex_required");
+        assert_eq!(Demographics::parse_complete(&raw("张伟")).unwrap_err().code(), "sex_required");
         let mut r = raw("张伟");
         r.sex = Some("male".into());
-        assert_eq!(Demographics::parse(&r).unwrap_err().code(), "birth_date_required");
+        assert_eq!(Demographics::parse_complete(&r).unwrap_err().code(), "birth_date_required");
+        // Without the desk's requirements, what is missing is flagged instead.
+        assert_eq!(Demographics::parse(&raw("张伟")).unwrap().quality_flags(), ["sex_missing", "birth_date_missing"]);
+        assert_eq!(Demographics::parse(&r).unwrap().quality_flags(), ["birth_date_missing"]);
         r.birth_date = Some("2999-01-01".into());
         assert_eq!(Demographics::parse(&r).unwrap_err().code(), "birth_date_invalid");
         r.birth_date = Some("1948".into());

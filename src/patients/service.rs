@@ -539,6 +539,19 @@ async fn fill_missing<'a>(tx: &Tx, cipher: &PiiCipher, p: &person::Model, d: &'a
         am.birth_year = Set(Some(b.year()));
         changed = true;
     }
+    if p.birth_year.is_none()
+        && let Some(Birth::Year(y)) = d.birth
+    {
+        am.birth_year = Set(Some(y));
+        changed = true;
+    }
+    // A record registered without a sex (flagged for data quality) takes the first one given.
+    if p.sex.is_none()
+        && let Some(s) = d.sex
+    {
+        am.sex = Set(Some(sex_str(s).to_string()));
+        changed = true;
+    }
     if changed {
         am.updated_at = Set(Utc::now());
         am.update(&**tx).await?;

@@ -212,7 +212,7 @@ pub async fn register(req: &Request, state: Data<&AppState>, form: Form<Register
             insurance_no: None,
             address_division: None,
         };
-        let demographics = match Demographics::parse(&raw) {
+        let demographics = match Demographics::parse_complete(&raw) {
             Ok(d) => d,
             Err(e) => {
                 let msg = l.t_with("clinic-register-invalid", &[("field", field_of(l, &e))]);

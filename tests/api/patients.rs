@@ -674,3 +674,52 @@ async fn a_surname_alone_finds_everyone_with_that_surname_and_no_homophone() {
     let s = app.post("/api/v1/patients/search", &doc.token, json!({"name": "章"})).await;
     assert_eq!(names(&s), ["章明"]);
 }
+
+/// Records from other systems lack a sex or a birth date: they are registered and their gaps
+/// flagged, not refused, and a later record of the same person fills them in. The desk form,
+/// where the person can be asked, still requires both (`web.rs`, `e2e/tests/forms.test.mjs`).
+#[tokio::test]
+async fn a_record_without_sex_or_birth_date_is_registered_flagged_and_completed_later() {
+    let app = spawn_app().await;
+    app.load_demo().await;
+    let village = app.login("village.doctor").await;
+    let first =
+        register(&app, &village, json!({"name": "孙大妹", "phone": "13977778888", "address_division": "130999101201"}))
+            .await;
+    assert_eq!(first.status, 201, "{}", first.text);
+    assert_eq!(first.body["data_quality"], json!(["sex_missing", "birth_date_missing"]));
+    assert_eq!(first.body["person"]["sex"], Value::Null);
+    let person = first.body["person"]["id"].as_str().unwrap().to_string();
+
+    // Only a birth year: still missing a sex, no longer a birth date.
+    let yearly = register(&app, &village, json!({"name": "钱老汉", "birth_date": "1941"})).await;
+    assert_eq!(yearly.status, 201, "{}", yearly.text);
+    assert_eq!(yearly.body["data_quality"], json!(["sex_missing"]));
+
+    // The township centre has her with sex and birth date, same phone and village: linked, and
+    // the golden record completed.
+    let township = app.login("township.doctor").await;
+    let second = register(
+        &app,
+        &township,
+        json!({"name": "孙大妹", "sex": "female", "birth_date": "1950-08-02", "phone": "13977778888",
+               "address_division": "130999101201"}),
+    )
+    .await;
+    assert_eq!(second.status, 200, "{}", second.text);
+    assert_eq!(second.body["person"]["id"], person.as_str());
+    assert_eq!(second.body["data_quality"], json!([]));
+    let read = app.get(&format!("/api/v1/patients/{person}"), &village.token).await;
+    assert_eq!(read.body["sex"], "female", "{}", read.text);
+    assert_eq!(read.body["birth_date"], "1950-08-02");
+    assert_eq!(persons_named(&app, "孙大妹").await, 1);
+
+    // A name is still required, and what is given is still checked.
+    let nameless = register(&app, &village, json!({"name": " ", "phone": "13977778888"})).await;
+    assert_eq!(nameless.status, 422, "{}", nameless.text);
+    assert_eq!(nameless.body["code"], "name_invalid");
+    let bad = register(&app, &village, json!({"name": "孙二妹", "sex": "unknown"})).await;
+    assert_eq!(bad.status, 422, "{}", bad.text);
+    assert_eq!(bad.body["code"], "sex_invalid");
+    assert_eq!(persons_named(&app, "孙二妹").await, 0);
+}

@@ -467,6 +467,12 @@ async fn a_village_doctor_runs_a_whole_visit_through_the_pages() {
     assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY);
     assert!(bad.text.contains("请检查：身份证号"), "{}", bad.text);
     assert!(bad.text.contains("value=\"门诊甲\""), "the form is kept");
+    // At the desk the person can be asked: without an ID, sex and birth date are required (the
+    // API registers records from other systems without them, flagged).
+    let sexless = b.post("/app/clinic/patients", &[("csrf", &token), ("name", "门诊乙"), ("birth_date", "1965")]).await;
+    assert_eq!(sexless.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert!(sexless.text.contains("请检查：性别"), "{}", sexless.text);
+    assert!(sexless.text.contains("value=\"门诊乙\"") && sexless.text.contains("value=\"1965\""), "the form is kept");
     let made = b
         .post(
             "/app/clinic/patients",
