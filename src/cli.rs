@@ -83,6 +83,11 @@ pub enum Command {
         #[command(subcommand)]
         command: ImportCommand,
     },
+    /// Scale-out on a Citus cluster
+    Citus {
+        #[command(subcommand)]
+        command: CitusCommand,
+    },
     /// Find duplicate persons across a whole tenant
     Dedup {
         #[arg(long, default_value = "demo-county")]
@@ -177,6 +182,16 @@ pub enum EventsCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum CitusCommand {
+    /// Put one community on shards of its own (every co-located table), for a large county
+    /// that should not share a shard with others; a second run says it is already
+    IsolateTenant {
+        /// The tenant's code (as in its tenant file)
+        code: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Walk every tenant's hash chain and report the first broken link
     Verify,
@@ -236,6 +251,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             seed_residents(config, &tenant, records, duplicate_share, seed).await?
         }
         Command::Dedup { tenant, queue } => dedup(config, &tenant, queue).await?,
+        Command::Citus { command: CitusCommand::IsolateTenant { code } } => return isolate_tenant(config, &code).await,
         Command::Import { command } => return import(config, command).await,
         Command::Accounts { command } => return accounts(config, command).await,
         Command::Statistics { command: StatisticsCommand::Rebuild { tenant } } => {
@@ -338,6 +354,25 @@ async fn import(config: Config, command: ImportCommand) -> anyhow::Result<ExitCo
         c.birth_date_missing,
         report_dir.display()
     );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn isolate_tenant(config: Config, code: &str) -> anyhow::Result<ExitCode> {
+    let db = Db::connect_owner(&config).await?;
+    if !crate::platform::citus::present(db.raw()).await? {
+        eprintln!("this database is not a Citus coordinator (no citus extension)");
+        return Ok(ExitCode::from(2));
+    }
+    let Some(tenant) = crate::platform::citus::tenant_id(db.raw(), code).await? else {
+        eprintln!("no tenant `{code}`; apply its tenant file first");
+        return Ok(ExitCode::from(2));
+    };
+    let r = crate::platform::citus::isolate_tenant(db.raw(), tenant).await?;
+    if r.already {
+        println!("tenant {code} already has shard {} of its own, on {}", r.shard, r.nodes.join(", "));
+    } else {
+        println!("tenant {code} isolated on shard {} (with its co-located shards), on {}", r.shard, r.nodes.join(", "));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -234,7 +234,190 @@ pub async fn distribute(conn: &DatabaseConnection) -> anyhow::Result<Distributed
         }
         left = waiting;
     }
+    audit_heads_invoker(conn).await?;
     Ok(report)
+}
+
+/// `url` with its database replaced by `db` (its query string kept).
+pub fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let base = base.rsplit_once('/').map_or(base, |(b, _)| b);
+    if query.is_empty() { format!("{base}/{db}") } else { format!("{base}/{db}?{query}") }
+}
+
+/// The URLs of a cluster's nodes, the coordinator's (`coordinator`, its `postgres` database)
+/// first, then each active worker's, with the same user and query string.
+pub async fn node_urls(coordinator: &str) -> anyhow::Result<Vec<String>> {
+    let admin = sea_orm::Database::connect(coordinator).await?;
+    let rows = admin
+        .query_all_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT node_name::text AS h, node_port::int4 AS p FROM citus_get_active_worker_nodes() ORDER BY 2",
+        ))
+        .await?;
+    admin.close().await.ok();
+    let start = coordinator.find('@').map_or(coordinator.find("//").map_or(0, |i| i + 2), |i| i + 1);
+    let end = start + coordinator[start..].find('/').ok_or_else(|| anyhow::anyhow!("a URL with a database"))?;
+    let mut nodes = vec![coordinator.to_string()];
+    for r in rows {
+        let (h, p): (String, i32) = (r.try_get("", "h")?, r.try_get("", "p")?);
+        nodes.push(format!("{}{h}:{p}{}", &coordinator[..start], &coordinator[end..]));
+    }
+    Ok(nodes)
+}
+
+/// Makes database `name` a Citus database of its own on every node: created on the coordinator
+/// and each worker (Citus does not propagate `CREATE DATABASE`), the extension in each, the
+/// coordinator's host and the workers registered, and `shards` shards per distributed table.
+/// Returns its URL on the coordinator; `cloudhis migrate` then distributes the schema.
+pub async fn prepare_database(coordinator: &str, name: &str, shards: u32) -> anyhow::Result<String> {
+    anyhow::ensure!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "a plain database name");
+    let nodes = node_urls(coordinator).await?;
+    anyhow::ensure!(nodes.len() > 1, "the cluster has no active worker");
+    for (i, node) in nodes.iter().enumerate() {
+        let admin = sea_orm::Database::connect(node.as_str()).await?;
+        admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await?;
+        if i == 0 {
+            admin.execute_unprepared(&format!("ALTER DATABASE {name} SET citus.shard_count = {shards}")).await?;
+        }
+        admin.close().await.ok();
+        let db = sea_orm::Database::connect(with_database(node, name)).await?;
+        db.execute_unprepared("CREATE EXTENSION IF NOT EXISTS citus").await?;
+        db.close().await.ok();
+    }
+    let url = with_database(coordinator, name);
+    let db = sea_orm::Database::connect(url.as_str()).await?;
+    let host_port = |u: &str| -> anyhow::Result<(String, String)> {
+        let start = u.find('@').map_or(u.find("//").map_or(0, |i| i + 2), |i| i + 1);
+        let hp = &u[start..start + u[start..].find('/').unwrap_or(u.len() - start)];
+        let (h, p) = hp.split_once(':').unwrap_or((hp, "5432"));
+        Ok((h.to_string(), p.to_string()))
+    };
+    let (host, port) = host_port(coordinator)?;
+    db.execute_unprepared(&format!("SELECT citus_set_coordinator_host({}, {port})", quote_literal(&host))).await?;
+    for w in &nodes[1..] {
+        let (h, p) = host_port(w)?;
+        db.execute_unprepared(&format!("SELECT citus_add_node({}, {p})", quote_literal(&h))).await?;
+    }
+    db.close().await.ok();
+    Ok(url)
+}
+
+/// A community's own shard (`isolate_tenant`).
+#[derive(Debug)]
+pub struct Isolated {
+    /// The tenant's shard of `institutions`; each co-located table has one beside it.
+    pub shard: i64,
+    /// Where it is (`host:port` of each placement).
+    pub nodes: Vec<String>,
+    /// It had a shard of its own already; nothing was done.
+    pub already: bool,
+}
+
+/// A tenant's id by its code (as the owner).
+pub async fn tenant_id(conn: &DatabaseConnection, code: &str) -> anyhow::Result<Option<uuid::Uuid>> {
+    let row = conn
+        .query_one_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT id FROM tenants WHERE code = $1",
+            [code.into()],
+        ))
+        .await?;
+    Ok(row.map(|r| r.try_get::<uuid::Uuid>("", "id")).transpose()?)
+}
+
+/// The tenant's shard of `institutions`, and whether it holds that tenant alone (its hash range
+/// is one value).
+async fn shard_of(conn: &impl ConnectionTrait, tenant: uuid::Uuid) -> anyhow::Result<(i64, bool, Vec<String>)> {
+    let row = conn
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            format!(
+                "SELECT s.shardid, s.shardminvalue = s.shardmaxvalue AS alone,
+                        (SELECT string_agg(p.nodename || ':' || p.nodeport, ',' ORDER BY p.nodename, p.nodeport)
+                           FROM pg_dist_shard_placement p WHERE p.shardid = s.shardid) AS nodes
+                   FROM pg_dist_shard s
+                  WHERE s.shardid = get_shard_id_for_distribution_column('public.institutions', '{tenant}'::uuid)"
+            ),
+        ))
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("institutions is not distributed: run cloudhis migrate first"))?;
+    let nodes: Option<String> = row.try_get("", "nodes")?;
+    Ok((
+        row.try_get("", "shardid")?,
+        row.try_get("", "alone")?,
+        nodes.unwrap_or_default().split(',').filter(|n| !n.is_empty()).map(String::from).collect(),
+    ))
+}
+
+/// Puts one community on shards of its own: `isolate_tenant_to_new_shard` on `institutions`
+/// with `CASCADE`, which splits the shard holding the tenant, and the same range of every table
+/// co-located with it, into the tenant's own and its neighbours'. `block_writes`: writes to
+/// the shards being split wait (they are not refused) while the split copies, which needs no
+/// logical replication (`wal_level = logical`); reads go on. A community that has its own shard
+/// already is left alone.
+pub async fn isolate_tenant(conn: &DatabaseConnection, tenant: uuid::Uuid) -> anyhow::Result<Isolated> {
+    let (shard, alone, nodes) = shard_of(conn, tenant).await?;
+    if alone {
+        return Ok(Isolated { shard, nodes, already: true });
+    }
+    conn.execute_unprepared(&format!(
+        "SELECT isolate_tenant_to_new_shard('public.institutions', '{tenant}'::uuid, 'CASCADE', shard_transfer_mode => 'block_writes')"
+    ))
+    .await?;
+    let (shard, alone, nodes) = shard_of(conn, tenant).await?;
+    anyhow::ensure!(alone, "the tenant's shard {shard} still holds other tenants after isolating");
+    Ok(Isolated { shard, nodes, already: false })
+}
+
+/// The audit heads on Citus. On one PostgreSQL the app role may not write `audit_heads`: the
+/// `SECURITY DEFINER` functions `audit_head_lock` and `audit_head_advance` do it as the owner.
+/// Citus refuses that: a transaction may not reach co-located shards as two users (the app
+/// writes `audit_log`, the owner its head, on the same node), "cannot perform query on
+/// placements that were modified in this transaction by a different user". So on Citus the
+/// functions run as the caller, the app role may select, insert and update its tenant's heads
+/// (row-level security as on every tenant table), and a trigger keeps what the functions
+/// promised: a head starts at genesis and moves only forward on its own chain. What is lost is
+/// the check that the row a head moves to exists; a head moved past the last row is what
+/// `audit verify` reports as rows cut off, so tampering stays evident. Idempotent.
+async fn audit_heads_invoker(conn: &DatabaseConnection) -> anyhow::Result<()> {
+    let advance = "CREATE OR REPLACE FUNCTION audit_head_advance(p_tenant uuid, p_chain int, p_seq bigint, p_hash text)
+           RETURNS void LANGUAGE plpgsql SECURITY INVOKER SET search_path = public, pg_temp AS $$
+         BEGIN
+           IF p_tenant IS DISTINCT FROM NULLIF(current_setting('cloudhis.tenant_id', true), '')::uuid THEN
+             RAISE EXCEPTION 'the audit head of another tenant' USING ERRCODE = '42501';
+           END IF;
+           UPDATE audit_heads h SET seq = p_seq, hash = p_hash
+             WHERE h.tenant_id = p_tenant AND h.chain = p_chain AND h.seq < p_seq;
+           IF NOT FOUND THEN
+             RAISE EXCEPTION 'the audit head moves only forward' USING ERRCODE = '42501';
+           END IF;
+         END $$";
+    let guard = "CREATE OR REPLACE FUNCTION audit_head_guard() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF TG_OP = 'INSERT' AND (NEW.seq <> 0 OR NEW.hash <> repeat('0', 64)) THEN
+             RAISE EXCEPTION 'an audit head starts at genesis' USING ERRCODE = '42501';
+           END IF;
+           IF TG_OP = 'UPDATE' AND (NEW.tenant_id <> OLD.tenant_id OR NEW.chain <> OLD.chain OR NEW.seq <= OLD.seq) THEN
+             RAISE EXCEPTION 'the audit head moves only forward' USING ERRCODE = '42501';
+           END IF;
+           RETURN NEW;
+         END $$";
+    let grant = format!("GRANT SELECT, INSERT, UPDATE ON audit_heads TO {}", migrations::rls::APP_ROLE);
+    let tx = conn.begin().await?;
+    for sql in [
+        "SET LOCAL citus.enable_unsafe_triggers = on",
+        "ALTER FUNCTION audit_head_lock(uuid, int) SECURITY INVOKER",
+        advance,
+        guard,
+        "DROP TRIGGER IF EXISTS audit_head_guard ON audit_heads",
+        "CREATE TRIGGER audit_head_guard BEFORE INSERT OR UPDATE ON audit_heads FOR EACH ROW EXECUTE FUNCTION audit_head_guard()",
+        &grant,
+    ] {
+        tx.execute_unprepared(sql).await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -24,18 +24,26 @@ const FAST: &[(&str, &str)] = &[
 /// Makes every insert into `table` fail, as a database that refuses writes would.
 async fn fail_writes(app: &TestApp, table: &str) {
     let owner = app.owner_connection().await;
+    // One statement per call: Citus passes a DDL string on to the workers as it came, and they
+    // take one command at a time.
     let sql = match app.backend {
-        Backend::Postgres => format!(
-            "CREATE OR REPLACE FUNCTION test_fault() RETURNS trigger AS $$
-               BEGIN RAISE EXCEPTION 'injected fault'; END $$ LANGUAGE plpgsql;
-             CREATE TRIGGER test_fault_{table} BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION test_fault();"
-        ),
-        Backend::Sqlite => format!(
+        Backend::Postgres => vec![
+            FAULT_FUNCTION.to_string(),
+            format!(
+                "CREATE TRIGGER test_fault_{table} BEFORE INSERT ON {table} FOR EACH ROW EXECUTE FUNCTION test_fault()"
+            ),
+        ],
+        Backend::Sqlite => vec![format!(
             "CREATE TRIGGER test_fault_{table} BEFORE INSERT ON {table} BEGIN SELECT RAISE(ABORT, 'injected fault'); END;"
-        ),
+        )],
     };
-    owner.execute_unprepared(&sql).await.unwrap();
+    for s in sql {
+        owner.execute_unprepared(&s).await.unwrap();
+    }
 }
+
+const FAULT_FUNCTION: &str = "CREATE OR REPLACE FUNCTION test_fault() RETURNS trigger AS $$
+   BEGIN RAISE EXCEPTION 'injected fault'; END $$ LANGUAGE plpgsql";
 
 async fn heal_writes(app: &TestApp, table: &str) {
     let owner = app.owner_connection().await;
@@ -387,15 +395,13 @@ async fn a_five_second_consumer_outage_during_a_burst_loses_and_doubles_nothing(
             // Strike once the ledger is consuming the visits' events: in the middle of the load.
             let owner = sea_orm::Database::connect(app_env["DATABASE_URL"].clone()).await.unwrap();
             rows_reach(&owner, "SELECT count(*) FROM journal_entries", 5).await;
-            owner
-                .execute_unprepared(
-                    "CREATE OR REPLACE FUNCTION test_fault() RETURNS trigger AS $$
-                       BEGIN RAISE EXCEPTION 'injected fault'; END $$ LANGUAGE plpgsql;
-                     CREATE TRIGGER test_fault_n BEFORE INSERT ON referral_notifications FOR EACH ROW EXECUTE FUNCTION test_fault();
-                     CREATE TRIGGER test_fault_j BEFORE INSERT ON journal_entries FOR EACH ROW EXECUTE FUNCTION test_fault();",
-                )
-                .await
-                .unwrap();
+            for sql in [
+                FAULT_FUNCTION,
+                "CREATE TRIGGER test_fault_n BEFORE INSERT ON referral_notifications FOR EACH ROW EXECUTE FUNCTION test_fault()",
+                "CREATE TRIGGER test_fault_j BEFORE INSERT ON journal_entries FOR EACH ROW EXECUTE FUNCTION test_fault()",
+            ] {
+                owner.execute_unprepared(sql).await.unwrap();
+            }
             // The outage itself lasts five seconds: this is its length, not a wait for a condition.
             tokio::time::sleep(Duration::from_secs(5)).await;
             let stuck = owner
@@ -410,12 +416,11 @@ async fn a_five_second_consumer_outage_during_a_burst_loses_and_doubles_nothing(
                 .unwrap()
                 .try_get::<i64>("", "n")
                 .unwrap();
-            owner
-                .execute_unprepared(
-                    "DROP TRIGGER test_fault_n ON referral_notifications; DROP TRIGGER test_fault_j ON journal_entries;",
-                )
-                .await
-                .unwrap();
+            for sql in
+                ["DROP TRIGGER test_fault_n ON referral_notifications", "DROP TRIGGER test_fault_j ON journal_entries"]
+            {
+                owner.execute_unprepared(sql).await.unwrap();
+            }
             stuck
         })
     };

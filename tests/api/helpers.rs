@@ -3,6 +3,13 @@
 //! `CLOUDHIS_TEST_BACKEND` (`sqlite`, the default, or `postgres`, which also uses Redis and
 //! RabbitMQ). Service addresses can be overridden with `CLOUDHIS_TEST_PG_URL`,
 //! `CLOUDHIS_TEST_REDIS_URL` and `CLOUDHIS_TEST_AMQP_URL`.
+//!
+//! `CLOUDHIS_TEST_BACKEND=citus` runs the PostgreSQL tests on a Citus cluster instead:
+//! `CLOUDHIS_CITUS_URL` names the coordinator's `postgres` database (`../shared/citus/cluster
+//! start DIR` prints it). Each test gets its own database on the coordinator and on every worker,
+//! with the extension and the nodes registered (`fresh_citus_database`), and four shards per
+//! table instead of 32 (distributing ~55 tables per test is the slow part; routing is the same);
+//! the app's migration distributes the schema as in production.
 
 use std::collections::HashMap;
 
@@ -27,10 +34,41 @@ pub const METRICS_TOKEN: &str = "test-metrics-token-0123456789abcdef";
 
 pub fn backend() -> Backend {
     match std::env::var("CLOUDHIS_TEST_BACKEND").as_deref() {
-        Ok("postgres") => Backend::Postgres,
+        Ok("postgres" | "citus") => Backend::Postgres,
         Ok("sqlite") | Err(_) => Backend::Sqlite,
-        Ok(other) => panic!("CLOUDHIS_TEST_BACKEND must be sqlite or postgres, not {other}"),
+        Ok(other) => panic!("CLOUDHIS_TEST_BACKEND must be sqlite, postgres or citus, not {other}"),
     }
+}
+
+/// Whether the PostgreSQL tests run on a Citus cluster (`CLOUDHIS_TEST_BACKEND=citus`).
+pub fn on_citus() -> bool {
+    std::env::var("CLOUDHIS_TEST_BACKEND").as_deref() == Ok("citus")
+}
+
+/// The coordinator's `postgres` database, for `CLOUDHIS_TEST_BACKEND=citus` and the Citus tests.
+pub fn citus_url() -> String {
+    std::env::var("CLOUDHIS_CITUS_URL")
+        .expect("CLOUDHIS_CITUS_URL must name a Citus coordinator (../shared/citus/cluster start DIR prints it)")
+}
+
+/// `url` with its database replaced by `db` (the query string kept).
+pub fn with_db(url: &str, db: &str) -> String {
+    cloudhis::platform::citus::with_database(url, db)
+}
+
+/// A fresh database on the Citus coordinator and every worker, with the extension and the nodes,
+/// and `shards` shards per distributed table; returns its URL.
+pub async fn fresh_citus_database(coordinator: &str, shards: u32) -> String {
+    let name = format!("cloudhis_citus_{}", &Uuid::new_v4().simple().to_string()[..12]);
+    fresh_citus_database_named(coordinator, shards, &name).await
+}
+
+async fn fresh_citus_database_named(coordinator: &str, shards: u32, name: &str) -> String {
+    // Made on the coordinator, the app role reaches the workers.
+    let admin = Database::connect(coordinator).await.expect("the Citus coordinator answers");
+    admin.execute_unprepared(APP_ROLE_SQL).await.expect("the app role exists");
+    admin.close().await.ok();
+    cloudhis::platform::citus::prepare_database(coordinator, name, shards).await.expect("a Citus database")
 }
 
 fn env_or(var: &str, default: &str) -> String {
@@ -55,6 +93,17 @@ pub struct TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.server.abort();
+        // On Citus each database keeps a maintenance worker on every node, and a node has a
+        // few dozen worker slots: a test's database is dropped when it ends.
+        if on_citus()
+            && let Some(url) = self.env.get("DATABASE_URL").cloned()
+        {
+            let _ = std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+                rt.block_on(drop_citus_database(&url));
+            })
+            .join();
+        }
         // Each test declares its own quorum queues and exchanges on RabbitMQ (its prefix); left
         // behind, thousands of them pile up run after run and slow the broker to a crawl.
         if let Some(prefix) = self.env.get("CLOUDHIS_AMQP_PREFIX").cloned() {
@@ -89,6 +138,99 @@ async fn delete_amqp_objects(url: &str, prefix: &str) {
     let _ = conn.close(0, "test done".into()).await;
 }
 
+/// A database for one test on the Citus cluster: a copy, on the coordinator and on each worker,
+/// of a template that was made once per test binary (migrated and distributed by `cloudhis
+/// migrate`, four shards per table). Copying is a `CREATE DATABASE … TEMPLATE` per node, a
+/// fraction of a second; distributing ~55 tables for every test took seconds. Each node's copy
+/// holds that node's part (the coordinator its metadata, a worker its shards and its synced
+/// metadata), and Citus reaches a database of the same name on every node, so the copies make a
+/// cluster database of their own.
+async fn citus_test_database() -> String {
+    static TEMPLATE: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    let coordinator = citus_url();
+    let template = TEMPLATE.get_or_init(|| citus_template(coordinator.clone())).await;
+    let name = format!("cloudhis_citus_{}", &Uuid::new_v4().simple().to_string()[..12]);
+    for node in citus_nodes(&coordinator).await {
+        let admin = Database::connect(with_db(&node, "postgres")).await.expect("a Citus node answers");
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
+            .await
+            .expect("copy the template");
+        admin.close().await.ok();
+    }
+    with_db(&coordinator, &name)
+}
+
+/// Drops a test's database on every node of the cluster.
+async fn drop_citus_database(url: &str) {
+    let name = url.split('?').next().and_then(|u| u.rsplit('/').next()).unwrap_or_default().to_string();
+    if !name.starts_with("cloudhis_citus_") || name.starts_with("cloudhis_citus_tpl_") {
+        return;
+    }
+    for node in citus_nodes(&citus_url()).await {
+        if let Ok(admin) = Database::connect(with_db(&node, "postgres")).await {
+            let _ = admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+            admin.close().await.ok();
+        }
+    }
+}
+
+/// The coordinator's URL, then each worker's (same user and query).
+async fn citus_nodes(coordinator: &str) -> Vec<String> {
+    cloudhis::platform::citus::node_urls(coordinator).await.expect("the Citus nodes answer")
+}
+
+/// Makes (or finds, from an earlier run of the same test binary) the migrated, distributed
+/// template, closed to connections so that it can be copied (Citus's maintenance daemon would
+/// otherwise hold one).
+async fn citus_template(coordinator: String) -> String {
+    let built = std::fs::metadata(std::env::current_exe().unwrap()).and_then(|m| m.modified()).unwrap();
+    let stamp = built.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let name = format!("cloudhis_citus_tpl_{stamp}");
+    let admin = Database::connect(&coordinator).await.expect("the Citus coordinator answers");
+    let exists = admin
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            format!("SELECT 1 AS x FROM pg_database WHERE datname = '{name}' AND NOT datallowconn"),
+        ))
+        .await
+        .unwrap()
+        .is_some();
+    admin.close().await.ok();
+    if exists {
+        return name;
+    }
+    let url = fresh_citus_database_named(&coordinator, 4, &name).await;
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cloudhis"))
+        .arg("migrate")
+        .env("DATABASE_URL", &url)
+        .env("CLOUDHIS_SECRET", "test-secret-test-secret-test-secret-0123")
+        .env("CLOUDHIS_DATA_DIR", std::env::temp_dir())
+        .output()
+        .expect("cloudhis migrate runs");
+    assert!(out.status.success(), "migrate the Citus template: {}", String::from_utf8_lossy(&out.stderr));
+    for node in citus_nodes(&coordinator).await {
+        let admin = Database::connect(with_db(&node, "postgres")).await.expect("a Citus node answers");
+        admin.execute_unprepared(&format!("ALTER DATABASE {name} ALLOW_CONNECTIONS false")).await.unwrap();
+        admin
+            .execute_unprepared(&format!(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+            ))
+            .await
+            .unwrap();
+        admin.close().await.ok();
+    }
+    name
+}
+
+/// Creates the app role unless it exists (see `fresh_pg_database`).
+const APP_ROLE_SQL: &str = "DO $$ BEGIN
+   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'cloudhis_app') THEN
+     CREATE ROLE cloudhis_app LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE;
+   END IF;
+ EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+ END $$;";
+
 /// Creates a fresh database for one test and returns its URL (PostgreSQL), dropping leftovers of
 /// earlier runs that are over an hour old.
 async fn fresh_pg_database() -> String {
@@ -114,17 +256,7 @@ async fn fresh_pg_database() -> String {
     // The app role is cluster-wide. On a fresh server, tests migrating their own databases at once
     // race to create it, and the loser's CREATE ROLE fails with a unique violation that the
     // migration (written for one database migrated under a lock) does not expect.
-    admin
-        .execute_unprepared(
-            "DO $$ BEGIN
-               IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'cloudhis_app') THEN
-                 CREATE ROLE cloudhis_app LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE;
-               END IF;
-             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
-             END $$;",
-        )
-        .await
-        .expect("the app role exists");
+    admin.execute_unprepared(APP_ROLE_SQL).await.expect("the app role exists");
     admin.close().await.ok();
     format!("{server}/{name}")
 }
@@ -152,7 +284,8 @@ pub async fn spawn_app_with(extra: &[(&str, &str)]) -> TestApp {
             );
         }
         Backend::Postgres => {
-            env.insert("DATABASE_URL".into(), fresh_pg_database().await);
+            let url = if on_citus() { citus_test_database().await } else { fresh_pg_database().await };
+            env.insert("DATABASE_URL".into(), url);
             env.insert("REDIS_URL".into(), env_or("CLOUDHIS_TEST_REDIS_URL", "redis://127.0.0.1:6379"));
             env.insert("AMQP_URL".into(), env_or("CLOUDHIS_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f"));
             let prefix = format!("test-{}", Uuid::new_v4().simple());
