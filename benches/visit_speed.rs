@@ -2,10 +2,13 @@
 //! (register → open → vitals → diagnose → prescribe → charge → pay → dispense → close) from
 //! several concurrent clients, with p50/p99 per step.
 //!
-//! `cargo bench --bench visit_speed -- [--visits N] [--clients C]`
+//! `cargo bench --bench visit_speed -- [--visits N] [--clients C] [--database-url URL | --citus COORDINATOR_URL] [--seed-persons P]`
 //!
-//! Runs on the PostgreSQL database `cloudhis_bench_mpi` that `mpi_speed --backend postgres`
-//! loads (one million persons), with Redis for sessions. Run that first.
+//! By default it runs on the PostgreSQL database `cloudhis_bench_mpi` that `mpi_speed --backend
+//! postgres` loads (one million persons), with Redis for sessions: run that first. Or on another
+//! database (`--database-url`), or on a Citus cluster (`--citus`, the coordinator's `postgres`
+//! database: `cloudhis_bench_visits` is made on every node, 32 shards, and distributed by the
+//! app's migration). `--seed-persons P` loads P synthetic residents into an empty tenant first.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -47,6 +50,27 @@ async fn main() -> anyhow::Result<()> {
     let visits: usize = arg("--visits", 2000);
     let clients: usize = arg("--clients", 8);
     let server = std::env::var("CLOUDHIS_TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into());
+    let seed_persons: usize = arg("--seed-persons", 0);
+    let citus: String = arg("--citus", String::new());
+    let (database_url, label) = if citus.is_empty() {
+        (arg("--database-url", format!("{server}/cloudhis_bench_mpi")), "postgres")
+    } else {
+        let name = "cloudhis_bench_visits";
+        let url = match cloudhis::platform::citus::prepare_database(&citus, name, 32).await {
+            Ok(url) => url,
+            Err(e) if format!("{e:#}").contains("already exists") => {
+                cloudhis::platform::citus::with_database(&citus, name)
+            }
+            Err(e) => return Err(e),
+        };
+        (url, "citus: a coordinator and two workers")
+    };
+    if citus.is_empty() && seed_persons > 0 {
+        // A database of its own, made if missing.
+        let (admin, name) = database_url.rsplit_once('/').unwrap_or((&database_url, ""));
+        let admin = sea_orm::Database::connect(format!("{admin}/postgres")).await?;
+        let _ = sea_orm::ConnectionTrait::execute_unprepared(&admin, &format!("CREATE DATABASE {name}")).await;
+    }
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-data");
     std::fs::create_dir_all(&dir)?;
     let env: Vec<(&str, String)> = vec![
@@ -54,7 +78,7 @@ async fn main() -> anyhow::Result<()> {
         ("CLOUDHIS_SECRET", "bench-secret-bench-secret-bench-secret-00".into()),
         ("CLOUDHIS_BIND", "127.0.0.1:0".into()),
         ("CLOUDHIS_DB_POOL_SIZE", "16".into()),
-        ("DATABASE_URL", format!("{server}/cloudhis_bench_mpi")),
+        ("DATABASE_URL", database_url.clone()),
         ("REDIS_URL", std::env::var("CLOUDHIS_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())),
         ("CLOUDHIS_REDIS_PREFIX", "bench".into()),
         ("RUST_LOG", "warn".into()),
@@ -67,8 +91,15 @@ async fn main() -> anyhow::Result<()> {
     let spec = cloudhis::onboarding::parse("demo", cloudhis::cli::DEMO_TENANT)?;
     let report = cloudhis::onboarding::apply(&state.db, &spec).await?;
     state.authz.changed(report.tenant_id).await;
-    let persons = cloudhis::patients::seed::persons_count(&state.db, report.tenant_id).await?;
-    anyhow::ensure!(persons >= 100_000, "load the MPI first: cargo bench --bench mpi_speed -- --backend postgres");
+    let mut persons = cloudhis::patients::seed::persons_count(&state.db, report.tenant_id).await?;
+    if seed_persons > 0 && persons == 0 {
+        cloudhis::patients::seed::seed(&state.db, &state.pii, report.tenant_id, seed_persons, 0.1, 1_000_001).await?;
+        persons = cloudhis::patients::seed::persons_count(&state.db, report.tenant_id).await?;
+    }
+    anyhow::ensure!(
+        persons >= 100_000 || seed_persons > 0,
+        "load the MPI first: cargo bench --bench mpi_speed -- --backend postgres"
+    );
 
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
@@ -168,7 +199,7 @@ async fn main() -> anyhow::Result<()> {
         v.sort();
         v[((v.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1000.0
     };
-    println!("## Outpatient visit throughput (postgres, {persons} persons loaded, {clients} concurrent clients)");
+    println!("## Outpatient visit throughput ({label}, {persons} persons loaded, {clients} concurrent clients)");
     println!();
     println!("| measure | value |");
     println!("|---|---|");
