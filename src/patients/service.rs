@@ -22,6 +22,7 @@ use super::names::{NameKey, is_initials_query};
 use crate::identity::ctx::{Perm, RequestCtx};
 use crate::platform::audit::Purpose;
 use crate::platform::codes;
+use crate::platform::db::{Db, SystemScope};
 use crate::platform::pii::PiiCipher;
 use crate::platform::state::AppState;
 use crate::platform::{AppError, AppResult, Tx};
@@ -612,9 +613,44 @@ async fn register_at(tx: &mut Tx, ctx: &RequestCtx, person: Uuid) -> AppResult<(
     Ok((reg, true))
 }
 
-/// The institution's next medical record number, from a per-institution counter.
+/// Medical record numbers a process reserves at a time on PostgreSQL (see `NumberBlocks`).
+const MRN_BLOCK: i64 = 16;
+/// How long a registration waits for a pooled connection to reserve a block before it takes
+/// its number in its own transaction instead (a pool held by registrations that all wait for
+/// a second connection would otherwise stall until the acquire timeout).
+const MRN_BLOCK_WAIT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The institution's next medical record number, from a per-institution counter. On PostgreSQL
+/// it comes from a block this process reserved ahead in a short transaction of its own, so
+/// registrations at one institution do not queue on the counter row until each one commits;
+/// a registration that rolls back leaves its number unused.
 pub async fn next_mrn(tx: &Tx, institution: Uuid) -> AppResult<String> {
-    Ok(format!("{:08}", reserve_mrns(tx, institution, 1).await?))
+    let n = match tx.ahead() {
+        Some((db, blocks)) => match blocks.take(tx.tenant(), institution) {
+            Some(n) => n,
+            None => match tokio::time::timeout(MRN_BLOCK_WAIT, reserve_block(db, tx.tenant(), institution)).await {
+                Ok(Ok(first)) => {
+                    blocks.put(tx.tenant(), institution, first + 1..first + MRN_BLOCK);
+                    first
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "reserving a block of medical record numbers failed");
+                    reserve_mrns(tx, institution, 1).await?
+                }
+                Err(_) => reserve_mrns(tx, institution, 1).await?,
+            },
+        },
+        None => reserve_mrns(tx, institution, 1).await?,
+    };
+    Ok(format!("{n:08}"))
+}
+
+/// Reserves a block of the institution's numbers in a transaction of its own; returns the first.
+async fn reserve_block(db: &Db, tenant: Uuid, institution: Uuid) -> AppResult<i64> {
+    let tx = db.begin(&SystemScope { tenant }).await?;
+    let first = reserve_mrns(&tx, institution, MRN_BLOCK).await?;
+    tx.commit().await?;
+    Ok(first)
 }
 
 /// Reserves `count` consecutive medical record numbers of the institution and returns the first.

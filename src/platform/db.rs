@@ -4,7 +4,9 @@
 //! that RLS applies to (`SET ROLE` on every new connection). Audit rows gathered during the
 //! transaction are chained and written just before commit.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -61,6 +63,42 @@ pub struct Db {
     events_wake: Arc<Notify>,
     /// Group commit of read-only transactions' audit rows (PostgreSQL).
     audit_writer: Option<Writer>,
+    /// Numbers reserved ahead in blocks (PostgreSQL), see [`NumberBlocks`].
+    blocks: Option<Arc<NumberBlocks>>,
+}
+
+/// Numbers of a per-key counter (an institution's medical record numbers) that this process
+/// reserved ahead, a block at a time, in short transactions of their own (PostgreSQL). A counter
+/// row updated in every writer's transaction is locked until that transaction commits, so every
+/// writer of the key would queue behind it; taken once per block, it is locked for one statement.
+/// Numbers of a block the process did not hand out before it stopped are skipped (a gap), and
+/// numbers from several processes interleave: unique, not consecutive in time.
+#[derive(Default)]
+pub struct NumberBlocks(Mutex<HashMap<BlockKey, Vec<Range<i64>>>>);
+
+/// A counter's key: its tenant and what it numbers (an institution).
+type BlockKey = (Uuid, Uuid);
+
+impl NumberBlocks {
+    /// The next reserved number of `key` in `tenant`, if this process holds one.
+    pub fn take(&self, tenant: Uuid, key: Uuid) -> Option<i64> {
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let ranges = map.get_mut(&(tenant, key))?;
+        while let Some(r) = ranges.first_mut() {
+            if let Some(n) = r.next() {
+                return Some(n);
+            }
+            ranges.remove(0);
+        }
+        None
+    }
+
+    /// Keeps `range` of `key`'s numbers for later [`take`](Self::take)s.
+    pub fn put(&self, tenant: Uuid, key: Uuid, range: Range<i64>) {
+        if !range.is_empty() {
+            self.0.lock().unwrap_or_else(|e| e.into_inner()).entry((tenant, key)).or_default().push(range);
+        }
+    }
 }
 
 /// A transaction bound to one tenant. Deref gives the sea-orm connection for queries.
@@ -71,6 +109,8 @@ pub struct Tx {
     emitted: bool,
     events_wake: Arc<Notify>,
     audit_writer: Option<Writer>,
+    /// The pool and its reserved numbers, for taking a number outside this transaction.
+    ahead: Option<(Db, Arc<NumberBlocks>)>,
 }
 
 impl std::ops::Deref for Tx {
@@ -83,6 +123,12 @@ impl std::ops::Deref for Tx {
 impl Tx {
     pub fn tenant(&self) -> Uuid {
         self.tenant
+    }
+
+    /// The pool and the numbers this process reserved ahead, where numbers are reserved in
+    /// blocks (PostgreSQL); `None` on SQLite, where writers take turns anyway.
+    pub fn ahead(&self) -> Option<(&Db, &NumberBlocks)> {
+        self.ahead.as_ref().map(|(db, blocks)| (db, &**blocks))
     }
 
     /// Queues an audit row; it is chained and written in this transaction, just before commit, so
@@ -132,7 +178,7 @@ impl Tx {
     /// chain just before its commit (atomic with the write); one that only read commits first
     /// and hands them to the group writer (PostgreSQL), returning once they are committed.
     pub async fn commit(self) -> AppResult<()> {
-        let Tx { inner, tenant, audit, emitted, events_wake, audit_writer } = self;
+        let Tx { inner, tenant, audit, emitted, events_wake, audit_writer, .. } = self;
         if !audit.is_empty() {
             if let Some(writer) = audit_writer.filter(|_| !emitted)
                 && only_read(&inner).await?
@@ -217,7 +263,8 @@ impl Db {
         }
         let conn = Database::connect(opts).await?;
         let audit_writer = (config.db_kind == DbKind::Postgres).then(|| Writer::spawn(conn.clone()));
-        Ok(Self { conn, kind: config.db_kind, events_wake: Arc::default(), audit_writer })
+        let blocks = (config.db_kind == DbKind::Postgres).then(Arc::default);
+        Ok(Self { conn, kind: config.db_kind, events_wake: Arc::default(), audit_writer, blocks })
     }
 
     /// Connects as the login user without assuming the app role: for migrations and operator
@@ -229,7 +276,7 @@ impl Db {
             opts.map_sqlx_sqlite_opts(sqlite_options);
         }
         let conn = Database::connect(opts).await?;
-        Ok(Self { conn, kind: config.db_kind, events_wake: Arc::default(), audit_writer: None })
+        Ok(Self { conn, kind: config.db_kind, events_wake: Arc::default(), audit_writer: None, blocks: None })
     }
 
     pub fn events_wake(&self) -> Arc<Notify> {
@@ -283,6 +330,7 @@ impl Db {
             emitted: false,
             events_wake: self.events_wake.clone(),
             audit_writer: self.audit_writer.clone(),
+            ahead: self.blocks.clone().map(|b| (self.clone(), b)),
         })
     }
 

@@ -723,3 +723,57 @@ async fn a_record_without_sex_or_birth_date_is_registered_flagged_and_completed_
     assert_eq!(bad.body["code"], "sex_invalid");
     assert_eq!(persons_named(&app, "孙二妹").await, 0);
 }
+
+/// `n` distinct residents: given names, birth dates and resident IDs all differ.
+fn residents(from: u32, n: u32) -> Vec<Value> {
+    const GIVEN: [char; 10] = ['甲', '乙', '丙', '丁', '戊', '己', '庚', '辛', '壬', '癸'];
+    (from..from + n)
+        .map(|i| {
+            let date = chrono::NaiveDate::from_ymd_opt(1960, 1, 1).unwrap() + chrono::Days::new(u64::from(i) * 37);
+            let name = format!("测{}{}", GIVEN[(i / 10 % 10) as usize], GIVEN[(i % 10) as usize]);
+            json!({"name": name, "resident_id": rid("130999", &date.format("%Y%m%d").to_string(), 2 * i + 1)})
+        })
+        .collect()
+}
+
+#[tokio::test]
+#[ignore = "needs PostgreSQL (CLOUDHIS_TEST_BACKEND=postgres; .ci/run runs it): SQLite writers take turns anyway"]
+async fn registrations_at_one_institution_do_not_queue_on_its_record_number_counter() {
+    use sea_orm::TransactionTrait;
+    let app = spawn_app().await;
+    crate::helpers::require_postgres();
+    app.load_demo().await;
+    let doc = app.login("village.doctor").await;
+    let first = register(&app, &doc, residents(0, 1).remove(0)).await;
+    assert_eq!(first.status, 201, "{}", first.text);
+
+    // Another transaction holds the institution's counter row. Registrations that took their
+    // number under that row's lock would wait for it; these come from the block reserved ahead.
+    let owner = app.owner_connection().await;
+    let holder = owner.begin().await.unwrap();
+    holder.execute_unprepared("SELECT next_value FROM mrn_counters FOR UPDATE").await.unwrap();
+    let bodies = residents(1, 8);
+    let held = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        futures::future::join_all(bodies.into_iter().map(|b| register(&app, &doc, b))),
+    )
+    .await
+    .expect("registrations waited on the held counter row");
+    holder.rollback().await.unwrap();
+    assert!(held.iter().all(|r| r.status == 201), "{:?}", held.iter().map(|r| &r.text).collect::<Vec<_>>());
+
+    // Many more than a block, four at a time: every number is used once.
+    let mut mrns: Vec<String> = held.iter().chain([&first]).map(|r| r.body["mrn"].as_str().unwrap().into()).collect();
+    for chunk in residents(9, 40).chunks(4) {
+        let rs = futures::future::join_all(chunk.iter().map(|b| register(&app, &doc, b.clone()))).await;
+        for r in rs {
+            assert_eq!(r.status, 201, "{}", r.text);
+            mrns.push(r.body["mrn"].as_str().unwrap().into());
+        }
+    }
+    let distinct: std::collections::HashSet<_> = mrns.iter().collect();
+    assert_eq!(distinct.len(), 49, "{mrns:?}");
+    let duplicated = "SELECT count(*) AS n FROM (SELECT institution_id, mrn FROM registrations \
+                      GROUP BY institution_id, mrn HAVING count(*) > 1) AS d";
+    assert_eq!(count_rows(&app, duplicated).await, 0);
+}
