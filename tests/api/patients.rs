@@ -751,7 +751,18 @@ async fn registrations_at_one_institution_do_not_queue_on_its_record_number_coun
     // number under that row's lock would wait for it; these come from the block reserved ahead.
     let owner = app.owner_connection().await;
     let holder = owner.begin().await.unwrap();
-    holder.execute_unprepared("SELECT next_value FROM mrn_counters FOR UPDATE").await.unwrap();
+    // By the tenant (the distribution column): Citus locks rows of one shard only.
+    let tenant: uuid::Uuid = holder
+        .query_one_raw(Statement::from_string(holder.get_database_backend(), "SELECT tenant_id FROM mrn_counters"))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get("", "tenant_id")
+        .unwrap();
+    holder
+        .execute_unprepared(&format!("SELECT next_value FROM mrn_counters WHERE tenant_id = '{tenant}' FOR UPDATE"))
+        .await
+        .unwrap();
     let bodies = residents(1, 8);
     let held = tokio::time::timeout(
         std::time::Duration::from_secs(30),
