@@ -381,6 +381,23 @@ pub async fn isolate_tenant(conn: &DatabaseConnection, tenant: uuid::Uuid) -> an
 /// the check that the row a head moves to exists; a head moved past the last row is what
 /// `audit verify` reports as rows cut off, so tampering stays evident. Idempotent.
 async fn audit_heads_invoker(conn: &DatabaseConnection) -> anyhow::Result<()> {
+    // Done already (every `migrate` after the first, migrate-on-start included): no DDL lock
+    // across the cluster at start-up.
+    let done = conn
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = 'audit_head_guard'
+                                AND tgrelid = 'audit_heads'::regclass)
+                AND NOT EXISTS (SELECT 1 FROM pg_proc WHERE proname IN ('audit_head_lock', 'audit_head_advance')
+                                   AND prosecdef) AS done",
+        ))
+        .await?
+        .map(|r| r.try_get::<bool>("", "done"))
+        .transpose()?
+        .unwrap_or(false);
+    if done {
+        return Ok(());
+    }
     let advance = "CREATE OR REPLACE FUNCTION audit_head_advance(p_tenant uuid, p_chain int, p_seq bigint, p_hash text)
            RETURNS void LANGUAGE plpgsql SECURITY INVOKER SET search_path = public, pg_temp AS $$
          BEGIN
