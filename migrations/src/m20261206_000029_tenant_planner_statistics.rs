@@ -8,7 +8,9 @@
 //! The fix states what is true of the column whatever the sample: a tenant holds a large share of
 //! its table (`n_distinct = 10`, about ten communities per database), so an index that pins only
 //! the tenant is never taken for a key lookup. The setting is read by `ANALYZE`, which runs here
-//! once; a table never analysed has no statistics and the planner's defaults already choose well.
+//! once on each table that has statistics; a table never analysed has none, the planner's
+//! defaults already choose well, and it is left so (an empty table analysed would look empty to
+//! the planner until its next `ANALYZE`).
 //! Skipped where Citus is installed: the shards keep their own statistics.
 
 use sea_orm_migration::prelude::*;
@@ -55,7 +57,23 @@ impl MigrationTrait for Migration {
                 "ALTER TABLE \"{table}\" ALTER COLUMN tenant_id SET (n_distinct = {TENANTS_PER_TABLE})"
             ))
             .await?;
-            db.execute_unprepared(&format!("ANALYZE \"{table}\"")).await?;
+            // Only where statistics exist already (they are what the setting corrects). A table
+            // never analysed stays so: "analysed while empty" would tell the planner it is empty
+            // until the next ANALYZE, and the MPI's candidate query then scanned 20,000 persons.
+            let analysed = db
+                .query_one_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "SELECT EXISTS (SELECT 1 FROM pg_stats WHERE schemaname = current_schema()
+                                       AND tablename = $1 AND attname = 'tenant_id') AS a",
+                    [table.clone().into()],
+                ))
+                .await?
+                .map(|r| r.try_get::<bool>("", "a"))
+                .transpose()?
+                .unwrap_or(false);
+            if analysed {
+                db.execute_unprepared(&format!("ANALYZE \"{table}\"")).await?;
+            }
         }
         Ok(())
     }
