@@ -35,6 +35,7 @@ mod m20261206_000026_patients_surname_index;
 mod m20261206_000027_audit_chains;
 mod m20261206_000028_referrals_parent_index;
 mod m20261206_000029_tenant_planner_statistics;
+mod m20261206_000030_billing_charges_source_index;
 
 /// The registry steps of the enrollment summaries already there, as SQL (migration 18 runs it).
 pub use m20261128_000018_statistics_registry_steps::fill_sql as registry_steps_fill_sql;
@@ -75,6 +76,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000027_audit_chains::Migration),
             Box::new(m20261206_000028_referrals_parent_index::Migration),
             Box::new(m20261206_000029_tenant_planner_statistics::Migration),
+            Box::new(m20261206_000030_billing_charges_source_index::Migration),
         ]
     }
 }
