@@ -95,6 +95,9 @@ async fn main() -> anyhow::Result<()> {
     if seed_persons > 0 && persons == 0 {
         cloudhis::patients::seed::seed(&state.db, &state.pii, report.tenant_id, seed_persons, 0.1, 1_000_001).await?;
         persons = cloudhis::patients::seed::persons_count(&state.db, report.tenant_id).await?;
+        // Statistics for what was just loaded (autovacuum is off on the bench machines; a table
+        // never analysed gets the planner's defaults, which sent the match to a scan).
+        sea_orm::ConnectionTrait::execute_unprepared(state.db.raw(), "ANALYZE").await?;
     }
     anyhow::ensure!(
         persons >= 100_000 || seed_persons > 0,
