@@ -224,6 +224,10 @@ pub fn set_tenant_sql(tenant: Uuid) -> String {
     format!("SET LOCAL cloudhis.tenant_id = '{tenant}'")
 }
 
+/// How many pooled connections a transaction's `BEGIN` tries before the failure is the answer
+/// (503): one more than a pool that lost every idle connection at once would need, for a small pool.
+const BEGIN_ATTEMPTS: u32 = 4;
+
 impl Db {
     /// Connects the application pool. On PostgreSQL every connection assumes `config.db_role`.
     pub async fn connect(config: &Config) -> anyhow::Result<Self> {
@@ -312,15 +316,13 @@ impl Db {
                     .await?
             }
             DbKind::Postgres => {
-                let tx = self.conn.begin().await?;
                 let sql = match durability {
                     Durability::Flushed => set_tenant_sql(tenant),
                     Durability::Redeliverable => {
                         format!("{}; SET LOCAL synchronous_commit = off", set_tenant_sql(tenant))
                     }
                 };
-                tx.execute_unprepared(&sql).await?;
-                tx
+                self.begin_postgres(&sql).await?
             }
         };
         Ok(Tx {
@@ -332,6 +334,28 @@ impl Db {
             audit_writer: self.audit_writer.clone(),
             ahead: self.blocks.clone().map(|b| (self.clone(), b)),
         })
+    }
+
+    /// `BEGIN` and the transaction's settings, on a pooled connection that answers. A connection
+    /// the server cut while it sat in the pool (a restart, a failover, an administrator ending
+    /// it) fails on its first statement; nothing has happened yet, so the next connection is
+    /// tried, up to [`BEGIN_ATTEMPTS`] in all. sqlx closes the broken one instead of returning it.
+    async fn begin_postgres(&self, settings: &str) -> Result<DatabaseTransaction, DbErr> {
+        let mut attempt = 1;
+        loop {
+            let tried = async {
+                let tx = self.conn.begin().await?;
+                tx.execute_unprepared(settings).await?;
+                Ok::<_, DbErr>(tx)
+            };
+            match tried.await {
+                Err(e) if attempt < BEGIN_ATTEMPTS && crate::platform::error::connection_cut(&e) => {
+                    tracing::warn!(attempt, error = %e, "database connection failed at BEGIN; trying another");
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// A transaction over the tenant registry only (no tenant yet: login by code, tenant apply).

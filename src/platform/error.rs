@@ -116,19 +116,52 @@ impl From<DbErr> for AppError {
             _ if matches!(sqlstate(&err).as_deref(), Some("22003")) => {
                 AppError::new(codes::VALUE_OUT_OF_RANGE, "a number in the request is out of range")
             }
-            _ => AppError::Internal(anyhow::Error::new(err).context("database")),
+            _ if transient(&err) => AppError::Unavailable(anyhow::Error::new(err).context("database")),
+            _ => {
+                let context = match sqlstate(&err) {
+                    Some(state) => format!("database (SQLSTATE {state})"),
+                    None => "database".to_string(),
+                };
+                AppError::Internal(anyhow::Error::new(err).context(context))
+            }
         }
+    }
+}
+
+/// A failure of the database's availability rather than of the request: the connection was cut,
+/// the server is starting or shutting down, it has no connection slot left, the pool had none
+/// to give in time, or SQLite stayed busy past its timeout. The request's transaction did not
+/// commit, and it may be sent again: 503 with `Retry-After`, not 500.
+pub fn transient(err: &DbErr) -> bool {
+    connection_cut(err)
+        || matches!(err, DbErr::ConnectionAcquire(_))
+        || matches!(runtime_sqlx(err), Some(SqlxErr::PoolTimedOut | SqlxErr::PoolClosed | SqlxErr::WorkerCrashed))
+        // 53300: too many connections; SQLite's 5 and 517: busy.
+        || matches!(sqlstate(err).as_deref(), Some("53300" | "5" | "517"))
+}
+
+/// The connection itself failed: cut by a restart, a failover, an administrator or a proxy
+/// (SQLSTATE class 08, 57P01-57P03, or the socket). Trying another connection may succeed at once.
+pub fn connection_cut(err: &DbErr) -> bool {
+    matches!(runtime_sqlx(err), Some(SqlxErr::Io(_) | SqlxErr::Tls(_)))
+        || sqlstate(err).is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03"))
+}
+
+use sea_orm::sqlx::Error as SqlxErr;
+
+fn runtime_sqlx(err: &DbErr) -> Option<&SqlxErr> {
+    use sea_orm::RuntimeErr;
+    match err {
+        DbErr::Conn(RuntimeErr::SqlxError(e))
+        | DbErr::Exec(RuntimeErr::SqlxError(e))
+        | DbErr::Query(RuntimeErr::SqlxError(e)) => Some(e),
+        _ => None,
     }
 }
 
 /// The SQLSTATE of a database error, when there is one.
 fn sqlstate(err: &DbErr) -> Option<String> {
-    use sea_orm::RuntimeErr;
-    let runtime = match err {
-        DbErr::Exec(RuntimeErr::SqlxError(e)) | DbErr::Query(RuntimeErr::SqlxError(e)) => e,
-        _ => return None,
-    };
-    runtime.as_database_error().and_then(|d| d.code()).map(|c| c.to_string())
+    runtime_sqlx(err)?.as_database_error().and_then(|d| d.code()).map(|c| c.to_string())
 }
 
 impl poem::error::ResponseError for AppError {
@@ -141,6 +174,9 @@ impl poem::error::ResponseError for AppError {
         match self {
             Self::RateLimited { retry_after_secs } => {
                 resp.headers_mut().insert("retry-after", (*retry_after_secs).into());
+            }
+            Self::Unavailable(_) => {
+                resp.headers_mut().insert("retry-after", 1.into());
             }
             Self::Unauthenticated | Self::InvalidCredentials => {
                 resp.headers_mut().insert("www-authenticate", "Bearer".parse().expect("static header"));

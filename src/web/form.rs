@@ -82,12 +82,15 @@ pub fn form_field_of(e: &AppError, fields: &[&'static str]) -> String {
     named(by_code).map(|k| k.to_string()).unwrap_or_default()
 }
 
-/// A refusal of what was typed (shown on the form), rather than of the request.
+/// A refusal of what was typed (shown on the form), rather than of the request. The database
+/// unavailable for a moment (503) is shown on the form too, so that what was typed is kept for
+/// the next submit.
 pub fn refused_input(e: &AppError) -> bool {
     use poem::error::ResponseError;
     let status = e.status();
     !e.is(codes::CSRF_INVALID)
         && (status == poem::http::StatusCode::UNPROCESSABLE_ENTITY
             || status == poem::http::StatusCode::CONFLICT
-            || status == poem::http::StatusCode::BAD_REQUEST)
+            || status == poem::http::StatusCode::BAD_REQUEST
+            || status == poem::http::StatusCode::SERVICE_UNAVAILABLE)
 }

@@ -212,6 +212,7 @@ pub fn refusal_message(l: Locale, e: &AppError) -> String {
         (_, StatusCode::FORBIDDEN) => "error-forbidden",
         (_, StatusCode::NOT_FOUND) => "error-not-found",
         (_, StatusCode::CONFLICT) => "error-conflict",
+        (_, StatusCode::SERVICE_UNAVAILABLE) => "error-unavailable",
         (_, StatusCode::UNPROCESSABLE_ENTITY | StatusCode::BAD_REQUEST) => "error-invalid",
         _ => {
             tracing::error!(error = %e, "page failed");

@@ -369,6 +369,34 @@ impl TestApp {
         Resp { status, headers, body, text }
     }
 
+    /// A create sent the way a careful client sends it: with an `Idempotency-Key`, and sent again
+    /// with the same key after `Retry-After` when the answer is 503 (up to five times). Returns the
+    /// last answer and how many 503s came before it.
+    pub async fn post_retrying(&self, path: &str, token: &str, body: Value) -> (Resp, u32) {
+        let key = Uuid::new_v4().to_string();
+        let mut retries = 0;
+        loop {
+            let resp = self
+                .client
+                .post(format!("{}{}", self.base, path))
+                .bearer_auth(token)
+                .header("Idempotency-Key", &key)
+                .json(&body)
+                .send()
+                .await
+                .expect("request is answered");
+            let (status, headers) = (resp.status(), resp.headers().clone());
+            let text = resp.text().await.unwrap_or_default();
+            let r = Resp { status, headers, body: serde_json::from_str(&text).unwrap_or(Value::Null), text };
+            if r.status != 503 || retries == 5 {
+                return (r, retries);
+            }
+            retries += 1;
+            let wait = r.headers.get("retry-after").and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(1);
+            tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+        }
+    }
+
     pub async fn get(&self, path: &str, token: &str) -> Resp {
         self.request(Method::GET, path, Some(token), None).await
     }

@@ -23,7 +23,15 @@ const WORKERS: usize = 2;
 struct Job {
     tenant: Uuid,
     entries: Vec<AuditEntry>,
-    done: oneshot::Sender<Result<(), String>>,
+    done: oneshot::Sender<Result<(), Failure>>,
+}
+
+/// Why a group did not commit, for each request in it: whether the database was unavailable
+/// (the request answers 503 and may be sent again) and the sanitized reason.
+#[derive(Clone)]
+struct Failure {
+    unavailable: bool,
+    reason: String,
 }
 
 /// The handle requests use; cloning it shares the workers.
@@ -42,9 +50,20 @@ impl Writer {
             let (conn, rx) = (conn.clone(), rx.clone());
             tokio::spawn(async move {
                 while let Some(jobs) = next_group(&rx).await {
-                    let result = write(&conn, &jobs).await.map_err(|e| format!("{e:#}"));
+                    let mut result = write(&conn, &jobs).await;
+                    if let Err(AppError::Unavailable(e)) = &result {
+                        // A connection cut under the group: once more, on another. Should the
+                        // first commit have landed after all, the rows are in the trail twice
+                        // (chained, verifiable), never missing.
+                        tracing::warn!(error = %format!("{e:#}"), "audit group commit: database unavailable; trying again");
+                        result = write(&conn, &jobs).await;
+                    }
+                    let result = result.map_err(|e| Failure {
+                        unavailable: matches!(e, AppError::Unavailable(_)),
+                        reason: e.reason(),
+                    });
                     if let Err(e) = &result {
-                        tracing::error!(error = %e, rows = jobs.len(), "audit group commit failed");
+                        tracing::error!(error = %e.reason, rows = jobs.len(), "audit group commit failed");
                     }
                     for job in jobs {
                         let _ = job.done.send(result.clone());
@@ -60,7 +79,10 @@ impl Writer {
         let (done, answer) = oneshot::channel();
         let gone = || AppError::internal(anyhow::anyhow!("the audit writer stopped"));
         self.jobs.send(Job { tenant, entries, done }).await.map_err(|_| gone())?;
-        answer.await.map_err(|_| gone())?.map_err(|e| AppError::internal(anyhow::anyhow!("audit group commit: {e}")))
+        answer.await.map_err(|_| gone())?.map_err(|e| {
+            let err = anyhow::anyhow!("audit group commit: {}", e.reason);
+            if e.unavailable { AppError::Unavailable(err) } else { AppError::Internal(err) }
+        })
     }
 }
 
@@ -83,7 +105,7 @@ async fn next_group(rx: &Mutex<mpsc::Receiver<Job>>) -> Option<Vec<Job>> {
 }
 
 /// One transaction: each tenant's rows (in the order they came) appended to one of its chains.
-async fn write(conn: &DatabaseConnection, jobs: &[Job]) -> anyhow::Result<()> {
+async fn write(conn: &DatabaseConnection, jobs: &[Job]) -> AppResult<()> {
     let mut tenants: Vec<(Uuid, Vec<AuditEntry>)> = Vec::new();
     for job in jobs {
         match tenants.iter_mut().find(|(t, _)| *t == job.tenant) {
@@ -94,7 +116,7 @@ async fn write(conn: &DatabaseConnection, jobs: &[Job]) -> anyhow::Result<()> {
     let tx = conn.begin().await?;
     for (tenant, entries) in tenants {
         tx.execute_unprepared(&crate::platform::db::set_tenant_sql(tenant)).await?;
-        super::chain::append(&tx, tenant, entries).await.map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        super::chain::append(&tx, tenant, entries).await?;
     }
     tx.commit().await?;
     Ok(())
