@@ -159,13 +159,17 @@ async fn tenant_shard(db: &DatabaseConnection, tenant: &str) -> (String, String,
 
 /// `cloudhis citus isolate-tenant` gives a large community shards of its own, and moving them to
 /// another worker while clinics work loses nothing and fails no request: four clients register
-/// patients and run visits (open, vitals, diagnosis, close) through the API the whole time.
+/// patients and run visits (open, vitals, diagnosis, close) through the API the whole time. A 503
+/// (the database unavailable for a moment, with `Retry-After`) is sent again as a client would,
+/// with the same `Idempotency-Key`; any other failure, a 500 above all, fails the test.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs a Citus cluster: set CLOUDHIS_CITUS_URL (../shared/citus/cluster start prints it); .ci/run does"]
 async fn a_community_isolated_on_its_own_shard_and_moved_during_a_burst_of_visits_loses_nothing() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+    // The server's warnings and errors on the test's output: a failure names its database error.
+    let _ = tracing_subscriber::fmt().with_env_filter("cloudhis=warn").try_init();
     let url = fresh_citus_database(&crate::helpers::citus_url(), 4).await;
     let app = Arc::new(crate::helpers::spawn_app_with(&[("DATABASE_URL", url.as_str())]).await);
     app.load_demo().await;
@@ -189,31 +193,47 @@ async fn a_community_isolated_on_its_own_shard_and_moved_during_a_burst_of_visit
 
     // A burst of visits, and the demo's shards moved to the other worker in the middle of it.
     let doctor = app.login("village.doctor").await;
-    let (stop, visits, refused) =
-        (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (stop, visits, refused, retried) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
     let mut clients = Vec::new();
     for c in 0..4 {
-        let (app, token, stop, visits, refused) =
-            (app.clone(), doctor.token.clone(), stop.clone(), visits.clone(), refused.clone());
+        let (app, token, stop, visits, refused, retried) =
+            (app.clone(), doctor.token.clone(), stop.clone(), visits.clone(), refused.clone(), retried.clone());
         clients.push(tokio::spawn(async move {
             let mut i = 0;
             while !stop.load(Ordering::SeqCst) {
                 i += 1;
-                let p = app
-                    .post("/api/v1/patients", &token, serde_json::json!({"name": format!("迁移{}", cn(c * 100_000 + i)), "phone": format!("1390{c}{i:06}"),
-                        "resident_id": crate::patients::rid("130999", &format!("19{:02}{:02}{:02}", 40 + i % 50, 1 + c, 1 + i % 28), (i % 1000) as u32)}))
-                    .await;
+                // Requests as a careful client sends them: a 503 (the database unavailable for a
+                // moment) is sent again after its Retry-After with the same Idempotency-Key.
+                let post = |path: String, body: serde_json::Value| {
+                    let (app, token, retried) = (app.clone(), token.clone(), retried.clone());
+                    async move {
+                        let (r, n) = app.post_retrying(&path, &token, body).await;
+                        retried.fetch_add(n as usize, Ordering::SeqCst);
+                        r
+                    }
+                };
+                let p = post(
+                    "/api/v1/patients".into(),
+                    serde_json::json!({"name": format!("迁移{}", cn(c * 100_000 + i)), "phone": format!("1390{c}{i:06}"),
+                        "resident_id": crate::patients::rid("130999", &format!("19{:02}{:02}{:02}", 40 + i % 50, 1 + c, 1 + i % 28), (i % 1000) as u32)}),
+                )
+                .await;
                 if p.status != 201 {
                     refused.fetch_add(1, Ordering::SeqCst);
                     eprintln!("register: {} {}", p.status, p.text);
                     continue;
                 }
-                let e = app.post("/api/v1/encounters", &token, serde_json::json!({"person_id": p.body["person"]["id"]})).await;
+                let e = post("/api/v1/encounters".into(), serde_json::json!({"person_id": p.body["person"]["id"]})).await;
                 let ok = e.status == 201 && {
                     let id = e.body["id"].as_str().unwrap().to_string();
-                    let v = app.post(&format!("/api/v1/encounters/{id}/vitals"), &token, serde_json::json!({"systolic": 132, "diastolic": 84})).await;
-                    let d = app.post(&format!("/api/v1/encounters/{id}/diagnoses"), &token, serde_json::json!({"code": "I10"})).await;
-                    let done = app.post(&format!("/api/v1/encounters/{id}/close"), &token, serde_json::json!({})).await;
+                    let v = post(format!("/api/v1/encounters/{id}/vitals"), serde_json::json!({"systolic": 132, "diastolic": 84})).await;
+                    let d = post(format!("/api/v1/encounters/{id}/diagnoses"), serde_json::json!({"code": "I10"})).await;
+                    let done = post(format!("/api/v1/encounters/{id}/close"), serde_json::json!({})).await;
                     if v.status != 201 || d.status != 201 || done.status != 200 {
                         eprintln!("vitals: {} {}; diagnose: {} {}; close: {} {}", v.status, v.text, d.status, d.text, done.status, done.text);
                     }
@@ -274,7 +294,7 @@ async fn a_community_isolated_on_its_own_shard_and_moved_during_a_burst_of_visit
     );
     assert_eq!(refused.load(Ordering::SeqCst), 0, "no request failed");
     let done = visits.load(Ordering::SeqCst);
-    eprintln!("visits in all: {done}, none refused");
+    eprintln!("visits in all: {done}, none refused; {} answers 503 sent again", retried.load(Ordering::SeqCst));
     assert!(after_move > moved_at || done > after_move, "visits went on across the move");
     // Every visit is there, closed, with its vitals; and the audit trail holds.
     let closed =
