@@ -61,10 +61,12 @@ impl Authz {
     /// another process changed the tenant's roles since).
     pub async fn enforcer(&self, tenant: Uuid) -> AppResult<Arc<Enforcer>> {
         let epoch = if self.check_epochs { self.epoch(tenant).await? } else { 0 };
-        if let Some(b) = self.enforcers.read().expect("authz lock").get(&tenant)
-            && b.epoch == epoch
-        {
-            return Ok(b.enforcer.clone());
+        let seen = self.enforcers.read().expect("authz lock").get(&tenant).map(|b| (b.epoch, b.enforcer.clone()));
+        match seen {
+            Some((seen, enforcer)) if seen == epoch => return Ok(enforcer),
+            // Another process changed the tenant (a tenant file, a role): its memoised views too.
+            Some(_) => self.db.memo().forget(Some(tenant)),
+            None => {}
         }
         let generation = self.generation.load(Ordering::SeqCst);
         let enforcer = Arc::new(self.build(tenant).await?);
@@ -138,6 +140,8 @@ impl Authz {
     /// Forgets a tenant's enforcer on this replica only.
     pub fn invalidate(&self, tenant: Option<Uuid>) {
         self.generation.fetch_add(1, Ordering::SeqCst);
+        // The same notice drops the tenant's other memoised views (the institution tree).
+        self.db.memo().forget(tenant);
         let mut map = self.enforcers.write().expect("authz lock");
         match tenant {
             Some(t) => {

@@ -4,6 +4,7 @@
 //! that RLS applies to (`SET ROLE` on every new connection). Audit rows gathered during the
 //! transaction are chained and written just before commit.
 
+use crate::platform::memo::TenantMemo;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
@@ -65,6 +66,8 @@ pub struct Db {
     audit_writer: Option<Writer>,
     /// Numbers reserved ahead in blocks (PostgreSQL), see [`NumberBlocks`].
     blocks: Option<Arc<NumberBlocks>>,
+    /// Per-tenant views kept in memory (the institution tree), see [`TenantMemo`].
+    memo: Arc<TenantMemo>,
 }
 
 /// Numbers of a per-key counter (an institution's medical record numbers) that this process
@@ -111,6 +114,9 @@ pub struct Tx {
     audit_writer: Option<Writer>,
     /// The pool and its reserved numbers, for taking a number outside this transaction.
     ahead: Option<(Db, Arc<NumberBlocks>)>,
+    memo: Arc<TenantMemo>,
+    /// Set once this transaction wrote what a memo holds: its reads go to the database.
+    memo_bypassed: std::sync::atomic::AtomicBool,
 }
 
 impl std::ops::Deref for Tx {
@@ -123,6 +129,20 @@ impl std::ops::Deref for Tx {
 impl Tx {
     pub fn tenant(&self) -> Uuid {
         self.tenant
+    }
+
+    /// The process's per-tenant views (see [`TenantMemo`]); `None` once this transaction wrote
+    /// one of them ([`Tx::writes_memoised`]), so it neither reads a stale view nor keeps its own
+    /// uncommitted one.
+    pub fn memo(&self) -> Option<&TenantMemo> {
+        (!self.memo_bypassed.load(std::sync::atomic::Ordering::SeqCst)).then_some(&*self.memo)
+    }
+
+    /// Says this transaction writes what a memo holds: drops the tenant's views now, and the
+    /// rest of the transaction reads the database. The writer drops them again after its commit.
+    pub fn writes_memoised(&self) {
+        self.memo_bypassed.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.memo.forget(Some(self.tenant));
     }
 
     /// The pool and the numbers this process reserved ahead, where numbers are reserved in
@@ -268,7 +288,7 @@ impl Db {
         let conn = Database::connect(opts).await?;
         let audit_writer = (config.db_kind == DbKind::Postgres).then(|| Writer::spawn(conn.clone()));
         let blocks = (config.db_kind == DbKind::Postgres).then(Arc::default);
-        Ok(Self { conn, kind: config.db_kind, events_wake: Arc::default(), audit_writer, blocks })
+        Ok(Self { conn, kind: config.db_kind, events_wake: Arc::default(), audit_writer, blocks, memo: Arc::default() })
     }
 
     /// Connects as the login user without assuming the app role: for migrations and operator
@@ -280,7 +300,14 @@ impl Db {
             opts.map_sqlx_sqlite_opts(sqlite_options);
         }
         let conn = Database::connect(opts).await?;
-        Ok(Self { conn, kind: config.db_kind, events_wake: Arc::default(), audit_writer: None, blocks: None })
+        Ok(Self {
+            conn,
+            kind: config.db_kind,
+            events_wake: Arc::default(),
+            audit_writer: None,
+            blocks: None,
+            memo: Arc::default(),
+        })
     }
 
     pub fn events_wake(&self) -> Arc<Notify> {
@@ -289,6 +316,11 @@ impl Db {
 
     pub fn kind(&self) -> DbKind {
         self.kind
+    }
+
+    /// This process's per-tenant views (see [`TenantMemo`]).
+    pub fn memo(&self) -> &TenantMemo {
+        &self.memo
     }
 
     /// The raw pool, for platform code only (health checks, migrations, tests).
@@ -333,6 +365,8 @@ impl Db {
             events_wake: self.events_wake.clone(),
             audit_writer: self.audit_writer.clone(),
             ahead: self.blocks.clone().map(|b| (self.clone(), b)),
+            memo: self.memo.clone(),
+            memo_bypassed: Default::default(),
         })
     }
 

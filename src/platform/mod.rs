@@ -20,6 +20,7 @@ pub mod error;
 pub mod events;
 pub mod http;
 pub mod idempotency;
+pub mod memo;
 pub mod metrics;
 pub mod pii;
 pub mod state;

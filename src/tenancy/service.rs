@@ -2,6 +2,7 @@
 //! a tenant file that are tenancy's (the registry row, institutions, departments).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use chrono::Utc;
 use sea_orm::{
@@ -88,34 +89,55 @@ pub async fn get_tenant(conn: &impl ConnectionTrait, id: Uuid) -> AppResult<Tena
 
 /// Every institution id of the transaction's tenant.
 pub async fn institution_ids(tx: &Tx) -> AppResult<Vec<Uuid>> {
-    Ok(institution::Entity::find()
-        .filter(institution::Column::TenantId.eq(tx.tenant()))
-        .all(&**tx)
-        .await?
-        .into_iter()
-        .map(|i| i.id)
-        .collect())
+    Ok(tree(tx).await?.iter().map(|i| i.id).collect())
 }
 
+/// The tenant's institutions, ordered by code.
 pub async fn list_institutions(tx: &Tx) -> AppResult<Vec<InstitutionInfo>> {
-    Ok(institution::Entity::find()
-        .filter(institution::Column::TenantId.eq(tx.tenant()))
-        .order_by_asc(institution::Column::Code)
-        .all(&**tx)
-        .await?
-        .into_iter()
-        .map(Into::into)
-        .collect())
+    Ok(tree(tx).await?.as_ref().clone())
 }
 
 /// One institution of the transaction's tenant; 404 for anything else, including another
-/// tenant's id.
+/// tenant's id. One this process has not seen yet (added by another) is read from the database.
 pub async fn get_institution(tx: &Tx, id: Uuid) -> AppResult<InstitutionInfo> {
+    if let Some(i) = tree(tx).await?.iter().find(|i| i.id == id) {
+        return Ok(i.clone());
+    }
     institution::Entity::find_by_id((tx.tenant(), id))
         .one(&**tx)
         .await?
         .map(Into::into)
         .ok_or_else(|| AppError::new(codes::INSTITUTION_NOT_FOUND, "no such institution in this community"))
+}
+
+/// The tenant's institution tree, ordered by code: from the process's memo (read on nearly every
+/// request, changed only by a tenant file), else read in `tx` and kept. Writers of the tree
+/// drop the memo when their transaction ends ([`forget_tree`]).
+async fn tree(tx: &Tx) -> AppResult<Arc<Vec<InstitutionInfo>>> {
+    if let Some(tree) = tx.memo().and_then(|m| m.get::<Vec<InstitutionInfo>>(tx.tenant())) {
+        return Ok(tree);
+    }
+    let since = tx.memo().map(|m| m.generation());
+    let tree: Arc<Vec<InstitutionInfo>> = Arc::new(
+        institution::Entity::find()
+            .filter(institution::Column::TenantId.eq(tx.tenant()))
+            .order_by_asc(institution::Column::Code)
+            .all(&**tx)
+            .await?
+            .into_iter()
+            .map(Into::into)
+            .collect(),
+    );
+    if let (Some(memo), Some(since)) = (tx.memo(), since) {
+        memo.keep(tx.tenant(), since, tree.clone());
+    }
+    Ok(tree)
+}
+
+/// Drops this process's memo of `tenant`'s tree (after a transaction that wrote it ended, or
+/// when another process says it changed).
+pub fn forget_tree(db: &Db, tenant: Option<Uuid>) {
+    db.memo().forget(tenant);
 }
 
 pub async fn departments_of(tx: &Tx, institution: Uuid) -> AppResult<Vec<DepartmentInfo>> {
@@ -199,6 +221,7 @@ pub async fn apply_institutions(
     institutions: &[InstitutionSpec],
     report: &mut ApplyReport,
 ) -> AppResult<HashMap<String, Uuid>> {
+    tx.writes_memoised();
     let now = Utc::now();
     let existing: HashMap<String, institution::Model> = institution::Entity::find()
         .filter(institution::Column::TenantId.eq(tx.tenant()))

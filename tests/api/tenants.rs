@@ -75,3 +75,45 @@ async fn a_broken_file_is_rejected_whole_naming_each_problem() {
     let list = app.cli(&["tenants", "list"]);
     assert_eq!(stdout(&list), "", "nothing was applied");
 }
+
+/// The name an institution's detail shows.
+async fn institution_name(app: &crate::helpers::TestApp, token: &str, id: uuid::Uuid) -> String {
+    let r = app.get(&format!("/api/v1/institutions/{id}"), token).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.body["name"].as_str().unwrap().to_string()
+}
+
+/// The institution tree is kept in memory per tenant (read on nearly every request), and a tenant
+/// file that renames an institution shows on the next request when applied by this process, and
+/// within a change notice's latency (well under the memo's 60 s limit) when applied by another
+/// process: `cloudhis tenants apply`.
+#[tokio::test]
+async fn a_renamed_institution_shows_at_once_here_and_soon_in_another_process() {
+    let app = std::sync::Arc::new(spawn_app().await);
+    app.load_demo().await;
+    let admin = app.login("admin").await;
+    let county = app.institutions(&admin).await["county-hospital"];
+    assert_eq!(institution_name(&app, &admin.token, county).await, "示范县人民医院", "the tree is read and kept");
+
+    let renamed = cloudhis::cli::DEMO_TENANT.replacen("name = \"示范县人民医院\"", "name = \"示范县第一人民医院\"", 1);
+    assert_ne!(renamed, cloudhis::cli::DEMO_TENANT);
+    app.apply_tenant_file(&renamed).await;
+    assert_eq!(
+        institution_name(&app, &admin.token, county).await,
+        "示范县第一人民医院",
+        "applied here: the next request"
+    );
+    let listed = app.get("/api/v1/institutions", &admin.token).await;
+    assert!(listed.text.contains("示范县第一人民医院"), "{}", listed.text);
+
+    let again = cloudhis::cli::DEMO_TENANT.replacen("name = \"示范县人民医院\"", "name = \"示范县中心医院\"", 1);
+    let file = app.dir.path().join("renamed.toml");
+    std::fs::write(&file, &again).unwrap();
+    let out = app.cli(&["tenants", "apply", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    crate::referrals::eventually("the other process's rename shows here", 5, || {
+        let (app, token) = (app.clone(), admin.token.clone());
+        async move { institution_name(&app, &token, county).await == "示范县中心医院" }
+    })
+    .await;
+}
