@@ -64,9 +64,10 @@ impl Authz {
         let seen = self.enforcers.read().expect("authz lock").get(&tenant).map(|b| (b.epoch, b.enforcer.clone()));
         match seen {
             Some((seen, enforcer)) if seen == epoch => return Ok(enforcer),
-            // Another process changed the tenant (a tenant file, a role): its memoised views too.
-            Some(_) => self.db.memo().forget(Some(tenant)),
-            None => {}
+            // Another process may have changed the tenant (a tenant file, a role): without
+            // notices, a changed epoch or a first sight drops its memoised views too.
+            _ if self.check_epochs => self.db.memo().forget(Some(tenant)),
+            _ => {}
         }
         let generation = self.generation.load(Ordering::SeqCst);
         let enforcer = Arc::new(self.build(tenant).await?);
@@ -112,6 +113,9 @@ impl Authz {
 
     async fn build(&self, tenant: Uuid) -> AppResult<Enforcer> {
         let tx = self.db.begin(&SystemScope { tenant }).await?;
+        // Never the memoised tree: an enforcer outlives any memo, and one built from a tree
+        // another process has since changed would be cached under the new epoch.
+        tx.skip_memo();
         let bindings = role_binding::Entity::find().filter(role_binding::Column::TenantId.eq(tenant)).all(&*tx).await?;
         let inactive: std::collections::HashSet<Uuid> = super::entity::user::Entity::find()
             .filter(super::entity::user::Column::TenantId.eq(tenant))

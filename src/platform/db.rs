@@ -4,7 +4,6 @@
 //! that RLS applies to (`SET ROLE` on every new connection). Audit rows gathered during the
 //! transaction are chained and written just before commit.
 
-use crate::platform::memo::TenantMemo;
 use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::{Arc, Mutex};
@@ -23,6 +22,7 @@ use crate::platform::audit::AuditEntry;
 use crate::platform::audit::writer::Writer;
 use crate::platform::config::{Config, DbKind};
 use crate::platform::error::{AppError, AppResult};
+use crate::platform::memo::TenantMemo;
 use migrations::{Migrator, MigratorTrait};
 
 /// Anything that names the tenant a transaction works for.
@@ -141,8 +141,13 @@ impl Tx {
     /// Says this transaction writes what a memo holds: drops the tenant's views now, and the
     /// rest of the transaction reads the database. The writer drops them again after its commit.
     pub fn writes_memoised(&self) {
-        self.memo_bypassed.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.skip_memo();
         self.memo.forget(Some(self.tenant));
+    }
+
+    /// The rest of this transaction reads the database, not the memo (for what outlives a memo).
+    pub fn skip_memo(&self) {
+        self.memo_bypassed.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The pool and the numbers this process reserved ahead, where numbers are reserved in
@@ -208,7 +213,7 @@ impl Tx {
             }
             crate::platform::audit::chain::append(&inner, tenant, audit).await?;
         }
-        inner.commit().await?;
+        inner.commit().await.map_err(commit_failed)?;
         if emitted {
             events_wake.notify_one();
         }
@@ -219,6 +224,16 @@ impl Tx {
         self.inner.rollback().await?;
         Ok(())
     }
+}
+
+/// A `COMMIT` that failed. A connection cut during it leaves the outcome unknown: the commit may
+/// have landed before the cut. It answers 503 like any cut, and the log says which it was.
+fn commit_failed(e: DbErr) -> AppError {
+    if crate::platform::error::connection_cut(&e) {
+        tracing::warn!(error = %e, "connection cut during COMMIT: the transaction's outcome is unknown");
+        return AppError::Unavailable(anyhow::Error::new(e).context("COMMIT, outcome unknown"));
+    }
+    e.into()
 }
 
 /// Whether a PostgreSQL transaction has written nothing: it has no transaction id yet (any row

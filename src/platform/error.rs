@@ -130,21 +130,25 @@ impl From<DbErr> for AppError {
 
 /// A failure of the database's availability rather than of the request: the connection was cut,
 /// the server is starting or shutting down, it has no connection slot left, the pool had none
-/// to give in time, or SQLite stayed busy past its timeout. The request's transaction did not
-/// commit, and it may be sent again: 503 with `Retry-After`, not 500.
+/// to give in time, or SQLite stayed busy past its timeout: 503 with `Retry-After`, not 500.
+/// The transaction rolled back, unless the cut came during its `COMMIT`: then its outcome is
+/// unknown (`Tx::commit` says so in the log; `docs/operations.md`, "When the database hiccups").
 pub fn transient(err: &DbErr) -> bool {
     connection_cut(err)
         || matches!(err, DbErr::ConnectionAcquire(_))
-        || matches!(runtime_sqlx(err), Some(SqlxErr::PoolTimedOut | SqlxErr::PoolClosed | SqlxErr::WorkerCrashed))
+        || matches!(runtime_sqlx(err), Some(SqlxErr::PoolTimedOut | SqlxErr::PoolClosed))
         // 53300: too many connections; SQLite's 5 and 517: busy.
         || matches!(sqlstate(err).as_deref(), Some("53300" | "5" | "517"))
 }
 
 /// The connection itself failed: cut by a restart, a failover, an administrator or a proxy
-/// (SQLSTATE class 08, 57P01-57P03, or the socket). Trying another connection may succeed at once.
+/// (SQLSTATE class 08 but 08P01, a protocol violation, which is a bug; 57P01-57P03; or the
+/// socket). Trying another connection may succeed at once. A TLS error is not here: a lasting
+/// misconfiguration must say so, as a 500.
 pub fn connection_cut(err: &DbErr) -> bool {
-    matches!(runtime_sqlx(err), Some(SqlxErr::Io(_) | SqlxErr::Tls(_)))
-        || sqlstate(err).is_some_and(|c| c.starts_with("08") || matches!(&*c, "57P01" | "57P02" | "57P03"))
+    matches!(runtime_sqlx(err), Some(SqlxErr::Io(_)))
+        || sqlstate(err)
+            .is_some_and(|c| (c.starts_with("08") && c != "08P01") || matches!(&*c, "57P01" | "57P02" | "57P03"))
 }
 
 use sea_orm::sqlx::Error as SqlxErr;

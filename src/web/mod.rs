@@ -212,7 +212,10 @@ pub fn refusal_message(l: Locale, e: &AppError) -> String {
         (_, StatusCode::FORBIDDEN) => "error-forbidden",
         (_, StatusCode::NOT_FOUND) => "error-not-found",
         (_, StatusCode::CONFLICT) => "error-conflict",
-        (_, StatusCode::SERVICE_UNAVAILABLE) => "error-unavailable",
+        (_, StatusCode::SERVICE_UNAVAILABLE) => {
+            tracing::warn!(error = %e.reason(), "page refused: a backing service is unavailable");
+            "error-unavailable"
+        }
         (_, StatusCode::UNPROCESSABLE_ENTITY | StatusCode::BAD_REQUEST) => "error-invalid",
         _ => {
             tracing::error!(error = %e, "page failed");

@@ -96,7 +96,7 @@ nav-referrals = Referrals
 error-text = Fill in the required text (at most 4000 characters).
 error-transition = This referral's status does not allow that now; someone may have acted on it. Reload to see.
 error-conflict = That conflicts with the current state. Reload and try again.
-error-unavailable = The database is briefly unavailable. What you typed is kept: submit again in a moment.
+error-unavailable = The database was briefly unavailable. What you typed is kept. If you were saving, check whether it was saved before you submit again.
 error-invalid = Something entered is missing or invalid.
 
 ref-inbox = Referrals received

@@ -96,7 +96,7 @@ nav-referrals = 转诊
 error-text = 请填写必填内容（不超过4000字）。
 error-transition = 该转诊当前状态不允许此操作，可能已被他人处理，请刷新后查看。
 error-conflict = 该操作与当前状态冲突，请刷新后重试。
-error-unavailable = 数据库暂时不可用，您填写的内容已保留，请稍后再次提交。
+error-unavailable = 数据库暂时不可用，您填写的内容已保留。如果刚才是在保存，请先确认是否已保存，再重新提交。
 error-invalid = 填写的内容不完整或无效。
 
 ref-inbox = 转入转诊
