@@ -326,6 +326,15 @@ pub struct Resp {
 }
 
 impl Resp {
+    async fn read(resp: reqwest::Response) -> Self {
+        let (status, headers) = (resp.status(), resp.headers().clone());
+        let text = resp.text().await.unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Resp { status, headers, body, text }
+    }
+}
+
+impl Resp {
     pub fn code(&self) -> &str {
         self.body["code"].as_str().unwrap_or("")
     }
@@ -361,12 +370,7 @@ impl TestApp {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().await.expect("request is answered");
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let text = resp.text().await.unwrap_or_default();
-        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Resp { status, headers, body, text }
+        Resp::read(req.send().await.expect("request is answered")).await
     }
 
     /// A create sent the way a careful client sends it: with an `Idempotency-Key`, and sent again
@@ -385,9 +389,7 @@ impl TestApp {
                 .send()
                 .await
                 .expect("request is answered");
-            let (status, headers) = (resp.status(), resp.headers().clone());
-            let text = resp.text().await.unwrap_or_default();
-            let r = Resp { status, headers, body: serde_json::from_str(&text).unwrap_or(Value::Null), text };
+            let r = Resp::read(resp).await;
             if r.status != 503 || retries == 5 {
                 return (r, retries);
             }
