@@ -270,8 +270,22 @@ pub async fn node_urls(coordinator: &str) -> anyhow::Result<Vec<String>> {
 /// and each worker (Citus does not propagate `CREATE DATABASE`), the extension in each, the
 /// coordinator's host and the workers registered, and `shards` shards per distributed table.
 /// Returns its URL on the coordinator; `cloudhis migrate` then distributes the schema.
+///
+/// Callers in parallel (one per test) take turns: registering the nodes copies the roles to each
+/// worker (`worker_create_or_alter_role`), and two such copies at once fail on one of them with
+/// "tuple concurrently updated", reported as "failure on connection marked as essential".
 pub async fn prepare_database(coordinator: &str, name: &str, shards: u32) -> anyhow::Result<String> {
     anyhow::ensure!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "a plain database name");
+    let turn = sea_orm::Database::connect(coordinator).await?;
+    let held = turn.begin().await?;
+    held.execute_unprepared("SELECT pg_advisory_xact_lock(hashtext('cloudhis.citus.prepare_database'))").await?;
+    let url = prepare_database_in_turn(coordinator, name, shards).await;
+    held.commit().await.ok();
+    turn.close().await.ok();
+    url
+}
+
+async fn prepare_database_in_turn(coordinator: &str, name: &str, shards: u32) -> anyhow::Result<String> {
     let nodes = node_urls(coordinator).await?;
     anyhow::ensure!(nodes.len() > 1, "the cluster has no active worker");
     for (i, node) in nodes.iter().enumerate() {

@@ -389,3 +389,20 @@ async fn the_main_paths_of_a_community_are_router_queries_to_one_shard() {
         ok(path, &app.get(path, &bureau.token).await);
     }
 }
+
+/// Tests make their databases in parallel; registering the workers in one copies the app role to
+/// each worker, and two copies at once used to fail one of them ("tuple concurrently updated",
+/// seen as "failure on connection marked as essential"). Six at once all succeed.
+#[tokio::test]
+#[ignore = "needs a Citus cluster: set CLOUDHIS_CITUS_URL (../shared/citus/cluster start prints it); .ci/run does"]
+async fn databases_prepared_at_the_same_time_all_get_their_workers() {
+    let coordinator = std::env::var("CLOUDHIS_CITUS_URL")
+        .expect("CLOUDHIS_CITUS_URL must name a Citus coordinator (../shared/citus/cluster start DIR prints it)");
+    let made = futures::future::join_all((0..6).map(|_| fresh_citus_database(&coordinator, 4))).await;
+    for url in made {
+        let db = Database::connect(&url).await.unwrap();
+        let workers = rows(&db, "SELECT count(*)::text FROM citus_get_active_worker_nodes()").await;
+        assert_eq!(workers, vec![vec!["2".to_string()]], "{url}");
+        db.close().await.ok();
+    }
+}
