@@ -36,6 +36,7 @@ mod m20261206_000027_audit_chains;
 mod m20261206_000028_referrals_parent_index;
 mod m20261206_000029_tenant_planner_statistics;
 mod m20261206_000030_billing_charges_source_index;
+mod m20261207_000031_idempotency_committed;
 
 /// The registry steps of the enrollment summaries already there, as SQL (migration 18 runs it).
 pub use m20261128_000018_statistics_registry_steps::fill_sql as registry_steps_fill_sql;
@@ -77,6 +78,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000028_referrals_parent_index::Migration),
             Box::new(m20261206_000029_tenant_planner_statistics::Migration),
             Box::new(m20261206_000030_billing_charges_source_index::Migration),
+            Box::new(m20261207_000031_idempotency_committed::Migration),
         ]
     }
 }

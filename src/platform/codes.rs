@@ -86,6 +86,7 @@ codes! {
         ENCOUNTER_CLOSED = "encounter_closed",
         ENROLLMENT_CLOSED = "enrollment_closed",
         FOLLOWUP_EXISTS = "followup_exists",
+        IDEMPOTENCY_ANSWER_LOST = "idempotency_answer_lost",
         IDEMPOTENCY_IN_PROGRESS = "idempotency_in_progress",
         MERGE_ALREADY_UNDONE = "merge_already_undone",
         MERGE_NOT_REVERSIBLE = "merge_not_reversible",

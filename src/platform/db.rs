@@ -117,6 +117,9 @@ pub struct Tx {
     memo: Arc<TenantMemo>,
     /// Set once this transaction wrote what a memo holds: its reads go to the database.
     memo_bypassed: std::sync::atomic::AtomicBool,
+    /// The idempotency claim of the request this transaction serves (see `idempotency::scope`),
+    /// and on SQLite the connection's change count when it began.
+    claim: Option<(crate::platform::idempotency::Claim, Option<i64>)>,
 }
 
 impl std::ops::Deref for Tx {
@@ -203,10 +206,16 @@ impl Tx {
     /// chain just before its commit (atomic with the write); one that only read commits first
     /// and hands them to the group writer (PostgreSQL), returning once they are committed.
     pub async fn commit(self) -> AppResult<()> {
-        let Tx { inner, tenant, audit, emitted, events_wake, audit_writer, .. } = self;
+        let Tx { inner, tenant, audit, emitted, events_wake, audit_writer, claim, .. } = self;
+        // Only a transaction that audits (every write of patient data does; side transactions
+        // such as a block of record numbers do not), and before the audit rows, which would
+        // count as writes.
+        if let Some((claim, changes_at_begin)) = claim.as_ref().filter(|_| !audit.is_empty()) {
+            crate::platform::idempotency::mark_committed(&inner, claim, *changes_at_begin).await?;
+        }
         if !audit.is_empty() {
             if let Some(writer) = audit_writer.filter(|_| !emitted)
-                && only_read(&inner).await?
+                && only_read(&inner, tenant).await?
             {
                 inner.commit().await?;
                 return writer.append(tenant, audit).await;
@@ -237,12 +246,18 @@ fn commit_failed(e: DbErr) -> AppError {
 }
 
 /// Whether a PostgreSQL transaction has written nothing: it has no transaction id yet (any row
-/// written or locked, or any DDL, assigns one).
-async fn only_read(tx: &DatabaseTransaction) -> AppResult<bool> {
+/// written or locked, or any DDL, assigns one). Asked about one of the tenant's institutions: on
+/// Citus that router query runs on the worker holding the tenant's rows (every tenant table is
+/// co-located by tenant), in this transaction, where its writes have their id; the coordinator
+/// assigns none for them. A tenant without institutions counts as written (audited in the
+/// transaction, the safe way).
+async fn only_read(tx: &DatabaseTransaction, tenant: Uuid) -> AppResult<bool> {
     let row = tx
-        .query_one_raw(Statement::from_string(
+        .query_one_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            "SELECT pg_current_xact_id_if_assigned() IS NULL AS only_read",
+            "SELECT pg_current_xact_id_if_assigned() IS NULL AS only_read FROM institutions
+              WHERE tenant_id = $1 LIMIT 1",
+            [tenant.into()],
         ))
         .await?;
     Ok(match row {
@@ -372,9 +387,17 @@ impl Db {
                 self.begin_postgres(&sql).await?
             }
         };
+        let claim = match crate::platform::idempotency::claimed(tenant) {
+            Some(claim) if self.kind == DbKind::Sqlite => {
+                Some((claim, Some(crate::platform::idempotency::changes_so_far(&inner).await?)))
+            }
+            Some(claim) => Some((claim, None)),
+            None => None,
+        };
         Ok(Tx {
             inner,
             tenant,
+            claim,
             audit: Vec::new(),
             emitted: false,
             events_wake: self.events_wake.clone(),

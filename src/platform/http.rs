@@ -253,15 +253,9 @@ impl<E: Endpoint> Endpoint for BoundaryEndpoint<E> {
                 Ok(claim) => claim,
                 Err(resp) => return (None, resp),
             };
-            let (operation, resp) = match self.inner.call(req).await {
-                Ok(resp) => {
-                    let resp = resp.into_response();
-                    (resp.data::<OperationId>().map(|o| o.0), resp)
-                }
-                Err(err) => {
-                    let op = err.data::<OperationId>().map(|o| o.0);
-                    (op, error_to_response(err))
-                }
+            let (operation, resp) = match &claim {
+                Some(claim) => crate::platform::idempotency::scope(claim.clone(), self.answer(req)).await,
+                None => self.answer(req).await,
             };
             match claim {
                 Some(claim) => (operation, self.keep_answer(&claim, resp).await),
@@ -322,6 +316,22 @@ impl<E: Endpoint> Endpoint for BoundaryEndpoint<E> {
     }
 }
 
+impl<E: Endpoint> BoundaryEndpoint<E> {
+    /// The inner endpoint's answer, an error turned into its response, with the operation's id.
+    async fn answer(&self, req: Request) -> (Option<&'static str>, Response) {
+        match self.inner.call(req).await {
+            Ok(resp) => {
+                let resp = resp.into_response();
+                (resp.data::<OperationId>().map(|o| o.0), resp)
+            }
+            Err(err) => {
+                let op = err.data::<OperationId>().map(|o| o.0);
+                (op, error_to_response(err))
+            }
+        }
+    }
+}
+
 impl<E> BoundaryEndpoint<E> {
     /// For a create operation called with `Idempotency-Key` by a signed-in user: claims the key
     /// (`Ok(Some)`), or answers at once with the first answer or a refusal (`Err`). Anything
@@ -363,13 +373,21 @@ impl<E> BoundaryEndpoint<E> {
         }
     }
 
-    /// Keeps the answer to a claimed key (a server error is forgotten, so a retry runs again).
+    /// Keeps the answer to a claimed key. A server error is not kept: the key is released so a
+    /// retry runs again, unless the request's work had committed (see `idempotency::abandon`).
     async fn keep_answer(&self, claim: &crate::platform::idempotency::Claim, resp: Response) -> Response {
-        use crate::platform::idempotency::{self, Kept};
+        use crate::platform::idempotency::{self, Abandoned, Kept};
         let status = resp.status();
         if status.is_server_error() {
-            if let Err(e) = idempotency::abandon(&self.db, claim).await {
-                tracing::warn!(error = %e, "could not release an idempotency key");
+            match idempotency::abandon(&self.db, claim).await {
+                Ok(Abandoned::Released) => {}
+                Ok(Abandoned::WorkDone) => {
+                    tracing::warn!(
+                        status = status.as_u16(),
+                        "a server error after the work committed: a retry hears so"
+                    )
+                }
+                Err(e) => tracing::warn!(error = %e, "could not release an idempotency key"),
             }
             return resp;
         }

@@ -117,21 +117,22 @@ pub async fn once_per_form<E: poem::Endpoint>(ep: E, mut req: Request) -> poem::
     let Ok(claim) = Claim::new(claims.tid, claims.sub, &format!("web:{idem}"), "POST", &target, &body) else {
         return ep.call(req).await.map(poem::IntoResponse::into_response);
     };
+    let back = target.rsplit_once('/').map(|(a, _)| a).unwrap_or("/app/").to_owned();
     match idempotency::start(&state.db, &claim).await {
-        Ok(Start::Replay(kept)) => return Ok(see_other(&String::from_utf8_lossy(&kept.body))),
+        Ok(Start::Replay(kept)) if kept.status == 303 => return Ok(see_other(&String::from_utf8_lossy(&kept.body))),
         Ok(Start::Run) => {}
-        // The same key with another form, or the first still running: do the work as if unkeyed
-        // would risk doing it twice, so show the page again instead.
-        Err(_) => return Ok(see_other(target.rsplit_once('/').map(|(a, _)| a).unwrap_or("/app/"))),
+        // The same key with another form, the first still running, or its work done and its
+        // answer lost: doing the work as if unkeyed would risk doing it twice, so show the page.
+        Ok(Start::Replay(_)) | Err(_) => return Ok(see_other(&back)),
     }
-    let resp = ep.call(req).await.map(poem::IntoResponse::into_response)?;
+    let resp = idempotency::scope(claim.clone(), ep.call(req)).await.map(poem::IntoResponse::into_response)?;
     let location = resp.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let outcome = match (resp.status(), location) {
         (StatusCode::SEE_OTHER, Some(to)) => {
             let kept = Kept { status: 303, content_type: None, body: to.into_bytes() };
             idempotency::finish(&state.db, &claim, &kept).await
         }
-        _ => idempotency::abandon(&state.db, &claim).await,
+        _ => idempotency::abandon(&state.db, &claim).await.map(|_| ()),
     };
     if let Err(e) = outcome {
         tracing::warn!(error = %e, "could not keep a form's answer");

@@ -233,7 +233,7 @@ const APP_ROLE_SQL: &str = "DO $$ BEGIN
 
 /// Creates a fresh database for one test and returns its URL (PostgreSQL), dropping leftovers of
 /// earlier runs that are over an hour old.
-async fn fresh_pg_database() -> String {
+pub async fn fresh_pg_database() -> String {
     let server = pg_server_url();
     let admin = Database::connect(format!("{server}/postgres")).await.expect("PostgreSQL answers");
     let now = chrono::Utc::now().timestamp();
@@ -326,7 +326,7 @@ pub struct Resp {
 }
 
 impl Resp {
-    async fn read(resp: reqwest::Response) -> Self {
+    pub async fn read(resp: reqwest::Response) -> Self {
         let (status, headers) = (resp.status(), resp.headers().clone());
         let text = resp.text().await.unwrap_or_default();
         let body = serde_json::from_str(&text).unwrap_or(Value::Null);

@@ -16,6 +16,7 @@ mod demo;
 mod errors;
 mod followups;
 mod fuzz;
+mod idempotency;
 mod imports;
 mod isolation;
 mod patients;
