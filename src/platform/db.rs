@@ -229,6 +229,12 @@ impl Tx {
         Ok(())
     }
 
+    /// Whether this transaction has written nothing so far (PostgreSQL, Citus included): what
+    /// decides at commit whether its audit rows go into it or to the group commit.
+    pub async fn wrote_nothing(&self) -> AppResult<bool> {
+        only_read(&self.inner, self.tenant).await
+    }
+
     pub async fn rollback(self) -> AppResult<()> {
         self.inner.rollback().await?;
         Ok(())

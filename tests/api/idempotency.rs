@@ -293,3 +293,22 @@ async fn a_create_whose_commit_was_cut_is_not_done_again_by_its_retry() {
     .await;
     assert_eq!(other.status, 201, "{}", other.text);
 }
+
+/// The audit commit sends a transaction's rows to the group commit when it wrote nothing. On Citus
+/// the coordinator has no transaction id for writes on the workers; the question must still see
+/// them, or a change would be audited after its commit instead of in it.
+#[tokio::test]
+#[ignore = "needs PostgreSQL (CLOUDHIS_TEST_BACKEND=postgres, or citus; .ci/run runs both)"]
+async fn a_transaction_that_wrote_is_not_taken_for_one_that_only_read() {
+    crate::helpers::require_postgres();
+    let app = spawn_app_with(&[]).await;
+    app.load_demo().await;
+    let doc = app.login("village.doctor").await;
+    let tx = app.state.db.begin(&SystemScope { tenant: doc.tenant_id }).await.unwrap();
+    tx.query_all_raw(Statement::from_string(tx.get_database_backend(), "SELECT id FROM institutions")).await.unwrap();
+    assert!(tx.wrote_nothing().await.unwrap(), "a read is a read");
+    let claim = Claim::new(doc.tenant_id, doc.user_id, "wrote-1", "POST", "/x", b"").unwrap();
+    side_row(&claim, Utc::now(), None).insert(&*tx).await.unwrap();
+    assert!(!tx.wrote_nothing().await.unwrap(), "a write is seen (on Citus: on the tenant's worker)");
+    tx.rollback().await.unwrap();
+}
