@@ -70,9 +70,7 @@ pub(crate) async fn mark_committed(
     }
     idempotency_key::Entity::update_many()
         .col_expr(idempotency_key::Column::CommittedAt, Expr::value(Utc::now()))
-        .filter(idempotency_key::Column::TenantId.eq(claim.tenant))
-        .filter(idempotency_key::Column::UserId.eq(claim.user))
-        .filter(idempotency_key::Column::Key.eq(claim.key.clone()))
+        .filter(this_key(claim))
         .filter(idempotency_key::Column::CommittedAt.is_null())
         .exec(tx)
         .await?;
@@ -149,6 +147,24 @@ impl Claim {
     }
 }
 
+impl Claim {
+    /// The claim's row with no answer yet, claimed at `created` (and its work committed at
+    /// `committed`, if it was).
+    pub fn row(&self, created: DateTime<Utc>, committed: Option<DateTime<Utc>>) -> idempotency_key::ActiveModel {
+        idempotency_key::ActiveModel {
+            tenant_id: Set(self.tenant),
+            user_id: Set(self.user),
+            key: Set(self.key.clone()),
+            request_hash: Set(self.request_hash.clone()),
+            status: Set(None),
+            content_type: Set(None),
+            body: Set(None),
+            created_at: Set(created),
+            committed_at: Set(committed),
+        }
+    }
+}
+
 /// The first answer to a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Kept {
@@ -196,9 +212,7 @@ pub async fn start(db: &Db, claim: &Claim) -> AppResult<Start> {
                 (_, _, None) if row.created_at < running_after => {
                     let taken = idempotency_key::Entity::update_many()
                         .col_expr(idempotency_key::Column::CreatedAt, Expr::value(now))
-                        .filter(idempotency_key::Column::TenantId.eq(claim.tenant))
-                        .filter(idempotency_key::Column::UserId.eq(claim.user))
-                        .filter(idempotency_key::Column::Key.eq(claim.key.clone()))
+                        .filter(this_key(claim))
                         .filter(idempotency_key::Column::CreatedAt.eq(row.created_at))
                         .filter(idempotency_key::Column::CommittedAt.is_null())
                         .filter(idempotency_key::Column::Status.is_null())
@@ -217,19 +231,7 @@ pub async fn start(db: &Db, claim: &Claim) -> AppResult<Start> {
             if stale.is_some() {
                 idempotency_key::Entity::delete_by_id(id(claim)).exec(&*tx).await?;
             }
-            let inserted = idempotency_key::ActiveModel {
-                tenant_id: Set(claim.tenant),
-                user_id: Set(claim.user),
-                key: Set(claim.key.clone()),
-                request_hash: Set(claim.request_hash.clone()),
-                status: Set(None),
-                content_type: Set(None),
-                body: Set(None),
-                created_at: Set(now),
-                committed_at: Set(None),
-            }
-            .insert(&*tx)
-            .await;
+            let inserted = claim.row(now, None).insert(&*tx).await;
             match inserted {
                 Ok(_) => {
                     tx.commit().await?;
@@ -243,6 +245,14 @@ pub async fn start(db: &Db, claim: &Claim) -> AppResult<Start> {
             }
         }
     }
+}
+
+/// The condition that picks a claim's row.
+fn this_key(claim: &Claim) -> sea_orm::Condition {
+    sea_orm::Condition::all()
+        .add(idempotency_key::Column::TenantId.eq(claim.tenant))
+        .add(idempotency_key::Column::UserId.eq(claim.user))
+        .add(idempotency_key::Column::Key.eq(claim.key.clone()))
 }
 
 fn id(claim: &Claim) -> (Uuid, Uuid, String) {
@@ -277,9 +287,7 @@ pub async fn finish(db: &Db, claim: &Claim, kept: &Kept) -> AppResult<()> {
         .col_expr(idempotency_key::Column::Status, Expr::value(i32::from(kept.status)))
         .col_expr(idempotency_key::Column::ContentType, Expr::value(kept.content_type.clone()))
         .col_expr(idempotency_key::Column::Body, Expr::value(kept.body.clone()))
-        .filter(idempotency_key::Column::TenantId.eq(claim.tenant))
-        .filter(idempotency_key::Column::UserId.eq(claim.user))
-        .filter(idempotency_key::Column::Key.eq(claim.key.clone()))
+        .filter(this_key(claim))
         .exec(&*tx)
         .await?;
     tx.commit().await
@@ -300,9 +308,7 @@ pub enum Abandoned {
 pub async fn abandon(db: &Db, claim: &Claim) -> AppResult<Abandoned> {
     let tx = db.begin(&SystemScope { tenant: claim.tenant }).await?;
     let released = idempotency_key::Entity::delete_many()
-        .filter(idempotency_key::Column::TenantId.eq(claim.tenant))
-        .filter(idempotency_key::Column::UserId.eq(claim.user))
-        .filter(idempotency_key::Column::Key.eq(claim.key.clone()))
+        .filter(this_key(claim))
         .filter(idempotency_key::Column::CommittedAt.is_null())
         .exec(&*tx)
         .await?;

@@ -10,7 +10,7 @@ use chrono::Utc;
 use cloudhis::platform::audit::{AuditEntry, Purpose};
 use cloudhis::platform::idempotency::{self, Abandoned, Claim, Start, idempotency_key};
 use cloudhis::platform::{Db, SystemScope};
-use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, Set, Statement};
+use sea_orm::{ActiveModelTrait, ConnectionTrait, EntityTrait, Statement};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -48,7 +48,7 @@ async fn work(db: &Db, claim: &Claim, institution: Uuid, write: bool, audit: boo
         tx.query_one_raw(Statement::from_string(tx.get_database_backend(), "SELECT 1")).await.unwrap();
         if write {
             let other = Claim::new(claim.tenant, claim.user, &Uuid::new_v4().to_string(), "POST", "/x", b"").unwrap();
-            side_row(&other, Utc::now(), None).insert(&*tx).await.unwrap();
+            other.row(Utc::now(), None).insert(&*tx).await.unwrap();
         }
         if audit {
             tx.audit(AuditEntry::new("test.work", "test", Purpose::Administration).actor(claim.user, institution));
@@ -56,24 +56,6 @@ async fn work(db: &Db, claim: &Claim, institution: Uuid, write: bool, audit: boo
         tx.commit().await.unwrap();
     };
     idempotency::scope(claim.clone(), run).await;
-}
-
-fn side_row(
-    claim: &Claim,
-    created: chrono::DateTime<Utc>,
-    committed: Option<chrono::DateTime<Utc>>,
-) -> idempotency_key::ActiveModel {
-    idempotency_key::ActiveModel {
-        tenant_id: Set(claim.tenant),
-        user_id: Set(claim.user),
-        key: Set(claim.key.clone()),
-        request_hash: Set(claim.request_hash.clone()),
-        status: Set(None),
-        content_type: Set(None),
-        body: Set(None),
-        created_at: Set(created),
-        committed_at: Set(committed),
-    }
 }
 
 #[tokio::test]
@@ -108,7 +90,7 @@ async fn a_claim_is_marked_done_only_by_a_transaction_of_its_request_that_wrote_
     let other = Claim::new(doc.tenant_id, doc.user_id, "marked-2", "POST", "/api/v1/x", b"{}").unwrap();
     assert_eq!(idempotency::start(db, &other).await.unwrap(), Start::Run);
     let mut tx = db.begin(&SystemScope { tenant: doc.tenant_id }).await.unwrap();
-    side_row(&Claim { key: "marked-3".into(), ..other.clone() }, Utc::now(), None).insert(&*tx).await.unwrap();
+    Claim { key: "marked-3".into(), ..other.clone() }.row(Utc::now(), None).insert(&*tx).await.unwrap();
     tx.audit(AuditEntry::new("test.work", "test", Purpose::Administration).actor(doc.user_id, doc.institution_id));
     tx.commit().await.unwrap();
     assert_eq!(claim_row(db, &other).await.unwrap().committed_at, None);
@@ -135,7 +117,7 @@ async fn a_claim_left_by_a_dead_process_is_taken_over_or_answers_that_the_work_w
 
     // Its process died before anything committed: the retry runs, once.
     let (b1, b2, b3) = (body(1), body(2), body(3));
-    put(side_row(&claim_for("dead-before-commit", &b1), long_ago, None)).await;
+    put(claim_for("dead-before-commit", &b1).row(long_ago, None)).await;
     let r = register_with_key(&app, &doc, "dead-before-commit", &b1).await;
     assert_eq!(r.status, 201, "{}", r.text);
     let again = register_with_key(&app, &doc, "dead-before-commit", &b1).await;
@@ -143,13 +125,13 @@ async fn a_claim_left_by_a_dead_process_is_taken_over_or_answers_that_the_work_w
     assert_eq!(count(&app, "SELECT count(*) FROM registrations").await, base + 1);
 
     // Its process died after its work committed: the retry hears so and creates nothing.
-    put(side_row(&claim_for("dead-after-commit", &b2), long_ago, Some(long_ago))).await;
+    put(claim_for("dead-after-commit", &b2).row(long_ago, Some(long_ago))).await;
     let r = register_with_key(&app, &doc, "dead-after-commit", &b2).await;
     assert_eq!((r.status.as_u16(), r.code()), (409, "idempotency_answer_lost"), "{}", r.text);
     assert_eq!(count(&app, "SELECT count(*) FROM registrations").await, base + 1);
 
     // Still within the bound: the first may be running.
-    put(side_row(&claim_for("running", &b3), Utc::now(), None)).await;
+    put(claim_for("running", &b3).row(Utc::now(), None)).await;
     let r = register_with_key(&app, &doc, "running", &b3).await;
     assert_eq!((r.status.as_u16(), r.code()), (409, "idempotency_in_progress"), "{}", r.text);
     assert_eq!(count(&app, "SELECT count(*) FROM registrations").await, base + 1);
@@ -308,7 +290,7 @@ async fn a_transaction_that_wrote_is_not_taken_for_one_that_only_read() {
     tx.query_all_raw(Statement::from_string(tx.get_database_backend(), "SELECT id FROM institutions")).await.unwrap();
     assert!(tx.wrote_nothing().await.unwrap(), "a read is a read");
     let claim = Claim::new(doc.tenant_id, doc.user_id, "wrote-1", "POST", "/x", b"").unwrap();
-    side_row(&claim, Utc::now(), None).insert(&*tx).await.unwrap();
+    claim.row(Utc::now(), None).insert(&*tx).await.unwrap();
     assert!(!tx.wrote_nothing().await.unwrap(), "a write is seen (on Citus: on the tenant's worker)");
     tx.rollback().await.unwrap();
 }
