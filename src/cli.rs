@@ -1,4 +1,4 @@
-//! The command line: `serve`, `migrate`, `tenants apply|list`, `openapi`, `audit verify`,
+//! The command line: `serve`, `migrate`, `tenants apply|list`, `openapi`, `audit verify|archive|verify-archive`,
 //! `seed`, `dedup`, `accounts reconcile|verify-replay`.
 
 use std::process::ExitCode;
@@ -195,6 +195,30 @@ pub enum CitusCommand {
 pub enum AuditCommand {
     /// Walk every tenant's hash chain and report the first broken link
     Verify,
+    /// Write every month before --before out to a file, seal each chain there and remove the
+    /// month from the database (its partition on PostgreSQL)
+    Archive {
+        /// The first month kept (YYYY-MM): every month before it is archived
+        #[arg(long, value_parser = parse_month)]
+        before: chrono::NaiveDate,
+        /// Where the archive files go (audit_log_YYYY_MM.jsonl)
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// Months kept in the database, counted back from today; at least 6 (Cybersecurity Law, art. 21)
+        #[arg(long, default_value_t = crate::audit::archive::MIN_KEEP_MONTHS)]
+        keep_months: u32,
+    },
+    /// Check an archive file against the seals the archive left in the database
+    VerifyArchive {
+        /// The file (audit_log_YYYY_MM.jsonl)
+        file: std::path::PathBuf,
+    },
+}
+
+/// A month as YYYY-MM, as its first day.
+fn parse_month(s: &str) -> Result<chrono::NaiveDate, String> {
+    chrono::NaiveDate::parse_from_str(&format!("{s}-01"), "%Y-%m-%d")
+        .map_err(|_| format!("`{s}` is not a month (YYYY-MM)"))
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -258,6 +282,26 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             rebuild_statistics(config, &tenant).await?
         }
         Command::Audit { command: AuditCommand::Verify } => return verify_audit(config).await,
+        Command::Audit { command: AuditCommand::Archive { before, out, keep_months } } => {
+            let owner = Db::connect_owner(&config).await?;
+            let today = chrono::Utc::now().date_naive();
+            let request = crate::audit::archive::ArchiveRequest { before, keep_months, today, out };
+            let months = crate::audit::archive::archive(&owner, &request).await?;
+            for m in &months {
+                println!("{}: {} rows to {} (sha256 {})", m.month.format("%Y-%m"), m.rows, m.file.display(), m.sha256);
+            }
+            println!("{} month(s) archived and sealed", months.len());
+        }
+        Command::Audit { command: AuditCommand::VerifyArchive { file } } => {
+            let owner = Db::connect_owner(&config).await?;
+            match crate::audit::archive::verify_file(&owner, &file).await {
+                Ok(c) => println!("archive intact: {} rows on {} chain(s), as sealed", c.rows, c.chains),
+                Err(e) => {
+                    eprintln!("archive BROKEN: {e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
         Command::Events { command } => return events(config, command).await,
     }
     Ok(ExitCode::SUCCESS)

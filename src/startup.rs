@@ -101,6 +101,9 @@ pub async fn connect(config: Config) -> anyhow::Result<AppState> {
     let keys = TokenKeys::new(&config.secret.0);
     let pii = crate::platform::pii::PiiCipher::new(&config.pii_key.0);
     let (jobs, workers) = (config.job_interval, config.workers);
+    if workers {
+        crate::platform::db::spawn_audit_partitions_job(db.clone());
+    }
     let state = AppState::new(StateInner {
         config,
         db,

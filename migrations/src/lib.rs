@@ -37,10 +37,12 @@ mod m20261206_000028_referrals_parent_index;
 mod m20261206_000029_tenant_planner_statistics;
 mod m20261206_000030_billing_charges_source_index;
 mod m20261207_000031_idempotency_committed;
+mod m20261207_000032_audit_log_by_month;
 
 /// The registry steps of the enrollment summaries already there, as SQL (migration 18 runs it).
 pub use m20261128_000018_statistics_registry_steps::fill_sql as registry_steps_fill_sql;
 pub use m20261206_000027_audit_chains::CHAINS as AUDIT_CHAINS;
+pub use m20261207_000032_audit_log_by_month::MONTHS_AHEAD as AUDIT_MONTHS_AHEAD;
 
 pub struct Migrator;
 
@@ -79,6 +81,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261206_000029_tenant_planner_statistics::Migration),
             Box::new(m20261206_000030_billing_charges_source_index::Migration),
             Box::new(m20261207_000031_idempotency_committed::Migration),
+            Box::new(m20261207_000032_audit_log_by_month::Migration),
         ]
     }
 }

@@ -3,6 +3,7 @@
 //! they record; this context serves the trail to administrators and checks the chains.
 
 pub mod api;
+pub mod archive;
 pub mod service;
 mod verify;
 

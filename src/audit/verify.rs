@@ -1,11 +1,13 @@
 //! Verifying the hash chains: walks each chain of each tenant's audit rows in order and names
 //! the first broken link (an edited, missing or reordered row, or rows cut off a chain's end).
+//! A chain whose older rows were archived starts after its latest seal (`audit_seals`): the seal's
+//! hash is what the first remaining row must follow.
 
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
 use uuid::Uuid;
 
 use crate::platform::audit::chain::{GENESIS, row_hash};
-use crate::platform::audit::entity::{audit_head, audit_log};
+use crate::platform::audit::entity::{audit_head, audit_log, audit_seal};
 use crate::platform::{Db, SystemScope, Tx};
 
 #[derive(Debug, Clone)]
@@ -37,8 +39,10 @@ pub async fn verify(db: &Db) -> anyhow::Result<VerifyReport> {
     for tenant in tenants {
         let tx = db.begin(&SystemScope { tenant: tenant.id }).await?;
         let mut checked = 0u64;
+        let mut starts = seal_starts(&*tx, tenant.id).await?;
         for chain in 0..migrations::AUDIT_CHAINS as i16 {
-            let walked = walk(&tx, tenant.id, chain).await?;
+            let start = starts.remove(&chain).unwrap_or_else(Start::genesis);
+            let walked = walk(&tx, tenant.id, chain, start).await?;
             checked += walked.rows;
             if let Some((seq, id, reason)) = walked.broken {
                 report.broken = Some(BrokenLink { tenant_code: tenant.code.clone(), chain, seq, id, reason });
@@ -60,10 +64,51 @@ struct Walked {
     broken: Option<(i64, Option<Uuid>, String)>,
 }
 
-/// Walks one chain from genesis in pages and checks its end against the chain's head.
-async fn walk(tx: &Tx, tenant: Uuid, chain: i16) -> anyhow::Result<Walked> {
-    let mut prev = GENESIS.to_string();
-    let mut expected_seq = 1i64;
+/// Where a chain's walk starts: after its latest seal (the archived part ends there), or at
+/// genesis.
+pub(crate) struct Start {
+    pub seq: i64,
+    pub hash: String,
+}
+
+impl Start {
+    pub(crate) fn genesis() -> Self {
+        Start { seq: 0, hash: GENESIS.to_string() }
+    }
+}
+
+/// The latest seal of each of `tenant`'s chains, by chain.
+pub(crate) async fn seal_starts(
+    conn: &impl sea_orm::ConnectionTrait,
+    tenant: Uuid,
+) -> anyhow::Result<std::collections::HashMap<i16, Start>> {
+    let seals = audit_seal::Entity::find()
+        .filter(audit_seal::Column::TenantId.eq(tenant))
+        .order_by_asc(audit_seal::Column::Seq)
+        .all(conn)
+        .await?;
+    Ok(seals.into_iter().map(|s| (s.chain, Start { seq: s.seq, hash: s.hash })).collect())
+}
+
+/// Why `row` does not follow a chain that so far ends at `prev` with `expected_seq` next, if it
+/// does not: the one check the verifier and the archive share.
+pub(crate) fn link_broken(row: &audit_log::Model, expected_seq: i64, prev: &str) -> Option<String> {
+    if row.seq != expected_seq {
+        Some(format!("row {expected_seq} is missing (next is {})", row.seq))
+    } else if row.prev_hash != prev {
+        Some("prev_hash does not match the previous row's hash".to_string())
+    } else if row_hash(row) != row.hash {
+        Some("contents do not match the row's hash (edited)".to_string())
+    } else {
+        None
+    }
+}
+
+/// Walks one chain from its start in pages and checks its end against the chain's head.
+async fn walk(tx: &Tx, tenant: Uuid, chain: i16, start: Start) -> anyhow::Result<Walked> {
+    let sealed = start.seq;
+    let mut prev = start.hash;
+    let mut expected_seq = sealed + 1;
     loop {
         let page = audit_log::Entity::find()
             .filter(audit_log::Column::TenantId.eq(tenant))
@@ -77,21 +122,12 @@ async fn walk(tx: &Tx, tenant: Uuid, chain: i16) -> anyhow::Result<Walked> {
             break;
         }
         for row in page {
-            let reason = if row.seq != expected_seq {
+            if let Some(reason) = link_broken(&row, expected_seq, &prev) {
+                let id = (row.seq == expected_seq).then_some(row.id);
                 return Ok(Walked {
-                    rows: (expected_seq - 1) as u64,
-                    broken: Some((expected_seq, None, format!("row {expected_seq} is missing (next is {})", row.seq))),
+                    rows: (expected_seq - 1 - sealed) as u64,
+                    broken: Some((expected_seq, id, reason)),
                 });
-            } else if row.prev_hash != prev {
-                Some("prev_hash does not match the previous row's hash")
-            } else if row_hash(&row) != row.hash {
-                Some("contents do not match the row's hash (edited)")
-            } else {
-                None
-            };
-            if let Some(reason) = reason {
-                let broken = Some((row.seq, Some(row.id), reason.to_string()));
-                return Ok(Walked { rows: (expected_seq - 1) as u64, broken });
             }
             prev = row.hash;
             expected_seq += 1;
@@ -112,5 +148,5 @@ async fn walk(tx: &Tx, tenant: Uuid, chain: i16) -> anyhow::Result<Walked> {
         None if checked > 0 => Some((checked, None, "the chain has rows but no head (head deleted)".to_string())),
         _ => None,
     };
-    Ok(Walked { rows: checked as u64, broken })
+    Ok(Walked { rows: (checked - sealed) as u64, broken })
 }

@@ -468,6 +468,7 @@ impl Db {
                         "citus: tenant tables distributed by tenant_id"
                     );
                 }
+                audit_partitions(&self.conn).await?;
             }
         }
         Ok(())
@@ -477,6 +478,38 @@ impl Db {
     pub async fn pending_migrations(&self) -> anyhow::Result<usize> {
         Ok(Migrator::get_pending_migrations(&self.conn).await?.len())
     }
+}
+
+/// Makes the audit trail's month partitions of this month and the next few, and of any month the
+/// default partition caught rows of (PostgreSQL; see migration `m20261207_000032`). Run by
+/// `migrate` and daily by the server; returns how many it made.
+pub async fn audit_partitions(conn: &DatabaseConnection) -> Result<i32, DbErr> {
+    let row = conn
+        .query_one_raw(sea_orm::Statement::from_string(
+            DbBackend::Postgres,
+            format!("SELECT audit_log_partitions({}) AS made", migrations::AUDIT_MONTHS_AHEAD),
+        ))
+        .await?;
+    Ok(row.map(|r| r.try_get::<i32>("", "made")).transpose()?.unwrap_or(0))
+}
+
+/// The server's daily run of [`audit_partitions`] (PostgreSQL), so a server that runs for months
+/// without a `migrate` still writes each month into its own partition. A failure is logged and
+/// tried again the next day: the default partition takes the rows meanwhile.
+pub fn spawn_audit_partitions_job(db: Db) {
+    if db.kind != DbKind::Postgres {
+        return;
+    }
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(24 * 3600));
+        loop {
+            every.tick().await;
+            match audit_partitions(&db.conn).await {
+                Ok(made) => tracing::info!(made, "audit_log month partitions made ahead"),
+                Err(e) => tracing::warn!(error = %e, "audit_log month partitions could not be made"),
+            }
+        }
+    });
 }
 
 /// Arbitrary but fixed: "cloudhis" in ASCII hex, truncated to fit a bigint.

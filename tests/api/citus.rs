@@ -83,11 +83,21 @@ async fn migrate_distributes_every_tenant_table_and_isolation_holds_on_the_shard
     let unprotected = rows(
         &db,
         "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-          WHERE n.nspname = 'public' AND c.relkind = 'r' AND c.relname IN (SELECT table_name::text FROM citus_tables WHERE citus_table_type = 'distributed')
+          WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
+            AND c.relname IN (SELECT table_name::text FROM citus_tables WHERE citus_table_type = 'distributed')
             AND (NOT c.relrowsecurity OR NOT EXISTS (SELECT 1 FROM pg_policies p WHERE p.tablename = c.relname))",
     )
     .await;
     assert!(unprotected.is_empty(), "tables without their policies: {unprotected:?}");
+    // The audit trail's month partitions are reached only through their parent and its policy:
+    // the app role holds no privilege on a partition.
+    let partitions = rows(
+        &db,
+        "SELECT c.relname::text FROM pg_class c WHERE c.relispartition
+            AND has_table_privilege('cloudhis_app', c.oid, 'SELECT, INSERT, UPDATE, DELETE')",
+    )
+    .await;
+    assert!(partitions.is_empty(), "partitions the app role may reach directly: {partitions:?}");
 
     // Idempotent: a second run distributes nothing.
     let again = cloudhis(&url, &["migrate"]);

@@ -67,7 +67,7 @@ async fn every_tenant_table_forces_rls_and_the_app_role_cannot_bypass_it() {
             DbBackend::Postgres,
             "SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity
                FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-              WHERE n.nspname = 'public' AND c.relkind = 'r'
+              WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition
                 AND EXISTS (SELECT 1 FROM information_schema.columns k
                              WHERE k.table_schema = 'public' AND k.table_name = c.relname AND k.column_name = 'tenant_id')",
         ))
@@ -80,6 +80,17 @@ async fn every_tenant_table_forces_rls_and_the_app_role_cannot_bypass_it() {
         let forced: bool = row.try_get("", "relforcerowsecurity").unwrap();
         assert!(enabled && forced, "table {name} must enable and force row-level security");
     }
+    // A partition (the audit trail's months) is reached only through its parent and the parent's
+    // policy: the app role holds no privilege on one.
+    let reachable = owner
+        .query_all_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT c.relname::text FROM pg_class c WHERE c.relispartition
+                AND has_table_privilege('cloudhis_app', c.oid, 'SELECT, INSERT, UPDATE, DELETE')",
+        ))
+        .await
+        .unwrap();
+    assert!(reachable.is_empty(), "{} partitions the app role may reach directly", reachable.len());
 
     let me = app
         .state

@@ -1,2 +1,3 @@
 pub mod audit_head;
 pub mod audit_log;
+pub mod audit_seal;
