@@ -288,7 +288,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let request = crate::audit::archive::ArchiveRequest { before, keep_months, today, out };
             let months = crate::audit::archive::archive(&owner, &request).await?;
             for m in &months {
-                println!("{}: {} rows to {} (sha256 {})", m.month.format("%Y-%m"), m.rows, m.file.display(), m.sha256);
+                match &m.file {
+                    Some(f) => println!(
+                        "{}: {} rows to {} (sha256 {})",
+                        m.month.format("%Y-%m"),
+                        m.rows,
+                        f.display(),
+                        m.sha256
+                    ),
+                    None => println!("{}: no rows", m.month.format("%Y-%m")),
+                }
             }
             println!("{} month(s) archived and sealed", months.len());
         }

@@ -51,6 +51,9 @@ BEGIN
     RAISE EXCEPTION 'months ahead must be 0 to 24' USING ERRCODE = '22023';
   END IF;
   PERFORM pg_advisory_xact_lock(hashtext('audit_log_partitions'));
+  -- Making a partition locks the trail (every request's audit insert waits behind it): a long
+  -- reader in the way makes this run fail, to be tried again, rather than stall requests.
+  PERFORM set_config('lock_timeout', '10s', true);
   IF citus THEN
     -- Maintenance reads the default partition on every shard, where a database may refuse
     -- multi-shard queries to catch a request path that fans out.
@@ -70,7 +73,10 @@ BEGIN
     CREATE TEMP TABLE audit_moving ON COMMIT DROP AS
       SELECT * FROM audit_log_default WHERE occurred_at >= lo AND occurred_at < hi;
     DELETE FROM audit_log_default WHERE occurred_at >= lo AND occurred_at < hi;
-    EXECUTE format('CREATE TABLE %I PARTITION OF audit_log FOR VALUES FROM (%L) TO (%L)', part, lo, hi);
+    -- Bounds written out in UTC, whatever the session's TimeZone and DateStyle.
+    EXECUTE format('CREATE TABLE %I PARTITION OF audit_log FOR VALUES FROM (%L) TO (%L)', part,
+                   to_char(m, 'YYYY-MM-DD') || ' 00:00:00+00',
+                   to_char(m + interval '1 month', 'YYYY-MM-DD') || ' 00:00:00+00');
     IF NOT citus THEN
       EXECUTE format('ALTER TABLE %I ALTER COLUMN tenant_id SET (n_distinct = 10)', part);
     END IF;

@@ -48,12 +48,12 @@ pub struct ArchiveRequest {
     pub out: PathBuf,
 }
 
-/// One month written out and removed.
+/// One month written out and removed (a month without rows leaves no file).
 #[derive(Debug, Clone)]
 pub struct MonthArchived {
     pub month: NaiveDate,
     pub rows: u64,
-    pub file: PathBuf,
+    pub file: Option<PathBuf>,
     pub sha256: String,
 }
 
@@ -166,7 +166,10 @@ pub async fn archive(owner: &Db, req: &ArchiveRequest) -> anyhow::Result<Vec<Mon
         req.keep_months,
         oldest_kept.format("%Y-%m-%d"),
     );
-    std::fs::create_dir_all(&req.out)?;
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new().recursive(true).mode(0o700).create(&req.out)?;
+    }
     let conn = owner.raw();
     let months = months_before(conn, req.before).await?;
     let mut done = Vec::new();
@@ -267,20 +270,63 @@ async fn page(
     Ok(rows)
 }
 
+/// A month written to its file: the rows, the file's SHA-256, where each chain ended.
+struct Written {
+    rows: u64,
+    sha256: String,
+    ends: HashMap<(Uuid, i16), ChainEnd>,
+}
+
 /// Checks and writes one month, then removes it and seals its chains (see the module's
-/// documentation).
+/// documentation). A month without rows leaves no file; a refusal leaves none either.
 async fn archive_month(owner: &Db, month: NaiveDate, out: &Path) -> anyhow::Result<MonthArchived> {
-    let conn = owner.raw();
     let name = format!("audit_log_{}_{:02}.jsonl", month.year(), month.month());
+    anyhow::ensure!(
+        !file_sealed(owner, &name).await?,
+        "nothing archived: rows dated {} appeared after the month was archived to {name} (a clock stepped back); \
+         a sealed archive file is never overwritten",
+        month.format("%Y-%m")
+    );
     let file = out.join(&name);
     let partial = out.join(format!("{name}.partial"));
-    let mut writer = std::io::BufWriter::new(std::fs::File::create(&partial)?);
+    let checked = async {
+        let written = write_month(owner, month, &partial).await?;
+        later_rows_of_sealed_chains(owner, month, &written.ends).await?;
+        Ok::<_, anyhow::Error>(written)
+    };
+    let written = match checked.await {
+        Ok(w) => w,
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            return Err(e);
+        }
+    };
+    let kept = if written.rows == 0 {
+        std::fs::remove_file(&partial)?;
+        None
+    } else {
+        std::fs::rename(&partial, &file)?;
+        Some(file)
+    };
+    remove_and_seal(owner, month, &name, &written).await?;
+    Ok(MonthArchived { month, rows: written.rows, file: kept, sha256: written.sha256 })
+}
+
+/// Creates a file only its owner may read: the trail says who touched whose record.
+fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)
+}
+
+/// Checks the month's chains from their seals and writes the rows to `partial`, flushed to disk.
+async fn write_month(owner: &Db, month: NaiveDate, partial: &Path) -> anyhow::Result<Written> {
+    let mut writer = std::io::BufWriter::new(create_private(partial)?);
     let mut sha = Sha256::new();
     let mut ends: HashMap<(Uuid, i16), ChainEnd> = HashMap::new();
     let mut starts: HashMap<Uuid, HashMap<i16, Start>> = HashMap::new();
     let (mut after, mut rows) = (None, 0u64);
     loop {
-        let batch = page(conn, month, after).await?;
+        let batch = page(owner.raw(), month, after).await?;
         let Some(last) = batch.last() else { break };
         after = Some((last.tenant_id, last.chain, last.seq));
         for row in batch {
@@ -293,13 +339,19 @@ async fn archive_month(owner: &Db, month: NaiveDate, out: &Path) -> anyhow::Resu
                 ChainEnd { next: start.seq + 1, hash: start.hash, rows: 0 }
             });
             if let Some(reason) = link_broken(&row, end.next, &end.hash) {
-                drop(writer);
-                std::fs::remove_file(&partial)?;
+                let (tenant, chain, seq) = (row.tenant_id, row.chain, end.next);
+                if row.seq > seq
+                    && let Some(at) = dated_elsewhere(owner, tenant, chain, seq).await?
+                {
+                    anyhow::bail!(
+                        "nothing archived: row {seq} of tenant {tenant} chain {chain} is dated {}, out of order with \
+                         the rows after it (a clock stepped back); archive through that month instead",
+                        at.format("%Y-%m")
+                    );
+                }
                 anyhow::bail!(
-                    "nothing archived: the audit chain of tenant {} chain {} breaks at seq {}: {reason}; run `cloudhis audit verify`",
-                    row.tenant_id,
-                    row.chain,
-                    end.next
+                    "nothing archived: the audit chain of tenant {tenant} chain {chain} breaks at seq {seq}: {reason}; \
+                     run `cloudhis audit verify`"
                 );
             }
             end.next += 1;
@@ -314,12 +366,32 @@ async fn archive_month(owner: &Db, month: NaiveDate, out: &Path) -> anyhow::Resu
     }
     let f = writer.into_inner().map_err(|e| e.into_error())?;
     f.sync_all()?;
-    drop(f);
-    std::fs::rename(&partial, &file)?;
-    let sha256 = hex::encode(sha.finalize());
-    later_rows_of_sealed_chains(owner, month, &ends).await?;
-    remove_and_seal(owner, month, &name, &sha256, &ends).await?;
-    Ok(MonthArchived { month, rows, file, sha256 })
+    Ok(Written { rows, sha256: hex::encode(sha.finalize()), ends })
+}
+
+/// When a chain's row is missing from its month: the month it is dated in, if it is still in
+/// the database.
+async fn dated_elsewhere(owner: &Db, tenant: Uuid, chain: i16, seq: i64) -> anyhow::Result<Option<DateTime<Utc>>> {
+    let tx = owner.raw().begin().await?;
+    scope_to(&tx, tenant).await?;
+    let row = audit_log::Entity::find()
+        .filter(audit_log::Column::TenantId.eq(tenant))
+        .filter(audit_log::Column::Chain.eq(chain))
+        .filter(audit_log::Column::Seq.eq(seq))
+        .one(&tx)
+        .await?;
+    tx.rollback().await?;
+    Ok(row.map(|r| r.occurred_at))
+}
+
+/// Whether a seal of any tenant names `file`.
+async fn file_sealed(owner: &Db, file: &str) -> anyhow::Result<bool> {
+    for tenant in crate::tenancy::service::list_tenants(owner).await? {
+        if seals_of_tenant(owner, tenant.id).await?.iter().any(|s| s.file == file) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The latest seal of each of a tenant's chains, read in a transaction scoped to the tenant.
@@ -370,22 +442,27 @@ async fn later_rows_of_sealed_chains(
     Ok(())
 }
 
-/// Removes the month and seals each chain it touched, in one transaction.
-async fn remove_and_seal(
-    owner: &Db,
-    month: NaiveDate,
-    file: &str,
-    sha256: &str,
-    ends: &HashMap<(Uuid, i16), ChainEnd>,
-) -> anyhow::Result<()> {
+/// Removes the month and seals each chain it touched, in one transaction, provided the month
+/// still holds exactly the rows written to the file. On PostgreSQL the partition is detached
+/// under a lock on the trail: waited for at most 10 s (every request's audit insert queues
+/// behind it), then the archive fails and may be run again.
+async fn remove_and_seal(owner: &Db, month: NaiveDate, file: &str, written: &Written) -> anyhow::Result<()> {
     let tx = owner.raw().begin().await?;
-    if tx.get_database_backend() == DbBackend::Postgres {
+    let removed = if tx.get_database_backend() == DbBackend::Postgres {
         let part = partition_name(month);
+        tx.execute_unprepared("SET LOCAL lock_timeout = '10s'").await?;
+        let held = tx
+            .query_one_raw(Statement::from_string(DbBackend::Postgres, format!("SELECT count(*) AS n FROM {part}")))
+            .await?
+            .map(|r| r.try_get::<i64>("", "n"))
+            .transpose()?
+            .unwrap_or(0);
         tx.execute_unprepared(&format!("ALTER TABLE audit_log DETACH PARTITION {part}")).await?;
         tx.execute_unprepared(&format!("DROP TABLE {part}")).await?;
+        held as u64
     } else {
         tx.execute_unprepared("DROP TRIGGER audit_log_no_delete").await?;
-        audit_log::Entity::delete_many()
+        let deleted = audit_log::Entity::delete_many()
             .filter(audit_log::Column::OccurredAt.gte(month_start(month)))
             .filter(audit_log::Column::OccurredAt.lt(month_start(month + Months::new(1))))
             .exec(&tx)
@@ -395,9 +472,15 @@ async fn remove_and_seal(
                BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;",
         )
         .await?;
-    }
+        deleted.rows_affected
+    };
+    anyhow::ensure!(
+        removed == written.rows,
+        "nothing removed: the month holds {removed} rows, {} were archived (rows arrived meanwhile); run it again",
+        written.rows
+    );
     let now = Utc::now();
-    for ((tenant, chain), end) in ends {
+    for ((tenant, chain), end) in &written.ends {
         scope_to(&tx, *tenant).await?;
         audit_seal::Entity::insert(audit_seal::ActiveModel::from(audit_seal::Model {
             tenant_id: *tenant,
@@ -407,7 +490,7 @@ async fn remove_and_seal(
             before: month_start(month + Months::new(1)),
             rows: end.rows,
             file: file.to_string(),
-            file_sha256: sha256.to_string(),
+            file_sha256: written.sha256.clone(),
             sealed_at: now,
         }))
         .exec(&tx)

@@ -443,7 +443,13 @@ async fn an_archived_month_is_sealed_and_the_chain_goes_on_from_the_seal() {
     assert_eq!(archived as i64, before_rows, "every row was before the month");
     assert_eq!(count("SELECT count(*) FROM audit_log").await, 0, "the month left the database");
     assert!(count("SELECT count(*) FROM audit_seals").await >= 1);
-    let file = months.iter().find(|m| m.rows > 0).unwrap().file.clone();
+    let file = months.iter().find(|m| m.rows > 0).unwrap().file.clone().unwrap();
+    assert!(months.iter().all(|m| m.file.is_some() == (m.rows > 0)), "a month without rows leaves no file");
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "only the owner reads an archive file");
+    }
     let file_arg = file.to_str().unwrap();
     let ok = app.cli(&["audit", "verify-archive", file_arg]);
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
@@ -455,6 +461,14 @@ async fn an_archived_month_is_sealed_and_the_chain_goes_on_from_the_seal() {
     assert!(verify().await.is_none(), "intact after the archive");
     let ok = app.cli(&["audit", "verify"]);
     assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+
+    // Rows dated in a month already archived (here: the login just now) are not archived over
+    // its sealed file.
+    let sealed = std::fs::read(&file).unwrap();
+    let again = cloudhis::audit::archive::archive(&owner_db, &request).await.unwrap_err();
+    assert!(again.to_string().contains("never overwritten"), "{again}");
+    assert_eq!(std::fs::read(&file).unwrap(), sealed, "the sealed file is untouched");
+    assert!(verify().await.is_none(), "intact after the refusal");
 
     // An altered file.
     let text = std::fs::read_to_string(&file).unwrap();
@@ -502,6 +516,40 @@ async fn a_broken_chain_is_not_archived() {
     assert!(err.to_string().contains(&format!("breaks at seq {seq}")), "{err}");
     assert_eq!(crate::referrals::count(&app, "SELECT count(*) FROM audit_seals").await, 0);
     assert!(crate::referrals::count(&app, "SELECT count(*) FROM audit_log").await > 0, "nothing removed");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no file left");
+}
+
+/// A chain's row dated in a later month than the rows after it (a clock that stepped back) is
+/// named as such, and nothing is archived.
+#[tokio::test]
+async fn a_row_dated_out_of_order_is_named_and_nothing_is_archived() {
+    use cloudhis::platform::audit::entity::audit_log;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+    let app = spawn_app().await;
+    app.load_demo().await;
+    app.login("village.doctor").await;
+    app.login("admin").await;
+    let owner = app.owner_connection().await;
+    if app.backend == Backend::Sqlite {
+        owner.execute_unprepared("DROP TRIGGER audit_log_no_update").await.unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let request = archive_request(dir.path());
+    let later = request.before.and_hms_opt(8, 0, 0).unwrap().and_utc() + chrono::Duration::days(1);
+    audit_log::Entity::update_many()
+        .col_expr(audit_log::Column::OccurredAt, sea_orm::sea_query::Expr::value(later))
+        .filter(audit_log::Column::Chain.eq(0))
+        .filter(audit_log::Column::Seq.eq(1))
+        .exec(&owner)
+        .await
+        .unwrap();
+    let rows = crate::referrals::count(&app, "SELECT count(*) FROM audit_log").await;
+    let owner_db = cloudhis::platform::Db::connect_owner(&app.state.config).await.unwrap();
+    let err = cloudhis::audit::archive::archive(&owner_db, &request).await.unwrap_err().to_string();
+    assert!(err.contains("row 1 of tenant") && err.contains("chain 0"), "{err}");
+    assert!(err.contains(&format!("is dated {}", later.format("%Y-%m"))) && err.contains("out of order"), "{err}");
+    assert_eq!(crate::referrals::count(&app, "SELECT count(*) FROM audit_log").await, rows, "nothing removed");
+    assert_eq!(crate::referrals::count(&app, "SELECT count(*) FROM audit_seals").await, 0);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "no file left");
 }
 

@@ -21,17 +21,21 @@ pub const GENESIS: &str = "00000000000000000000000000000000000000000000000000000
 /// of 16 rows were a workaround for sqlx 0.9.0 not setting TCP_NODELAY, fixed in 0.9.1.)
 const CHUNK: usize = 1000;
 
-/// A chain's head: where the next row goes.
+/// A chain's head: where the next row goes, and the time its rows are dated.
 struct Head {
     chain: i16,
     seq: i64,
     hash: String,
+    /// Taken once the head is held: on PostgreSQL the database's clock, so a chain's rows are
+    /// dated in the order they were appended whichever server appends them (the archive takes
+    /// a chain's rows month by month and relies on that order).
+    at: DateTime<Utc>,
 }
 
 /// Appends `entries` to one of `tenant`'s chains inside `conn`'s transaction.
 pub async fn append(conn: &DatabaseTransaction, tenant: Uuid, entries: Vec<AuditEntry>) -> AppResult<()> {
-    let Head { chain, mut seq, hash: mut prev } = lock_head(conn, tenant).await?;
-    let now = Utc::now().trunc_subsecs(6);
+    let Head { chain, mut seq, hash: mut prev, at } = lock_head(conn, tenant).await?;
+    let now = at.trunc_subsecs(6);
     let mut rows = Vec::with_capacity(entries.len());
     for e in entries {
         seq += 1;
@@ -61,7 +65,7 @@ pub async fn append(conn: &DatabaseTransaction, tenant: Uuid, entries: Vec<Audit
     while rows.peek().is_some() {
         audit_log::Entity::insert_many(rows.by_ref().take(CHUNK)).exec(conn).await?;
     }
-    move_head(conn, tenant, Head { chain, seq, hash: prev }).await
+    move_head(conn, tenant, Head { chain, seq, hash: prev, at }).await
 }
 
 /// Sets the chain's head to its last appended row. On PostgreSQL the app role may not write
@@ -96,20 +100,25 @@ async fn lock_head(conn: &DatabaseTransaction, tenant: Uuid) -> AppResult<Head> 
         let row = conn
             .query_one_raw(Statement::from_sql_and_values(
                 backend,
-                "SELECT chain, seq, hash FROM audit_head_lock($1, 0)",
+                "SELECT chain, seq, hash, clock_timestamp() AS at FROM audit_head_lock($1, 0)",
                 [tenant.into()],
             ))
             .await?
             .ok_or_else(|| crate::platform::AppError::internal(anyhow::anyhow!("audit head could not be locked")))?;
         let chain: i32 = row.try_get("", "chain")?;
-        return Ok(Head { chain: chain as i16, seq: row.try_get("", "seq")?, hash: row.try_get("", "hash")? });
+        return Ok(Head {
+            chain: chain as i16,
+            seq: row.try_get("", "seq")?,
+            hash: row.try_get("", "hash")?,
+            at: row.try_get("", "at")?,
+        });
     }
     let select = "SELECT seq, hash FROM audit_heads WHERE tenant_id = ? AND chain = 0";
     let insert = "INSERT INTO audit_heads (tenant_id, chain, seq, hash) VALUES (?, 0, 0, ?) ON CONFLICT (tenant_id, chain) DO NOTHING";
     for _ in 0..2 {
         let row = conn.query_one_raw(Statement::from_sql_and_values(backend, select, [tenant.into()])).await?;
         if let Some(row) = row {
-            return Ok(Head { chain: 0, seq: row.try_get("", "seq")?, hash: row.try_get("", "hash")? });
+            return Ok(Head { chain: 0, seq: row.try_get("", "seq")?, hash: row.try_get("", "hash")?, at: Utc::now() });
         }
         conn.execute_raw(Statement::from_sql_and_values(backend, insert, [tenant.into(), GENESIS.into()])).await?;
     }
