@@ -23,7 +23,6 @@ use sea_orm::{
     ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, FromQueryResult, QueryFilter, QueryOrder, QuerySelect,
     Statement, TransactionTrait,
 };
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -55,91 +54,6 @@ pub struct MonthArchived {
     pub rows: u64,
     pub file: Option<PathBuf>,
     pub sha256: String,
-}
-
-/// A row as the archive file holds it: every field the hash covers.
-#[derive(Serialize, Deserialize)]
-struct ArchivedRow {
-    tenant_id: Uuid,
-    chain: i16,
-    seq: i64,
-    id: Uuid,
-    occurred_at: DateTime<Utc>,
-    actor_user_id: Option<Uuid>,
-    institution_id: Option<Uuid>,
-    action: String,
-    resource_type: String,
-    resource_id: Option<String>,
-    subject_person_id: Option<Uuid>,
-    purpose: String,
-    outcome: String,
-    request_id: Option<String>,
-    prev_hash: String,
-    hash: String,
-}
-
-impl From<audit_log::Model> for ArchivedRow {
-    fn from(m: audit_log::Model) -> Self {
-        let audit_log::Model {
-            tenant_id,
-            chain,
-            seq,
-            id,
-            occurred_at,
-            actor_user_id,
-            institution_id,
-            action,
-            resource_type,
-            resource_id,
-            subject_person_id,
-            purpose,
-            outcome,
-            request_id,
-            prev_hash,
-            hash,
-        } = m;
-        ArchivedRow {
-            tenant_id,
-            chain,
-            seq,
-            id,
-            occurred_at,
-            actor_user_id,
-            institution_id,
-            action,
-            resource_type,
-            resource_id,
-            subject_person_id,
-            purpose,
-            outcome,
-            request_id,
-            prev_hash,
-            hash,
-        }
-    }
-}
-
-impl From<ArchivedRow> for audit_log::Model {
-    fn from(r: ArchivedRow) -> Self {
-        audit_log::Model {
-            tenant_id: r.tenant_id,
-            chain: r.chain,
-            seq: r.seq,
-            id: r.id,
-            occurred_at: r.occurred_at,
-            actor_user_id: r.actor_user_id,
-            institution_id: r.institution_id,
-            action: r.action,
-            resource_type: r.resource_type,
-            resource_id: r.resource_id,
-            subject_person_id: r.subject_person_id,
-            purpose: r.purpose,
-            outcome: r.outcome,
-            request_id: r.request_id,
-            prev_hash: r.prev_hash,
-            hash: r.hash,
-        }
-    }
 }
 
 /// A chain's end as the archive walks it: the next seq, the hash to follow, rows this month.
@@ -357,7 +271,7 @@ async fn write_month(owner: &Db, month: NaiveDate, partial: &Path) -> anyhow::Re
             end.next += 1;
             end.rows += 1;
             end.hash = row.hash.clone();
-            let mut line = serde_json::to_vec(&ArchivedRow::from(row))?;
+            let mut line = serde_json::to_vec(&row)?;
             line.push(b'\n');
             sha.update(&line);
             writer.write_all(&line)?;
@@ -526,9 +440,8 @@ pub async fn verify_file(owner: &Db, path: &Path) -> anyhow::Result<FileChecked>
     let mut ends: HashMap<(Uuid, i16), (i64, String)> = HashMap::new();
     let mut rows = 0u64;
     for (n, line) in bytes.as_slice().lines().enumerate() {
-        let row: audit_log::Model = serde_json::from_str::<ArchivedRow>(&line?)
-            .map_err(|e| anyhow::anyhow!("line {}: not an archived audit row: {e}", n + 1))?
-            .into();
+        let row: audit_log::Model = serde_json::from_str(&line?)
+            .map_err(|e| anyhow::anyhow!("line {}: not an archived audit row: {e}", n + 1))?;
         let key = (row.tenant_id, row.chain);
         let (next, prev) = match ends.remove(&key) {
             Some(end) => end,
