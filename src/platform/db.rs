@@ -501,7 +501,9 @@ pub fn spawn_audit_partitions_job(db: Db) {
         return;
     }
     tokio::spawn(async move {
-        let mut every = tokio::time::interval(Duration::from_secs(24 * 3600));
+        // The first run a day from now: `migrate` (on start, or the deploy's) has just made them.
+        let day = Duration::from_secs(24 * 3600);
+        let mut every = tokio::time::interval_at(tokio::time::Instant::now() + day, day);
         loop {
             every.tick().await;
             match audit_partitions(&db.conn).await {
