@@ -670,7 +670,7 @@ pub async fn get_prescription(state: &AppState, ctx: &RequestCtx, id: Uuid) -> A
         ctx.require(Perm::Dispense)?;
     }
     let mut tx = state.db.begin(ctx).await?;
-    let p = own_prescription(&tx, ctx, id).await?;
+    let p = own_prescription(&tx, ctx, id, false).await?;
     let view = views_of(&tx, vec![p]).await?.remove(0);
     tx.audit(
         ctx.audit("prescription.read", "prescription", Purpose::Treatment)
@@ -681,9 +681,11 @@ pub async fn get_prescription(state: &AppState, ctx: &RequestCtx, id: Uuid) -> A
     Ok(view)
 }
 
-async fn own_prescription(tx: &Tx, ctx: &RequestCtx, id: Uuid) -> AppResult<prescription::Model> {
+/// A prescription of the caller's institution; `lock`ed (PostgreSQL) for a transaction that
+/// changes it.
+async fn own_prescription(tx: &Tx, ctx: &RequestCtx, id: Uuid, lock: bool) -> AppResult<prescription::Model> {
     let mut q = prescription::Entity::find_by_id((ctx.tenant, id));
-    if tx.get_database_backend() == DbBackend::Postgres {
+    if lock && tx.get_database_backend() == DbBackend::Postgres {
         q = q.lock_exclusive();
     }
     q.one(&**tx)
@@ -713,7 +715,7 @@ pub struct DispensedLine {
 /// A prescription of the caller's institution that can still be dispensed, locked for the rest
 /// of the transaction; 409 `prescription_not_dispensable` once dispensed.
 pub async fn dispensable_prescription(tx: &Tx, ctx: &RequestCtx, id: Uuid) -> AppResult<prescription::Model> {
-    let p = own_prescription(tx, ctx, id).await?;
+    let p = own_prescription(tx, ctx, id, true).await?;
     if p.status != PrescriptionStatus::Active {
         return Err(AppError::new(codes::PRESCRIPTION_NOT_DISPENSABLE, "this prescription was already dispensed"));
     }

@@ -253,8 +253,11 @@ impl<E: Endpoint> Endpoint for BoundaryEndpoint<E> {
                 Ok(claim) => claim,
                 Err(resp) => return (None, resp),
             };
+            let safe = matches!(method, Method::GET | Method::HEAD);
             let (operation, resp) = match &claim {
                 Some(claim) => crate::platform::idempotency::scope(claim.clone(), self.answer(req)).await,
+                // A safe method reads: its transactions are declared read-only (`db::read_only`).
+                None if safe => crate::platform::db::read_only(self.answer(req)).await,
                 None => self.answer(req).await,
             };
             match claim {

@@ -294,3 +294,35 @@ async fn a_transaction_that_wrote_is_not_taken_for_one_that_only_read() {
     assert!(!tx.wrote_nothing().await.unwrap(), "a write is seen (on Citus: on the tenant's worker)");
     tx.rollback().await.unwrap();
 }
+
+/// A safe request's transactions are `READ ONLY` (`db::read_only`, which the boundary runs each
+/// GET in): the database refuses a write in them, so the audit commit takes them for reads
+/// without asking, and a read's audit row still lands through the group commit.
+#[tokio::test]
+#[ignore = "needs PostgreSQL (CLOUDHIS_TEST_BACKEND=postgres, or citus; .ci/run runs both)"]
+async fn a_safe_request_cannot_write_and_its_reads_are_still_audited() {
+    crate::helpers::require_postgres();
+    let app = spawn_app_with(&[]).await;
+    app.load_demo().await;
+    let doc = app.login("village.doctor").await;
+    let refused = cloudhis::platform::db::read_only(async {
+        let tx = app.state.db.begin(&SystemScope { tenant: doc.tenant_id }).await.unwrap();
+        assert!(tx.wrote_nothing().await.unwrap());
+        let claim = Claim::new(doc.tenant_id, doc.user_id, "safe-1", "POST", "/x", b"").unwrap();
+        claim.row(Utc::now(), None).insert(&*tx).await.unwrap_err()
+    })
+    .await;
+    assert!(refused.to_string().contains("read-only transaction"), "{refused}");
+
+    let person = crate::referrals::patient(&app, &doc, 11).await;
+    let read = app.get(&format!("/api/v1/patients/{person}"), &doc.token).await;
+    assert_eq!(read.status, 200, "{}", read.text);
+    let rows = count(
+        &app,
+        &format!(
+            "SELECT count(*) AS n FROM audit_log WHERE action = 'patient.read' AND subject_person_id = '{person}'"
+        ),
+    )
+    .await;
+    assert_eq!(rows, 1, "the read's audit row is committed before its answer");
+}
