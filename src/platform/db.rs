@@ -306,6 +306,33 @@ pub fn set_tenant_sql(tenant: Uuid) -> String {
 /// (503): one more than a pool that lost every idle connection at once would need, for a small pool.
 const BEGIN_ATTEMPTS: u32 = 4;
 
+/// `BEGIN` and the transaction's `settings`, on a pooled connection that answers. A connection
+/// the server cut while it sat in the pool (a restart, a failover, an administrator ending it)
+/// fails on its first statement; nothing has happened yet, so the next connection is tried, up
+/// to [`BEGIN_ATTEMPTS`] in all. sqlx closes the broken one instead of returning it.
+pub(crate) async fn begin_answering(
+    conn: &DatabaseConnection,
+    settings: Option<&str>,
+) -> Result<DatabaseTransaction, DbErr> {
+    let mut attempt = 1;
+    loop {
+        let tried = async {
+            let tx = conn.begin().await?;
+            if let Some(settings) = settings {
+                tx.execute_unprepared(settings).await?;
+            }
+            Ok::<_, DbErr>(tx)
+        };
+        match tried.await {
+            Err(e) if attempt < BEGIN_ATTEMPTS && crate::platform::error::connection_cut(&e) => {
+                tracing::warn!(attempt, error = %e, "database connection failed at BEGIN; trying another");
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
 impl Db {
     /// Connects the application pool. On PostgreSQL every connection assumes `config.db_role`.
     pub async fn connect(config: &Config) -> anyhow::Result<Self> {
@@ -414,7 +441,7 @@ impl Db {
                 if read_only {
                     sql.insert_str(0, "SET TRANSACTION READ ONLY; ");
                 }
-                self.begin_postgres(&sql).await?
+                begin_answering(&self.conn, Some(&sql)).await?
             }
         };
         let claim = match crate::platform::idempotency::claimed(tenant) {
@@ -437,28 +464,6 @@ impl Db {
             memo: self.memo.clone(),
             memo_bypassed: Default::default(),
         })
-    }
-
-    /// `BEGIN` and the transaction's settings, on a pooled connection that answers. A connection
-    /// the server cut while it sat in the pool (a restart, a failover, an administrator ending
-    /// it) fails on its first statement; nothing has happened yet, so the next connection is
-    /// tried, up to [`BEGIN_ATTEMPTS`] in all. sqlx closes the broken one instead of returning it.
-    async fn begin_postgres(&self, settings: &str) -> Result<DatabaseTransaction, DbErr> {
-        let mut attempt = 1;
-        loop {
-            let tried = async {
-                let tx = self.conn.begin().await?;
-                tx.execute_unprepared(settings).await?;
-                Ok::<_, DbErr>(tx)
-            };
-            match tried.await {
-                Err(e) if attempt < BEGIN_ATTEMPTS && crate::platform::error::connection_cut(&e) => {
-                    tracing::warn!(attempt, error = %e, "database connection failed at BEGIN; trying another");
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
     }
 
     /// A transaction over the tenant registry only (no tenant yet: login by code, tenant apply).

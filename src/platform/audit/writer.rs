@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, TransactionTrait};
+use sea_orm::{ConnectionTrait, DatabaseConnection};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use uuid::Uuid;
 
@@ -52,9 +52,10 @@ impl Writer {
                 while let Some(jobs) = next_group(&rx).await {
                     let mut result = write(&conn, &jobs).await;
                     if let Err(AppError::Unavailable(e)) = &result {
-                        // A connection cut under the group: once more, on another. Should the
-                        // first commit have landed after all, the rows are in the trail twice
-                        // (chained, verifiable), never missing.
+                        // A connection cut under the group (a dead pooled connection at BEGIN
+                        // is already replaced by `begin_answering`): once more, on another.
+                        // Should the first commit have landed after all, the rows are in the
+                        // trail twice (chained, verifiable), never missing.
                         tracing::warn!(error = %format!("{e:#}"), "audit group commit: database unavailable; trying again");
                         result = write(&conn, &jobs).await;
                     }
@@ -113,7 +114,7 @@ async fn write(conn: &DatabaseConnection, jobs: &[Job]) -> AppResult<()> {
             None => tenants.push((job.tenant, job.entries.clone())),
         }
     }
-    let tx = conn.begin().await?;
+    let tx = crate::platform::db::begin_answering(conn, None).await?;
     for (tenant, entries) in tenants {
         tx.execute_unprepared(&crate::platform::db::set_tenant_sql(tenant)).await?;
         super::chain::append(&tx, tenant, entries).await?;
