@@ -245,7 +245,7 @@ async fn write_month(owner: &Db, month: NaiveDate, partial: &Path) -> anyhow::Re
         after = Some((last.tenant_id, last.chain, last.seq));
         for row in batch {
             if let std::collections::hash_map::Entry::Vacant(e) = starts.entry(row.tenant_id) {
-                e.insert(seals_of(owner, row.tenant_id).await?);
+                e.insert(seal_starts(seals_of_tenant(owner, row.tenant_id).await?));
             }
             let end = ends.entry((row.tenant_id, row.chain)).or_insert_with(|| {
                 let start = starts.get_mut(&row.tenant_id).and_then(|s| s.remove(&row.chain));
@@ -309,14 +309,6 @@ async fn file_sealed(owner: &Db, file: &str) -> anyhow::Result<bool> {
 }
 
 /// The latest seal of each of a tenant's chains, read in a transaction scoped to the tenant.
-async fn seals_of(owner: &Db, tenant: Uuid) -> anyhow::Result<HashMap<i16, Start>> {
-    let tx = owner.raw().begin().await?;
-    scope_to(&tx, tenant).await?;
-    let starts = seal_starts(&tx, tenant).await?;
-    tx.rollback().await?;
-    Ok(starts)
-}
-
 async fn scope_to(tx: &impl ConnectionTrait, tenant: Uuid) -> anyhow::Result<()> {
     if tx.get_database_backend() == DbBackend::Postgres {
         tx.execute_unprepared(&crate::platform::db::set_tenant_sql(tenant)).await?;
@@ -477,11 +469,7 @@ pub async fn verify_file(owner: &Db, path: &Path) -> anyhow::Result<FileChecked>
 async fn seals_of_tenant(owner: &Db, tenant: Uuid) -> anyhow::Result<Vec<audit_seal::Model>> {
     let tx = owner.raw().begin().await?;
     scope_to(&tx, tenant).await?;
-    let seals = audit_seal::Entity::find()
-        .filter(audit_seal::Column::TenantId.eq(tenant))
-        .order_by_asc(audit_seal::Column::Seq)
-        .all(&tx)
-        .await?;
+    let seals = crate::audit::verify::seals(&tx, tenant).await?;
     tx.rollback().await?;
     Ok(seals)
 }

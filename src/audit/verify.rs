@@ -39,7 +39,7 @@ pub async fn verify(db: &Db) -> anyhow::Result<VerifyReport> {
     for tenant in tenants {
         let tx = db.begin(&SystemScope { tenant: tenant.id }).await?;
         let mut checked = 0u64;
-        let mut starts = seal_starts(&*tx, tenant.id).await?;
+        let mut starts = seal_starts(seals(&*tx, tenant.id).await?);
         for chain in 0..migrations::AUDIT_CHAINS as i16 {
             let start = starts.remove(&chain).unwrap_or_else(Start::genesis);
             let walked = walk(&tx, tenant.id, chain, start).await?;
@@ -77,17 +77,21 @@ impl Start {
     }
 }
 
-/// The latest seal of each of `tenant`'s chains, by chain.
-pub(crate) async fn seal_starts(
+/// `tenant`'s seals, oldest first (the archive's and the verifier's one reading of them).
+pub(crate) async fn seals(
     conn: &impl sea_orm::ConnectionTrait,
     tenant: Uuid,
-) -> anyhow::Result<std::collections::HashMap<i16, Start>> {
-    let seals = audit_seal::Entity::find()
+) -> anyhow::Result<Vec<audit_seal::Model>> {
+    Ok(audit_seal::Entity::find()
         .filter(audit_seal::Column::TenantId.eq(tenant))
         .order_by_asc(audit_seal::Column::Seq)
         .all(conn)
-        .await?;
-    Ok(seals.into_iter().map(|s| (s.chain, Start { seq: s.seq, hash: s.hash })).collect())
+        .await?)
+}
+
+/// Where each chain starts after `seals` (oldest first): its latest seal, by chain.
+pub(crate) fn seal_starts(seals: Vec<audit_seal::Model>) -> std::collections::HashMap<i16, Start> {
+    seals.into_iter().map(|s| (s.chain, Start { seq: s.seq, hash: s.hash })).collect()
 }
 
 /// Why `row` does not follow a chain that so far ends at `prev` with `expected_seq` next, if it
