@@ -308,7 +308,7 @@ async fn file_sealed(owner: &Db, file: &str) -> anyhow::Result<bool> {
     Ok(false)
 }
 
-/// The latest seal of each of a tenant's chains, read in a transaction scoped to the tenant.
+/// Scopes the owner's transaction to `tenant` (row-level security applies to the owner too).
 async fn scope_to(tx: &impl ConnectionTrait, tenant: Uuid) -> anyhow::Result<()> {
     if tx.get_database_backend() == DbBackend::Postgres {
         tx.execute_unprepared(&crate::platform::db::set_tenant_sql(tenant)).await?;

@@ -63,8 +63,8 @@ tokio::task_local! {
 /// Runs `work` with every PostgreSQL transaction it opens declared `READ ONLY`: the HTTP boundary
 /// runs each `GET` in it (a safe method, RFC 9110 §9.2.1). The database then refuses any write
 /// (an error, never a silent one), and such a transaction's audit rows go to the group commit
-/// without first asking whether it wrote: one statement fewer per read. Work that must write
-/// from a read (none today) would open its transaction outside this scope.
+/// without first asking whether it wrote: one statement fewer per read. An operation that must
+/// write (none of the GETs does; the every-operation tests run each on PostgreSQL) is a POST.
 pub async fn read_only<F: std::future::Future>(work: F) -> F::Output {
     READ_ONLY.scope((), work).await
 }
@@ -421,7 +421,8 @@ impl Db {
     /// Opens a transaction for `scope`'s tenant with the given durability (see [`Durability`]).
     pub async fn begin_with(&self, scope: &impl TenantScope, durability: Durability) -> AppResult<Tx> {
         let tenant = scope.tenant_id();
-        let read_only = self.kind == DbKind::Postgres && reading_only();
+        // Only where the group commit takes a read's audit rows (not the owner's connection).
+        let read_only = self.audit_writer.is_some() && reading_only();
         let inner = match self.kind {
             // IMMEDIATE takes SQLite's write lock up front, so concurrent writers queue on the
             // busy timeout instead of failing on a read-to-write upgrade.
