@@ -225,20 +225,20 @@ impl Tx {
     /// chain just before its commit (atomic with the write); one that only read commits first
     /// and hands them to the group writer (PostgreSQL), returning once they are committed.
     pub async fn commit(self) -> AppResult<()> {
-        let Tx { inner, tenant, read_only, audit, emitted, events_wake, audit_writer, claim, .. } = self;
         // Only a transaction that audits (every write of patient data does; side transactions
         // such as a block of record numbers do not), and before the audit rows, which would
         // count as writes.
-        if let Some((claim, changes_at_begin)) = claim.as_ref().filter(|_| !audit.is_empty()) {
-            crate::platform::idempotency::mark_committed(&inner, claim, *changes_at_begin).await?;
+        if let Some((claim, changes_at_begin)) = self.claim.as_ref().filter(|_| !self.audit.is_empty()) {
+            crate::platform::idempotency::mark_committed(&self.inner, claim, *changes_at_begin).await?;
+        }
+        let grouped =
+            !self.audit.is_empty() && self.audit_writer.is_some() && !self.emitted && self.wrote_nothing().await?;
+        let Tx { inner, tenant, audit, emitted, events_wake, audit_writer, .. } = self;
+        if let Some(writer) = audit_writer.filter(|_| grouped) {
+            inner.commit().await?;
+            return writer.append(tenant, audit).await;
         }
         if !audit.is_empty() {
-            if let Some(writer) = audit_writer.filter(|_| !emitted)
-                && (read_only || only_read(&inner, tenant).await?)
-            {
-                inner.commit().await?;
-                return writer.append(tenant, audit).await;
-            }
             crate::platform::audit::chain::append(&inner, tenant, audit).await?;
         }
         inner.commit().await.map_err(commit_failed)?;
