@@ -103,6 +103,7 @@ pub async fn connect(config: Config) -> anyhow::Result<AppState> {
     let (jobs, workers) = (config.job_interval, config.workers);
     if workers {
         crate::platform::db::spawn_audit_partitions_job(db.clone());
+        crate::platform::planner_stats::spawn(&config);
     }
     let state = AppState::new(StateInner {
         config,

@@ -71,6 +71,9 @@ pub struct Config {
     pub metrics_token: Option<Secret>,
     /// How often an open event stream re-checks its session even without a notice (1 to 30 s).
     pub stream_recheck: Duration,
+    /// How often the server analyses tables whose statistics are due, when the database's
+    /// autovacuum is off (PostgreSQL; see `platform::planner_stats`).
+    pub analyze_interval: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,6 +193,7 @@ impl Config {
                 stream_recheck: Duration::from_secs(
                     parse_num(&get, "CLOUDHIS_STREAM_RECHECK_SECONDS", 30)?.clamp(1, 30),
                 ),
+                analyze_interval: Duration::from_secs(parse_num(&get, "CLOUDHIS_ANALYZE_INTERVAL_SECONDS", 60)?.max(1)),
             },
             warnings,
         })

@@ -23,6 +23,7 @@ pub mod idempotency;
 pub mod memo;
 pub mod metrics;
 pub mod pii;
+pub mod planner_stats;
 pub mod state;
 pub mod telemetry;
 pub mod token;

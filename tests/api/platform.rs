@@ -362,3 +362,132 @@ async fn responses_carry_security_headers_and_hsts_behind_tls() {
     let page = tls.request(Method::GET, "/app/login", None, None).await;
     assert_eq!(page.headers["strict-transport-security"], "max-age=31536000; includeSubDomains");
 }
+
+/// With autovacuum off (as on this machine), a table the server never analysed keeps the
+/// planner's guesses, and the MPI's candidate query read the tenant's whole slice of `persons`
+/// (33 ms at 20,000 and growing). The server applies autovacuum's own rule itself: a table more
+/// than 50 rows + 10% changed is analysed, one replica at a time; after that the candidate query
+/// reads through its indexes.
+#[tokio::test]
+#[ignore = "needs single-node PostgreSQL (CLOUDHIS_TEST_BACKEND=postgres; .ci/run runs it): Citus shards keep their own statistics"]
+async fn tables_whose_statistics_are_due_are_analysed_when_autovacuum_is_off() {
+    use cloudhis::platform::planner_stats::analyze_due;
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+    let app = spawn_app().await;
+    crate::helpers::require_postgres();
+    app.load_demo().await;
+    let admin = app.login("admin").await;
+    let owner = app.owner_connection().await;
+    let stats_rows = |table: &'static str| {
+        let owner = owner.clone();
+        async move {
+            let sql =
+                format!("SELECT count(*) AS n FROM pg_stats WHERE schemaname = 'public' AND tablename = '{table}'");
+            let row = owner.query_one_raw(Statement::from_string(DbBackend::Postgres, sql)).await.unwrap().unwrap();
+            row.try_get::<i64>("", "n").unwrap()
+        }
+    };
+    assert_eq!(stats_rows("persons").await, 0, "persons has statistics before anything analysed it");
+    cloudhis::patients::seed::seed(&app.state.db, &app.state.pii, admin.tenant_id, 400, 0.2, 11).await.unwrap();
+
+    // The candidate query's shape (each arm with its own tenant parameter, as the app sends it),
+    // planned generic as a pooled connection's prepared statement is: rows its scans read and
+    // threw away.
+    let wasted = || {
+        let owner = owner.clone();
+        let tenant = admin.tenant_id;
+        async move {
+            let script = format!(
+                "SET LOCAL ROLE cloudhis_app;
+                 SET LOCAL cloudhis.tenant_id = '{tenant}';
+                 SET LOCAL plan_cache_mode = force_generic_plan;
+                 PREPARE candidates(uuid, text, date, text, text, int, text, text) AS
+                   SELECT * FROM persons
+                    WHERE (tenant_id = $1 AND resident_id_hash = $2) OR (tenant_id = $1 AND birth_date = $3)
+                       OR (tenant_id = $1 AND name_pinyin = $4 AND birth_md = $5)
+                       OR (tenant_id = $1 AND name_pinyin = $4 AND birth_year = $6)
+                       OR (tenant_id = $1 AND name_initials = $7 AND birth_year = $6)
+                       OR (tenant_id = $1 AND phone_hash = $8) LIMIT 2000;"
+            );
+            let tx = sea_orm::TransactionTrait::begin(&owner).await.unwrap();
+            tx.execute_unprepared(&script).await.unwrap();
+            let plan = tx
+                .query_one_raw(Statement::from_string(
+                    DbBackend::Postgres,
+                    format!(
+                        "EXPLAIN (ANALYZE, FORMAT JSON) EXECUTE candidates('{tenant}', 'none', '1950-01-01', 'none',
+                         '0101', 1950, 'nn', 'none')"
+                    ),
+                ))
+                .await
+                .unwrap()
+                .unwrap()
+                .try_get_by_index::<serde_json::Value>(0)
+                .unwrap();
+            tx.execute_unprepared("DEALLOCATE candidates").await.unwrap();
+            tx.rollback().await.unwrap();
+            fn removed(v: &Value) -> i64 {
+                match v {
+                    Value::Object(m) => m
+                        .iter()
+                        .map(|(k, v)| if k.starts_with("Rows Removed") { v.as_i64().unwrap_or(0) } else { removed(v) })
+                        .sum(),
+                    Value::Array(a) => a.iter().map(removed).sum(),
+                    _ => 0,
+                }
+            }
+            (removed(&plan), plan)
+        }
+    };
+    let (before, _) = wasted().await;
+
+    // The seed's counts reach the statistics system within its flush interval (10 s when idle).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let analysed = loop {
+        let analysed = analyze_due(&owner).await.unwrap();
+        if analysed.iter().any(|t| t == "persons") || Instant::now() > deadline {
+            break analysed;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert!(analysed.iter().any(|t| t == "persons"), "persons was not analysed: {analysed:?}");
+    assert!(analysed.iter().any(|t| t == "registrations"), "{analysed:?}");
+    assert!(stats_rows("persons").await > 0);
+    assert!(!analyze_due(&owner).await.unwrap().iter().any(|t| t == "persons"), "analysed again with nothing changed");
+
+    let (after, plan) = wasted().await;
+    assert!(
+        after < 20,
+        "the candidate query still reads the tenant's slice: {after} rows thrown away (before: {before}): {plan}"
+    );
+
+    // Another replica at it: this one leaves it, and takes it up once the other is done.
+    let other = sea_orm::TransactionTrait::begin(&owner).await.unwrap();
+    let lock = cloudhis::platform::planner_stats::ANALYZE_LOCK;
+    other.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({lock})")).await.unwrap();
+    cloudhis::patients::seed::seed(&app.state.db, &app.state.pii, admin.tenant_id, 200, 0.2, 12).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let row = owner
+            .query_one_raw(Statement::from_string(
+                DbBackend::Postgres,
+                "SELECT n_mod_since_analyze > 50 + 0.1 * n_live_tup AS due FROM pg_stat_user_tables
+                  WHERE relname = 'persons'",
+            ))
+            .await
+            .unwrap()
+            .unwrap();
+        if row.try_get::<bool>("", "due").unwrap() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the second seed never showed in the statistics system");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        analyze_due(&owner).await.unwrap(),
+        Vec::<String>::new(),
+        "analysed while another replica held the lock"
+    );
+    other.commit().await.unwrap();
+    assert!(analyze_due(&owner).await.unwrap().iter().any(|t| t == "persons"));
+}

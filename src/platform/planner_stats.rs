@@ -1,0 +1,115 @@
+//! The query planner's statistics where the database does not keep them (PostgreSQL).
+//!
+//! PostgreSQL's autovacuum analyses a table once enough of it changed, and the planner's choices
+//! rest on what that saw. With autovacuum off (some managed and test servers run so) a table
+//! created by a migration is never analysed: the planner guesses that every condition keeps one
+//! row in 200, a tenant's `tenant_id = $1` looks like one row, every `(tenant_id, …)` index costs
+//! the same, and it takes the smallest. The MPI's candidate query then read the tenant's whole
+//! slice of `persons` through `ix_persons_replaced_by`, 33 ms at 20,000 persons and growing with
+//! the tenant: registration slowed as a county was loaded.
+//!
+//! So when `autovacuum` is off, a worker of the server applies autovacuum's own rule to the
+//! database's tables every `CLOUDHIS_ANALYZE_INTERVAL_SECONDS`: a table is analysed once more than
+//! `autovacuum_analyze_threshold + autovacuum_analyze_scale_factor × rows` of its rows changed
+//! since its last `ANALYZE` (50 + 10% by default). One replica at a time (an advisory lock), on a
+//! connection of the database's owner (only the owner may analyse). With autovacuum on it does
+//! nothing. On Citus the coordinator holds no rows of a distributed table: the workers' own
+//! settings keep their shards' statistics.
+
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, TransactionTrait};
+
+use crate::platform::config::{Config, DbKind};
+
+/// The advisory lock a pass holds. Arbitrary but fixed: "analyse" in ASCII hex.
+pub const ANALYZE_LOCK: i64 = 0x0061_6e61_6c79_7365;
+
+/// Whether the server's autovacuum is on (then it keeps the statistics).
+pub async fn autovacuum_on(conn: &DatabaseConnection) -> Result<bool, DbErr> {
+    let row = conn
+        .query_one_raw(Statement::from_string(DbBackend::Postgres, "SELECT current_setting('autovacuum') = 'on' AS on"))
+        .await?;
+    Ok(row.map(|r| r.try_get::<bool>("", "on")).transpose()?.unwrap_or(true))
+}
+
+/// Analyses every table of the database's schema `public` that autovacuum's rule says is due,
+/// and returns their names; none when another replica is at it. Needs the tables' owner: a table
+/// it may not analyse is skipped by the server (with a warning) and named again next time.
+pub async fn analyze_due(conn: &DatabaseConnection) -> Result<Vec<String>, DbErr> {
+    let one = |sql: &str| Statement::from_string(DbBackend::Postgres, sql.to_string());
+    // One transaction (ANALYZE may run in one), so the lock is held by the connection that
+    // analyses and ends with it, whatever pool `conn` is.
+    let tx = conn.begin().await?;
+    let got = tx
+        .query_one_raw(one(&format!("SELECT pg_try_advisory_xact_lock({ANALYZE_LOCK}) AS got")))
+        .await?
+        .map(|r| r.try_get::<bool>("", "got"))
+        .transpose()?
+        .unwrap_or(false);
+    if !got {
+        tx.rollback().await?;
+        return Ok(Vec::new());
+    }
+    let due = tx
+        .query_all_raw(one("SELECT quote_ident(relname) AS name FROM pg_stat_user_tables
+              WHERE schemaname = 'public'
+                AND n_mod_since_analyze > current_setting('autovacuum_analyze_threshold')::float8
+                    + current_setting('autovacuum_analyze_scale_factor')::float8 * n_live_tup
+              ORDER BY relname"))
+        .await?;
+    let mut names = Vec::with_capacity(due.len());
+    for row in due {
+        let name: String = row.try_get("", "name")?;
+        tx.execute_unprepared(&format!("ANALYZE public.{name}")).await?;
+        names.push(name);
+    }
+    tx.commit().await?;
+    Ok(names)
+}
+
+/// Starts the worker (PostgreSQL only): every `config.analyze_interval`, when autovacuum is off,
+/// [`analyze_due`].
+/// The first pass is one interval after start. A failure (the database away, no owner rights)
+/// is logged and tried again next time.
+pub fn spawn(config: &Config) {
+    let every = config.analyze_interval;
+    if config.db_kind != DbKind::Postgres {
+        return;
+    }
+    let config = config.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let mut said_off = false;
+        loop {
+            tick.tick().await;
+            let pass = async {
+                // A connection per pass: the owner's, without the app role; closed after.
+                let owner = crate::platform::db::Db::connect_owner(&config)
+                    .await
+                    .map_err(|e| DbErr::Custom(format!("{e:#}")))?;
+                let conn = owner.raw().clone();
+                let out = match autovacuum_on(&conn).await {
+                    Ok(true) => Ok(None),
+                    Ok(false) => analyze_due(&conn).await.map(Some),
+                    Err(e) => Err(e),
+                };
+                conn.close().await.ok();
+                out
+            };
+            match pass.await {
+                Ok(None) => {}
+                Ok(Some(tables)) => {
+                    if !said_off {
+                        tracing::warn!(
+                            "autovacuum is off on the database: the server analyses tables itself (docs/operations.md, \"Planner statistics\")"
+                        );
+                        said_off = true;
+                    }
+                    if !tables.is_empty() {
+                        tracing::info!(tables = %tables.join(","), "analysed tables whose statistics were due");
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "planner statistics: the pass failed; trying again next time"),
+            }
+        }
+    });
+}
