@@ -6,9 +6,14 @@
 //! writer of the tenant that met a chain in its last step queued behind that commit's flush (a
 //! mean of 1 ms a call, up to 106 ms, in the visit benchmark at eight clients). Now a head that
 //! exists is passed over by a plain read; only a chain that has no head yet is inserted.
+//!
+//! The function keeps the security it has: `SECURITY DEFINER` on one PostgreSQL, `SECURITY
+//! INVOKER` where `platform::citus` made it so (Citus refuses a transaction that reaches
+//! co-located shards as two users), so serving replicas are not broken between this migration
+//! and the Citus step that follows it.
 
 use sea_orm_migration::prelude::*;
-use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend};
+use sea_orm_migration::sea_orm::{ConnectionTrait, DbBackend, Statement};
 
 use crate::m20261206_000027_audit_chains::CHAINS;
 
@@ -17,8 +22,9 @@ pub struct Migration;
 
 const CURRENT_TENANT: &str = "NULLIF(current_setting('cloudhis.tenant_id', true), '')::uuid";
 
-/// The function's body: the version of migration 27 when `skip_existing` is false.
-fn lock_fn(skip_existing: bool) -> String {
+/// The function, as `security` (`DEFINER` or `INVOKER`): migration 27's version when
+/// `skip_existing` is false.
+fn lock_fn(skip_existing: bool, security: &str) -> String {
     let pass_over = if skip_existing {
         "-- Held by another transaction: a plain read, which waits for no one, passes it over.
                  IF EXISTS (SELECT 1 FROM audit_heads h WHERE h.tenant_id = p_tenant AND h.chain = c) THEN
@@ -30,7 +36,7 @@ fn lock_fn(skip_existing: bool) -> String {
     };
     format!(
         "CREATE OR REPLACE FUNCTION audit_head_lock(p_tenant uuid, p_start int)
-               RETURNS TABLE (chain int, seq bigint, hash text) LANGUAGE plpgsql SECURITY DEFINER
+               RETURNS TABLE (chain int, seq bigint, hash text) LANGUAGE plpgsql SECURITY {security}
                SET search_path = public, pg_temp AS $$
              #variable_conflict use_column
              DECLARE c int;
@@ -60,13 +66,27 @@ fn lock_fn(skip_existing: bool) -> String {
     )
 }
 
+/// The security the function has now.
+async fn security(manager: &SchemaManager<'_>) -> Result<&'static str, DbErr> {
+    let row = manager
+        .get_connection()
+        .query_one_raw(Statement::from_string(
+            DbBackend::Postgres,
+            "SELECT prosecdef FROM pg_proc WHERE oid = 'audit_head_lock(uuid, int)'::regprocedure",
+        ))
+        .await?;
+    let definer = row.map(|r| r.try_get::<bool>("", "prosecdef")).transpose()?.unwrap_or(true);
+    Ok(if definer { "DEFINER" } else { "INVOKER" })
+}
+
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         if manager.get_database_backend() != DbBackend::Postgres {
             return Ok(());
         }
-        manager.get_connection().execute_unprepared(&lock_fn(true)).await?;
+        let security = security(manager).await?;
+        manager.get_connection().execute_unprepared(&lock_fn(true, security)).await?;
         Ok(())
     }
 
@@ -74,7 +94,8 @@ impl MigrationTrait for Migration {
         if manager.get_database_backend() != DbBackend::Postgres {
             return Ok(());
         }
-        manager.get_connection().execute_unprepared(&lock_fn(false)).await?;
+        let security = security(manager).await?;
+        manager.get_connection().execute_unprepared(&lock_fn(false, security)).await?;
         Ok(())
     }
 }

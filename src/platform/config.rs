@@ -193,7 +193,9 @@ impl Config {
                 stream_recheck: Duration::from_secs(
                     parse_num(&get, "CLOUDHIS_STREAM_RECHECK_SECONDS", 30)?.clamp(1, 30),
                 ),
-                analyze_interval: Duration::from_secs(parse_num(&get, "CLOUDHIS_ANALYZE_INTERVAL_SECONDS", 60)?.max(1)),
+                analyze_interval: Duration::from_secs(
+                    parse_num(&get, "CLOUDHIS_ANALYZE_INTERVAL_SECONDS", 60)?.clamp(1, 86_400),
+                ),
             },
             warnings,
         })

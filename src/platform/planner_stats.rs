@@ -11,9 +11,11 @@
 //! So when `autovacuum` is off, a worker of the server applies autovacuum's own rule to the
 //! database's tables every `CLOUDHIS_ANALYZE_INTERVAL_SECONDS`: a table is analysed once more than
 //! `autovacuum_analyze_threshold + autovacuum_analyze_scale_factor × rows` of its rows changed
-//! since its last `ANALYZE` (50 + 10% by default). One replica at a time (an advisory lock), on a
-//! connection of the database's owner (only the owner may analyse). With autovacuum on it does
-//! nothing. On Citus the coordinator holds no rows of a distributed table: the workers' own
+//! since its last `ANALYZE` (50 + 10% by default; measured against the live rows, and without
+//! per-table settings). One replica at a time (an advisory lock), in a process that runs the
+//! workers (`CLOUDHIS_WORKERS`), on a connection of the login user without the app role: only a
+//! table's owner may analyse it, so tables the login user does not own are left out. With
+//! autovacuum on it does nothing. On Citus the coordinator holds no rows of a distributed table: the workers' own
 //! settings keep their shards' statistics.
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, TransactionTrait};
@@ -31,9 +33,9 @@ pub async fn autovacuum_on(conn: &DatabaseConnection) -> Result<bool, DbErr> {
     Ok(row.map(|r| r.try_get::<bool>("", "on")).transpose()?.unwrap_or(true))
 }
 
-/// Analyses every table of the database's schema `public` that autovacuum's rule says is due,
-/// and returns their names; none when another replica is at it. Needs the tables' owner: a table
-/// it may not analyse is skipped by the server (with a warning) and named again next time.
+/// Analyses every table of the database's schema `public` that autovacuum's rule says is due
+/// and that the connection's user owns, and returns their names; none when another replica is at
+/// it. A table that fails (dropped meanwhile, say) is logged and left for the next pass.
 pub async fn analyze_due(conn: &DatabaseConnection) -> Result<Vec<String>, DbErr> {
     let one = |sql: &str| Statement::from_string(DbBackend::Postgres, sql.to_string());
     // One transaction (ANALYZE may run in one), so the lock is held by the connection that
@@ -50,17 +52,29 @@ pub async fn analyze_due(conn: &DatabaseConnection) -> Result<Vec<String>, DbErr
         return Ok(Vec::new());
     }
     let due = tx
-        .query_all_raw(one("SELECT quote_ident(relname) AS name FROM pg_stat_user_tables
-              WHERE schemaname = 'public'
-                AND n_mod_since_analyze > current_setting('autovacuum_analyze_threshold')::float8
-                    + current_setting('autovacuum_analyze_scale_factor')::float8 * n_live_tup
-              ORDER BY relname"))
+        .query_all_raw(one(
+            "SELECT quote_ident(s.relname) AS name FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
+              WHERE s.schemaname = 'public' AND pg_has_role(c.relowner, 'USAGE')
+                AND s.n_mod_since_analyze > current_setting('autovacuum_analyze_threshold')::float8
+                    + current_setting('autovacuum_analyze_scale_factor')::float8 * s.n_live_tup
+              ORDER BY s.relname",
+        ))
         .await?;
     let mut names = Vec::with_capacity(due.len());
     for row in due {
         let name: String = row.try_get("", "name")?;
-        tx.execute_unprepared(&format!("ANALYZE public.{name}")).await?;
-        names.push(name);
+        // Each in a savepoint: one table's failure does not undo the others.
+        let one = tx.begin().await?;
+        match one.execute_unprepared(&format!("ANALYZE public.{name}")).await {
+            Ok(_) => {
+                one.commit().await?;
+                names.push(name);
+            }
+            Err(e) => {
+                one.rollback().await?;
+                tracing::warn!(table = %name, error = %e, "planner statistics: ANALYZE failed");
+            }
+        }
     }
     tx.commit().await?;
     Ok(names)
