@@ -66,36 +66,30 @@ fn lock_fn(skip_existing: bool, security: &str) -> String {
     )
 }
 
-/// The security the function has now.
-async fn security(manager: &SchemaManager<'_>) -> Result<&'static str, DbErr> {
-    let row = manager
-        .get_connection()
+/// Replaces the function with `lock_fn(skip_existing, …)`, keeping the security it has now.
+async fn replace(manager: &SchemaManager<'_>, skip_existing: bool) -> Result<(), DbErr> {
+    if manager.get_database_backend() != DbBackend::Postgres {
+        return Ok(());
+    }
+    let conn = manager.get_connection();
+    let row = conn
         .query_one_raw(Statement::from_string(
             DbBackend::Postgres,
             "SELECT prosecdef FROM pg_proc WHERE oid = 'audit_head_lock(uuid, int)'::regprocedure",
         ))
         .await?;
     let definer = row.map(|r| r.try_get::<bool>("", "prosecdef")).transpose()?.unwrap_or(true);
-    Ok(if definer { "DEFINER" } else { "INVOKER" })
+    conn.execute_unprepared(&lock_fn(skip_existing, if definer { "DEFINER" } else { "INVOKER" })).await?;
+    Ok(())
 }
 
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() != DbBackend::Postgres {
-            return Ok(());
-        }
-        let security = security(manager).await?;
-        manager.get_connection().execute_unprepared(&lock_fn(true, security)).await?;
-        Ok(())
+        replace(manager, true).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        if manager.get_database_backend() != DbBackend::Postgres {
-            return Ok(());
-        }
-        let security = security(manager).await?;
-        manager.get_connection().execute_unprepared(&lock_fn(false, security)).await?;
-        Ok(())
+        replace(manager, false).await
     }
 }
