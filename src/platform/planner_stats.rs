@@ -80,6 +80,64 @@ pub async fn analyze_due(conn: &DatabaseConnection) -> Result<Vec<String>, DbErr
     Ok(names)
 }
 
+/// The tables a bulk import of residents fills and the MPI reads at every registration.
+pub const IMPORTED: &[&str] = &["persons", "registrations", "duplicate_candidates"];
+
+/// Runs `work` on a connection of the login user without the app role (only a table's owner
+/// may analyse it), opened for it and closed after.
+async fn as_owner<T, F, Fut>(config: &Config, work: F) -> Result<T, DbErr>
+where
+    F: FnOnce(DatabaseConnection) -> Fut,
+    Fut: std::future::Future<Output = Result<T, DbErr>>,
+{
+    let owner = crate::platform::db::Db::connect_owner(config).await.map_err(|e| DbErr::Custom(format!("{e:#}")))?;
+    let conn = owner.raw().clone();
+    let out = work(conn.clone()).await;
+    conn.close().await.ok();
+    out
+}
+
+/// After a bulk load (PostgreSQL only): analyses `tables` now, as their owner, whatever
+/// autovacuum's setting. Autovacuum (or the worker below) would get there within its interval,
+/// but the statistics system counts a session's inserts only when it reports them, and until the
+/// next pass the MPI's queries on a freshly loaded county are planned as if it were empty. Best
+/// effort: a failure is logged and the next pass catches up.
+pub async fn analyse_after_load(config: &Config, tables: &[&str]) {
+    if config.db_kind != DbKind::Postgres {
+        return;
+    }
+    let tables = tables.to_vec();
+    let done = as_owner(config, |conn| async move {
+        for table in tables {
+            // A table this user does not own is only a warning to PostgreSQL: say so here. One
+            // still empty (an import that committed nothing into a new database) is left alone:
+            // analysed empty, it would look empty to the planner until its next ANALYZE.
+            let row = conn
+                .query_one_raw(Statement::from_sql_and_values(
+                    DbBackend::Postgres,
+                    "SELECT pg_has_role(c.relowner, 'USAGE') AS owned, pg_relation_size(c.oid) > 0 AS filled
+                       FROM pg_class c WHERE c.oid = to_regclass('public.' || quote_ident($1))",
+                    [table.into()],
+                ))
+                .await?;
+            let Some(row) = row else { continue };
+            if !row.try_get::<bool>("", "filled")? {
+                continue;
+            }
+            if !row.try_get::<bool>("", "owned")? {
+                tracing::warn!(table, "planner statistics: not the table's owner, left to autovacuum");
+                continue;
+            }
+            conn.execute_unprepared(&format!("ANALYZE public.{table}")).await?;
+        }
+        Ok(())
+    })
+    .await;
+    if let Err(e) = done {
+        tracing::warn!(error = %e, "planner statistics: analysing after a bulk load failed; the next pass will");
+    }
+}
+
 /// Starts the worker (PostgreSQL only): every `config.analyze_interval`, when autovacuum is off,
 /// [`analyze_due`].
 /// The first pass is one interval after start. A failure (the database away, no owner rights)
@@ -95,20 +153,12 @@ pub fn spawn(config: &Config) {
         let mut said_off = false;
         loop {
             tick.tick().await;
-            let pass = async {
-                // A connection per pass: the owner's, without the app role; closed after.
-                let owner = crate::platform::db::Db::connect_owner(&config)
-                    .await
-                    .map_err(|e| DbErr::Custom(format!("{e:#}")))?;
-                let conn = owner.raw().clone();
-                let out = match autovacuum_on(&conn).await {
-                    Ok(true) => Ok(None),
-                    Ok(false) => analyze_due(&conn).await.map(Some),
-                    Err(e) => Err(e),
-                };
-                conn.close().await.ok();
-                out
-            };
+            let pass = as_owner(&config, |conn| async move {
+                match autovacuum_on(&conn).await? {
+                    true => Ok(None),
+                    false => analyze_due(&conn).await.map(Some),
+                }
+            });
             match pass.await {
                 Ok(None) => {}
                 Ok(Some(tables)) => {

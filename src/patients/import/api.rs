@@ -118,11 +118,13 @@ impl ImportsApi {
         let job = super::create_job(&state.db, ctx.tenant, &name, table.rows.len() as u64, Some(ctx.user)).await?;
         let opts =
             super::Options { job, batch: 1000, actor: Some((ctx.user, ctx.institution)), stop_after_batches: None };
-        let (db, pii, tenant) = (state.db.clone(), state.pii.clone(), ctx.tenant);
+        let (db, pii, tenant, config) = (state.db.clone(), state.pii.clone(), ctx.tenant, state.config.clone());
         tokio::spawn(async move {
             if let Err(e) = super::execute(&db, &pii, tenant, &table, &at, &opts, &|_, _| {}).await {
                 tracing::warn!(job = %opts.job, error = %e.reason(), "import failed");
             }
+            // Whatever was committed, before the next registration plans its MPI query on it.
+            crate::platform::planner_stats::analyse_after_load(&config, crate::platform::planner_stats::IMPORTED).await;
         });
         Ok(Started::Accepted(Json(to_dto(super::job(&state.db, ctx.tenant, job).await?)?)))
     }
