@@ -39,6 +39,7 @@ mod m20261206_000030_billing_charges_source_index;
 mod m20261207_000031_idempotency_committed;
 mod m20261207_000032_audit_log_by_month;
 mod m20261207_000033_audit_head_lock_no_wait;
+mod m20261207_000034_audit_head_advance_at;
 
 /// The registry steps of the enrollment summaries already there, as SQL (migration 18 runs it).
 pub use m20261128_000018_statistics_registry_steps::fill_sql as registry_steps_fill_sql;
@@ -84,6 +85,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000031_idempotency_committed::Migration),
             Box::new(m20261207_000032_audit_log_by_month::Migration),
             Box::new(m20261207_000033_audit_head_lock_no_wait::Migration),
+            Box::new(m20261207_000034_audit_head_advance_at::Migration),
         ]
     }
 }

@@ -412,18 +412,25 @@ async fn audit_heads_invoker(conn: &DatabaseConnection) -> anyhow::Result<()> {
     if done {
         return Ok(());
     }
-    let advance = "CREATE OR REPLACE FUNCTION audit_head_advance(p_tenant uuid, p_chain int, p_seq bigint, p_hash text)
-           RETURNS void LANGUAGE plpgsql SECURITY INVOKER SET search_path = public, pg_temp AS $$
-         BEGIN
-           IF p_tenant IS DISTINCT FROM NULLIF(current_setting('cloudhis.tenant_id', true), '')::uuid THEN
-             RAISE EXCEPTION 'the audit head of another tenant' USING ERRCODE = '42501';
-           END IF;
-           UPDATE audit_heads h SET seq = p_seq, hash = p_hash
-             WHERE h.tenant_id = p_tenant AND h.chain = p_chain AND h.seq < p_seq;
-           IF NOT FOUND THEN
-             RAISE EXCEPTION 'the audit head moves only forward' USING ERRCODE = '42501';
-           END IF;
-         END $$";
+    // Both signatures: the row's time (migration 34) and the one before it, for replicas of the
+    // previous version. Here neither checks the row, so the time is not needed.
+    let advance = |at: &str| {
+        format!(
+            "CREATE OR REPLACE FUNCTION audit_head_advance(p_tenant uuid, p_chain int, p_seq bigint, p_hash text{at})
+               RETURNS void LANGUAGE plpgsql SECURITY INVOKER SET search_path = public, pg_temp AS $$
+             BEGIN
+               IF p_tenant IS DISTINCT FROM NULLIF(current_setting('cloudhis.tenant_id', true), '')::uuid THEN
+                 RAISE EXCEPTION 'the audit head of another tenant' USING ERRCODE = '42501';
+               END IF;
+               UPDATE audit_heads h SET seq = p_seq, hash = p_hash
+                 WHERE h.tenant_id = p_tenant AND h.chain = p_chain AND h.seq < p_seq;
+               IF NOT FOUND THEN
+                 RAISE EXCEPTION 'the audit head moves only forward' USING ERRCODE = '42501';
+               END IF;
+             END $$"
+        )
+    };
+    let (advance, advance_at) = (advance(""), advance(", p_at timestamptz"));
     let guard = "CREATE OR REPLACE FUNCTION audit_head_guard() RETURNS trigger LANGUAGE plpgsql AS $$
          BEGIN
            IF TG_OP = 'INSERT' AND (NEW.seq <> 0 OR NEW.hash <> repeat('0', 64)) THEN
@@ -439,7 +446,8 @@ async fn audit_heads_invoker(conn: &DatabaseConnection) -> anyhow::Result<()> {
     for sql in [
         "SET LOCAL citus.enable_unsafe_triggers = on",
         "ALTER FUNCTION audit_head_lock(uuid, int) SECURITY INVOKER",
-        advance,
+        &advance,
+        &advance_at,
         guard,
         "DROP TRIGGER IF EXISTS audit_head_guard ON audit_heads",
         "CREATE TRIGGER audit_head_guard BEFORE INSERT OR UPDATE ON audit_heads FOR EACH ROW EXECUTE FUNCTION audit_head_guard()",

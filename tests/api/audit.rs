@@ -585,8 +585,9 @@ async fn rows_of_a_month_without_a_partition_move_into_it_when_it_is_made() {
 #[tokio::test]
 #[ignore = "needs PostgreSQL (CLOUDHIS_TEST_BACKEND=postgres; .ci/run runs it): SQLite keeps one table"]
 async fn upgrading_moves_the_trail_into_month_partitions_with_its_chains_intact() {
-    use cloudhis::platform::audit::{AuditEntry, Purpose, chain, entity::audit_log};
-    use sea_orm::{EntityTrait, TransactionTrait};
+    use chrono::SubsecRound;
+    use cloudhis::platform::audit::{chain, entity::audit_log};
+    use sea_orm::EntityTrait;
     crate::helpers::require_postgres();
     let url = crate::helpers::fresh_pg_database().await;
     let conn = sea_orm::Database::connect(&url).await.unwrap();
@@ -598,34 +599,44 @@ async fn upgrading_moves_the_trail_into_month_partitions_with_its_chains_intact(
     ))
     .await
     .unwrap();
-    let tx = conn.begin().await.unwrap();
-    tx.execute_unprepared(&cloudhis::platform::db::set_tenant_sql(tenant)).await.unwrap();
-    let entries = (0..5).map(|_| AuditEntry::new("auth.login", "session", Purpose::Authentication)).collect();
-    chain::append(&tx, tenant, entries).await.unwrap();
-    tx.commit().await.unwrap();
-    let mut old = audit_log::Model {
-        tenant_id: tenant,
-        chain: 5,
-        seq: 1,
-        id: uuid::Uuid::now_v7(),
-        occurred_at: "2026-03-15T08:00:00Z".parse().unwrap(),
-        actor_user_id: None,
-        institution_id: None,
-        action: "auth.login".into(),
-        resource_type: "session".into(),
-        resource_id: None,
-        subject_person_id: None,
-        purpose: "authentication".into(),
-        outcome: "success".into(),
-        request_id: None,
-        prev_hash: chain::GENESIS.into(),
-        hash: String::new(),
+    // Rows as the version before migration 32 chained them (its head function is not this
+    // version's): five of this month on chain 0, and one of an older month on chain 5.
+    let row = |chain: i16, seq: i64, at: &str, prev: &str| {
+        let mut r = audit_log::Model {
+            tenant_id: tenant,
+            chain,
+            seq,
+            id: uuid::Uuid::now_v7(),
+            occurred_at: at.parse().unwrap(),
+            actor_user_id: None,
+            institution_id: None,
+            action: "auth.login".into(),
+            resource_type: "session".into(),
+            resource_id: None,
+            subject_person_id: None,
+            purpose: "authentication".into(),
+            outcome: "success".into(),
+            request_id: None,
+            prev_hash: prev.into(),
+            hash: String::new(),
+        };
+        r.hash = chain::row_hash(&r);
+        r
     };
-    old.hash = chain::row_hash(&old);
-    audit_log::Entity::insert(audit_log::ActiveModel::from(old.clone())).exec(&conn).await.unwrap();
+    let now = chrono::Utc::now().trunc_subsecs(6).to_rfc3339();
+    let mut prev = chain::GENESIS.to_string();
+    let mut rows = Vec::new();
+    for seq in 1..=5 {
+        rows.push(row(0, seq, &now, &prev));
+        prev = rows.last().unwrap().hash.clone();
+    }
+    rows.push(row(5, 1, "2026-03-15T08:00:00Z", chain::GENESIS));
+    for r in &rows {
+        audit_log::Entity::insert(audit_log::ActiveModel::from(r.clone())).exec(&conn).await.unwrap();
+    }
     conn.execute_unprepared(&format!(
-        "INSERT INTO audit_heads (tenant_id, chain, seq, hash) VALUES ('{tenant}', 5, 1, '{}')",
-        old.hash
+        "INSERT INTO audit_heads (tenant_id, chain, seq, hash) VALUES ('{tenant}', 0, 5, '{}'), ('{tenant}', 5, 1, '{}')",
+        rows[4].hash, rows[5].hash
     ))
     .await
     .unwrap();

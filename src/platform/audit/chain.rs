@@ -65,17 +65,18 @@ pub async fn append(conn: &DatabaseTransaction, tenant: Uuid, entries: Vec<Audit
     while rows.peek().is_some() {
         audit_log::Entity::insert_many(rows.by_ref().take(CHUNK)).exec(conn).await?;
     }
-    move_head(conn, tenant, Head { chain, seq, hash: prev, at }).await
+    move_head(conn, tenant, Head { chain, seq, hash: prev, at: now }).await
 }
 
 /// Sets the chain's head to its last appended row. On PostgreSQL the app role may not write
-/// `audit_heads`: `audit_head_advance` moves it, forward only, to a row that exists.
+/// `audit_heads`: `audit_head_advance` moves it, forward only, to a row that exists; `head.at` is
+/// the time the rows were dated, so its check reads the one month's partition that holds them.
 async fn move_head(conn: &DatabaseTransaction, tenant: Uuid, head: Head) -> AppResult<()> {
     if conn.get_database_backend() == DbBackend::Postgres {
         conn.execute_raw(Statement::from_sql_and_values(
             DbBackend::Postgres,
-            "SELECT audit_head_advance($1, $2, $3, $4)",
-            [tenant.into(), i32::from(head.chain).into(), head.seq.into(), head.hash.into()],
+            "SELECT audit_head_advance($1, $2, $3, $4, $5)",
+            [tenant.into(), i32::from(head.chain).into(), head.seq.into(), head.hash.into(), head.at.into()],
         ))
         .await?;
         return Ok(());
