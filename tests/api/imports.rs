@@ -389,7 +389,9 @@ async fn an_import_leaves_the_tables_it_filled_analysed() {
     // The command line analyses before it exits.
     let file = app.dir.path().join("residents.csv");
     std::fs::write(&file, csv_text().replace("A", "B")).unwrap();
-    let out = app.cli(&["import", "residents", file.to_str().unwrap(), "--tenant", "demo-county"]);
+    let reports = app.dir.path().join("reports");
+    let (file, reports) = (file.to_str().unwrap(), reports.to_str().unwrap());
+    let out = app.cli(&["import", "residents", file, "--tenant", "demo-county", "--report-dir", reports]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let second = analysed().await;
     assert!(second.iter().zip(&first).all(|(b, a)| b > a), "not analysed again: {first:?} then {second:?}");
