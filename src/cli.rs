@@ -390,7 +390,7 @@ async fn import(config: Config, command: ImportCommand) -> anyhow::Result<ExitCo
     };
     let report = import::execute(&state.db, &state.pii, t.id, &table, &at, &opts, &bar).await;
     eprintln!();
-    // Whatever was committed, before the next registration plans its MPI query on it.
+    // Whatever was committed, before the command returns.
     crate::platform::planner_stats::analyse_after_load(&state.config, crate::platform::planner_stats::IMPORTED).await;
     let report = report?;
     std::fs::write(report_dir.join("report.xlsx"), report.to_xlsx()?)?;

@@ -157,7 +157,8 @@ impl Authz {
         self.changes.send_modify(|n| *n += 1);
     }
 
-    /// Call after changing a tenant's roles: every replica rebuilds on its next request.
+    /// Call after changing a tenant's roles: every replica rebuilds on its next request
+    /// (embedded default), or once the notice reaches it (Redis).
     pub async fn changed(&self, tenant: Uuid) {
         if let Err(e) = self.bump_epoch(tenant).await {
             tracing::error!(tenant.id = %tenant, error = %e, "could not record an authorization change");

@@ -17,6 +17,9 @@
 //! table's owner may analyse it, so tables the login user does not own are left out. With
 //! autovacuum on it does nothing. On Citus the coordinator holds no rows of a distributed table: the workers' own
 //! settings keep their shards' statistics.
+//!
+//! A bulk import does not wait for either: when it ends it analyses the tables it filled
+//! ([`analyse_after_load`]), with autovacuum on or off.
 
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, TransactionTrait};
 
@@ -98,43 +101,55 @@ where
 }
 
 /// After a bulk load (PostgreSQL only): analyses `tables` now, as their owner, whatever
-/// autovacuum's setting. Autovacuum (or the worker below) would get there within its interval,
-/// but the statistics system counts a session's inserts only when it reports them, and until the
-/// next pass the MPI's queries on a freshly loaded county are planned as if it were empty. Best
-/// effort: a failure is logged and the next pass catches up.
+/// autovacuum's setting. Autovacuum (or, with it off, the worker below) would get there on its
+/// own schedule, and the statistics system counts a session's inserts only when it reports them;
+/// until then the MPI's queries on a freshly loaded county are planned as if it were empty. A
+/// table still empty (analysed empty it would look empty to the planner until its next
+/// `ANALYZE`) or not owned by the login user is left out, the latter with one warning per
+/// process. Best effort: a failure is logged and left to autovacuum or the worker.
 pub async fn analyse_after_load(config: &Config, tables: &[&str]) {
+    static SAID_NOT_OWNER: std::sync::Once = std::sync::Once::new();
     if config.db_kind != DbKind::Postgres {
         return;
     }
-    let tables = tables.to_vec();
+    let tables: Vec<String> = tables.iter().map(|t| t.to_string()).collect();
     let done = as_owner(config, |conn| async move {
-        for table in tables {
-            // A table this user does not own is only a warning to PostgreSQL: say so here. One
-            // still empty (an import that committed nothing into a new database) is left alone:
-            // analysed empty, it would look empty to the planner until its next ANALYZE.
-            let row = conn
-                .query_one_raw(Statement::from_sql_and_values(
-                    DbBackend::Postgres,
-                    "SELECT pg_has_role(c.relowner, 'USAGE') AS owned, pg_relation_size(c.oid) > 0 AS filled
-                       FROM pg_class c WHERE c.oid = to_regclass('public.' || quote_ident($1))",
-                    [table.into()],
-                ))
-                .await?;
-            let Some(row) = row else { continue };
+        // The tables that exist, schema-qualified and quoted, with whether they hold
+        // anything and whether this user owns them.
+        let rows = conn
+            .query_all_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                "SELECT 'public.' || quote_ident(c.relname) AS name, pg_has_role(c.relowner, 'USAGE') AS owned,
+                        pg_relation_size(c.oid) > 0 AS filled
+                   FROM unnest($1::text[]) AS t(name)
+                   JOIN pg_class c ON c.oid = to_regclass('public.' || quote_ident(t.name))",
+                [tables.into()],
+            ))
+            .await?;
+        for row in rows {
+            let name: String = row.try_get("", "name")?;
             if !row.try_get::<bool>("", "filled")? {
                 continue;
             }
             if !row.try_get::<bool>("", "owned")? {
-                tracing::warn!(table, "planner statistics: not the table's owner, left to autovacuum");
+                SAID_NOT_OWNER.call_once(|| {
+                    tracing::warn!(
+                        table = %name,
+                        "planner statistics: the login user does not own the imported tables; left to autovacuum"
+                    )
+                });
                 continue;
             }
-            conn.execute_unprepared(&format!("ANALYZE public.{table}")).await?;
+            // One table failing (a lock timeout, say) does not keep the others from theirs.
+            if let Err(e) = conn.execute_unprepared(&format!("ANALYZE {name}")).await {
+                tracing::warn!(table = %name, error = %e, "planner statistics: ANALYZE after a bulk load failed");
+            }
         }
         Ok(())
     })
     .await;
     if let Err(e) = done {
-        tracing::warn!(error = %e, "planner statistics: analysing after a bulk load failed; the next pass will");
+        tracing::warn!(error = %e, "planner statistics: analysing after a bulk load failed; left to autovacuum or the worker");
     }
 }
 

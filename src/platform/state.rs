@@ -20,7 +20,8 @@ use crate::platform::token::TokenKeys;
 pub trait Authorizer: Send + Sync {
     /// The enforcer for a tenant's current roles.
     async fn enforcer(&self, tenant: Uuid) -> AppResult<Arc<casbin::Enforcer>>;
-    /// Call after changing a tenant's roles: every replica rebuilds on its next request.
+    /// Call after changing a tenant's roles: every replica rebuilds on its next request
+    /// (embedded default), or once the notice reaches it (Redis).
     async fn changed(&self, tenant: Uuid);
     /// Changes after every drop of cached permissions, here or announced by another replica.
     fn changes(&self) -> tokio::sync::watch::Receiver<u64>;

@@ -623,7 +623,8 @@ async fn upgrading_moves_the_trail_into_month_partitions_with_its_chains_intact(
         r.hash = chain::row_hash(&r);
         r
     };
-    let now = chrono::Utc::now().trunc_subsecs(6).to_rfc3339();
+    let at = chrono::Utc::now().trunc_subsecs(6);
+    let (now, this_month) = (at.to_rfc3339(), format!("audit_log_y{}", at.format("%Ym%m")));
     let mut prev = chain::GENESIS.to_string();
     let mut rows = Vec::new();
     for seq in 1..=5 {
@@ -650,7 +651,6 @@ async fn upgrading_moves_the_trail_into_month_partitions_with_its_chains_intact(
             r.await.unwrap().unwrap().try_get_by_index::<i64>(0).unwrap()
         }
     };
-    let this_month = format!("audit_log_y{}", chrono::Utc::now().format("%Ym%m"));
     assert_eq!(count(format!("SELECT count(*) FROM {this_month}")).await, 5);
     assert_eq!(count("SELECT count(*) FROM audit_log_y2026m03".into()).await, 1);
     assert_eq!(count("SELECT count(*) FROM audit_log_default".into()).await, 0);

@@ -123,7 +123,8 @@ impl ImportsApi {
             if let Err(e) = super::execute(&db, &pii, tenant, &table, &at, &opts, &|_, _| {}).await {
                 tracing::warn!(job = %opts.job, error = %e.reason(), "import failed");
             }
-            // Whatever was committed, before the next registration plans its MPI query on it.
+            // Whatever was committed. This runs once the job reads `done`: a registration in
+            // between may still be planned on the old statistics.
             crate::platform::planner_stats::analyse_after_load(&config, crate::platform::planner_stats::IMPORTED).await;
         });
         Ok(Started::Accepted(Json(to_dto(super::job(&state.db, ctx.tenant, job).await?)?)))
