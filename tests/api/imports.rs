@@ -376,15 +376,12 @@ async fn an_import_leaves_the_tables_it_filled_analysed() {
 
     finished_import(&app, &admin).await;
     // The job analyses after it records its end: wait for that, not for a fixed time.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let first = loop {
-        let at = analysed().await;
-        if at.iter().all(|&t| t > 0.0) {
-            break at;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the upload's tables were not analysed: {at:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    crate::referrals::eventually("the upload's tables analysed", 30, || {
+        let at = analysed();
+        async move { at.await.iter().all(|&t| t > 0.0) }
+    })
+    .await;
+    let first = analysed().await;
 
     // The command line analyses before it exits.
     let file = app.dir.path().join("residents.csv");

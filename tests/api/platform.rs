@@ -453,14 +453,21 @@ async fn tables_whose_statistics_are_due_are_analysed_when_autovacuum_is_off() {
     let (before, _) = wasted().await;
 
     // The seed's counts reach the statistics system within its flush interval (10 s when idle).
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let analysed = loop {
-        let analysed = analyze_due(&owner).await.unwrap();
-        if analysed.iter().any(|t| t == "persons") || Instant::now() > deadline {
-            break analysed;
+    let due = |tables: &'static str, n: i64| {
+        let owner = owner.clone();
+        async move {
+            let sql = format!(
+                "SELECT count(*) AS n FROM pg_stat_user_tables WHERE relname IN ({tables})
+                   AND n_mod_since_analyze > current_setting('autovacuum_analyze_threshold')::float8
+                       + current_setting('autovacuum_analyze_scale_factor')::float8 * n_live_tup"
+            );
+            let row = owner.query_one_raw(Statement::from_string(DbBackend::Postgres, sql)).await.unwrap().unwrap();
+            row.try_get::<i64>("", "n").unwrap() == n
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
     };
+    crate::referrals::eventually("the seed in the statistics system", 30, || due("'persons', 'registrations'", 2))
+        .await;
+    let analysed = analyze_due(&owner).await.unwrap();
     assert!(analysed.iter().any(|t| t == "persons"), "persons was not analysed: {analysed:?}");
     assert!(analysed.iter().any(|t| t == "registrations"), "{analysed:?}");
     assert!(stats_rows("persons").await > 0);
@@ -477,23 +484,7 @@ async fn tables_whose_statistics_are_due_are_analysed_when_autovacuum_is_off() {
     let lock = cloudhis::platform::planner_stats::ANALYZE_LOCK;
     other.execute_unprepared(&format!("SELECT pg_advisory_xact_lock({lock})")).await.unwrap();
     cloudhis::patients::seed::seed(&app.state.db, &app.state.pii, admin.tenant_id, 200, 0.2, 12).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let row = owner
-            .query_one_raw(Statement::from_string(
-                DbBackend::Postgres,
-                "SELECT n_mod_since_analyze > 50 + 0.1 * n_live_tup AS due FROM pg_stat_user_tables
-                  WHERE relname = 'persons'",
-            ))
-            .await
-            .unwrap()
-            .unwrap();
-        if row.try_get::<bool>("", "due").unwrap() {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the second seed never showed in the statistics system");
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    crate::referrals::eventually("the second seed in the statistics system", 30, || due("'persons'", 1)).await;
     assert_eq!(
         analyze_due(&owner).await.unwrap(),
         Vec::<String>::new(),

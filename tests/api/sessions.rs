@@ -269,12 +269,10 @@ where
     if !app.env.contains_key("REDIS_URL") || refused(r.status) {
         return r;
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        let r = request().await;
-        if refused(r.status) || tokio::time::Instant::now() >= deadline {
-            return r;
-        }
-    }
+    crate::referrals::eventually("the change's notice", 5, || {
+        let r = request();
+        async { refused(r.await.status) }
+    })
+    .await;
+    request().await
 }
