@@ -701,3 +701,33 @@ async fn a_writer_does_not_wait_for_the_commit_of_a_chain_it_passes_over() {
     let chain: i32 = chain.expect("the writer waited for the holder's commit").unwrap().try_get("", "chain").unwrap();
     assert_ne!(chain, 0);
 }
+
+/// One request's rows beyond what one INSERT carries (a long export): on PostgreSQL the last
+/// statement also moves the head, and the chain they make verifies, gapless.
+#[tokio::test]
+async fn rows_beyond_one_statement_join_the_chain_in_order() {
+    let app = spawn_app().await;
+    app.load_demo().await;
+    let tenant = app.login("admin").await.tenant_id;
+    let rows = || crate::referrals::count(&app, "SELECT count(*) FROM audit_log");
+    let before = rows().await;
+    let mut tx = app.state.db.begin(&cloudhis::platform::SystemScope { tenant }).await.unwrap();
+    for _ in 0..1_500 {
+        tx.audit(cloudhis::platform::audit::AuditEntry::new(
+            "patient.read",
+            "patient",
+            cloudhis::platform::audit::Purpose::Treatment,
+        ));
+    }
+    tx.commit().await.unwrap();
+    assert_eq!(rows().await, before + 1_500);
+    let gaps = crate::referrals::count(
+        &app,
+        "SELECT count(*) FROM audit_heads h WHERE h.seq <> (SELECT count(*) FROM audit_log l
+           WHERE l.tenant_id = h.tenant_id AND l.chain = h.chain)",
+    )
+    .await;
+    assert_eq!(gaps, 0, "every head is its chain's last row");
+    let report = cloudhis::audit::verify(&app.state.db).await.unwrap();
+    assert!(report.broken.is_none(), "{:?}", report.broken);
+}
