@@ -110,7 +110,7 @@ async fn main() -> anyhow::Result<()> {
             eprintln!("  {done}/{total} rows, {:.0} s", started.elapsed().as_secs_f64());
         }
     };
-    let report = import::execute(&state.db, &state.pii, tenant, &table, &at, &opts, &progress).await?;
+    let report = import::execute(&state.db, &state.config, &state.pii, tenant, &table, &at, &opts, &progress).await?;
     let (xlsx, csv_report) = (report.to_xlsx()?, report.to_csv()?);
     let total_s = started.elapsed().as_secs_f64();
 

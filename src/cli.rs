@@ -388,10 +388,8 @@ async fn import(config: Config, command: ImportCommand) -> anyhow::Result<ExitCo
         let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
         eprint!("\r[{:<40}] {pct:>3}% {done}/{total} rows, {rate:.0} rows/s", "#".repeat(pct as usize * 40 / 100));
     };
-    let report = import::execute(&state.db, &state.pii, t.id, &table, &at, &opts, &bar).await;
+    let report = import::execute(&state.db, &state.config, &state.pii, t.id, &table, &at, &opts, &bar).await;
     eprintln!();
-    // Whatever was committed, before the command returns.
-    crate::platform::planner_stats::analyse_after_load(&state.config, crate::platform::planner_stats::IMPORTED).await;
     let report = report?;
     std::fs::write(report_dir.join("report.xlsx"), report.to_xlsx()?)?;
     std::fs::write(report_dir.join("report.csv"), report.to_csv()?)?;

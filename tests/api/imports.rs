@@ -72,7 +72,9 @@ async fn run(app: &TestApp, tenant: Uuid, bytes: &[u8], batch: usize, stop: Opti
     let (table, at) = import::prepare(bytes, &Mapping::default(), None).map_err(|e| e.reason())?;
     let job = import::create_job(&app.state.db, tenant, "test.csv", table.rows.len() as u64, None).await.unwrap();
     let opts = Options { job, batch, actor: None, stop_after_batches: stop };
-    import::execute(&app.state.db, &app.state.pii, tenant, &table, &at, &opts, &|_, _| {}).await.map_err(|e| e.reason())
+    import::execute(&app.state.db, &app.state.config, &app.state.pii, tenant, &table, &at, &opts, &|_, _| {})
+        .await
+        .map_err(|e| e.reason())
 }
 
 /// Rows of a query about one tenant: `$T` in `sql` is its id (bound, so SQLite, which has no
@@ -343,8 +345,8 @@ async fn the_tenant_administrator_uploads_follows_progress_and_downloads_the_rep
     assert_eq!((other.status.as_u16(), other.code()), (404, "import_job_not_found"));
 }
 
-/// After an import the tables it filled are analysed at once, by the upload's job and by the
-/// command line, so the next registration's MPI query is not planned on the statistics of an
+/// After an import the tables it filled are analysed at once, by the upload's job before it
+/// reads `done` and by the command line before it exits, so the next registration's MPI query is not planned on the statistics of an
 /// empty table (with autovacuum off nothing else would analyse them for up to a minute; with it
 /// on, autovacuum waits for its own turn).
 #[tokio::test]
@@ -375,13 +377,9 @@ async fn an_import_leaves_the_tables_it_filled_analysed() {
     assert_eq!(analysed().await, [0.0, 0.0, 0.0], "analysed before any import");
 
     finished_import(&app, &admin).await;
-    // The job analyses after it records its end: wait for that, not for a fixed time.
-    crate::referrals::eventually("the upload's tables analysed", 30, || {
-        let at = analysed();
-        async move { at.await.iter().all(|&t| t > 0.0) }
-    })
-    .await;
+    // The job analyses before it records its end: once it reads `done`, they are analysed.
     let first = analysed().await;
+    assert!(first.iter().all(|&t| t > 0.0), "the upload's job is done, its tables not analysed: {first:?}");
 
     // The command line analyses before it exits.
     let file = app.dir.path().join("residents.csv");

@@ -120,12 +120,9 @@ impl ImportsApi {
             super::Options { job, batch: 1000, actor: Some((ctx.user, ctx.institution)), stop_after_batches: None };
         let (db, pii, tenant, config) = (state.db.clone(), state.pii.clone(), ctx.tenant, state.config.clone());
         tokio::spawn(async move {
-            if let Err(e) = super::execute(&db, &pii, tenant, &table, &at, &opts, &|_, _| {}).await {
+            if let Err(e) = super::execute(&db, &config, &pii, tenant, &table, &at, &opts, &|_, _| {}).await {
                 tracing::warn!(job = %opts.job, error = %e.reason(), "import failed");
             }
-            // Whatever was committed. This runs once the job reads `done`: a registration in
-            // between may still be planned on the old statistics.
-            crate::platform::planner_stats::analyse_after_load(&config, crate::platform::planner_stats::IMPORTED).await;
         });
         Ok(Started::Accepted(Json(to_dto(super::job(&state.db, ctx.tenant, job).await?)?)))
     }

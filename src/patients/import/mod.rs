@@ -21,6 +21,7 @@ pub use report::Report;
 
 use crate::patients::entity::import_job;
 use crate::platform::codes;
+use crate::platform::config::Config;
 use crate::platform::pii::PiiCipher;
 use crate::platform::{AppError, AppResult, Db, SystemScope};
 
@@ -54,8 +55,13 @@ pub async fn create_job(db: &Db, tenant: Uuid, file_name: &str, rows: u64, by: O
 }
 
 /// Runs a created job to its end and records how it ended (with the report, or the error).
+/// Before the job reads `done` (or `failed`), the tables it filled are analysed, whatever was
+/// committed (`planner_stats::analyse_after_load`): a registration right after an import is
+/// planned on statistics that know the county is there.
+#[allow(clippy::too_many_arguments)]
 pub async fn execute(
     db: &Db,
+    config: &Config,
     cipher: &PiiCipher,
     tenant: Uuid,
     table: &Table,
@@ -64,6 +70,7 @@ pub async fn execute(
     progress: Progress<'_>,
 ) -> AppResult<Report> {
     let result = engine::run(db, cipher, tenant, table, at, opts, progress).await;
+    crate::platform::planner_stats::analyse_after_load(config, crate::platform::planner_stats::IMPORTED).await;
     let (status, report, error) = match &result {
         Ok(r) => ("done", Some(serde_json::to_string(r).map_err(AppError::internal)?), None),
         Err(e) => ("failed", None, Some(e.reason().chars().take(500).collect::<String>())),
