@@ -114,6 +114,10 @@ pub async fn analyse_after_load(config: &Config, tables: &[&str]) {
     }
     let tables: Vec<String> = tables.iter().map(|t| t.to_string()).collect();
     let done = as_owner(config, |conn| async move {
+        // An import's job records its end only after this: an ANALYZE that would queue behind a
+        // VACUUM, an index build or another ANALYZE of the table is left to autovacuum or the
+        // worker instead (a warning), and the whole pass is bounded below.
+        conn.execute_unprepared(&format!("SET lock_timeout = '{}s'", LOAD_LOCK_TIMEOUT.as_secs())).await?;
         // The tables that exist, schema-qualified and quoted, with whether they hold
         // anything and whether this user owns them.
         let rows = conn
@@ -146,12 +150,24 @@ pub async fn analyse_after_load(config: &Config, tables: &[&str]) {
             }
         }
         Ok(())
-    })
-    .await;
-    if let Err(e) = done {
-        tracing::warn!(error = %e, "planner statistics: analysing after a bulk load failed; left to autovacuum or the worker");
+    });
+    match tokio::time::timeout(LOAD_PASS_LIMIT, done).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "planner statistics: analysing after a bulk load failed; left to autovacuum or the worker")
+        }
+        Err(_) => tracing::warn!(
+            limit_s = LOAD_PASS_LIMIT.as_secs(),
+            "planner statistics: analysing after a bulk load took too long; left to autovacuum or the worker"
+        ),
     }
 }
+
+/// How long an `ANALYZE` after a bulk load waits for its table's lock.
+const LOAD_LOCK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long the whole pass after a bulk load may take (three tables of a million-person county
+/// take seconds).
+const LOAD_PASS_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
 
 /// Starts the worker (PostgreSQL only): every `config.analyze_interval`, when autovacuum is off,
 /// [`analyze_due`].

@@ -80,7 +80,9 @@ pub async fn append(conn: &DatabaseTransaction, tenant: Uuid, entries: Vec<Audit
 /// fewer for every audited request). The insert is a data-modifying `WITH`, counted before the
 /// function is called: `audit_head_advance` is a volatile function, whose own statements take a
 /// fresh snapshot after the calling statement's changes so far, so its check finds the rows
-/// (`tests/api/audit.rs` verifies chains appended this way, on Citus too).
+/// (`tests/api/audit.rs::rows_beyond_one_statement_join_the_chain_in_order`). On Citus the
+/// function does not check the row (`platform::citus`); there the test shows only that the
+/// statement is accepted and the chain verifies.
 async fn insert_and_advance(
     conn: &DatabaseTransaction,
     tenant: Uuid,
