@@ -346,8 +346,8 @@ async fn the_tenant_administrator_uploads_follows_progress_and_downloads_the_rep
 }
 
 /// After an import the tables it filled are analysed at once, by the upload's job before it
-/// reads `done` and by the command line before it exits, so the next registration's MPI query is not planned on the statistics of an
-/// empty table (with autovacuum off nothing else would analyse them for up to a minute; with it
+/// reads `done` and by the command line before it exits, so the next registration's MPI query
+/// is not planned on the statistics of an empty table (with autovacuum off nothing else would analyse them for up to a minute; with it
 /// on, autovacuum waits for its own turn).
 #[tokio::test]
 #[ignore = "needs single-node PostgreSQL (CLOUDHIS_TEST_BACKEND=postgres; .ci/run runs it): Citus shards keep their own statistics"]

@@ -36,6 +36,9 @@ struct Head {
 
 /// Appends `entries` to one of `tenant`'s chains inside `conn`'s transaction.
 pub async fn append(conn: &DatabaseTransaction, tenant: Uuid, entries: Vec<AuditEntry>) -> AppResult<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
     let Head { chain, mut seq, hash: mut prev, at } = lock_head(conn, tenant).await?;
     let now = at.trunc_subsecs(6);
     let mut rows = Vec::with_capacity(entries.len());
@@ -64,20 +67,23 @@ pub async fn append(conn: &DatabaseTransaction, tenant: Uuid, entries: Vec<Audit
         rows.push(audit_log::ActiveModel::from(row));
     }
     let head = Head { chain, seq, hash: prev, at: now };
-    let postgres = conn.get_database_backend() == DbBackend::Postgres;
-    let mut rows = rows.into_iter().peekable();
-    while rows.peek().is_some() {
-        let chunk: Vec<_> = rows.by_ref().take(CHUNK).collect();
-        if postgres && rows.peek().is_none() {
-            return insert_and_advance(conn, tenant, chunk, &head).await;
-        }
-        audit_log::Entity::insert_many(chunk).exec(conn).await?;
+    // Every chunk but the last on its own; on PostgreSQL the last one also moves the head.
+    let last = rows.split_off((rows.len() - 1) / CHUNK * CHUNK);
+    let mut earlier = rows.into_iter().peekable();
+    while earlier.peek().is_some() {
+        audit_log::Entity::insert_many(earlier.by_ref().take(CHUNK)).exec(conn).await?;
     }
+    if conn.get_database_backend() == DbBackend::Postgres {
+        return insert_and_advance(conn, tenant, last, head).await;
+    }
+    audit_log::Entity::insert_many(last).exec(conn).await?;
     move_head(conn, tenant, head).await
 }
 
 /// On PostgreSQL, the last rows' INSERT and the head's advance in one statement (one round trip
-/// fewer for every audited request). The insert is a data-modifying `WITH`, counted before the
+/// fewer for every audited request). The app role may not write `audit_heads`:
+/// `audit_head_advance` moves the head, forward only, to a row that exists; `head.at` is the
+/// time the rows were dated, so its check reads the one month's partition that holds them. The insert is a data-modifying `WITH`, counted before the
 /// function is called: `audit_head_advance` is a volatile function, whose own statements take a
 /// fresh snapshot after the calling statement's changes so far, so its check finds the rows
 /// (`tests/api/audit.rs::rows_beyond_one_statement_join_the_chain_in_order`). On Citus the
@@ -87,7 +93,7 @@ async fn insert_and_advance(
     conn: &DatabaseTransaction,
     tenant: Uuid,
     rows: Vec<audit_log::ActiveModel>,
-    head: &Head,
+    head: Head,
 ) -> AppResult<()> {
     let insert = audit_log::Entity::insert_many(rows).build(DbBackend::Postgres);
     let mut values = insert.values.map(|v| v.0).unwrap_or_default();
@@ -102,30 +108,14 @@ async fn insert_and_advance(
         n + 4,
         n + 5
     );
-    values.extend([
-        tenant.into(),
-        i32::from(head.chain).into(),
-        head.seq.into(),
-        head.hash.clone().into(),
-        head.at.into(),
-    ]);
+    values.extend([tenant.into(), i32::from(head.chain).into(), head.seq.into(), head.hash.into(), head.at.into()]);
     conn.execute_raw(Statement::from_sql_and_values(DbBackend::Postgres, sql, values)).await?;
     Ok(())
 }
 
-/// Sets the chain's head to its last appended row. On PostgreSQL the app role may not write
-/// `audit_heads`: `audit_head_advance` moves it, forward only, to a row that exists; `head.at` is
-/// the time the rows were dated, so its check reads the one month's partition that holds them.
+/// Sets the chain's head to its last appended row (SQLite; PostgreSQL's moves with its last
+/// rows, [`insert_and_advance`]).
 async fn move_head(conn: &DatabaseTransaction, tenant: Uuid, head: Head) -> AppResult<()> {
-    if conn.get_database_backend() == DbBackend::Postgres {
-        conn.execute_raw(Statement::from_sql_and_values(
-            DbBackend::Postgres,
-            "SELECT audit_head_advance($1, $2, $3, $4, $5)",
-            [tenant.into(), i32::from(head.chain).into(), head.seq.into(), head.hash.into(), head.at.into()],
-        ))
-        .await?;
-        return Ok(());
-    }
     audit_head::Entity::update_many()
         .col_expr(audit_head::Column::Seq, head.seq.into())
         .col_expr(audit_head::Column::Hash, head.hash.into())
