@@ -731,3 +731,39 @@ async fn rows_beyond_one_statement_join_the_chain_in_order() {
     let report = cloudhis::audit::verify(&app.state.db).await.unwrap();
     assert!(report.broken.is_none(), "{:?}", report.broken);
 }
+
+/// A read's audit rows go through the group commit (`platform::audit::writer`). When the
+/// connection is cut at that group's `COMMIT`, the writer asks the server whether it landed before
+/// writing the rows again: cut after the server committed, the rows are there once (not twice);
+/// cut before, the server rolled back and the rows are written again. The read answers 200 with
+/// exactly one audit row either way, and the trail verifies.
+#[tokio::test]
+#[ignore = "needs single-node PostgreSQL (CLOUDHIS_TEST_BACKEND=postgres; .ci/run runs it): a proxy cuts a COMMIT"]
+async fn a_read_whose_audit_commit_was_cut_is_audited_once() {
+    use crate::idempotency::{CommitCutter, Cut};
+    use std::sync::atomic::Ordering;
+    crate::helpers::require_postgres();
+    assert!(!crate::helpers::on_citus(), "the proxy stands in front of single-node PostgreSQL");
+    for at in [Cut::AfterCommit, Cut::BeforeCommit] {
+        let real = crate::helpers::fresh_pg_database().await;
+        let (head, db) = real.rsplit_once('/').unwrap();
+        let (scheme_user, upstream) = head.rsplit_once('@').unwrap();
+        let cutter = CommitCutter::start(upstream.to_string(), b"patient.read", at).await;
+        let proxied = format!("{scheme_user}@127.0.0.1:{}/{db}?sslmode=disable", cutter.port);
+        let app = crate::helpers::spawn_app_with(&[("DATABASE_URL", &proxied)]).await;
+        app.load_demo().await;
+        let doc = app.login("village.doctor").await;
+        let person = crate::referrals::patient(&app, &doc, 11).await;
+        let reads =
+            format!("SELECT count(*) FROM audit_log WHERE action = 'patient.read' AND subject_person_id = '{person}'");
+        let before = crate::referrals::count(&app, &reads).await;
+
+        cutter.armed.store(true, Ordering::SeqCst);
+        let read = app.get(&format!("/api/v1/patients/{person}"), &doc.token).await;
+        assert_eq!(cutter.cuts.load(Ordering::SeqCst), 1, "the proxy cut the group's COMMIT");
+        assert_eq!(read.status, 200, "{}", read.text);
+        assert_eq!(crate::referrals::count(&app, &reads).await, before + 1, "one audit row for one read");
+        let report = cloudhis::audit::verify(&app.state.db).await.unwrap();
+        assert!(report.broken.is_none(), "{:?}", report.broken);
+    }
+}

@@ -141,14 +141,25 @@ async fn a_claim_left_by_a_dead_process_is_taken_over_or_answers_that_the_work_w
 /// transaction that ran a statement containing `pattern`, waits for the server's answer, and
 /// drops the connection instead of passing the answer on: the commit landed, the client cannot
 /// know it.
-struct CommitCutter {
-    port: u16,
-    armed: Arc<AtomicBool>,
-    cuts: Arc<AtomicUsize>,
+pub(crate) struct CommitCutter {
+    pub(crate) port: u16,
+    pub(crate) armed: Arc<AtomicBool>,
+    pub(crate) cuts: Arc<AtomicUsize>,
+}
+
+/// Where [`CommitCutter`] cuts an armed transaction's `COMMIT`.
+#[derive(Clone, Copy)]
+pub(crate) enum Cut {
+    /// The server gets the `COMMIT` and commits; its answer is lost with the connection.
+    AfterCommit,
+    /// The connection ends before the `COMMIT` reaches the server, which rolls back.
+    BeforeCommit,
 }
 
 impl CommitCutter {
-    async fn start(upstream: String, pattern: &'static [u8]) -> Self {
+    /// A proxy to `upstream` that, once armed, cuts (see [`Cut`]) the `COMMIT` of the first
+    /// transaction that sent `pattern` in a statement's text or a bound value.
+    pub(crate) async fn start(upstream: String, pattern: &'static [u8], at: Cut) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let (armed, cuts) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
@@ -158,14 +169,21 @@ impl CommitCutter {
                 let server = TcpStream::connect(&upstream).await.unwrap();
                 // Without it every small message waits on a delayed ACK (about 40 ms).
                 let _ = (client.set_nodelay(true), server.set_nodelay(true));
-                tokio::spawn(relay(client, server, pattern, a.clone(), c.clone()));
+                tokio::spawn(relay(client, server, pattern, at, a.clone(), c.clone()));
             }
         });
         Self { port, armed, cuts }
     }
 }
 
-async fn relay(client: TcpStream, server: TcpStream, pattern: &[u8], armed: Arc<AtomicBool>, cuts: Arc<AtomicUsize>) {
+async fn relay(
+    client: TcpStream,
+    server: TcpStream,
+    pattern: &[u8],
+    at: Cut,
+    armed: Arc<AtomicBool>,
+    cuts: Arc<AtomicUsize>,
+) {
     let (mut from_client, mut to_client) = client.into_split();
     let (mut from_server, mut to_server) = server.into_split();
     let cutting = Arc::new(AtomicBool::new(false));
@@ -217,15 +235,23 @@ async fn relay(client: TcpStream, server: TcpStream, pattern: &[u8], armed: Arc<
             b'P' if cstrings.len() > 1 => {
                 prepared.insert(cstrings[0].to_vec(), contains(cstrings[1]));
             }
-            // Bind: portal name, statement name.
-            b'B' if cstrings.len() > 1 => seen |= prepared.get(cstrings[1]).copied().unwrap_or(false),
+            // Bind: portal name, statement name, then the values (text as its bytes).
+            b'B' if cstrings.len() > 1 => {
+                seen |= prepared.get(cstrings[1]).copied().unwrap_or(false) || contains(&body);
+            }
             b'Q' => {
                 let commit = body.starts_with(b"COMMIT");
                 seen |= contains(&body);
                 if commit && std::mem::take(&mut seen) && armed.swap(false, Ordering::SeqCst) {
                     cutting.store(true, Ordering::SeqCst);
-                    to_server.write_all(&[&head[..], &body].concat()).await.unwrap();
-                    let _ = answers.await;
+                    match at {
+                        Cut::AfterCommit => {
+                            to_server.write_all(&[&head[..], &body].concat()).await.unwrap();
+                            let _ = answers.await;
+                        }
+                        // Both directions close: the server's backend reads the end and aborts.
+                        Cut::BeforeCommit => answers.abort(),
+                    }
                     cuts.fetch_add(1, Ordering::SeqCst);
                     return;
                 }
@@ -246,7 +272,7 @@ async fn a_create_whose_commit_was_cut_is_not_done_again_by_its_retry() {
     let real = crate::helpers::fresh_pg_database().await;
     let (head, db) = real.rsplit_once('/').unwrap();
     let (scheme_user, upstream) = head.rsplit_once('@').unwrap();
-    let cutter = CommitCutter::start(upstream.to_string(), b"INSERT INTO \"registrations\"").await;
+    let cutter = CommitCutter::start(upstream.to_string(), b"INSERT INTO \"registrations\"", Cut::AfterCommit).await;
     let proxied = format!("{scheme_user}@127.0.0.1:{}/{db}?sslmode=disable", cutter.port);
     let app = spawn_app_with(&[("DATABASE_URL", &proxied)]).await;
     app.load_demo().await;

@@ -4,11 +4,14 @@
 //! database's commit rate. Instead a read commits its (read-only) transaction and hands its rows
 //! here; a worker takes the rows of every read in flight, appends them to their tenants' chains
 //! in one transaction, and answers each read only after that commit. A crash before the commit
-//! loses rows only of requests that had not answered.
+//! loses rows only of requests that had not answered. A connection cut under a group is tried
+//! once more, after asking the server whether the cut commit landed: rows are never missing,
+//! and not written twice.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use sea_orm::{ConnectionTrait, DatabaseConnection};
+use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use uuid::Uuid;
 
@@ -50,14 +53,22 @@ impl Writer {
             let (conn, rx) = (conn.clone(), rx.clone());
             tokio::spawn(async move {
                 while let Some(jobs) = next_group(&rx).await {
-                    let mut result = write(&conn, &jobs).await;
+                    let mut xid = None;
+                    let mut result = write(&conn, &jobs, &mut xid).await;
                     if let Err(AppError::Unavailable(e)) = &result {
                         // A connection cut under the group (a dead pooled connection at BEGIN
-                        // is already replaced by `begin_answering`): once more, on another.
-                        // Should the first commit have landed after all, the rows are in the
-                        // trail twice (chained, verifiable), never missing.
+                        // is already replaced by `begin_answering`). If the cut came with or
+                        // after `COMMIT`, the rows may be in: ask the server before writing
+                        // them again, on another connection.
                         tracing::warn!(error = %format!("{e:#}"), "audit group commit: database unavailable; trying again");
-                        result = write(&conn, &jobs).await;
+                        result = match xid {
+                            Some(xid) => match landed(&conn, &xid).await {
+                                Ok(true) => Ok(()),
+                                Ok(false) => write(&conn, &jobs, &mut None).await,
+                                Err(e) => Err(e),
+                            },
+                            None => write(&conn, &jobs, &mut None).await,
+                        };
                     }
                     let result = result.map_err(|e| Failure {
                         unavailable: matches!(e, AppError::Unavailable(_)),
@@ -106,7 +117,8 @@ async fn next_group(rx: &Mutex<mpsc::Receiver<Job>>) -> Option<Vec<Job>> {
 }
 
 /// One transaction: each tenant's rows (in the order they came) appended to one of its chains.
-async fn write(conn: &DatabaseConnection, jobs: &[Job]) -> AppResult<()> {
+/// `xid` gets the transaction's id as soon as the database has given one (PostgreSQL).
+async fn write(conn: &DatabaseConnection, jobs: &[Job], xid: &mut Option<String>) -> AppResult<()> {
     let mut tenants: Vec<(Uuid, Vec<AuditEntry>)> = Vec::new();
     for job in jobs {
         match tenants.iter_mut().find(|(t, _)| *t == job.tenant) {
@@ -117,8 +129,49 @@ async fn write(conn: &DatabaseConnection, jobs: &[Job]) -> AppResult<()> {
     let tx = crate::platform::db::begin_answering(conn, None).await?;
     for (tenant, entries) in tenants {
         tx.execute_unprepared(&crate::platform::db::set_tenant_sql(tenant)).await?;
-        super::chain::append(&tx, tenant, entries).await?;
+        let id = super::chain::append(&tx, tenant, entries).await?;
+        if xid.is_none() {
+            *xid = id;
+        }
     }
     tx.commit().await?;
     Ok(())
+}
+
+/// How long [`landed`] waits for the server to settle a transaction it still counts as running.
+const OUTCOME_WAIT: Duration = Duration::from_secs(5);
+
+/// Whether the transaction `xid`, whose connection was cut, committed. A `COMMIT` cut on the
+/// wire may have landed; the server knows (`pg_xact_status`). It counts the transaction as
+/// running until its backend notices the lost connection (at once, for a closed socket; a
+/// `COMMIT` it received is finished first): asked again until it settles, for at most
+/// [`OUTCOME_WAIT`]; after that the group fails as unavailable (its requests answer 503 and may
+/// be sent again; none of them heard 200). On Citus the coordinator's transaction is the one
+/// whose commit decides the workers' (two-phase commit), and it is the one asked.
+async fn landed(conn: &DatabaseConnection, xid: &str) -> AppResult<bool> {
+    let deadline = Instant::now() + OUTCOME_WAIT;
+    let ask = Statement::from_sql_and_values(
+        DbBackend::Postgres,
+        "SELECT pg_xact_status($1::text::xid8) AS status",
+        [xid.into()],
+    );
+    loop {
+        match conn.query_one_raw(ask.clone()).await {
+            Ok(Some(row)) => match row.try_get::<Option<String>>("", "status")?.as_deref() {
+                Some("committed") => return Ok(true),
+                Some("aborted") => return Ok(false),
+                _ => {}
+            },
+            Ok(None) => {}
+            // The pool may hand out another connection the same failure cut.
+            Err(e) if crate::platform::error::connection_cut(&e) => {}
+            Err(e) => return Err(e.into()),
+        }
+        if Instant::now() >= deadline {
+            return Err(AppError::Unavailable(anyhow::anyhow!(
+                "the outcome of a cut audit commit was not known within {OUTCOME_WAIT:?}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
