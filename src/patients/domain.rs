@@ -2,8 +2,11 @@
 //! ID (checked against sex and birth date), phone, insurance number, address division.
 //! Invalid input is a 422 with a stable code and, for resident IDs, the failed check.
 
+use std::borrow::Cow;
+
 use chrono::{Datelike, NaiveDate, Utc};
 use serde_json::json;
+use unicode_normalization::UnicodeNormalization;
 
 use super::entity::person;
 use super::matching::{Birth, MatchRecord};
@@ -44,11 +47,18 @@ pub fn sex_str(s: Sex) -> &'static str {
 }
 
 pub fn parse_sex(s: &str) -> Option<Sex> {
-    match s {
+    match as_typed(s).to_ascii_lowercase().as_str() {
         "male" | "m" | "男" => Some(Sex::Male),
         "female" | "f" | "女" => Some(Sex::Female),
         _ => None,
     }
+}
+
+/// Text as a person typed it, the way the checks read it: NFKC, so the full-width digits,
+/// letters and punctuation a Chinese input method gives (`１３８００１３８０００`, `１９９０－０１－０１`,
+/// `ｘ`, the ideographic space) read as their ASCII forms; then trimmed. ASCII passes unchanged.
+pub fn as_typed(s: &str) -> Cow<'_, str> {
+    if s.is_ascii() { Cow::Borrowed(s.trim()) } else { Cow::Owned(s.nfkc().collect::<String>().trim().to_string()) }
 }
 
 fn invalid(code: Code, message: &str) -> AppError {
@@ -57,6 +67,7 @@ fn invalid(code: Code, message: &str) -> AppError {
 
 /// `YYYY-MM-DD`, or `YYYY` when only the year is known. Never in the future.
 pub fn parse_birth(s: &str) -> Result<Birth, AppError> {
+    let s = &*as_typed(s);
     let today = Utc::now().date_naive();
     let birth = if s.len() == 4 {
         let y: i32 = s.parse().map_err(|_| invalid(codes::BIRTH_DATE_INVALID, "birth_date is YYYY-MM-DD or YYYY"))?;
@@ -78,9 +89,11 @@ pub fn parse_birth(s: &str) -> Result<Birth, AppError> {
 }
 
 /// Mainland mobile numbers (11 digits, 1[3-9]…) or landlines with area code (10-12 digits,
-/// starting 0). Spaces, dashes and a +86 prefix are dropped.
+/// starting 0). Full-width characters read as ASCII; spaces, dashes, brackets round the area code
+/// and a +86 prefix are dropped.
 pub fn parse_phone(s: &str) -> Result<String, AppError> {
-    let digits: String = s.trim().trim_start_matches("+86").chars().filter(|c| !matches!(c, ' ' | '-')).collect();
+    let digits: String =
+        as_typed(s).trim_start_matches("+86").chars().filter(|c| !matches!(c, ' ' | '-' | '(' | ')')).collect();
     let mobile = digits.len() == 11 && digits.starts_with('1') && matches!(digits.as_bytes()[1], b'3'..=b'9');
     let landline = (10..=12).contains(&digits.len()) && digits.starts_with('0');
     if !digits.chars().all(|c| c.is_ascii_digit()) || !(mobile || landline) {
@@ -93,6 +106,7 @@ pub fn parse_phone(s: &str) -> Result<String, AppError> {
 }
 
 pub fn parse_division(s: &str) -> Result<String, AppError> {
+    let s = as_typed(s);
     if s.chars().all(|c| c.is_ascii_digit()) && (s.len() == 9 || s.len() == 12) {
         Ok(s.to_string())
     } else {
@@ -101,7 +115,7 @@ pub fn parse_division(s: &str) -> Result<String, AppError> {
 }
 
 pub fn parse_insurance(s: &str) -> Result<String, AppError> {
-    let s = s.trim().to_ascii_uppercase();
+    let s = as_typed(s).to_ascii_uppercase();
     if (6..=30).contains(&s.len()) && s.chars().all(|c| c.is_ascii_alphanumeric()) {
         Ok(s)
     } else {
@@ -309,6 +323,29 @@ mod tests {
         r.sex = None;
         r.birth_date = Some("1949-12-30".into());
         assert_eq!(Demographics::parse(&r).unwrap_err().body().details.unwrap()["check"], "birth_date_mismatch");
+    }
+
+    /// A Chinese input method left in full-width mode types `１３８…`, `１９９０－０１－０１`, `ｘ`.
+    #[test]
+    fn full_width_input_reads_as_its_ascii_form() {
+        let mut r = raw("张伟");
+        r.resident_id = Some("　１１０１０５１９４９１２３１００２ｘ　".into());
+        r.birth_date = Some("１９４９－１２－３１".into());
+        r.sex = Some("女".into());
+        r.phone = Some("＋８６ １３８－００１３－８０００".into());
+        r.insurance_no = Some("ｙｂ１２３４５６７".into());
+        r.address_division = Some("１３０９９９００１００１".into());
+        let d = Demographics::parse(&r).unwrap();
+        assert_eq!(d.resident_id.unwrap().as_str(), "11010519491231002X");
+        assert_eq!(d.birth, NaiveDate::from_ymd_opt(1949, 12, 31).map(Birth::Full));
+        assert_eq!(d.phone.as_deref(), Some("13800138000"));
+        assert_eq!(d.insurance_no.as_deref(), Some("YB1234567"));
+        assert_eq!(d.division.as_deref(), Some("130999001001"));
+        assert_eq!(parse_phone("（０３１１）８６０１２３４５").unwrap(), "031186012345");
+        assert_eq!(parse_sex("Ｍ"), Some(Sex::Male));
+        // Full width changes nothing about what is valid.
+        assert_eq!(parse_phone("１２３４５").unwrap_err().code(), "phone_invalid");
+        assert_eq!(parse_birth("２９９９－０１－０１").unwrap_err().code(), "birth_date_invalid");
     }
 
     #[test]

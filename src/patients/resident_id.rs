@@ -80,7 +80,10 @@ impl std::fmt::Debug for ResidentId {
 
 impl ResidentId {
     pub fn parse(raw: &str) -> Result<Self, ResidentIdError> {
-        let s: String = raw.trim().to_ascii_uppercase();
+        // As typed: full-width characters read as ASCII, and spaces between groups of digits
+        // (`130999 19900101 001X`) dropped.
+        let s: String = super::domain::as_typed(raw).chars().filter(|c| !c.is_whitespace()).collect();
+        let s = s.to_ascii_uppercase();
         let bytes = s.as_bytes();
         match bytes.len() {
             18 => {
@@ -187,6 +190,23 @@ mod tests {
         wrong_check.pop();
         wrong_check.push(if good.ends_with('0') { '1' } else { '0' });
         assert_eq!(ResidentId::parse(&wrong_check), Err(ResidentIdError::CheckCharacter));
+    }
+
+    #[test]
+    fn ids_typed_in_groups_or_full_width_parse_as_themselves() {
+        for typed in [
+            "110105 19491231 002X",
+            " 11010519491231002x ",
+            "１１０１０５１９４９１２３１００２Ｘ",
+            "110105\u{3000}19491231002X",
+        ] {
+            assert_eq!(
+                ResidentId::parse(typed).map(|id| id.as_str().to_string()),
+                Ok("11010519491231002X".into()),
+                "{typed}"
+            );
+        }
+        assert_eq!(ResidentId::parse("１１０１０５１９４９１２３１００２１"), Err(ResidentIdError::CheckCharacter));
     }
 
     #[test]

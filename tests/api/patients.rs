@@ -99,6 +99,40 @@ async fn one_person_registered_at_two_institutions_is_one_person_to_both() {
     assert_eq!(persons_named(&app, "刘德华").await, 1);
 }
 
+/// A Chinese input method left in full-width mode: the resident ID, phone and birth date read as
+/// their ASCII forms, so the record is the same person as one typed in half width (and search
+/// finds it by either), instead of a 422 or a second person.
+#[tokio::test]
+async fn identifiers_typed_in_full_width_are_the_same_identifiers() {
+    let app = spawn_app().await;
+    app.load_demo().await;
+    let x = app.login("village.doctor").await;
+    let y = app.login("township.doctor").await;
+    let id = rid("130999", "19620318", 415);
+    let wide: String = id
+        .chars()
+        .map(|c| if c.is_ascii_digit() { char::from_u32(c as u32 - '0' as u32 + '０' as u32).unwrap() } else { 'Ｘ' })
+        .collect();
+    let first = register(
+        &app,
+        &x,
+        json!({"name": "郑秀芬", "resident_id": wide, "phone": "１３９ １２３４ ５６７０", "birth_date": "１９６２－０３－１８"}),
+    )
+    .await;
+    assert_eq!(first.status, 201, "{}", first.text);
+    assert_eq!(first.body["person"]["resident_id"], id.as_str());
+    assert_eq!(first.body["person"]["birth_date"], "1962-03-18");
+    let person = first.body["person"]["id"].as_str().unwrap().to_string();
+
+    let second = register(&app, &y, json!({"name": "郑秀芬", "resident_id": id})).await;
+    assert_eq!(second.status, 200, "{}", second.text);
+    assert_eq!(second.body["person"]["id"], person.as_str(), "linked on the same ID");
+    let found = app.post("/api/v1/patients/search", &x.token, json!({"phone": "13912345670"})).await;
+    assert_eq!(found.status, 200, "{}", found.text);
+    assert!(found.text.contains(&person), "found by the phone typed in half width: {}", found.text);
+    assert_eq!(persons_named(&app, "郑秀芬").await, 1);
+}
+
 #[tokio::test]
 async fn a_probable_match_asks_and_the_answer_is_honoured() {
     let app = spawn_app().await;

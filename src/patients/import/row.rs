@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::mapping::Positions;
-use crate::patients::domain::{parse_birth, parse_division, parse_insurance, parse_phone};
+use crate::patients::domain::{as_typed, parse_birth, parse_division, parse_insurance, parse_phone};
 use crate::patients::matching::{Birth, MatchRecord};
 use crate::patients::names::NameKey;
 use crate::patients::resident_id::{ResidentId, Sex};
@@ -168,7 +168,7 @@ fn fits(id: &ResidentId, sex: Option<Sex>, birth: Option<Birth>) -> bool {
 
 /// Sex as legacy systems write it (GB/T 2261.1 codes included). `Err(true)`: stated unknown.
 fn sex_of(s: &str) -> Result<Sex, bool> {
-    match s.to_ascii_lowercase().as_str() {
+    match as_typed(s).to_ascii_lowercase().as_str() {
         "男" | "男性" | "1" | "m" | "male" => Ok(Sex::Male),
         "女" | "女性" | "2" | "f" | "female" => Ok(Sex::Female),
         "0" | "9" | "未知" | "不详" | "未说明" => Err(true),
@@ -179,6 +179,7 @@ fn sex_of(s: &str) -> Result<Sex, bool> {
 /// Birth dates as legacy systems write them: `1950-03-07`, `1950/3/7`, `19500307`, `1950.03.07`,
 /// `1950年3月7日`, with a time after them, or a year alone. Never in the future, never before 1880.
 pub fn birth_of(s: &str) -> Option<Birth> {
+    let s = &*as_typed(s);
     let s = s.split([' ', 'T']).next().unwrap_or(s).trim();
     let s = s.replace(['年', '月', '/', '.'], "-").replace('日', "");
     // The API's own reading (and its range) once the date is written as it expects.
@@ -226,8 +227,18 @@ mod tests {
     #[test]
     fn legacy_birth_dates_are_read_and_impossible_ones_are_not() {
         let d = |s| birth_of(s).map(|b| b.year());
-        for s in ["1950-03-07", "1950/3/7", "19500307", "1950.03.07", "1950年3月7日", "1950-03-07 00:00:00", "1950"]
-        {
+        for s in [
+            "1950-03-07",
+            "1950/3/7",
+            "19500307",
+            "1950.03.07",
+            "1950年3月7日",
+            "1950-03-07 00:00:00",
+            "1950",
+            "１９５０年３月７日",
+            "１９５０／３／７",
+            "１９５００３０７",
+        ] {
             assert_eq!(d(s), Some(1950), "{s}");
         }
         for s in ["1950-02-30", "2999-01-01", "1850", "yesterday", "3/7/1950"] {
