@@ -102,14 +102,16 @@ impl Mapping {
             &c.source_record_id,
             &c.institution,
         ];
-        let clean: Vec<String> = headers.iter().map(|h| h.trim().trim_start_matches('\u{feff}').to_string()).collect();
+        let clean: Vec<String> = headers.iter().map(|h| header_key(h)).collect();
         let mut found: Vec<Option<usize>> = Vec::with_capacity(ALIASES.len());
         for (i, (field, aliases)) in ALIASES.iter().enumerate() {
             let wanted = if *field == "institution" { institution_column.map(str::to_string) } else { None }
                 .or_else(|| named[i].clone());
             let pos = match wanted {
-                Some(col) => Some(clean.iter().position(|h| *h == col).ok_or_else(|| missing(field, &col))?),
-                None => clean.iter().position(|h| aliases.iter().any(|a| h.eq_ignore_ascii_case(a))),
+                Some(col) => {
+                    Some(clean.iter().position(|h| *h == header_key(&col)).ok_or_else(|| missing(field, &col))?)
+                }
+                None => clean.iter().position(|h| aliases.iter().any(|a| *h == header_key(a))),
             };
             found.push(pos);
         }
@@ -126,6 +128,13 @@ impl Mapping {
             source_record_id: found[7],
         })
     }
+}
+
+/// A header as compared: without a byte order mark or spaces, full width read as ASCII
+/// (`联系电话（手机）` is `联系电话(手机)`), letters in lower case.
+fn header_key(h: &str) -> String {
+    let h = h.trim_start_matches('\u{feff}');
+    crate::patients::domain::as_typed(h).chars().filter(|c| !c.is_whitespace()).collect::<String>().to_lowercase()
 }
 
 fn missing(field: &str, column: &str) -> AppError {
@@ -155,6 +164,11 @@ mod tests {
         assert!(err.is(codes::IMPORT_COLUMN_MISSING));
         let p = m.positions(&headers(&["患者", "机构"]), Some("机构")).unwrap();
         assert_eq!((p.name, p.institution), (0, 1));
+        // Headers as Excel users write them: full-width brackets, spaces, capitals.
+        let mut m = parse("[columns]\nphone = \"联系电话(手机)\"").unwrap();
+        m.columns.name = Some("Patient Name".into());
+        let p = m.positions(&headers(&["PATIENT NAME", "机构编码 ", "联系电话（手机）", "身份证 号码"]), None).unwrap();
+        assert_eq!((p.name, p.institution, p.phone, p.resident_id), (0, 1, Some(2), Some(3)));
         assert!(parse("colour = 1").unwrap_err().is(codes::IMPORT_MAPPING_INVALID));
         assert_eq!(parse("encoding = \"GB18030\"").unwrap().encoding, Some(Encoding::Gb18030));
     }
