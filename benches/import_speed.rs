@@ -14,7 +14,6 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use cloudhis::patients::import::{self, Mapping, Options};
-use cloudhis::patients::matching::Birth;
 use cloudhis::patients::synth::{SynthConfig, SynthRecord, county_villages, generate};
 use cloudhis::platform::SystemScope;
 use cloudhis::platform::config::Config;
@@ -30,11 +29,7 @@ fn csv(records: &[SynthRecord]) -> Vec<u8> {
     let places = ["th-dongguan", "th-xihe", "th-nanshan", "county-hospital", "v-dongguan", "v-xihe"];
     let mut out = String::from("档案编号,姓名,性别,出生日期,身份证号,联系电话,行政区划代码,医保号,机构编码\n");
     for (i, r) in records.iter().enumerate() {
-        let birth = match r.birth {
-            Birth::Full(d) => d.format("%Y-%m-%d").to_string(),
-            Birth::Year(y) => y.to_string(),
-        };
-        let sex = if r.sex == cloudhis::patients::resident_id::Sex::Male { "男" } else { "女" };
+        let (birth, sex) = (r.birth_text().unwrap_or_default(), r.sex_zh().unwrap_or_default());
         let o = |v: &Option<String>| v.clone().unwrap_or_default();
         let (id, phone, ins) = (o(&r.resident_id), o(&r.phone), o(&r.insurance_no));
         let place = places[i % places.len()];

@@ -12,8 +12,8 @@
 
 use std::time::{Duration, Instant};
 
-use cloudhis::patients::matching::{Birth, MatchWeights};
-use cloudhis::patients::synth::{SynthRecord, generate};
+use cloudhis::patients::matching::MatchWeights;
+use cloudhis::patients::synth::generate;
 use cloudhis::platform::config::Config;
 use cloudhis::startup::Application;
 use rand::prelude::*;
@@ -24,25 +24,6 @@ use serde_json::json;
 fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
     let args: Vec<String> = std::env::args().collect();
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn body(r: &SynthRecord) -> serde_json::Value {
-    let birth = match r.birth {
-        Birth::Full(d) => d.format("%Y-%m-%d").to_string(),
-        Birth::Year(y) => y.to_string(),
-    };
-    // With a valid ID the clerk takes the birth date from the card (a record whose typed date
-    // disagrees with its ID would rightly be refused).
-    let has_id = r.resident_id.is_some() && r.resident_id_valid;
-    json!({
-        "name": r.name,
-        "sex": if r.sex == cloudhis::patients::resident_id::Sex::Male { "male" } else { "female" },
-        "birth_date": if has_id { None } else { Some(birth) },
-        "resident_id": r.resident_id.as_ref().filter(|_| r.resident_id_valid),
-        "phone": r.phone,
-        "insurance_no": r.insurance_no,
-        "address_division": r.division,
-    })
 }
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
@@ -139,7 +120,7 @@ async fn main() -> anyhow::Result<()> {
         } else {
             unseen[i % unseen.len()].clone()
         };
-        bodies.push(body(&r));
+        bodies.push(r.registration_json());
     }
 
     let client = reqwest::Client::new();

@@ -16,9 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use cloudhis::patients::matching::Birth;
-use cloudhis::patients::resident_id::Sex;
-use cloudhis::patients::synth::{SynthRecord, generate};
+use cloudhis::patients::synth::generate;
 use cloudhis::platform::config::Config;
 use cloudhis::startup::Application;
 use rand::prelude::*;
@@ -30,24 +28,6 @@ use tokio::sync::Mutex;
 fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
     let args: Vec<String> = std::env::args().collect();
     args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn body(r: &SynthRecord) -> Value {
-    let birth = match r.birth {
-        Birth::Full(d) => d.format("%Y-%m-%d").to_string(),
-        Birth::Year(y) => y.to_string(),
-    };
-    // With a valid ID the clerk takes the birth date from the card.
-    let has_id = r.resident_id.is_some() && r.resident_id_valid;
-    json!({
-        "name": r.name,
-        "sex": if r.sex == Sex::Male { "male" } else { "female" },
-        "birth_date": if has_id { None } else { Some(birth) },
-        "resident_id": r.resident_id.as_ref().filter(|_| has_id),
-        "phone": r.phone,
-        "insurance_no": r.insurance_no,
-        "address_division": r.division,
-    })
 }
 
 fn pct(sorted: &[Duration], p: f64) -> f64 {
@@ -167,9 +147,9 @@ async fn run(size: usize, registrations: usize, clients: usize, workload: u64) -
                         break c;
                     }
                 };
-                body(r)
+                r.registration_json()
             } else {
-                body(&unseen[i])
+                unseen[i].registration_json()
             }
         })
         .collect();

@@ -14,8 +14,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cloudhis::patients::matching::Birth;
-use cloudhis::patients::resident_id::Sex;
 use cloudhis::platform::config::Config;
 use cloudhis::startup::Application;
 use serde_json::{Value, json};
@@ -146,17 +144,8 @@ async fn main() -> anyhow::Result<()> {
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let Some(r) = people.get(i) else { break };
-                let has_id = r.resident_id.is_some() && r.resident_id_valid;
-                let birth = match r.birth {
-                    Birth::Full(d) => d.format("%Y-%m-%d").to_string(),
-                    Birth::Year(y) => y.to_string(),
-                };
                 let auth = |rb: reqwest::RequestBuilder| rb.bearer_auth(&token);
-                let mut body = json!({
-                    "name": r.name, "sex": if r.sex == Sex::Male { "male" } else { "female" },
-                    "birth_date": if has_id { None } else { Some(birth) },
-                    "resident_id": r.resident_id.as_ref().filter(|_| has_id), "phone": r.phone, "address_division": r.division,
-                });
+                let mut body = r.registration_json();
                 let started = Instant::now();
                 let reg = http.post(format!("{base}/api/v1/patients")).bearer_auth(&token).json(&body).send().await?;
                 let reg: Value = if reg.status() == 409 {

@@ -278,12 +278,20 @@ fn evidence_cap(comparisons: &[Comparison], young: bool) -> Grade {
     let agrees = |field: Field, levels: &[&str]| {
         comparisons.iter().any(|c| c.field == field && levels.contains(&c.level) && c.weight > 0.0)
     };
+    let name_level = comparisons.iter().find(|c| c.field == Field::Name).map(|c| c.level);
     // Only the same resident ID is an identifier; one typed two keystrokes away, or the same
     // insurance number (a household's, sometimes), is one more agreement and the caps still hold.
+    // The same ID under another given name is a family member's ID given by mistake (a child
+    // registered with a parent's or a sibling's) as often as a renamed person: worth a look,
+    // never a link, or the child's visits join the sibling's record. Names that sound alike or
+    // are variants agree (an input method's slips are homophones); a name a letter of pinyin
+    // away (张涛 and 张涛旭, 子豪 and 子涵) is how relatives are named.
     if agrees(Field::ResidentId, &["exact"]) {
-        return Grade::Certain;
+        return match name_level {
+            Some("exact" | "same_pinyin") | None => Grade::Certain,
+            _ => Grade::Probable,
+        };
     }
-    let name_level = comparisons.iter().find(|c| c.field == Field::Name).map(|c| c.level);
     if matches!(name_level, Some("same_surname" | "different")) {
         return Grade::Possible;
     }
@@ -358,7 +366,10 @@ pub fn score(a: &MatchRecord, b: &MatchRecord, w: &MatchWeights) -> Scored {
         push(Field::Address, cmp_address(x, y, w));
     }
     let score: f64 = comparisons.iter().map(|c| c.weight).sum();
-    let cap = cap.min(evidence_cap(&comparisons, young));
+    let evidence = evidence_cap(&comparisons, young);
+    // The same valid ID decides, unless the name says it may be someone else's (see there).
+    let deterministic = deterministic.filter(|_| evidence == Grade::Certain);
+    let cap = cap.min(evidence);
     let grade = deterministic.unwrap_or_else(|| w.grade(score).min(cap));
     Scored { score: if deterministic.is_some() { score.max(w.certain) } else { score }, grade, comparisons }
 }
@@ -438,6 +449,36 @@ mod tests {
         me.phone = twin.phone.clone();
         assert!(score(&me, &twin, &w).score >= w.certain, "alike enough to link but for the IDs");
         assert_eq!(score(&me, &twin, &w).grade, Grade::Possible);
+    }
+
+    /// A child registered with a sibling's or a parent's ID: the ID is the other's, the name is
+    /// not. Worth a look, never a link.
+    #[test]
+    fn the_same_id_under_another_given_name_is_not_a_link() {
+        let w = MatchWeights::default();
+        let with_id = |name: &str, born: &str, id: &str| {
+            let mut r = rec(name, born, Some("13800001111"));
+            r.resident_id = Some(id.into());
+            r.resident_id_valid = true;
+            r
+        };
+        let adult = "130999199001010011";
+        let grade =
+            |a: &str, b: &str| score(&with_id(a, "1990-01-01", adult), &with_id(b, "1990-01-01", adult), &w).grade;
+        assert_eq!(grade("刘洋", "刘洋"), Grade::Certain);
+        assert_eq!(grade("刘洋", "劉洋"), Grade::Certain, "a variant character");
+        assert_eq!(grade("刘洋", "刘阳"), Grade::Certain, "a homophone");
+        let near = score(&with_id("刘洋", "1990-01-01", adult), &with_id("刘祥", "1990-01-01", adult), &w);
+        assert_eq!(near.comparisons.iter().find(|c| c.field == Field::Name).unwrap().level, "similar_pinyin");
+        assert_eq!(near.grade, Grade::Probable, "a name a letter of pinyin away (liuyang, liuxiang)");
+        assert_eq!(grade("刘洋", "刘建国"), Grade::Probable, "another given name");
+        assert_eq!(grade("刘洋", "王芳"), Grade::Probable, "another name altogether");
+        let child = format!("130999{}0101001", today_year() - 2);
+        let child = format!("{child}{}", crate::patients::resident_id::check_character(child.as_bytes()));
+        let born = format!("{}-01-01", today_year() - 2);
+        let c = |a: &str, b: &str| score(&with_id(a, &born, &child), &with_id(b, &born, &child), &w).grade;
+        assert_eq!(c("张子豪", "张子豪"), Grade::Certain);
+        assert_eq!(c("张子豪", "张子涵"), Grade::Probable, "siblings are named a letter apart");
     }
 
     #[test]

@@ -12,7 +12,7 @@ use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, Set};
 use uuid::Uuid;
 
 use super::entity::{mrn_counter, person, registration};
-use super::matching::MatchRecord;
+use super::matching::{Birth, MatchRecord};
 use super::names::NameKey;
 use super::service::new_person_row;
 use super::synth::{SynthConfig, SynthRecord, generate};
@@ -23,10 +23,16 @@ use crate::platform::{AppError, AppResult, Db, SystemScope, Tx};
 use crate::tenancy::InstitutionKind;
 
 pub fn to_match_record(r: &SynthRecord) -> MatchRecord {
+    let id = r
+        .resident_id
+        .as_deref()
+        .filter(|_| r.resident_id_valid)
+        .and_then(|id| crate::patients::resident_id::ResidentId::parse(id).ok());
     MatchRecord {
         name: NameKey::parse(&r.name).expect("synthetic names normalise"),
-        sex: Some(r.sex),
-        birth: Some(r.birth),
+        // What registration makes of it: a valid ID says the sex and birth date a record leaves out.
+        sex: r.sex.or_else(|| id.as_ref().map(|id| id.sex())),
+        birth: r.birth.or_else(|| id.as_ref().map(|id| Birth::Full(id.birth_date()))),
         resident_id: r.resident_id.clone(),
         resident_id_valid: r.resident_id_valid,
         phone: r.phone.clone(),

@@ -339,6 +339,7 @@ async fn register_once(state: &AppState, ctx: &RequestCtx, input: &RegisterInput
     let cipher = &state.pii;
     let mut tx = state.db.begin(ctx).await?;
     let d = &input.demographics;
+    let mut held_by_new = None;
     let (person, matched) = if let Some(target) = input.link_to {
         let p = resolve_survivor(&tx, find_person_any(&tx, target).await?).await?;
         // Only a person these details match (probable or certain) may be linked: an id alone
@@ -365,7 +366,14 @@ async fn register_once(state: &AppState, ctx: &RequestCtx, input: &RegisterInput
                 return Err(probable_match(shown));
             }
             _ => {
-                let p = create_person(&mut tx, ctx, cipher, d).await?;
+                // A resident ID another person has (the same ID under another given name, a
+                // new person on purpose: a child given a sibling's ID) is not this person's
+                // to take: it is held on the registration, as a linked record's would be.
+                held_by_new = match &d.resident_id {
+                    Some(r) if rid_taken(&tx, cipher, r.as_str()).await? => Some(r.as_str()),
+                    _ => None,
+                };
+                let p = create_person(&mut tx, ctx, cipher, d, held_by_new.is_none()).await?;
                 if input.create_new_reason.is_some() {
                     for c in cands.iter().filter(|c| c.grade >= Grade::Probable) {
                         queue_duplicate(&tx, p.id, c.person.id, c.score).await?;
@@ -379,6 +387,8 @@ async fn register_once(state: &AppState, ctx: &RequestCtx, input: &RegisterInput
     if matched {
         let held = fill_missing(&tx, cipher, &person, d).await?;
         hold_on_registration(&tx, cipher, &reg, held).await?;
+    } else if held_by_new.is_some() {
+        hold_on_registration(&tx, cipher, &reg, Held { resident_id: held_by_new, insurance_no: None }).await?;
     }
     let person = find_person_any(&tx, person.id).await?;
     let view = views(&tx, ctx, cipher, std::slice::from_ref(&person)).await?.remove(0);
@@ -460,16 +470,36 @@ pub fn new_person_row(
     }
 }
 
+/// Creates the person, with the resident ID only when `with_id` (see `register_once`).
 async fn create_person(
     tx: &mut Tx,
     ctx: &RequestCtx,
     cipher: &PiiCipher,
     d: &Demographics,
+    with_id: bool,
 ) -> AppResult<person::Model> {
-    let row =
-        new_person_row(ctx.tenant, ctx.institution, cipher, &d.to_match_record(), Utc::now()).insert(&**tx).await?;
+    let mut record = d.to_match_record();
+    if !with_id {
+        (record.resident_id, record.resident_id_valid) = (None, false);
+    }
+    let row = new_person_row(ctx.tenant, ctx.institution, cipher, &record, Utc::now()).insert(&**tx).await?;
     tx.emit(Some(ctx.user), row.id, &events::PersonCreated { person: row.id, institution: ctx.institution }).await?;
     Ok(row)
+}
+
+/// Whether an active person of the tenant has this (valid) resident ID.
+async fn rid_taken(tx: &Tx, cipher: &PiiCipher, rid: &str) -> AppResult<bool> {
+    let holder = person::Entity::find()
+        .select_only()
+        .column(person::Column::Id)
+        .filter(person::Column::TenantId.eq(tx.tenant()))
+        .filter(person::Column::ResidentIdHash.eq(rid_hash(cipher, rid)))
+        .filter(person::Column::Status.eq(ACTIVE))
+        .filter(person::Column::ResidentIdValid.eq(true))
+        .into_tuple::<Uuid>()
+        .one(&**tx)
+        .await?;
+    Ok(holder.is_some())
 }
 
 /// Identifiers a linked registration brought that the person did not take.

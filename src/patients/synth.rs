@@ -221,8 +221,10 @@ pub struct SynthRecord {
     /// Same value for every record of one real person.
     pub truth: u32,
     pub name: String,
-    pub sex: Sex,
-    pub birth: Birth,
+    /// `None`: the record does not say (an error of a duplicate, `no_sex`).
+    pub sex: Option<Sex>,
+    /// `None`: the record does not say (`no_birth`).
+    pub birth: Option<Birth>,
     pub resident_id: Option<String>,
     pub resident_id_valid: bool,
     pub phone: Option<String>,
@@ -231,6 +233,36 @@ pub struct SynthRecord {
     /// The errors a duplicate carries (empty for originals).
     pub errors: Vec<&'static str>,
     pub is_duplicate: bool,
+}
+
+impl SynthRecord {
+    /// The birth date as a form or a file writes it (`1950-03-07`, `1950`), if the record says.
+    pub fn birth_text(&self) -> Option<String> {
+        self.birth.map(|b| match b {
+            Birth::Full(d) => d.format("%Y-%m-%d").to_string(),
+            Birth::Year(y) => y.to_string(),
+        })
+    }
+
+    /// The record as a clinic registers it (`POST /api/v1/patients`). With a valid ID the clerk
+    /// takes the birth date from the card (a typed date that disagrees with the ID is refused).
+    pub fn registration_json(&self) -> serde_json::Value {
+        let has_id = self.resident_id.is_some() && self.resident_id_valid;
+        serde_json::json!({
+            "name": self.name,
+            "sex": self.sex.map(crate::patients::domain::sex_str),
+            "birth_date": if has_id { None } else { self.birth_text() },
+            "resident_id": self.resident_id.as_ref().filter(|_| has_id),
+            "phone": self.phone,
+            "insurance_no": self.insurance_no,
+            "address_division": self.division,
+        })
+    }
+
+    /// The sex as a Chinese file writes it (男, 女), if the record says.
+    pub fn sex_zh(&self) -> Option<&'static str> {
+        self.sex.map(|s| if s == Sex::Male { "男" } else { "女" })
+    }
 }
 
 /// The demo county's villages: the demo file's nine plus synthetic ones, 20 per township.
@@ -322,15 +354,15 @@ pub fn generate(cfg: &SynthConfig) -> Vec<SynthRecord> {
             None
         };
         let insurance_no = rng.random_bool(0.6).then(|| format!("{:012}", rng.random_range(0..1_000_000_000_000u64)));
-        let birth = if resident_id.is_none() && age >= 75 && rng.random_bool(0.3) {
+        let birth = Some(if resident_id.is_none() && age >= 75 && rng.random_bool(0.3) {
             Birth::Year(birth.year())
         } else {
             Birth::Full(birth)
-        };
+        });
         out.push(SynthRecord {
             truth: truth as u32,
             name,
-            sex,
+            sex: Some(sex),
             birth,
             resident_id_valid: resident_id.is_some(),
             resident_id,
@@ -343,39 +375,83 @@ pub fn generate(cfg: &SynthConfig) -> Vec<SynthRecord> {
     }
     add_look_alikes(&mut rng, cfg, &mut out, &mut used_ids);
     let originals = out.len();
+    // Households for `family_id`: residents with a valid ID, by surname and village.
+    let mut households: HashMap<(char, &str), Vec<usize>> = HashMap::new();
+    if cfg.family_share > 0.0 {
+        for (i, r) in out.iter().enumerate().filter(|(_, r)| r.resident_id_valid) {
+            let surname = r.name.chars().next().expect("a name");
+            households.entry((surname, r.division.as_str())).or_default().push(i);
+        }
+    }
+    // The second round's kinds (with look-alikes): a record that does not say its sex or birth
+    // date, and (on FAMILY_ID_SHARE of duplicates, its first error) a family member's ID given
+    // by mistake. `--families 0` keeps the first round's.
+    let mut kinds = vec![
+        "homophone",
+        "variant",
+        "id_typo",
+        "no_id",
+        "phone_changed",
+        "phone_typo",
+        "no_phone",
+        "birth_transposed",
+        "year_only",
+        "other_township",
+    ];
+    if cfg.family_share > 0.0 {
+        kinds.extend(["no_sex", "no_birth"]);
+    }
+    let mut dups = Vec::with_capacity(duplicates);
     let mut chosen: Vec<usize> = (0..originals).collect();
     chosen.shuffle(&mut rng);
     for &i in chosen.iter().cycle().take(duplicates) {
         let mut dup = out[i].clone();
         dup.is_duplicate = true;
         let count = if rng.random_bool(0.55) { 1 } else { 2 };
+        if cfg.family_share > 0.0
+            && rng.random_bool(FAMILY_ID_SHARE)
+            && family_id(&mut rng, &mut dup, &out, &households)
+        {
+            dup.errors.push("family_id");
+        }
         // Some records admit few kinds of error (no ID, no phone, a year-only birth date):
         // give up on the second error after a bounded number of tries.
         for _ in 0..64 {
             if dup.errors.len() >= count {
                 break;
             }
-            let kind = *[
-                "homophone",
-                "variant",
-                "id_typo",
-                "no_id",
-                "phone_changed",
-                "phone_typo",
-                "no_phone",
-                "birth_transposed",
-                "year_only",
-                "other_township",
-            ]
-            .choose(&mut rng)
-            .unwrap();
+            let kind = *kinds.choose(&mut rng).unwrap();
             if !dup.errors.contains(&kind) && apply_error(&mut rng, &mut dup, kind, &cfg.villages) {
                 dup.errors.push(kind);
             }
         }
-        out.push(dup);
+        dups.push(dup);
     }
+    out.extend(dups);
     out
+}
+
+/// Share of duplicates (with look-alikes on) that carry a family member's ID. The independent
+/// set this imitates gives no rate; 3% is a guess that keeps the class visible without letting an
+/// error no matcher can undo (two valid IDs are two people) swamp the others.
+const FAMILY_ID_SHARE: f64 = 0.03;
+
+/// A family member's ID given by mistake: the record takes the ID of another resident of the
+/// same surname and village (a sibling, a parent), with the sex and birth date that ID says, as a
+/// system that fills them from the card would; name, phone and address stay the person's own.
+fn family_id(
+    rng: &mut StdRng,
+    r: &mut SynthRecord,
+    people: &[SynthRecord],
+    households: &HashMap<(char, &str), Vec<usize>>,
+) -> bool {
+    let surname = r.name.chars().next().expect("a name");
+    let Some(members) = households.get(&(surname, r.division.as_str())) else { return false };
+    let others: Vec<usize> = members.iter().copied().filter(|&i| people[i].truth != r.truth).collect();
+    let Some(&i) = others.choose(rng) else { return false };
+    let member = &people[i];
+    (r.resident_id, r.resident_id_valid, r.sex, r.birth) = (member.resident_id.clone(), true, member.sex, member.birth);
+    true
 }
 
 /// Another given name of the same sex, surely different from `name`'s.
@@ -416,29 +492,29 @@ fn add_look_alikes(rng: &mut StdRng, cfg: &SynthConfig, out: &mut Vec<SynthRecor
     let mut truth = out.len() as u32;
     for _ in 0..count {
         let i = rng.random_range(0..out.len());
-        let Birth::Full(born) = out[i].birth else { continue };
+        let Some(Birth::Full(born)) = out[i].birth else { continue };
         let kind = *["twin", "sibling", "sibling", "namesake"].choose(rng).unwrap();
         let mut other = out[i].clone();
         other.truth = truth;
         other.errors = vec![];
         other.is_duplicate = false;
-        other.sex = if rng.random_bool(0.5) { Sex::Male } else { Sex::Female };
+        let mut sex = if rng.random_bool(0.5) { Sex::Male } else { Sex::Female };
         let date = match kind {
             "twin" => Some(born),
             "sibling" => a_digit_apart(rng, born),
             _ => Some(born),
         };
         let Some(date) = date else { continue };
-        other.birth = Birth::Full(date);
+        other.birth = Some(Birth::Full(date));
         if kind == "namesake" {
-            other.sex = out[i].sex;
+            sex = out[i].sex.unwrap_or(sex);
             let township = &out[i].division[..9];
             let elsewhere: Vec<&String> = cfg.villages.iter().filter(|v| &v[..9] != township).collect();
             let Some(v) = elsewhere.choose(rng) else { continue };
             other.division = (*v).clone();
             other.phone = rng.random_bool(0.8).then(|| random_phone(rng));
         } else {
-            other.name = other_given_name(rng, other.sex, &out[i].name);
+            other.name = other_given_name(rng, sex, &out[i].name);
             // The parent's phone, on both children's records.
             let parent = out[i].phone.clone().unwrap_or_else(|| random_phone(rng));
             out[i].phone = Some(parent.clone());
@@ -446,7 +522,8 @@ fn add_look_alikes(rng: &mut StdRng, cfg: &SynthConfig, out: &mut Vec<SynthRecor
         }
         let age = 2026 - date.year();
         let no_id = if age <= 3 { 0.4 } else { 0.05 };
-        other.resident_id = (!rng.random_bool(no_id)).then(|| make_id(rng, date, other.sex, used));
+        other.sex = Some(sex);
+        other.resident_id = (!rng.random_bool(no_id)).then(|| make_id(rng, date, sex, used));
         other.resident_id_valid = other.resident_id.is_some();
         other.insurance_no = rng.random_bool(0.5).then(|| format!("{:012}", rng.random_range(0..1_000_000_000_000u64)));
         out.push(other);
@@ -504,8 +581,10 @@ fn apply_error(rng: &mut StdRng, r: &mut SynthRecord, kind: &str, villages: &[St
             true
         }
         "no_phone" => r.phone.take().is_some(),
+        "no_sex" => r.sex.take().is_some(),
+        "no_birth" => r.birth.take().is_some(),
         "birth_transposed" => {
-            let Birth::Full(d) = r.birth else { return false };
+            let Some(Birth::Full(d)) = r.birth else { return false };
             let s = d.format("%Y%m%d").to_string().into_bytes();
             for _ in 0..10 {
                 let i = rng.random_range(2..7);
@@ -516,15 +595,15 @@ fn apply_error(rng: &mut StdRng, r: &mut SynthRecord, kind: &str, villages: &[St
                     && nd.year() > 1900
                     && nd.year() < 2026
                 {
-                    r.birth = Birth::Full(nd);
+                    r.birth = Some(Birth::Full(nd));
                     return true;
                 }
             }
             false
         }
         "year_only" => {
-            let Birth::Full(d) = r.birth else { return false };
-            r.birth = Birth::Year(d.year());
+            let Some(Birth::Full(d)) = r.birth else { return false };
+            r.birth = Some(Birth::Year(d.year()));
             true
         }
         "other_township" => {
@@ -578,5 +657,38 @@ mod tests {
             assert!(kinds.contains(k), "{k} appears");
         }
         assert!(HOMOPHONES.get(&'伟').is_some_and(|v| v.contains(&'玮')));
+        assert!(!kinds.contains("family_id") && !kinds.contains("no_sex"), "the first round's kinds only");
+    }
+
+    #[test]
+    fn the_second_round_leaves_fields_out_and_gives_a_family_members_id() {
+        let cfg = SynthConfig {
+            records: 6000,
+            duplicate_share: 0.12,
+            seed: 7,
+            villages: county_villages("130999", 3, 10),
+            family_share: 0.05,
+        };
+        let a = generate(&cfg);
+        let kinds: HashSet<&str> = a.iter().flat_map(|r| r.errors.iter().copied()).collect();
+        for k in ["no_sex", "no_birth", "family_id"] {
+            assert!(kinds.contains(k), "{k} appears");
+        }
+        let holder: HashMap<&str, u32> = a
+            .iter()
+            .filter(|r| !r.is_duplicate && r.resident_id_valid)
+            .filter_map(|r| r.resident_id.as_deref().map(|id| (id, r.truth)))
+            .collect();
+        // Those with no second error (which may take the ID away, mistype it or the date).
+        let given = a.iter().filter(|r| r.errors == ["family_id"]);
+        let mut n = 0;
+        for r in given {
+            let id = r.resident_id.as_deref().unwrap();
+            let parsed = ResidentId::parse(id).unwrap();
+            assert_ne!(holder[id], r.truth, "another resident's ID");
+            assert_eq!((r.sex, r.birth), (Some(parsed.sex()), Some(Birth::Full(parsed.birth_date()))));
+            n += 1;
+        }
+        assert!(n > 10, "{n} records with a family member's ID");
     }
 }

@@ -184,7 +184,6 @@ async fn the_report_lists_every_entry_in_csv_and_xlsx_with_chinese_headers() {
 
 /// Synthetic residents (with planted duplicates) as a CSV, for runs larger than a hand-made file.
 fn synthetic_csv(records: usize, seed: u64) -> String {
-    use cloudhis::patients::matching::Birth;
     let cfg = cloudhis::patients::synth::SynthConfig {
         records,
         duplicate_share: 0.2,
@@ -195,11 +194,7 @@ fn synthetic_csv(records: usize, seed: u64) -> String {
     let mut out = String::from("档案编号,姓名,性别,出生日期,身份证号,联系电话,行政区划代码,医保号,机构编码\n");
     let places = ["th-dongguan", "th-xihe", "th-nanshan", "county-hospital"];
     for (i, r) in cloudhis::patients::synth::generate(&cfg).iter().enumerate() {
-        let birth = match r.birth {
-            Birth::Full(d) => d.format("%Y-%m-%d").to_string(),
-            Birth::Year(y) => y.to_string(),
-        };
-        let sex = if r.sex == cloudhis::patients::resident_id::Sex::Male { "男" } else { "女" };
+        let (birth, sex) = (r.birth_text().unwrap_or_default(), r.sex_zh().unwrap_or_default());
         out.push_str(&format!(
             "S{i},{},{sex},{birth},{},{},{},{},{}\n",
             r.name,

@@ -133,6 +133,51 @@ async fn identifiers_typed_in_full_width_are_the_same_identifiers() {
     assert_eq!(persons_named(&app, "郑秀芬").await, 1);
 }
 
+/// A child brought to another clinic with a sibling's resident ID (the parents gave the wrong
+/// one): the same ID under another given name is asked about, never linked. Created new on
+/// purpose, the child is a person of their own; the ID stays the sibling's and is held on the
+/// child's registration, so the sibling's next record still links to the sibling.
+#[tokio::test]
+async fn a_childs_record_with_a_siblings_id_is_asked_about_not_linked() {
+    let app = spawn_app().await;
+    app.load_demo().await;
+    let village = app.login("village.doctor").await;
+    let township = app.login("township.doctor").await;
+    let year = chrono::Datelike::year(&chrono::Utc::now()) - 2;
+    let siblings_id = rid("130999", &format!("{year}0105"), 113);
+    let details = json!({"phone": "13977778888", "address_division": "130999101201"});
+    let with = |name: &str| {
+        let mut body = details.clone();
+        body["name"] = json!(name);
+        body["resident_id"] = json!(siblings_id);
+        body
+    };
+    let sibling = register(&app, &village, with("张子豪")).await;
+    assert_eq!(sibling.status, 201, "{}", sibling.text);
+    let sibling_id = sibling.body["person"]["id"].as_str().unwrap().to_string();
+
+    let asked = register(&app, &township, with("张子涵")).await;
+    assert_eq!((asked.status.as_u16(), asked.code()), (409, "probable_match"), "{}", asked.text);
+    assert_eq!(asked.body["details"]["candidates"][0]["person"]["id"], sibling_id.as_str());
+
+    let mut create = with("张子涵");
+    create["create_new"] = json!({"reason": "家长给错了身份证号，是另一个孩子"});
+    let child = register(&app, &township, create).await;
+    assert_eq!(child.status, 201, "{}", child.text);
+    let child_id = child.body["person"]["id"].as_str().unwrap().to_string();
+    assert_ne!(child_id, sibling_id);
+    assert_eq!(child.body["person"]["resident_id"], Value::Null, "the ID stays the sibling's: {}", child.text);
+    assert_eq!(
+        count_rows(&app, "SELECT count(*) AS n FROM registrations WHERE held_resident_id_enc IS NOT NULL").await,
+        1,
+        "held on the child's registration"
+    );
+
+    let again = register(&app, &township, with("张子豪")).await;
+    assert_eq!(again.status, 200, "{}", again.text);
+    assert_eq!(again.body["person"]["id"], sibling_id.as_str(), "the ID still leads to its holder");
+}
+
 #[tokio::test]
 async fn a_probable_match_asks_and_the_answer_is_honoured() {
     let app = spawn_app().await;
