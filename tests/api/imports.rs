@@ -39,6 +39,9 @@ fn rows() -> Vec<Vec<String>> {
         r(&["A7", "赵六", "", "", "", "", "", "", "th-dongguan"]), // 9 new, flagged: no sex, no birth date
         r(&["A8", "王芳", "", "", "", "13900139000", "", "", "th-xihe"]), // 10 new, probable pair with A6, flagged
         r(&["A9", "孙七", "男", "1950年3月7日", "", "12345", "", "", "th-xihe"]), // 11 new, flagged: phone
+        // 12 张伟's ID under a brother's name (the same sex and birth date the ID says): new, the
+        // ID held as taken, a probable pair with 张伟, never a link.
+        r(&["A10", "张强", "男", "1949-12-31", &male, "13800138000", VILLAGE, "", "th-xihe"]),
     ]
 }
 
@@ -95,7 +98,7 @@ async fn count(app: &TestApp, tenant: Uuid, table: &str) -> i64 {
 
 fn assert_known_truth(r: &Report, what: &str) {
     let c = &r.counts;
-    assert_eq!((c.rows, c.new_persons, c.linked, c.rejected), (10, 6, 1, 3), "{what}: {c:?}");
+    assert_eq!((c.rows, c.new_persons, c.linked, c.rejected), (11, 7, 1, 3), "{what}: {c:?}");
     assert_eq!(r.links.iter().map(|l| l.line).collect::<Vec<_>>(), [3], "{what}");
     assert!(r.links[0].evidence.contains("Phone") && r.links[0].evidence.contains("Address"), "{what}: {:?}", r.links);
     let rejected: Vec<(u64, &str)> = r.rejected.iter().map(|x| (x.line, x.code.as_str())).collect();
@@ -104,14 +107,18 @@ fn assert_known_truth(r: &Report, what: &str) {
         [(5, "name_required"), (6, "institution_unknown"), (8, "source_record_id_repeated")],
         "{what}"
     );
-    assert_eq!(r.probable.iter().map(|p| (p.line, p.candidate_name.as_str())).collect::<Vec<_>>(), [(10, "王芳")]);
+    assert_eq!(
+        r.probable.iter().map(|p| (p.line, p.candidate_name.as_str())).collect::<Vec<_>>(),
+        [(10, "王芳"), (12, "张伟")]
+    );
     let flagged: HashMap<u64, &str> = r.flagged.iter().map(|f| (f.line, f.flags.as_str())).collect();
-    assert_eq!(flagged.len(), 4, "{what}: {flagged:?}");
+    assert_eq!(flagged.len(), 5, "{what}: {flagged:?}");
+    assert_eq!(flagged[&12], "resident_id_taken");
     assert_eq!(flagged[&4], "resident_id_disagrees");
     assert_eq!(flagged[&9], "sex_missing,birth_date_missing");
     assert_eq!(flagged[&10], "sex_missing,birth_date_missing");
     assert_eq!(flagged[&11], "phone_invalid");
-    assert_eq!((c.sex_missing, c.birth_date_missing, c.flagged, c.probable), (2, 2, 4, 1), "{what}");
+    assert_eq!((c.sex_missing, c.birth_date_missing, c.flagged, c.probable), (2, 2, 5, 2), "{what}");
 }
 
 #[tokio::test]
@@ -127,12 +134,13 @@ async fn csv_in_utf8_and_gb18030_and_xlsx_import_with_a_true_report_and_a_second
         assert_known_truth(&first, what);
         let persons = count(&app, tenant, "persons").await;
         let registrations = count(&app, tenant, "registrations").await;
-        assert_eq!((persons, registrations), (6, 7), "{what}: A2 adds a registration at the county hospital");
-        assert_eq!(count(&app, tenant, "duplicate_candidates").await, 1, "{what}: the probable pair is queued");
-        // The resident ID that disagrees with 李娜 is held on her registration, not on her.
+        assert_eq!((persons, registrations), (7, 8), "{what}: A2 adds a registration at the county hospital");
+        assert_eq!(count(&app, tenant, "duplicate_candidates").await, 2, "{what}: the probable pairs are queued");
+        // The resident ID that disagrees with 李娜 is held on her registration, not on her, and
+        // 张伟's, given under 张强's name, on 张强's.
         let sql = "SELECT count(*) AS n FROM registrations WHERE tenant_id = $T AND held_resident_id_enc IS NOT NULL";
         let held = query(&app, tenant, sql).await[0].try_get::<i64>("", "n").unwrap();
-        assert_eq!(held, 1, "{what}");
+        assert_eq!(held, 2, "{what}");
 
         // The import's medical record numbers came from the counters: a clinic registering
         // someone afterwards gets a number of its own.
@@ -152,11 +160,11 @@ async fn csv_in_utf8_and_gb18030_and_xlsx_import_with_a_true_report_and_a_second
         let persons = persons + 1;
 
         let again = run(&app, tenant, &bytes, 4, None).await.unwrap();
-        assert_eq!((again.counts.new_persons, again.counts.linked, again.counts.already_imported), (0, 0, 7), "{what}");
+        assert_eq!((again.counts.new_persons, again.counts.linked, again.counts.already_imported), (0, 0, 8), "{what}");
         assert_eq!(again.counts.rejected, 3, "{what}: refused rows (the repeated id too) are refused again");
         assert_eq!(count(&app, tenant, "persons").await, persons, "{what}");
         assert_eq!(count(&app, tenant, "registrations").await, registrations, "{what}");
-        assert_eq!(count(&app, tenant, "duplicate_candidates").await, 1, "{what}");
+        assert_eq!(count(&app, tenant, "duplicate_candidates").await, 2, "{what}");
     }
 }
 
@@ -170,7 +178,7 @@ async fn the_report_lists_every_entry_in_csv_and_xlsx_with_chinese_headers() {
     let kinds = |k: &str| csv.lines().filter(|l| l.starts_with(k)).count();
     assert_eq!(
         (kinds("自动关联"), kinds("疑似重复"), kinds("拒绝"), kinds("数据质量"), kinds("汇总")),
-        (1, 1, 3, 4, 9)
+        (1, 2, 3, 5, 9)
     );
     let mut book: calamine::Xlsx<_> =
         calamine::open_workbook_from_rs(std::io::Cursor::new(r.to_xlsx().unwrap())).unwrap();
@@ -179,7 +187,7 @@ async fn the_report_lists_every_entry_in_csv_and_xlsx_with_chinese_headers() {
     let rejected = book.worksheet_range("拒绝").unwrap();
     assert_eq!(rejected.height(), 4, "a header and three refused rows");
     let summary = book.worksheet_range("汇总").unwrap();
-    assert_eq!(summary.get_value((1, 1)), Some(&calamine::Data::Float(10.0)), "counts are numbers");
+    assert_eq!(summary.get_value((1, 1)), Some(&calamine::Data::Float(11.0)), "counts are numbers");
 }
 
 /// Synthetic residents (with planted duplicates) as a CSV, for runs larger than a hand-made file.
@@ -262,7 +270,7 @@ async fn the_command_line_imports_with_a_mapping_and_writes_both_reports() {
     let out = app.cli(&args);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout} {}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("6 new persons, 1 linked, 1 probable pairs for review"), "{stdout}");
+    assert!(stdout.contains("7 new persons, 1 linked, 2 probable pairs for review"), "{stdout}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("100%"), "a progress bar");
     assert!(std::fs::read(reports.join("report.xlsx")).unwrap().starts_with(b"PK"));
     assert!(std::fs::read_to_string(reports.join("report.csv")).unwrap().contains("source_record_id_repeated"));
@@ -313,7 +321,7 @@ async fn the_tenant_administrator_uploads_follows_progress_and_downloads_the_rep
     let done = app.get(&format!("/api/v1/imports/{id}"), &admin.token).await.body;
     assert_eq!(done["status"], "done", "{done}");
     assert_eq!(done["percent"], 100);
-    assert_eq!(done["counts"]["new_persons"], 6);
+    assert_eq!(done["counts"]["new_persons"], 7);
     assert_eq!(done["counts"]["rejected"], 3);
     let list = app.get("/api/v1/imports", &admin.token).await;
     assert_eq!(list.body[0]["id"], id.as_str());
