@@ -33,6 +33,10 @@ pub struct Demographics {
     pub name: NameKey,
     pub sex: Option<Sex>,
     pub birth: Option<Birth>,
+    /// The sex and birth date the record itself gave, before a resident ID filled them in: what
+    /// is left of them when that ID turns out to be someone else's (`service::register_once`).
+    pub typed_sex: Option<Sex>,
+    pub typed_birth: Option<Birth>,
     pub resident_id: Option<ResidentId>,
     pub phone: Option<String>,
     pub insurance_no: Option<String>,
@@ -157,6 +161,7 @@ impl Demographics {
             None => None,
         };
         let mut birth = raw.birth_date.as_deref().map(parse_birth).transpose()?;
+        let (typed_sex, typed_birth) = (sex, birth);
         if let Some(id) = &resident_id {
             match sex {
                 Some(s) if s != id.sex() => return Err(resident_id_error(super::resident_id::ResidentIdError::Sex)),
@@ -176,6 +181,8 @@ impl Demographics {
             name,
             sex,
             birth,
+            typed_sex,
+            typed_birth,
             resident_id,
             phone: raw.phone.as_deref().filter(|s| !s.trim().is_empty()).map(parse_phone).transpose()?,
             insurance_no: raw

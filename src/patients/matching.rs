@@ -285,10 +285,12 @@ fn evidence_cap(comparisons: &[Comparison], young: bool) -> Grade {
     // registered with a parent's or a sibling's) as often as a renamed person: worth a look,
     // never a link, or the child's visits join the sibling's record. Names that sound alike or
     // are variants agree (an input method's slips are homophones); a name a letter of pinyin
-    // away (张涛 and 张涛旭, 子豪 and 子涵) is how relatives are named.
+    // away (张涛 and 张涛旭, 子豪 and 子涵) is how relatives are named. Among young children
+    // only the same name agrees: twins are named alike (子轩 and 子萱).
     if agrees(Field::ResidentId, &["exact"]) {
         return match name_level {
-            Some("exact" | "same_pinyin") | None => Grade::Certain,
+            Some("exact") | None => Grade::Certain,
+            Some("same_pinyin") if !young => Grade::Certain,
             _ => Grade::Probable,
         };
     }
@@ -367,11 +369,14 @@ pub fn score(a: &MatchRecord, b: &MatchRecord, w: &MatchWeights) -> Scored {
     }
     let score: f64 = comparisons.iter().map(|c| c.weight).sum();
     let evidence = evidence_cap(&comparisons, young);
-    // The same valid ID decides, unless the name says it may be someone else's (see there).
-    let deterministic = deterministic.filter(|_| evidence == Grade::Certain);
-    let cap = cap.min(evidence);
-    let grade = deterministic.unwrap_or_else(|| w.grade(score).min(cap));
-    Scored { score: if deterministic.is_some() { score.max(w.certain) } else { score }, grade, comparisons }
+    // The same valid ID decides: certain, or probable when the name says it may be someone
+    // else's (see there), whatever the weights make of the rest.
+    let grade = match deterministic {
+        Some(_) => evidence,
+        None => w.grade(score).min(cap.min(evidence)),
+    };
+    let score = if deterministic.is_some() && grade == Grade::Certain { score.max(w.certain) } else { score };
+    Scored { score, grade, comparisons }
 }
 
 #[cfg(test)]
@@ -479,6 +484,12 @@ mod tests {
         let c = |a: &str, b: &str| score(&with_id(a, &born, &child), &with_id(b, &born, &child), &w).grade;
         assert_eq!(c("张子豪", "张子豪"), Grade::Certain);
         assert_eq!(c("张子豪", "张子涵"), Grade::Probable, "siblings are named a letter apart");
+        assert_eq!(c("张子轩", "张子萱"), Grade::Probable, "twins are named alike");
+        // Whatever a tenant's weights make of the rest, the same ID is at least worth a look.
+        let harsh = MatchWeights { name_different: -60.0, name_same_surname: -60.0, ..w.clone() };
+        let s = score(&with_id("刘洋", "1990-01-01", adult), &with_id("王芳", "1990-01-01", adult), &harsh);
+        assert!(s.score < harsh.probable, "{s:?}");
+        assert_eq!(s.grade, Grade::Probable);
     }
 
     #[test]

@@ -480,7 +480,10 @@ async fn create_person(
 ) -> AppResult<person::Model> {
     let mut record = d.to_match_record();
     if !with_id {
+        // Nor the sex and birth date that came only from that ID: they are its holder's. What
+        // the record did not say is flagged missing, for the clinic to complete.
         (record.resident_id, record.resident_id_valid) = (None, false);
+        (record.sex, record.birth) = (d.typed_sex, d.typed_birth);
     }
     let row = new_person_row(ctx.tenant, ctx.institution, cipher, &record, Utc::now()).insert(&**tx).await?;
     tx.emit(Some(ctx.user), row.id, &events::PersonCreated { person: row.id, institution: ctx.institution }).await?;

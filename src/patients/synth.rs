@@ -374,6 +374,12 @@ pub fn generate(cfg: &SynthConfig) -> Vec<SynthRecord> {
         });
     }
     add_look_alikes(&mut rng, cfg, &mut out, &mut used_ids);
+    add_duplicates(&mut rng, cfg, &mut out, duplicates);
+    out
+}
+
+/// Adds `duplicates` copies of the people in `out`, each with one or two errors.
+fn add_duplicates(rng: &mut StdRng, cfg: &SynthConfig, out: &mut Vec<SynthRecord>, duplicates: usize) {
     let originals = out.len();
     // Households for `family_id`: residents with a valid ID, by surname and village.
     let mut households: HashMap<(char, &str), Vec<usize>> = HashMap::new();
@@ -403,15 +409,12 @@ pub fn generate(cfg: &SynthConfig) -> Vec<SynthRecord> {
     }
     let mut dups = Vec::with_capacity(duplicates);
     let mut chosen: Vec<usize> = (0..originals).collect();
-    chosen.shuffle(&mut rng);
+    chosen.shuffle(rng);
     for &i in chosen.iter().cycle().take(duplicates) {
         let mut dup = out[i].clone();
         dup.is_duplicate = true;
         let count = if rng.random_bool(0.55) { 1 } else { 2 };
-        if cfg.family_share > 0.0
-            && rng.random_bool(FAMILY_ID_SHARE)
-            && family_id(&mut rng, &mut dup, &out, &households)
-        {
+        if cfg.family_share > 0.0 && rng.random_bool(FAMILY_ID_SHARE) && family_id(rng, &mut dup, out, &households) {
             dup.errors.push("family_id");
         }
         // Some records admit few kinds of error (no ID, no phone, a year-only birth date):
@@ -420,15 +423,14 @@ pub fn generate(cfg: &SynthConfig) -> Vec<SynthRecord> {
             if dup.errors.len() >= count {
                 break;
             }
-            let kind = *kinds.choose(&mut rng).unwrap();
-            if !dup.errors.contains(&kind) && apply_error(&mut rng, &mut dup, kind, &cfg.villages) {
+            let kind = *kinds.choose(rng).unwrap();
+            if !dup.errors.contains(&kind) && apply_error(rng, &mut dup, kind, &cfg.villages) {
                 dup.errors.push(kind);
             }
         }
         dups.push(dup);
     }
     out.extend(dups);
-    out
 }
 
 /// Share of duplicates (with look-alikes on) that carry a family member's ID. The independent

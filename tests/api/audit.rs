@@ -740,7 +740,7 @@ async fn rows_beyond_one_statement_join_the_chain_in_order() {
 #[tokio::test]
 #[ignore = "needs single-node PostgreSQL (CLOUDHIS_TEST_BACKEND=postgres; .ci/run runs it): a proxy cuts a COMMIT"]
 async fn a_read_whose_audit_commit_was_cut_is_audited_once() {
-    use crate::idempotency::{CommitCutter, Cut};
+    use crate::helpers::{CommitCutter, Cut};
     use std::sync::atomic::Ordering;
     crate::helpers::require_postgres();
     assert!(!crate::helpers::on_citus(), "the proxy stands in front of single-node PostgreSQL");

@@ -12,6 +12,8 @@
 //! the app's migration distributes the schema as in production.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use cloudhis::platform::config::Config;
 use cloudhis::platform::state::AppState;
@@ -19,6 +21,8 @@ use cloudhis::startup::Application;
 use reqwest::{Method, StatusCode};
 use sea_orm::{ConnectionTrait, Database, DatabaseConnection};
 use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use uuid::Uuid;
 
 pub const PASSWORD: &str = "Demo@2026";
@@ -472,4 +476,130 @@ pub fn require_postgres() {
         backend() == Backend::Postgres,
         "this test checks PostgreSQL (and, where it says so, Redis and RabbitMQ): run it with CLOUDHIS_TEST_BACKEND=postgres"
     );
+}
+
+/// A TCP proxy in front of PostgreSQL that, once armed, cuts the connection at the `COMMIT` of
+/// the first transaction that sent `pattern` (see [`Cut`]): the client cannot know whether the
+/// commit landed.
+pub(crate) struct CommitCutter {
+    pub(crate) port: u16,
+    pub(crate) armed: Arc<AtomicBool>,
+    pub(crate) cuts: Arc<AtomicUsize>,
+}
+
+/// Where [`CommitCutter`] cuts an armed transaction's `COMMIT`.
+#[derive(Clone, Copy)]
+pub(crate) enum Cut {
+    /// The server gets the `COMMIT` and commits; its answer is lost with the connection.
+    AfterCommit,
+    /// The connection ends before the `COMMIT` reaches the server, which rolls back.
+    BeforeCommit,
+}
+
+impl CommitCutter {
+    /// A proxy to `upstream` that, once armed, cuts (see [`Cut`]) the `COMMIT` of the first
+    /// transaction that sent `pattern` in a statement's text or a bound value.
+    pub(crate) async fn start(upstream: String, pattern: &'static [u8], at: Cut) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let (armed, cuts) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicUsize::new(0)));
+        let (a, c) = (armed.clone(), cuts.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = TcpStream::connect(&upstream).await.unwrap();
+                // Without it every small message waits on a delayed ACK (about 40 ms).
+                let _ = (client.set_nodelay(true), server.set_nodelay(true));
+                tokio::spawn(relay(client, server, pattern, at, a.clone(), c.clone()));
+            }
+        });
+        Self { port, armed, cuts }
+    }
+}
+
+async fn relay(
+    client: TcpStream,
+    server: TcpStream,
+    pattern: &[u8],
+    at: Cut,
+    armed: Arc<AtomicBool>,
+    cuts: Arc<AtomicUsize>,
+) {
+    let (mut from_client, mut to_client) = client.into_split();
+    let (mut from_server, mut to_server) = server.into_split();
+    let cutting = Arc::new(AtomicBool::new(false));
+    let answers = {
+        let cutting = cutting.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match from_server.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    // The client sends COMMIT only after it had every earlier answer: what comes
+                    // now is the answer to COMMIT, and it is dropped with the connection.
+                    Ok(_) if cutting.load(Ordering::SeqCst) => return,
+                    Ok(n) => {
+                        if to_client.write_all(&buf[..n]).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        })
+    };
+    // The startup message has no type byte; every later one has.
+    let mut len = [0u8; 4];
+    if from_client.read_exact(&mut len).await.is_err() {
+        return;
+    }
+    let mut startup = vec![0u8; (u32::from_be_bytes(len) as usize).saturating_sub(4)];
+    if from_client.read_exact(&mut startup).await.is_err() {
+        return;
+    }
+    to_server.write_all(&len).await.unwrap();
+    to_server.write_all(&startup).await.unwrap();
+    let mut seen = false;
+    let mut prepared: HashMap<Vec<u8>, bool> = HashMap::new();
+    loop {
+        let mut head = [0u8; 5];
+        if from_client.read_exact(&mut head).await.is_err() {
+            return;
+        }
+        let mut body = vec![0u8; (u32::from_be_bytes(head[1..5].try_into().unwrap()) as usize).saturating_sub(4)];
+        if from_client.read_exact(&mut body).await.is_err() {
+            return;
+        }
+        let contains = |hay: &[u8]| hay.windows(pattern.len()).any(|w| w == pattern);
+        let cstrings: Vec<&[u8]> = body.split(|b| *b == 0).collect();
+        match head[0] {
+            // Parse: statement name, query text.
+            b'P' if cstrings.len() > 1 => {
+                prepared.insert(cstrings[0].to_vec(), contains(cstrings[1]));
+            }
+            // Bind: portal name, statement name, then the values (text as its bytes).
+            b'B' if cstrings.len() > 1 => {
+                seen |= prepared.get(cstrings[1]).copied().unwrap_or(false) || contains(&body);
+            }
+            b'Q' => {
+                let commit = body.starts_with(b"COMMIT");
+                seen |= contains(&body);
+                if commit && std::mem::take(&mut seen) && armed.swap(false, Ordering::SeqCst) {
+                    cutting.store(true, Ordering::SeqCst);
+                    match at {
+                        Cut::AfterCommit => {
+                            to_server.write_all(&[&head[..], &body].concat()).await.unwrap();
+                            let _ = answers.await;
+                        }
+                        // Both directions close: the server's backend reads the end and aborts.
+                        Cut::BeforeCommit => answers.abort(),
+                    }
+                    cuts.fetch_add(1, Ordering::SeqCst);
+                    return;
+                }
+            }
+            _ => {}
+        }
+        if to_server.write_all(&[&head[..], &body].concat()).await.is_err() {
+            return;
+        }
+    }
 }

@@ -19,6 +19,7 @@ mod fuzz;
 mod idempotency;
 mod imports;
 mod isolation;
+mod patient_identifiers;
 mod patients;
 mod platform;
 mod referrals;

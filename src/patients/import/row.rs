@@ -120,7 +120,7 @@ pub fn parse(line: u64, cells: &[String], at: &Positions, institutions: &HashMap
             }
             Err(_) => {
                 flags.push("resident_id_invalid");
-                held_resident_id = Some(raw.to_ascii_uppercase());
+                held_resident_id = Some(as_typed(raw).to_ascii_uppercase());
             }
         }
     }

@@ -32,19 +32,26 @@ struct Head {
     /// dated in the order they were appended whichever server appends them (the archive takes
     /// a chain's rows month by month and relies on that order).
     at: DateTime<Utc>,
-    /// PostgreSQL: the transaction's id, taken with the lock (see [`append`]).
-    xid: Option<String>,
 }
 
-/// Appends `entries` to one of `tenant`'s chains inside `conn`'s transaction. On PostgreSQL it
-/// returns the transaction's id (`pg_current_xact_id`, read with the head's lock: no round trip
-/// more), so a caller whose `COMMIT` was cut can ask the server whether it landed
-/// (`writer::landed`) instead of appending the rows a second time.
-pub async fn append(conn: &DatabaseTransaction, tenant: Uuid, entries: Vec<AuditEntry>) -> AppResult<Option<String>> {
+/// Where an append's last row went: enough to find out later whether its transaction committed
+/// (`writer::landed`), on any backend, with no statement more.
+#[derive(Debug, Clone)]
+pub struct Tail {
+    pub chain: i16,
+    pub seq: i64,
+    pub hash: String,
+    pub at: DateTime<Utc>,
+}
+
+/// Appends `entries` to one of `tenant`'s chains inside `conn`'s transaction; returns where the
+/// last one went (`None` for no entries), so a caller whose `COMMIT` was cut can look for it
+/// instead of appending the rows a second time.
+pub async fn append(conn: &DatabaseTransaction, tenant: Uuid, entries: Vec<AuditEntry>) -> AppResult<Option<Tail>> {
     if entries.is_empty() {
         return Ok(None);
     }
-    let Head { chain, mut seq, hash: mut prev, at, xid } = lock_head(conn, tenant).await?;
+    let Head { chain, mut seq, hash: mut prev, at } = lock_head(conn, tenant).await?;
     let now = at.trunc_subsecs(6);
     let mut rows = Vec::with_capacity(entries.len());
     for e in entries {
@@ -71,7 +78,8 @@ pub async fn append(conn: &DatabaseTransaction, tenant: Uuid, entries: Vec<Audit
         prev = row.hash.clone();
         rows.push(audit_log::ActiveModel::from(row));
     }
-    let head = Head { chain, seq, hash: prev, at: now, xid: None };
+    let head = Head { chain, seq, hash: prev, at: now };
+    let tail = Tail { chain, seq, hash: head.hash.clone(), at: now };
     // Every chunk but the last on its own; on PostgreSQL the last one also moves the head.
     let last = rows.split_off((rows.len() - 1) / CHUNK * CHUNK);
     let mut earlier = rows.into_iter().peekable();
@@ -80,11 +88,11 @@ pub async fn append(conn: &DatabaseTransaction, tenant: Uuid, entries: Vec<Audit
     }
     if conn.get_database_backend() == DbBackend::Postgres {
         insert_and_advance(conn, tenant, last, head).await?;
-        return Ok(xid);
+        return Ok(Some(tail));
     }
     audit_log::Entity::insert_many(last).exec(conn).await?;
     move_head(conn, tenant, head).await?;
-    Ok(xid)
+    Ok(Some(tail))
 }
 
 /// On PostgreSQL, the last rows' INSERT and the head's advance in one statement (one round trip
@@ -143,8 +151,7 @@ async fn lock_head(conn: &DatabaseTransaction, tenant: Uuid) -> AppResult<Head> 
         let row = conn
             .query_one_raw(Statement::from_sql_and_values(
                 backend,
-                "SELECT chain, seq, hash, clock_timestamp() AS at, pg_current_xact_id()::text AS xid
-                   FROM audit_head_lock($1, 0)",
+                "SELECT chain, seq, hash, clock_timestamp() AS at FROM audit_head_lock($1, 0)",
                 [tenant.into()],
             ))
             .await?
@@ -155,7 +162,6 @@ async fn lock_head(conn: &DatabaseTransaction, tenant: Uuid) -> AppResult<Head> 
             seq: row.try_get("", "seq")?,
             hash: row.try_get("", "hash")?,
             at: row.try_get("", "at")?,
-            xid: Some(row.try_get("", "xid")?),
         });
     }
     let select = "SELECT seq, hash FROM audit_heads WHERE tenant_id = ? AND chain = 0";
@@ -163,13 +169,7 @@ async fn lock_head(conn: &DatabaseTransaction, tenant: Uuid) -> AppResult<Head> 
     for _ in 0..2 {
         let row = conn.query_one_raw(Statement::from_sql_and_values(backend, select, [tenant.into()])).await?;
         if let Some(row) = row {
-            return Ok(Head {
-                chain: 0,
-                seq: row.try_get("", "seq")?,
-                hash: row.try_get("", "hash")?,
-                at: Utc::now(),
-                xid: None,
-            });
+            return Ok(Head { chain: 0, seq: row.try_get("", "seq")?, hash: row.try_get("", "hash")?, at: Utc::now() });
         }
         conn.execute_raw(Statement::from_sql_and_values(backend, insert, [tenant.into(), GENESIS.into()])).await?;
     }

@@ -5,8 +5,8 @@
 //! here; a worker takes the rows of every read in flight, appends them to their tenants' chains
 //! in one transaction, and answers each read only after that commit. A crash before the commit
 //! loses rows only of requests that had not answered. A connection cut under a group is tried
-//! once more, after asking the server whether the cut commit landed: rows are never missing,
-//! and not written twice.
+//! once more, after looking for the group's rows ([`landed`]): rows are never missing, and not
+//! written twice.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,6 +15,7 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
 use tokio::sync::{Mutex, mpsc, oneshot};
 use uuid::Uuid;
 
+use super::chain::Tail;
 use super::entry::AuditEntry;
 use crate::platform::{AppError, AppResult};
 
@@ -53,16 +54,16 @@ impl Writer {
             let (conn, rx) = (conn.clone(), rx.clone());
             tokio::spawn(async move {
                 while let Some(jobs) = next_group(&rx).await {
-                    let mut xid = None;
-                    let mut result = write(&conn, &jobs, &mut xid).await;
+                    let mut tail = None;
+                    let mut result = write(&conn, &jobs, &mut tail).await;
                     if let Err(AppError::Unavailable(e)) = &result {
                         // A connection cut under the group (a dead pooled connection at BEGIN
                         // is already replaced by `begin_answering`). If the cut came with or
-                        // after `COMMIT`, the rows may be in: ask the server before writing
+                        // after `COMMIT`, the rows may be in: look for them before writing
                         // them again, on another connection.
                         tracing::warn!(error = %format!("{e:#}"), "audit group commit: database unavailable; trying again");
-                        result = match xid {
-                            Some(xid) => match landed(&conn, &xid).await {
+                        result = match tail {
+                            Some((tenant, tail)) => match landed(&conn, tenant, &tail).await {
                                 Ok(true) => Ok(()),
                                 Ok(false) => write(&conn, &jobs, &mut None).await,
                                 Err(e) => Err(e),
@@ -117,8 +118,9 @@ async fn next_group(rx: &Mutex<mpsc::Receiver<Job>>) -> Option<Vec<Job>> {
 }
 
 /// One transaction: each tenant's rows (in the order they came) appended to one of its chains.
-/// `xid` gets the transaction's id as soon as the database has given one (PostgreSQL).
-async fn write(conn: &DatabaseConnection, jobs: &[Job], xid: &mut Option<String>) -> AppResult<()> {
+/// `tail` gets where the first tenant's last row goes, once it is planned: the group commits or
+/// not as one, so that row says for all of it.
+async fn write(conn: &DatabaseConnection, jobs: &[Job], tail: &mut Option<(Uuid, Tail)>) -> AppResult<()> {
     let mut tenants: Vec<(Uuid, Vec<AuditEntry>)> = Vec::new();
     for job in jobs {
         match tenants.iter_mut().find(|(t, _)| *t == job.tenant) {
@@ -129,43 +131,35 @@ async fn write(conn: &DatabaseConnection, jobs: &[Job], xid: &mut Option<String>
     let tx = crate::platform::db::begin_answering(conn, None).await?;
     for (tenant, entries) in tenants {
         tx.execute_unprepared(&crate::platform::db::set_tenant_sql(tenant)).await?;
-        let id = super::chain::append(&tx, tenant, entries).await?;
-        if xid.is_none() {
-            *xid = id;
+        let last = super::chain::append(&tx, tenant, entries).await?;
+        if tail.is_none() {
+            *tail = last.map(|t| (tenant, t));
         }
     }
     tx.commit().await?;
     Ok(())
 }
 
-/// How long [`landed`] waits for the server to settle a transaction it still counts as running.
+/// How long [`landed`] waits for a cut transaction to end.
 const OUTCOME_WAIT: Duration = Duration::from_secs(5);
 
-/// Whether the transaction `xid`, whose connection was cut, committed. A `COMMIT` cut on the
-/// wire may have landed; the server knows (`pg_xact_status`). It counts the transaction as
-/// running until its backend notices the lost connection (at once, for a closed socket; a
-/// `COMMIT` it received is finished first): asked again until it settles, for at most
-/// [`OUTCOME_WAIT`]; after that the group fails as unavailable (its requests answer 503 and may
-/// be sent again; none of them heard 200). On Citus the coordinator's transaction is the one
-/// whose commit decides the workers' (two-phase commit), and it is the one asked.
-async fn landed(conn: &DatabaseConnection, xid: &str) -> AppResult<bool> {
+/// Whether the group whose connection was cut committed: its first tenant's last row, `tail`,
+/// is in the trail. The cut transaction may still be open on the server (its backend has not yet
+/// noticed the lost connection, or is finishing a `COMMIT` it received): until it ends it holds
+/// that chain's head, and its rows are invisible. So the head is asked for first
+/// ([`tail_state`]); once it was free, or the row is there, the answer is certain. This reads the
+/// rows themselves, so it holds on Citus too, whichever way Citus commits on its workers. Asked
+/// again until then, for about [`OUTCOME_WAIT`]; after that the group fails as unavailable (its
+/// requests answer 503 and may be sent again; none of them heard 200).
+async fn landed(conn: &DatabaseConnection, tenant: Uuid, tail: &Tail) -> AppResult<bool> {
     let deadline = Instant::now() + OUTCOME_WAIT;
-    let ask = Statement::from_sql_and_values(
-        DbBackend::Postgres,
-        "SELECT pg_xact_status($1::text::xid8) AS status",
-        [xid.into()],
-    );
     loop {
-        match conn.query_one_raw(ask.clone()).await {
-            Ok(Some(row)) => match row.try_get::<Option<String>>("", "status")?.as_deref() {
-                Some("committed") => return Ok(true),
-                Some("aborted") => return Ok(false),
-                _ => {}
-            },
+        match tail_state(conn, tenant, tail).await {
+            Ok(Some(there)) => return Ok(there),
             Ok(None) => {}
-            // The pool may hand out another connection the same failure cut.
-            Err(e) if crate::platform::error::connection_cut(&e) => {}
-            Err(e) => return Err(e.into()),
+            // The pool may hand out another connection the same failure cut, or the head's
+            // lock may time out behind the cut transaction: ask again.
+            Err(e) => tracing::debug!(error = %e.reason(), "audit group commit: the cut group's outcome not known yet"),
         }
         if Instant::now() >= deadline {
             return Err(AppError::Unavailable(anyhow::anyhow!(
@@ -174,4 +168,38 @@ async fn landed(conn: &DatabaseConnection, xid: &str) -> AppResult<bool> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// `Some(true)`: the row `tail` is in the trail. `Some(false)`: it is not, and its chain's head
+/// was free (so the transaction that planned it has ended without it). `None`: not there yet
+/// and the head held, perhaps by that transaction still. Takes the head in a transaction of its
+/// own (rolled back: nothing is written), waiting at most a second for its lock.
+async fn tail_state(conn: &DatabaseConnection, tenant: Uuid, tail: &Tail) -> AppResult<Option<bool>> {
+    let settings = format!("{}; SET LOCAL lock_timeout = '1s'", crate::platform::db::set_tenant_sql(tenant));
+    let tx = crate::platform::db::begin_answering(conn, Some(&settings)).await?;
+    let pg = |sql: &str, values: Vec<sea_orm::Value>| Statement::from_sql_and_values(DbBackend::Postgres, sql, values);
+    let got = tx
+        .query_one_raw(pg(
+            "SELECT chain FROM audit_head_lock($1, $2)",
+            vec![tenant.into(), i32::from(tail.chain).into()],
+        ))
+        .await?
+        .map(|row| row.try_get::<i32>("", "chain"))
+        .transpose()?;
+    let there = tx
+        .query_one_raw(pg(
+            "SELECT EXISTS (SELECT 1 FROM audit_log WHERE tenant_id = $1 AND chain = $2 AND seq = $3
+                              AND occurred_at = $4 AND hash = $5) AS there",
+            vec![tenant.into(), tail.chain.into(), tail.seq.into(), tail.at.into(), tail.hash.clone().into()],
+        ))
+        .await?
+        .map(|row| row.try_get::<bool>("", "there"))
+        .transpose()?
+        .unwrap_or(false);
+    tx.rollback().await?;
+    Ok(match (there, got == Some(i32::from(tail.chain))) {
+        (true, _) => Some(true),
+        (false, true) => Some(false),
+        (false, false) => None,
+    })
 }
