@@ -153,17 +153,19 @@ const OUTCOME_WAIT: Duration = Duration::from_secs(5);
 /// requests answer 503 and may be sent again; none of them heard 200).
 async fn landed(conn: &DatabaseConnection, tenant: Uuid, tail: &Tail) -> AppResult<bool> {
     let deadline = Instant::now() + OUTCOME_WAIT;
+    let mut last_error = None;
     loop {
         match tail_state(conn, tenant, tail).await {
             Ok(Some(there)) => return Ok(there),
             Ok(None) => {}
             // The pool may hand out another connection the same failure cut, or the head's
             // lock may time out behind the cut transaction: ask again.
-            Err(e) => tracing::debug!(error = %e.reason(), "audit group commit: the cut group's outcome not known yet"),
+            Err(e) => last_error = Some(e.reason()),
         }
         if Instant::now() >= deadline {
             return Err(AppError::Unavailable(anyhow::anyhow!(
-                "the outcome of a cut audit commit was not known within {OUTCOME_WAIT:?}"
+                "the outcome of a cut audit commit was not known within {OUTCOME_WAIT:?} (last error: {})",
+                last_error.as_deref().unwrap_or("none; the chain's head stayed held")
             )));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
