@@ -107,6 +107,16 @@ struct Candidate {
     comparisons: Vec<Comparison>,
 }
 
+/// What blocking and scoring found: the candidates, and whether an active person already has
+/// the query's valid resident ID (`None`: the fetch hit its limit, so the rows cannot say).
+struct Found {
+    candidates: Vec<Candidate>,
+    rid_held: Option<bool>,
+}
+
+/// Rows blocking fetches at most.
+const BLOCK_LIMIT: usize = 2000;
+
 /// Blocking, then scoring. Merged persons lead to their survivor; each survivor appears once,
 /// with its best score.
 async fn find_candidates(
@@ -116,6 +126,16 @@ async fn find_candidates(
     w: &MatchWeights,
     exclude: Option<Uuid>,
 ) -> AppResult<Vec<Candidate>> {
+    Ok(find(tx, cipher, query, w, exclude).await?.candidates)
+}
+
+async fn find(
+    tx: &Tx,
+    cipher: &PiiCipher,
+    query: &MatchRecord,
+    w: &MatchWeights,
+    exclude: Option<Uuid>,
+) -> AppResult<Found> {
     // One branch per blocking key, each led by the tenant so that every branch is an index
     // search (SQLite otherwise takes the tenant-prefix index and scans the whole tenant).
     let tenant = tx.tenant();
@@ -152,7 +172,13 @@ async fn find_candidates(
     let any = keys
         .into_iter()
         .fold(Condition::any(), |any, k| any.add(Condition::all().add(person::Column::TenantId.eq(tenant)).add(k)));
-    let rows = person::Entity::find().filter(any).limit(2000).all(&**tx).await?;
+    let rows = person::Entity::find().filter(any).limit(BLOCK_LIMIT as u64).all(&**tx).await?;
+    // Every active holder of the ID is among the rows (its own blocking key) unless the limit cut.
+    let rid = query.resident_id.as_deref().filter(|_| query.resident_id_valid).map(|r| rid_hash(cipher, r));
+    let held = rid.is_some_and(|h| {
+        rows.iter().any(|r| r.status == ACTIVE && r.resident_id_valid && r.resident_id_hash.as_deref() == Some(&h))
+    });
+    let rid_held = (held || rows.len() < BLOCK_LIMIT).then_some(held);
     let mut best: HashMap<Uuid, (f64, Grade, Vec<Comparison>)> = HashMap::new();
     let mut survivors: HashMap<Uuid, person::Model> = HashMap::new();
     for row in rows {
@@ -181,7 +207,7 @@ async fn find_candidates(
         .collect();
     out.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.person.id.cmp(&b.person.id)));
     out.truncate(MAX_CANDIDATES);
-    Ok(out)
+    Ok(Found { candidates: out, rid_held })
 }
 
 /// Follows `replaced_by` to the active survivor (a chain exists when a survivor was itself merged).
@@ -355,7 +381,7 @@ async fn register_once(state: &AppState, ctx: &RequestCtx, input: &RegisterInput
         (p, true)
     } else {
         let w = weights(&tx).await?;
-        let cands = find_candidates(&tx, cipher, &d.to_match_record(), &w, None).await?;
+        let Found { candidates: cands, rid_held } = find(&tx, cipher, &d.to_match_record(), &w, None).await?;
         match cands.first() {
             Some(c) if c.grade == Grade::Certain => (c.person.clone(), true),
             Some(c) if c.grade == Grade::Probable && input.create_new_reason.is_none() => {
@@ -369,8 +395,9 @@ async fn register_once(state: &AppState, ctx: &RequestCtx, input: &RegisterInput
                 // A resident ID another person has (the same ID under another given name, a
                 // new person on purpose: a child given a sibling's ID) is not this person's
                 // to take: it is held on the registration, as a linked record's would be.
-                held_by_new = match &d.resident_id {
-                    Some(r) if rid_taken(&tx, cipher, r.as_str()).await? => Some(r.as_str()),
+                held_by_new = match (&d.resident_id, rid_held) {
+                    (Some(r), Some(true)) => Some(r.as_str()),
+                    (Some(r), None) if rid_taken(&tx, cipher, r.as_str()).await? => Some(r.as_str()),
                     _ => None,
                 };
                 let p = create_person(&mut tx, ctx, cipher, d, held_by_new.is_none()).await?;
