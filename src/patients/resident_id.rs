@@ -82,8 +82,11 @@ impl ResidentId {
     pub fn parse(raw: &str) -> Result<Self, ResidentIdError> {
         // As typed: full-width characters read as ASCII, and spaces between groups of digits
         // (`130999 19900101 001X`) dropped.
-        let s: String = super::domain::as_typed(raw).chars().filter(|c| !c.is_whitespace()).collect();
-        let s = s.to_ascii_uppercase();
+        let s: String = super::domain::as_typed(raw)
+            .chars()
+            .filter(|c| !c.is_whitespace())
+            .map(|c| c.to_ascii_uppercase())
+            .collect();
         let bytes = s.as_bytes();
         match bytes.len() {
             18 => {

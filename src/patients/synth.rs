@@ -378,6 +378,20 @@ pub fn generate(cfg: &SynthConfig) -> Vec<SynthRecord> {
     out
 }
 
+/// The error kinds of the first round's generator.
+const FIRST_ROUND_KINDS: [&str; 10] = [
+    "homophone",
+    "variant",
+    "id_typo",
+    "no_id",
+    "phone_changed",
+    "phone_typo",
+    "no_phone",
+    "birth_transposed",
+    "year_only",
+    "other_township",
+];
+
 /// Adds `duplicates` copies of the people in `out`, each with one or two errors.
 fn add_duplicates(rng: &mut StdRng, cfg: &SynthConfig, out: &mut Vec<SynthRecord>, duplicates: usize) {
     let originals = out.len();
@@ -392,18 +406,7 @@ fn add_duplicates(rng: &mut StdRng, cfg: &SynthConfig, out: &mut Vec<SynthRecord
     // The second round's kinds (with look-alikes): a record that does not say its sex or birth
     // date, and (on FAMILY_ID_SHARE of duplicates, its first error) a family member's ID given
     // by mistake. `--families 0` keeps the first round's.
-    let mut kinds = vec![
-        "homophone",
-        "variant",
-        "id_typo",
-        "no_id",
-        "phone_changed",
-        "phone_typo",
-        "no_phone",
-        "birth_transposed",
-        "year_only",
-        "other_township",
-    ];
+    let mut kinds = FIRST_ROUND_KINDS.to_vec();
     if cfg.family_share > 0.0 {
         kinds.extend(["no_sex", "no_birth"]);
     }
@@ -646,16 +649,7 @@ mod tests {
             }
         }
         let kinds: HashSet<&str> = a.iter().flat_map(|r| r.errors.iter().copied()).collect();
-        for k in [
-            "homophone",
-            "variant",
-            "id_typo",
-            "no_id",
-            "phone_changed",
-            "phone_typo",
-            "birth_transposed",
-            "other_township",
-        ] {
+        for k in FIRST_ROUND_KINDS {
             assert!(kinds.contains(k), "{k} appears");
         }
         assert!(HOMOPHONES.get(&'伟').is_some_and(|v| v.contains(&'玮')));

@@ -109,7 +109,8 @@ impl Mapping {
                 .or_else(|| named[i].clone());
             let pos = match wanted {
                 Some(col) => {
-                    Some(clean.iter().position(|h| *h == header_key(&col)).ok_or_else(|| missing(field, &col))?)
+                    let key = header_key(&col);
+                    Some(clean.iter().position(|h| *h == key).ok_or_else(|| missing(field, &col))?)
                 }
                 None => clean.iter().position(|h| aliases.iter().any(|a| *h == header_key(a))),
             };
