@@ -39,8 +39,15 @@ pub fn code_at(secret: &[u8], step: i64) -> String {
 /// `now` (seconds since the epoch) and later than `last_used`, so a code works once. Every step
 /// of the window is compared, in constant time, whatever matched first.
 pub fn verify(secret: &[u8], code: &str, now: i64, last_used: Option<i64>) -> Option<i64> {
-    // Apps show the code as "123 456".
-    let code: String = code.chars().filter(|c| !c.is_whitespace()).collect();
+    // Apps show the code as "123 456"; an input method left in full-width mode types "１２３４５６".
+    let code: String = code
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .map(|c| match c {
+            '０'..='９' => char::from(b'0' + (c as u32 - '０' as u32) as u8),
+            c => c,
+        })
+        .collect();
     if code.len() != 6 || !code.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -119,6 +126,11 @@ mod tests {
         assert_eq!(verify(&secret, &code(step + 1), now, Some(step)), Some(step + 1));
         let spaced = format!("{} {}", &code(step)[..3], &code(step)[3..]);
         assert_eq!(verify(&secret, &spaced, now, None), Some(step), "as apps show it");
+        let full_width: String = spaced
+            .chars()
+            .map(|c| if c == ' ' { '\u{3000}' } else { char::from_u32(c as u32 + 0xFEE0).unwrap() })
+            .collect();
+        assert_eq!(verify(&secret, &full_width, now, None), Some(step), "typed in full width: {full_width}");
         for bad in ["", "12345", "1234567", "12a456", " "] {
             assert_eq!(verify(&secret, bad, now, None), None, "{bad:?}");
         }
