@@ -366,6 +366,8 @@ async fn register_once(state: &AppState, ctx: &RequestCtx, input: &RegisterInput
     let mut tx = state.db.begin(ctx).await?;
     let d = &input.demographics;
     let mut held_by_new = None;
+    // Whether another active person has the record's resident ID, when blocking's rows can say.
+    let mut rid_known = None;
     let (person, matched) = if let Some(target) = input.link_to {
         let p = resolve_survivor(&tx, find_person_any(&tx, target).await?).await?;
         // Only a person these details match (probable or certain) may be linked: an id alone
@@ -382,6 +384,7 @@ async fn register_once(state: &AppState, ctx: &RequestCtx, input: &RegisterInput
     } else {
         let w = weights(&tx).await?;
         let Found { candidates: cands, rid_held } = find(&tx, cipher, &d.to_match_record(), &w, None).await?;
+        rid_known = rid_held;
         match cands.first() {
             Some(c) if c.grade == Grade::Certain => (c.person.clone(), true),
             Some(c) if c.grade == Grade::Probable && input.create_new_reason.is_none() => {
@@ -412,7 +415,7 @@ async fn register_once(state: &AppState, ctx: &RequestCtx, input: &RegisterInput
     };
     let (reg, _) = register_at(&mut tx, ctx, person.id).await?;
     if matched {
-        let held = fill_missing(&tx, cipher, &person, d).await?;
+        let held = fill_missing(&tx, cipher, &person, d, rid_known).await?;
         hold_on_registration(&tx, cipher, &reg, held).await?;
     } else if held_by_new.is_some() {
         hold_on_registration(&tx, cipher, &reg, Held { resident_id: held_by_new, insurance_no: None }).await?;
@@ -556,7 +559,15 @@ fn id_fits(p: &person::Model, id: &super::resident_id::ResidentId) -> bool {
 /// the ID of whoever a wrong link joined, would otherwise become the person's and pull every
 /// later record with it there. An insurance number never joins. What does not join, and any
 /// value other than the person's own, is returned to be held on the registration.
-async fn fill_missing<'a>(tx: &Tx, cipher: &PiiCipher, p: &person::Model, d: &'a Demographics) -> AppResult<Held<'a>> {
+/// `rid_held`: whether another active person has the record's resident ID (`None`: ask the
+/// database, which it does only when the ID would otherwise be taken).
+async fn fill_missing<'a>(
+    tx: &Tx,
+    cipher: &PiiCipher,
+    p: &person::Model,
+    d: &'a Demographics,
+    rid_held: Option<bool>,
+) -> AppResult<Held<'a>> {
     let mut am = p.clone().into_active_model();
     let mut changed = false;
     // Any value other than the person's own is held: never lost, never the person's.
@@ -571,7 +582,14 @@ async fn fill_missing<'a>(tx: &Tx, cipher: &PiiCipher, p: &person::Model, d: &'a
     if p.resident_id_enc.is_none()
         && let Some(r) = &d.resident_id
     {
-        if id_fits(p, r) {
+        // One active person per valid resident ID: an ID that fits but another person has (a
+        // twin's, or a family member's when this person's birth date is a year only) is held.
+        let free = id_fits(p, r)
+            && !match rid_held {
+                Some(held) => held,
+                None => rid_taken(tx, cipher, r.as_str()).await?,
+            };
+        if free {
             am.resident_id_enc = Set(Some(cipher.encrypt(r.as_str())));
             am.resident_id_hash = Set(Some(rid_hash(cipher, r.as_str())));
             am.resident_id_valid = Set(true);

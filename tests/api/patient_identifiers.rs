@@ -89,6 +89,43 @@ async fn a_childs_record_with_a_siblings_id_is_asked_about_not_linked() {
     assert_eq!(again.body["person"]["id"], sibling_id.as_str(), "the ID still leads to its holder");
 }
 
+/// A record that links for certain to a person without a resident ID, carrying an ID that fits
+/// that person (here: her birth date is a year only) but that another person already has. The
+/// person does not take it (one active person per ID): it is held on the registration, and the
+/// registration is not refused. Before, the unique index answered 409 `conflict` to the record
+/// and to its `create_new`, so it could not be registered at all.
+#[tokio::test]
+async fn a_linked_record_whose_id_another_person_has_is_registered_and_the_id_held() {
+    let app = spawn_app().await;
+    app.load_demo().await;
+    let village = app.login("village.doctor").await;
+    let township = app.login("township.doctor").await;
+    let id = rid("130999", "19500307", 111);
+    let holder = register(&app, &village, json!({"name": "张强", "resident_id": id})).await;
+    assert_eq!(holder.status, 201, "{}", holder.text);
+    let holder_id = holder.body["person"]["id"].as_str().unwrap().to_string();
+    let details = json!({"name": "张伟", "phone": "13911112222", "address_division": "130999101201"});
+    let mut first = details.clone();
+    (first["sex"], first["birth_date"]) = (json!("male"), json!("1950"));
+    let first = register(&app, &village, first).await;
+    assert_eq!(first.status, 201, "{}", first.text);
+    let person = first.body["person"]["id"].as_str().unwrap().to_string();
+
+    let mut with_id = details.clone();
+    with_id["resident_id"] = json!(id);
+    let linked = register(&app, &township, with_id).await;
+    assert_eq!(linked.status, 200, "{}", linked.text);
+    assert_eq!(linked.body["person"]["id"], person.as_str(), "{}", linked.text);
+    assert_eq!(linked.body["person"]["resident_id"], Value::Null, "the ID stays its holder's: {}", linked.text);
+    assert_eq!(
+        count_rows(&app, "SELECT count(*) AS n FROM registrations WHERE held_resident_id_enc IS NOT NULL").await,
+        1,
+        "held on the linked registration"
+    );
+    let again = register(&app, &township, json!({"name": "张强", "resident_id": id})).await;
+    assert_eq!(again.body["person"]["id"], holder_id.as_str(), "the ID still leads to its holder: {}", again.text);
+}
+
 /// A registration that links to a person but carries a resident ID that disagrees with the
 /// person's birth date (a family member's ID given by mistake) does not give the person that ID:
 /// it is held, encrypted, on the registration, so the next record with that ID does not follow
