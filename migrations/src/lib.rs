@@ -40,6 +40,7 @@ mod m20261207_000031_idempotency_committed;
 mod m20261207_000032_audit_log_by_month;
 mod m20261207_000033_audit_head_lock_no_wait;
 mod m20261207_000034_audit_head_advance_at;
+mod m20261208_000035_outbox_seq_index_sqlite;
 
 /// The registry steps of the enrollment summaries already there, as SQL (migration 18 runs it).
 pub use m20261128_000018_statistics_registry_steps::fill_sql as registry_steps_fill_sql;
@@ -86,6 +87,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261207_000032_audit_log_by_month::Migration),
             Box::new(m20261207_000033_audit_head_lock_no_wait::Migration),
             Box::new(m20261207_000034_audit_head_advance_at::Migration),
+            Box::new(m20261208_000035_outbox_seq_index_sqlite::Migration),
         ]
     }
 }
